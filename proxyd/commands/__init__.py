@@ -1,0 +1,1 @@
+"""One module per `proxyd` subcommand; each defines `register(subparsers)`."""

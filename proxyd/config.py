@@ -1,0 +1,692 @@
+"""ProxyConfig v1: the one contract between manager and proxyd, and the standalone file format.
+
+Parsed and validated here and nowhere else. `parse_config()` collects *every* problem and raises
+one `ConfigError` whose `.problems` name the field path of each (`services.sip.mode: expected
+one of tls, udp, off`). The manager builds configs through the same `parse_config()` and
+serialises them with `ProxyConfig.to_json()`, so no JSON is written by hand anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+VERSION = 1
+
+# An instance name is the first path segment of the web router and part of provisioning URLs,
+# so it must be a plain slug: no encoding questions, no case folding surprises.
+INSTANCE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
+DNS_NAME_RE = re.compile(
+    r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
+)
+SIP_TRANSPORTS = ("udp", "tcp", "tls")
+HTTP = ("http", "https")
+PROVISIONING_MODES = ("encrypted", "https", "http_and_https", "off")
+
+
+class ConfigError(ValueError):
+    """A config failed validation; `problems` lists `path: message` strings, all of them."""
+
+    def __init__(self, problems: Iterable[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+# ---------------------------------------------------------------------------- typed object
+
+
+@dataclass(frozen=True)
+class ProxyInfo:
+    name: str
+    fqdn: str
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    certificate_pem: str | None = None
+    key_pem: str | None = None
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SipTarget:
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{HostPort(self.host, self.port)}"
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    web: str | None = None
+    sip: SipTarget | None = None
+    sip_domains: tuple[str, ...] = ()
+    xmpp: HostPort | None = None
+    xmpp_domains: tuple[str, ...] = ()
+    xmpp_default: bool = False
+    xmpp_proxy_protocol: bool = False
+    provisioning: str | None = None
+
+
+@dataclass(frozen=True)
+class Application:
+    name: str
+    port: int
+    upstream: str
+    tls: bool = True
+    public_prefix: str = "/api/"
+    verify_upstream: bool = True
+
+
+@dataclass(frozen=True)
+class WebService:
+    mode: str = "web_and_rest"
+    port: int = 443
+    redirect_url: str | None = None
+
+
+@dataclass(frozen=True)
+class SipService:
+    mode: str = "tls"
+    udp_port: int = 5060
+    tls_port: int = 5061
+
+
+@dataclass(frozen=True)
+class MediaService:
+    mode: str = "srtp"
+    port_min: int = 30000
+    port_max: int = 35000
+    idle_timeout: float = 60.0
+    # Address written into SDP towards peers; None means the bind address (or fqdn's address).
+    public_address: str | None = None
+
+
+@dataclass(frozen=True)
+class ProvisioningService:
+    mode: str = "encrypted"
+    https_port: int = 8884
+    http_port: int = 8880
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class XmppService:
+    enabled: bool = True
+    port: int = 5222
+    direct_tls_port: int = 5223
+
+
+@dataclass(frozen=True)
+class Services:
+    web: WebService = field(default_factory=WebService)
+    sip: SipService = field(default_factory=SipService)
+    media: MediaService = field(default_factory=MediaService)
+    provisioning: ProvisioningService = field(default_factory=ProvisioningService)
+    xmpp: XmppService = field(default_factory=XmppService)
+
+
+@dataclass(frozen=True)
+class Network:
+    mode: str = "auto"
+    interface: str | None = None
+    address: str | None = None  # CIDR, e.g. 10.5.6.100/24
+    gateway: str | None = None
+    table: int | None = None
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    proxy: ProxyInfo
+    version: int = VERSION
+    revision: int = 0
+    bind: str = "0.0.0.0"
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    allow_sources: tuple[str, ...] = ()
+    instances: tuple[Instance, ...] = ()
+    applications: tuple[Application, ...] = ()
+    services: Services = field(default_factory=Services)
+    network: Network = field(default_factory=Network)
+
+    def instance(self, name: str) -> Instance | None:
+        for inst in self.instances:
+            if inst.name == name:
+                return inst
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self))
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    """asdict() leaves nested dataclass-derived values as dicts; render the v1 wire shapes."""
+    if isinstance(value, dict):
+        if set(value) == {"transport", "host", "port"}:
+            return str(SipTarget(**value))
+        if set(value) == {"host", "port"}:
+            return str(HostPort(**value))
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- parsing
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+class _Reader:
+    """Walks the raw JSON collecting problems with their field paths."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, path: str, msg: str) -> None:
+        self.problems.append(f"{path or '(top level)'}: {msg}")
+
+    def obj(self, raw: Any, path: str, allowed: Iterable[str]) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            self.fail(path, "expected an object")
+            return {}
+        for key in raw:
+            if key not in allowed:
+                self.fail(f"{path}.{key}" if path else key, "unknown field")
+        return raw
+
+    def get(
+        self,
+        d: dict[str, Any],
+        path: str,
+        key: str,
+        check: Callable[[Any, str], T | None],
+        default: Any = _MISSING,
+    ) -> Any:
+        """The checked value, the default when absent, or None after recording a problem."""
+        p = f"{path}.{key}" if path else key
+        if key not in d:
+            if default is _MISSING:
+                self.fail(p, "required")
+                return None
+            return default
+        return check(d[key], p)
+
+    # scalar checks -------------------------------------------------------------------
+    def boolean(self, v: Any, p: str) -> bool | None:
+        if isinstance(v, bool):
+            return v
+        self.fail(p, "expected true or false")
+        return None
+
+    def integer(self, v: Any, p: str, lo: int, hi: int) -> int | None:
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.fail(p, "expected an integer")
+            return None
+        if not lo <= v <= hi:
+            self.fail(p, f"expected {lo}..{hi}, got {v}")
+            return None
+        return v
+
+    def port(self, v: Any, p: str) -> int | None:
+        return self.integer(v, p, 1, 65535)
+
+    def number(self, v: Any, p: str, lo: float, hi: float) -> float | None:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            self.fail(p, "expected a number")
+            return None
+        if not lo <= v <= hi:
+            self.fail(p, f"expected {lo}..{hi}, got {v}")
+            return None
+        return float(v)
+
+    def string(self, v: Any, p: str, *, nullable: bool = False) -> str | None:
+        if v is None and nullable:
+            return None
+        if not isinstance(v, str) or not v:
+            self.fail(p, "expected a non-empty string" + (" or null" if nullable else ""))
+            return None
+        return v
+
+    def choice(self, v: Any, p: str, options: tuple[str, ...]) -> str | None:
+        if v not in options:
+            self.fail(p, "expected one of " + ", ".join(options))
+            return None
+        return str(v)
+
+    def ip(self, v: Any, p: str, *, nullable: bool = False) -> str | None:
+        s = self.string(v, p, nullable=nullable)
+        if s is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(s))
+        except ValueError:
+            self.fail(p, f"expected an IP address, got {s!r}")
+            return None
+
+    def dns_name(self, v: Any, p: str) -> str | None:
+        s = self.string(v, p)
+        if s is None:
+            return None
+        if _is_ip(s) or DNS_NAME_RE.match(s):
+            return s.lower().rstrip(".")
+        self.fail(p, f"expected a DNS name or IP address, got {s!r}")
+        return None
+
+    def url(self, v: Any, p: str, *, schemes: tuple[str, ...], nullable: bool = False) -> str | None:
+        s = self.string(v, p, nullable=nullable)
+        if s is None:
+            return None
+        try:
+            parts = urlsplit(s)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            self.fail(p, f"invalid URL: {exc}")
+            return None
+        if parts.scheme not in schemes or not parts.hostname:
+            self.fail(p, f"expected an absolute {'/'.join(schemes)} URL, got {s!r}")
+            return None
+        if any(c.isspace() or ord(c) < 0x20 for c in s):
+            self.fail(p, "URL contains whitespace or control characters")
+            return None
+        return s
+
+    def host_port(self, v: Any, p: str) -> HostPort | None:
+        s = self.string(v, p, nullable=True)
+        if s is None:
+            return None
+        hp = _split_host_port(s)
+        if hp is None:
+            self.fail(p, f"expected host:port, got {s!r}")
+        return hp
+
+    def sip_target(self, v: Any, p: str) -> SipTarget | None:
+        s = self.string(v, p, nullable=True)
+        if s is None:
+            return None
+        transport, _, rest = s.partition(":")
+        hp = _split_host_port(rest) if transport in SIP_TRANSPORTS else None
+        if hp is None:
+            self.fail(p, f"expected (udp|tcp|tls):host:port, got {s!r}")
+            return None
+        return SipTarget(transport, hp.host, hp.port)
+
+    def str_list(self, v: Any, p: str, item: Callable[[Any, str], str | None]) -> tuple[str, ...]:
+        if not isinstance(v, list):
+            self.fail(p, "expected a list")
+            return ()
+        out = [item(x, f"{p}[{i}]") for i, x in enumerate(v)]
+        return tuple(x for x in out if x is not None)
+
+
+def _is_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _split_host_port(s: str) -> HostPort | None:
+    if s.startswith("["):
+        host, sep, rest = s[1:].partition("]:")
+        if not sep or not _is_ip(host):
+            return None
+    else:
+        host, sep, rest = s.rpartition(":")
+        if not sep or not host or ":" in host:
+            return None
+        if not (_is_ip(host) or DNS_NAME_RE.match(host)):
+            return None
+    if not rest.isdigit() or not 1 <= int(rest) <= 65535:
+        return None
+    return HostPort(host, int(rest))
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def parse_config(raw: Any) -> ProxyConfig:
+    """Validate raw JSON data (already decoded) and build the typed config, or raise ConfigError."""
+    r = _Reader()
+    top = r.obj(raw, "", _fields(ProxyConfig))
+    version = r.get(top, "", "version", lambda v, p: _version(r, v, p))
+    revision = r.get(top, "", "revision", lambda v, p: r.integer(v, p, 0, 2**63 - 1), 0)
+    proxy = _parse_proxy(r, top.get("proxy", _MISSING))
+    bind = r.get(top, "", "bind", r.ip, "0.0.0.0")
+    tls = _parse_tls(r, top.get("tls", {}))
+    allow = r.get(top, "", "allow_sources", lambda v, p: r.str_list(v, p, _source(r)), ())
+    instances = _parse_list(r, top, "instances", _parse_instance)
+    applications = _parse_list(r, top, "applications", _parse_application)
+    services = _parse_services(r, top.get("services", {}))
+    network = _parse_network(r, top.get("network", {}))
+    if not r.problems:
+        assert proxy and services and network and tls is not None
+        cfg = ProxyConfig(
+            version=version or VERSION,
+            revision=revision or 0,
+            proxy=proxy,
+            bind=bind or "0.0.0.0",
+            tls=tls,
+            allow_sources=allow or (),
+            instances=tuple(instances),
+            applications=tuple(applications),
+            services=services,
+            network=network,
+        )
+        _cross_checks(r, cfg)
+        if not r.problems:
+            return cfg
+    raise ConfigError(r.problems)
+
+
+def _version(r: _Reader, v: Any, p: str) -> int | None:
+    if v != VERSION or isinstance(v, bool):
+        r.fail(p, f"expected {VERSION} (this proxyd reads ProxyConfig v{VERSION}), got {v!r}")
+        return None
+    return VERSION
+
+
+def _source(r: _Reader) -> Callable[[Any, str], str | None]:
+    def check(v: Any, p: str) -> str | None:
+        s = r.string(v, p)
+        if s is None:
+            return None
+        try:
+            return str(ipaddress.ip_network(s, strict=False))
+        except ValueError:
+            pass
+        if DNS_NAME_RE.match(s):
+            return s.lower().rstrip(".")
+        r.fail(p, f"expected a CIDR or DNS name, got {s!r}")
+        return None
+
+    return check
+
+
+def _parse_list(r: _Reader, top: dict[str, Any], key: str, item: Callable[..., T | None]) -> list[T]:
+    raw = top.get(key, [])
+    if not isinstance(raw, list):
+        r.fail(key, "expected a list")
+        return []
+    out = [item(r, x, f"{key}[{i}]") for i, x in enumerate(raw)]
+    return [x for x in out if x is not None]
+
+
+def _parse_proxy(r: _Reader, raw: Any) -> ProxyInfo | None:
+    if raw is _MISSING:
+        r.fail("proxy", "required")
+        return None
+    d = r.obj(raw, "proxy", _fields(ProxyInfo))
+    name = r.get(d, "proxy", "name", r.string)
+    fqdn = r.get(d, "proxy", "fqdn", r.dns_name)
+    enabled = r.get(d, "proxy", "enabled", r.boolean, True)
+    if name is None or fqdn is None or enabled is None:
+        return None
+    return ProxyInfo(name=name, fqdn=fqdn, enabled=enabled)
+
+
+def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:
+    if raw is None:
+        return TlsConfig()
+    d = r.obj(raw, "tls", _fields(TlsConfig))
+    cert = r.get(d, "tls", "certificate_pem", lambda v, p: r.string(v, p, nullable=True), None)
+    key = r.get(d, "tls", "key_pem", lambda v, p: r.string(v, p, nullable=True), None)
+    if (cert is None) != (key is None):
+        r.fail("tls", "certificate_pem and key_pem go together: give both or neither")
+        return None
+    if cert is not None and key is not None:
+        from proxyd.tls import check_pair  # cryptography import only when a cert is given
+
+        problem = check_pair(cert, key)
+        if problem:
+            r.fail("tls.certificate_pem", problem)
+            return None
+    return TlsConfig(cert, key)
+
+
+def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
+    d = r.obj(raw, path, _fields(Instance))
+    n0 = len(r.problems)
+    name = r.get(d, path, "name", r.string)
+    if name is not None and not INSTANCE_NAME_RE.match(name):
+        r.fail(f"{path}.name", "expected a lowercase slug (a-z, 0-9, '-', '_'), at most 63 chars")
+    web = r.get(d, path, "web", lambda v, p: r.url(v, p, schemes=("http", "https"), nullable=True), None)
+    sip = r.get(d, path, "sip", r.sip_target, None)
+    sip_domains = r.get(d, path, "sip_domains", lambda v, p: r.str_list(v, p, r.dns_name), ())
+    xmpp = r.get(d, path, "xmpp", r.host_port, None)
+    xmpp_domains = r.get(d, path, "xmpp_domains", lambda v, p: r.str_list(v, p, r.dns_name), ())
+    xmpp_default = r.get(d, path, "xmpp_default", r.boolean, False)
+    xmpp_pp = r.get(d, path, "xmpp_proxy_protocol", r.boolean, False)
+    prov = r.get(d, path, "provisioning", lambda v, p: r.url(v, p, schemes=("http", "https"), nullable=True), None)
+    if len(r.problems) > n0:
+        return None
+    assert name is not None
+    return Instance(
+        name=name, web=web, sip=sip, sip_domains=sip_domains or (), xmpp=xmpp,
+        xmpp_domains=xmpp_domains or (), xmpp_default=bool(xmpp_default),
+        xmpp_proxy_protocol=bool(xmpp_pp), provisioning=prov,
+    )
+
+
+def _parse_application(r: _Reader, raw: Any, path: str) -> Application | None:
+    d = r.obj(raw, path, _fields(Application))
+    n0 = len(r.problems)
+    name = r.get(d, path, "name", r.string)
+    port = r.get(d, path, "port", r.port)
+    tls = r.get(d, path, "tls", r.boolean, True)
+    prefix = r.get(d, path, "public_prefix", r.string, "/api/")
+    if prefix is not None and not (prefix.startswith("/") and prefix.endswith("/")):
+        r.fail(f"{path}.public_prefix", "expected a path that starts and ends with '/'")
+    upstream = r.get(d, path, "upstream", lambda v, p: r.url(v, p, schemes=("http", "https")))
+    verify = r.get(d, path, "verify_upstream", r.boolean, True)
+    if len(r.problems) > n0:
+        return None
+    assert name and port and upstream and prefix
+    return Application(name, port, upstream, bool(tls), prefix, bool(verify))
+
+
+def _parse_services(r: _Reader, raw: Any) -> Services | None:
+    d = r.obj(raw, "services", _fields(Services))
+    n0 = len(r.problems)
+
+    def sub(key: str, allowed: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+        path = f"services.{key}"
+        return r.obj(d.get(key, {}), path, allowed), path
+
+    w, p = sub("web", _fields(WebService))
+    web = WebService(
+        mode=r.get(w, p, "mode", lambda v, q: r.choice(v, q, ("web_and_rest", "rest_only", "off")), "web_and_rest"),
+        port=r.get(w, p, "port", r.port, 443),
+        redirect_url=r.get(w, p, "redirect_url", lambda v, q: r.url(v, q, schemes=HTTP, nullable=True), None),
+    )
+    s, p = sub("sip", _fields(SipService))
+    sip = SipService(
+        mode=r.get(s, p, "mode", lambda v, q: r.choice(v, q, ("tls", "udp", "off")), "tls"),
+        udp_port=r.get(s, p, "udp_port", r.port, 5060),
+        tls_port=r.get(s, p, "tls_port", r.port, 5061),
+    )
+    m, p = sub("media", _fields(MediaService))
+    media = MediaService(
+        mode=r.get(m, p, "mode", lambda v, q: r.choice(v, q, ("srtp", "rtp")), "srtp"),
+        port_min=r.get(m, p, "port_min", r.port, 30000),
+        port_max=r.get(m, p, "port_max", r.port, 35000),
+        idle_timeout=r.get(m, p, "idle_timeout", lambda v, q: r.number(v, q, 1, 86400), 60.0),
+        public_address=r.get(m, p, "public_address", lambda v, q: r.ip(v, q, nullable=True), None),
+    )
+    if isinstance(media.port_min, int) and isinstance(media.port_max, int):
+        if media.port_min % 2:
+            r.fail(f"{p}.port_min", "expected an even port (RTP uses even ports, RTCP the next odd)")
+        if media.port_max - media.port_min < 1:
+            r.fail(f"{p}.port_max", "expected port_max > port_min (at least one RTP/RTCP pair)")
+    v, p = sub("provisioning", _fields(ProvisioningService))
+    prov = ProvisioningService(
+        mode=r.get(v, p, "mode", lambda x, q: r.choice(x, q, PROVISIONING_MODES), "encrypted"),
+        https_port=r.get(v, p, "https_port", r.port, 8884),
+        http_port=r.get(v, p, "http_port", r.port, 8880),
+        key=r.get(v, p, "key", lambda x, q: _prov_key(r, x, q), None),
+    )
+    if prov.mode == "encrypted" and prov.key is None and not any(
+        x.startswith(f"{p}.key:") for x in r.problems
+    ):
+        r.fail(f"{p}.key", "required when mode is encrypted (base64 of 32 random bytes)")
+    x, p = sub("xmpp", _fields(XmppService))
+    xmpp = XmppService(
+        enabled=r.get(x, p, "enabled", r.boolean, True),
+        port=r.get(x, p, "port", r.port, 5222),
+        direct_tls_port=r.get(x, p, "direct_tls_port", r.port, 5223),
+    )
+    if len(r.problems) > n0:
+        return None
+    return Services(web=web, sip=sip, media=media, provisioning=prov, xmpp=xmpp)
+
+
+def _prov_key(r: _Reader, v: Any, p: str) -> str | None:
+    s = r.string(v, p, nullable=True)
+    if s is None:
+        return None
+    import base64
+    import binascii
+
+    try:
+        raw = base64.urlsafe_b64decode(s.encode()) if ("-" in s or "_" in s) else base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        r.fail(p, "expected base64")
+        return None
+    if len(raw) != 32:
+        r.fail(p, f"expected 32 bytes of key material, got {len(raw)}")
+        return None
+    return s
+
+
+def _parse_network(r: _Reader, raw: Any) -> Network | None:
+    d = r.obj(raw, "network", _fields(Network))
+    n0 = len(r.problems)
+    mode = r.get(d, "network", "mode", lambda v, p: r.choice(v, p, ("auto", "manual")), "auto")
+    if mode == "auto":
+        for key in ("interface", "address", "gateway", "table"):
+            if d.get(key) is not None:
+                r.fail(f"network.{key}", "only allowed in mode manual")
+        return Network() if len(r.problems) == n0 else None
+    iface = r.get(d, "network", "interface", r.string)
+    if iface is not None and not re.match(r"^[A-Za-z0-9_.:-]{1,15}$", iface):
+        r.fail("network.interface", f"invalid interface name {iface!r}")
+    address = r.get(d, "network", "address", r.string)
+    gateway = r.get(d, "network", "gateway", r.ip)
+    table = r.get(d, "network", "table", lambda v, p: r.integer(v, p, 1, 2**31 - 1))
+    if table in (253, 254, 255):
+        r.fail("network.table", "tables 253-255 are the kernel's default/main/local")
+    iface_net = None
+    if address is not None:
+        try:
+            iface_net = ipaddress.ip_interface(address)
+            if "/" not in address:
+                raise ValueError("missing prefix length")
+        except ValueError as exc:
+            r.fail("network.address", f"expected an address with prefix (CIDR), e.g. 10.5.6.100/24: {exc}")
+    if iface_net is not None and gateway is not None:
+        gw = ipaddress.ip_address(gateway)
+        if gw not in iface_net.network or gw == iface_net.ip:
+            r.fail("network.gateway", f"{gateway} is not a neighbour inside {iface_net.network}")
+    if len(r.problems) > n0:
+        return None
+    return Network(mode="manual", interface=iface, address=address, gateway=gateway, table=table)
+
+
+def listeners(cfg: ProxyConfig) -> list[tuple[str, str, int, int]]:
+    """Every (service field path, protocol, first port, last port) the config would bind."""
+    s = cfg.services
+    out: list[tuple[str, str, int, int]] = []
+    if s.web.mode != "off":
+        out.append(("services.web.port", "tcp", s.web.port, s.web.port))
+    for i, app in enumerate(cfg.applications):
+        out.append((f"applications[{i}].port", "tcp", app.port, app.port))
+    if s.sip.mode == "udp":
+        out.append(("services.sip.udp_port", "udp", s.sip.udp_port, s.sip.udp_port))
+    if s.sip.mode == "tls":
+        out.append(("services.sip.tls_port", "tcp", s.sip.tls_port, s.sip.tls_port))
+    if s.sip.mode != "off":
+        out.append(("services.media.port_min", "udp", s.media.port_min, s.media.port_max))
+    if s.provisioning.mode != "off":
+        port = s.provisioning.https_port
+        out.append(("services.provisioning.https_port", "tcp", port, port))
+    if s.provisioning.mode == "http_and_https":
+        out.append(("services.provisioning.http_port", "tcp", s.provisioning.http_port, s.provisioning.http_port))
+    if s.xmpp.enabled:
+        out.append(("services.xmpp.port", "tcp", s.xmpp.port, s.xmpp.port))
+        out.append(("services.xmpp.direct_tls_port", "tcp", s.xmpp.direct_tls_port, s.xmpp.direct_tls_port))
+    return out
+
+
+def _cross_checks(r: _Reader, cfg: ProxyConfig) -> None:
+    seen: dict[str, int] = {}
+    for i, inst in enumerate(cfg.instances):
+        if inst.name in seen:
+            r.fail(f"instances[{i}].name", f"duplicate instance name {inst.name!r} (also instances[{seen[inst.name]}])")
+        seen.setdefault(inst.name, i)
+    for kind in ("sip_domains", "xmpp_domains"):
+        owner: dict[str, str] = {}
+        for i, inst in enumerate(cfg.instances):
+            for dom in getattr(inst, kind):
+                if dom in owner and owner[dom] != inst.name:
+                    r.fail(f"instances[{i}].{kind}", f"{dom!r} already belongs to instance {owner[dom]!r}")
+                owner.setdefault(dom, inst.name)
+    defaults = [inst.name for inst in cfg.instances if inst.xmpp_default]
+    if len(defaults) > 1:
+        r.fail("instances", f"only one instance may be xmpp_default, got {', '.join(defaults)}")
+    app_names: set[str] = set()
+    for i, app in enumerate(cfg.applications):
+        if app.name in app_names:
+            r.fail(f"applications[{i}].name", f"duplicate application name {app.name!r}")
+        app_names.add(app.name)
+    taken: list[tuple[str, str, int, int]] = []
+    for path, proto, lo, hi in listeners(cfg):
+        for opath, oproto, olo, ohi in taken:
+            if proto == oproto and lo <= ohi and olo <= hi:
+                r.fail(path, f"{proto} port {lo if lo == hi else f'{lo}-{hi}'} collides with {opath}")
+                break
+        taken.append((path, proto, lo, hi))
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def load_file(path: str | Path) -> ProxyConfig:
+    """Read and validate a standalone config file (JSON)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    return loads(text, source=str(path))
+
+
+def loads(text: str | bytes, *, source: str = "config") -> ProxyConfig:
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{source}: not valid JSON: {exc}"]) from exc
+    return parse_config(raw)

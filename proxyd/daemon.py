@@ -1,0 +1,165 @@
+"""The running daemon: state dir, supervisor, admin endpoint, config source, signals.
+
+Standalone mode takes its config from a file (re-read on SIGHUP and when the file changes).
+Managed mode (no --config) gets it from the manager through `proxyd.agent`. Either way a new
+config is validated first; an invalid one or one that fails to apply is logged and the running
+config stays. The last applied config is kept in the state dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from proxyd import __version__
+from proxyd.access import AccessList
+from proxyd.admin import AdminServer
+from proxyd.config import ConfigError, ProxyConfig, load_file
+from proxyd.loop import loop_name
+from proxyd.service import Service, ServiceContext
+from proxyd.statedir import StateDir
+from proxyd.supervisor import ApplyError, ApplyReport, Supervisor, discover
+from proxyd.tls import CertStore
+
+log = logging.getLogger("proxyd")
+
+FILE_POLL_INTERVAL = 1.0
+
+
+class Daemon:
+    def __init__(
+        self,
+        state: StateDir,
+        *,
+        admin_tcp: tuple[str, int] | None = None,
+        drain_timeout: float = 10.0,
+        classes: list[type[Service]] | None = None,
+    ):
+        self.state = state.ensure()
+        self.ctx = ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList())
+        self.supervisor = Supervisor(self.ctx, classes if classes is not None else discover(), drain_timeout)
+        self.admin = AdminServer(self.status)
+        self.admin_tcp = admin_tcp
+        self.started_at = time.time()
+        self.stopping = asyncio.Event()
+        self.status_hooks: list[Callable[[], dict[str, Any]]] = []
+        self.apply_listeners: list[Callable[[ProxyConfig | None, str | None], None]] = []
+
+    # -- config handling -----------------------------------------------------------------
+    async def apply(self, cfg: ProxyConfig, source: str) -> ApplyReport | None:
+        """Apply a validated config; on failure log it, keep the running one, return None."""
+        try:
+            report = await self.supervisor.apply(cfg)
+        except ApplyError as exc:
+            log.error("event=config_rejected source=%s revision=%d error=%s", source, cfg.revision, exc)
+            for cb in self.apply_listeners:
+                cb(None, str(exc))
+            return None
+        self.state.save_last_good(cfg)
+        log.info(
+            "event=config_applied source=%s revision=%d started=%s reconfigured=%s stopped=%s",
+            source, cfg.revision, ",".join(report.started) or "-",
+            ",".join(report.reconfigured) or "-", ",".join(report.stopped) or "-",
+        )
+        for cb in self.apply_listeners:
+            cb(cfg, None)
+        return report
+
+    def reject(self, source: str, exc: ConfigError) -> None:
+        self.supervisor.last_error = f"{source}: {exc}"
+        for problem in exc.problems:
+            log.error("event=config_invalid source=%s problem=%r", source, problem)
+
+    def status(self) -> dict[str, Any]:
+        out = {
+            "version": __version__,
+            "loop": loop_name(),
+            "uptime": round(time.time() - self.started_at, 1),
+            "state_dir": str(self.state.root),
+            **self.supervisor.status(),
+        }
+        for hook in self.status_hooks:
+            out.update(hook())
+        return out
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def serve(self, source: Callable[[Daemon], Any]) -> None:
+        """Run until SIGTERM/SIGINT; `source` is a coroutine function feeding configs."""
+        loop = asyncio.get_running_loop()
+        await self.admin.start(self.state.control_socket, self.admin_tcp)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal)
+        feeder = asyncio.create_task(source(self))
+        stop_wait = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait({feeder, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if feeder.done() and not stop_wait.done():
+            stop_wait.cancel()
+            feeder.result()  # a feeder that ends on its own has failed: surface it
+        log.info("event=shutdown drain_timeout=%.1f", self.supervisor.drain_timeout)
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
+        await self.supervisor.shutdown()
+        await self.admin.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.state.control_socket.unlink()
+        log.info("event=stopped")
+
+    def _on_stop_signal(self) -> None:
+        if self.stopping.is_set():
+            # A second signal: the operator does not want to wait for draining.
+            log.warning("event=forced_exit")
+            raise SystemExit(1)
+        self.stopping.set()
+
+
+def file_source(path: Path) -> Callable[[Daemon], Any]:
+    """Standalone mode: the config file, re-read on SIGHUP and when its contents change."""
+
+    async def run(daemon: Daemon) -> None:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, wake.set)
+        seen = _stamp(path)
+        await _load_and_apply(daemon, path, "startup")
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), FILE_POLL_INTERVAL)
+            hup = wake.is_set()
+            wake.clear()
+            stamp = _stamp(path)
+            if hup or stamp != seen:
+                seen = stamp
+                await _load_and_apply(daemon, path, "sighup" if hup else "file_changed")
+
+    return run
+
+
+def _stamp(path: Path) -> tuple[float, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)
+
+
+async def _load_and_apply(daemon: Daemon, path: Path, source: str) -> None:
+    try:
+        cfg = load_file(path)
+    except ConfigError as exc:
+        daemon.reject(source, exc)
+        if daemon.supervisor.config is None:
+            last = daemon.state.load_last_good()
+            if last is not None:
+                log.warning("event=serving_last_good revision=%d", last.revision)
+                await daemon.apply(last, "last_good")
+        return
+    if daemon.supervisor.config is not None and cfg == daemon.supervisor.config:
+        return
+    await daemon.apply(cfg, source)

@@ -1,0 +1,217 @@
+"""The supervisor: turns a new ProxyConfig into start/reconfigure/stop calls on services.
+
+One apply at a time (a lock). For every service class the new view is compared with the running
+one; unchanged services are not touched. Removed services stop first so that their ports are
+free, then changed ones reconfigure, then new ones start. If any step fails, the services already
+changed are put back on their previous views and the error is reported: the last good config
+keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from proxyd.config import ProxyConfig
+from proxyd.service import Service, ServiceContext, ServiceError
+
+log = logging.getLogger("proxyd.supervisor")
+
+ENTRY_POINT_GROUP = "pforte.services"
+
+
+def discover() -> list[type[Service]]:
+    """Service classes registered under the `pforte.services` entry-point group."""
+    found = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Service)):
+            raise TypeError(f"entry point {ep.name} = {ep.value} is not a Service subclass")
+        found.append(cls)
+    return sorted(found, key=lambda c: (c.order, c.name))
+
+
+class ApplyError(RuntimeError):
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+@dataclass
+class ApplyReport:
+    revision: int
+    started: list[str] = field(default_factory=list)
+    reconfigured: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, ctx: ServiceContext, classes: Iterable[type[Service]], drain_timeout: float = 10.0):
+        self.ctx = ctx
+        self.classes = list(classes)
+        self.drain_timeout = drain_timeout
+        self.running: dict[str, Service] = {}
+        self.views: dict[str, Hashable] = {}
+        self.config: ProxyConfig | None = None
+        self.applied_at: float | None = None
+        self.last_error: str | None = None
+        self._lock = asyncio.Lock()
+        ctx.lookup = self.running.get
+
+    async def apply(self, cfg: ProxyConfig) -> ApplyReport:
+        """Apply `cfg` or raise ApplyError with per-service messages, leaving the old state."""
+        async with self._lock:
+            try:
+                report = await self._apply(cfg)
+            except ApplyError as exc:
+                self.last_error = f"revision {cfg.revision}: {exc}"
+                raise
+            self.config, self.applied_at, self.last_error = cfg, time.time(), None
+            return report
+
+    async def _apply(self, cfg: ProxyConfig) -> ApplyReport:
+        await self._apply_shared(cfg)
+        new_views: dict[str, Hashable | None] = {}
+        for cls in self.classes:
+            new_views[cls.name] = cls.view(cfg) if cfg.proxy.enabled else None
+        report = ApplyReport(cfg.revision)
+        to_stop = [n for n in self.running if new_views.get(n) is None]
+        to_change = [n for n in self.running if n not in to_stop and new_views[n] != self.views[n]]
+        to_start = [c for c in self.classes if c.name not in self.running and new_views[c.name] is not None]
+        report.unchanged = [n for n in self.running if n not in to_stop and n not in to_change]
+
+        old_views = dict(self.views)
+        for name in reversed(to_stop):
+            await self._stop(name)
+            report.stopped.append(name)
+        errors: dict[str, str] = {}
+        done: list[str] = []
+        for name in to_change:
+            try:
+                await self.running[name].reconfigure(new_views[name])
+            except Exception as exc:  # noqa: BLE001 - every failure is reported per service
+                errors[name] = _describe(exc)
+                break
+            self.views[name] = new_views[name]
+            done.append(name)
+            report.reconfigured.append(name)
+        if not errors:
+            for cls in to_start:
+                svc = cls(self.ctx)
+                try:
+                    await svc.start(new_views[cls.name])
+                except Exception as exc:  # noqa: BLE001
+                    errors[cls.name] = _describe(exc)
+                    await _quiet_stop(svc)
+                    break
+                self.running[cls.name] = svc
+                self.views[cls.name] = new_views[cls.name]
+                report.started.append(cls.name)
+        if errors:
+            await self._rollback(report, done, old_views)
+            raise ApplyError(errors)
+        for name, verb in [(n, "started") for n in report.started] + [
+            (n, "reconfigured") for n in report.reconfigured
+        ] + [(n, "stopped") for n in report.stopped]:
+            log.info("event=service_%s service=%s revision=%d", verb, name, cfg.revision)
+        return report
+
+    async def _apply_shared(self, cfg: ProxyConfig) -> None:
+        """Things every service shares: the certificate and the source allow-list."""
+        addresses = [cfg.bind] if cfg.bind not in ("0.0.0.0", "::") else []
+        try:
+            self.ctx.certs.use(cfg.tls.certificate_pem, cfg.tls.key_pem, cfg.proxy.fqdn, addresses)
+        except (OSError, ValueError) as exc:
+            raise ApplyError({"tls": _describe(exc)}) from exc
+        await self.ctx.access.update(cfg.allow_sources)
+
+    async def _rollback(self, report: ApplyReport, done: list[str], old_views: dict[str, Any]) -> None:
+        for name in report.started:
+            await self._stop(name)
+        for name in done:
+            try:
+                await self.running[name].reconfigure(old_views[name])
+                self.views[name] = old_views[name]
+            except Exception as exc:  # noqa: BLE001 - we are already reporting the first error
+                log.error("event=rollback_failed service=%s error=%s", name, _describe(exc))
+        if self.config is not None:
+            restart = [c for c in self.classes if c.name in report.stopped]
+            for cls in restart:
+                view = old_views.get(cls.name)
+                if view is None:
+                    continue
+                svc = cls(self.ctx)
+                try:
+                    await svc.start(view)
+                except Exception as exc:  # noqa: BLE001
+                    log.error("event=rollback_failed service=%s error=%s", cls.name, _describe(exc))
+                    continue
+                self.running[cls.name] = svc
+                self.views[cls.name] = view
+            await self._apply_shared(self.config)
+
+    async def _stop(self, name: str) -> None:
+        svc = self.running.pop(name)
+        self.views.pop(name, None)
+        await _quiet_stop(svc, self.drain_timeout)
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop every service (reverse start order), each draining for up to `timeout`."""
+        async with self._lock:
+            names = list(self.running)
+            drain = timeout if timeout is not None else self.drain_timeout
+            await asyncio.gather(*(_quiet_stop(self.running[n], drain) for n in reversed(names)))
+            self.running.clear()
+            self.views.clear()
+            await self.ctx.access.close()
+
+    def status(self) -> dict[str, Any]:
+        services = {}
+        for cls in self.classes:
+            svc = self.running.get(cls.name)
+            entry: dict[str, Any] = {"state": "running" if svc else "stopped"}
+            if svc is not None:
+                try:
+                    entry.update(svc.stats())
+                except Exception as exc:  # noqa: BLE001 - status must always answer
+                    entry["stats_error"] = _describe(exc)
+                if svc.last_error:
+                    entry["last_error"] = svc.last_error
+            services[cls.name] = entry
+        cfg = self.config
+        return {
+            "revision": cfg.revision if cfg else None,
+            "proxy": cfg.proxy.name if cfg else None,
+            "enabled": cfg.proxy.enabled if cfg else None,
+            "applied_at": self.applied_at,
+            "last_error": self.last_error,
+            "certificate": (self.ctx.certs.current.fingerprint if self.ctx.certs.current else None),
+            "access_refused": dict(self.ctx.access.refused),
+            "services": services,
+        }
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        hints = {
+            98: " (is another process using this port? choose another port in the config)",
+            13: " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+            99: " (the bind address is not configured on this host)",
+        }
+        return f"{exc}{hints.get(exc.errno or 0, '')}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _quiet_stop(svc: Service, timeout: float = 5.0) -> None:
+    try:
+        await svc.stop(timeout)
+    except Exception as exc:  # noqa: BLE001 - stopping must not abort a shutdown
+        log.error("event=stop_failed service=%s error=%s", svc.name, _describe(exc))

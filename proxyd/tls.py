@@ -1,0 +1,181 @@
+"""Server certificates: the configured pair, or a self-signed one made once and kept.
+
+Every TLS listener gets its `ssl.SSLContext` from `CertStore.server_context()`. Those context
+objects live as long as the listener; a new certificate is loaded *into* them, so new handshakes
+use it while established connections carry on untouched and nothing is rebound.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import logging
+import os
+import ssl
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+log = logging.getLogger("proxyd.tls")
+
+SELF_SIGNED_DAYS = 825  # the longest validity common clients accept for a server cert
+
+
+def check_pair(cert_pem: str, key_pem: str) -> str | None:
+    """Why a PEM certificate + key pair is unusable, or None when it is fine."""
+    try:
+        certs = x509.load_pem_x509_certificates(cert_pem.encode())
+    except ValueError as exc:
+        return f"certificate does not parse: {exc}"
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        return f"key does not parse (unencrypted PEM expected): {exc}"
+    pub = certs[0].public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    mine = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if pub != mine:
+        return "certificate and key do not match"
+    return None
+
+
+def fingerprint(cert_pem: str) -> str:
+    """SHA-256 fingerprint of the leaf certificate, hex with colons."""
+    der = x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(serialization.Encoding.DER)
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def make_self_signed(fqdn: str, addresses: list[str]) -> tuple[str, str]:
+    """A fresh P-256 key and a self-signed certificate for fqdn (+ IP SANs). Returns PEMs."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, fqdn[:64])])
+    sans: list[x509.GeneralName] = []
+    for item in [fqdn, *addresses]:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(item)))
+        except ValueError:
+            sans.append(x509.DNSName(item))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=SELF_SIGNED_DAYS))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return cert_pem, key_pem
+
+
+def write_private(path: Path, data: str) -> None:
+    """Write a secret file that is 0600 from its first byte (no window with wider mode)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class CertPair:
+    cert_pem: str
+    key_pem: str
+    self_signed: bool
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.cert_pem)
+
+
+class CertStore:
+    """Holds the proxy's current server certificate and every context made from it."""
+
+    def __init__(self, certs_dir: Path):
+        self.dir = certs_dir
+        self.current: CertPair | None = None
+        self._contexts: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+
+    # -- selecting the certificate ------------------------------------------------------
+    def use(self, cert_pem: str | None, key_pem: str | None, fqdn: str, addresses: list[str]) -> CertPair:
+        """Make the configured pair (or the kept self-signed one) current; returns it."""
+        if cert_pem and key_pem:
+            pair = CertPair(cert_pem, key_pem, self_signed=False)
+        else:
+            pair = self._self_signed(fqdn, addresses)
+        if pair != self.current:
+            self._install(pair)
+        return pair
+
+    def _self_signed(self, fqdn: str, addresses: list[str]) -> CertPair:
+        cert_path, key_path = self.dir / "self-signed.pem", self.dir / "self-signed.key"
+        if cert_path.exists() and key_path.exists():
+            cert_pem, key_pem = cert_path.read_text(), key_path.read_text()
+            if _names_cover(cert_pem, fqdn) and not check_pair(cert_pem, key_pem):
+                return CertPair(cert_pem, key_pem, self_signed=True)
+            log.info("event=self_signed_renew reason=fqdn_changed fqdn=%s", fqdn)
+        cert_pem, key_pem = make_self_signed(fqdn, addresses)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_private(key_path, key_pem)
+        cert_path.write_text(cert_pem)
+        log.info("event=self_signed_created fqdn=%s fingerprint=%s", fqdn, fingerprint(cert_pem))
+        return CertPair(cert_pem, key_pem, self_signed=True)
+
+    def _install(self, pair: CertPair) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = self.dir / "current.pem", self.dir / "current.key"
+        write_private(key_path, pair.key_pem)
+        cert_path.write_text(pair.cert_pem)
+        self.current = pair
+        for ctx in list(self._contexts):
+            ctx.load_cert_chain(cert_path, key_path)
+        log.info("event=certificate_active self_signed=%s fingerprint=%s", pair.self_signed, pair.fingerprint)
+
+    # -- contexts for listeners --------------------------------------------------------
+    def server_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
+        """A TLS 1.2+ server context that follows every later certificate change."""
+        if self.current is None:
+            raise RuntimeError("CertStore.use() must run before contexts are made")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+        ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS")
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        ctx.load_cert_chain(self.dir / "current.pem", self.dir / "current.key")
+        self._contexts.add(ctx)
+        return ctx
+
+
+def _names_cover(cert_pem: str, fqdn: str) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    names = {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+    names |= {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+    return fqdn.lower() in names

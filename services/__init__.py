@@ -1,0 +1,1 @@
+"""pforte's pluggable listeners, one package each (registered in the `pforte.services` entry points)."""

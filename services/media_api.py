@@ -1,0 +1,63 @@
+"""The in-process contract between the SIP relay and the media relay (shaped like rtpengine's ng
+protocol: offer / answer / delete per call leg).
+
+The SIP relay hands every SDP body it forwards to `offer()` (an SDP offer: INVITE, UPDATE,
+re-INVITE, an offer in 183/200 of a late-offer call) or `answer()` (the matching answer) and
+forwards the SDP returned; `delete()` releases a call's media on BYE, CANCEL, a final error or a
+dialog timeout. `side` is where the SDP came *from*: PHONE (the public side) or INSTANCE (the
+backend side). It is the media relay's job to point each side at relay ports and latch.
+
+Until the media service runs, SIP uses `PassThroughMedia` (SDP unchanged). The media service,
+when running, is found by `ctx.lookup("media")` and implements `MediaRelay`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol, runtime_checkable
+
+
+class Side(enum.Enum):
+    PHONE = "phone"
+    INSTANCE = "instance"
+
+
+class MediaError(Exception):
+    """Media could not be set up; `status` is the SIP response to send instead (488, 503)."""
+
+    def __init__(self, status: int, reason: str):
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{status} {reason}")
+
+
+@runtime_checkable
+class MediaRelay(Protocol):
+    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
+        """Rewrite an SDP offer coming from `side`; raise MediaError to refuse the call."""
+        ...
+
+    async def answer(
+        self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side, source_ip: str
+    ) -> bytes:
+        """Rewrite the SDP answer to an earlier offer of the same call."""
+        ...
+
+    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
+        """Release every stream of the call (or of the one leg), idempotently."""
+        ...
+
+
+class PassThroughMedia:
+    """SDP goes through unchanged: used when no media relay is running."""
+
+    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
+        return sdp
+
+    async def answer(
+        self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side, source_ip: str
+    ) -> bytes:
+        return sdp
+
+    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
+        return None

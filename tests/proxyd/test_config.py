@@ -1,0 +1,208 @@
+"""ProxyConfig v1: the design.md example parses, round-trips, and every error names its field."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxyd.config import ConfigError, ProxyConfig, loads, parse_config
+from tests.support import base_config
+
+KEY = base64.b64encode(bytes(range(32))).decode()
+
+DESIGN_EXAMPLE = {
+    "version": 1,
+    "revision": 7,
+    "proxy": {"name": "dmz", "fqdn": "mobydick.example.com", "enabled": True},
+    "bind": "0.0.0.0",
+    "tls": {"certificate_pem": None, "key_pem": None},
+    "allow_sources": [],
+    "instances": [
+        {"name": "mycompany", "web": "http://10.0.0.5:8080", "sip": "udp:10.0.0.5:5060",
+         "sip_domains": ["mycompany.example.com"], "xmpp": "10.0.0.5:5222",
+         "xmpp_domains": ["mycompany.example.com"], "provisioning": "http://10.0.0.5:8080/prov/{mac}"}
+    ],
+    "applications": [
+        {"name": "procurat", "port": 8443, "tls": True, "public_prefix": "/api/",
+         "upstream": "https://p5.school.local:8443/procurat/api/v1/", "verify_upstream": True}
+    ],
+    "services": {
+        "web": {"mode": "web_and_rest", "port": 443, "redirect_url": "https://www.example.com/"},
+        "sip": {"mode": "tls", "udp_port": 5060, "tls_port": 5061},
+        "media": {"mode": "srtp", "port_min": 30000, "port_max": 35000},
+        "provisioning": {"mode": "encrypted", "https_port": 8884, "http_port": 8880, "key": KEY},
+        "xmpp": {"enabled": True, "port": 5222, "direct_tls_port": 5223},
+    },
+    "network": {"mode": "auto"},
+}
+
+
+def problems(raw: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    return info.value.problems
+
+
+def test_design_example_parses_with_typed_fields() -> None:
+    cfg = parse_config(DESIGN_EXAMPLE)
+    assert cfg.revision == 7
+    inst = cfg.instance("mycompany")
+    assert inst is not None and inst.sip is not None
+    assert (inst.sip.transport, inst.sip.host, inst.sip.port) == ("udp", "10.0.0.5", 5060)
+    assert inst.xmpp is not None and inst.xmpp.port == 5222
+    assert cfg.services.media.port_max == 35000
+    assert cfg.applications[0].public_prefix == "/api/"
+
+
+def test_round_trip_through_json_is_identity() -> None:
+    cfg = parse_config(DESIGN_EXAMPLE)
+    again = loads(cfg.to_json())
+    assert again == cfg
+    assert json.loads(cfg.to_json())["instances"][0]["sip"] == "udp:10.0.0.5:5060"
+
+
+def test_defaults_are_the_seed_ports() -> None:
+    cfg = parse_config({"version": 1, "proxy": {"name": "p", "fqdn": "p.example"},
+                        "services": {"provisioning": {"key": KEY}}})
+    s = cfg.services
+    assert (s.web.port, s.sip.udp_port, s.sip.tls_port) == (443, 5060, 5061)
+    assert (s.media.port_min, s.media.port_max, s.media.mode) == (30000, 35000, "srtp")
+    assert (s.provisioning.https_port, s.provisioning.http_port, s.provisioning.mode) == (8884, 8880, "encrypted")
+    assert (s.xmpp.port, s.xmpp.direct_tls_port, s.sip.mode, s.web.mode) == (5222, 5223, "tls", "web_and_rest")
+
+
+def test_config_is_immutable() -> None:
+    cfg = parse_config(DESIGN_EXAMPLE)
+    with pytest.raises(AttributeError):
+        cfg.revision = 8  # type: ignore[misc]
+
+
+def test_all_problems_reported_at_once_with_field_paths() -> None:
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    raw["services"]["web"]["mode"] = "everything"
+    raw["services"]["sip"]["tls_port"] = 70000
+    raw["instances"].append(dict(raw["instances"][0]))
+    raw["surprise"] = True
+    raw["services"]["xmpp"]["port"] = "5222"
+    found = problems(raw)
+    assert "services.web.mode: expected one of web_and_rest, rest_only, off" in found
+    assert "services.sip.tls_port: expected 1..65535, got 70000" in found
+    assert "surprise: unknown field" in found
+    assert "services.xmpp.port: expected an integer" in found
+    assert len(found) == 4  # the duplicate instance is found once the field errors are fixed
+    raw["services"]["web"]["mode"] = "off"
+    raw["services"]["sip"]["tls_port"] = 5061
+    raw["services"]["xmpp"]["port"] = 5222
+    del raw["surprise"]
+    assert any(p.startswith("instances[1].name: duplicate instance name 'mycompany'") for p in problems(raw))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("instances", 0, "name"), "My Company", "instances[0].name: expected a lowercase slug"),
+        (("instances", 0, "sip"), "sctp:10.0.0.5:5060", "instances[0].sip: expected (udp|tcp|tls):host:port"),
+        (("instances", 0, "xmpp"), "10.0.0.5", "instances[0].xmpp: expected host:port"),
+        (("instances", 0, "web"), "javascript:alert(1)", "instances[0].web: expected an absolute http/https URL"),
+        (("applications", 0, "public_prefix"), "api", "applications[0].public_prefix: expected a path"),
+        (("services", "media", "port_min"), 30001, "services.media.port_min: expected an even port"),
+        (("services", "provisioning", "key"), "c2hvcnQ=", "services.provisioning.key: expected 32 bytes"),
+        (("bind",), "999.1.1.1", "bind: expected an IP address"),
+        (("proxy", "enabled"), "yes", "proxy.enabled: expected true or false"),
+        (("allow_sources",), ["10.0.0.0/8", "not a name!"], "allow_sources[1]: expected a CIDR or DNS name"),
+        (("version",), 2, "version: expected 1 (this proxyd reads ProxyConfig v1), got 2"),
+    ],
+)
+def test_each_bad_field_is_named(path: tuple, value: object, expected: str) -> None:
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    node = raw
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    assert any(p.startswith(expected) for p in problems(raw)), problems(raw)
+
+
+def test_two_listeners_on_one_port_collide() -> None:
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    raw["applications"][0]["port"] = 443
+    raw["services"]["provisioning"]["https_port"] = 5061
+    found = problems(raw)
+    assert "applications[0].port: tcp port 443 collides with services.web.port" in found
+    assert "services.provisioning.https_port: tcp port 5061 collides with services.sip.tls_port" in found
+
+
+def test_udp_sip_port_inside_media_range_collides_but_off_services_do_not() -> None:
+    raw = base_config(services={"sip": {"mode": "udp", "udp_port": 40010}})
+    assert any("collides with services.sip.udp_port" in p for p in problems(raw))
+    raw["services"]["sip"]["mode"] = "off"
+    parse_config(raw)
+
+
+def test_tls_pair_must_match() -> None:
+    from proxyd.tls import make_self_signed
+
+    cert_a, _ = make_self_signed("a.example", [])
+    _, key_b = make_self_signed("b.example", [])
+    raw = base_config(tls={"certificate_pem": cert_a, "key_pem": key_b})
+    assert "tls.certificate_pem: certificate and key do not match" in problems(raw)
+    raw["tls"]["key_pem"] = None
+    assert any(p.startswith("tls: certificate_pem and key_pem go together") for p in problems(raw))
+
+
+def test_manual_network_checks_gateway_and_table() -> None:
+    net = {"mode": "manual", "interface": "eth1", "address": "10.5.6.100/24",
+           "gateway": "10.5.7.254", "table": 254}
+    found = problems(base_config(network=net))
+    assert "network.gateway: 10.5.7.254 is not a neighbour inside 10.5.6.0/24" in found
+    assert "network.table: tables 253-255 are the kernel's default/main/local" in found
+    net.update(gateway="10.5.6.254", table=100)
+    cfg = parse_config(base_config(network=net))
+    assert cfg.network.interface == "eth1"
+    assert any(p.startswith("network.interface: only allowed in mode manual")
+               for p in problems(base_config(network={"mode": "auto", "interface": "eth1"})))
+
+
+def test_not_json_and_not_an_object() -> None:
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        loads(b"{nope")
+    assert problems([1, 2])[:3] == ["(top level): expected an object", "version: required", "proxy: required"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.sampled_from(list(DESIGN_EXAMPLE) + ["x"]), json_values, max_size=6))
+def test_arbitrary_input_gives_config_or_config_error(raw: dict) -> None:
+    try:
+        cfg = parse_config(raw)
+    except ConfigError as exc:
+        assert exc.problems and all(": " in p for p in exc.problems)
+    else:
+        assert isinstance(cfg, ProxyConfig)
+
+
+def test_cli_check_prints_field_paths_and_exits_1(tmp_path: Path) -> None:
+    bad = json.loads(json.dumps(DESIGN_EXAMPLE))
+    bad["services"]["web"]["mode"] = "all"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    res = subprocess.run([sys.executable, "-m", "proxyd", "check", "--config", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "services.web.mode: expected one of web_and_rest, rest_only, off" in res.stderr
+    path.write_text(json.dumps(DESIGN_EXAMPLE))
+    res = subprocess.run([sys.executable, "-m", "proxyd", "check", "--config", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "ok" in res.stdout

@@ -1,0 +1,94 @@
+"""A real `proxyd run` process: reload on SIGHUP/file change, bad configs kept out, state dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from proxyd.statedir import StateDir
+from proxyd.tls import fingerprint
+from tests.support import ProxydProcess, base_config
+
+
+def test_sighup_with_broken_config_keeps_the_running_one(proxyd: Callable[..., ProxydProcess]) -> None:
+    p = proxyd(base_config(revision=1))
+    broken = base_config(revision=2, services={"web": {"mode": "sideways"}})
+    p.reload(broken, wait=False)
+    deadline = time.monotonic() + 10
+    while "sideways" not in (p.status().get("last_error") or "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    st = p.status()
+    assert st["revision"] == 1
+    assert "services.web.mode: expected one of web_and_rest, rest_only, off" in st["last_error"]
+    assert "problem='services.web.mode: expected one of" in p.output()
+    # last good config on disk is still revision 1
+    assert json.loads((p.state_dir / "config" / "last-good.json").read_text())["revision"] == 1
+    p.reload(base_config(revision=3))
+    assert p.status()["last_error"] is None
+
+
+def test_file_change_is_picked_up_without_a_signal(proxyd: Callable[..., ProxydProcess]) -> None:
+    p = proxyd(base_config(revision=1))
+    p.write_config(base_config(revision=5))
+    p.wait_revision(5, timeout=10)
+
+
+def test_state_dir_layout_permissions_and_reused_self_signed_cert(proxyd: Callable[..., ProxydProcess]) -> None:
+    p = proxyd(base_config(revision=1, proxy={"fqdn": "mobydick.example.com"}))
+    first = p.status()["certificate"]
+    state = StateDir(p.state_dir)
+    for sub in (state.certs, state.config_dir, state.logs):
+        assert sub.is_dir()
+    for secret in (state.certs / "self-signed.key", state.certs / "current.key", state.last_good_path):
+        assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600, secret
+    assert first == fingerprint((state.certs / "self-signed.pem").read_text())
+    assert (state.logs / "proxyd.log").read_text().count("event=config_applied") == 1
+    assert p.stop() == 0
+    p.start()
+    assert p.status()["certificate"] == first  # generated once, then reused
+
+
+def test_status_command_and_sigterm(proxyd: Callable[..., ProxydProcess]) -> None:
+    p = proxyd(base_config(revision=4))
+    res = subprocess.run([sys.executable, "-m", "proxyd", "status", "--state-dir", str(p.state_dir)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert "revision applied: 4" in res.stdout
+    assert p.stop() == 0
+    res = subprocess.run([sys.executable, "-m", "proxyd", "status", "--state-dir", str(p.state_dir)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and "not running" in res.stderr
+
+
+def test_invalid_config_at_start_exits_1_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(base_config(services={"sip": {"mode": "tcp"}})))
+    res = subprocess.run([sys.executable, "-m", "proxyd", "run", "--config", str(path),
+                          "--state-dir", str(tmp_path / "s"), "--admin", "off"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    assert "services.sip.mode: expected one of tls, udp, off" in res.stderr
+
+
+def test_json_logs_and_metrics_on_the_admin_port(proxyd: Callable[..., ProxydProcess]) -> None:
+    import socket
+
+    from tests.support import free_port
+
+    port = free_port()
+    p = proxyd(base_config(revision=2), extra_args=("--log-format", "json", "--admin", f"127.0.0.1:{port}"))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert b"200 OK" in data.split(b"\r\n", 1)[0]
+    assert b"\npforte_config_revision 2\n" in data
+    line = next(ln for ln in p.output().splitlines() if "config_applied" in ln)
+    assert json.loads(line)["level"] == "info"

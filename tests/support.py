@@ -1,0 +1,172 @@
+"""Helpers shared by the tests: free ports, configs, peers, and a real `proxyd run` process."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxyd.admin import fetch_status
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (bind to 0 and release)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_udp_range(size: int) -> int:
+    """Start of an even-aligned UDP port range of `size` ports that looked free."""
+    for _ in range(200):
+        base = free_port(socket.SOCK_DGRAM) & ~1
+        socks = []
+        try:
+            for p in range(base, base + size):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free UDP port range")
+
+
+def require_peer(program: str) -> str:
+    """Path of an external peer program; skip locally (fail in CI) when it is missing."""
+    path = shutil.which(program) or next(
+        (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}") if os.path.exists(p)), None
+    )
+    if path is None:
+        msg = f"{program} is not installed (.ci/run installs it)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def base_config(**overrides: Any) -> dict[str, Any]:
+    """A valid config with every listener off; tests switch on what they exercise."""
+    cfg: dict[str, Any] = {
+        "version": 1,
+        "revision": 1,
+        "proxy": {"name": "test", "fqdn": "proxy.test", "enabled": True},
+        "bind": "127.0.0.1",
+        "tls": {"certificate_pem": None, "key_pem": None},
+        "allow_sources": [],
+        "instances": [],
+        "applications": [],
+        "services": {
+            "web": {"mode": "off", "port": free_port()},
+            "sip": {"mode": "off"},
+            "media": {"mode": "rtp", "port_min": 40000, "port_max": 40098},
+            "provisioning": {"mode": "off"},
+            "xmpp": {"enabled": False},
+        },
+        "network": {"mode": "auto"},
+    }
+    return merge(cfg, overrides)
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class ProxydProcess:
+    """A real `python -m proxyd run --config` process with its own state dir."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any], extra_args: tuple[str, ...] = ()):
+        self.workdir = workdir
+        self.state_dir = workdir / "state"
+        self.config_path = workdir / "proxy.json"
+        self.config = config
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "proxyd.out"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self.config = config
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config))
+        os.replace(tmp, self.config_path)
+
+    def start(self, wait: bool = True) -> ProxydProcess:
+        self.write_config(self.config)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxyd", "run", "--config", str(self.config_path),
+             "--state-dir", str(self.state_dir), "--admin", "off", "--drain-timeout", "2",
+             *self.extra_args],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        if wait:
+            self.wait_revision(self.config["revision"])
+        return self
+
+    def status(self) -> dict[str, Any]:
+        code, body = fetch_status(self.state_dir / "proxyd.sock")
+        assert code == 200
+        return json.loads(body)
+
+    def wait_revision(self, revision: int, timeout: float = 15.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"proxyd exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                last = self.status()
+                if last.get("revision") == revision:
+                    return dict(last)
+            except (OSError, ValueError, AssertionError):
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"revision {revision} not applied in {timeout}s; status={last}\n{self.output()}")
+
+    def reload(self, config: dict[str, Any], *, wait: bool = True) -> None:
+        """Write a new config and SIGHUP; wait until its revision is applied."""
+        self.write_config(config)
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+        if wait:
+            self.wait_revision(config["revision"])
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode

@@ -168,6 +168,13 @@ class ProxyConfig:
     services: Services = field(default_factory=Services)
     network: Network = field(default_factory=Network)
 
+    @property
+    def bind_address(self) -> str:
+        """Where listeners bind: the proxy's own NIC address in network mode manual, else `bind`."""
+        if self.network.mode == "manual" and self.network.address:
+            return self.network.address.split("/", 1)[0]
+        return self.bind
+
     def instance(self, name: str) -> Instance | None:
         for inst in self.instances:
             if inst.name == name:

@@ -61,14 +61,15 @@ class Rfc2136:
         rdtype = _rdtype(address)
         keyring = dns.tsigkeyring.from_text({self.key_name: self.secret})
         upd = dns.update.UpdateMessage(
-            self.zone, keyring=keyring, keyname=self.key_name, keyalgorithm=self.algorithm
+            self.zone, keyring=keyring, keyname=dns.name.from_text(self.key_name), keyalgorithm=self.algorithm,
         )
         # replace = delete the name's records of this type, then add ours: one atomic UPDATE
         upd.replace(dns.name.from_text(name), TTL, rdtype, address)
         try:
             resp = dns.query.tcp(upd, self.server, port=self.port, timeout=TIMEOUT)
         except (dns.exception.DNSException, OSError) as exc:
-            raise DdnsError(f"DNS server {self.server}:{self.port} unreachable or refused: {type(exc).__name__}") from None
+            where = f"{self.server}:{self.port}"
+            raise DdnsError(f"DNS server {where} unreachable or refused: {type(exc).__name__}") from None
         rcode = resp.rcode()
         if rcode != dns.rcode.NOERROR:
             raise DdnsError(f"DNS server answered {dns.rcode.to_text(rcode)} for {name} {rdtype}")

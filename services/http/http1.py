@@ -111,6 +111,8 @@ def parse_request_head(head: bytes) -> Head:
     line = lines[0]
     if len(line) > MAX_REQUEST_LINE:
         raise HttpError(414, "request line too long")
+    if len(head) > MAX_HEAD:
+        raise HttpError(431, "request head too large")
     parts = line.split(b" ")
     if len(parts) != 3:
         raise HttpError(400, "malformed request line")

@@ -198,7 +198,11 @@ class Connection:
             try:
                 up.writer.write(head)
                 if not bodyless:
-                    await self._send_body(req, up)
+                    try:
+                        await self._send_body(req, up)
+                    except HttpError as exc:  # the client's body framing broke mid-stream
+                        up.close()  # the backend sees an incomplete body, never a smuggled request
+                        return await self._refuse(exc.status, exc.reason)
                 resp_head = await asyncio.wait_for(self._read_upstream_head(up), UPSTREAM_TIMEOUT)
             except TimeoutError:
                 up.close()

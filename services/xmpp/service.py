@@ -1,0 +1,182 @@
+"""XMPP passthrough: 5222 routed by the stream header's `to`, 5223 (XEP-0368) by TLS SNI.
+
+Neither listener terminates TLS; see `relay.py` for the per-connection logic and
+`stream_header.py` / `client_hello.py` for the sans-IO peekers. `reconfigure()` with unchanged
+ports swaps the immutable route table in place: sessions already relaying keep their backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from proxyd.config import ProxyConfig
+from proxyd.service import Service, ServiceError
+from services.xmpp.relay import Session
+
+
+@dataclass(frozen=True)
+class Route:
+    instance: str
+    host: str
+    port: int
+    proxy_protocol: bool
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    domains: tuple[tuple[str, Route], ...] = ()
+    default: Route | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_map", dict(self.domains))
+
+    def by_domain(self, domain: str | None) -> Route | None:
+        return self._map.get(domain.lower()) if domain else None  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class XmppView:
+    bind: str
+    port: int
+    direct_tls_port: int
+    routes: RouteTable
+
+
+class Listener:
+    """One listening socket and the sessions it accepted."""
+
+    def __init__(self, service: XmppService, kind: str):
+        self.service, self.kind = service, kind
+        self.server: asyncio.Server | None = None
+        self.sessions: set[Session] = set()
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.server = await loop.create_server(lambda: Session(self), host, port, reuse_address=True)
+        except OSError as exc:
+            raise ServiceError(f"xmpp: cannot listen on {host}:{port} ({exc.strerror}); "
+                               f"choose a free services.xmpp port") from exc
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+class XmppService(Service):
+    name = "xmpp"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.view_: XmppView | None = None
+        self.routes = RouteTable()
+        self.listeners: dict[str, Listener] = {}
+        self._retired: list[Listener] = []  # closed listeners whose sessions still relay
+        self.counters: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
+        self.active: Counter[str] = Counter()
+        #: Test hook: called with (direction, chunk) for every relayed chunk. None in production.
+        self.tap: Callable[[str, bytes], None] | None = None
+
+    @classmethod
+    def view(cls, cfg: ProxyConfig) -> XmppView | None:
+        x = cfg.services.xmpp
+        if not (cfg.proxy.enabled and x.enabled):
+            return None
+        domains: list[tuple[str, Route]] = []
+        default = None
+        for inst in cfg.instances:
+            if inst.xmpp is None:
+                continue
+            route = Route(inst.name, inst.xmpp.host, inst.xmpp.port, inst.xmpp_proxy_protocol)
+            domains += [(d.lower().rstrip("."), route) for d in inst.xmpp_domains]
+            if inst.xmpp_default:
+                default = route
+        return XmppView(cfg.bind_address, x.port, x.direct_tls_port, RouteTable(tuple(domains), default))
+
+    async def start(self, view: XmppView) -> None:
+        self.routes = view.routes
+        starttls, direct = Listener(self, "starttls"), Listener(self, "direct_tls")
+        await starttls.start(view.bind, view.port)
+        try:
+            await direct.start(view.bind, view.direct_tls_port)
+        except ServiceError:
+            starttls.close()
+            raise
+        self.listeners = {"starttls": starttls, "direct_tls": direct}
+        self.view_ = view
+        self.log.info("event=xmpp_started bind=%s port=%d direct_tls_port=%d domains=%d",
+                      view.bind, view.port, view.direct_tls_port, len(view.routes.domains))
+
+    async def reconfigure(self, view: XmppView) -> None:
+        old = self.view_
+        if old is not None and (old.bind, old.port, old.direct_tls_port) == (
+                view.bind, view.port, view.direct_tls_port):
+            self.routes, self.view_ = view.routes, view
+            self.log.info("event=xmpp_routes_swapped domains=%d", len(view.routes.domains))
+            return
+        # Ports changed: new listeners first (so a failure keeps the old ones), old sessions stay.
+        previous = self.listeners
+        await self.start(view)
+        for listener in previous.values():
+            listener.close()
+            self._retired.append(listener)
+
+    async def stop(self, timeout: float) -> None:
+        listeners = [*self.listeners.values(), *self._retired]
+        self._retired = []
+        for listener in listeners:
+            listener.close()
+        sessions = [s for listener in listeners for s in listener.sessions]
+        for s in sessions:
+            s.close()  # flushes what is buffered, then closes both sockets (FIN, not RST)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(s.client and not s.client.is_closing() for s in sessions):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        for listener in listeners:
+            if listener.server is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(listener.server.wait_closed(), 1.0)
+        self.listeners, self.view_ = {}, None
+        self.log.info("event=xmpp_stopped sessions_closed=%d", len(sessions))
+
+    # -------------------------------------------------------------- accounting
+    def session_started(self, session: Session, route: Route) -> None:
+        self.active[route.instance] += 1
+        self.counters["sessions"] += 1
+        self.log.info("event=xmpp_session_open listener=%s client=%s instance=%s",
+                      session.listener.kind, session.peer[0], route.instance)
+
+    def session_ended(self, session: Session, route: Route) -> None:
+        self.active[route.instance] -= 1
+
+    def refused(self, reason: str, session: Session, fields: dict[str, Any]) -> None:
+        self.refusals[reason] += 1
+        extra = "".join(f" {k}={v}" for k, v in fields.items())
+        self.log.warning("event=xmpp_refused listener=%s client=%s reason=%s%s",
+                         session.listener.kind, session.peer[0], reason, extra)
+
+    def count_bytes(self, direction: str, data: bytes) -> None:
+        self.counters[f"bytes_{direction}"] += len(data)
+        if self.tap is not None:
+            self.tap(direction, data)
+
+    def stats(self) -> dict[str, Any]:
+        v = self.view_
+        return {
+            "listeners": [f"tcp:{v.bind}:{v.port}", f"tcp:{v.bind}:{v.direct_tls_port}"] if v else [],
+            "counters": {"sessions": self.counters["sessions"],
+                         "bytes_client_to_backend": self.counters["bytes_client_to_backend"],
+                         "bytes_backend_to_client": self.counters["bytes_backend_to_client"]},
+            "gauges": {"active_sessions": sum(self.active.values()),
+                       "connections": sum(len(li.sessions) for li in self.listeners.values())},
+            "by_instance": {name: {"active_sessions": n} for name, n in self.active.items()},
+            "by_reason": {reason: {"refusals": n} for reason, n in self.refusals.items()},
+        }

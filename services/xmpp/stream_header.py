@@ -23,7 +23,7 @@ MAX_PREFIX = 4096
 
 _BOM = b"\xef\xbb\xbf"
 _WS = b" \t\r\n"
-_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_.\-]*(?::[A-Za-z_][A-Za-z0-9_.\-]*)?")
+_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_.:\-]*")
 _ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "apos": "'", "quot": '"'}
 _REF = re.compile(r"&(#x[0-9A-Fa-f]{1,6}|#[0-9]{1,7}|[A-Za-z]{2,4});")
 

@@ -66,7 +66,7 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.upstream is not None:
             self.upstream.write(data)
-            self.listener.service.count_bytes("client_to_backend", data)
+            self.listener.service.count_bytes(self, "client_to_backend", data)
             return
         if self._task is not None or self._closed:
             return  # reading is paused while connecting; a stray chunk after refusal is dropped
@@ -130,7 +130,7 @@ class Session(asyncio.Protocol):
             transport.write(v2_header(self.peer, (str(sock[0]), int(sock[1]))))
         self.listener.service.session_started(self, route)
         transport.write(self.buf)
-        self.listener.service.count_bytes("client_to_backend", self.buf)
+        self.listener.service.count_bytes(self, "client_to_backend", self.buf)
         self.buf = b""
         self.client.resume_reading()
 
@@ -182,7 +182,7 @@ class _Upstream(asyncio.Protocol):
     def __init__(self, session: Session):
         self.session = session
         self.transport: asyncio.Transport | None = None
-        self.count: Callable[[str, bytes], None] = session.listener.service.count_bytes
+        self.count: Callable[[Session, str, bytes], None] = session.listener.service.count_bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -192,7 +192,7 @@ class _Upstream(asyncio.Protocol):
         client = self.session.client
         if client is not None and not self.session._closed:
             client.write(data)
-            self.count("backend_to_client", data)
+            self.count(self.session, "backend_to_client", data)
 
     def eof_received(self) -> bool:
         self.session.close()

@@ -80,8 +80,9 @@ class XmppService(Service):
         self.counters: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
         self.active: Counter[str] = Counter()
-        #: Test hook: called with (direction, chunk) for every relayed chunk. None in production.
-        self.tap: Callable[[str, bytes], None] | None = None
+        #: Test hook: called with (session, direction, chunk) for every relayed chunk; the first
+        #: client chunk of a session is the replayed peek buffer. None in production.
+        self.tap: Callable[[Session, str, bytes], None] | None = None
 
     @classmethod
     def view(cls, cfg: ProxyConfig) -> XmppView | None:
@@ -163,10 +164,10 @@ class XmppService(Service):
         self.log.warning("event=xmpp_refused listener=%s client=%s reason=%s%s",
                          session.listener.kind, session.peer[0], reason, extra)
 
-    def count_bytes(self, direction: str, data: bytes) -> None:
+    def count_bytes(self, session: Session, direction: str, data: bytes) -> None:
         self.counters[f"bytes_{direction}"] += len(data)
         if self.tap is not None:
-            self.tap(direction, data)
+            self.tap(session, direction, data)
 
     def stats(self) -> dict[str, Any]:
         v = self.view_

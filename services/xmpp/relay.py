@@ -115,9 +115,11 @@ class Session(asyncio.Protocol):
 
     async def _open_upstream(self, route: Route) -> None:
         loop = asyncio.get_running_loop()
+        host, port = (route.host, route.port) if self.listener.kind == "starttls" else (
+            route.direct_host, route.direct_port)
         try:
             transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: _Upstream(self), route.host, route.port), CONNECT_TIMEOUT)
+                loop.create_connection(lambda: _Upstream(self), host, port), CONNECT_TIMEOUT)
         except (TimeoutError, OSError) as exc:
             self.refuse("backend_unreachable", instance=route.instance, error=type(exc).__name__)
             return

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxyd.config import ProxyConfig
+from proxyd.config import HostPort, ProxyConfig
 from proxyd.service import Service, ServiceError
 from services.xmpp.relay import Session
 
@@ -24,6 +24,8 @@ class Route:
     instance: str
     host: str
     port: int
+    direct_host: str
+    direct_port: int
     proxy_protocol: bool
 
 
@@ -94,7 +96,9 @@ class XmppService(Service):
         for inst in cfg.instances:
             if inst.xmpp is None:
                 continue
-            route = Route(inst.name, inst.xmpp.host, inst.xmpp.port, inst.xmpp_proxy_protocol)
+            direct = inst.xmpp_direct_tls or HostPort(inst.xmpp.host, inst.xmpp.port + 1)
+            route = Route(inst.name, inst.xmpp.host, inst.xmpp.port, direct.host, direct.port,
+                          inst.xmpp_proxy_protocol)
             domains += [(d.lower().rstrip("."), route) for d in inst.xmpp_domains]
             if inst.xmpp_default:
                 default = route

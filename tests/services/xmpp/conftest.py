@@ -46,11 +46,14 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
 
 def xmpp_config(backends: Backends | None, **xmpp: Any) -> dict[str, Any]:
     """A config routing a.test/b.test to the prosody servers (or dead ports without them)."""
-    ports = (backends.a.port, backends.b.port) if backends else (free_port(), free_port())
+    ports = [backends.a.port, backends.b.port] if backends else [free_port(), free_port()]
+    direct = [backends.a.direct_port, backends.b.direct_port] if backends else [free_port(), free_port()]
     return base_config(
         instances=[
-            {"name": "inst-a", "xmpp": f"127.0.0.1:{ports[0]}", "xmpp_domains": ["a.test", "chat.a.test"]},
-            {"name": "inst-b", "xmpp": f"127.0.0.1:{ports[1]}", "xmpp_domains": ["B.test"]},
+            {"name": "inst-a", "xmpp": f"127.0.0.1:{ports[0]}", "xmpp_domains": ["a.test", "chat.a.test"],
+             "xmpp_direct_tls": f"127.0.0.1:{direct[0]}"},
+            {"name": "inst-b", "xmpp": f"127.0.0.1:{ports[1]}", "xmpp_domains": ["B.test"],
+             "xmpp_direct_tls": f"127.0.0.1:{direct[1]}"},
         ],
         services={"xmpp": {"enabled": True, "port": free_port(), "direct_tls_port": free_port(), **xmpp}},
     )

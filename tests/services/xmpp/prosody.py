@@ -33,7 +33,7 @@ class TestCA:
 
     def __init__(self, directory: Path):
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (
             x509.CertificateBuilder().subject_name(_name("pforte test CA")).issuer_name(_name("pforte test CA"))
             .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
@@ -46,7 +46,7 @@ class TestCA:
 
     def issue(self, domain: str, directory: Path) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder().subject_name(_name(domain)).issuer_name(self.cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())

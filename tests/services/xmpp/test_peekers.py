@@ -121,7 +121,8 @@ def test_client_hello_without_sni_and_refusals() -> None:
     assert peek_client_hello(b"\x16\x03\x01\x00\x04\x02\x00\x00\x00") == Refusal("not_client_hello")
     big = b"\x16\x03\x01\x40\x00\x01\xff\xff\xff"
     assert peek_client_hello(big) == Refusal("oversized")
-    many = b"".join(b"\x16\x03\x01\x00\x01" + bytes([b]) for b in b"\x01\x00\x30\x00") + b"\x16\x03\x01\x00\x01\x03" * 4000
+    one_byte_records = b"".join(b"\x16\x03\x01\x00\x01" + bytes([b]) for b in b"\x01\x00\x30\x00")
+    many = one_byte_records + b"\x16\x03\x01\x00\x01\x03" * 4000
     assert peek_client_hello(many) == Refusal("oversized")
     assert len(many) > MAX_HELLO
 

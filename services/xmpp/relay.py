@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from services.xmpp.client_hello import Hello, peek_client_hello
 from services.xmpp.proxy_protocol import v2_header
@@ -50,12 +50,12 @@ class Session(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.eof_client = self.eof_backend = False
 
     # -------------------------------------------------------------- client side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.client = transport
-        peer = transport.get_extra_info("peername") or ("", 0)
+        self.client = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
+        peer = self.client.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
         self.listener.sessions.add(self)
         if not self.listener.service.ctx.access.allowed(self.peer[0], "xmpp"):
@@ -141,8 +141,21 @@ class Session(asyncio.Protocol):
         self.close()
 
     def eof_received(self) -> bool:
-        self.close()  # write buffers are flushed before the sockets close
-        return False
+        """Half-close: pass the client's FIN on; close once both sides are done."""
+        self.eof_client = True
+        if self.upstream is None or self.eof_backend or not self.upstream.can_write_eof():
+            self.close()  # write buffers are flushed before the sockets close
+            return False
+        self.upstream.write_eof()
+        return True
+
+    def backend_eof(self) -> bool:
+        self.eof_backend = True
+        if self.client is None or self.eof_client or not self.client.can_write_eof():
+            self.close()
+            return False
+        self.client.write_eof()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
@@ -187,8 +200,7 @@ class _Upstream(asyncio.Protocol):
         self.count: Callable[[Session, str, bytes], None] = session.listener.service.count_bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         client = self.session.client
@@ -197,8 +209,7 @@ class _Upstream(asyncio.Protocol):
             self.count(self.session, "backend_to_client", data)
 
     def eof_received(self) -> bool:
-        self.session.close()
-        return False
+        return self.session.backend_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.close()

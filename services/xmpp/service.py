@@ -120,17 +120,30 @@ class XmppService(Service):
 
     async def reconfigure(self, view: XmppView) -> None:
         old = self.view_
-        if old is not None and (old.bind, old.port, old.direct_tls_port) == (
-                view.bind, view.port, view.direct_tls_port):
-            self.routes, self.view_ = view.routes, view
-            self.log.info("event=xmpp_routes_swapped domains=%d", len(view.routes.domains))
+        if old is None:
+            await self.start(view)
             return
-        # Ports changed: new listeners first (so a failure keeps the old ones), old sessions stay.
-        previous = self.listeners
-        await self.start(view)
-        for listener in previous.values():
-            listener.close()
-            self._retired.append(listener)
+        # Rebind only a listener whose address changed; new sockets first, so a failure keeps
+        # the old ones. Sessions of a replaced listener keep relaying until they end.
+        fresh: dict[str, Listener] = {}
+        try:
+            for kind, port, old_port in (("starttls", view.port, old.port),
+                                         ("direct_tls", view.direct_tls_port, old.direct_tls_port)):
+                if (view.bind, port) != (old.bind, old_port):
+                    fresh[kind] = Listener(self, kind)
+                    await fresh[kind].start(view.bind, port)
+        except ServiceError:
+            for listener in fresh.values():
+                listener.close()
+            raise
+        self._retired = [li for li in self._retired if li.sessions]
+        for kind, listener in fresh.items():
+            self.listeners[kind].close()
+            self._retired.append(self.listeners[kind])
+            self.listeners[kind] = listener
+        self.routes, self.view_ = view.routes, view
+        self.log.info("event=xmpp_reconfigured domains=%d rebound=%s",
+                      len(view.routes.domains), ",".join(fresh) or "-")
 
     async def stop(self, timeout: float) -> None:
         listeners = [*self.listeners.values(), *self._retired]

@@ -12,6 +12,7 @@ from slixmpp import ClientXMPP
 
 from tests.services.xmpp.conftest import Backends, Proxy, wait_for
 from tests.services.xmpp.prosody import PASSWORD
+from tests.support import free_port
 
 pytestmark = pytest.mark.peer
 BODY = "hello-through-pforte-7d1e"
@@ -172,3 +173,50 @@ async def test_stop_ends_sessions_cleanly(proxy: Proxy, backends: Backends) -> N
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", proxy.port)
     await logout(alice)
+
+
+async def test_direct_tls_client_hello_in_small_tcp_segments(proxy: Proxy, backends: Backends) -> None:
+    """A ClientHello dribbled in 50-byte TCP segments still routes; the handshake completes end to end."""
+    ctx = client_ctx(backends)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="b.test")
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.direct_port)
+    try:
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        hello = outgoing.read()
+        for i in range(0, len(hello), 50):
+            writer.write(hello[i:i + 50])
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if pending := outgoing.read():
+                    writer.write(pending)
+                chunk = await asyncio.wait_for(reader.read(65536), 20)
+                assert chunk, "proxy closed during the handshake"
+                incoming.write(chunk)
+        cert = tls.getpeercert()
+        assert cert is not None and dict(x[0] for x in cert["subject"])["commonName"] == "b.test"
+    finally:
+        writer.close()
+
+
+async def test_reconfigure_new_ports_keeps_old_sessions(proxy: Proxy, backends: Backends) -> None:
+    alice, _ = await login("alice@a.test", proxy.port, backends)
+    bob, bob_inbox = await login("bob@a.test", proxy.port, backends)
+    old_port = proxy.port
+    try:
+        cfg = proxy.cfg
+        cfg["services"]["xmpp"]["port"] = free_port()
+        await proxy.apply(cfg)
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", old_port)
+        await chat(alice, bob, bob_inbox, "moved-ports")  # relayed sessions survived the rebind
+        carol, _ = await login("carol@b.test", proxy.port, backends)
+        await logout(carol)
+    finally:
+        await logout(alice, bob)

@@ -80,7 +80,8 @@ def test_rest_only_mode_and_live_switch_to_it(proxyd: Proxyd, backend: str) -> N
     p = proxyd(cfg)
     with client() as c:
         assert c.get(url(p, "/mycompany/")).status_code == 200
-        cfg = {**cfg, "revision": 2, "services": {**cfg["services"], "web": {**cfg["services"]["web"], "mode": "rest_only"}}}
+        web = {**cfg["services"]["web"], "mode": "rest_only"}
+        cfg = {**cfg, "revision": 2, "services": {**cfg["services"], "web": web}}
         p.reload(cfg)
         ui = c.get(url(p, "/mycompany/"))
         assert ui.status_code == 404 and ui.content == c.get(url(p, "/nosuch/")).content

@@ -117,6 +117,11 @@ class Proxy(models.Model):
     def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         if not self.provisioning_key_enc:
             self.provisioning_key = new_provisioning_key()
+        if self.pk and not self._state.adding and kwargs.get("update_fields") is None:
+            # the API key is minted by the registration endpoint only: a settings save made from
+            # an object loaded earlier must never overwrite (or revoke) it
+            kwargs["update_fields"] = [f.name for f in self._meta.concrete_fields
+                                       if not f.primary_key and f.name != "api_key_hash"]
         super().save(*args, **kwargs)
 
     # rules ------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ class ProxyForm(forms.ModelForm):
     class Meta:
         model = Proxy
         fields = [f for _, group in PROXY_GROUPS for f in group if f != "key_pem"]
-        widgets = {"certificate_pem": forms.Textarea(attrs={"rows": 3}), "allow_sources": forms.Textarea(attrs={"rows": 2})}
+        widgets = {"certificate_pem": forms.Textarea(attrs={"rows": 3}),
+                   "allow_sources": forms.Textarea(attrs={"rows": 2})}
 
     def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)

@@ -214,7 +214,8 @@ class Registration(models.Model):
     @classmethod
     def create_for(cls, proxy: Proxy) -> tuple[Registration, str]:
         token = secrets.token_urlsafe(32)
-        reg = cls.objects.create(proxy=proxy, token_hash=cls.hash(token), expires=timezone.now() + REGISTRATION_LIFETIME)
+        expires = timezone.now() + REGISTRATION_LIFETIME
+        reg = cls.objects.create(proxy=proxy, token_hash=cls.hash(token), expires=expires)
         return reg, token
 
     @property

@@ -54,8 +54,7 @@ class _Stream(asyncio.Protocol):
         self.flow: Flow | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment] # uvloop's SSL transport is no asyncio.Transport
         ip, port = transport.get_extra_info("peername")[:2]
         if self.side == "p" and not self.svc.ctx.access.allowed(ip, "sip"):
             self.svc.relay_counter("refused_sources")

@@ -157,7 +157,16 @@ def parse(data: bytes, *, datagram: bool = True) -> Message:
     text = head.decode("latin-1")
     lines = text.replace("\r\n", "\n").split("\n")
     msg = Message()
-    _start_line(msg, lines[0])
+    try:
+        _start_line(msg, lines[0])
+    except SipError as exc:
+        if msg.method:  # a bad request line still gets a response when its headers allow one
+            try:
+                _headers(msg, lines[1:])
+            except SipError:
+                pass
+            exc.partial = msg
+        raise
     _headers(msg, lines[1:])
     _body(msg, rest, datagram)
     _validate(msg)
@@ -173,6 +182,8 @@ def _start_line(msg: Message, line: str) -> None:
         return
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
+        if _TOKEN.match(parts[0]):
+            msg.method = parts[0]
         raise SipError(400, "Bad Request Line")
     method, uri, version = parts
     if not _TOKEN.match(method):

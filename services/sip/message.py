@@ -113,7 +113,9 @@ def canonical(name: str) -> str:
 
 def split_commas(value: str) -> list[str]:
     """Split a header value at commas outside quotes and <> (RFC 3261 §7.3.1)."""
-    out, cur, quote, angle, esc = [], [], False, False, False
+    out: list[str] = []
+    cur: list[str] = []
+    quote, angle, esc = False, False, False
     for ch in value:
         if esc:
             esc = False

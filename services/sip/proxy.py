@@ -119,7 +119,8 @@ class Relay:
             return []
         return self._reply(req, src, exc.status, exc.reason)
 
-    def _reply(self, req: Message, src: Flow, status: int, reason: str, extra: list[list[str]] | None = None) -> list[Action]:
+    def _reply(self, req: Message, src: Flow, status: int, reason: str,
+               extra: list[list[str]] | None = None) -> list[Action]:
         """A locally generated response: always to the source address (never to a Via address)."""
         if req.method == "ACK":
             return []
@@ -140,7 +141,7 @@ class Relay:
             tags = ", ".join(msg.all("Proxy-Require"))
             return self._reply(msg, src, 420, "Bad Extension", [["Unsupported", tags]])
         vias = [parse_via(v) for v in msg.all("Via")]
-        if any(v.params.get("branch", "") .startswith(BRANCH) and f"{v.host}:{v.port}" in self.own for v in vias):
+        if any((v.params.get("branch") or "").startswith(BRANCH) and f"{v.host}:{v.port}" in self.own for v in vias):
             return self._reply(msg, src, 482, "Loop Detected")
         dest = self._destination(msg, src)
         if isinstance(dest, tuple):
@@ -215,7 +216,8 @@ class Relay:
     def _add_via(self, msg: Message, top: object, src: Flow, dest: Flow) -> None:
         local = self._local(dest)
         branch = self._branch(msg)
-        msg.insert("Via", f"SIP/2.0/{local.transport.upper()} {local.hostport()};branch={branch};pf={self.signer.mint(src)}")
+        token = self.signer.mint(src)
+        msg.insert("Via", f"SIP/2.0/{local.transport.upper()} {local.hostport()};branch={branch};pf={token}")
 
     def _branch(self, msg: Message) -> str:
         v = msg.all("Via")[0]
@@ -266,7 +268,7 @@ class Relay:
     def _response(self, msg: Message, src: Flow, now: float) -> list[Action]:
         top = parse_via(msg.all("Via")[0])
         token = top.params.get("pf")
-        flow = self.signer.open(token) if token and top.params.get("branch", "").startswith(BRANCH) else None
+        flow = self.signer.open(token) if token and (top.params.get("branch") or "").startswith(BRANCH) else None
         if flow is None or flow.side == src.side:
             return self._drop("stray_response", src)
         msg.pop_first("Via")

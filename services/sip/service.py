@@ -58,10 +58,10 @@ class _Stream(asyncio.Protocol):
         ip, port = transport.get_extra_info("peername")[:2]
         if self.side == "p" and not self.svc.ctx.access.allowed(ip, "sip"):
             self.svc.relay_counter("refused_sources")
-            transport.abort()
+            transport.close()
             return
         self.flow = Flow(self.side, self.tname, ip, port, self.conn)
-        self.svc.conns[self.conn] = transport
+        self.svc.conns[self.conn] = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         assert self.flow is not None and self.transport is not None

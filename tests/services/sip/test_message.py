@@ -25,9 +25,11 @@ def msg(extra: str = "", body: str = "", cl: int | None = None) -> bytes:
 
 TABLE: list[tuple[str, bytes, int | None]] = [
     ("plain", msg(), None),
-    ("compact forms", msg("v: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK2\r\nm: <sip:a@127.0.0.1>\r\n"), None),
+    ("compact forms",
+     msg("v: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK2\r\nm: <sip:a@127.0.0.1>\r\n"), None),
     ("folded header", msg("Subject: hello\r\n  world\r\n"), None),
-    ("two vias one line", msg("Via: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bKa, SIP/2.0/TCP 127.0.0.3;branch=z9hG4bKb\r\n"), None),
+    ("two vias one line",
+     msg("Via: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bKa, SIP/2.0/TCP 127.0.0.3;branch=z9hG4bKb\r\n"), None),
     ("body", msg("Content-Type: application/sdp\r\n", "v=0\r\n"), None),
     ("missing call-id", msg().replace(b"Call-ID: c1\r\n", b""), 400),
     ("bad max-forwards", msg().replace(b"Max-Forwards: 70", b"Max-Forwards: x"), 400),

@@ -117,8 +117,8 @@ def test_flood_blocks_one_source_only() -> None:
 def test_sdp_goes_to_media_and_bye_releases() -> None:
     r = make_relay()
     body = "v=0\r\nc=IN IP4 127.0.0.2\r\nm=audio 4000 RTP/AVP 0\r\n"
-    data = _invite(extra="Content-Type: application/sdp\r\n").replace(b"Content-Length: 0\r\n\r\n",
-                                                                       f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+    data = _invite(extra="Content-Type: application/sdp\r\n").replace(
+        b"Content-Length: 0\r\n\r\n", f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
     [step] = r.receive(data, PHONE, 0.0)
     assert isinstance(step, MediaStep) and step.op == "offer" and step.side == "phone"
     bye = _invite().replace(b"INVITE sip", b"BYE sip").replace(b"1 INVITE", b"2 BYE")

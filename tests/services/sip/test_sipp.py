@@ -19,7 +19,8 @@ pytestmark = pytest.mark.peer
 
 def _uas(tmp_path: Path, transport: str = "u1") -> tuple[int, object]:
     port = free_port(socket.SOCK_DGRAM)
-    proc = sipp_bg(["-sf", str(SCENARIOS / "pbx_uas.xml"), "-i", "127.0.0.1", "-p", str(port), "-t", transport], tmp_path, tmp_path / "uas.log")
+    args = ["-sf", str(SCENARIOS / "pbx_uas.xml"), "-i", "127.0.0.1", "-p", str(port), "-t", transport]
+    proc = sipp_bg(args, tmp_path, tmp_path / "uas.log")
     return port, proc
 
 
@@ -49,7 +50,7 @@ def test_udp_100_calls(proxyd, tmp_path: Path) -> None:
 
 def _tls_call(conn: ssl.SSLSocket, framer: StreamFramer, n: int, port: int) -> None:
     """One full call from a TLS phone (Python, real TLS) through pforte to the sipp UAS."""
-    me = "127.0.0.1:%d" % conn.getsockname()[1]
+    me = f"127.0.0.1:{conn.getsockname()[1]}"
     sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 
     def req(method: str, ruri: str, cseq: int, extra: str = "", body: str = "") -> None:

@@ -25,6 +25,7 @@ class RateLimiter:
     def __init__(self, limit: int = 200, window: float = 1.0, block: float = 30.0, max_sources: int = 100_000):
         self.limit, self.window, self.block, self.max_sources = limit, window, block, max_sources
         self._b: dict[str, _Bucket] = {}
+        self.just_blocked = False  # the last refused allow() started a block
 
     def allow(self, ip: str, now: float) -> bool:
         b = self._b.get(ip)
@@ -33,6 +34,7 @@ class RateLimiter:
                 self.expire(now)
             self._b[ip] = _Bucket(now, 1)
             return True
+        self.just_blocked = False
         if b.blocked_until > now:
             return False
         if now - b.start >= self.window:
@@ -40,6 +42,7 @@ class RateLimiter:
         b.count += 1
         if b.count > self.limit:
             b.blocked_until = now + self.block
+            self.just_blocked = True
             return False
         return True
 

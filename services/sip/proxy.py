@@ -95,6 +95,9 @@ class Relay:
             return self._drop("too_large", src)
         if src.side == "p" and not self.limiter.allow(src.ip, now):
             self.counters["dropped_rate_limited"] += 1
+            if self.limiter.just_blocked:
+                self.counters["sources_blocked"] += 1
+                log.warning("event=sip_source_blocked src=%s seconds=%s", src.ip, self.limiter.block)
             return []
         try:
             msg = parse(data, datagram=src.transport == "udp")
@@ -174,6 +177,9 @@ class Relay:
         if target is None:
             self.counters["unknown_domain"] += 1
             return (404, "Not Found")
+        if target.transport not in self.backend:
+            self.counters["unsupported_backend_transport"] += 1
+            return (503, "Service Unavailable")
         return Flow("b", target.transport, target.host, target.port)
 
     def _route_domain(self, msg: Message, host: str) -> Target | None:

@@ -165,3 +165,28 @@ def test_pbx_calls_registered_phone_over_path(proxyd, tmp_path: Path) -> None:
     finally:
         stop(phone)
         pbx.close()
+
+
+def test_flood_blocks_one_source_other_keeps_working(proxyd, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PFORTE_SIP_RATE_LIMIT", "20")
+    cfg = sip_config("udp", free_port(socket.SOCK_DGRAM))
+    p = proxyd(cfg)
+    port = cfg["services"]["sip"]["udp_port"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+        flood.bind(("127.0.0.2", 0))
+        me = "{}:{}".format(*flood.getsockname())
+        for n in range(200):
+            flood.sendto(request("OPTIONS", "sip:x@nowhere.test", call=f"f{n}").replace("{me}", me)
+                         .replace("\n", "\r\n").encode(), ("127.0.0.1", port))
+    for attempt in range(3):  # UDP on a busy machine: allow a lost datagram
+        try:
+            reply = udp_request(port, request("OPTIONS", "sip:x@nowhere.test", call=f"o{attempt}"), src="127.0.0.3")
+            break
+        except TimeoutError:
+            continue
+    assert reply.startswith(b"SIP/2.0 404 ")
+    sip = p.status()["services"]["sip"]
+    assert sip["counters"]["dropped_rate_limited"] >= 100
+    assert sip["gauges"]["blocked_sources"] == 1
+    with pytest.raises(TimeoutError):
+        udp_request(port, request("OPTIONS", "sip:x@nowhere.test", call="again"), src="127.0.0.2", timeout=1.0)

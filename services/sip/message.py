@@ -113,6 +113,8 @@ def canonical(name: str) -> str:
 
 def split_commas(value: str) -> list[str]:
     """Split a header value at commas outside quotes and <> (RFC 3261 §7.3.1)."""
+    if "," not in value:  # the common case, kept cheap
+        return [value.strip()]
     out: list[str] = []
     cur: list[str] = []
     quote, angle, esc = False, False, False

@@ -16,7 +16,7 @@ from ipaddress import ip_address
 
 from services.sip.dialogs import Dialogs
 from services.sip.flow import Flow, FlowSigner
-from services.sip.message import MAX_MESSAGE, Message, SipError, parse, parse_via, response
+from services.sip.message import MAX_MESSAGE, Message, SipError, Via, parse, parse_via, response
 from services.sip.protect import RateLimiter, is_scanner
 from services.sip.uri import UriError, parse_name_addr, parse_uri
 
@@ -210,8 +210,7 @@ class Relay:
             if flow is not None and flow.side != src.side:
                 found = flow
 
-    def _stamp_client_via(self, msg: Message, via: object, src: Flow) -> None:
-        v = parse_via(msg.all("Via")[0])
+    def _stamp_client_via(self, msg: Message, v: Via, src: Flow) -> None:
         v.params["received"] = src.ip
         v.params["rport"] = str(src.port)
         for h in msg.headers:
@@ -219,15 +218,15 @@ class Relay:
                 h[1] = str(v)
                 break
 
-    def _add_via(self, msg: Message, top: object, src: Flow, dest: Flow) -> None:
+    def _add_via(self, msg: Message, top: Via, src: Flow, dest: Flow) -> None:
         local = self._local(dest)
-        branch = self._branch(msg)
+        branch = self._branch(msg, top)
         token = self.signer.mint(src)
         msg.insert("Via", f"SIP/2.0/{local.transport.upper()} {local.hostport()};branch={branch};pf={token}")
 
-    def _branch(self, msg: Message) -> str:
-        v = msg.all("Via")[0]
-        inbound = parse_via(v).params.get("branch") or ""
+    def _branch(self, msg: Message, top: Via) -> str:
+        v = msg.all("Via")[0]  # the client's Via (stamped); ours is inserted after this
+        inbound = top.params.get("branch") or ""
         if inbound.startswith("z9hG4bK") and len(inbound) > 7:
             key = inbound + v.split(";", 1)[0]
         else:  # RFC 3261 §16.11: no usable branch, hash what identifies the transaction

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)$")
@@ -37,6 +38,7 @@ class Uri:
         return s + (f"?{self.headers}" if self.headers else "")
 
 
+@lru_cache(maxsize=8192)
 def parse_uri(text: str) -> Uri:
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME.match(scheme) or not rest or any(c in rest for c in " \t\r\n<>"):
@@ -84,6 +86,7 @@ class NameAddr:
     params: dict[str, str | None]
 
 
+@lru_cache(maxsize=8192)  # From/To/Contact repeat in every message of a call; results are not mutated
 def parse_name_addr(value: str) -> NameAddr:
     """`display <uri>;params` or a bare addr-spec whose `;params` belong to the header."""
     value = value.strip(" \t")

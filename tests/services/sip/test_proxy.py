@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.sip.flow import Flow, FlowSigner
 from services.sip.message import parse
@@ -124,3 +126,17 @@ def test_sdp_goes_to_media_and_bye_releases() -> None:
     bye = _invite().replace(b"INVITE sip", b"BYE sip").replace(b"1 INVITE", b"2 BYE")
     r.receive(bye, PHONE, 1.0)
     assert r.released == ["c1"]
+
+
+@given(st.sampled_from(cases()), st.integers(min_value=0, max_value=2000), st.binary(max_size=8),
+       st.sampled_from(["p", "b"]))
+def test_fuzz_relay_never_raises(case: dict[str, str], pos: int, junk: bytes, side: str) -> None:
+    """Mutated torture messages from either side: actions or nothing, never an exception."""
+    data = bytearray((TORTURE / case["file"]).read_bytes())
+    pos = min(pos, len(data))
+    data[pos:pos + len(junk)] = junk
+    actions = make_relay().receive(bytes(data), Flow(side, "udp", "127.0.0.2", 5070), 0.0)
+    for a in actions:
+        assert isinstance(a, Send | MediaStep)
+        if isinstance(a, Send) and a.flow.side == side:  # only locally generated replies go back
+            assert a.flow.ip == "127.0.0.2"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -115,9 +116,11 @@ class SipService(Service):
             if view.mode == "udp":
                 self.phone_udp, _ = await loop.create_datagram_endpoint(
                     lambda: _Udp(self, "p"), local_addr=(view.bind, view.udp_port))
+                _big_buffer(self.phone_udp)
             else:
                 self.server = await loop.create_server(
                     lambda: _Stream(self, "p", "tls"), view.bind, view.tls_port, ssl=self.ctx.certs.server_context())
+            _big_buffer(self.back_udp)
         except OSError as exc:
             await self.stop(0)
             raise ServiceError(f"sip: cannot bind {view.bind}: {exc} (is another SIP server running?)") from exc
@@ -170,10 +173,15 @@ class SipService(Service):
         for action in relay.receive(data, src, time.monotonic()):
             if isinstance(action, Send):
                 self.send(action.flow, action.data)
-            else:
+            elif isinstance(self.ctx.lookup("media"), MediaRelay):
+                # awaiting the media relay; the message is sent when it answers
                 task = asyncio.create_task(self._media(action))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
+            else:  # no media relay: SDP unchanged, sent at once so a call's messages keep their order
+                if action.op == "answer":
+                    relay.dialogs.answered(action.call_id)
+                self.send(action.flow, action.msg.serialize())
         if relay.released:
             self._release(relay.released)
             relay.released = []
@@ -239,6 +247,19 @@ class SipService(Service):
             gauges["dialogs"] = len(self.relay.dialogs.calls)
             gauges["blocked_sources"] = self.relay.limiter.blocked(time.monotonic())
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
+
+
+def _big_buffer(transport: asyncio.BaseTransport) -> None:
+    """Absorb bursts (a call rate step, a registration storm) instead of dropping datagrams."""
+    sock = transport.get_extra_info("socket")
+    for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if opt is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+            return
+        except OSError:
+            continue
 
 
 def _domains(view: SipView) -> dict[str, Target]:

@@ -1,0 +1,266 @@
+"""The SIP edge relay service: asyncio transports around the sans-IO `Relay`.
+
+Phone side: a UDP socket (mode udp) or a TLS listener (mode tls). Backend side: a UDP socket on
+an ephemeral port of the bind address (instances with `sip` transport udp). SDP bodies go through
+the media relay (`ctx.lookup("media")`) or `PassThroughMedia`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from proxyd.config import ProxyConfig
+from proxyd.service import Service, ServiceError
+from services.media_api import MediaError, MediaRelay, PassThroughMedia, Side
+from services.sip.flow import Flow
+from services.sip.framing import StreamFramer
+from services.sip.message import SipError, response
+from services.sip.protect import RateLimiter
+from services.sip.proxy import Local, MediaStep, Relay, Send, Target
+
+
+@dataclass(frozen=True)
+class SipView:
+    mode: str
+    bind: str
+    udp_port: int
+    tls_port: int
+    fqdn: str
+    domains: tuple[tuple[str, str, str, int], ...]
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, svc: SipService, side: str):
+        self.svc, self.side = svc, side
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.svc.on_data(data, Flow(self.side, "udp", addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        self.svc.relay_counter("udp_errors")
+
+
+class _Stream(asyncio.Protocol):
+    def __init__(self, svc: SipService, side: str, transport_name: str):
+        self.svc, self.side, self.tname = svc, side, transport_name
+        self.framer = StreamFramer()
+        self.conn = next(svc.conn_ids)
+        self.transport: asyncio.Transport | None = None
+        self.flow: Flow | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment] # uvloop's SSL transport is no asyncio.Transport
+        ip, port = transport.get_extra_info("peername")[:2]
+        if self.side == "p" and not self.svc.ctx.access.allowed(ip, "sip"):
+            self.svc.relay_counter("refused_sources")
+            transport.close()
+            return
+        self.flow = Flow(self.side, self.tname, ip, port, self.conn)
+        self.svc.conns[self.conn] = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.flow is not None and self.transport is not None
+        try:
+            messages = self.framer.feed(data)
+        except SipError as exc:
+            self.svc.log.info("event=sip_framing_error reason=%r src=%s", exc.reason, self.flow.ip)
+            self.svc.relay_counter("framing_errors")
+            self.transport.close()
+            return
+        for m in messages:
+            self.svc.on_data(m, self.flow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.svc.conns.pop(self.conn, None)
+
+
+class SipService(Service):
+    name = "sip"
+    order = 60  # after media
+
+    def __init__(self, ctx: Any):
+        super().__init__(ctx)
+        self.view_: SipView | None = None
+        self.relay: Relay | None = None
+        self.phone_udp: asyncio.DatagramTransport | None = None
+        self.back_udp: asyncio.DatagramTransport | None = None
+        self.server: asyncio.Server | None = None
+        self.conns: dict[int, asyncio.Transport] = {}
+        self.conn_ids = itertools.count(1)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.timer: asyncio.Task[None] | None = None
+        self.counters_extra: dict[str, int] = {}
+
+    @classmethod
+    def view(cls, cfg: ProxyConfig) -> SipView | None:
+        s = cfg.services.sip
+        if s.mode == "off" or not cfg.proxy.enabled:
+            return None
+        domains = tuple(
+            (d.lower(), i.sip.transport, i.sip.host, i.sip.port)
+            for i in cfg.instances if i.sip is not None for d in i.sip_domains
+        )
+        return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains)
+
+    async def start(self, view: SipView) -> None:
+        loop = asyncio.get_running_loop()
+        self.view_ = view
+        try:
+            self.back_udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self, "b"), local_addr=(view.bind, 0))
+            if view.mode == "udp":
+                self.phone_udp, _ = await loop.create_datagram_endpoint(
+                    lambda: _Udp(self, "p"), local_addr=(view.bind, view.udp_port))
+                _big_buffer(self.phone_udp)
+            else:
+                self.server = await loop.create_server(
+                    lambda: _Stream(self, "p", "tls"), view.bind, view.tls_port, ssl=self.ctx.certs.server_context())
+            _big_buffer(self.back_udp)
+        except OSError as exc:
+            await self.stop(0)
+            raise ServiceError(f"sip: cannot bind {view.bind}: {exc} (is another SIP server running?)") from exc
+        self.relay = self._make_relay(view)
+        self.timer = asyncio.create_task(self._tick())
+        self.log.info("event=sip_started mode=%s bind=%s", view.mode, view.bind)
+
+    def _make_relay(self, view: SipView) -> Relay:
+        assert self.back_udp is not None
+        host = view.bind if view.bind not in ("0.0.0.0", "::") else view.fqdn
+        phone = Local("udp", host, view.udp_port) if view.mode == "udp" else Local("tls", host, view.tls_port)
+        back = Local("udp", host, self.back_udp.get_extra_info("sockname")[1])
+        limit = int(os.environ.get("PFORTE_SIP_RATE_LIMIT", "300"))
+        return Relay(_domains(view), phone, {"udp": back}, frozenset({view.fqdn}), RateLimiter(limit=limit))
+
+    async def reconfigure(self, view: SipView) -> None:
+        old = self.view_
+        if old is not None and self.relay is not None and (old.mode, old.bind, old.udp_port, old.tls_port) == (
+                view.mode, view.bind, view.udp_port, view.tls_port):
+            self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
+            self.view_ = view
+            return
+        await self.stop(1.0)
+        await self.start(view)
+
+    async def stop(self, timeout: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        for t in (self.phone_udp, self.back_udp):
+            if t is not None:
+                t.close()
+        if self.server is not None:
+            self.server.close()
+        for c in list(self.conns.values()):
+            c.close()
+        self.phone_udp = self.back_udp = None
+        self.server = None
+
+    # ---- data path ---------------------------------------------------------------------
+    def relay_counter(self, name: str) -> None:
+        self.counters_extra[name] = self.counters_extra.get(name, 0) + 1
+
+    def on_data(self, data: bytes, src: Flow) -> None:
+        relay = self.relay
+        if relay is None:
+            return
+        if src.side == "p" and src.transport == "udp" and not self.ctx.access.allowed(src.ip, "sip"):
+            self.relay_counter("refused_sources")
+            return
+        for action in relay.receive(data, src, time.monotonic()):
+            if isinstance(action, Send):
+                self.send(action.flow, action.data)
+            elif isinstance(self.ctx.lookup("media"), MediaRelay):
+                # awaiting the media relay; the message is sent when it answers
+                task = asyncio.create_task(self._media(action))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            else:  # no media relay: SDP unchanged, sent at once so a call's messages keep their order
+                if action.op == "answer":
+                    relay.dialogs.answered(action.call_id)
+                self.send(action.flow, action.msg.serialize())
+        if relay.released:
+            self._release(relay.released)
+            relay.released = []
+
+    def send(self, flow: Flow, data: bytes) -> None:
+        if flow.transport == "udp":
+            t = self.phone_udp if flow.side == "p" else self.back_udp
+            if t is not None:
+                t.sendto(data, (flow.ip, flow.port))
+                return
+        elif flow.conn in self.conns:
+            self.conns[flow.conn].write(data)
+            return
+        self.relay_counter("unreachable_flows")
+
+    def media(self) -> MediaRelay:
+        m = self.ctx.lookup("media")
+        return m if isinstance(m, MediaRelay) else PassThroughMedia()
+
+    async def _media(self, step: MediaStep) -> None:
+        side = Side.PHONE if step.side == "phone" else Side.INSTANCE
+        try:
+            if step.op == "offer":
+                sdp = await self.media().offer(step.call_id, step.from_tag, step.msg.body, side=side,
+                                               source_ip=step.source_ip)
+            else:
+                sdp = await self.media().answer(step.call_id, step.from_tag, step.to_tag, step.msg.body,
+                                                side=side, source_ip=step.source_ip)
+                if self.relay is not None:
+                    self.relay.dialogs.answered(step.call_id)
+        except MediaError as exc:
+            self.relay_counter(f"media_errors_{exc.status}")
+            self.log.info("event=sip_media_error call_id=%s status=%s", step.call_id, exc.status)
+            if step.request is not None and step.request.method != "ACK":
+                self.send(step.src, response(step.request, exc.status, exc.reason).serialize())
+            return
+        step.msg.body = sdp
+        self.send(step.flow, step.msg.serialize())
+
+    def _release(self, call_ids: list[str]) -> None:
+        media = self.media()
+        for cid in call_ids:
+            task = asyncio.create_task(media.delete(cid))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            if self.relay is not None:
+                self._release(self.relay.expire(time.monotonic()))
+
+    def stats(self) -> dict[str, Any]:
+        listeners: list[dict[str, Any]] = []
+        v = self.view_
+        if v is not None:
+            listeners.append({"proto": "udp" if v.mode == "udp" else "tls", "address": v.bind,
+                              "port": v.udp_port if v.mode == "udp" else v.tls_port})
+        counters: dict[str, int] = dict(self.counters_extra)
+        gauges: dict[str, int] = {"connections": len(self.conns)}
+        if self.relay is not None:
+            counters.update(self.relay.counters)
+            gauges["dialogs"] = len(self.relay.dialogs.calls)
+            gauges["blocked_sources"] = self.relay.limiter.blocked(time.monotonic())
+        return {"listeners": listeners, "counters": counters, "gauges": gauges}
+
+
+def _big_buffer(transport: asyncio.BaseTransport) -> None:
+    """Absorb bursts (a call rate step, a registration storm) instead of dropping datagrams."""
+    sock = transport.get_extra_info("socket")
+    for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if opt is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+            return
+        except OSError:
+            continue
+
+
+def _domains(view: SipView) -> dict[str, Target]:
+    return {d: Target(t, h, p) for d, t, h, p in view.domains}

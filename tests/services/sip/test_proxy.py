@@ -1,0 +1,142 @@
+"""The sans-IO relay core: RFC 4475 messages through the relay, routing, tokens, protection."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.sip.flow import Flow, FlowSigner
+from services.sip.message import parse
+from services.sip.protect import RateLimiter
+from services.sip.proxy import Local, MediaStep, Relay, Send, Target
+from tests.services.sip.torture import TORTURE, cases, relay_outcome
+
+DOMAINS = ["example.com", "example.net", "example.org", "chair-dnrc.example.com", "pbx.test",
+           "biloxi.com", "registrar.example.com", "atlanta.com", "example.edu", "example.test"]
+PBX = Target("udp", "127.0.0.9", 5060)
+PHONE = Flow("p", "udp", "127.0.0.2", 5070)
+
+
+def make_relay(limit: int = 1000) -> Relay:
+    return Relay({d: PBX for d in DOMAINS}, Local("udp", "127.0.0.1", 5060), {"udp": Local("udp", "127.0.0.1", 6000)},
+                 frozenset({"proxy.test"}), RateLimiter(limit=limit))
+
+
+def outcome(actions: list[Send | MediaStep]) -> tuple[str, bytes]:
+    if not actions:
+        return "drop", b""
+    a = actions[0]
+    if isinstance(a, MediaStep):
+        return "forward", a.msg.serialize()
+    if a.flow == PHONE:
+        return a.data.split(b" ")[1].decode(), a.data
+    return "forward", a.data
+
+
+@pytest.mark.parametrize("case", cases(), ids=lambda c: c["name"])
+def test_torture_through_relay(case: dict[str, str]) -> None:
+    data = (TORTURE / case["file"]).read_bytes()
+    got, out = outcome(make_relay().receive(data, PHONE, 0.0))
+    want = relay_outcome(case["name"])
+    assert got == want, out[:300]
+    if got == "forward":
+        fwd = parse(out)
+        assert fwd.all("Via")[0].startswith("SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKpf")
+        assert "received=127.0.0.2" in fwd.all("Via")[1] and "rport=5070" in fwd.all("Via")[1]
+    if case["name"] == "esc02":
+        assert parse(out).get("Path") is None  # RE%47IST%45R is not REGISTER
+    if case["name"] == "dblreq":
+        assert b"INVITE" not in out
+    if case["name"] == "wsinv":
+        assert parse(out).get("Max-Forwards") == "67"
+    if case["name"] == "inv2543":
+        assert parse(out).get("Max-Forwards") == "69"
+    if case["name"] == "mpart01":
+        assert parse(out).body == parse(data).body
+
+
+def test_flow_tokens_are_authenticated() -> None:
+    s = FlowSigner()
+    tok = s.mint(PHONE)
+    assert s.open(tok) == PHONE
+    forged = FlowSigner().mint(Flow("p", "udp", "127.0.0.66", 1))
+    assert s.open(forged) is None
+    assert s.open(tok[:-2] + "AA") is None and s.open("garbage") is None
+
+
+def _invite(route: str = "", ruri: str = "sip:bob@pbx.test", extra: str = "") -> bytes:
+    return (f"INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKx1\r\n{route}"
+            "From: <sip:a@pbx.test>;tag=1\r\nTo: <sip:bob@pbx.test>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n"
+            f"Max-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n").encode()
+
+
+def test_invite_record_route_and_response_path() -> None:
+    r = make_relay()
+    [send] = r.receive(_invite(), PHONE, 0.0)
+    assert isinstance(send, Send) and send.flow == Flow("b", "udp", "127.0.0.9", 5060)
+    fwd = parse(send.data)
+    assert len(fwd.all("Record-Route")) == 2
+    resp = (b"SIP/2.0 200 OK\r\n" + b"".join(f"Via: {v}\r\n".encode() for v in fwd.all("Via"))
+            + b"From: <sip:a@pbx.test>;tag=1\r\nTo: <sip:bob@pbx.test>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n"
+            + b"Content-Length: 0\r\n\r\n")
+    [back] = r.receive(resp, Flow("b", "udp", "127.0.0.9", 5060), 0.0)
+    assert isinstance(back, Send) and back.flow == PHONE
+    assert len(parse(back.data).all("Via")) == 1
+    # a response claiming to come back from the phone side for the phone's own request is refused
+    assert r.receive(resp, PHONE, 0.0) == []
+
+
+def test_forged_route_and_loop_and_unknown_domain() -> None:
+    r = make_relay()
+    forged = "Route: <sip:" + FlowSigner().mint(Flow("b", "udp", "127.0.0.66", 9)) + "@127.0.0.1:5060;lr>\r\n"
+    [sent] = r.receive(_invite(forged, ruri="sip:bob@127.0.0.66"), PHONE, 0.0)
+    assert isinstance(sent, Send) and sent.flow.ip == PBX.host  # routed by To domain, never to the forged flow
+    looped = _invite(extra="Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKpfabc\r\n")
+    assert outcome(r.receive(looped, PHONE, 0.0))[0] == "482"
+    assert outcome(r.receive(_invite(ruri="sip:bob@nowhere.test"), PHONE, 0.0))[0] == "404"
+    assert r.counters["unknown_domain"] == 1
+
+
+def test_scanner_dropped_and_keepalive_answered() -> None:
+    r = make_relay()
+    assert r.receive(_invite(extra="User-Agent: friendly-scanner\r\n"), PHONE, 0.0) == []
+    assert r.counters["dropped_scanner"] == 1
+    assert [a.data for a in r.receive(b"\r\n\r\n", PHONE, 0.0)] == [b"\r\n"]  # type: ignore[union-attr]
+
+
+def test_flood_blocks_one_source_only() -> None:
+    r = make_relay(limit=20)
+    for _ in range(50):
+        r.receive(_invite(), PHONE, 0.0)
+    assert r.counters["dropped_rate_limited"] == 30
+    assert r.receive(_invite(), PHONE, 5.0) == []  # still blocked
+    other = Flow("p", "udp", "127.0.0.3", 5070)
+    assert outcome(r.receive(_invite(), other, 5.0))[0] == "forward"
+    assert outcome(r.receive(_invite(), PHONE, 100.0))[0] == "forward"  # block expired
+
+
+def test_sdp_goes_to_media_and_bye_releases() -> None:
+    r = make_relay()
+    body = "v=0\r\nc=IN IP4 127.0.0.2\r\nm=audio 4000 RTP/AVP 0\r\n"
+    data = _invite(extra="Content-Type: application/sdp\r\n").replace(
+        b"Content-Length: 0\r\n\r\n", f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+    [step] = r.receive(data, PHONE, 0.0)
+    assert isinstance(step, MediaStep) and step.op == "offer" and step.side == "phone"
+    bye = _invite().replace(b"INVITE sip", b"BYE sip").replace(b"1 INVITE", b"2 BYE")
+    r.receive(bye, PHONE, 1.0)
+    assert r.released == ["c1"]
+
+
+@given(st.sampled_from(cases()), st.integers(min_value=0, max_value=2000), st.binary(max_size=8),
+       st.sampled_from(["p", "b"]))
+def test_fuzz_relay_never_raises(case: dict[str, str], pos: int, junk: bytes, side: str) -> None:
+    """Mutated torture messages from either side: actions or nothing, never an exception."""
+    data = bytearray((TORTURE / case["file"]).read_bytes())
+    pos = min(pos, len(data))
+    data[pos:pos + len(junk)] = junk
+    actions = make_relay().receive(bytes(data), Flow(side, "udp", "127.0.0.2", 5070), 0.0)
+    for a in actions:
+        assert isinstance(a, Send | MediaStep)
+        if isinstance(a, Send) and a.flow.side == side:  # only locally generated replies go back
+            assert a.flow.ip == "127.0.0.2"

@@ -1,0 +1,94 @@
+"""The asyncio service in-process: SDP handed to a running media relay (a small in-test relay,
+since the media service is built on another branch), MediaError answered with its status,
+media released on BYE, and live reconfiguration of the domain table."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from proxyd.access import AccessList
+from proxyd.config import parse_config
+from proxyd.service import ServiceContext
+from proxyd.statedir import StateDir
+from proxyd.tls import CertStore
+from services.media_api import MediaError, Side
+from services.sip.service import SipService
+from tests.services.sip.sipp_support import sip_config
+
+
+class RecordingMedia:
+    """Implements the MediaRelay protocol: rewrites c= lines, refuses Call-IDs starting with 'no'."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, str]] = []
+
+    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
+        self.ops.append(("offer", call_id))
+        if call_id.startswith("no"):
+            raise MediaError(488, "Not Acceptable Here")
+        return sdp.replace(b"c=IN IP4 127.0.0.2", b"c=IN IP4 127.0.0.1")
+
+    async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
+                     source_ip: str) -> bytes:
+        self.ops.append(("answer", call_id))
+        return sdp
+
+    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
+        self.ops.append(("delete", call_id))
+
+
+def _invite(call_id: str, me: str, method: str = "INVITE", cseq: int = 1) -> bytes:
+    body = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    if method != "INVITE":
+        body = ""
+    ctype = "Content-Type: application/sdp\r\n" if body else ""
+    return (f"{method} sip:bob@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}{cseq}\r\n"
+            f"From: <sip:a@pbx.test>;tag=1\r\nTo: <sip:bob@pbx.test>\r\nCall-ID: {call_id}\r\n"
+            f"CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{ctype}Content-Length: {len(body)}\r\n\r\n{body}").encode()
+
+
+async def test_media_offer_error_and_release(tmp_path: Path) -> None:
+    pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pbx.bind(("127.0.0.1", 0))
+    pbx.setblocking(False)
+    media = RecordingMedia()
+    state = StateDir(tmp_path).ensure()
+    ctx = ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList(),
+                         lookup=lambda name: media if name == "media" else None)  # type: ignore[arg-type,return-value]
+    cfg = parse_config(sip_config("udp", pbx.getsockname()[1]))
+    svc = SipService(ctx)
+    await svc.start(SipService.view(cfg))
+    loop = asyncio.get_running_loop()
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    phone.setblocking(False)
+    me = "127.0.0.1:%d" % phone.getsockname()[1]  # noqa: UP031
+    port = cfg.services.sip.udp_port
+    try:
+        phone.sendto(_invite("ok1", me), ("127.0.0.1", port))
+        fwd = await asyncio.wait_for(loop.sock_recv(pbx, 65535), 10)
+        assert b"c=IN IP4 127.0.0.1" in fwd and b"127.0.0.2\r\nt=" not in fwd
+        phone.sendto(_invite("no1", me), ("127.0.0.1", port))
+        reply = await asyncio.wait_for(loop.sock_recv(phone, 65535), 10)
+        assert reply.startswith(b"SIP/2.0 488 ")
+        phone.sendto(_invite("ok1", me, "BYE", 2), ("127.0.0.1", port))
+        await asyncio.wait_for(loop.sock_recv(pbx, 65535), 10)
+        for _ in range(100):
+            if ("delete", "ok1") in media.ops:
+                break
+            await asyncio.sleep(0.05)
+        assert media.ops[:2] == [("offer", "ok1"), ("offer", "no1")] and ("delete", "ok1") in media.ops
+        assert svc.stats()["counters"]["media_errors_488"] == 1
+        # reconfigure without the domain: same socket, now 404
+        cfg2 = parse_config(sip_config("udp", pbx.getsockname()[1]) | {"instances": []})
+        view2 = SipService.view(cfg2)
+        await svc.reconfigure(view2.__class__(**{**view2.__dict__, "udp_port": port}))
+        phone.sendto(_invite("ok2", me), ("127.0.0.1", port))
+        reply = await asyncio.wait_for(loop.sock_recv(phone, 65535), 10)
+        assert reply.startswith(b"SIP/2.0 404 ")
+    finally:
+        await svc.stop(1)
+        phone.close()
+        pbx.close()

@@ -1,0 +1,192 @@
+"""sipp as phone and PBX through a real proxyd: REGISTER, calls over UDP and TLS, calls from the
+PBX to a registered phone over its Path flow, 404 for unknown domains, 483 at Max-Forwards 0."""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+
+from services.sip.framing import StreamFramer
+from tests.services.sip.sipp_support import SCENARIOS, request, sip_config, sipp, sipp_bg, stop, udp_request
+from tests.support import free_port
+
+pytestmark = pytest.mark.peer
+
+
+def _uas(tmp_path: Path, transport: str = "u1") -> tuple[int, object]:
+    port = free_port(socket.SOCK_DGRAM)
+    args = ["-sf", str(SCENARIOS / "pbx_uas.xml"), "-i", "127.0.0.1", "-p", str(port), "-t", transport]
+    proc = sipp_bg(args, tmp_path, tmp_path / "uas.log")
+    return port, proc
+
+
+def _assert_calls(res: object, calls: int) -> None:
+    out = res.stdout + res.stderr  # type: ignore[attr-defined]
+    assert res.returncode == 0, out[-4000:]  # type: ignore[attr-defined]
+    m = re.search(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", out)
+    f = re.search(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", out)
+    assert m and int(m.group(1)) == calls, out[-4000:]
+    assert f and int(f.group(1)) == 0, out[-4000:]
+
+
+def test_udp_100_calls(proxyd, tmp_path: Path) -> None:
+    uas_port, uas = _uas(tmp_path)
+    try:
+        cfg = sip_config("udp", uas_port)
+        p = proxyd(cfg)
+        port = cfg["services"]["sip"]["udp_port"]
+        res = sipp(["-sf", str(SCENARIOS / "call_uac.xml"), f"127.0.0.1:{port}", "-i", "127.0.0.1",
+                    "-p", str(free_port(socket.SOCK_DGRAM)), "-m", "100", "-r", "50", "-l", "50"], tmp_path)
+        _assert_calls(res, 100)
+        counters = p.status()["services"]["sip"]["counters"]
+        assert counters["forwarded_requests"] >= 300 and counters["forwarded_responses"] >= 300
+    finally:
+        stop(uas)  # type: ignore[arg-type]
+
+
+def _tls_call(conn: ssl.SSLSocket, framer: StreamFramer, n: int, port: int) -> None:
+    """One full call from a TLS phone (Python, real TLS) through pforte to the sipp UAS."""
+    me = f"127.0.0.1:{conn.getsockname()[1]}"
+    sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+
+    def req(method: str, ruri: str, cseq: int, extra: str = "", body: str = "") -> None:
+        ctype = "Content-Type: application/sdp\r\n" if body else ""
+        conn.sendall((f"{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/TLS {me};branch=z9hG4bKt{n}x{cseq}{method}\r\n"
+                      f"From: <sip:tls@pbx.test>;tag=f{n}\r\nTo: <sip:svc@pbx.test>{extra}\r\nCall-ID: tls{n}\r\n"
+                      f"CSeq: {cseq} {method}\r\nContact: <sip:tls@{me};transport=tls>\r\nMax-Forwards: 70\r\n"
+                      f"{ctype}Content-Length: {len(body)}\r\n\r\n{body}").encode())
+
+    def read() -> str:
+        while True:
+            got = framer.feed(conn.recv(65535))
+            if got:
+                assert len(got) == 1
+                return got[0].decode("latin-1")
+
+    req("INVITE", "sip:svc@pbx.test", 1, body=sdp)
+    resp = read()
+    while not resp.startswith("SIP/2.0 200"):
+        assert resp.startswith("SIP/2.0 1"), resp
+        resp = read()
+    rr = _hdr(resp, "Record-Route")
+    assert len(rr) == 2
+    target = re.search(r"<([^>]+)>", _hdr(resp, "Contact")[0]).group(1)  # type: ignore[union-attr]
+    tag = _hdr(resp, "To")[0].split("tag=")[1]
+    routes = f";tag={tag}\r\nRoute: {rr[1]}, {rr[0]}"
+    req("ACK", target, 1, routes)
+    req("BYE", target, 2, routes)
+    assert read().startswith("SIP/2.0 200 OK"), "BYE not answered"
+
+
+def test_tls_calls(proxyd, tmp_path: Path) -> None:
+    """Debian's sipp has no TLS, so the TLS phone is a Python client; the PBX is sipp."""
+    uas_port, uas = _uas(tmp_path)
+    try:
+        cfg = sip_config("tls", uas_port)
+        p = proxyd(cfg)
+        port = cfg["services"]["sip"]["tls_port"]
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as raw, \
+                ctx.wrap_socket(raw, server_hostname="proxy.test") as conn:
+            framer = StreamFramer()
+            conn.sendall(b"\r\n\r\n")
+            assert conn.recv(10) == b"\r\n", p.output()  # RFC 5626 keepalive pong
+            for n in range(20):
+                _tls_call(conn, framer, n, port)
+        assert p.status()["services"]["sip"]["counters"]["forwarded_requests"] >= 60
+    finally:
+        stop(uas)  # type: ignore[arg-type]
+
+
+def test_unknown_domain_404_and_max_forwards_483(proxyd, tmp_path: Path) -> None:
+    cfg = sip_config("udp", free_port(socket.SOCK_DGRAM))
+    proxyd(cfg)
+    port = cfg["services"]["sip"]["udp_port"]
+    assert udp_request(port, request("OPTIONS", "sip:x@unknown.test")).startswith(b"SIP/2.0 404 Not Found\r\n")
+    reply = udp_request(port, request("OPTIONS", "sip:x@pbx.test", max_forwards=0, call="t2"))
+    assert reply.startswith(b"SIP/2.0 483 ")
+    assert b"Call-ID: t2\r\n" in reply
+
+
+def _recv(sock: socket.socket) -> tuple[str, tuple[str, int]]:
+    data, addr = sock.recvfrom(65535)
+    return data.decode("latin-1"), addr
+
+
+def _hdr(msg: str, name: str) -> list[str]:
+    return [line.split(":", 1)[1].strip() for line in msg.split("\r\n") if line.lower().startswith(name.lower() + ":")]
+
+
+def test_pbx_calls_registered_phone_over_path(proxyd, tmp_path: Path) -> None:
+    """A Python PBX receives the REGISTER (with our Path), then calls the sipp phone through it."""
+    pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pbx.bind(("127.0.0.1", 0))
+    pbx.settimeout(20)
+    cfg = sip_config("udp", pbx.getsockname()[1])
+    proxyd(cfg)
+    port = cfg["services"]["sip"]["udp_port"]
+    phone = sipp_bg(["-sf", str(SCENARIOS / "phone_register.xml"), f"127.0.0.1:{port}", "-i", "127.0.0.1",
+                     "-p", str(free_port(socket.SOCK_DGRAM)), "-m", "1", "-timeout", "40s"], tmp_path,
+                    tmp_path / "phone.log")
+    try:
+        reg, relay = _recv(pbx)
+        assert reg.startswith("REGISTER sip:pbx.test SIP/2.0")
+        path = _hdr(reg, "Path")[0]
+        contact = re.search(r"<([^>]+)>", _hdr(reg, "Contact")[0]).group(1)  # type: ignore[union-attr]
+        assert "pf-flow=" in contact
+        ok = reg.split("\r\n\r\n")[0].replace("REGISTER sip:pbx.test SIP/2.0", "SIP/2.0 200 OK", 1)
+        pbx.sendto((ok + "\r\n\r\n").encode(), relay)
+        call_id = _hdr(reg, "Call-ID")[0]
+        me = f"127.0.0.1:{pbx.getsockname()[1]}"
+        invite = (f"INVITE {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKpbx1\r\nRoute: {path}\r\n"
+                  f"From: <sip:pbx@pbx.test>;tag=pbx\r\nTo: <sip:phone@pbx.test>\r\nCall-ID: {call_id}\r\n"
+                  f"CSeq: 2 INVITE\r\nContact: <sip:pbx@{me}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        pbx.sendto(invite.encode(), relay)
+        final = ""
+        while not final.startswith("SIP/2.0 200"):
+            final, _ = _recv(pbx)
+        rr = _hdr(final, "Record-Route")
+        assert len(rr) == 2 and all("pf" not in v or ";lr" in v for v in rr)
+        to = _hdr(final, "To")[0]
+        for n, method in ((2, "ACK"), (3, "BYE")):
+            req = (f"{method} {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKpbx{n}\r\n"
+                   f"Route: {rr[0]}\r\nRoute: {rr[1]}\r\nFrom: <sip:pbx@pbx.test>;tag=pbx\r\nTo: {to}\r\n"
+                   f"Call-ID: {call_id}\r\nCSeq: {2 if method == 'ACK' else 3} {method}\r\n"
+                   f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+            pbx.sendto(req.encode(), relay)
+        bye_ok, _ = _recv(pbx)
+        assert bye_ok.startswith("SIP/2.0 200") and "3 BYE" in bye_ok
+        assert phone.wait(30) == 0, (tmp_path / "phone.log").read_text()[-3000:]
+    finally:
+        stop(phone)
+        pbx.close()
+
+
+def test_flood_blocks_one_source_other_keeps_working(proxyd, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PFORTE_SIP_RATE_LIMIT", "20")
+    cfg = sip_config("udp", free_port(socket.SOCK_DGRAM))
+    p = proxyd(cfg)
+    port = cfg["services"]["sip"]["udp_port"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+        flood.bind(("127.0.0.2", 0))
+        me = "{}:{}".format(*flood.getsockname())
+        for n in range(200):
+            flood.sendto(request("OPTIONS", "sip:x@nowhere.test", call=f"f{n}").replace("{me}", me)
+                         .replace("\n", "\r\n").encode(), ("127.0.0.1", port))
+    for attempt in range(3):  # UDP on a busy machine: allow a lost datagram
+        try:
+            reply = udp_request(port, request("OPTIONS", "sip:x@nowhere.test", call=f"o{attempt}"), src="127.0.0.3")
+            break
+        except TimeoutError:
+            continue
+    assert reply.startswith(b"SIP/2.0 404 ")
+    sip = p.status()["services"]["sip"]
+    assert sip["counters"]["dropped_rate_limited"] >= 100
+    assert sip["gauges"]["blocked_sources"] == 1
+    with pytest.raises(TimeoutError):
+        udp_request(port, request("OPTIONS", "sip:x@nowhere.test", call="again"), src="127.0.0.2", timeout=1.0)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from services.http.canonical import BadPath, split_target
 from services.http.http1 import MAX_HEAD, ChunkedDecoder, Head, HttpError, parse_request_head, parse_response_head
-from services.http.routes import AppTable, Forward, Redirect, Refuse, WebTable, scope_cookie
+from services.http.routes import Forward, Redirect, Refuse, Router, scope_cookie
 from services.http.upstream import Conn, Pools
 
 log = logging.getLogger("services.http")
@@ -66,7 +66,7 @@ class Connection:
     """Serves requests on one accepted client connection until it closes or times out."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 table: Callable[[], WebTable | AppTable], pools: Pools, stats: Stats, tls: bool):
+                 table: Callable[[], Router], pools: Pools, stats: Stats, tls: bool):
         self.r, self.w = reader, writer
         self.table, self.pools, self.stats = table, pools, stats
         self.proto = b"https" if tls else b"http"
@@ -141,7 +141,7 @@ class Connection:
             return await self._refuse(400, f"non-canonical path: {exc}")
         if req.content_length is not None and req.content_length > MAX_BODY:
             return await self._refuse(413, "body too large")
-        decision = self.table().route(path, query)
+        decision = self.table().route(path, query, self.client_ip)
         if isinstance(decision, Refuse):
             await self._skip_body(req)
             return await self._refuse(decision.status, decision.reason, close=not req.keep_alive)

@@ -8,6 +8,7 @@ instances without a web backend all give the same 404: nothing reveals which ins
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from services.http.canonical import first_segment, under_prefix
@@ -63,13 +64,19 @@ Decision = Forward | Redirect | Refuse
 NOT_FOUND = Refuse(404, "not found")
 
 
+class Router(Protocol):
+    """What a listener asks per request: where this canonical path (from this client) goes."""
+
+    def route(self, path: str, query: str, client: str = "") -> Decision: ...
+
+
 @dataclass(frozen=True)
 class WebTable:
     mode: str  # web_and_rest | rest_only
     redirect_url: str | None
     instances: tuple[tuple[str, Backend], ...]
 
-    def route(self, path: str, query: str) -> Decision:
+    def route(self, path: str, query: str, client: str = "") -> Decision:
         if path == "/":
             return Redirect(self.redirect_url) if self.redirect_url else NOT_FOUND
         name, rest = first_segment(path)
@@ -88,7 +95,7 @@ class AppTable:
     public_prefix: str
     backend: Backend
 
-    def route(self, path: str, query: str) -> Decision:
+    def route(self, path: str, query: str, client: str = "") -> Decision:
         rest = under_prefix(path, self.public_prefix)
         if rest is None:
             return NOT_FOUND

@@ -15,7 +15,7 @@ from typing import Any
 from proxyd.config import ProxyConfig
 from proxyd.service import Service
 from services.http.proxy import Connection, Stats
-from services.http.routes import AppTable, Backend, WebTable
+from services.http.routes import AppTable, Backend, Router, WebTable
 from services.http.upstream import Pools
 
 
@@ -28,7 +28,7 @@ class ListenerSpec:
 
 @dataclass(frozen=True)
 class HttpView:
-    listeners: tuple[tuple[ListenerSpec, WebTable | AppTable], ...]
+    listeners: tuple[tuple[ListenerSpec, Router], ...]
 
 
 class HttpService(Service):
@@ -37,7 +37,7 @@ class HttpService(Service):
     @classmethod
     def view(cls, cfg: ProxyConfig) -> HttpView | None:
         host = cfg.bind_address
-        out: list[tuple[ListenerSpec, WebTable | AppTable]] = []
+        out: list[tuple[ListenerSpec, Router]] = []
         web = cfg.services.web
         if web.mode != "off":
             instances = tuple((i.name, Backend.from_url(i.web)) for i in cfg.instances if i.web)
@@ -51,7 +51,7 @@ class HttpService(Service):
         self.pools = Pools()
         self.stats_ = Stats()
         self.servers: dict[ListenerSpec, asyncio.Server] = {}
-        self.tables: dict[ListenerSpec, WebTable | AppTable] = {}
+        self.tables: dict[ListenerSpec, Router] = {}
         self.conns: set[asyncio.Task[None]] = set()
         await self.reconfigure(view)
 
@@ -75,7 +75,7 @@ class HttpService(Service):
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             peer = writer.get_extra_info("peername") or ("",)
-            if not self.ctx.access.allowed(str(peer[0]), "http"):
+            if not self.ctx.access.allowed(str(peer[0]), self.name):
                 writer.close()
                 return
             task = asyncio.current_task()

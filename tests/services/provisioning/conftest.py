@@ -1,0 +1,3 @@
+"""Reuses the router tests' real backend."""
+
+from tests.services.http.conftest import backend  # noqa: F401

@@ -47,11 +47,15 @@ def cpu_seconds(sid: int) -> float:
 def run_rate(proxy_port: int, sid: int, rate: int, workdir: Path) -> tuple[bool, float]:
     """Calls at `rate` CPS for DURATION s: (no failures?, proxy CPU share)."""
     before, t0 = cpu_seconds(sid), time.monotonic()
-    res = subprocess.run(
-        ["taskset", "-c", "0", "sipp", "-sf", str(SCEN / "call_uac.xml"), f"127.0.0.1:{proxy_port}",
-         "-i", "127.0.0.1", "-p", str(free_udp()), "-r", str(rate), "-m", str(rate * DURATION),
-         "-l", str(rate * 5), "-nostdin", "-timeout", f"{DURATION + 30}s", "-max_socket", "10000"],
-        cwd=workdir, capture_output=True, text=True, timeout=DURATION + 60)
+    try:
+        res = subprocess.run(
+            ["taskset", "-c", "0", "sipp", "-sf", str(SCEN / "call_uac.xml"), f"127.0.0.1:{proxy_port}",
+             "-i", "127.0.0.1", "-p", str(free_udp()), "-r", str(rate), "-m", str(rate * DURATION),
+             "-l", str(rate * 5), "-nostdin", "-timeout", f"{DURATION + 30}s", "-max_socket", "10000"],
+            cwd=workdir, capture_output=True, text=True, timeout=DURATION + 60)
+    except subprocess.TimeoutExpired:  # overloaded: calls never finished
+        print("    sipp: timed out", flush=True)
+        return False, (cpu_seconds(sid) - before) / (time.monotonic() - t0)
     share = (cpu_seconds(sid) - before) / (time.monotonic() - t0)
     out = res.stdout + res.stderr
     ok = re.search(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", out)

@@ -1,0 +1,1 @@
+"""The SIP edge relay: sans-IO parser and relay core, asyncio service (see service.py)."""

@@ -49,6 +49,7 @@ class Local:
 class Send:
     flow: Flow
     data: bytes
+    call_id: str = ""  # set for relayed messages, so they can keep their order behind media steps
 
 
 @dataclass
@@ -267,7 +268,7 @@ class Relay:
             op = self.dialogs.sdp_request(call_id, from_tag, msg.method or "", now)
             side = "phone" if src.side == "p" else "instance"
             return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, dest, msg, src)]
-        return [Send(dest, msg.serialize())]
+        return [Send(dest, msg.serialize(), call_id)]
 
     # ---- responses ---------------------------------------------------------------------
     def _response(self, msg: Message, src: Flow, now: float) -> list[Action]:
@@ -290,7 +291,7 @@ class Relay:
             op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now)
             side = "phone" if src.side == "p" else "instance"
             return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, flow, None, src)]
-        return [Send(flow, msg.serialize())]
+        return [Send(flow, msg.serialize(), call_id)]
 
     def expire(self, now: float) -> list[str]:
         self.limiter.expire(now)

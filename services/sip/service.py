@@ -12,6 +12,7 @@ import itertools
 import os
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,8 @@ class SipService(Service):
         self.tasks: set[asyncio.Task[None]] = set()
         self.timer: asyncio.Task[None] | None = None
         self.counters_extra: dict[str, int] = {}
+        #: Call-ID -> last media step in flight: later messages of that call wait for it (order).
+        self.pending: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     def view(cls, cfg: ProxyConfig) -> SipView | None:
@@ -172,12 +175,13 @@ class SipService(Service):
             return
         for action in relay.receive(data, src, time.monotonic()):
             if isinstance(action, Send):
-                self.send(action.flow, action.data)
+                if action.call_id in self.pending:
+                    self._after(action.call_id, self._send_later(action))
+                else:
+                    self.send(action.flow, action.data)
             elif isinstance(self.ctx.lookup("media"), MediaRelay):
                 # awaiting the media relay; the message is sent when it answers
-                task = asyncio.create_task(self._media(action))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                self._after(action.call_id, self._media(action))
             else:  # no media relay: SDP unchanged, sent at once so a call's messages keep their order
                 if action.op == "answer":
                     relay.dialogs.answered(action.call_id)
@@ -185,6 +189,29 @@ class SipService(Service):
         if relay.released:
             self._release(relay.released)
             relay.released = []
+
+    def _after(self, call_id: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` once the call's earlier media step (if any) is done: a call keeps its order."""
+        before = self.pending.get(call_id)
+
+        async def chained() -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            await work
+
+        task = asyncio.create_task(chained())
+        self.pending[call_id] = task
+        self.tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self.tasks.discard(t)
+            if self.pending.get(call_id) is t:
+                del self.pending[call_id]
+
+        task.add_done_callback(done)
+
+    async def _send_later(self, action: Send) -> None:
+        self.send(action.flow, action.data)
 
     def send(self, flow: Flow, data: bytes) -> None:
         if flow.transport == "udp":

@@ -28,6 +28,8 @@ class RecordingMedia:
         self.ops.append(("offer", call_id))
         if call_id.startswith("no"):
             raise MediaError(488, "Not Acceptable Here")
+        if call_id.startswith("slow"):
+            await asyncio.sleep(0.3)
         return sdp.replace(b"c=IN IP4 127.0.0.2", b"c=IN IP4 127.0.0.1")
 
     async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
@@ -81,6 +83,12 @@ async def test_media_offer_error_and_release(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
         assert media.ops[:2] == [("offer", "ok1"), ("offer", "no1")] and ("delete", "ok1") in media.ops
         assert svc.stats()["counters"]["media_errors_488"] == 1
+        # a later message of the same call waits for the earlier media step: order is kept
+        phone.sendto(_invite("slow1", me), ("127.0.0.1", port))
+        phone.sendto(_invite("slow1", me, "BYE", 2), ("127.0.0.1", port))
+        first = await asyncio.wait_for(loop.sock_recv(pbx, 65535), 10)
+        second = await asyncio.wait_for(loop.sock_recv(pbx, 65535), 10)
+        assert first.startswith(b"INVITE ") and second.startswith(b"BYE ")
         # reconfigure without the domain: same socket, now 404
         cfg2 = parse_config(sip_config("udp", pbx.getsockname()[1]) | {"instances": []})
         view2 = SipService.view(cfg2)

@@ -107,6 +107,7 @@ class MediaService(Service):
 
     async def delete(self, call_id: str, from_tag: str | None = None) -> None:
         self._release(call_id)
+        await asyncio.sleep(0)  # transports close their sockets on the next loop turn: free the ports now
 
     # -- internals -------------------------------------------------------------------------
     def _parse(self, sdp: bytes, side: Side) -> list[sdplib.Media]:

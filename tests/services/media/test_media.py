@@ -1,0 +1,176 @@
+"""Media relay: allocator, SDP rewrite, latching, and real RTP over loopback through MediaService."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from proxyd.access import AccessList
+from proxyd.service import ServiceContext
+from proxyd.statedir import StateDir
+from proxyd.tls import CertStore
+from services.media import sdp as sdplib
+from services.media.ports import PortAllocator, PortsExhausted
+from services.media.relay import Latch
+from services.media.service import MediaService, MediaView
+from services.media_api import MediaError, Side
+from tests.support import free_udp_range
+
+
+def offer_sdp(ip: str, port: int, proto: str = "RTP/AVP", crypto: bool = False, mux: bool = False) -> bytes:
+    lines = ["v=0", f"o=- 1 1 IN IP4 {ip}", "s=-", f"c=IN IP4 {ip}", "t=0 0", f"m=audio {port} {proto} 0 8 101",
+             "a=rtpmap:101 telephone-event/8000", "a=ptime:20", "a=sendrecv"]
+    if crypto:
+        lines.append("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyAoc2VuZA")
+    if mux:
+        lines.append("a=rtcp-mux")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def test_allocator_no_double_allocation_release_and_exhaustion() -> None:
+    a = PortAllocator(40000, 40009)
+    got = [a.allocate() for _ in range(5)]
+    assert sorted(got) == [40000, 40002, 40004, 40006, 40008]
+    with pytest.raises(PortsExhausted):
+        a.allocate()
+    a.release(40004)
+    assert a.allocate() == 40004
+    for _ in range(1000):  # churn
+        p = a.allocate() if len(a.used) < 5 else None
+        if p is None:
+            a.release(sorted(a.used)[0])
+    assert len(a.used) == len(set(a.used))
+
+
+def test_sdp_rewrite_changes_only_addresses_and_ports() -> None:
+    original = offer_sdp("127.0.0.5", 4000, "RTP/SAVP", crypto=True)
+    out = sdplib.rewrite(original, "127.0.0.9", [(40002, 40003)])
+    keep = [ln for ln in original.decode().splitlines() if ln[0] not in "com"]
+    assert [ln for ln in out.decode().splitlines() if ln[0] not in "com"] == keep
+    assert "c=IN IP4 127.0.0.9" in out.decode() and "m=audio 40002 RTP/SAVP 0 8 101" in out.decode()
+    media = sdplib.parse(original)
+    assert media[0].crypto and media[0].proto == "RTP/SAVP" and media[0].address == "127.0.0.5"
+    with pytest.raises(sdplib.SdpError):
+        sdplib.parse(b"v=0\r\nm=audio x RTP/AVP 0\r\n")
+
+
+def test_latching_rules() -> None:
+    latch = Latch("127.0.0.5", ("127.0.0.5", 4000))
+    assert not latch.accept(("127.0.0.6", 4000))  # a third party cannot hijack the stream
+    assert latch.accept(("127.0.0.5", 5555)) and latch.addr == ("127.0.0.5", 5555)
+    assert latch.accept(("127.0.0.5", 6666)) and latch.addr == ("127.0.0.5", 6666)  # NAT rebinding
+
+
+@pytest.fixture
+async def media(tmp_path: Path):  # type: ignore[no-untyped-def]
+    state = StateDir(tmp_path).ensure()
+    svc = MediaService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+    base = free_udp_range(24)
+    await svc.start(MediaView("rtp", base, base + 23, 2.0, "127.0.0.1", None))
+    yield svc
+    await svc.stop(1)
+
+
+class Peer(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.put_nowait((data, addr))
+
+
+async def udp(ip: str) -> tuple[asyncio.DatagramTransport, Peer, int]:
+    loop = asyncio.get_running_loop()
+    t, p = await loop.create_datagram_endpoint(Peer, local_addr=(ip, 0))
+    return t, p, t.get_extra_info("sockname")[1]  # type: ignore[return-value]
+
+
+def port_of(sdp: bytes) -> int:
+    return sdplib.parse(sdp)[0].port
+
+
+async def test_rtp_flows_both_ways_third_party_dropped_rebinding_relatched(media: MediaService) -> None:
+    phone_t, phone, phone_port = await udp("127.0.0.2")
+    pbx_t, pbx, pbx_port = await udp("127.0.0.3")
+    to_pbx = await media.offer("c1", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+    to_phone = await media.answer("c1", "f", "t", offer_sdp("127.0.0.3", pbx_port), side=Side.INSTANCE,
+                                  source_ip="127.0.0.3")
+    relay_for_pbx, relay_for_phone = port_of(to_pbx), port_of(to_phone)
+    assert relay_for_pbx != relay_for_phone and b"c=IN IP4 127.0.0.1" in to_pbx
+
+    phone_t.sendto(b"\x80\x00voice-from-phone" + b"x" * 150, ("127.0.0.1", relay_for_phone))
+    data, src = await asyncio.wait_for(pbx.got.get(), 5)
+    assert data.startswith(b"\x80\x00voice-from-phone") and src == ("127.0.0.1", relay_for_pbx)
+    pbx_t.sendto(b"\x80\x00voice-from-pbx", ("127.0.0.1", relay_for_pbx))
+    data, _ = await asyncio.wait_for(phone.got.get(), 5)
+    assert data == b"\x80\x00voice-from-pbx"
+
+    evil_t, evil, _ = await udp("127.0.0.4")
+    evil_t.sendto(b"\x80\x00hijack", ("127.0.0.1", relay_for_phone))
+    await asyncio.sleep(0.2)
+    assert pbx.got.empty()
+    assert media.stats()["counters"]["drops"] >= 1
+
+    # the phone's NAT rebinds: same IP, new port -> re-latched, answers go to the new port
+    phone2_t, phone2, _ = await udp("127.0.0.2")
+    phone2_t.sendto(b"\x80\x00after-rebind", ("127.0.0.1", relay_for_phone))
+    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == b"\x80\x00after-rebind"
+    pbx_t.sendto(b"\x80\x00to-new-port", ("127.0.0.1", relay_for_pbx))
+    assert (await asyncio.wait_for(phone2.got.get(), 5))[0] == b"\x80\x00to-new-port"
+    assert media.stats()["gauges"]["active_streams"] == 1
+
+    await media.delete("c1")
+    assert media.stats()["gauges"]["ports_in_use"] == 0
+    for t in (phone_t, pbx_t, evil_t, phone2_t):
+        t.close()
+
+
+async def test_idle_timeout_releases_ports(media: MediaService) -> None:
+    await media.offer("idle", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    assert media.stats()["gauges"]["ports_in_use"] == 4
+    for _ in range(60):
+        await asyncio.sleep(0.1)
+        if not media.calls:
+            break
+    assert not media.calls and media.stats()["counters"]["idle_released"] == 1
+
+
+async def test_exhaustion_is_503_and_srtp_mode_requires_srtp(media: MediaService) -> None:
+    held = []
+    with pytest.raises(MediaError) as info:
+        for i in range(100):
+            await media.offer(f"x{i}", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+            held.append(i)
+    assert info.value.status == 503 and len(held) == 6  # 24 ports = 12 pairs; a call takes a pair per side
+    assert media.stats()["counters"]["ports_exhausted"] == 1
+    await media.reconfigure(MediaView("srtp", media.v.port_min, media.v.port_max, 2.0, "127.0.0.1", None))
+    for i in held:
+        await media.delete(f"x{i}")
+    with pytest.raises(MediaError) as info:
+        await media.offer("plain", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    assert info.value.status == 488
+    sdp = await media.offer("sec", "f", offer_sdp("127.0.0.2", 4000, "RTP/SAVP", crypto=True), side=Side.PHONE,
+                            source_ip="127.0.0.2")
+    assert b"a=crypto:1 AES_CM_128_HMAC_SHA1_80" in sdp  # keys pass end to end, untouched
+
+
+def test_a_busy_port_in_the_range_is_skipped(tmp_path: Path) -> None:
+    base = free_udp_range(8)
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", base + 1))
+
+    async def go() -> int:
+        state = StateDir(tmp_path).ensure()
+        svc = MediaService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+        await svc.start(MediaView("rtp", base, base + 7, 60, "127.0.0.1", None))
+        sdp = await svc.offer("c", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        await svc.stop(1)
+        return port_of(sdp)
+
+    try:
+        assert asyncio.run(go()) != base
+    finally:
+        blocker.close()

@@ -53,7 +53,8 @@ def register(url: str, hostname: str, version: str, timeout: float = 15.0) -> Ag
             raise RegistrationError("this registration URL was already used; create a new registration in the manager")
         raise RegistrationError("this registration URL has expired; create a new registration in the manager")
     if resp.status_code != 201:
-        raise RegistrationError(f"the manager at {base} answered HTTP {resp.status_code}: {detail or resp.reason_phrase}")
+        reason = detail or resp.reason_phrase
+        raise RegistrationError(f"the manager at {base} answered HTTP {resp.status_code}: {reason}")
     try:
         data = resp.json()
         return AgentState(

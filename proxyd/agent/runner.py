@@ -53,6 +53,7 @@ class Agent:
         self.last_error: str | None = None
         self.heartbeat_due = asyncio.Event()
         self.heartbeats = 0
+        self.revoked = asyncio.Event()
         daemon.status_hooks.append(self.status)
         daemon.apply_listeners.append(self._on_apply)
 
@@ -70,6 +71,8 @@ class Agent:
                 state, previous, self.agent.manager_url, reason)
         if state == ONLINE:
             self.heartbeat_due.set()  # tell the manager at once that we are back
+        if state == REVOKED:
+            self.revoked.set()
 
     def status(self) -> dict[str, Any]:
         return {"manager": {
@@ -98,8 +101,14 @@ class Agent:
             log.warning("event=no_last_good detail=%r", "nothing is served until the manager sends a config")
         tasks = [asyncio.create_task(self.poll_loop()), asyncio.create_task(self.heartbeat_loop())]
         try:
-            await asyncio.gather(*tasks)
-            # Both loops end only on a revoked key: keep serving what runs until we are stopped.
+            # The loops end only on a revoked key; then both stop (no request in flight may still
+            # apply a config) and the running config is served until the daemon is stopped.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()  # a loop that died of a bug must surface, not leave a silent proxy
+            await self.revoked.wait()
+            for t in tasks:
+                t.cancel()
             await asyncio.Event().wait()
         finally:
             for t in tasks:

@@ -98,6 +98,10 @@ def test_managed_lifecycle(setup: tuple[FakeManager, ManagedProxyd]) -> None:
     hb = mgr.wait_heartbeat(lambda hb: hb["last_error"] is not None)
     assert hb["applied_revision"] == 2 and "services.web.mode" in hb["last_error"]
     assert p.status()["revision"] == 2
+    shown = subprocess.run([sys.executable, "-m", "proxyd", "status", "--state-dir", str(p.state_dir)],
+                           capture_output=True, text=True, timeout=30).stdout
+    assert f"manager: {mgr.url}  state: online" in shown and "revision applied: 2" in shown
+    assert "rejected revision: revision 3: services.web.mode" in shown
 
     # Manager down: proxyd keeps serving revision 2 and says the manager is unreachable.
     port = mgr.port

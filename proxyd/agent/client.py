@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,11 +39,12 @@ def split_registration_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{match['prefix']}"
 
 
-def register(url: str, hostname: str, version: str, timeout: float = 15.0) -> AgentState:
+def register(url: str, hostname: str, version: str, timeout: float = 15.0, ca_file: str | None = None) -> AgentState:
     """Use a one-time registration URL; returns what has to be stored in the state dir."""
     base = split_registration_url(url)
     try:
-        resp = httpx.post(url.strip(), json={"hostname": hostname, "version": version}, timeout=timeout)
+        resp = httpx.post(url.strip(), json={"hostname": hostname, "version": version}, timeout=timeout,
+                          verify=tls_verify(ca_file))
     except httpx.HTTPError as exc:
         raise RegistrationError(f"cannot reach the manager at {base}: {_reason(exc)}") from exc
     detail = _detail(resp)
@@ -62,9 +64,15 @@ def register(url: str, hostname: str, version: str, timeout: float = 15.0) -> Ag
             proxy_id=int(data["proxy"]["id"]),
             proxy_name=str(data["proxy"].get("name", "")),
             api_key=str(data["api_key"]),
+            ca_file=ca_file,
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise RegistrationError(f"the manager at {base} sent an unexpected answer: {exc!r}") from exc
+
+
+def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    """Verify the manager against a private CA when one was given, else the system store."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else True
 
 
 def _detail(resp: httpx.Response) -> str:
@@ -95,6 +103,7 @@ class ManagerClient:
         self._http = httpx.AsyncClient(
             headers={"Authorization": f"Bearer {agent.api_key}"},
             timeout=httpx.Timeout(CONNECT_TIMEOUT),
+            verify=tls_verify(agent.ca_file),
         )
 
     async def close(self) -> None:

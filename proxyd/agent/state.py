@@ -15,6 +15,7 @@ class AgentState:
     proxy_id: int
     proxy_name: str
     api_key: str
+    ca_file: str | None = None  # a private CA for the manager's certificate (else the system store)
 
     def __repr__(self) -> str:  # the API key must never end up in a log line
         return f"AgentState(manager_url={self.manager_url!r}, proxy_id={self.proxy_id}, proxy_name={self.proxy_name!r})"
@@ -31,6 +32,7 @@ def load(state: StateDir) -> AgentState | None:
             proxy_id=int(data["proxy_id"]),
             proxy_name=str(data.get("proxy_name", "")),
             api_key=str(data["api_key"]),
+            ca_file=str(data["ca_file"]) if data.get("ca_file") else None,
         )
     except (KeyError, TypeError, ValueError):
         return None

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--url-file", type=Path, help="read the registration URL from this file")
     state_dir_arg(p)
     p.add_argument("--hostname", default=socket.gethostname(), help="name reported to the manager")
+    p.add_argument("--ca-file", type=Path, help="CA certificate(s) for a manager with a private CA")
     p.add_argument("--force", action="store_true", help="replace an existing registration in the state dir")
     p.set_defaults(func=run)
 
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         print("no registration URL given (argument, '-' for stdin, or --url-file)", file=sys.stderr)
         return 1
     try:
-        agent = client.register(url, args.hostname, __version__)
+        ca = str(args.ca_file.resolve()) if args.ca_file else None
+        agent = client.register(url, args.hostname, __version__, ca_file=ca)
     except client.RegistrationError as exc:
         print(f"registration failed: {exc}", file=sys.stderr)
         return 1

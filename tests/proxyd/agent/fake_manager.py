@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +16,8 @@ from typing import Any
 
 
 class FakeManager:
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, tls: tuple[str, str] | None = None):
+        self.tls = tls  # (cert file, key file): serve https
         self.cond = threading.Condition()
         self.config: dict[str, Any] | None = None
         self.revision = 0
@@ -27,12 +29,16 @@ class FakeManager:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> FakeManager:
         handler = type("H", (_Handler,), {"mgr": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self.server.daemon_threads = True
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from proxyd.agent.client import ManagerClient, ManagerError, Unauthorized
+from proxyd.agent.state import AgentState
+from proxyd.tls import make_self_signed
 from tests.proxyd.agent.fake_manager import FakeManager
-from tests.support import free_port
+from tests.support import base_config, free_port
 
 
 @pytest.fixture
@@ -37,7 +40,7 @@ def test_register_from_stdin_stores_key_owner_only(manager: FakeManager, tmp_pat
     agent_file = state / "agent.json"
     assert stat.S_IMODE(agent_file.stat().st_mode) == 0o600
     assert json.loads(agent_file.read_text()) == {
-        "manager_url": manager.url, "proxy_id": 7, "proxy_name": "edge", "api_key": "key-1"}
+        "manager_url": manager.url, "proxy_id": 7, "proxy_name": "edge", "api_key": "key-1", "ca_file": None}
     # A second registration of the same state dir is refused unless forced.
     again = proxyd("register", url, "--state-dir", str(state))
     assert again.returncode == 1 and "already registered" in again.stderr
@@ -114,3 +117,44 @@ def test_uninstall_leaves_foreign_units_alone(tmp_path: Path) -> None:
     (tmp_path / "pforte-proxyd.service").write_text("[Service]\nExecStart=/bin/true\n")
     done = proxyd("uninstall", "--unit-dir", str(tmp_path))
     assert done.returncode == 1 and (tmp_path / "pforte-proxyd.service").exists()
+
+
+def test_register_https_manager_with_private_ca(tmp_path: Path) -> None:
+    cert, key = make_self_signed("manager.test", ["127.0.0.1"])
+    (tmp_path / "cert.pem").write_text(cert)
+    (tmp_path / "key.pem").write_text(key)
+    mgr = FakeManager(tls=(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))).start()
+    try:
+        mgr.tokens["t"] = "fresh"
+        url = f"{mgr.url}/api/v1/register/t/"
+        untrusted = proxyd("register", url, "--state-dir", str(tmp_path / "s"))
+        assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+        done = proxyd("register", url, "--state-dir", str(tmp_path / "s"), "--ca-file", str(tmp_path / "cert.pem"))
+        assert done.returncode == 0, done.stderr
+        assert json.loads((tmp_path / "s" / "agent.json").read_text())["ca_file"] == str(tmp_path / "cert.pem")
+    finally:
+        mgr.stop()
+
+
+async def test_client_uses_the_stored_ca_and_maps_401(tmp_path: Path) -> None:
+    cert, key = make_self_signed("manager.test", ["127.0.0.1"])
+    (tmp_path / "cert.pem").write_text(cert)
+    (tmp_path / "key.pem").write_text(key)
+    mgr = FakeManager(tls=(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))).start()
+    mgr.publish(base_config(revision=9))
+    try:
+        good = ManagerClient(AgentState(mgr.url, 7, "edge", "key-1", str(tmp_path / "cert.pem")))
+        answer = await good.fetch_config(None, 1)
+        assert answer.etag == '"9"' and json.loads(answer.body or b"")["revision"] == 9
+        assert (await good.fetch_config('"9"', 1)).body is None  # 304 after the wait
+        await good.close()
+        bad = ManagerClient(AgentState(mgr.url, 7, "edge", "wrong", str(tmp_path / "cert.pem")))
+        with pytest.raises(Unauthorized):
+            await bad.heartbeat({})
+        await bad.close()
+        untrusted = ManagerClient(AgentState(mgr.url, 7, "edge", "key-1"))
+        with pytest.raises(ManagerError):
+            await untrusted.fetch_config(None, 1)
+        await untrusted.close()
+    finally:
+        mgr.stop()

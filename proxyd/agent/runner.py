@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proxyd.agent")
 
+REPEAT_PAUSE = 1.0  # seconds before asking again after the manager resent the same body
+
 CONNECTING, ONLINE, UNREACHABLE, REVOKED = "connecting", "online", "unreachable", "revoked"
 
 
@@ -54,6 +56,7 @@ class Agent:
         self.heartbeat_due = asyncio.Event()
         self.heartbeats = 0
         self.revoked = asyncio.Event()
+        self._last_body: bytes | None = None
         daemon.status_hooks.append(self.status)
         daemon.apply_listeners.append(self._on_apply)
 
@@ -135,8 +138,14 @@ class Agent:
                 await asyncio.sleep(self.backoff.next())
                 continue
             self.set_state(ONLINE)
-            if answer.body is not None:
-                await self.handle_config(answer.body, revision_from_etag(answer.etag))
+            if answer.body is None:
+                continue
+            if answer.body == self._last_body:
+                # A manager that ignores If-None-Match must not turn the long poll into a busy loop.
+                await asyncio.sleep(REPEAT_PAUSE)
+                continue
+            self._last_body = answer.body
+            await self.handle_config(answer.body, revision_from_etag(answer.etag))
 
     async def handle_config(self, body: bytes, etag_revision: int | None) -> None:
         try:

@@ -24,6 +24,8 @@ class FakeManager:
         self.api_keys = {"key-1"}
         self.tokens: dict[str, str] = {}  # token -> "fresh" | "used" | "expired"
         self.heartbeats: list[dict[str, Any]] = []
+        self.config_requests = 0
+        self.ignore_etag = False  # misbehave: answer 200 with the same revision every time
         self.port = port
         self.server: ThreadingHTTPServer | None = None
 
@@ -118,7 +120,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         m = re.search(r"wait=(\d+)", self.path)
         wait = min(int(m[1]) if m else 0, 60)
-        seen = self.headers.get("If-None-Match")
+        self.mgr.config_requests += 1
+        seen = None if self.mgr.ignore_etag else self.headers.get("If-None-Match")
         deadline = time.monotonic() + wait
         with self.mgr.cond:
             while self.mgr.config is None or seen == f'"{self.mgr.revision}"':

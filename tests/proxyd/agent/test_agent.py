@@ -157,3 +157,14 @@ def test_first_start_without_manager_serves_nothing_but_keeps_trying(
     time.sleep(2.5)  # several retries (backoff capped at 1 s) ...
     log = p.log.read_text()
     assert log.count("state=unreachable") == 1  # ... but logged once per state change
+
+
+def test_manager_ignoring_etag_does_not_cause_a_busy_loop(setup: tuple[FakeManager, ManagedProxyd]) -> None:
+    mgr, p = setup
+    mgr.ignore_etag = True
+    mgr.publish(base_config(revision=1))
+    p.start()
+    p.wait_status(lambda s: s["revision"] == 1 and s["manager"]["state"] == "online")
+    before = mgr.config_requests
+    time.sleep(3)
+    assert mgr.config_requests - before <= 5  # about one per second, not thousands

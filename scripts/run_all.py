@@ -51,8 +51,9 @@ def main() -> int:
         return 1
     procs.append(subprocess.Popen([sys.executable, "-m", "proxyd", "run", "--state-dir", str(STATE / "proxy"),
                                    "--admin", "127.0.0.1:19180"]))
-    info = "\n".join(line for line in demo.splitlines() if not line.startswith("REGISTRATION_URL="))
-    return foreground(procs, f"  manager UI: {MANAGER}/   ({info.strip()})\n"
+    # pforte_demo's own lines (admin user and password); the one-time URL is already used.
+    info = "".join(f"    {line}\n" for line in demo.splitlines() if line.strip() and "REGISTRATION_URL=" not in line)
+    return foreground(procs, f"  manager UI: {MANAGER}/\n{info}"
                       "  instance web UI through the proxy: https://localhost:8443/demo/\n"
                       "  proxy status: .venv/bin/proxyd status --state-dir .state/proxy\n"
                       "  metrics: http://127.0.0.1:19180/metrics\n")

@@ -85,6 +85,8 @@ class Instance:
     xmpp_domains: tuple[str, ...] = ()
     xmpp_default: bool = False
     xmpp_proxy_protocol: bool = False
+    #: the instance's XEP-0368 Direct TLS address; None: the `xmpp` host at its port + 1 (5222 -> 5223)
+    xmpp_direct_tls: HostPort | None = None
     provisioning: str | None = None
 
 
@@ -489,6 +491,7 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
     xmpp_domains = r.get(d, path, "xmpp_domains", lambda v, p: r.str_list(v, p, r.dns_name), ())
     xmpp_default = r.get(d, path, "xmpp_default", r.boolean, False)
     xmpp_pp = r.get(d, path, "xmpp_proxy_protocol", r.boolean, False)
+    xmpp_direct = r.get(d, path, "xmpp_direct_tls", r.host_port, None)
     prov = r.get(d, path, "provisioning", lambda v, p: r.url(v, p, schemes=("http", "https"), nullable=True), None)
     if len(r.problems) > n0:
         return None
@@ -496,7 +499,7 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
     return Instance(
         name=name, web=web, sip=sip, sip_domains=sip_domains or (), xmpp=xmpp,
         xmpp_domains=xmpp_domains or (), xmpp_default=bool(xmpp_default),
-        xmpp_proxy_protocol=bool(xmpp_pp), provisioning=prov,
+        xmpp_proxy_protocol=bool(xmpp_pp), xmpp_direct_tls=xmpp_direct, provisioning=prov,
     )
 
 

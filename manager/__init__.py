@@ -1,0 +1,1 @@
+"""The pforte manager: Django project where hosting admins configure proxies and instances."""

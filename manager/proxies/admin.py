@@ -1,0 +1,10 @@
+from django.contrib import admin
+
+from manager.proxies.models import Application, ConfigRevision, Heartbeat, Instance, Proxy, Registration
+
+admin.site.register(Instance)
+admin.site.register(Proxy)
+admin.site.register(Application)
+admin.site.register(Registration)
+admin.site.register(ConfigRevision)
+admin.site.register(Heartbeat)

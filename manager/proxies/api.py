@@ -1,0 +1,150 @@
+"""The proxy-facing API: register (one-time URL), config (ETag + long-poll), heartbeat.
+
+Authenticated by the proxy's API key (`Bearer <id>.<secret>`, stored as a SHA-256 hash and
+compared in constant time); each proxy sees only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.decorators import api_view
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from manager.proxies import notify
+from manager.proxies.models import ConfigRevision, Heartbeat, Proxy, Registration
+
+MAX_WAIT = 60.0
+HEARTBEAT_INTERVAL = 60
+HEARTBEAT_HISTORY = 100
+
+
+def authenticate(request: HttpRequest) -> Proxy | None:
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer "):
+        return None
+    pid, _, secret = auth[7:].strip().partition(".")
+    if not pid.isdigit() or not secret:
+        return None
+    proxy = Proxy.objects.filter(pk=int(pid)).first()
+    if proxy is None or not proxy.api_key_hash:
+        return None
+    given = hashlib.sha256(secret.encode()).hexdigest()
+    return proxy if hmac.compare_digest(given, proxy.api_key_hash) else None
+
+
+def unauthorized() -> JsonResponse:
+    return JsonResponse({"detail": "invalid or revoked API key"}, status=401)
+
+
+class RegisterIn(serializers.Serializer):
+    hostname = serializers.CharField(required=False, allow_blank=True, max_length=255)
+    version = serializers.CharField(required=False, allow_blank=True, max_length=50)
+
+
+class RegisterOut(serializers.Serializer):
+    proxy = serializers.DictField()
+    api_key = serializers.CharField()
+    manager_url = serializers.CharField()
+
+
+@extend_schema(request=RegisterIn, responses={201: RegisterOut})
+@api_view(["POST"])
+def register(request: Request, token: str) -> Response:
+    """Use a one-time registration URL: mints the proxy's API key (returned once)."""
+    reg = Registration.objects.filter(token_hash=Registration.hash(token)).select_related("proxy").first()
+    if reg is None:
+        return Response({"detail": "unknown registration"}, status=404)
+    now = timezone.now()
+    with transaction.atomic():
+        # one conditional UPDATE: of concurrent uses exactly one changes the row
+        won = Registration.objects.filter(pk=reg.pk, used__isnull=True, expires__gt=now).update(
+            used=now, used_from=request.META.get("REMOTE_ADDR"))
+        if not won:
+            reg.refresh_from_db()
+            reason = "registration already used" if reg.used else "registration expired"
+            return Response({"detail": reason}, status=410)
+        key = reg.proxy.mint_api_key()
+    base = request.build_absolute_uri("/").rstrip("/")
+    return Response({"proxy": {"id": reg.proxy.pk, "name": reg.proxy.name}, "api_key": key, "manager_url": base},
+                    status=201)
+
+
+def _active(proxy_id: int) -> ConfigRevision | None:
+    return ConfigRevision.objects.filter(proxy_id=proxy_id).order_by("-number").first()
+
+
+@csrf_exempt
+@require_GET
+async def config(request: HttpRequest) -> HttpResponse:
+    """The active ProxyConfig with ETag; `?wait=S` holds the request until a newer one exists."""
+    proxy = await sync_to_async(authenticate)(request)
+    if proxy is None:
+        return unauthorized()
+    try:
+        wait = min(max(float(request.GET.get("wait", "0")), 0.0), MAX_WAIT)
+    except ValueError:
+        return JsonResponse({"detail": "wait: expected seconds"}, status=400)
+    etag = request.headers.get("If-None-Match", "").strip().strip('"')
+    deadline = time.monotonic() + wait
+    rev = await sync_to_async(_active)(proxy.pk)
+    next_db_check = time.monotonic() + notify.DB_RECHECK
+    while rev is not None and str(rev.number) == etag and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        known = notify.known(proxy.pk)
+        if (known is not None and known > rev.number) or time.monotonic() >= next_db_check:
+            rev = await sync_to_async(_active)(proxy.pk)
+            next_db_check = time.monotonic() + notify.DB_RECHECK
+    if rev is None:
+        return JsonResponse({"detail": "no configuration yet"}, status=404)
+    if str(rev.number) == etag:
+        resp = HttpResponse(status=304)
+    else:
+        resp = HttpResponse(rev.config_json, content_type="application/json")
+    resp["ETag"] = f'"{rev.number}"'
+    return resp
+
+
+class HeartbeatIn(serializers.Serializer):
+    applied_revision = serializers.IntegerField(allow_null=True, required=False)
+    version = serializers.CharField(required=False, allow_blank=True, max_length=50)
+    uptime = serializers.FloatField(required=False)
+    services = serializers.DictField(required=False)
+    last_error = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+
+
+@extend_schema(request=HeartbeatIn, responses={200: serializers.DictField()})
+@api_view(["POST"])
+def heartbeat(request: Request) -> Response:
+    """Record a heartbeat: time, source address, applied revision, service stats, last error."""
+    proxy = authenticate(request._request)
+    if proxy is None:
+        return Response({"detail": "invalid or revoked API key"}, status=401)
+    data = HeartbeatIn(data=request.data)
+    if not data.is_valid():
+        return Response(data.errors, status=400)
+    d = data.validated_data
+    Heartbeat.objects.create(
+        proxy=proxy, source=request.META.get("REMOTE_ADDR"), applied_revision=d.get("applied_revision"),
+        version=d.get("version", ""), uptime=d.get("uptime", 0), last_error=d.get("last_error") or "",
+        services=json.loads(json.dumps(d.get("services", {}))), interval=HEARTBEAT_INTERVAL,
+    )
+    old = proxy.heartbeats.order_by("-received").values_list("pk", flat=True)[HEARTBEAT_HISTORY:]
+    Heartbeat.objects.filter(pk__in=list(old)).delete()
+    active = _active(proxy.pk)
+    return Response({"active_revision": active.number if active else None, "interval": HEARTBEAT_INTERVAL})
+
+

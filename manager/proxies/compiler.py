@@ -1,0 +1,119 @@
+"""The one place that turns models into a ProxyConfig (through proxyd's own parser).
+
+`compile_config()` builds the v1 dict and validates it with `proxyd.config.parse_config`, so the
+manager can never hand out a config proxyd would reject. `publish()` stores a new revision only
+when the compiled config differs from the active one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+
+from proxyd.config import ConfigError, ProxyConfig, parse_config
+
+if TYPE_CHECKING:
+    from manager.proxies.models import Proxy
+
+# config path prefix -> model field, for showing a ConfigError next to the right form field
+FIELD_MAP = {
+    "services.web.port": "web_port", "services.web.redirect_url": "redirect_url",
+    "services.sip.udp_port": "sip_udp_port", "services.sip.tls_port": "sip_tls_port",
+    "services.media.port_min": "media_port_min", "services.media.port_max": "media_port_max",
+    "services.provisioning.https_port": "provisioning_https_port",
+    "services.provisioning.http_port": "provisioning_http_port",
+    "services.xmpp.port": "xmpp_port", "services.xmpp.direct_tls_port": "xmpp_direct_tls_port",
+    "tls": "certificate_pem", "allow_sources": "allow_sources", "proxy.fqdn": "fqdn",
+    "network.interface": "network_interface", "network.address": "network_address",
+    "network.gateway": "network_gateway", "network.table": "network_table", "bind": "bind",
+}
+
+
+def _split(text: str) -> list[str]:
+    return [x.strip() for x in text.replace(",", "\n").splitlines() if x.strip()]
+
+
+def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
+    from manager.proxies.models import Instance
+
+    instances = []
+    for inst in Instance.objects.prefetch_related("proxies"):
+        chosen = list(inst.proxies.all())
+        if chosen and proxy.pk not in {p.pk for p in chosen}:
+            continue
+        instances.append({
+            "name": inst.name, "web": inst.web or None,
+            "sip": f"{inst.sip_transport}:{inst.sip_host}:{inst.sip_port}" if inst.sip_host else None,
+            "sip_domains": _split(inst.sip_domains), "xmpp": inst.xmpp or None,
+            "xmpp_domains": _split(inst.xmpp_domains), "provisioning": inst.provisioning or None,
+        })
+    net: dict[str, Any] = {"mode": proxy.network_mode}
+    if proxy.network_mode == "manual":
+        net.update(interface=proxy.network_interface, address=proxy.network_address,
+                   gateway=proxy.network_gateway, table=proxy.network_table)
+    apps = [{"name": a.name, "port": a.port, "tls": a.tls, "public_prefix": a.public_prefix,
+             "upstream": a.upstream, "verify_upstream": a.verify_upstream}
+            for a in proxy.applications.all()] if proxy.pk else []
+    return {
+        "version": 1, "revision": revision,
+        "proxy": {"name": proxy.name, "fqdn": proxy.fqdn, "enabled": proxy.enabled},
+        "bind": proxy.bind,
+        "tls": {"certificate_pem": proxy.certificate_pem or None, "key_pem": proxy.key_pem or None},
+        "allow_sources": _split(proxy.allow_sources),
+        "instances": instances, "applications": apps,
+        "services": {
+            "web": {"mode": proxy.web_mode, "port": proxy.web_port, "redirect_url": proxy.redirect_url or None},
+            "sip": {"mode": proxy.sip_mode, "udp_port": proxy.sip_udp_port, "tls_port": proxy.sip_tls_port},
+            "media": {"mode": proxy.media_mode, "port_min": proxy.media_port_min, "port_max": proxy.media_port_max},
+            "provisioning": {"mode": proxy.provisioning_mode, "https_port": proxy.provisioning_https_port,
+                             "http_port": proxy.provisioning_http_port, "key": proxy.provisioning_key or None},
+            "xmpp": {"enabled": proxy.xmpp_enabled, "port": proxy.xmpp_port,
+                     "direct_tls_port": proxy.xmpp_direct_tls_port},
+        },
+        "network": net,
+    }
+
+
+def compile_config(proxy: Proxy, revision: int = 0) -> ProxyConfig:
+    return parse_config(raw_config(proxy, revision))
+
+
+def field_errors(proxy: Proxy) -> dict[str, list[str]]:
+    if not proxy.provisioning_key_enc:
+        from manager.proxies.models import new_provisioning_key
+
+        proxy.provisioning_key = new_provisioning_key()
+    try:
+        compile_config(proxy)
+    except ConfigError as exc:
+        out: dict[str, list[str]] = {}
+        for problem in exc.problems:
+            path = problem.split(":", 1)[0]
+            field = next((f for p, f in FIELD_MAP.items() if path.startswith(p)), "__all__")
+            out.setdefault(field, []).append(problem)
+        return out
+    return {}
+
+
+def publish(proxy: Proxy) -> int | None:
+    """Store a new revision if the compiled config changed; returns its number (None: unchanged)."""
+    from manager.proxies.models import ConfigRevision
+    from manager.proxies.notify import changed
+
+    with transaction.atomic():
+        active = proxy.revisions.select_for_update().order_by("-number").first()
+        number = (active.number + 1) if active else 1
+        try:
+            cfg = compile_config(proxy, number)
+        except ConfigError:
+            return None  # an invalid combination (e.g. instance edit) keeps the last good revision
+        if active is not None:
+            old = json.loads(active.config_json)
+            old["revision"] = number
+            if old == cfg.to_dict():
+                return None
+        ConfigRevision.objects.create(proxy=proxy, number=number, config_json=cfg.to_json(indent=None))
+    changed(proxy.pk, number)
+    return number

@@ -1,0 +1,18 @@
+"""Secrets at rest (private keys, provisioning keys, DDNS credentials): Fernet with SECRETS_KEY."""
+
+from __future__ import annotations
+
+from cryptography.fernet import Fernet
+from django.conf import settings
+
+
+def _fernet() -> Fernet:
+    return Fernet(settings.SECRETS_KEY.encode())
+
+
+def encrypt(value: str) -> str:
+    return _fernet().encrypt(value.encode()).decode()
+
+
+def decrypt(token: str) -> str:
+    return _fernet().decrypt(token.encode()).decode()

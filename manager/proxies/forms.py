@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from django import forms
+
+from manager.proxies.models import Instance, Proxy
+
+PROXY_GROUPS = [
+    ("Proxy", ["name", "fqdn", "enabled", "bind"]),
+    ("Services", ["sip_mode", "sip_udp_port", "sip_tls_port", "media_mode", "media_port_min", "media_port_max",
+                  "provisioning_mode", "provisioning_https_port", "provisioning_http_port",
+                  "xmpp_enabled", "xmpp_port", "xmpp_direct_tls_port", "web_mode", "web_port"]),
+    ("Redirection", ["redirect_url"]),
+    ("Certificate", ["certificate_pem", "key_pem"]),
+    ("Access", ["allow_sources"]),
+    ("Network", ["network_mode", "network_interface", "network_address", "network_gateway", "network_table"]),
+]
+
+
+class ProxyForm(forms.ModelForm):
+    key_pem = forms.CharField(label="Certificate Key", required=False, widget=forms.Textarea(attrs={"rows": 3}),
+                              help_text="stored encrypted; leave blank to keep the current key")
+    regenerate_provisioning_key = forms.BooleanField(
+        required=False, label="Generate a new provisioning key",
+        help_text="Every provisioning URL issued so far becomes invalid and must be given to the phones again!")
+
+    class Meta:
+        model = Proxy
+        fields = [f for _, group in PROXY_GROUPS for f in group if f != "key_pem"]
+        widgets = {"certificate_pem": forms.Textarea(attrs={"rows": 3}), "allow_sources": forms.Textarea(attrs={"rows": 2})}
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["network_mode"].disabled = True  # fixed after creation (seed 003)
+
+    def clean(self):  # type: ignore[no-untyped-def]
+        data = super().clean()
+        if data.get("key_pem"):
+            self.instance.key_pem = data["key_pem"]
+        if data.get("regenerate_provisioning_key"):
+            from manager.proxies.models import new_provisioning_key
+
+            self.instance.provisioning_key = new_provisioning_key()
+        return data
+
+    def groups(self):  # type: ignore[no-untyped-def]
+        return [(title, [self[f] for f in names]) for title, names in PROXY_GROUPS]
+
+
+class InstanceForm(forms.ModelForm):
+    class Meta:
+        model = Instance
+        fields = ["name", "web", "sip_transport", "sip_host", "sip_port", "sip_domains", "xmpp", "xmpp_domains",
+                  "provisioning", "proxies"]
+        widgets = {"sip_domains": forms.Textarea(attrs={"rows": 2}), "xmpp_domains": forms.Textarea(attrs={"rows": 2})}

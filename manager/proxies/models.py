@@ -1,0 +1,252 @@
+"""Proxies, instances, applications, registrations, config revisions and heartbeats.
+
+Field names follow seed 003 ("Proxy Instanzen") and seed 000 ("Proxy Controller"). Cross-field
+rules live in `clean()` so every form and API enforces them; the full config check is the
+compiler's (`compiler.compile_config`), whose problems are mapped back onto fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from manager.proxies import choices
+from manager.proxies.crypto import decrypt, encrypt
+
+PORT = [MinValueValidator(1), MaxValueValidator(65535)]
+slug = RegexValidator(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$", "lowercase letters, digits, '-' and '_'")
+REGISTRATION_LIFETIME = timedelta(hours=24)
+
+
+def new_provisioning_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def lines(text: str) -> list[str]:
+    return [x.strip() for x in text.replace(",", "\n").splitlines() if x.strip()]
+
+
+class Instance(models.Model):
+    name = models.CharField(max_length=63, unique=True, validators=[slug])
+    web = models.URLField("web backend", blank=True, help_text="e.g. http://10.0.0.5:8080")
+    sip_transport = models.CharField(max_length=3, choices=choices.SIP_TRANSPORTS, default="udp")
+    sip_host = models.CharField(max_length=253, blank=True)
+    sip_port = models.PositiveIntegerField(default=5060, validators=PORT)
+    sip_domains = models.TextField(blank=True, help_text="one per line")
+    xmpp = models.CharField("XMPP backend", max_length=260, blank=True, help_text="host:port")
+    xmpp_domains = models.TextField(blank=True, help_text="one per line")
+    provisioning = models.CharField("provisioning URL template", max_length=500, blank=True,
+                                    help_text="e.g. http://10.0.0.5:8080/prov/{mac}")
+    proxies = models.ManyToManyField("Proxy", blank=True, related_name="only_instances",
+                                     help_text="which proxies expose it; none selected = all")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Proxy(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    fqdn = models.CharField("Proxy DNS Name (FQDN)", max_length=253)
+    enabled = models.BooleanField("on", default=True)
+    bind = models.GenericIPAddressField(default="0.0.0.0")
+    # services (seed 003)
+    sip_mode = models.CharField("VoIP SIP", max_length=3, choices=choices.SIP_MODES, default="tls")
+    sip_udp_port = models.PositiveIntegerField(default=5060, validators=PORT)
+    sip_tls_port = models.PositiveIntegerField(default=5061, validators=PORT)
+    media_mode = models.CharField("VoIP media", max_length=4, choices=choices.MEDIA_MODES, default="srtp")
+    media_port_min = models.PositiveIntegerField(default=30000, validators=PORT)
+    media_port_max = models.PositiveIntegerField(default=35000, validators=PORT)
+    provisioning_mode = models.CharField("Phone Provisioning", max_length=14, choices=choices.PROVISIONING_MODES,
+                                         default="encrypted")
+    provisioning_https_port = models.PositiveIntegerField(default=8884, validators=PORT)
+    provisioning_http_port = models.PositiveIntegerField(default=8880, validators=PORT)
+    provisioning_key_enc = models.TextField(editable=False, default="")
+    xmpp_enabled = models.BooleanField("Allow Client (XMPP) Connections", default=True)
+    xmpp_port = models.PositiveIntegerField(default=5222, validators=PORT)
+    xmpp_direct_tls_port = models.PositiveIntegerField(default=5223, validators=PORT)
+    web_mode = models.CharField("Manage Instances", max_length=12, choices=choices.WEB_MODES, default="web_and_rest")
+    web_port = models.PositiveIntegerField(default=443, validators=PORT)
+    redirect_url = models.URLField("Redirection URL", blank=True)
+    certificate_pem = models.TextField("Certificate PEM", blank=True, help_text="blank = self-signed")
+    key_pem_enc = models.TextField(editable=False, default="")
+    allow_sources = models.TextField(blank=True, help_text="CIDRs or DNS names, one per line; empty = everyone")
+    # network (seed 003 "Netzwerk Einstellungen")
+    network_mode = models.CharField(max_length=6, choices=choices.NETWORK_MODES, default="auto")
+    network_interface = models.CharField(max_length=15, blank=True)
+    network_address = models.CharField("IP address (CIDR)", max_length=43, blank=True)
+    network_gateway = models.GenericIPAddressField(blank=True, null=True)
+    network_table = models.PositiveIntegerField(blank=True, null=True)
+    # controller link
+    api_key_hash = models.CharField(max_length=64, blank=True, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "proxies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    # secrets at rest --------------------------------------------------------------------
+    @property
+    def provisioning_key(self) -> str:
+        return decrypt(self.provisioning_key_enc) if self.provisioning_key_enc else ""
+
+    @provisioning_key.setter
+    def provisioning_key(self, value: str) -> None:
+        self.provisioning_key_enc = encrypt(value)
+
+    @property
+    def key_pem(self) -> str:
+        return decrypt(self.key_pem_enc) if self.key_pem_enc else ""
+
+    @key_pem.setter
+    def key_pem(self, value: str) -> None:
+        self.key_pem_enc = encrypt(value) if value else ""
+
+    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        if not self.provisioning_key_enc:
+            self.provisioning_key = new_provisioning_key()
+        if self.pk and not self._state.adding and kwargs.get("update_fields") is None:
+            # the API key is minted by the registration endpoint only: a settings save made from
+            # an object loaded earlier must never overwrite (or revoke) it
+            kwargs["update_fields"] = [f.name for f in self._meta.concrete_fields
+                                       if not f.primary_key and f.name != "api_key_hash"]
+        super().save(*args, **kwargs)
+
+    # rules ------------------------------------------------------------------------------
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        others = Proxy.objects.exclude(pk=self.pk)
+        if self.pk:
+            old = Proxy.objects.filter(pk=self.pk).values_list("network_mode", flat=True).first()
+            if old and old != self.network_mode:
+                errors["network_mode"] = "The network mode cannot change after creation; create a new proxy instead."
+        if self.network_mode == "auto" and others.filter(network_mode="auto").exists():
+            errors["network_mode"] = "Only one proxy may use network mode auto."
+        if self.network_mode == "manual":
+            for f in ("network_interface", "network_address", "network_gateway", "network_table"):
+                if not getattr(self, f):
+                    errors[f] = "Required in network mode manual."
+            if self.network_interface and others.filter(network_interface=self.network_interface).exists():
+                errors["network_interface"] = f"{self.network_interface} already belongs to another proxy."
+        if errors:
+            raise ValidationError(errors)
+        from manager.proxies.compiler import field_errors  # the full config check, mapped to fields
+
+        problems = field_errors(self)
+        if problems:
+            raise ValidationError(problems)
+
+    # controller link ---------------------------------------------------------------------
+    def mint_api_key(self) -> str:
+        secret = secrets.token_urlsafe(32)
+        self.api_key_hash = hashlib.sha256(secret.encode()).hexdigest()
+        self.save(update_fields=["api_key_hash"])
+        return f"{self.pk}.{secret}"
+
+    @property
+    def active_revision(self) -> ConfigRevision | None:
+        return self.revisions.order_by("-number").first()
+
+    @property
+    def last_heartbeat(self) -> Heartbeat | None:
+        return self.heartbeats.order_by("-received").first()
+
+    def status(self) -> tuple[str, str]:
+        """(Online | Degraded | Offline | Never connected, reason)."""
+        hb = self.last_heartbeat
+        if hb is None:
+            return "Never connected", ""
+        age = (timezone.now() - hb.received).total_seconds()
+        if age > 2.5 * hb.interval:
+            return "Offline", f"last heartbeat {int(age)} s ago"
+        active = self.active_revision
+        if hb.last_error:
+            return "Degraded", hb.last_error
+        if active and hb.applied_revision != active.number:
+            return "Degraded", f"applied revision {hb.applied_revision}, active {active.number}"
+        return "Online", ""
+
+
+class Application(models.Model):
+    """An on-premises application exposing only a path prefix of one upstream (seed 000)."""
+
+    proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="applications")
+    name = models.CharField(max_length=63, validators=[slug])
+    port = models.PositiveIntegerField("Server Port", validators=PORT)
+    tls = models.BooleanField(default=True)
+    public_prefix = models.CharField(max_length=200, default="/api/")
+    upstream = models.URLField("Application URL", help_text="e.g. https://p5.school.local:8443/procurat/api/v1/")
+    verify_upstream = models.BooleanField(default=True)
+
+    class Meta:
+        unique_together = [("proxy", "name")]
+
+
+class Registration(models.Model):
+    """A one-time registration URL: valid 24 h, usable once (seed 000)."""
+
+    proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="registrations")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField()
+    used = models.DateTimeField(null=True, blank=True)
+    used_from = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def create_for(cls, proxy: Proxy) -> tuple[Registration, str]:
+        token = secrets.token_urlsafe(32)
+        reg = cls.objects.create(proxy=proxy, token_hash=cls.hash(token), expires=timezone.now() + REGISTRATION_LIFETIME)
+        return reg, token
+
+    @property
+    def state(self) -> str:
+        if self.used:
+            return "used"
+        return "expired" if self.expires <= timezone.now() else "valid"
+
+
+class ConfigRevision(models.Model):
+    """A compiled ProxyConfig; the newest per proxy is the active one."""
+
+    proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    config_json = models.TextField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        unique_together = [("proxy", "number")]
+        ordering = ["-number"]
+
+
+class Heartbeat(models.Model):
+    proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="heartbeats")
+    received = models.DateTimeField(auto_now_add=True, db_index=True)
+    source = models.GenericIPAddressField(null=True)
+    applied_revision = models.IntegerField(null=True)
+    version = models.CharField(max_length=50, blank=True)
+    uptime = models.FloatField(default=0)
+    last_error = models.TextField(blank=True)
+    services = models.JSONField(default=dict)
+    interval = models.PositiveIntegerField(default=60)
+
+    class Meta:
+        ordering = ["-received"]

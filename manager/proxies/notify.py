@@ -1,0 +1,28 @@
+"""Wakes long-polls waiting for a proxy's next revision, without polling the database.
+
+Revisions published in this process wake their waiters at once; a database check every
+DB_RECHECK seconds also catches revisions published by another process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+_lock = threading.Lock()
+_latest: dict[int, int] = {}
+DB_RECHECK = 1.0  # picks up revisions published by another process (admin CLI, a second worker)
+
+
+def changed(proxy_id: int, revision: int) -> None:
+    with _lock:
+        _latest[proxy_id] = max(revision, _latest.get(proxy_id, 0))
+
+
+def known(proxy_id: int) -> int | None:
+    with _lock:
+        return _latest.get(proxy_id)
+
+
+def now() -> float:
+    return time.monotonic()

@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from manager.proxies import api, views
+
+urlpatterns = [
+    path("", views.proxy_list, name="proxy-list"),
+    path("proxies/new/", views.proxy_edit, name="proxy-new"),
+    path("proxies/<int:pk>/", views.proxy_detail, name="proxy-detail"),
+    path("proxies/<int:pk>/edit/", views.proxy_edit, name="proxy-edit"),
+    path("proxies/<int:pk>/registrations/", views.registration_create, name="registration-create"),
+    path("proxies/<int:pk>/registrations/<int:reg>/delete/", views.registration_delete, name="registration-delete"),
+    path("instances/", views.instance_list, name="instance-list"),
+    path("instances/new/", views.instance_edit, name="instance-new"),
+    path("instances/<int:pk>/", views.instance_edit, name="instance-edit"),
+    path("api/v1/register/<str:token>/", api.register, name="api-register"),
+    path("api/v1/proxy/config", api.config, name="api-config"),
+    path("api/v1/proxy/heartbeat", api.heartbeat, name="api-heartbeat"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("accounts/login/", auth_views.LoginView.as_view(template_name="proxies/login.html"), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+]

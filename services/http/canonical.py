@@ -1,0 +1,81 @@
+"""The one canonical-path function: it decides routing/allow AND yields the path forwarded. Sans-IO.
+
+A request target is accepted only when its raw path is already canonical, so that the proxy and
+every common backend see the same path: what we route on is exactly what the backend serves.
+Refused (400): dot segments, raw or percent-encoded; an encoded `/` or `\\`; a raw `\\`; empty
+segments (`//`); `;` path parameters; NUL, controls, spaces; percent-escapes of characters that
+need no escaping (`%41`), `%25` (double encoding), malformed escapes, and escapes that are
+not valid shortest-form UTF-8.
+"""
+
+from __future__ import annotations
+
+import string
+
+MAX_TARGET = 8192  # longer request lines are answered 414 before we get here
+
+
+class BadPath(ValueError):
+    """The request target is not a canonical origin-form path."""
+
+
+_UNRESERVED = frozenset((string.ascii_letters + string.digits + "-._~").encode())
+# RFC 3986 pchar minus ";" (path parameters are refused) plus "/" as separator
+_RAW_OK = _UNRESERVED | frozenset(b"!$&'()*+,=:@/")
+_QUERY_OK = _RAW_OK | frozenset(b";?%") | frozenset(b"[]|^`{}\"<>")  # lenient, but no controls/space
+_HEX = frozenset(b"0123456789ABCDEFabcdef")
+
+
+def split_target(target: bytes) -> tuple[str, str]:
+    """-> (canonical path, query including its leading '?', or ''). Raises BadPath."""
+    if not target.startswith(b"/"):
+        raise BadPath("not an origin-form target")  # absolute-form, authority-form, '*'
+    path, q, query = target.partition(b"?")
+    if q and any(c < 0x21 or c == 0x7F or c == 0x23 for c in query):
+        raise BadPath("control, space or '#' in query")
+    return canonical_path(path), ("?" + query.decode("latin-1")) if q else ""
+
+
+def canonical_path(path: bytes) -> str:
+    if not path.startswith(b"/"):
+        raise BadPath("path must start with /")
+    i, n = 0, len(path)
+    decoded = bytearray()
+    while i < n:
+        c = path[i]
+        if c == 0x25:  # '%'
+            if i + 2 >= n or path[i + 1] not in _HEX or path[i + 2] not in _HEX:
+                raise BadPath("malformed percent-escape")
+            b = int(path[i + 1 : i + 3], 16)
+            if b in _UNRESERVED or b in (0x2F, 0x5C, 0x25) or b < 0x20 or b == 0x7F:
+                raise BadPath("needless or dangerous percent-escape")
+            decoded.append(b)
+            i += 3
+            continue
+        if c not in _RAW_OK:
+            raise BadPath(f"byte 0x{c:02x} not allowed in a path")
+        decoded.append(c)
+        i += 1
+    try:
+        text = decoded.decode("utf-8")  # strict: rejects overlong forms and surrogates
+    except UnicodeDecodeError:
+        raise BadPath("escapes are not valid UTF-8") from None
+    segments = path.split(b"/")[1:]
+    for k, seg in enumerate(segments):
+        if seg in (b".", b".."):
+            raise BadPath("dot segment")
+        if seg == b"" and k != len(segments) - 1:
+            raise BadPath("empty path segment")
+    del text
+    return path.decode("ascii")
+
+
+def first_segment(path: str) -> tuple[str, str]:
+    """'/<first>/<rest...>' -> ('<first>', '/<rest...>'); the rest is '' for '/<first>'."""
+    head, sep, rest = path[1:].partition("/")
+    return head, (sep + rest) if sep else ""
+
+
+def under_prefix(path: str, prefix: str) -> str | None:
+    """For prefix '/api/': '/api/x' -> 'x', '/api/' -> ''; anything else -> None."""
+    return path[len(prefix) :] if path.startswith(prefix) else None

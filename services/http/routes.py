@@ -1,0 +1,113 @@
+"""Immutable route tables built from the config view, and the routing decision. Sans-IO.
+
+A listener holds one table; reconfigure swaps the table object, so a request sees either the
+old or the new table, never a mix. Unknown instances, modes that do not offer a path, and
+instances without a web backend all give the same 404: nothing reveals which instances exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from services.http.canonical import first_segment, under_prefix
+
+
+@dataclass(frozen=True)
+class Backend:
+    scheme: str
+    host: str
+    port: int
+    base_path: str  # without trailing '/'
+    verify: bool = True
+
+    @classmethod
+    def from_url(cls, url: str, verify: bool = True) -> Backend:
+        u = urlsplit(url)
+        port = u.port or (443 if u.scheme == "https" else 80)
+        return cls(u.scheme, u.hostname or "", port, u.path.rstrip("/"), verify)
+
+    @property
+    def key(self) -> tuple[str, str, int, bool]:
+        return (self.scheme, self.host, self.port, self.verify)
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Forward:
+    backend: Backend
+    path: str  # path + query as sent upstream
+    prefix: str  # X-Forwarded-Prefix: what the proxy stripped
+    cookie_scope: str | None  # Set-Cookie paths are kept inside this prefix
+    host: str | None  # Host header to send; None keeps the client's
+
+
+@dataclass(frozen=True)
+class Redirect:
+    location: str
+    status: int = 302
+
+
+@dataclass(frozen=True)
+class Refuse:
+    status: int
+    reason: str
+
+
+Decision = Forward | Redirect | Refuse
+NOT_FOUND = Refuse(404, "not found")
+
+
+@dataclass(frozen=True)
+class WebTable:
+    mode: str  # web_and_rest | rest_only
+    redirect_url: str | None
+    instances: tuple[tuple[str, Backend], ...]
+
+    def route(self, path: str, query: str) -> Decision:
+        if path == "/":
+            return Redirect(self.redirect_url) if self.redirect_url else NOT_FOUND
+        name, rest = first_segment(path)
+        backend = dict(self.instances).get(name)
+        if backend is None:
+            return NOT_FOUND
+        if rest == "":
+            return Redirect(f"/{name}/{query}", 301)  # so the UI's relative links resolve
+        if self.mode == "rest_only" and not (rest == "/services" or rest.startswith("/services/")):
+            return NOT_FOUND
+        return Forward(backend, backend.base_path + rest + query, f"/{name}", f"/{name}", None)
+
+
+@dataclass(frozen=True)
+class AppTable:
+    public_prefix: str
+    backend: Backend
+
+    def route(self, path: str, query: str) -> Decision:
+        rest = under_prefix(path, self.public_prefix)
+        if rest is None:
+            return NOT_FOUND
+        return Forward(self.backend, f"{self.backend.base_path}/{rest}{query}", self.public_prefix.rstrip("/"),
+                       None, self.backend.host_header)
+
+
+def scope_cookie(value: bytes, scope: str) -> bytes:
+    """Rewrite a Set-Cookie's Path so the cookie stays inside `scope` (e.g. '/mycompany')."""
+    parts = value.split(b";")
+    out, seen = [parts[0]], False
+    for attr in parts[1:]:
+        name, eq, v = attr.strip().partition(b"=")
+        if name.lower() == b"path":
+            seen = True
+            p = v.strip().decode("latin-1") or "/"
+            out.append(b" Path=" + (scope + (p if p.startswith("/") else "/" + p)).encode("latin-1"))
+        else:
+            out.append(b" " + attr.strip())
+    if not seen:
+        out.append(b" Path=" + scope.encode("latin-1") + b"/")
+    return b";".join(out)

@@ -1,0 +1,114 @@
+"""The http service: the web listener (path router) and one listener per application.
+
+The view is the part of the config the router needs. On reconfigure, listeners whose address,
+port and TLS setting are unchanged stay bound and only get a new route table; connections in
+flight keep going and pick the new table up with their next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from proxyd.config import ProxyConfig
+from proxyd.service import Service
+from services.http.proxy import Connection, Stats
+from services.http.routes import AppTable, Backend, WebTable
+from services.http.upstream import Pools
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    host: str
+    port: int
+    tls: bool
+
+
+@dataclass(frozen=True)
+class HttpView:
+    listeners: tuple[tuple[ListenerSpec, WebTable | AppTable], ...]
+
+
+class HttpService(Service):
+    name = "http"
+
+    @classmethod
+    def view(cls, cfg: ProxyConfig) -> HttpView | None:
+        host = cfg.bind_address
+        out: list[tuple[ListenerSpec, WebTable | AppTable]] = []
+        web = cfg.services.web
+        if web.mode != "off":
+            instances = tuple((i.name, Backend.from_url(i.web)) for i in cfg.instances if i.web)
+            out.append((ListenerSpec(host, web.port, True), WebTable(web.mode, web.redirect_url, instances)))
+        for app in cfg.applications:
+            table = AppTable(app.public_prefix, Backend.from_url(app.upstream, app.verify_upstream))
+            out.append((ListenerSpec(host, app.port, app.tls), table))
+        return HttpView(tuple(out)) if out else None
+
+    async def start(self, view: HttpView) -> None:
+        self.pools = Pools()
+        self.stats_ = Stats()
+        self.servers: dict[ListenerSpec, asyncio.Server] = {}
+        self.tables: dict[ListenerSpec, WebTable | AppTable] = {}
+        self.conns: set[asyncio.Task[None]] = set()
+        await self.reconfigure(view)
+
+    async def reconfigure(self, view: HttpView) -> None:
+        wanted = dict(view.listeners)
+        for spec in [s for s in self.servers if s not in wanted]:
+            self.servers.pop(spec).close()
+            self.tables.pop(spec, None)
+        for spec, table in wanted.items():
+            self.tables[spec] = table  # swap in place: the next request on any connection sees it
+        for spec in wanted:
+            if spec not in self.servers:
+                try:
+                    self.servers[spec] = await self._listen(spec)
+                except OSError:
+                    self.tables.pop(spec, None)
+                    raise
+
+    async def _listen(self, spec: ListenerSpec) -> asyncio.Server:
+        ssl_ctx = self.ctx.certs.server_context(alpn=["http/1.1"]) if spec.tls else None
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peer = writer.get_extra_info("peername") or ("",)
+            if not self.ctx.access.allowed(str(peer[0]), "http"):
+                writer.close()
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self.conns.add(task)
+            self.stats_.active += 1
+            try:
+                conn = Connection(reader, writer, lambda: self.tables[spec], self.pools, self.stats_, spec.tls)
+                await conn.serve()
+            finally:
+                self.stats_.active -= 1
+                self.conns.discard(task)
+
+        return await asyncio.start_server(handle, spec.host, spec.port, ssl=ssl_ctx, limit=2**16,
+                                          reuse_address=True, backlog=1024)
+
+    async def stop(self, timeout: float) -> None:
+        for srv in self.servers.values():
+            srv.close()
+        if self.conns:
+            _, pending = await asyncio.wait(set(self.conns), timeout=timeout)
+            for t in pending:
+                t.cancel()
+            for t in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        self.servers.clear()
+        self.pools.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "listeners": [f"{'https' if s.tls else 'http'}://{s.host}:{s.port}" for s in self.servers],
+            "counters": {**dict(self.stats_.counters), "backend_connects": self.pools.connects,
+                         "backend_connect_errors": self.pools.connect_errors},
+            "gauges": {"active_connections": self.stats_.active, "idle_backend_connections": self.pools.idle_count},
+        }

@@ -1,0 +1,104 @@
+"""The proxy-facing API over real HTTP against a served manager process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.usefixtures("db")
+
+
+def proxy_with_registration(name: str = "dmz", **kw):  # type: ignore[no-untyped-def]
+    from manager.proxies.models import Proxy, Registration
+
+    p = Proxy(name=name, fqdn=f"{name}.example.com", **kw)
+    p.full_clean()
+    p.save()
+    _, token = Registration.create_for(p)
+    return p, token
+
+
+def register(url: str, token: str) -> httpx.Response:
+    return httpx.post(f"{url}/api/v1/register/{token}/", json={"hostname": "h", "version": "t"}, timeout=30)
+
+
+def test_registration_is_single_use_under_a_50_way_race(manager_url: str) -> None:
+    _, token = proxy_with_registration()
+    results: list[int] = []
+    barrier = threading.Barrier(50)
+
+    def go() -> None:
+        barrier.wait()
+        results.append(register(manager_url, token).status_code)
+
+    threads = [threading.Thread(target=go) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == [201] + [410] * 49
+
+
+def test_registration_errors(manager_url: str) -> None:
+    from django.utils import timezone
+
+    from manager.proxies.models import Registration
+
+    p, token = proxy_with_registration()
+    assert register(manager_url, "nope").json() == {"detail": "unknown registration"}
+    Registration.objects.filter(proxy=p).update(expires=timezone.now() - timedelta(seconds=1))
+    r = register(manager_url, token)
+    assert r.status_code == 410 and r.json() == {"detail": "registration expired"}
+
+
+def test_config_etag_long_poll_heartbeat_and_isolation(manager_url: str) -> None:
+    p, token = proxy_with_registration()
+    other, other_token = proxy_with_registration("lan", network_mode="manual", network_interface="eth1",
+                                                 network_address="10.1.1.2/24", network_gateway="10.1.1.1",
+                                                 network_table=101)
+    key = register(manager_url, token).json()["api_key"]
+    other_key = register(manager_url, other_token).json()["api_key"]
+    h = {"Authorization": f"Bearer {key}"}
+    r = httpx.get(f"{manager_url}/api/v1/proxy/config", headers=h, timeout=30)
+    assert r.status_code == 200 and r.json()["proxy"]["name"] == "dmz"
+    etag = r.headers["etag"]
+    other_cfg = httpx.get(f"{manager_url}/api/v1/proxy/config", headers={"Authorization": f"Bearer {other_key}"})
+    assert other_cfg.json()["proxy"]["name"] == "lan"  # each proxy sees only itself
+    assert httpx.get(f"{manager_url}/api/v1/proxy/config", headers={"If-None-Match": etag, **h}).status_code == 304
+    bad = httpx.get(f"{manager_url}/api/v1/proxy/config", headers={"Authorization": f"Bearer {key}x"})
+    assert bad.status_code == 401
+    assert httpx.get(f"{manager_url}/api/v1/proxy/config", headers={"Authorization": "Bearer 99.x"}).status_code == 401
+
+    def change_soon() -> None:
+        time.sleep(1.0)
+        p.sip_mode = "udp"
+        p.save()
+
+    t = threading.Thread(target=change_soon)
+    t.start()
+    started = time.monotonic()
+    r = httpx.get(f"{manager_url}/api/v1/proxy/config?wait=30", headers={"If-None-Match": etag, **h}, timeout=60)
+    waited = time.monotonic() - started
+    t.join()
+    assert r.status_code == 200 and r.json()["services"]["sip"]["mode"] == "udp"
+    assert 0.9 < waited < 25  # held until the change, then answered (not at the end of the wait)
+
+    hb = httpx.post(f"{manager_url}/api/v1/proxy/heartbeat", headers=h,
+                    json={"applied_revision": r.json()["revision"], "version": "t", "uptime": 1.0, "services": {}})
+    assert hb.status_code == 200, hb.text
+    assert hb.json()["active_revision"] == r.json()["revision"]
+    assert p.status() == ("Online", "")
+    httpx.post(f"{manager_url}/api/v1/proxy/heartbeat", headers=h, json={"applied_revision": 1, "last_error": "boom"})
+    assert p.status() == ("Degraded", "boom")
+    assert p.heartbeats.first().source == "127.0.0.1"
+
+
+def test_openapi_schema_lists_the_proxy_api(manager_url: str) -> None:
+    r = httpx.get(f"{manager_url}/api/schema/?format=json", timeout=30)
+    assert r.status_code == 200
+    paths = r.json()["paths"]
+    assert "/api/v1/register/{token}/" in paths and "/api/v1/proxy/heartbeat" in paths

@@ -1,0 +1,116 @@
+"""Model rules, secrets at rest, and the compiler (its output passes `proxyd check`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+
+pytestmark = pytest.mark.usefixtures("db")
+
+
+def make_proxy(**kw):  # type: ignore[no-untyped-def]
+    from manager.proxies.models import Proxy
+
+    p = Proxy(name=kw.pop("name", "dmz"), fqdn=kw.pop("fqdn", "mobydick.example.com"), **kw)
+    p.full_clean()
+    p.save()
+    return p
+
+
+def test_only_one_auto_proxy_and_one_proxy_per_nic() -> None:
+    make_proxy()
+    with pytest.raises(ValidationError) as info:
+        make_proxy(name="second")
+    assert "Only one proxy may use network mode auto." in info.value.message_dict["network_mode"]
+    manual = {"network_mode": "manual", "network_interface": "eth1", "network_address": "10.5.6.100/24",
+              "network_gateway": "10.5.6.254", "network_table": 100}
+    make_proxy(name="lan", web_port=8443, **manual)
+    with pytest.raises(ValidationError) as info:
+        make_proxy(name="lan2", **{**manual, "network_address": "10.5.6.101/24"})
+    assert "eth1 already belongs to another proxy." in info.value.message_dict["network_interface"]
+
+
+def test_network_mode_cannot_change_after_creation() -> None:
+    p = make_proxy()
+    p.network_mode = "manual"
+    with pytest.raises(ValidationError) as info:
+        p.full_clean()
+    assert "cannot change after creation" in info.value.message_dict["network_mode"][0]
+
+
+def test_port_collision_and_bad_certificate_are_field_errors() -> None:
+    from proxyd.tls import make_self_signed
+
+    with pytest.raises(ValidationError) as info:
+        make_proxy(provisioning_https_port=443)
+    assert "collides with services.web.port" in info.value.message_dict["provisioning_https_port"][0]
+    cert, _ = make_self_signed("a.example", [])
+    _, other_key = make_self_signed("b.example", [])
+    from manager.proxies.models import Proxy
+
+    p = Proxy(name="c", fqdn="c.example", certificate_pem=cert)
+    p.key_pem = other_key
+    with pytest.raises(ValidationError) as info:
+        p.full_clean()
+    assert "certificate and key do not match" in str(info.value.message_dict["certificate_pem"])
+
+
+def test_secrets_are_encrypted_at_rest() -> None:
+    from django.db import connection
+
+    from proxyd.tls import make_self_signed
+
+    cert, key = make_self_signed("mobydick.example.com", [])
+    p = make_proxy()
+    p.certificate_pem = cert
+    p.key_pem = key
+    p.full_clean()
+    p.save()
+    with connection.cursor() as c:
+        c.execute("SELECT key_pem_enc, provisioning_key_enc FROM proxies_proxy WHERE id=%s", [p.pk])
+        key_enc, prov_enc = c.fetchone()
+    assert "PRIVATE KEY" not in key_enc and p.provisioning_key not in prov_enc
+    from manager.proxies.models import Proxy
+
+    assert Proxy.objects.get(pk=p.pk).key_pem == key
+
+
+def test_changes_publish_revisions_and_compiled_config_passes_proxyd_check(tmp_path: Path) -> None:
+    from manager.proxies.models import Instance
+
+    p = make_proxy()
+    assert p.active_revision.number == 1
+    Instance.objects.create(name="mycompany", web="http://10.0.0.5:8080", sip_host="10.0.0.5",
+                            sip_domains="mycompany.example.com")
+    assert p.active_revision.number == 2
+    p.save()  # no change -> no new revision
+    assert p.active_revision.number == 2
+    p.sip_mode = "udp"
+    p.save()
+    active = p.active_revision
+    assert active.number == 3
+    cfg = json.loads(active.config_json)
+    assert cfg["revision"] == 3 and cfg["services"]["sip"]["mode"] == "udp"
+    assert cfg["instances"][0]["sip"] == "udp:10.0.0.5:5060"
+    path = tmp_path / "compiled.json"
+    path.write_text(active.config_json)
+    res = subprocess.run([sys.executable, "-m", "proxyd", "check", "--config", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_instance_exposure_limits_which_proxies_see_it() -> None:
+    from manager.proxies.models import Instance
+
+    a = make_proxy()
+    b = make_proxy(name="lan", network_mode="manual", network_interface="eth1", network_address="10.1.1.2/24",
+                   network_gateway="10.1.1.1", network_table=101)
+    inst = Instance.objects.create(name="only-a", web="http://10.0.0.5:8080")
+    inst.proxies.set([a])
+    names = lambda p: [i["name"] for i in json.loads(p.active_revision.config_json)["instances"]]  # noqa: E731
+    assert names(a) == ["only-a"] and names(b) == []

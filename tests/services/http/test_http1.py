@@ -1,0 +1,89 @@
+"""HTTP/1.1 heads and chunked framing: strict rules, fed whole and byte by byte."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.http.http1 import ChunkedDecoder, HttpError, parse_request_head, parse_response_head
+
+
+def req(*lines: str) -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_request_head_fields_and_framing() -> None:
+    h = parse_request_head(req("POST /a HTTP/1.1", "Host: x", "Content-Length: 5", "X-A:  b "))
+    assert (h.method, h.target, h.content_length, h.keep_alive) == (b"POST", b"/a", 5, True)
+    assert h.get(b"x-a") == b"b"
+    h = parse_request_head(req("GET / HTTP/1.0"))
+    assert not h.keep_alive
+    h = parse_request_head(req("GET /ws HTTP/1.1", "Host: x", "Connection: keep-alive, Upgrade", "Upgrade: websocket"))
+    assert h.upgrade == b"websocket"
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (req("POST / HTTP/1.1", "Host: x", "Content-Length: 5", "Transfer-Encoding: chunked"), 400),
+    (req("POST / HTTP/1.1", "Host: x", "Content-Length: 5", "Content-Length: 5"), 400),
+    (req("POST / HTTP/1.1", "Host: x", "Content-Length: 5, 5"), 400),
+    (req("POST / HTTP/1.1", "Host: x", "Content-Length: -1"), 400),
+    (req("POST / HTTP/1.1", "Host: x", "Transfer-Encoding: gzip, chunked"), 501),
+    (req("POST / HTTP/1.1", "Host: x", "Transfer-Encoding: chunked", "Transfer-Encoding: chunked"), 501),
+    (req("GET / HTTP/1.1", "Host: x", "X-A: b", " folded"), 400),
+    (b"GET / HTTP/1.1\nHost: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n", 400),
+    (req("GET / HTTP/1.1", "Host: x", "X-A: a\x00b"), 400),
+    (req("GET / HTTP/1.1", "Host: x", "Bad Name: v"), 400),
+    (req("GET / HTTP/1.1"), 400),
+    (req("GET / HTTP/1.1", "Host: a", "Host: b"), 400),
+    (req("GET / HTTP/2.0", "Host: x"), 505),
+    (req("CONNECT x:443 HTTP/1.1", "Host: x"), 405),
+    (req("OPTIONS * HTTP/1.1", "Host: x"), 400),
+    (req("GET  / HTTP/1.1", "Host: x"), 400),
+    (req("GET /" + "a" * 9000 + " HTTP/1.1", "Host: x"), 414),
+    (req("GET / HTTP/1.1", "Host: x", *[f"X-{i}: v" for i in range(120)]), 431),
+])
+def test_refusals_carry_their_status(head: bytes, status: int) -> None:
+    with pytest.raises(HttpError) as info:
+        parse_request_head(head)
+    assert info.value.status == status
+
+
+def test_response_framing_for_head_and_204() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+    assert parse_response_head(raw, b"HEAD").content_length == 0
+    assert parse_response_head(raw, b"GET").content_length == 10
+    close = parse_response_head(b"HTTP/1.1 200 OK\r\n\r\n", b"GET")
+    assert close.content_length is None and not close.chunked
+    with pytest.raises(HttpError):
+        parse_response_head(b"HTTP/1.1 2000 OK\r\n\r\n", b"GET")
+
+
+CHUNKED = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT"
+
+
+@pytest.mark.parametrize("step", [len(CHUNKED), 1, 3])
+def test_chunked_decoder_whole_and_byte_by_byte(step: int) -> None:
+    dec, out = ChunkedDecoder(), []
+    for i in range(0, len(CHUNKED), step):
+        if dec.done:
+            dec.buf += CHUNKED[i : i + step]
+            continue
+        out += dec.feed(CHUNKED[i : i + step])
+    assert b"".join(out) == b"hello world" and dec.done and dec.leftover == b"NEXT"
+
+
+@pytest.mark.parametrize("bad", [b"x\r\n", b"5\r\nhelloXX", b"-1\r\n", b"\r\n", b"1" * 20 + b"\r\n", b"5 \r\n"])
+def test_malformed_chunks_are_refused(bad: bytes) -> None:
+    with pytest.raises(HttpError):
+        ChunkedDecoder().feed(bad)
+
+
+@given(st.binary(max_size=200))
+def test_decoder_never_raises_anything_but_httperror(data: bytes) -> None:
+    try:
+        ChunkedDecoder().feed(data)
+        parse_request_head(data + b"\r\n\r\n")
+    except HttpError:
+        pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import ssl
 from dataclasses import dataclass
@@ -11,6 +12,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from proxyd.agent.state import AgentState
+
+# httpx logs every request at INFO; a long-poll every minute plus heartbeats would flood the log.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 REGISTER_PATH = re.compile(r"^(?P<prefix>.*)/api/v1/register/(?P<token>[A-Za-z0-9_\-]+)/?$")
 CONNECT_TIMEOUT = 10.0

@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds established connections get to finish on SIGTERM")
+    m = p.add_argument_group("managed mode (no --config)")
+    m.add_argument("--heartbeat-interval", type=float, default=60.0, help="seconds between heartbeats")
+    m.add_argument("--poll-wait", type=float, default=55.0, help="long-poll wait asked of the manager (max 60)")
+    m.add_argument("--backoff-max", type=float, default=60.0,
+                   help="upper bound in seconds for retries while the manager is unreachable")
     p.set_defaults(func=run)
 
 
@@ -47,9 +52,18 @@ def run(args: argparse.Namespace) -> int:
                 return 1
         source = file_source(args.config)
     else:
-        from proxyd.agent import manager_source  # managed mode lives in the agent package
+        # managed mode lives in the agent package
+        from proxyd.agent import state as agent_state
+        from proxyd.agent.runner import AgentOptions, manager_source
 
-        source = manager_source()
+        if agent_state.load(state) is None:
+            print(f"{state.root} is not registered with a manager: run `proxyd register URL "
+                  f"--state-dir {state.root}` first, or use --config FILE for standalone mode", file=sys.stderr)
+            return 1
+        source = manager_source(AgentOptions(
+            heartbeat_interval=args.heartbeat_interval, poll_wait=min(args.poll_wait, 60.0),
+            backoff_max=max(args.backoff_max, 1.0),
+        ))
     daemon = Daemon(state, admin_tcp=parse_admin(args.admin), drain_timeout=args.drain_timeout)
     run_loop(daemon.serve(source))
     return 0

@@ -42,6 +42,10 @@ def render(st: dict) -> str:
     if st.get("manager"):
         m = st["manager"]
         lines.append(f"manager: {m.get('url')}  state: {m.get('state')}  last contact: {m.get('last_contact')}")
+        if m.get("reason"):
+            lines.append(f"  manager reason: {m['reason']}")
+        if m.get("last_error"):
+            lines.append(f"  rejected revision: {m['last_error']}")
     if st.get("last_error"):
         lines.append(f"last error: {st['last_error']}")
     for name, svc in st.get("services", {}).items():

@@ -1,0 +1,152 @@
+"""HTTP client for the manager API: registration (sync, for the CLI) and config/heartbeat (async)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from proxyd.agent.state import AgentState
+
+# httpx logs every request at INFO; a long-poll every minute plus heartbeats would flood the log.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+REGISTER_PATH = re.compile(r"^(?P<prefix>.*)/api/v1/register/(?P<token>[A-Za-z0-9_\-]+)/?$")
+CONNECT_TIMEOUT = 10.0
+
+
+class ManagerError(Exception):
+    """The manager could not be reached or answered something unusable (retry later)."""
+
+
+class Unauthorized(Exception):
+    """The API key is unknown or revoked (HTTP 401): asking again will not help."""
+
+
+class RegistrationError(Exception):
+    """Registration failed; the message is meant for the operator."""
+
+
+def split_registration_url(url: str) -> str:
+    """The manager base URL from a registration URL; RegistrationError if it is not one."""
+    parts = urlsplit(url.strip())
+    match = REGISTER_PATH.match(parts.path)
+    if parts.scheme not in ("http", "https") or not parts.netloc or match is None:
+        raise RegistrationError(
+            "this is not a registration URL (expected https://MANAGER/api/v1/register/TOKEN/ as shown by the manager)"
+        )
+    return f"{parts.scheme}://{parts.netloc}{match['prefix']}"
+
+
+def register(url: str, hostname: str, version: str, timeout: float = 15.0, ca_file: str | None = None) -> AgentState:
+    """Use a one-time registration URL; returns what has to be stored in the state dir."""
+    base = split_registration_url(url)
+    try:
+        resp = httpx.post(url.strip(), json={"hostname": hostname, "version": version}, timeout=timeout,
+                          verify=tls_verify(ca_file))
+    except httpx.HTTPError as exc:
+        raise RegistrationError(f"cannot reach the manager at {base}: {_reason(exc)}") from exc
+    detail = _detail(resp)
+    if resp.status_code == 404:
+        raise RegistrationError("unknown registration URL: the manager does not know this token (check for typos)")
+    if resp.status_code == 410:
+        if "used" in detail:
+            raise RegistrationError("this registration URL was already used; create a new registration in the manager")
+        raise RegistrationError("this registration URL has expired; create a new registration in the manager")
+    if resp.status_code != 201:
+        reason = detail or resp.reason_phrase
+        raise RegistrationError(f"the manager at {base} answered HTTP {resp.status_code}: {reason}")
+    try:
+        data = resp.json()
+        return AgentState(
+            manager_url=str(data.get("manager_url") or base).rstrip("/"),
+            proxy_id=int(data["proxy"]["id"]),
+            proxy_name=str(data["proxy"].get("name", "")),
+            api_key=str(data["api_key"]),
+            ca_file=ca_file,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RegistrationError(f"the manager at {base} sent an unexpected answer: {exc!r}") from exc
+
+
+def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    """Verify the manager against a private CA when one was given, else the system store."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else True
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return ""
+    return str(data.get("detail", "")) if isinstance(data, dict) else ""
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+@dataclass(frozen=True)
+class ConfigAnswer:
+    """A new revision (`body` set) or None body for 'unchanged' (304)."""
+
+    body: bytes | None
+    etag: str | None
+
+
+class ManagerClient:
+    """Long-poll for config and send heartbeats with the proxy's API key."""
+
+    def __init__(self, agent: AgentState):
+        self.base = agent.manager_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {agent.api_key}"},
+            timeout=httpx.Timeout(CONNECT_TIMEOUT),
+            verify=tls_verify(agent.ca_file),
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def fetch_config(self, etag: str | None, wait: float) -> ConfigAnswer:
+        headers = {"If-None-Match": etag} if etag else {}
+        resp = await self._request(
+            "GET", "/api/v1/proxy/config", params={"wait": str(int(wait))}, headers=headers,
+            timeout=httpx.Timeout(CONNECT_TIMEOUT, read=wait + CONNECT_TIMEOUT),
+        )
+        if resp.status_code == 304:
+            return ConfigAnswer(None, etag)
+        if resp.status_code != 200:
+            raise ManagerError(f"config request answered HTTP {resp.status_code}")
+        return ConfigAnswer(resp.content, resp.headers.get("etag"))
+
+    async def heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
+        resp = await self._request("POST", "/api/v1/proxy/heartbeat", json=body)
+        if resp.status_code != 200:
+            raise ManagerError(f"heartbeat answered HTTP {resp.status_code}")
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise ManagerError("heartbeat answer is not JSON") from exc
+        return data if isinstance(data, dict) else {}
+
+    async def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = await self._http.request(method, self.base + path, **kw)
+        except httpx.HTTPError as exc:
+            raise ManagerError(_reason(exc)) from exc
+        if resp.status_code == 401:
+            raise Unauthorized(_detail(resp) or "API key rejected")
+        return resp
+
+
+def revision_from_etag(etag: str | None) -> int | None:
+    if not etag:
+        return None
+    value = etag.strip().removeprefix("W/").strip('"')
+    return int(value) if value.isdigit() else None

@@ -1,0 +1,212 @@
+"""The agent loop inside `proxyd run` (managed mode).
+
+Two tasks share one `Agent`: the poller long-polls the manager for new revisions, validates and
+applies them; the heartbeat task reports the applied revision and service states every interval,
+right after start and right after every apply. Until the manager answers, the last good config
+from the state dir is served. An unreachable manager means retry with backoff (logged once per
+state change); a revoked key (401) stops all requests while the proxy keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from proxyd import __version__
+from proxyd.agent.backoff import Backoff
+from proxyd.agent.client import ManagerClient, ManagerError, Unauthorized, revision_from_etag
+from proxyd.agent.state import AgentState, load
+from proxyd.config import ConfigError, ProxyConfig, loads
+
+if TYPE_CHECKING:
+    from proxyd.daemon import Daemon
+
+log = logging.getLogger("proxyd.agent")
+
+REPEAT_PAUSE = 1.0  # seconds before asking again after the manager resent the same body
+
+CONNECTING, ONLINE, UNREACHABLE, REVOKED = "connecting", "online", "unreachable", "revoked"
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    heartbeat_interval: float = 60.0
+    poll_wait: float = 55.0
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+
+
+class Agent:
+    def __init__(self, daemon: Daemon, agent: AgentState, opts: AgentOptions):
+        self.daemon = daemon
+        self.agent = agent
+        self.opts = opts
+        self.client = ManagerClient(agent)
+        self.backoff = Backoff(opts.backoff_base, opts.backoff_max)
+        self.state = CONNECTING
+        self.state_reason = ""
+        self.last_contact: float | None = None
+        self.offered_revision: int | None = None
+        self.last_error: str | None = None
+        self.heartbeat_due = asyncio.Event()
+        self.heartbeats = 0
+        self.revoked = asyncio.Event()
+        self._last_body: bytes | None = None
+        daemon.status_hooks.append(self.status)
+        daemon.apply_listeners.append(self._on_apply)
+
+    # -- state ---------------------------------------------------------------------------
+    def set_state(self, state: str, reason: str = "") -> None:
+        """Log only transitions, never every failed retry."""
+        if state == ONLINE:
+            self.last_contact = time.time()
+            self.backoff.reset()
+        if state == self.state:
+            return
+        previous, self.state, self.state_reason = self.state, state, reason
+        level = logging.INFO if state == ONLINE else logging.WARNING
+        log.log(level, "event=manager_state state=%s previous=%s url=%s reason=%r",
+                state, previous, self.agent.manager_url, reason)
+        if state == ONLINE:
+            self.heartbeat_due.set()  # tell the manager at once that we are back
+        if state == REVOKED:
+            self.revoked.set()
+
+    def status(self) -> dict[str, Any]:
+        return {"manager": {
+            "url": self.agent.manager_url,
+            "proxy_id": self.agent.proxy_id,
+            "state": self.state,
+            "reason": self.state_reason or None,
+            "last_contact": _iso(self.last_contact),
+            "offered_revision": self.offered_revision,
+            "last_error": self.last_error,
+            "heartbeats": self.heartbeats,
+        }}
+
+    def _on_apply(self, cfg: ProxyConfig | None, error: str | None) -> None:
+        if cfg is None:
+            self.last_error = error
+        self.heartbeat_due.set()
+
+    # -- tasks ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        last = self.daemon.state.load_last_good()
+        if last is not None:
+            log.info("event=serving_last_good revision=%d", last.revision)
+            await self.daemon.apply(last, "last_good")
+        else:
+            log.warning("event=no_last_good detail=%r", "nothing is served until the manager sends a config")
+        tasks = [asyncio.create_task(self.poll_loop()), asyncio.create_task(self.heartbeat_loop())]
+        try:
+            # The loops end only on a revoked key; then both stop (no request in flight may still
+            # apply a config) and the running config is served until the daemon is stopped.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()  # a loop that died of a bug must surface, not leave a silent proxy
+            await self.revoked.wait()
+            for t in tasks:
+                t.cancel()
+            await asyncio.Event().wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            await self.client.close()
+
+    def _etag(self) -> str | None:
+        cfg = self.daemon.supervisor.config
+        rev = self.offered_revision if self.offered_revision is not None else (cfg.revision if cfg else None)
+        return f'"{rev}"' if rev is not None else None
+
+    async def poll_loop(self) -> None:
+        while self.state != REVOKED:
+            try:
+                answer = await self.client.fetch_config(self._etag(), self.opts.poll_wait)
+            except Unauthorized as exc:
+                self.set_state(REVOKED, str(exc))
+                return
+            except ManagerError as exc:
+                self.set_state(UNREACHABLE, str(exc))
+                await asyncio.sleep(self.backoff.next())
+                continue
+            self.set_state(ONLINE)
+            if answer.body is None:
+                continue
+            if answer.body == self._last_body:
+                # A manager that ignores If-None-Match must not turn the long poll into a busy loop.
+                await asyncio.sleep(REPEAT_PAUSE)
+                continue
+            self._last_body = answer.body
+            await self.handle_config(answer.body, revision_from_etag(answer.etag))
+
+    async def handle_config(self, body: bytes, etag_revision: int | None) -> None:
+        try:
+            cfg = loads(body, source="manager")
+        except ConfigError as exc:
+            self.offered_revision = etag_revision
+            self.last_error = f"revision {etag_revision}: " + "; ".join(exc.problems)
+            self.daemon.reject("manager", exc)
+            self.heartbeat_due.set()
+            return
+        self.offered_revision = cfg.revision
+        running = self.daemon.supervisor.config
+        if running is not None and cfg == running:
+            return
+        if await self.daemon.apply(cfg, "manager") is not None:
+            self.last_error = None
+
+    async def heartbeat_loop(self) -> None:
+        while self.state != REVOKED:
+            self.heartbeat_due.clear()
+            try:
+                answer = await self.client.heartbeat(self.heartbeat_body())
+            except Unauthorized as exc:
+                self.set_state(REVOKED, str(exc))
+                return
+            except ManagerError as exc:
+                # The poller owns the backoff; a failed heartbeat just waits for the next turn.
+                log.debug("event=heartbeat_failed error=%r", str(exc))
+            else:
+                self.heartbeats += 1
+                self.set_state(ONLINE)
+                log.debug("event=heartbeat_ok active_revision=%s", answer.get("active_revision"))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.heartbeat_due.wait(), self.opts.heartbeat_interval)
+
+    def heartbeat_body(self) -> dict[str, Any]:
+        st = self.daemon.supervisor.status()
+        cfg = self.daemon.supervisor.config
+        return {
+            "applied_revision": cfg.revision if cfg else None,
+            "version": __version__,
+            "uptime": round(time.time() - self.daemon.started_at, 1),
+            "services": st["services"],
+            "last_error": self.last_error or st.get("last_error"),
+        }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def manager_source(opts: AgentOptions | None = None) -> Callable[[Daemon], Any]:
+    """The config source for managed mode; needs a registered state dir (`proxyd register`)."""
+    options = opts or AgentOptions()
+
+    async def run(daemon: Daemon) -> None:
+        agent = load(daemon.state)
+        if agent is None:
+            raise RuntimeError(f"{daemon.state.root} is not registered: run `proxyd register` first")
+        await Agent(daemon, agent, options).run()
+
+    return run

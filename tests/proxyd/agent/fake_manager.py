@@ -1,0 +1,135 @@
+"""A minimal stand-in for the manager's proxy API (register, config long-poll, heartbeat).
+
+Used to test the agent's protocol handling (304, 401, unreachable, invalid revisions) on real
+sockets without the Django manager; the e2e tests in tests/e2e/ use the real manager.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FakeManager:
+    def __init__(self, port: int = 0, tls: tuple[str, str] | None = None):
+        self.tls = tls  # (cert file, key file): serve https
+        self.cond = threading.Condition()
+        self.config: dict[str, Any] | None = None
+        self.revision = 0
+        self.api_keys = {"key-1"}
+        self.tokens: dict[str, str] = {}  # token -> "fresh" | "used" | "expired"
+        self.heartbeats: list[dict[str, Any]] = []
+        self.config_requests = 0
+        self.ignore_etag = False  # misbehave: answer 200 with the same revision every time
+        self.port = port
+        self.server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeManager:
+        handler = type("H", (_Handler,), {"mgr": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self.server.daemon_threads = True
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        with self.cond:
+            self.cond.notify_all()
+
+    def publish(self, config: dict[str, Any]) -> None:
+        with self.cond:
+            self.config, self.revision = config, int(config["revision"])
+            self.cond.notify_all()
+
+    def wait_heartbeat(self, pred: Any, timeout: float = 15.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for hb in reversed(self.heartbeats):
+                    if pred(hb):
+                        return hb
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no matching heartbeat in {timeout}s; got {self.heartbeats[-3:]}")
+                self.cond.wait(left)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    mgr: FakeManager
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test server
+        pass
+
+    def _json(self, code: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(data).encode() if data is not None else b""
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorized(self) -> bool:
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if key not in self.mgr.api_keys:
+            self._json(401, {"detail": "invalid api key"})
+            return False
+        return True
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        m = re.fullmatch(r"/api/v1/register/([^/]+)/", self.path)
+        if m:
+            self._register(m[1])
+        elif self.path == "/api/v1/proxy/heartbeat" and self._authorized():
+            with self.mgr.cond:
+                self.mgr.heartbeats.append(body)
+                self.mgr.cond.notify_all()
+            self._json(200, {"active_revision": self.mgr.revision, "interval": 60})
+
+    def _register(self, token: str) -> None:
+        state = self.mgr.tokens.get(token)
+        if state is None:
+            self._json(404, {"detail": "unknown registration"})
+        elif state != "fresh":
+            self._json(410, {"detail": f"registration {'already used' if state == 'used' else 'expired'}"})
+        else:
+            self.mgr.tokens[token] = "used"
+            self._json(201, {"proxy": {"id": 7, "name": "edge"}, "api_key": "key-1", "manager_url": self.mgr.url})
+
+    def do_GET(self) -> None:  # noqa: N802
+        if not self.path.startswith("/api/v1/proxy/config") or not self._authorized():
+            return
+        m = re.search(r"wait=(\d+)", self.path)
+        wait = min(int(m[1]) if m else 0, 60)
+        self.mgr.config_requests += 1
+        seen = None if self.mgr.ignore_etag else self.headers.get("If-None-Match")
+        deadline = time.monotonic() + wait
+        with self.mgr.cond:
+            while self.mgr.config is None or seen == f'"{self.mgr.revision}"':
+                left = deadline - time.monotonic()
+                if left <= 0 or self.mgr.server is None:
+                    self.send_response(304)
+                    self.end_headers()
+                    return
+                self.mgr.cond.wait(left)
+            cfg, rev = self.mgr.config, self.mgr.revision
+        self._json(200, cfg, {"ETag": f'"{rev}"'})

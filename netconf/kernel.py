@@ -35,7 +35,8 @@ def observe(ipr: Any, d: Desired) -> Observed:
     up = bool(link["flags"] & 1)
     addrs = [(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=socket.AF_INET)]
     routes = [(r.get("RTA_DST"), r["dst_len"], r.get("RTA_GATEWAY"))
-              for r in ipr.get_routes(table=d.table, family=socket.AF_INET) if r.get("RTA_TABLE", r["table"]) == d.table]
+              for r in ipr.get_routes(table=d.table, family=socket.AF_INET)
+              if r.get("RTA_TABLE", r["table"]) == d.table]
     rules = [(r.get("FRA_SRC"), r["src_len"], r.get("FRA_TABLE", r["table"]), r.get("FRA_PRIORITY"))
              for r in ipr.get_rules(family=socket.AF_INET)]
     return Observed(True, up, addrs, routes, rules)
@@ -75,21 +76,17 @@ def apply(ipr: Any, d: Desired, ops: list[Op]) -> list[str]:
 
 
 def teardown(ipr: Any, d: Desired) -> list[str]:
-    """Remove what apply() adds: the rule, the table's routes, the address."""
-    idx = _index(ipr, d.interface)
-    steps: list[Op] = [Op("rule_del", (("priority", d.priority), ("src", d.ip), ("src_len", 32)))]
-    if idx is not None:
-        obs = observe(ipr, d)
-        steps += [Op("route_del", (("dst", r[0]), ("dst_len", r[1]), ("gateway", r[2]))) for r in obs.routes]
-        if (d.ip, d.prefixlen) in obs.addresses:
-            steps.append(Op("addr_del", (("address", d.ip), ("prefixlen", d.prefixlen))))
-    elif True:
-        steps = steps[:1]
-    if idx is None:
-        try:
+    """Remove what apply() adds: the policy rule, the table's routes, the address."""
+    steps = [Op("rule_del", (("priority", d.priority), ("src", d.ip), ("src_len", 32)))]
+    if _index(ipr, d.interface) is None:
+        try:  # the NIC is gone (and its routes and address with it): only the rule can remain
             ipr.rule("del", table=d.table, src=d.ip, src_len=32, priority=d.priority)
         except NetlinkError as exc:
             if exc.code not in BENIGN:
                 raise NetconfError(f"interface {d.interface}: rule_del failed: {exc.args[-1]}") from None
         return ["rule_del"]
+    obs = observe(ipr, d)
+    steps += [Op("route_del", (("dst", r[0]), ("dst_len", r[1]), ("gateway", r[2]))) for r in obs.routes]
+    if (d.ip, d.prefixlen) in obs.addresses:
+        steps.append(Op("addr_del", (("address", d.ip), ("prefixlen", d.prefixlen))))
     return apply(ipr, d, steps)

@@ -18,6 +18,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from proxyd.config import ProxyConfig
+from proxyd.network import NetworkError, NetworkState
 from proxyd.service import Service, ServiceContext, ServiceError
 
 log = logging.getLogger("proxyd.supervisor")
@@ -62,6 +63,7 @@ class Supervisor:
         self.applied_at: float | None = None
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
+        self.network = NetworkState()
         ctx.lookup = self.running.get
 
     async def apply(self, cfg: ProxyConfig) -> ApplyReport:
@@ -123,7 +125,11 @@ class Supervisor:
         return report
 
     async def _apply_shared(self, cfg: ProxyConfig) -> None:
-        """Things every service shares: the certificate and the source allow-list."""
+        """Things every service shares: the network (before anything binds), certificate, allow-list."""
+        try:
+            await self.network.apply(cfg.network)
+        except NetworkError as exc:
+            raise ApplyError({"network": str(exc)}) from exc
         addresses = [cfg.bind] if cfg.bind not in ("0.0.0.0", "::") else []
         try:
             self.ctx.certs.use(cfg.tls.certificate_pem, cfg.tls.key_pem, cfg.proxy.fqdn, addresses)
@@ -193,6 +199,7 @@ class Supervisor:
             "last_error": self.last_error,
             "certificate": (self.ctx.certs.current.fingerprint if self.ctx.certs.current else None),
             "access_refused": dict(self.ctx.access.refused),
+            "network": self.network.last_result,
             "services": services,
         }
 

@@ -1,0 +1,70 @@
+"""The manager UI in a real browser (Debian chromium driven by Playwright), against a served manager."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import require_peer
+
+pytestmark = [pytest.mark.peer, pytest.mark.usefixtures("db")]
+
+
+def test_admin_creates_instance_and_proxy_switches_sip_and_gets_a_registration(manager_url: str,
+                                                                                 tmp_path: Path) -> None:
+    chromium = require_peer("chromium")
+    from django.contrib.auth import get_user_model
+    from playwright.sync_api import sync_playwright
+
+    User = get_user_model()  # noqa: N806
+    User.objects.filter(username="ui-admin").delete()
+    User.objects.create_superuser("ui-admin", "a@example.invalid", "a-long-ui-password")
+    os.environ.setdefault("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path))  # never download a browser
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.goto(f"{manager_url}/accounts/login/")
+        page.fill("#id_username", "ui-admin")
+        page.fill("#id_password", "a-long-ui-password")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{manager_url}/")
+
+        page.goto(f"{manager_url}/instances/new/")
+        page.fill("#id_name", "acme")
+        page.fill("#id_web", "http://127.0.0.1:9/")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{manager_url}/instances/")
+        assert page.locator("text=acme").count() >= 1
+
+        page.goto(f"{manager_url}/proxies/new/")
+        page.fill("#id_name", "edge")
+        page.fill("#id_fqdn", "edge.example.com")
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=Create Registration")
+        page.click("text=Edit settings")
+        page.select_option("#id_sip_mode", "udp")
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=Create Registration")
+        assert page.locator("text=UDP (5060)").count() == 1
+
+        page.click("text=Create Registration")
+        url = page.locator("#registration-url").inner_text().strip()
+        assert url.startswith(f"{manager_url}/api/v1/register/")
+        page.screenshot(path=str(tmp_path / "proxy.png"), full_page=True)
+        page.goto(f"{manager_url}/")
+        assert page.locator("a", has_text="edge").count() == 1
+        assert page.locator("text=Never connected").count() >= 1
+        browser.close()
+    r = httpx.post(url, json={"hostname": "ui", "version": "t"}, timeout=30)
+    assert r.status_code == 201 and r.json()["proxy"]["name"] == "edge"  # the page showed a real, usable URL
+    import json
+
+    from manager.proxies.models import Proxy
+
+    cfg = json.loads(Proxy.objects.get(name="edge").active_revision.config_json)
+    assert cfg["services"]["sip"]["mode"] == "udp" and [i["name"] for i in cfg["instances"]] == ["acme"]

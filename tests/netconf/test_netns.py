@@ -122,3 +122,34 @@ def test_proxyd_applies_manual_network_before_binding_and_reports_it(host: str, 
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+RECEIVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.1", 9999)); s.settimeout(10)
+print("ready", flush=True)
+data, src = s.recvfrom(100)
+print(data.decode(), src[0], flush=True)
+"""
+SENDER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0)); s.sendto(sys.argv[1].encode(), ("198.51.100.1", 9999))
+"""
+
+
+def test_udp_from_each_proxy_address_leaves_through_its_own_gateway(host: str) -> None:
+    for d in (P1, P2):
+        assert netconf("apply", host, d)[0] == 0
+    gws = sh("ip", "netns", "list").split()
+    for i, addr in ((1, "10.1.0.10"), (2, "10.2.0.10")):
+        gw = next(n for n in gws if n.startswith(f"pf-gw{i}-") and n.endswith(host[-6:]))
+        sh("ip", "-n", gw, "addr", "add", f"{OUTSIDE}/32", "dev", "lo")
+        sh("ip", "-n", gw, "link", "set", "lo", "up")
+        with subprocess.Popen(["ip", "netns", "exec", gw, sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE,
+                              text=True) as rx:
+            assert rx.stdout is not None and rx.stdout.readline().strip() == "ready"
+            subprocess.run(["ip", "netns", "exec", host, sys.executable, "-c", SENDER, addr], check=True, timeout=30)
+            assert rx.stdout.readline().split() == [addr, addr]  # arrived at this proxy's own gateway
+            rx.wait(15)

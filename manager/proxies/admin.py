@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from manager.proxies.models import Application, ConfigRevision, Heartbeat, Instance, Proxy, Registration
+from manager.proxies.models import Application, ConfigRevision, Device, Heartbeat, Instance, Proxy, Registration
 
 admin.site.register(Instance)
 admin.site.register(Proxy)
@@ -8,3 +8,4 @@ admin.site.register(Application)
 admin.site.register(Registration)
 admin.site.register(ConfigRevision)
 admin.site.register(Heartbeat)
+admin.site.register(Device)

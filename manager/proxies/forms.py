@@ -1,8 +1,15 @@
 from __future__ import annotations
 
 from django import forms
+from django.db import models
 
-from manager.proxies.models import Instance, Proxy
+from manager.proxies.models import Device, Instance, Proxy
+
+def _formfield(field: models.Field, **kwargs):  # type: ignore[no-untyped-def]
+    if isinstance(field, models.URLField):
+        kwargs.setdefault("assume_scheme", "https")  # what Django 6 does; said explicitly now
+    return field.formfield(**kwargs)
+
 
 PROXY_GROUPS = [
     ("Proxy", ["name", "fqdn", "enabled", "bind"]),
@@ -25,6 +32,7 @@ class ProxyForm(forms.ModelForm):
 
     class Meta:
         model = Proxy
+        formfield_callback = _formfield
         fields = [f for _, group in PROXY_GROUPS for f in group if f != "key_pem"]
         widgets = {"certificate_pem": forms.Textarea(attrs={"rows": 3}),
                    "allow_sources": forms.Textarea(attrs={"rows": 2})}
@@ -51,6 +59,13 @@ class ProxyForm(forms.ModelForm):
 class InstanceForm(forms.ModelForm):
     class Meta:
         model = Instance
+        formfield_callback = _formfield
         fields = ["name", "web", "sip_transport", "sip_host", "sip_port", "sip_domains", "xmpp", "xmpp_domains",
                   "provisioning", "proxies"]
         widgets = {"sip_domains": forms.Textarea(attrs={"rows": 2}), "xmpp_domains": forms.Textarea(attrs={"rows": 2})}
+
+
+class DeviceForm(forms.ModelForm):
+    class Meta:
+        model = Device
+        fields = ["mac", "label"]

@@ -251,3 +251,42 @@ class Heartbeat(models.Model):
 
     class Meta:
         ordering = ["-received"]
+
+
+class Device(models.Model):
+    """A phone of an instance; its provisioning URLs are derived, never stored."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="devices")
+    mac = models.CharField("MAC address", max_length=17)
+    label = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["mac"]
+        unique_together = [("instance", "mac")]
+
+    def clean(self) -> None:
+        from services.provisioning.token import normalize_mac
+
+        norm = normalize_mac(self.mac)
+        if norm is None:
+            raise ValidationError({"mac": "12 hex digits, optionally separated by ':' or '-'"})
+        self.mac = norm
+
+    def urls(self) -> list[tuple[Proxy, str]]:
+        """(proxy, URL) for every proxy that exposes this instance and offers provisioning."""
+        from services.provisioning.token import provisioning_url, trusted_url
+
+        chosen = list(self.instance.proxies.all())
+        out = []
+        for p in Proxy.objects.exclude(provisioning_mode="off"):
+            if chosen and p not in chosen:
+                continue
+            if p.provisioning_mode == "encrypted":
+                out.append((p, provisioning_url(p.fqdn, p.provisioning_https_port, p.provisioning_key,
+                                                self.instance.name, self.mac)))
+            else:
+                out.append((p, trusted_url(p.fqdn, p.provisioning_https_port, self.instance.name, self.mac)))
+                if p.provisioning_mode == "http_and_https":
+                    out.append((p, trusted_url(p.fqdn, p.provisioning_http_port, self.instance.name, self.mac,
+                                               scheme="http")))
+        return out

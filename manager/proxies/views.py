@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from manager.proxies.forms import InstanceForm, ProxyForm
-from manager.proxies.models import Instance, Proxy, Registration
+from manager.proxies.forms import DeviceForm, InstanceForm, ProxyForm
+from manager.proxies.models import Device, Instance, Proxy, Registration
 
 
 @login_required
@@ -69,3 +72,32 @@ def instance_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         form.save()
         return redirect("instance-list")
     return render(request, "proxies/instance_form.html", {"form": form, "instance": inst})
+
+
+@login_required
+def devices(request: HttpRequest, pk: int) -> HttpResponse:
+    """An instance's phones with the provisioning URL of every proxy; add / delete; CSV export."""
+    inst = get_object_or_404(Instance, pk=pk)
+    form = DeviceForm(request.POST or None, instance=Device(instance=inst))
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        return redirect("instance-devices", pk=pk)
+    rows = [(d, d.urls()) for d in inst.devices.all()]
+    if request.GET.get("format") == "csv":
+        out = io.StringIO()
+        w = csv.writer(out)
+        w.writerow(["mac", "label", "proxy", "url"])
+        for d, urls in rows:
+            for proxy, url in urls:
+                w.writerow([d.mac, d.label, proxy.name, url])
+        resp = HttpResponse(out.getvalue(), content_type="text/csv")
+        resp["Content-Disposition"] = f'attachment; filename="{inst.name}-provisioning.csv"'
+        return resp
+    return render(request, "proxies/devices.html", {"instance": inst, "rows": rows, "form": form})
+
+
+@login_required
+@require_POST
+def device_delete(request: HttpRequest, pk: int, device: int) -> HttpResponse:
+    Device.objects.filter(pk=device, instance_id=pk).delete()
+    return redirect("instance-devices", pk=pk)

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from proxyd.admin import fetch_status
-from tests.support import free_port, free_udp_range
+from tests.support import free_port, free_udp_range, stop_process
 
 pytestmark = [
     pytest.mark.e2e,
@@ -66,13 +66,7 @@ class Manager:
         raise AssertionError(f"manager did not start:\n{self.log.read_text()}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
 
 def proxyd(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ from proxyd.admin import fetch_status
 from proxyd.agent import state as agent_state
 from proxyd.statedir import StateDir
 from tests.proxyd.agent.fake_manager import FakeManager
-from tests.support import base_config
+from tests.support import base_config, stop_process
 
 
 class ManagedProxyd:
@@ -40,13 +40,7 @@ class ManagedProxyd:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
     def status(self) -> dict[str, Any]:
         code, body = fetch_status(self.state_dir / "proxyd.sock")

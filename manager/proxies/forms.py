@@ -5,6 +5,7 @@ from django.db import models
 
 from manager.proxies.models import Device, Instance, Proxy
 
+
 def _formfield(field: models.Field, **kwargs):  # type: ignore[no-untyped-def]
     if isinstance(field, models.URLField):
         kwargs.setdefault("assume_scheme", "https")  # what Django 6 does; said explicitly now

@@ -87,3 +87,28 @@ def test_cli_prints_the_url_for_the_mode(tmp_path, backend: str) -> None:  # typ
     assert run("nosuch", "08C25A4F0321").returncode == 1
     res = run("mycompany", "zz")
     assert res.returncode == 1 and "invalid MAC" in res.stderr
+
+
+def test_guessing_gets_a_source_blocked_and_mode_off_closes_the_listeners(
+    proxyd: Callable[..., ProxydProcess], backend: str
+) -> None:
+    from services.provisioning.routes import FAIL_LIMIT
+
+    cfg = prov_config(backend, "https")
+    p = proxyd(cfg)
+    base = f"https://127.0.0.1:{cfg['services']['provisioning']['https_port']}"
+    with httpx.Client(verify=False, timeout=20) as c:
+        codes = [c.get(f"{base}/p/guess{i}/08C25A4F0321").status_code for i in range(FAIL_LIMIT)]
+        assert codes == [404] * FAIL_LIMIT
+        assert c.get(f"{base}/p/mycompany/08C25A4F0321").status_code == 429  # even a right guess now
+    st = p.status()["services"]["provisioning"]
+    assert st["counters"]["source_blocks"] == 1 and st["gauges"]["blocked_sources"] == 1
+    off = {**cfg["services"]["provisioning"], "mode": "off"}
+    p.reload({**cfg, "revision": 2, "services": {**cfg["services"], "provisioning": off}})
+    assert p.status()["services"]["provisioning"]["state"] == "stopped"
+    with httpx.Client(verify=False, timeout=5) as c:
+        try:
+            c.get(f"{base}/p/mycompany/08C25A4F0321")
+            raise AssertionError("mode off must close the listener")
+        except httpx.HTTPError:
+            pass

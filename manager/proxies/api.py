@@ -87,27 +87,51 @@ def _active(proxy_id: int) -> ConfigRevision | None:
     return ConfigRevision.objects.filter(proxy_id=proxy_id).order_by("-number").first()
 
 
+_watcher: asyncio.Task[None] | None = None
+
+
+def _revisions_after(pk: int) -> list[tuple[int, int, int]]:
+    return list(ConfigRevision.objects.filter(pk__gt=pk).values_list("pk", "proxy_id", "number"))
+
+
+async def _watch_revisions() -> None:
+    """One query per DB_RECHECK for the whole process (not one per waiting proxy): revisions
+    published by another process (admin CLI, a second worker) wake the right long-polls."""
+    last_pk = 0
+    while True:
+        rows = await sync_to_async(_revisions_after, thread_sensitive=False)(last_pk)
+        for pk, proxy_id, number in rows:
+            notify.changed(proxy_id, number)
+            last_pk = max(last_pk, pk)
+        await asyncio.sleep(notify.DB_RECHECK)
+
+
+def _ensure_watcher() -> None:
+    global _watcher
+    if _watcher is None or _watcher.done():
+        _watcher = asyncio.get_running_loop().create_task(_watch_revisions())
+
+
 @csrf_exempt
 @require_GET
 async def config(request: HttpRequest) -> HttpResponse:
     """The active ProxyConfig with ETag; `?wait=S` holds the request until a newer one exists."""
-    proxy = await sync_to_async(authenticate)(request)
+    proxy = await sync_to_async(authenticate, thread_sensitive=False)(request)
     if proxy is None:
         return unauthorized()
     try:
         wait = min(max(float(request.GET.get("wait", "0")), 0.0), MAX_WAIT)
     except ValueError:
         return JsonResponse({"detail": "wait: expected seconds"}, status=400)
+    _ensure_watcher()
     etag = request.headers.get("If-None-Match", "").strip().strip('"')
     deadline = time.monotonic() + wait
-    rev = await sync_to_async(_active)(proxy.pk)
-    next_db_check = time.monotonic() + notify.DB_RECHECK
+    rev = await sync_to_async(_active, thread_sensitive=False)(proxy.pk)
     while rev is not None and str(rev.number) == etag and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
         known = notify.known(proxy.pk)
-        if (known is not None and known > rev.number) or time.monotonic() >= next_db_check:
-            rev = await sync_to_async(_active)(proxy.pk)
-            next_db_check = time.monotonic() + notify.DB_RECHECK
+        if known is not None and known > rev.number:
+            rev = await sync_to_async(_active, thread_sensitive=False)(proxy.pk)
     if rev is None:
         return JsonResponse({"detail": "no configuration yet"}, status=404)
     if str(rev.number) == etag:

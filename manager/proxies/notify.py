@@ -11,7 +11,7 @@ import time
 
 _lock = threading.Lock()
 _latest: dict[int, int] = {}
-DB_RECHECK = 1.0  # picks up revisions published by another process (admin CLI, a second worker)
+DB_RECHECK = 1.0  # one query per second per process picks up revisions made elsewhere
 
 
 def changed(proxy_id: int, revision: int) -> None:

@@ -147,6 +147,7 @@ class HeartbeatIn(serializers.Serializer):
     version = serializers.CharField(required=False, allow_blank=True, max_length=50)
     uptime = serializers.FloatField(required=False)
     services = serializers.DictField(required=False)
+    network = serializers.DictField(required=False, allow_null=True)
     last_error = serializers.CharField(required=False, allow_null=True, allow_blank=True)
 
 
@@ -161,10 +162,13 @@ def heartbeat(request: Request) -> Response:
     if not data.is_valid():
         return Response(data.errors, status=400)
     d = data.validated_data
+    services = dict(d.get("services", {}))
+    if d.get("network"):
+        services["network"] = d["network"]  # the proxy's netconf result, kept with its services
     Heartbeat.objects.create(
         proxy=proxy, source=request.META.get("REMOTE_ADDR"), applied_revision=d.get("applied_revision"),
         version=d.get("version", ""), uptime=d.get("uptime", 0), last_error=d.get("last_error") or "",
-        services=json.loads(json.dumps(d.get("services", {}))), interval=HEARTBEAT_INTERVAL,
+        services=json.loads(json.dumps(services)), interval=HEARTBEAT_INTERVAL,
     )
     old = proxy.heartbeats.order_by("-received").values_list("pk", flat=True)[HEARTBEAT_HISTORY:]
     Heartbeat.objects.filter(pk__in=list(old)).delete()

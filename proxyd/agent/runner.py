@@ -189,6 +189,7 @@ class Agent:
             "version": __version__,
             "uptime": round(time.time() - self.daemon.started_at, 1),
             "services": st["services"],
+            "network": st.get("network"),
             "last_error": self.last_error or st.get("last_error"),
         }
 

@@ -88,10 +88,12 @@ def test_config_etag_long_poll_heartbeat_and_isolation(manager_url: str) -> None
     assert 0.9 < waited < 25  # held until the change, then answered (not at the end of the wait)
 
     hb = httpx.post(f"{manager_url}/api/v1/proxy/heartbeat", headers=h,
-                    json={"applied_revision": r.json()["revision"], "version": "t", "uptime": 1.0, "services": {}})
+                    json={"applied_revision": r.json()["revision"], "version": "t", "uptime": 1.0, "services": {},
+                          "network": {"mode": "manual", "interface": "eth1"}})
     assert hb.status_code == 200, hb.text
     assert hb.json()["active_revision"] == r.json()["revision"]
     assert p.status() == ("Online", "")
+    assert p.heartbeats.first().services["network"]["interface"] == "eth1"
     httpx.post(f"{manager_url}/api/v1/proxy/heartbeat", headers=h, json={"applied_revision": 1, "last_error": "boom"})
     assert p.status() == ("Degraded", "boom")
     assert p.heartbeats.first().source == "127.0.0.1"

@@ -49,7 +49,7 @@ def render(st: dict) -> str:
     if st.get("last_error"):
         lines.append(f"last error: {st['last_error']}")
     for name, svc in st.get("services", {}).items():
-        listeners = ", ".join(svc.get("listeners", [])) or "-"
+        listeners = ", ".join(str(x) for x in svc.get("listeners", [])) or "-"
         lines.append(f"  {name:<13} {svc.get('state'):<8} {listeners}")
         for group in ("counters", "gauges"):
             items = svc.get(group) or {}

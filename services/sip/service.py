@@ -262,11 +262,11 @@ class SipService(Service):
                 self._release(self.relay.expire(time.monotonic()))
 
     def stats(self) -> dict[str, Any]:
-        listeners: list[dict[str, Any]] = []
+        listeners: list[str] = []
         v = self.view_
-        if v is not None:
-            listeners.append({"proto": "udp" if v.mode == "udp" else "tls", "address": v.bind,
-                              "port": v.udp_port if v.mode == "udp" else v.tls_port})
+        if v is not None:  # same shape as every service: "<proto>://<address>:<port>"
+            port = v.udp_port if v.mode == "udp" else v.tls_port
+            listeners.append(f"{'udp' if v.mode == 'udp' else 'tls'}://{v.bind}:{port}")
         counters: dict[str, int] = dict(self.counters_extra)
         gauges: dict[str, int] = {"connections": len(self.conns)}
         if self.relay is not None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -73,7 +75,11 @@ def test_invite_200_rewrites_sdp_and_rtp_flows(proxyd: Callable[..., ProxydProce
     assert got == b"\x80\x00" + b"p" * 170 and src[1] == relay_for_pbx
     pbx_rtp.sendto(b"\x80\x00" + b"b" * 170, ("127.0.0.1", relay_for_pbx))
     assert phone_rtp.recvfrom(2048)[0] == b"\x80\x00" + b"b" * 170
-    media = p.status()["services"]["media"]
-    assert media["gauges"]["active_streams"] == 1
+    status = p.status()["services"]
+    assert status["media"]["gauges"]["active_streams"] == 1
+    assert status["sip"]["listeners"] == [f"udp://127.0.0.1:{sip_port}"]
+    shown = subprocess.run([sys.executable, "-m", "proxyd", "status", "--state-dir", str(p.state_dir)],
+                           capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and f"udp://127.0.0.1:{sip_port}" in shown.stdout, shown.stderr
     for s in (pbx, phone, phone_rtp, pbx_rtp):
         s.close()

@@ -1,14 +1,16 @@
 """HTTP router: wrk against pforte and against nginx as the same reverse proxy, plain and TLS.
 
-One backend (nginx answering a small static body) serves both proxies. Each proxy is pinned to
-core 0 with taskset, wrk runs on core 1; 10 s per run, keep-alive, 50 connections. Prints req/s,
-p99 and the ratio pforte/nginx, and how many backend connections pforte opened. Figures on a
-shared 2-core machine are noisy: compare ratios measured in the same run.
+One backend (its own nginx process answering a small static body, on core 1 with wrk) serves
+every proxy. Each proxy under test runs alone on core 0 (taskset); 10 s per run, keep-alive,
+50 connections. Prints req/s, p99 and the ratio pforte/nginx (and pforte/HAProxy when installed),
+and how many backend connections pforte opened. Figures on a shared 2-core machine are noisy:
+compare ratios measured in the same run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,15 +27,51 @@ from tests.support import ProxydProcess, base_config, free_port  # noqa: E402
 DURATION, CONNS, THREADS = 10, 50, 2
 
 
+def backend_conf(d: Path, backend_port: int) -> Path:
+    conf = d / "backend.conf"
+    conf.write_text(f"""
+worker_processes 1; daemon off; pid {d}/backend.pid; error_log {d}/backend.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{backend_port}; location / {{ return 200 "hello from the backend\\n"; }} }}
+}}
+""")
+    return conf
+
+
+def haproxy_conf(d: Path, backend_port: int, plain: int, tls: int, pem: Path) -> Path:
+    conf = d / "haproxy.cfg"
+    conf.write_text(f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{plain}
+  bind 127.0.0.1:{tls} ssl crt {pem}
+  option forwardfor
+  use_backend be if {{ path_beg /bench/ }}
+backend be
+  http-request replace-path /bench/(.*) /\\1
+  server s1 127.0.0.1:{backend_port}
+""")
+    return conf
+
+
 def nginx_conf(d: Path, backend_port: int, plain: int, tls: int, cert: Path, key: Path) -> Path:
     conf = d / "nginx.conf"
     conf.write_text(f"""
 worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off;
+  access_log off; keepalive_requests 1000000;
   upstream be {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{backend_port}; location / {{ return 200 "hello from the backend\\n"; }} }}
   server {{
     listen 127.0.0.1:{plain}; listen 127.0.0.1:{tls} ssl;
     ssl_certificate {cert}; ssl_certificate_key {key};
@@ -43,6 +81,30 @@ http {{
 }}
 """)
     return conf
+
+
+def tree(pid: int) -> list[int]:
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            out += tree(int(child))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (nginx's workers), in seconds."""
+    total = 0
+    for p in tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, url: str) -> tuple[float, float, float]:
+    """-> (req/s, p99 ms, CPU share of the proxy during the run)."""
+    before, t0 = cpu_seconds(pid), time.monotonic()
+    rps, p99 = wrk(url)
+    return rps, p99, (cpu_seconds(pid) - before) / (time.monotonic() - t0)
 
 
 def wrk(url: str) -> tuple[float, float]:
@@ -55,12 +117,18 @@ def wrk(url: str) -> tuple[float, float]:
     return rps, p99
 
 
+def pin(pid: int, core: int) -> None:
+    subprocess.run(["taskset", "-a", "-pc", str(core), str(pid)], capture_output=True, check=False)
+
+
 def main() -> None:
     for tool in ("nginx", "wrk", "taskset"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
             print(f"skipped: {tool} not installed")
             return
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    haproxy = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+    procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         from proxyd.tls import make_self_signed
@@ -68,9 +136,18 @@ def main() -> None:
         cert, key = make_self_signed("localhost", ["127.0.0.1"])
         (d / "c.pem").write_text(cert)
         (d / "k.pem").write_text(key)
-        be, n_plain, n_tls = free_port(), free_port(), free_port()
-        ng = subprocess.Popen(["taskset", "-c", "0", nginx, "-c", str(nginx_conf(d, be, n_plain, n_tls, d / "c.pem",
-                                                                                  d / "k.pem"))])
+        (d / "both.pem").write_text(cert + key)
+        be = free_port()
+        procs.append(subprocess.Popen(["taskset", "-c", "1", nginx, "-c", str(backend_conf(d, be))]))
+        ports = {name: (free_port(), free_port()) for name in ("nginx", "haproxy")}
+        pids: dict[str, int] = {}
+        procs.append(subprocess.Popen(["taskset", "-c", "0", nginx, "-c", str(
+            nginx_conf(d, be, *ports["nginx"], d / "c.pem", d / "k.pem"))]))
+        pids["nginx"] = procs[-1].pid
+        if haproxy:
+            procs.append(subprocess.Popen(["taskset", "-c", "0", haproxy, "-f", str(
+                haproxy_conf(d, be, *ports["haproxy"], d / "both.pem"))], stdout=subprocess.DEVNULL))
+            pids["haproxy"] = procs[-1].pid
         p_tls, p_plain = free_port(), free_port()
         cfg = base_config(
             instances=[{"name": "bench", "web": f"http://127.0.0.1:{be}"}],
@@ -83,27 +160,40 @@ def main() -> None:
         px = ProxydProcess(work, cfg, ("--log-level", "WARNING"))
         px.start()
         assert px.proc is not None
-        subprocess.run(["taskset", "-pc", "0", str(px.proc.pid)], capture_output=True, check=False)
+        pin(px.proc.pid, 0)
         time.sleep(1)
         rows = []
         try:
-            for name, pf_url, ng_url in [
-                ("plain", f"http://127.0.0.1:{p_plain}/bench/x", f"http://127.0.0.1:{n_plain}/bench/x"),
-                ("tls", f"https://127.0.0.1:{p_tls}/bench/x", f"https://127.0.0.1:{n_tls}/bench/x"),
-            ]:
-                pf, ngx = wrk(pf_url), wrk(ng_url)
-                rows.append((name, pf, ngx))
+            for mode, pf_url in (("plain", f"http://127.0.0.1:{p_plain}/bench/x"),
+                                 ("tls", f"https://127.0.0.1:{p_tls}/bench/x")):
+                i = 0 if mode == "plain" else 1
+                scheme = "http" if mode == "plain" else "https"
+                row = {"mode": mode, "pforte": measured(px.proc.pid, pf_url)}
+                for name, pid in pids.items():
+                    row[name] = measured(pid, f"{scheme}://127.0.0.1:{ports[name][i]}/bench/x")
+                rows.append(row)
             connects = px.status()["services"]["http"]["counters"].get("backend_connects")
         finally:
             px.stop()
-            ng.terminate()
-            ng.wait(10)
-    print(f"{'mode':<6} {'pforte req/s':>13} {'p99 ms':>8} {'nginx req/s':>12} {'p99 ms':>8} {'ratio':>6}")
-    for name, (prps, pp99), (nrps, np99) in rows:
-        print(f"{name:<6} {prps:>13.0f} {pp99:>8.2f} {nrps:>12.0f} {np99:>8.2f} {prps / nrps:>6.2f}")
-    print(f"pforte backend connects during the run: {connects} (pool keeps them; {CONNS} client connections)")
-    print(json.dumps({"http": [{"mode": n, "pforte_rps": p[0], "nginx_rps": g[0], "ratio": p[0] / g[0]}
-                               for n, p, g in rows]}))
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(10)
+    print(f"{'mode':<6} {'proxy':<8} {'req/s':>9} {'p99 ms':>8} {'CPU':>5} {'req/core-s':>11} {'pforte/x':>9}"
+          f" {'per core':>9}")
+    for row in rows:
+        pf, _, pf_cpu = row["pforte"]
+        for name in ("pforte", "nginx", "haproxy"):
+            if name in row:
+                rps, p99, cpu = row[name]
+                print(f"{row['mode']:<6} {name:<8} {rps:>9.0f} {p99:>8.2f} {cpu:>5.0%} {rps / cpu:>11.0f} "
+                      f"{pf / rps:>9.2f} {(pf / pf_cpu) / (rps / cpu):>9.2f}")
+    print(f"pforte backend connects during the run: {connects} ({CONNS} client connections)")
+    print(json.dumps({"http": [{"mode": r["mode"], "pforte_rps": r["pforte"][0], "nginx_rps": r["nginx"][0],
+                                "pforte_cpu": r["pforte"][2], "nginx_cpu": r["nginx"][2],
+                                "ratio_nginx": r["pforte"][0] / r["nginx"][0],
+                                "ratio_haproxy": r["pforte"][0] / r["haproxy"][0] if "haproxy" in r else None}
+                               for r in rows]}))
 
 
 if __name__ == "__main__":

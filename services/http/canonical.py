@@ -10,6 +10,7 @@ not valid shortest-form UTF-8.
 
 from __future__ import annotations
 
+import re
 import string
 
 MAX_TARGET = 8192  # longer request lines are answered 414 before we get here
@@ -22,8 +23,10 @@ class BadPath(ValueError):
 _UNRESERVED = frozenset((string.ascii_letters + string.digits + "-._~").encode())
 # RFC 3986 pchar minus ";" (path parameters are refused) plus "/" as separator
 _RAW_OK = _UNRESERVED | frozenset(b"!$&'()*+,=:@/")
-_QUERY_OK = _RAW_OK | frozenset(b";?%") | frozenset(b"[]|^`{}\"<>")  # lenient, but no controls/space
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
+# Most paths have no escapes, dots after a slash or empty segments: one match proves them canonical.
+_PLAIN = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,=:@/]*")
+_QUERY_BAD = re.compile(rb"[\x00-\x20\x7f#]")
 
 
 def split_target(target: bytes) -> tuple[str, str]:
@@ -31,7 +34,7 @@ def split_target(target: bytes) -> tuple[str, str]:
     if not target.startswith(b"/"):
         raise BadPath("not an origin-form target")  # absolute-form, authority-form, '*'
     path, q, query = target.partition(b"?")
-    if q and any(c < 0x21 or c == 0x7F or c == 0x23 for c in query):
+    if q and _QUERY_BAD.search(query):
         raise BadPath("control, space or '#' in query")
     return canonical_path(path), ("?" + query.decode("latin-1")) if q else ""
 
@@ -39,6 +42,8 @@ def split_target(target: bytes) -> tuple[str, str]:
 def canonical_path(path: bytes) -> str:
     if not path.startswith(b"/"):
         raise BadPath("path must start with /")
+    if _PLAIN.fullmatch(path) and b"//" not in path and b"/." not in path:
+        return path.decode("ascii")
     i, n = 0, len(path)
     decoded = bytearray()
     while i < n:

@@ -20,6 +20,13 @@ MAX_CHUNK_LINE = 1024
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS_LINE = re.compile(rb"^HTTP/1\.([01]) ([1-5][0-9][0-9])(?: (.*))?$")
+# A head is handled as its raw header block (each field with its CRLF): one match validates it all,
+# one findall picks the few fields framing depends on, and the proxy edits the block with one
+# substitution. Only a refused block is taken apart line by line, to say exactly what is wrong.
+_FIELD_RE = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*[^\x00-\x08\x0a-\x1f\x7f]*\r\n"
+_BLOCK_OK = re.compile(rb"(?:" + _FIELD_RE + rb")*")
+_FIELDS = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n")
+_FRAMING = re.compile(rb"(?im)^(content-length|transfer-encoding|connection|host|upgrade):[ \t]*([^\r\n]*?)[ \t]*\r$")
 METHODS_REFUSED = frozenset({b"CONNECT", b"TRACE"})
 
 
@@ -32,20 +39,26 @@ class HttpError(Exception):
 
 @dataclass(slots=True)
 class Head:
-    """A parsed head. `headers` keeps order and original case: (name, value) as bytes."""
+    """A parsed head. `block` holds the header fields as received, each line ending in CRLF."""
 
     method: bytes
     target: bytes
     version: bytes
-    headers: list[tuple[bytes, bytes]]
+    block: bytes
     status: int = 0
     content_length: int | None = None
     chunked: bool = False
     keep_alive: bool = True
     upgrade: bytes | None = None
+    host: bytes | None = None
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """(name, value) pairs in order and original case."""
+        return _FIELDS.findall(self.block)
 
     def get(self, name: bytes) -> bytes | None:
-        for k, v in self.headers:
+        for k, v in _FIELDS.findall(self.block):
             if k.lower() == name:
                 return v
         return None
@@ -57,35 +70,44 @@ def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
     return -1 if i < 0 else i + 4
 
 
-def _split_lines(head: bytes) -> list[bytes]:
-    body = head[:-4] if head.endswith(b"\r\n\r\n") else head
-    if b"\n" in body.replace(b"\r\n", b""):
+def _refuse_block(block: bytes) -> None:
+    """The slow path: says exactly what is wrong with a header block the fast match refused."""
+    if block.count(b"\n") != block.count(b"\r\n") or block.count(b"\r") != block.count(b"\r\n"):
         raise HttpError(400, "bare LF or CR in head")
-    if b"\r" in body.replace(b"\r\n", b""):
-        raise HttpError(400, "bare CR in head")
-    return body.split(b"\r\n")
-
-
-def _fields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
-    if len(lines) > MAX_HEADERS:
-        raise HttpError(431, "too many header fields")
-    out = []
-    for line in lines:
+    for line in block[:-2].split(b"\r\n"):
         if line[:1] in (b" ", b"\t"):
             raise HttpError(400, "obsolete line folding")
         name, colon, value = line.partition(b":")
         if not colon or not _TOKEN.match(name):
             raise HttpError(400, "malformed header field")
-        value = value.strip(b" \t")
-        if _VALUE_BAD.search(value):
+        if _VALUE_BAD.search(value.strip(b" \t")):
             raise HttpError(400, "control character in header value")
-        out.append((name, value))
-    return out
+    raise HttpError(400, "malformed header block")
 
 
 def _framing(h: Head, *, request: bool) -> None:
-    te = [v for k, v in h.headers if k.lower() == b"transfer-encoding"]
-    cl = [v for k, v in h.headers if k.lower() == b"content-length"]
+    block = h.block
+    if _BLOCK_OK.fullmatch(block) is None:
+        _refuse_block(block)
+    if block.count(b"\r\n") > MAX_HEADERS:
+        raise HttpError(431, "too many header fields")
+    te: list[bytes] = []
+    cl: list[bytes] = []
+    conn: list[bytes] = []
+    hosts = 0
+    for name, value in _FRAMING.findall(block):
+        lk = name.lower()
+        if lk == b"host":
+            hosts += 1
+            h.host = value
+        elif lk == b"content-length":
+            cl.append(value)
+        elif lk == b"transfer-encoding":
+            te.append(value)
+        elif lk == b"connection":
+            conn.append(value)
+    if request and (hosts > 1 or (h.version == b"HTTP/1.1" and not hosts)):
+        raise HttpError(400, "exactly one Host header is required")
     if te:
         if cl:
             raise HttpError(400, "both Content-Length and Transfer-Encoding")
@@ -96,50 +118,61 @@ def _framing(h: Head, *, request: bool) -> None:
         if len(cl) != 1 or not cl[0].isdigit() or len(cl[0]) > 15:
             raise HttpError(400 if request else 502, "malformed or repeated Content-Length")
         h.content_length = int(cl[0])
-    conn = b",".join(v for k, v in h.headers if k.lower() == b"connection").lower()
-    tokens = {t.strip() for t in conn.split(b",")}
-    if h.version == b"HTTP/1.0":
-        h.keep_alive = b"keep-alive" in tokens
+    if conn:
+        tokens = {t.strip() for t in b",".join(conn).lower().split(b",")}
+        h.keep_alive = (b"keep-alive" in tokens) if h.version == b"HTTP/1.0" else (b"close" not in tokens)
+        if b"upgrade" in tokens:
+            h.upgrade = h.get(b"upgrade")
     else:
-        h.keep_alive = b"close" not in tokens
-    if b"upgrade" in tokens:
-        h.upgrade = h.get(b"upgrade")
+        h.keep_alive = h.version != b"HTTP/1.0"
+
+
+def _split_head(head: bytes) -> tuple[bytes, bytes]:
+    """-> (start line, header block with each line's CRLF); `head` ends with the empty line."""
+    i = head.find(b"\r\n")
+    if i < 0 or not head.endswith(b"\r\n\r\n"):
+        raise HttpError(400, "incomplete head")
+    line = head[:i]
+    if b"\n" in line or b"\r" in line:
+        raise HttpError(400, "bare LF or CR in head")
+    return line, head[i + 2 : -2]
 
 
 def parse_request_head(head: bytes) -> Head:
-    lines = _split_lines(head)
-    line = lines[0]
+    if len(head) > MAX_HEAD:
+        first = head.find(b"\r\n")
+        raise HttpError(414, "request line too long") if first > MAX_REQUEST_LINE else HttpError(
+            431, "request head too large")
+    line, block = _split_head(head)
     if len(line) > MAX_REQUEST_LINE:
         raise HttpError(414, "request line too long")
-    if len(head) > MAX_HEAD:
-        raise HttpError(431, "request head too large")
     parts = line.split(b" ")
     if len(parts) != 3:
         raise HttpError(400, "malformed request line")
     method, target, version = parts
     if not _TOKEN.match(method):
         raise HttpError(400, "malformed method")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+    if version != b"HTTP/1.1" and version != b"HTTP/1.0":
         raise HttpError(505, "HTTP version not supported")
     if method in METHODS_REFUSED:
         raise HttpError(405, f"{method.decode()} is not allowed")
     if method == b"OPTIONS" and target == b"*":
         raise HttpError(400, "OPTIONS * is not allowed")
-    h = Head(method, target, version, _fields(lines[1:]))
-    hosts = [v for k, v in h.headers if k.lower() == b"host"]
-    if len(hosts) > 1 or (version == b"HTTP/1.1" and not hosts):
-        raise HttpError(400, "exactly one Host header is required")
+    h = Head(method, target, version, block)
     _framing(h, request=True)
     return h
 
 
 def parse_response_head(head: bytes, request_method: bytes) -> Head:
-    lines = _split_lines(head)
-    m = _STATUS_LINE.match(lines[0])
-    if not m:
-        raise HttpError(502, "malformed status line from upstream")
-    h = Head(b"", b"", b"HTTP/1." + m.group(1), _fields(lines[1:]), status=int(m.group(2)))
-    _framing(h, request=False)
+    try:
+        line, block = _split_head(head)
+        m = _STATUS_LINE.match(line)
+        if not m:
+            raise HttpError(502, "malformed status line from upstream")
+        h = Head(b"", b"", b"HTTP/1." + m.group(1), block, status=int(m.group(2)))
+        _framing(h, request=False)
+    except HttpError as exc:
+        raise HttpError(502, f"upstream: {exc.reason}") from None
     if request_method == b"HEAD" or h.status in (204, 304) or 100 <= h.status < 200:
         h.content_length, h.chunked = 0, False
     return h
@@ -202,3 +235,53 @@ class ChunkedDecoder:
     @property
     def leftover(self) -> bytes:
         return bytes(self.buf)
+
+
+class ChunkScanner:
+    """Finds where a chunked body ends without copying its data, validating the framing on the way.
+
+    Used on responses, which are passed through as they came: `feed(data)` returns how many bytes of
+    `data` belong to the body; once `done`, the rest belongs to whatever follows.
+    """
+
+    __slots__ = ("state", "remaining", "line", "done")
+
+    def __init__(self) -> None:
+        self.state = 0  # 0 size line, 1 chunk data, 2 CRLF after data, 3 trailer lines
+        self.remaining = 0
+        self.line = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> int:
+        i, n = 0, len(data)
+        while i < n and not self.done:
+            if self.state == 1:
+                take = min(self.remaining, n - i)
+                i += take
+                self.remaining -= take
+                if not self.remaining:
+                    self.state = 2
+                continue
+            j = data.find(b"\n", i)
+            if j < 0:
+                self.line += data[i:]
+                if len(self.line) > MAX_CHUNK_LINE and self.state != 3 or len(self.line) > MAX_HEAD:
+                    raise HttpError(502, "chunk line too long")
+                return n
+            line, self.line = self.line + data[i:j + 1], b""
+            i = j + 1
+            if not line.endswith(b"\r\n"):
+                raise HttpError(502, "bare LF in chunked framing")
+            if self.state == 0:
+                size = line[:-2].split(b";", 1)[0].strip(b" \t")
+                if not size or len(size) > 15 or size.strip(b"0123456789abcdefABCDEF"):
+                    raise HttpError(502, "malformed chunk size")
+                self.remaining = int(size, 16)
+                self.state = 1 if self.remaining else 3
+            elif self.state == 2:
+                if line != b"\r\n":
+                    raise HttpError(502, "chunk not followed by CRLF")
+                self.state = 0
+            elif line == b"\r\n":
+                self.done = True
+        return i

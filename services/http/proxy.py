@@ -1,56 +1,77 @@
-"""One client connection: read a request head, route it, stream it upstream, stream the answer back.
+"""One client connection as an asyncio Protocol: read a request head, route it, stream it upstream,
+stream the answer back.
 
-Bodies are streamed in both directions with backpressure (`drain()`), never buffered whole.
-Every refusal is answered with its status and logged once; nothing unrouted reaches a backend.
+Bytes go straight from one transport to the other (no streams, no per-request task); bodies are
+never buffered whole: a full write buffer on one side pauses reading on the other. Response heads
+are re-emitted without hop-by-hop fields; response bodies pass through as they came, only their
+framing is followed to know where they end. Every refusal is answered with its status and logged
+once; nothing unrouted reaches a backend. Timeouts are deadlines checked by one sweeper per
+service (`sweep()`), not a timer per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import re
 import ssl
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.http.canonical import BadPath, split_target
-from services.http.http1 import MAX_HEAD, ChunkedDecoder, Head, HttpError, parse_request_head, parse_response_head
+from services.http.http1 import (
+    MAX_HEAD,
+    ChunkedDecoder,
+    ChunkScanner,
+    Head,
+    HttpError,
+    parse_request_head,
+    parse_response_head,
+)
 from services.http.routes import Forward, Redirect, Refuse, Router, scope_cookie
-from services.http.upstream import Conn, Pools
+from services.http.upstream import Pools, UpstreamConnection
 
 log = logging.getLogger("services.http")
 
-HEADER_TIMEOUT = 10.0  # slowloris: a head must arrive within 10 s of the first byte / connect
-IDLE_TIMEOUT = 60.0  # keep-alive connections idle longer than this are closed
+HEADER_TIMEOUT = 10.0  # slowloris: a head must arrive within 10 s of its first byte / of connect
+IDLE_TIMEOUT = 60.0  # keep-alive connections idle longer than this are closed; also body inactivity
 UPSTREAM_TIMEOUT = 60.0  # a backend must start answering within 60 s (504 otherwise)
 MAX_BODY = 4 * 2**30  # 4 GiB request bodies at most (413 above)
-READ_SIZE = 65536
+MAX_PENDING = 256 * 1024  # request bytes held while the backend connection is being opened
+SMALL_WRITE = 16384  # below this, a head and the body bytes behind it go out in one write
 
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-    b"upgrade", b"proxy-authorization", b"proxy-authenticate",
-})
+HOP_BY_HOP = (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+              b"upgrade", b"proxy-authorization", b"proxy-authenticate")
 # Clients must not be able to claim another origin: these are replaced, never passed on.
-UNTRUSTED = frozenset({
-    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix",
-    b"x-forwarded-port", b"forwarded", b"x-real-ip",
-})
+UNTRUSTED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix",
+             b"x-forwarded-port", b"forwarded", b"x-real-ip")
+
+
+def _lines_named(names: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """Matches whole header lines (with their CRLF) of these names in a header block."""
+    return re.compile(rb"(?im)^(?:" + b"|".join(re.escape(n) for n in names) + rb"):[^\n]*\n")
+
+
+DROP_FROM_REQUEST = _lines_named(HOP_BY_HOP + UNTRUSTED + (b"content-length",))
+DROP_FROM_RESPONSE = _lines_named(HOP_BY_HOP)
+HOST_LINE = _lines_named((b"host",))
+SET_COOKIE = re.compile(rb"(?im)^(set-cookie:[ \t]*)([^\r\n]*?)([ \t]*\r\n)")
 REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
            413: "Content Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
            501: "Not Implemented", 502: "Bad Gateway", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
            301: "Moved Permanently", 302: "Found"}
+RESPONSE_KEYS = tuple(f"responses_{n}xx" for n in range(10))
+
+# Connection states
+IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED = range(6)
+# Response states
+R_NONE, R_HEAD, R_LENGTH, R_CHUNKED, R_UNTIL_CLOSE = range(5)
 
 
 @dataclass
 class Stats:
     counters: Counter[str] = field(default_factory=Counter)
-    active: int = 0
-
-
-class ClientGone(Exception):
-    pass
 
 
 def simple_response(status: int, body: bytes = b"", extra: bytes = b"", close: bool = False) -> bytes:
@@ -62,278 +83,516 @@ def simple_response(status: int, body: bytes = b"", extra: bytes = b"", close: b
             f"Content-Length: {len(body)}\r\n".encode() + extra + conn + b"\r\n" + body)
 
 
-class Connection:
+class Listener:
+    """What every connection accepted on one listening socket shares."""
+
+    def __init__(self, table: Callable[[], Router], pools: Pools, stats: Stats, tls: bool,
+                 allowed: Callable[[str], bool], conns: set[ClientConnection]):
+        self.table, self.pools, self.stats, self.allowed, self.conns = table, pools, stats, allowed, conns
+        self.proto = b"https" if tls else b"http"
+        self.loop = asyncio.get_running_loop()
+        self.draining = False
+
+
+class ClientConnection(asyncio.Protocol):
     """Serves requests on one accepted client connection until it closes or times out."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 table: Callable[[], Router], pools: Pools, stats: Stats, tls: bool):
-        self.r, self.w = reader, writer
-        self.table, self.pools, self.stats = table, pools, stats
-        self.proto = b"https" if tls else b"http"
-        peer = writer.get_extra_info("peername") or ("", 0)
-        self.client_ip = str(peer[0])
+    def __init__(self, listener: Listener) -> None:
+        self.shared = listener
+        self.t: asyncio.Transport = None  # type: ignore[assignment]
+        self.client_ip = ""
         self.buf = bytearray()
-        self.busy = False  # inside a request: draining waits for it
+        self.state = IDLE
+        self.deadline = 0.0
+        self.paused: set[str] = set()
+        self.up: UpstreamConnection | None = None
+        self.pending: list[bytes] | None = None  # request bytes waiting for a backend connection
+        self.req: Head | None = None
+        self.fwd: Forward | None = None
+        self.keep = True
+        self.body_left = 0  # Content-Length bytes of the request body still to come
+        self.body_dec: ChunkedDecoder | None = None
+        self.retry_head: bytes | None = None  # a bodyless request can be retried on a fresh connection once
+        self.rstate = R_NONE
+        self.rbuf = b""
+        self.rleft = 0
+        self.rscan: ChunkScanner | None = None
+        self.rkeep = False
 
-    async def serve(self) -> None:
-        first = True
-        try:
-            while True:
-                head = await self._read_head(HEADER_TIMEOUT if first else IDLE_TIMEOUT, first)
-                if head is None:
-                    return
-                first = False
-                self.busy = True
-                keep = await self._one(head)
-                self.busy = False
-                if not keep:
-                    return
-        except (ConnectionError, ClientGone, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self.w.close()
+    # -- client transport events ------------------------------------------------------------------
 
-    async def _read_head(self, timeout: float, first: bool) -> bytes | None:
-        deadline = time.monotonic() + timeout
-        started = bool(self.buf)
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end >= 0:
-                head = bytes(self.buf[: end + 4])
-                del self.buf[: end + 4]
-                return head
-            if len(self.buf) > MAX_HEAD:
-                line_end = self.buf.find(b"\r\n")
-                status = 414 if line_end < 0 or line_end > 8192 else 431
-                await self._refuse(status, "request head too large")
-                return None
-            remaining = deadline - time.monotonic()
-            try:
-                chunk = await asyncio.wait_for(self.r.read(READ_SIZE), max(remaining, 0))
-            except TimeoutError:
-                if started or first and self.buf:
-                    await self._refuse(408, "request head not received in time")
-                return None
-            if not chunk:
-                return None
-            if not started:  # the head deadline runs from its first byte on keep-alive connections
-                started = True
-                deadline = time.monotonic() + HEADER_TIMEOUT
-            self.buf += chunk
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("",)
+        self.client_ip = str(peer[0])
+        if not self.shared.allowed(self.client_ip):
+            self.state = CLOSED
+            self.t.abort()
+            return
+        self.shared.conns.add(self)
+        self.deadline = self.shared.loop.time() + HEADER_TIMEOUT
 
-    async def _refuse(self, status: int, reason: str, *, close: bool = True) -> bool:
-        self.stats.counters[f"refused_{status}"] += 1
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == TUNNEL:
+            if self.up is not None:
+                self.up.write(data)
+            return
+        if state == BODY:
+            self._request_body(data)
+            return
+        self.buf += data
+        if state <= HEAD:
+            self._try_head()
+        elif len(self.buf) > MAX_HEAD:  # a pipelining client waits for the answer in flight
+            self._pause("pipeline")
+
+    def eof_received(self) -> bool | None:
+        if self.state == TUNNEL and self.up is not None and self.up.transport is not None:
+            if self.up.transport.can_write_eof():
+                self.up.transport.write_eof()
+                return True  # keep the other direction of the tunnel open
+        if self.state in (BODY, WAIT) and self.rstate != R_NONE:
+            self.keep = False
+            return True  # a half-closed client still gets its response, then the connection closes
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.shared.conns.discard(self)
+        self.state = CLOSED
+        if self.up is not None:
+            self.up.close()
+            self.up = None
+
+    def pause_writing(self) -> None:  # the client reads slower than the backend answers
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.resume_reading()
+
+    def _pause(self, why: str) -> None:
+        if not self.paused:
+            self.t.pause_reading()
+        self.paused.add(why)
+
+    def _resume(self, why: str) -> None:
+        if why in self.paused:
+            self.paused.discard(why)
+            if not self.paused and self.state != CLOSED:
+                self.t.resume_reading()
+
+    def _close(self) -> None:
+        self.state = CLOSED
+        self.shared.conns.discard(self)
+        self.t.close()
+        if self.up is not None:
+            self.up.close()
+            self.up = None
+
+    # -- request head -----------------------------------------------------------------------------
+
+    def _try_head(self) -> None:
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD:
+                line_end = buf.find(b"\r\n")
+                self._refuse(414 if line_end < 0 or line_end > 8192 else 431, "request head too large")
+            elif buf and self.state == IDLE:  # the head deadline runs from its first byte
+                self.state = HEAD
+                self.deadline = self.shared.loop.time() + HEADER_TIMEOUT
+            return
+        head = bytes(buf[: end + 4])
+        del buf[: end + 4]
+        self._request(head)
+
+    def _refuse(self, status: int, reason: str, *, close: bool = True) -> None:
+        self.shared.stats.counters[f"refused_{status}"] += 1
         log.warning("event=request_refused status=%d reason=%r client=%s", status, reason, self.client_ip)
-        with contextlib.suppress(ConnectionError):
-            self.w.write(simple_response(status, close=close))
-            await self.w.drain()
-        return not close
+        self.t.write(simple_response(status, close=close))
+        if close:
+            self._close()
+        else:
+            self._next()
 
-    async def _one(self, raw_head: bytes) -> bool:
-        """Handle one request; True to keep the connection for another."""
-        self.stats.counters["requests"] += 1
+    def _request(self, raw: bytes) -> None:
+        shared = self.shared
+        shared.stats.counters["requests"] += 1
         try:
-            req = parse_request_head(raw_head)
+            req = parse_request_head(raw)
             path, query = split_target(req.target)
         except HttpError as exc:
-            return await self._refuse(exc.status, exc.reason)
+            return self._refuse(exc.status, exc.reason)
         except BadPath as exc:
-            return await self._refuse(400, f"non-canonical path: {exc}")
+            return self._refuse(400, f"non-canonical path: {exc}")
         if req.content_length is not None and req.content_length > MAX_BODY:
-            return await self._refuse(413, "body too large")
-        decision = self.table().route(path, query, self.client_ip)
+            return self._refuse(413, "body too large")
+        self.keep = req.keep_alive and not shared.draining
+        decision = shared.table().route(path, query, self.client_ip)
+        if type(decision) is Forward:
+            return self._forward(req, decision)
+        if not self._skip_body(req):
+            self.keep = False
         if isinstance(decision, Refuse):
-            await self._skip_body(req)
-            return await self._refuse(decision.status, decision.reason, close=not req.keep_alive)
-        if isinstance(decision, Redirect):
-            await self._skip_body(req)
-            self.stats.counters["redirects"] += 1
-            loc = decision.location.encode("latin-1")
-            self.w.write(simple_response(decision.status, b"", b"Location: " + loc + b"\r\n", close=not req.keep_alive))
-            await self.w.drain()
-            return req.keep_alive
-        return await self._forward(req, decision)
+            return self._refuse(decision.status, decision.reason, close=not self.keep)
+        assert isinstance(decision, Redirect)
+        shared.stats.counters["redirects"] += 1
+        loc = decision.location.encode("latin-1")
+        self.t.write(simple_response(decision.status, b"", b"Location: " + loc + b"\r\n", close=not self.keep))
+        if self.keep:
+            self._next()
+        else:
+            self._close()
 
-    async def _skip_body(self, req: Head) -> None:
-        """A refused request's body is not forwarded; small ones are consumed to keep framing."""
-        if req.chunked or (req.content_length or 0) > 65536:
-            req.keep_alive = False
-        elif req.content_length:
-            need = req.content_length - len(self.buf)
-            if need > 0:
-                await asyncio.wait_for(self.r.readexactly(need), HEADER_TIMEOUT)
-            del self.buf[: req.content_length]
+    def _skip_body(self, req: Head) -> bool:
+        """A refused request's body is not forwarded; one already received is dropped to keep framing."""
+        if req.chunked:
+            return False
+        n = req.content_length or 0
+        if n > len(self.buf):
+            return False
+        del self.buf[:n]
+        return True
+
+    def _next(self) -> None:
+        """The exchange is over and the connection stays: serve what the client pipelined meanwhile."""
+        self.state = IDLE
+        self.req = self.fwd = None
+        self.rstate = R_NONE
+        self.deadline = self.shared.loop.time() + IDLE_TIMEOUT
+        self._resume("pipeline")
+        if self.buf:
+            self._try_head()
+
+    # -- forwarding -------------------------------------------------------------------------------
 
     def _upstream_head(self, req: Head, fwd: Forward) -> bytes:
-        lines = [req.method + b" " + fwd.path.encode("latin-1") + b" HTTP/1.1"]
-        host = req.get(b"host") or b""
-        for k, v in req.headers:
-            lk = k.lower()
-            if lk in HOP_BY_HOP or lk in UNTRUSTED or lk == b"content-length":
-                continue
-            if lk == b"host":
-                v = fwd.host.encode() if fwd.host else v
-            lines.append(k + b": " + v)
+        block = DROP_FROM_REQUEST.sub(b"", req.block)
+        if fwd.host:
+            line = b"Host: " + fwd.host.encode() + b"\r\n"
+            block = HOST_LINE.sub(lambda _: line, block, count=1)
         if req.upgrade is not None:
-            lines.append(b"Connection: Upgrade")
-            lines.append(b"Upgrade: " + req.upgrade)
+            block += b"Connection: Upgrade\r\nUpgrade: " + req.upgrade + b"\r\n"
         if req.chunked:
-            lines.append(b"Transfer-Encoding: chunked")
+            block += b"Transfer-Encoding: chunked\r\n"
         elif req.content_length is not None:
-            lines.append(b"Content-Length: " + str(req.content_length).encode())
-        lines.append(b"X-Forwarded-For: " + self.client_ip.encode())
-        lines.append(b"X-Forwarded-Proto: " + self.proto)
-        lines.append(b"X-Forwarded-Host: " + host)
-        lines.append(b"X-Forwarded-Prefix: " + fwd.prefix.encode())
-        return b"\r\n".join(lines) + b"\r\n\r\n"
+            block += b"Content-Length: %d\r\n" % req.content_length
+        return b"%s %s HTTP/1.1\r\n%sX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n" \
+            b"X-Forwarded-Prefix: %s\r\n\r\n" % (req.method, fwd.path.encode("latin-1"), block,
+                                                   self.client_ip.encode(), self.shared.proto, req.host or b"",
+                                                   fwd.prefix.encode())
 
-    async def _forward(self, req: Head, fwd: Forward) -> bool:
-        head = self._upstream_head(req, fwd)
-        bodyless = not req.chunked and not req.content_length
-        for attempt in (1, 2):
-            try:
-                up = await self.pools.acquire(fwd.backend)
-            except (OSError, TimeoutError, ssl.SSLError) as exc:
-                return await self._upstream_failed(fwd, 502, f"connect failed: {exc!r}")
-            try:
-                up.writer.write(head)
-                if not bodyless:
-                    try:
-                        await self._send_body(req, up)
-                    except HttpError as exc:  # the client's body framing broke mid-stream
-                        up.close()  # the backend sees an incomplete body, never a smuggled request
-                        return await self._refuse(exc.status, exc.reason)
-                resp_head = await asyncio.wait_for(self._read_upstream_head(up), UPSTREAM_TIMEOUT)
-            except TimeoutError:
-                up.close()
-                return await self._upstream_failed(fwd, 504, "no response in time")
-            except (ConnectionError, asyncio.IncompleteReadError, HttpError) as exc:
-                up.close()
-                if attempt == 1 and up.reused and bodyless and not isinstance(exc, HttpError):
-                    continue  # the idle pooled connection had been closed by the backend
-                return await self._upstream_failed(fwd, 502, f"upstream error: {exc!r}")
-            break
-        return await self._relay_response(req, fwd, up, resp_head)
-
-    async def _upstream_failed(self, fwd: Forward, status: int, why: str) -> bool:
-        self.stats.counters["upstream_errors"] += 1
-        log.warning("event=upstream_failed backend=%s:%d status=%d reason=%s", fwd.backend.host, fwd.backend.port,
-                    status, why)
-        with contextlib.suppress(ConnectionError):
-            self.w.write(simple_response(status, close=True))
-            await self.w.drain()
-        return False
-
-    async def _send_body(self, req: Head, up: Conn) -> None:
+    def _forward(self, req: Head, fwd: Forward) -> None:
+        self.req, self.fwd = req, fwd
+        out = self._upstream_head(req, fwd)
+        self.rstate = R_HEAD
+        self.rbuf = b""
+        self.retry_head = None
+        self.state = BODY
         if req.chunked:
-            dec = ChunkedDecoder()
+            self.body_dec = ChunkedDecoder()
             data, self.buf = bytes(self.buf), bytearray()
-            while True:
-                for piece in dec.feed(data):
-                    if piece:
-                        up.writer.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
-                if dec.done:
-                    up.writer.write(b"0\r\n\r\n")
-                    self.buf = bytearray(dec.leftover)
-                    return
-                await up.writer.drain()
-                data = await asyncio.wait_for(self.r.read(READ_SIZE), IDLE_TIMEOUT)
-                if not data:
-                    raise ClientGone()
-        left = req.content_length or 0
-        if self.buf:
-            take = bytes(self.buf[:left])
-            del self.buf[: len(take)]
-            up.writer.write(take)
-            left -= len(take)
-        while left:
-            await up.writer.drain()
-            data = await asyncio.wait_for(self.r.read(min(left, READ_SIZE)), IDLE_TIMEOUT)
-            if not data:
-                raise ClientGone()
-            up.writer.write(data)
-            left -= len(data)
-        await up.writer.drain()
-
-    async def _read_upstream_head(self, up: Conn) -> bytes:
-        data = await up.reader.readuntil(b"\r\n\r\n")
-        while data.startswith(b"HTTP/1.1 100") or data.startswith(b"HTTP/1.0 100"):
-            data = await up.reader.readuntil(b"\r\n\r\n")  # 100 Continue is ours to swallow
-        return data
-
-    async def _relay_response(self, req: Head, fwd: Forward, up: Conn, raw: bytes) -> bool:
-        resp = parse_response_head(raw, req.method)
-        if resp.status == 101 and req.upgrade is not None:
-            self.w.write(raw)
-            await self.w.drain()
-            self.stats.counters["upgrades"] += 1
-            await self._tunnel(up)
-            return False
-        keep = req.keep_alive and (resp.chunked or resp.content_length is not None)
-        out = [raw.split(b"\r\n", 1)[0]]
-        for k, v in resp.headers:
-            lk = k.lower()
-            if lk in HOP_BY_HOP:
-                continue
-            if lk == b"set-cookie" and fwd.cookie_scope:
-                v = scope_cookie(v, fwd.cookie_scope)
-            out.append(k + b": " + v)
-        if resp.chunked:
-            out.append(b"Transfer-Encoding: chunked")
-        if not keep:
-            out.append(b"Connection: close")
-        self.w.write(b"\r\n".join(out) + b"\r\n\r\n")
-        self.stats.counters[f"responses_{resp.status // 100}xx"] += 1
-        reusable = await self._copy_body(resp, up)
-        if reusable and resp.keep_alive:
-            self.pools.release(fwd.backend, up)
+            try:
+                out += self._encode_chunks(data)
+            except HttpError as exc:
+                return self._refuse(exc.status, exc.reason)
+        elif req.content_length:
+            n = req.content_length
+            if self.buf:
+                take = bytes(self.buf[:n])
+                del self.buf[:n]
+                out += take
+                n -= len(take)
+            self.body_left = n
+            if not n:
+                self.state = WAIT
         else:
-            up.close()
-        await self.w.drain()
-        return keep
+            self.state = WAIT
+            self.retry_head = out
+        if self.state == WAIT:
+            self.deadline = self.shared.loop.time() + UPSTREAM_TIMEOUT
+        else:
+            self.deadline = self.shared.loop.time() + IDLE_TIMEOUT
+        up = self.shared.pools.take(fwd.backend)
+        if up is not None:
+            self._attach(up, out)
+        else:
+            self._open_upstream(out)
 
-    async def _copy_body(self, resp: Head, up: Conn) -> bool:
-        """Stream the response body to the client; True if the upstream connection is reusable."""
+    def _open_upstream(self, first: bytes) -> None:
+        self.pending = [first]
+        self.shared.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        assert self.fwd is not None
+        fwd = self.fwd
+        try:
+            up = await self.shared.pools.connect(fwd.backend)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            if self.state not in (CLOSED, IDLE):
+                self._upstream_failed(502, f"connect failed: {exc!r}")
+            return
+        if self.state in (CLOSED, IDLE) or self.fwd is not fwd:
+            self.shared.pools.release(up)  # the client went away meanwhile; the connection is still good
+            return
+        pending, self.pending = self.pending or [], None
+        self._attach(up, b"".join(pending))
+        self._resume("connecting")
+
+    def _attach(self, up: UpstreamConnection, first: bytes) -> None:
+        self.up = up
+        up.owner = self
+        up.write(first)
+
+    def _send_up(self, data: bytes) -> None:
+        if self.pending is not None:
+            self.pending.append(data)
+            if sum(map(len, self.pending)) > MAX_PENDING:
+                self._pause("connecting")
+        elif self.up is not None:
+            self.up.write(data)
+
+    def _encode_chunks(self, data: bytes) -> bytes:
+        """Re-frame the client's chunked body (chunk extensions and trailers are not passed on)."""
+        dec = self.body_dec
+        assert dec is not None
+        out = b"".join(b"%x\r\n" % len(p) + p + b"\r\n" for p in dec.feed(data) if p)
+        if dec.done:
+            out += b"0\r\n\r\n"
+            self.buf = bytearray(dec.leftover)
+            self.body_dec = None
+            self._request_sent()
+        return out
+
+    def _request_body(self, data: bytes) -> None:
+        self.deadline = self.shared.loop.time() + IDLE_TIMEOUT
+        if self.body_dec is not None:
+            try:
+                out = self._encode_chunks(data)
+            except HttpError as exc:  # the client's body framing broke mid-stream
+                if self.up is not None:
+                    self.up.close()  # the backend sees an incomplete body, never a smuggled request
+                    self.up = None
+                if self.rstate == R_HEAD:
+                    self._refuse(exc.status, exc.reason)
+                else:
+                    self._close()
+                return
+            if out:
+                self._send_up(out)
+            return
+        n = self.body_left
+        if len(data) > n:
+            self.buf += data[n:]
+            data = data[:n]
+        self.body_left = n - len(data)
+        self._send_up(data)
+        if not self.body_left:
+            self._request_sent()
+
+    def _request_sent(self) -> None:
+        if self.state == BODY:
+            self.state = WAIT
+            if self.rstate == R_HEAD:
+                self.deadline = self.shared.loop.time() + UPSTREAM_TIMEOUT
+
+    def _upstream_failed(self, status: int, why: str) -> None:
+        fwd = self.fwd
+        self.shared.stats.counters["upstream_errors"] += 1
+        if fwd is not None:
+            log.warning("event=upstream_failed backend=%s:%d status=%d reason=%s", fwd.backend.host,
+                        fwd.backend.port, status, why)
+        if self.state != CLOSED:
+            self.t.write(simple_response(status, close=True))
+        self._close()
+
+    # -- upstream events (this connection is the owner of self.up) --------------------------------
+
+    def upstream_pause(self) -> None:
+        self._pause("upstream")
+
+    def upstream_resume(self) -> None:
+        self._resume("upstream")
+
+    def upstream_eof(self) -> None:
+        pass  # connection_lost follows and decides
+
+    def upstream_lost(self) -> None:
+        up, self.up = self.up, None
+        if self.state == CLOSED:
+            return
+        if self.state == TUNNEL:
+            self._close()
+        elif self.rstate == R_HEAD:
+            if up is not None and up.reused and self.retry_head is not None and not self.rbuf:
+                head, self.retry_head = self.retry_head, None  # the idle pooled connection had been closed
+                self._open_upstream(head)
+                return
+            self._upstream_failed(502, "upstream closed before answering")
+        elif self.rstate == R_UNTIL_CLOSE:
+            self._response_done(False)
+        elif self.rstate != R_NONE:
+            self._close()  # truncated response: the client sees the connection end
+
+    def upstream_data(self, data: bytes) -> None:
+        rstate = self.rstate
+        if rstate == R_LENGTH:
+            n = self.rleft
+            if len(data) < n:
+                self.rleft = n - len(data)
+                self.t.write(data)
+                return
+            self.rleft = 0
+            self.t.write(data[:n] if len(data) > n else data)
+            self._response_done(len(data) == n)
+        elif rstate == R_CHUNKED:
+            self._chunked(data)
+        elif rstate == R_UNTIL_CLOSE:
+            self.t.write(data)
+        elif rstate == R_HEAD:
+            self._response_head(data)
+        elif self.state == TUNNEL:
+            self.t.write(data)
+        elif self.up is not None:  # bytes nobody asked for: the connection is out of step
+            self.up.close()
+            self.up = None
+
+    def _chunked(self, data: bytes) -> None:
+        scan = self.rscan
+        assert scan is not None
+        try:
+            used = scan.feed(data)
+        except HttpError:
+            self._close()  # the response is cut off here; the client sees the connection end
+            return
+        self.t.write(data if used == len(data) else data[:used])
+        if scan.done:
+            self._response_done(used == len(data))
+
+    def _response_head(self, data: bytes) -> None:
+        buf = self.rbuf + data if self.rbuf else data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    return self._upstream_failed(502, "response head too large")
+                self.rbuf = buf
+                return
+            raw, buf = buf[: end + 4], buf[end + 4:]
+            self.rbuf = b""
+            req = self.req
+            assert req is not None
+            try:
+                resp = parse_response_head(raw, req.method)
+            except HttpError as exc:
+                return self._upstream_failed(502, exc.reason)
+            if resp.status == 101 and req.upgrade is not None:
+                self.shared.stats.counters["upgrades"] += 1
+                self.state = TUNNEL
+                self.rstate = R_NONE
+                self.deadline = float("inf")
+                self.t.write(raw + buf)
+                if self.buf:
+                    assert self.up is not None
+                    self.up.write(bytes(self.buf))
+                    self.buf.clear()
+                return
+            if resp.status < 200:  # interim answers (100 Continue) go to HTTP/1.1 clients as they are
+                if req.version == b"HTTP/1.1" and resp.status != 101:
+                    self.t.write(raw)
+                continue
+            break
+        self._start_response(resp, raw, buf)
+
+    def _start_response(self, resp: Head, raw: bytes, rest: bytes) -> None:
+        fwd = self.fwd
+        assert fwd is not None
+        self.deadline = self.shared.loop.time() + IDLE_TIMEOUT
+        self.shared.stats.counters[RESPONSE_KEYS[resp.status // 100]] += 1
+        keep = self.keep and (resp.chunked or resp.content_length is not None)
+        self.keep = keep
+        self.rkeep = resp.keep_alive
+        head = DROP_FROM_RESPONSE.sub(b"", raw[:-2])
+        scope = fwd.cookie_scope
+        if scope:
+            head = SET_COOKIE.sub(lambda m: m[1] + scope_cookie(m[2], scope) + m[3], head)
         if resp.chunked:
-            # pass chunked through as-is after validating its framing
-            dec = ChunkedDecoder()
-            while not dec.done:
-                data = await up.reader.read(READ_SIZE)
-                if not data:
-                    raise ClientGone()
-                dec.feed(data)
-                self.w.write(data[: len(data) - len(dec.leftover)] if dec.done else data)
-                await self.w.drain()
-            return not dec.leftover
-        if resp.content_length is not None:
-            left = resp.content_length
-            while left:
-                data = await up.reader.read(min(left, READ_SIZE))
-                if not data:
-                    raise ClientGone()
-                self.w.write(data)
-                left -= len(data)
-                await self.w.drain()
-            return True
-        while data := await up.reader.read(READ_SIZE):  # close-delimited
-            self.w.write(data)
-            await self.w.drain()
-        return False
+            head += b"Transfer-Encoding: chunked\r\n"
+        if not keep:
+            head += b"Connection: close\r\n"
+        head += b"\r\n"
+        if resp.chunked:
+            self.rstate = R_CHUNKED
+            self.rscan = ChunkScanner()
+        elif resp.content_length is not None:
+            self.rstate = R_LENGTH
+            self.rleft = resp.content_length
+            if not self.rleft:
+                self.t.write(head)
+                return self._response_done(not rest)
+        else:
+            self.rstate = R_UNTIL_CLOSE
+            self.rkeep = False
+        if not rest:
+            self.t.write(head)
+        elif len(rest) < SMALL_WRITE and self.rstate == R_LENGTH and len(rest) <= self.rleft:
+            self.t.write(head + rest)  # the common case: head and whole body in one write
+            self.rleft -= len(rest)
+            if not self.rleft:
+                self._response_done(True)
+        else:
+            self.t.write(head)
+            self.upstream_data(rest)
 
-    async def _tunnel(self, up: Conn) -> None:
-        if self.buf:
-            up.writer.write(bytes(self.buf))
-            self.buf.clear()
+    def _response_done(self, clean: bool) -> None:
+        """The response is complete. `clean`: no stray bytes followed it on the upstream connection."""
+        up, self.up = self.up, None
+        self.rstate = R_NONE
+        self.rscan = None
+        if up is not None:
+            if clean and self.rkeep and self.state == WAIT:
+                self.shared.pools.release(up)
+            else:
+                up.close()
+        if self.state == CLOSED:
+            return
+        if not self.keep or self.state == BODY:
+            self._close()  # a body the backend did not wait for cannot be resynchronised: close
+            return
+        self._next()
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await src.read(READ_SIZE):
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(OSError):
-                if dst.can_write_eof():
-                    dst.write_eof()
+    # -- timeouts and draining --------------------------------------------------------------------
 
-        await asyncio.gather(pipe(self.r, up.writer), pipe(up.reader, self.w))
-        up.close()
+    def expire(self) -> None:
+        """Called by the sweeper once `deadline` has passed."""
+        state = self.state
+        if state == IDLE:
+            self._close()
+        elif state == HEAD:
+            self._refuse(408, "request head not received in time")
+        elif self.rstate == R_HEAD and state == WAIT:
+            self._upstream_failed(504, "no response in time")
+        else:
+            log.warning("event=connection_timeout client=%s", self.client_ip)
+            self._close()
 
+    def abort(self) -> None:
+        self.state = CLOSED
+        self.shared.conns.discard(self)
+        self.t.abort()
+        if self.up is not None:
+            self.up.close()
+            self.up = None
+
+    def drain(self) -> None:
+        """The service stops: idle connections close now, busy ones after their response."""
+        self.keep = False
+        if self.state == IDLE:
+            self._close()
+
+
+def sweep(conns: set[ClientConnection], now: float) -> None:
+    for c in [c for c in conns if c.deadline < now]:
+        c.expire()

@@ -8,15 +8,16 @@ flight keep going and pick the new table up with their next request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from proxyd.config import ProxyConfig
 from proxyd.service import Service
-from services.http.proxy import Connection, Stats
+from services.http.proxy import ClientConnection, Listener, Stats, sweep
 from services.http.routes import AppTable, Backend, Router, WebTable
 from services.http.upstream import Pools
+
+SWEEP_INTERVAL = 0.5  # timeouts are deadlines checked this often, not a timer per request
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class HttpService(Service):
         self.stats_ = Stats()
         self.servers: dict[ListenerSpec, asyncio.Server] = {}
         self.tables: dict[ListenerSpec, Router] = {}
-        self.conns: set[asyncio.Task[None]] = set()
+        self.conns: set[ClientConnection] = set()
+        self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
         await self.reconfigure(view)
 
     async def reconfigure(self, view: HttpView) -> None:
@@ -72,36 +74,33 @@ class HttpService(Service):
 
     async def _listen(self, spec: ListenerSpec) -> asyncio.Server:
         ssl_ctx = self.ctx.certs.server_context(alpn=["http/1.1"]) if spec.tls else None
+        tables, access, name = self.tables, self.ctx.access, self.name
+        listener = Listener(lambda: tables[spec], self.pools, self.stats_, spec.tls,
+                            lambda ip: access.allowed(ip, name), self.conns)
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port, ssl=ssl_ctx,
+                                        reuse_address=True, backlog=1024)
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            peer = writer.get_extra_info("peername") or ("",)
-            if not self.ctx.access.allowed(str(peer[0]), self.name):
-                writer.close()
-                return
-            task = asyncio.current_task()
-            assert task is not None
-            self.conns.add(task)
-            self.stats_.active += 1
-            try:
-                conn = Connection(reader, writer, lambda: self.tables[spec], self.pools, self.stats_, spec.tls)
-                await conn.serve()
-            finally:
-                self.stats_.active -= 1
-                self.conns.discard(task)
-
-        return await asyncio.start_server(handle, spec.host, spec.port, ssl=ssl_ctx, limit=2**16,
-                                          reuse_address=True, backlog=1024)
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            sweep(self.conns, loop.time())
 
     async def stop(self, timeout: float) -> None:
         for srv in self.servers.values():
             srv.close()
-        if self.conns:
-            _, pending = await asyncio.wait(set(self.conns), timeout=timeout)
-            for t in pending:
-                t.cancel()
-            for t in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+        loop = asyncio.get_running_loop()
+        for conn in list(self.conns):
+            conn.shared.draining = True
+            conn.drain()
+        deadline = loop.time() + timeout
+        # connections leave the set from transport callbacks; a short poll only while shutting down
+        while self.conns and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for conn in list(self.conns):
+            conn.abort()
+        self.sweeper.cancel()
         self.servers.clear()
         self.pools.close()
 
@@ -110,5 +109,5 @@ class HttpService(Service):
             "listeners": [f"{'https' if s.tls else 'http'}://{s.host}:{s.port}" for s in self.servers],
             "counters": {**dict(self.stats_.counters), "backend_connects": self.pools.connects,
                          "backend_connect_errors": self.pools.connect_errors},
-            "gauges": {"active_connections": self.stats_.active, "idle_backend_connections": self.pools.idle_count},
+            "gauges": {"active_connections": len(self.conns), "idle_backend_connections": self.pools.idle_count},
         }

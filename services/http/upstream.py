@@ -1,36 +1,92 @@
-"""Keep-alive connection pools to backends, one per (scheme, host, port, verify).
+"""Keep-alive connections to backends: one protocol object per socket, pooled per (scheme, host, port, verify).
 
-A pooled connection is reused only after its previous response was read completely. A request
-without a body that fails on a reused connection before any response byte arrived is retried
-once on a fresh connection (the backend may have closed the idle connection meanwhile).
+An `UpstreamConnection` belongs to at most one client connection at a time (its `owner`); it hands
+every byte and event to that owner, which does the HTTP framing. A pooled (idle) connection that
+receives anything or is closed by the backend leaves the pool at once, so `take()` never hands out
+a dead socket it already knows about. The pool is sized above the client concurrency a listener
+sees under load: a smaller pool churns backend connects for every request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections import defaultdict
-from dataclasses import dataclass
+from typing import Protocol
 
 from services.http.routes import Backend
 
 CONNECT_TIMEOUT = 5.0  # a backend that does not accept within 5 s is down for this request
-MAX_IDLE_PER_BACKEND = 256  # sized for wrk-style concurrency; idle sockets cost ~nothing
+MAX_IDLE_PER_BACKEND = 1024  # idle sockets cost little; fewer than the client concurrency churns connects
 
 
-@dataclass
-class Conn:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    reused: bool = False
+class Owner(Protocol):
+    """What an upstream connection reports to the client connection using it."""
+
+    def upstream_data(self, data: bytes) -> None: ...
+    def upstream_eof(self) -> None: ...
+    def upstream_lost(self) -> None: ...
+    def upstream_pause(self) -> None: ...
+    def upstream_resume(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("pool", "key", "transport", "owner", "reused", "closed")
+
+    def __init__(self, pool: Pools, key: tuple) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.owner: Owner | None = None
+        self.reused = False
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        if owner is not None:
+            owner.upstream_data(data)
+        else:  # an idle backend connection must stay silent; anything else makes it unusable
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        owner = self.owner
+        if owner is not None:
+            owner.upstream_eof()
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner.upstream_lost()
+
+    def pause_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.upstream_pause()
+
+    def resume_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.upstream_resume()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
 
     def close(self) -> None:
-        self.writer.close()
+        self.owner = None
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.close()
 
 
 class Pools:
     def __init__(self) -> None:
-        self.idle: dict[tuple, list[Conn]] = defaultdict(list)
+        self.idle: dict[tuple, list[UpstreamConnection]] = {}
         self.connects = 0
         self.connect_errors = 0
         self._verify = ssl.create_default_context()
@@ -38,42 +94,48 @@ class Pools:
         self._noverify.check_hostname = False
         self._noverify.verify_mode = ssl.CERT_NONE
 
-    async def acquire(self, b: Backend) -> Conn:
+    def take(self, b: Backend) -> UpstreamConnection | None:
         idle = self.idle.get(b.key)
         while idle:
             conn = idle.pop()
-            if not conn.reader.at_eof() and not conn.writer.is_closing():
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 conn.reused = True
                 return conn
-            conn.close()
-        return await self.connect(b)
+        return None
 
-    async def connect(self, b: Backend) -> Conn:
+    async def connect(self, b: Backend) -> UpstreamConnection:
         ctx = None
         if b.scheme == "https":
             ctx = self._verify if b.verify else self._noverify
         self.connects += 1
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(b.host, b.port, ssl=ctx, server_hostname=b.host if ctx else None,
-                                        limit=2**16),
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(self, b.key), b.host, b.port, ssl=ctx,
+                                       server_hostname=b.host if ctx else None),
                 CONNECT_TIMEOUT,
             )
         except BaseException:
             self.connect_errors += 1
             raise
-        return Conn(reader, writer)
+        return conn
 
-    def release(self, b: Backend, conn: Conn) -> None:
-        idle = self.idle[b.key]
-        if len(idle) < MAX_IDLE_PER_BACKEND and not conn.writer.is_closing():
-            idle.append(conn)
-        else:
+    def release(self, conn: UpstreamConnection) -> None:
+        conn.owner = None
+        idle = self.idle.setdefault(conn.key, [])
+        if conn.closed or len(idle) >= MAX_IDLE_PER_BACKEND:
             conn.close()
+        else:
+            idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        idle = self.idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
 
     def close(self) -> None:
-        for conns in self.idle.values():
-            for c in conns:
+        for conns in list(self.idle.values()):
+            for c in list(conns):
                 c.close()
         self.idle.clear()
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from proxyd.config import ProxyConfig
 from proxyd.service import Service
-from services.http.proxy import ClientConnection, Listener, Stats, sweep
+from services.http.proxy import ClientConnection, Clock, Listener, Stats, sweep
 from services.http.routes import AppTable, Backend, Router, WebTable
 from services.http.upstream import Pools
 
@@ -54,6 +54,7 @@ class HttpService(Service):
         self.servers: dict[ListenerSpec, asyncio.Server] = {}
         self.tables: dict[ListenerSpec, Router] = {}
         self.conns: set[ClientConnection] = set()
+        self.clock = Clock(asyncio.get_running_loop().time())
         self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
         await self.reconfigure(view)
 
@@ -76,7 +77,7 @@ class HttpService(Service):
         ssl_ctx = self.ctx.certs.server_context(alpn=["http/1.1"]) if spec.tls else None
         tables, access, name = self.tables, self.ctx.access, self.name
         listener = Listener(lambda: tables[spec], self.pools, self.stats_, spec.tls,
-                            lambda ip: access.allowed(ip, name), self.conns)
+                            lambda ip: access.allowed(ip, name), self.conns, self.clock)
         loop = asyncio.get_running_loop()
         return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port, ssl=ssl_ctx,
                                         reuse_address=True, backlog=1024)
@@ -85,7 +86,7 @@ class HttpService(Service):
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            sweep(self.conns, loop.time())
+            sweep(self.conns, self.clock, loop.time())
 
     async def stop(self, timeout: float) -> None:
         for srv in self.servers.values():

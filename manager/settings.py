@@ -66,7 +66,12 @@ ASGI_APPLICATION = "manager.asgi.application"
 WSGI_APPLICATION = "manager.wsgi.application"
 DATABASES = {"default": dj_database_url.config(default=f"sqlite:///{DATA_DIR / 'manager.sqlite3'}")}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # WAL lets long-poll reads run beside heartbeat writes; IMMEDIATE takes the write lock at BEGIN
+    # so two writers queue on `timeout` instead of one failing with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "timeout": 20, "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    })
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [{"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"}]
 LANGUAGE_CODE = "en-us"

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.db import models
 
-from manager.proxies.models import Device, Instance, Proxy
+from manager.proxies.models import Application, Device, Instance, Proxy
 
 
 def _formfield(field: models.Field, **kwargs):  # type: ignore[no-untyped-def]
@@ -70,3 +70,11 @@ class DeviceForm(forms.ModelForm):
     class Meta:
         model = Device
         fields = ["mac", "label"]
+
+
+class ApplicationForm(forms.ModelForm):
+    class Meta:
+        model = Application
+        formfield_callback = _formfield
+        fields = list(Application.FIELDS)
+        labels = {"tls": "TLS on the server port", "verify_upstream": "Verify the upstream's certificate"}

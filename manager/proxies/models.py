@@ -192,6 +192,39 @@ class Application(models.Model):
 
     class Meta:
         unique_together = [("proxy", "name")]
+        ordering = ["port"]
+
+    # config path field -> form field, for errors of this application
+    FIELDS = ("name", "port", "tls", "public_prefix", "upstream", "verify_upstream")
+
+    def clean(self) -> None:
+        """Validate the proxy's whole config with this application in it: port collisions with
+        the proxy's services or other applications, prefix and URL form, all named by field."""
+        from manager.proxies.compiler import raw_config
+        from proxyd.config import ConfigError, parse_config
+
+        if not self.proxy_id:
+            return
+        raw = raw_config(self.proxy, 0)
+        old_name = Application.objects.filter(pk=self.pk).values_list("name", flat=True).first() if self.pk else None
+        apps = [a for a in raw["applications"] if a["name"] != old_name]
+        apps.append({f: getattr(self, f) for f in self.FIELDS})
+        raw["applications"] = apps
+        try:
+            parse_config(raw)
+        except ConfigError as exc:
+            mine = f"applications[{len(apps) - 1}]"
+            errors: dict[str, list[str]] = {}
+            for problem in exc.problems:
+                if mine not in problem and not problem.startswith("applications"):
+                    if ".port" not in problem:
+                        continue  # a problem of the proxy itself, not of this application
+                field = next((f for f in self.FIELDS if f"{mine}.{f}" in problem), None)
+                if field is None:
+                    field = "port" if "port" in problem else "__all__"
+                errors.setdefault(field, []).append(problem.replace(mine, f"application {self.name!r}"))
+            if errors:
+                raise ValidationError(errors) from None
 
 
 class Registration(models.Model):

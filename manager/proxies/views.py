@@ -10,8 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from manager.proxies.forms import DeviceForm, InstanceForm, ProxyForm
-from manager.proxies.models import Device, Instance, Proxy, Registration
+from manager.proxies.forms import ApplicationForm, DeviceForm, InstanceForm, ProxyForm
+from manager.proxies.models import Application, Device, Instance, Proxy, Registration
 
 
 @login_required
@@ -40,6 +40,25 @@ def proxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "registrations": proxy.registrations.all()[:20], "heartbeats": proxy.heartbeats.all()[:10],
         "active": proxy.active_revision,
     })
+
+
+@login_required
+def application_edit(request: HttpRequest, pk: int, app: int | None = None) -> HttpResponse:
+    """Add or change one application of a proxy (the /api/*-only exposure of one upstream)."""
+    proxy = get_object_or_404(Proxy, pk=pk)
+    obj = get_object_or_404(Application, pk=app, proxy=proxy) if app else Application(proxy=proxy)
+    form = ApplicationForm(request.POST or None, instance=obj)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        return redirect("proxy-detail", pk=pk)
+    return render(request, "proxies/application_form.html", {"form": form, "proxy": proxy, "app": obj})
+
+
+@login_required
+@require_POST
+def application_delete(request: HttpRequest, pk: int, app: int) -> HttpResponse:
+    Application.objects.filter(pk=app, proxy_id=pk).delete()
+    return redirect("proxy-detail", pk=pk)
 
 
 @login_required

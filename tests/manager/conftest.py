@@ -44,6 +44,20 @@ def db(django_db: str) -> Iterator[None]:
     Instance.objects.all().delete()
 
 
+@pytest.fixture
+def admin_client(db: None):  # type: ignore[no-untyped-def]
+    """Django's test client, logged in as a superuser (the UI views without a browser)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    User = get_user_model()  # noqa: N806
+    User.objects.filter(username="dev-admin").delete()
+    user = User.objects.create_superuser("dev-admin", "d@example.invalid", "a-long-dev-password")
+    c = Client()
+    c.force_login(user)
+    return c
+
+
 @pytest.fixture(scope="session")
 def manager_url(django_db: str) -> Iterator[str]:
     port = free_port()

@@ -12,19 +12,6 @@ from services.provisioning.token import decode_token
 pytestmark = pytest.mark.usefixtures("db")
 
 
-@pytest.fixture
-def admin_client():  # type: ignore[no-untyped-def]
-    from django.contrib.auth import get_user_model
-    from django.test import Client
-
-    User = get_user_model()  # noqa: N806
-    User.objects.filter(username="dev-admin").delete()
-    user = User.objects.create_superuser("dev-admin", "d@example.invalid", "a-long-dev-password")
-    c = Client()
-    c.force_login(user)
-    return c
-
-
 def test_device_urls_per_proxy_csv_and_key_change(admin_client) -> None:  # type: ignore[no-untyped-def]
     from manager.proxies.models import Instance, Proxy, new_provisioning_key
 

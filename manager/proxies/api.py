@@ -50,7 +50,7 @@ def authenticate(request: HttpRequest) -> Proxy | None:
     return proxy if hmac.compare_digest(given, proxy.api_key_hash) else None
 
 
-AUTH_CACHE_TTL = 10.0  # a key revoked by another process stops working for long-polls within 10 s
+AUTH_CACHE_TTL = 300.0  # > a long-poll; a key revoked in another process stops working for long-polls in 5 min
 _auth_cache: dict[int, tuple[str, float]] = {}  # proxy id -> (API key hash, when read)
 
 

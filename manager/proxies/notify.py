@@ -1,4 +1,4 @@
-"""Wakes long-polls waiting for a proxy's next revision, without polling the database.
+"""Wakes long-polls waiting for a proxy's next revision (or a new action), without polling the database.
 
 Revisions published in this process wake their waiters at once; a database check every
 DB_RECHECK seconds also catches revisions published by another process.
@@ -11,6 +11,7 @@ import time
 
 _lock = threading.Lock()
 _latest: dict[int, int] = {}
+_actions: dict[int, int] = {}
 DB_RECHECK = 1.0  # one query per second per process picks up revisions made elsewhere
 
 
@@ -22,6 +23,17 @@ def changed(proxy_id: int, revision: int) -> None:
 def known(proxy_id: int) -> int | None:
     with _lock:
         return _latest.get(proxy_id)
+
+
+def action(proxy_id: int) -> None:
+    """A new action (backup request, restored files) waits for the proxy: end its long-poll now."""
+    with _lock:
+        _actions[proxy_id] = _actions.get(proxy_id, 0) + 1
+
+
+def actions_seen(proxy_id: int) -> int:
+    with _lock:
+        return _actions.get(proxy_id, 0)
 
 
 def now() -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
+from manager.proxies.forms import _formfield
 from manager.proxies.models import DnsRecord
 from proxyd.backup import MIN_PASSPHRASE
 
@@ -36,6 +37,7 @@ class DnsRecordForm(forms.ModelForm):
 
     class Meta:
         model = DnsRecord
+        formfield_callback = _formfield
         fields = ["name", "zone", "provider", "server", "port", "key_name", "algorithm", "api_url"]
 
     def clean(self):  # type: ignore[no-untyped-def]

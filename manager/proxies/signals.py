@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
@@ -35,6 +36,9 @@ def exposure_changed(sender: Any, **kw: Any) -> None:
 
 @receiver([post_save, post_delete], sender=Application)
 def application_changed(sender: Any, instance: Application, **kw: Any) -> None:
+    origin = kw.get("origin")
+    if isinstance(origin, Proxy) or (isinstance(origin, QuerySet) and origin.model is Proxy):
+        return  # the proxy itself is being deleted: a new revision would point at a deleted row
     try:
         publish(instance.proxy)
     except Proxy.DoesNotExist:

@@ -51,6 +51,7 @@ def proxy_backups(request: Request, pk: int) -> Response:
             refused = backups.backup_refusal(proxy) is not None
             return Response({"detail": str(exc)}, status=409 if refused else 400)
         return Response({"request": _request_row(action)}, status=202)
+    backups.expire_requests()
     return Response({
         "backups": [_backup_row(b) for b in proxy.backups.defer("data")],
         "requests": [_request_row(a) for a in proxy.actions.filter(kind=ProxyAction.BACKUP)[:20]],

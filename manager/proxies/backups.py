@@ -28,7 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from manager.proxies import notify
-from manager.proxies.models import Application, Backup, DnsRecord, Proxy, ProxyAction
+from manager.proxies.models import BACKUP_REQUEST_LIFETIME, Application, Backup, DnsRecord, Proxy, ProxyAction
 from proxyd.backup import Archive, BackupError, SealingKey, decrypt, seal, sealing_key
 
 SETTINGS_MEMBER = "manager/proxy.json"
@@ -119,6 +119,7 @@ def _messages(exc: ValidationError) -> str:
 # backup ----------------------------------------------------------------------------------------
 def request_backup(proxy: Proxy, passphrase: str) -> ProxyAction:
     """Ask the proxy for its part of a backup; raises BackupError with the reason it is refused."""
+    expire_requests()
     refusal = backup_refusal(proxy)
     if refusal:
         raise BackupError(refusal)
@@ -160,6 +161,13 @@ def complete_backup(action: ProxyAction, files: dict[str, bytes]) -> Backup:
         action.backup, action.finished, action.secret_enc = backup, timezone.now(), ""
         action.save(update_fields=["backup", "finished", "secret_enc"])
     return backup
+
+
+def expire_requests() -> None:
+    """Backup requests the proxy did not answer in time fail, and their kept keys are wiped."""
+    cutoff = timezone.now() - BACKUP_REQUEST_LIFETIME
+    ProxyAction.objects.filter(kind=ProxyAction.BACKUP, finished__isnull=True, created__lte=cutoff).update(
+        finished=timezone.now(), error="the proxy did not answer within 5 minutes", secret_enc="")
 
 
 def fail_action(action: ProxyAction, error: str) -> None:

@@ -239,3 +239,22 @@ def _upload(data: bytes):  # type: ignore[no-untyped-def]
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     return SimpleUploadedFile("backup.pfbk", data, content_type="application/octet-stream")
+
+
+def test_an_unanswered_backup_request_expires_and_its_key_is_wiped(admin) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from manager.proxies.models import ProxyAction
+
+    p, key = make_proxy()
+    admin.post(f"/proxies/{p.pk}/backups/", {"passphrase": PASS, "passphrase2": PASS})
+    action = ProxyAction.objects.get(proxy=p)
+    assert action.secret_enc and PASS not in action.secret  # only the derived key is kept
+    assert "backup/" in proxy_client(key).get("/api/v1/proxy/config")["X-Pforte-Actions"]
+    ProxyAction.objects.filter(pk=action.pk).update(created=timezone.now() - timedelta(minutes=6))
+    assert "X-Pforte-Actions" not in proxy_client(key).get("/api/v1/proxy/config")
+    assert "the proxy did not answer within 5 minutes" in page(admin, p)
+    action.refresh_from_db()
+    assert action.state == "failed" and action.secret_enc == ""

@@ -17,6 +17,7 @@ register = template.Library()
 @register.inclusion_tag("proxies/_backup.html", takes_context=True)
 def backup_panel(context: template.Context, proxy: Proxy) -> dict[str, Any]:
     session = context["request"].session
+    backups.expire_requests()
     requests = list(proxy.actions.filter(kind=ProxyAction.BACKUP)[:5])
     return {
         "proxy": proxy, "csrf_token": context.get("csrf_token"),

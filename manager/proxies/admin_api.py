@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
@@ -34,7 +35,9 @@ class BackupRequestIn(serializers.Serializer):
     passphrase = serializers.CharField(trim_whitespace=False)
 
 
-@extend_schema(request=BackupRequestIn, responses={200: serializers.DictField(), 202: serializers.DictField()})
+@extend_schema(methods=["GET"], responses={200: OpenApiTypes.OBJECT}, operation_id="proxy_backups_list")
+@extend_schema(methods=["POST"], request=BackupRequestIn, responses={202: OpenApiTypes.OBJECT},
+               operation_id="proxy_backup_request")
 @api_view(["GET", "POST"])
 @authentication_classes(AUTH)
 @permission_classes([IsAdminUser])
@@ -59,7 +62,7 @@ def proxy_backups(request: Request, pk: int) -> Response:
     })
 
 
-@extend_schema(responses={200: bytes})
+@extend_schema(responses={(200, "application/octet-stream"): bytes}, operation_id="proxy_backup_download")
 @api_view(["GET"])
 @authentication_classes(AUTH)
 @permission_classes([IsAdminUser])
@@ -81,7 +84,8 @@ class RestoreIn(serializers.Serializer):
     into_this_proxy = serializers.BooleanField(default=False)
 
 
-@extend_schema(request={"multipart/form-data": RestoreIn}, responses={200: serializers.DictField()})
+@extend_schema(request={"multipart/form-data": RestoreIn}, responses={200: OpenApiTypes.OBJECT},
+               operation_id="proxy_restore")
 @api_view(["POST"])
 @authentication_classes(AUTH)
 @permission_classes([IsAdminUser])

@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.decorators import api_view
@@ -191,7 +192,7 @@ class HeartbeatIn(serializers.Serializer):
     last_error = serializers.CharField(required=False, allow_null=True, allow_blank=True)
 
 
-@extend_schema(request=HeartbeatIn, responses={200: serializers.DictField()})
+@extend_schema(request=HeartbeatIn, responses={200: OpenApiTypes.OBJECT})
 @api_view(["POST"])
 def heartbeat(request: Request) -> Response:
     """Record a heartbeat: time, source address, applied revision, service stats, last error."""
@@ -227,7 +228,7 @@ class BackupUploadIn(serializers.Serializer):
     files = serializers.DictField(child=serializers.CharField(allow_blank=True), help_text="certs/<file>: base64")
 
 
-@extend_schema(request=BackupUploadIn, responses={201: serializers.DictField()})
+@extend_schema(request=BackupUploadIn, responses={201: OpenApiTypes.OBJECT})
 @api_view(["POST"])
 def action_backup(request: Request, pk: int) -> Response:
     """The proxy's part of a requested backup: its certs/ files; the manager seals the archive."""
@@ -245,7 +246,7 @@ def action_backup(request: Request, pk: int) -> Response:
     return Response({"backup": backup.pk, "size": backup.size}, status=201)
 
 
-@extend_schema(responses={200: serializers.DictField()})
+@extend_schema(responses={200: OpenApiTypes.OBJECT})
 @api_view(["GET"])
 def action_restore(request: Request, pk: int) -> Response:
     """Restored files for the proxy to write into its state dir (certs/), base64."""
@@ -262,7 +263,7 @@ class ActionDoneIn(serializers.Serializer):
     error = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=500)
 
 
-@extend_schema(request=ActionDoneIn, responses={200: serializers.DictField()})
+@extend_schema(request=ActionDoneIn, responses={200: OpenApiTypes.OBJECT})
 @api_view(["POST"])
 def action_done(request: Request, pk: int) -> Response:
     """The proxy finished an action (restored files written), or reports why it could not."""

@@ -258,3 +258,11 @@ def test_an_unanswered_backup_request_expires_and_its_key_is_wiped(admin) -> Non
     assert "the proxy did not answer within 5 minutes" in page(admin, p)
     action.refresh_from_db()
     assert action.state == "failed" and action.secret_enc == ""
+
+
+def test_openapi_schema_lists_the_backup_api(admin) -> None:  # type: ignore[no-untyped-def]
+    schema = admin.get("/api/schema/").content.decode()
+    for path in ("/api/v1/proxies/{id}/backups/:", "/api/v1/proxies/{id}/backups/{backup}/:",
+                 "/api/v1/proxies/{id}/restore/:", "/api/v1/proxy/actions/{id}/backup:",
+                 "/api/v1/proxy/actions/{id}/restore:", "/api/v1/proxy/actions/{id}/done:"):
+        assert path in schema

@@ -46,6 +46,8 @@ MIN_PASSPHRASE = 8
 INCLUDED_DIRS = ("config", "certs")
 INCLUDED_FILES = ("agent.json",)
 MANAGER_DIR = "manager"  # members only the manager reads (its settings of the proxy)
+# certs/current.* is the installed copy of whichever pair is active, made again on every install
+DERIVED_CERTS = ("current.pem", "current.key")
 
 
 class BackupError(ValueError):

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from manager.proxies import notify
 from manager.proxies.models import BACKUP_REQUEST_LIFETIME, Application, Backup, DnsRecord, Proxy, ProxyAction
-from proxyd.backup import Archive, BackupError, SealingKey, decrypt, seal, sealing_key
+from proxyd.backup import DERIVED_CERTS, Archive, BackupError, SealingKey, decrypt, seal, sealing_key
 
 SETTINGS_MEMBER = "manager/proxy.json"
 SETTINGS_FORMAT = 1
@@ -191,13 +191,16 @@ def restore(proxy: Proxy, blob: bytes, passphrase: str, *, into_this_proxy: bool
     try:
         data = json.loads(archive.files[SETTINGS_MEMBER])
     except ValueError:
-        raise BackupError("the backup's settings are malformed") from None
+        data = None
+    if not isinstance(data, dict):
+        raise BackupError("the backup's settings are malformed")
     same = archive.proxy == proxy.name and data.get("proxy_id") in (None, proxy.pk)
     if not same and not into_this_proxy:
         raise BackupError(f"this backup is of proxy {archive.proxy!r}, not {proxy.name!r}; choose "
                           "\"restore into this proxy\" to restore it here on purpose")
     target, apps, dns = _plan(proxy, data, keep_name=not same)
-    files = {k: base64.b64encode(v).decode() for k, v in archive.files.items() if k.startswith("certs/")}
+    files = {k: base64.b64encode(v).decode() for k, v in archive.files.items()
+             if k.startswith("certs/") and k.removeprefix("certs/") not in DERIVED_CERTS}
     with transaction.atomic():
         if not Proxy.objects.filter(pk=proxy.pk, enabled=False).exists():
             raise BackupError("The proxy was switched on meanwhile; nothing was changed.")

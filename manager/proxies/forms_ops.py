@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from django import forms
 
 from manager.proxies.forms import _formfield
@@ -42,6 +44,12 @@ class DnsRecordForm(forms.ModelForm):
 
     def clean(self):  # type: ignore[no-untyped-def]
         data = super().clean()
+        if data.get("credentials") and data.get("provider") == "rfc2136":
+            try:
+                base64.b64decode(data["credentials"], validate=True)
+            except ValueError:
+                self.add_error("credentials", "A TSIG secret is base64, as in BIND's key statement.")
+                return data
         if data.get("credentials"):
             self.instance.credentials = data["credentials"]
         elif not self.instance.credentials_enc:

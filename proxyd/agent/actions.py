@@ -16,13 +16,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from proxyd.agent.client import ManagerClient, ManagerError
-from proxyd.backup import Archive, BackupError, restore_into
+from proxyd.backup import DERIVED_CERTS, Archive, BackupError, restore_into
 from proxyd.statedir import StateDir
 
 log = logging.getLogger("proxyd.agent")
-
-# current.* is the installed copy of whichever pair is active (made again on every install)
-DERIVED = ("current.pem", "current.key")
 
 
 def certs_files(state: StateDir) -> dict[str, str]:
@@ -30,7 +27,7 @@ def certs_files(state: StateDir) -> dict[str, str]:
     out: dict[str, str] = {}
     if state.certs.is_dir():
         for f in sorted(state.certs.iterdir()):
-            if f.is_file() and f.name not in DERIVED and not f.name.endswith(".tmp"):
+            if f.is_file() and f.name not in DERIVED_CERTS and not f.name.endswith(".tmp"):
                 out[f"certs/{f.name}"] = base64.b64encode(f.read_bytes()).decode()
     return out
 
@@ -43,7 +40,7 @@ def restored_files(data: dict[str, Any]) -> dict[str, bytes]:
     files = {}
     for name, value in raw.items():
         parts = str(name).split("/")
-        if len(parts) != 2 or parts[0] != "certs" or parts[1] in ("", ".", "..", *DERIVED):
+        if len(parts) != 2 or parts[0] != "certs" or parts[1] in ("", ".", "..", *DERIVED_CERTS):
             raise BackupError(f"restore holds a file a proxy does not take: {name!r}")
         files[str(name)] = base64.b64decode(str(value), validate=True)
     return files

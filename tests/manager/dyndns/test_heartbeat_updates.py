@@ -138,12 +138,17 @@ def test_editing_the_record_keeps_the_secret_unless_a_new_one_is_typed(admin) ->
     assert r.status_code == 302
     html = admin.get(f"/proxies/{p.pk}/").content.decode()
     assert "Not saved" in html and "Required for RFC 2136" in html
-    add_record(admin, p, provider="rfc2136", server="ns.example.test", key_name="k", credentials="s3cret-tsig-value")
+    admin.post(f"/proxies/{p.pk}/dns/", {"name": NAME, "zone": ZONE, "provider": "rfc2136", "port": 53,
+                                         "server": "ns.example.test", "key_name": "k", "algorithm": "hmac-sha256",
+                                         "api_url": "https://x.invalid/", "credentials": "not base64!"})
+    assert "A TSIG secret is base64" in admin.get(f"/proxies/{p.pk}/").content.decode()
+    secret = "c2VjcmV0LXRzaWctdmFsdWU="
+    add_record(admin, p, provider="rfc2136", server="ns.example.test", key_name="k", credentials=secret)
     add_record(admin, p, provider="rfc2136", server="ns2.example.test", key_name="k")  # blank: keep
     rec = record(p)
-    assert rec.server == "ns2.example.test" and rec.credentials == "s3cret-tsig-value"
+    assert rec.server == "ns2.example.test" and rec.credentials == secret
     html = admin.get(f"/proxies/{p.pk}/").content.decode()
-    assert "s3cret-tsig-value" not in html and "ends in …lue" in html
+    assert secret not in html and "ends in …WU=" in html
     admin.post(f"/proxies/{p.pk}/dns/", {"name": "x.elsewhere.test", "zone": ZONE, "provider": "cloudflare",
                                              "port": 53, "algorithm": "hmac-sha256", "api_url": "https://x.invalid/"})
     assert "is not inside zone" in admin.get(f"/proxies/{p.pk}/").content.decode()

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from proxyd.agent.client import ManagerClient, ManagerError
+from proxyd.agent.client import ManagerClient, ManagerError, Unauthorized
 from proxyd.backup import DERIVED_CERTS, Archive, BackupError, restore_into
 from proxyd.statedir import StateDir
 
@@ -67,14 +67,14 @@ class ActionRunner:
                         await self._restore(pk)
                     else:
                         continue  # a newer manager's action this agent does not know
-                except ManagerError as exc:
+                except (ManagerError, Unauthorized) as exc:  # a revoked key is the loops' to act on
                     log.warning("event=action_failed kind=%s action=%d error=%r", kind, pk, str(exc))
                     continue  # offered again with the next answer
                 except (BackupError, OSError, ValueError) as exc:
                     log.error("event=action_failed kind=%s action=%d error=%r", kind, pk, str(exc))
                     try:
                         await self.client.finish_action(pk, f"{kind} failed on the proxy: {exc}")
-                    except ManagerError:
+                    except (ManagerError, Unauthorized):
                         continue
                 self._done.add(pk)
                 log.info("event=action_done kind=%s action=%d", kind, pk)

@@ -168,6 +168,7 @@ def test_backup_via_proxy_upload_then_every_restore_error_changes_nothing(admin)
     assert proxy.post(f"/api/v1/proxy/actions/{pk}/done", {}, content_type="application/json").status_code == 200
     assert ProxyAction.objects.get(pk=pk).secret_enc == ""
     assert "X-Pforte-Actions" not in proxy.get("/api/v1/proxy/config")
+    assert "<td>restore</td><td>done</td>" in page(admin, p)
 
 
 def test_restore_of_another_proxys_backup_into_this_one_on_purpose(admin) -> None:  # type: ignore[no-untyped-def]

@@ -18,11 +18,11 @@ register = template.Library()
 def backup_panel(context: template.Context, proxy: Proxy) -> dict[str, Any]:
     session = context["request"].session
     backups.expire_requests()
-    requests = list(proxy.actions.filter(kind=ProxyAction.BACKUP)[:5])
+    requests = list(proxy.actions.all()[:5])
     return {
         "proxy": proxy, "csrf_token": context.get("csrf_token"),
         "backups": proxy.backups.defer("data")[:50], "requests": requests,
-        "waiting": any(a.state == "waiting for the proxy" for a in requests),
+        "waiting": any(a.state == "waiting for the proxy" and a.kind == ProxyAction.BACKUP for a in requests),
         "backup_refused": backups.backup_refusal(proxy), "restore_refused": backups.restore_refusal(proxy),
         "backup_notice": session.pop("panel-backup", None), "restore_notice": session.pop("panel-restore", None),
         "backup_form": BackupForm(), "restore_form": RestoreForm(),

@@ -267,3 +267,31 @@ def test_openapi_schema_lists_the_backup_api(admin) -> None:  # type: ignore[no-
                  "/api/v1/proxies/{id}/restore/:", "/api/v1/proxy/actions/{id}/backup:",
                  "/api/v1/proxy/actions/{id}/restore:", "/api/v1/proxy/actions/{id}/done:"):
         assert path in schema
+
+
+def test_an_action_made_in_another_process_ends_a_waiting_long_poll(manager_url: str) -> None:
+    """The backup request is made here; the served manager learns of it through its database watcher."""
+    import threading
+    import time
+
+    import httpx
+
+    from manager.proxies.backups import request_backup
+
+    p, key = make_proxy()
+    etag = f'"{p.active_revision.number}"'
+    answers: list[httpx.Response] = []
+
+    def poll() -> None:
+        answers.append(httpx.get(f"{manager_url}/api/v1/proxy/config", params={"wait": "30"}, timeout=40,
+                                 headers={"Authorization": f"Bearer {key}", "If-None-Match": etag}))
+
+    t = threading.Thread(target=poll)
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.5)  # let the poll start waiting
+    action = request_backup(p, PASS)
+    t.join(40)
+    (r,) = answers
+    assert r.status_code == 304 and r.headers["x-pforte-actions"] == f"backup/{action.pk}"
+    assert time.monotonic() - t0 < 25  # ended by the action, not by the 30 s wait

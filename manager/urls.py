@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from manager.proxies import api, views
+from manager.proxies import admin_api, api, views, views_ops
 
 urlpatterns = [
     path("", views.proxy_list, name="proxy-list"),
@@ -15,6 +15,10 @@ urlpatterns = [
     path("proxies/<int:pk>/applications/new/", views.application_edit, name="application-new"),
     path("proxies/<int:pk>/applications/<int:app>/", views.application_edit, name="application-edit"),
     path("proxies/<int:pk>/applications/<int:app>/delete/", views.application_delete, name="application-delete"),
+    path("proxies/<int:pk>/backups/", views_ops.backup_create, name="backup-create"),
+    path("proxies/<int:pk>/backups/<int:backup>/", views_ops.backup_download, name="backup-download"),
+    path("proxies/<int:pk>/restore/", views_ops.backup_restore, name="backup-restore"),
+    path("proxies/<int:pk>/dns/", views_ops.dns_edit, name="dns-edit"),
     path("instances/", views.instance_list, name="instance-list"),
     path("instances/new/", views.instance_edit, name="instance-new"),
     path("instances/<int:pk>/", views.instance_edit, name="instance-edit"),
@@ -23,6 +27,12 @@ urlpatterns = [
     path("api/v1/register/<str:token>/", api.register, name="api-register"),
     path("api/v1/proxy/config", api.config, name="api-config"),
     path("api/v1/proxy/heartbeat", api.heartbeat, name="api-heartbeat"),
+    path("api/v1/proxy/actions/<int:pk>/backup", api.action_backup, name="api-action-backup"),
+    path("api/v1/proxy/actions/<int:pk>/restore", api.action_restore, name="api-action-restore"),
+    path("api/v1/proxy/actions/<int:pk>/done", api.action_done, name="api-action-done"),
+    path("api/v1/proxies/<int:pk>/backups/", admin_api.proxy_backups, name="api-backups"),
+    path("api/v1/proxies/<int:pk>/backups/<int:backup>/", admin_api.backup_download, name="api-backup-download"),
+    path("api/v1/proxies/<int:pk>/restore/", admin_api.proxy_restore, name="api-restore"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("accounts/login/", auth_views.LoginView.as_view(template_name="proxies/login.html"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

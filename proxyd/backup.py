@@ -8,6 +8,9 @@ detected like any other tampering. `read_archive()` verifies everything before r
 `restore_into()` writes nothing until the archive has been fully verified.
 
 Format v1:  b"PFORTEBK" | version u8 | log2(n) u8 | r u8 | p u8 | salt 16 | nonce 12 | ciphertext
+
+A backup made through the manager also holds `manager/…` members (the proxy's settings as the
+manager keeps them); they belong to the manager and are never written into a state dir.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import secrets
 import struct
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,9 @@ MIN_PASSPHRASE = 8
 # What a backup holds, relative to the state dir. Logs and the control socket are runtime data.
 INCLUDED_DIRS = ("config", "certs")
 INCLUDED_FILES = ("agent.json",)
+MANAGER_DIR = "manager"  # members only the manager reads (its settings of the proxy)
+# certs/current.* is the installed copy of whichever pair is active, made again on every install
+DERIVED_CERTS = ("current.pem", "current.key")
 
 
 class BackupError(ValueError):
@@ -66,13 +72,31 @@ def _kdf(passphrase: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
     return Scrypt(salt=salt, length=32, n=2**log2_n, r=r, p=p).derive(passphrase.encode("utf-8"))
 
 
-def encrypt(archive: Archive, passphrase: str) -> bytes:
+@dataclass(frozen=True)
+class SealingKey:
+    """A key derived from a passphrase with a fresh salt. The manager derives it when the admin
+    asks for a backup and keeps only this (never the passphrase) until the proxy has answered."""
+
+    key: bytes = field(repr=False)
+    salt: bytes
+
+
+def sealing_key(passphrase: str) -> SealingKey:
     if len(passphrase) < MIN_PASSPHRASE:
         raise BackupError(f"passphrase too short (at least {MIN_PASSPHRASE} characters)")
-    salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
-    header = HEADER.pack(MAGIC, VERSION, LOG2_N, R, P, salt, nonce)
+    salt = secrets.token_bytes(16)
+    return SealingKey(_kdf(passphrase, salt, LOG2_N, R, P), salt)
+
+
+def seal(archive: Archive, key: SealingKey) -> bytes:
+    nonce = secrets.token_bytes(12)  # a fresh nonce per archive, so a key may seal more than once
+    header = HEADER.pack(MAGIC, VERSION, LOG2_N, R, P, key.salt, nonce)
     body = zlib.compress(json.dumps(archive.manifest).encode(), 9)
-    return header + AESGCM(_kdf(passphrase, salt, LOG2_N, R, P)).encrypt(nonce, body, header)
+    return header + AESGCM(key.key).encrypt(nonce, body, header)
+
+
+def encrypt(archive: Archive, passphrase: str) -> bytes:
+    return seal(archive, sealing_key(passphrase))
 
 
 def decrypt(blob: bytes, passphrase: str) -> Archive:
@@ -110,7 +134,8 @@ def _check_member(name: str) -> None:
     ok = (
         not Path(name).is_absolute()
         and ".." not in parts
-        and ((len(parts) == 2 and parts[0] in INCLUDED_DIRS) or (len(parts) == 1 and name in INCLUDED_FILES))
+        and ((len(parts) == 2 and parts[0] in (*INCLUDED_DIRS, MANAGER_DIR))
+             or (len(parts) == 1 and name in INCLUDED_FILES))
     )
     if not ok:
         raise BackupError(f"backup contains a path it must not: {name!r}")
@@ -150,6 +175,8 @@ def restore_into(state: StateDir, archive: Archive, *, expect_proxy: str | None,
     state.ensure()
     written = []
     for name, data in sorted(archive.files.items()):
+        if name.startswith(MANAGER_DIR + "/"):
+            continue  # the manager's copy of the settings; the proxy gets those as its config
         target = state.root / name
         target.parent.mkdir(mode=0o700, exist_ok=True)
         if name.endswith((".pem",)):

@@ -1,11 +1,13 @@
 from django.contrib import admin
 
-from manager.proxies.models import Application, ConfigRevision, Device, Heartbeat, Instance, Proxy, Registration
+from manager.proxies import models as m
 
-admin.site.register(Instance)
-admin.site.register(Proxy)
-admin.site.register(Application)
-admin.site.register(Registration)
-admin.site.register(ConfigRevision)
-admin.site.register(Heartbeat)
-admin.site.register(Device)
+admin.site.register(m.Instance)
+admin.site.register(m.Proxy)
+admin.site.register(m.Application)
+admin.site.register(m.Registration)
+admin.site.register(m.ConfigRevision)
+admin.site.register(m.Heartbeat)
+admin.site.register(m.Device)
+admin.site.register(m.Backup)
+admin.site.register(m.DnsRecord)

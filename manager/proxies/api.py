@@ -1,4 +1,8 @@
-"""The proxy-facing API: register (one-time URL), config (ETag + long-poll), heartbeat.
+"""The proxy-facing API: register (one-time URL), config (ETag + long-poll), heartbeat, actions.
+
+Actions (make a backup, take restored files) ride on the config and heartbeat answers: every
+answer names the pending ones (`X-Pforte-Actions: backup/12, restore/13` on config, `actions` in
+the heartbeat JSON), and a new action ends a waiting long-poll at once.
 
 Authenticated by the proxy's API key (`Bearer <id>.<secret>`, stored as a SHA-256 hash and
 compared in constant time); each proxy sees only itself.
@@ -22,14 +26,17 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from manager.proxies import notify
-from manager.proxies.models import ConfigRevision, Heartbeat, Proxy, Registration
+from manager.dyndns import updater
+from manager.proxies import backups, notify
+from manager.proxies.models import ConfigRevision, Heartbeat, Proxy, ProxyAction, Registration
+from proxyd.backup import BackupError
 
 MAX_WAIT = 60.0
 HEARTBEAT_INTERVAL = 60
@@ -123,16 +130,40 @@ def _revisions_after(pk: int) -> list[tuple[int, int, int]]:
     return list(ConfigRevision.objects.filter(pk__gt=pk).values_list("pk", "proxy_id", "number"))
 
 
+def _actions_after(pk: int) -> list[tuple[int, int]]:
+    return list(ProxyAction.objects.filter(pk__gt=pk).values_list("pk", "proxy_id"))
+
+
+def _pending_actions(proxy_id: int, mark_delivered: bool = False) -> list[tuple[int, str, bool]]:
+    """(id, kind, delivered before) of the proxy's open actions, oldest first."""
+    rows = list(ProxyAction.pending(proxy_id).order_by("pk").values_list("pk", "kind", "delivered"))
+    if mark_delivered and any(d is None for _, _, d in rows):
+        ProxyAction.objects.filter(pk__in=[pk for pk, _, d in rows if d is None]).update(delivered=timezone.now())
+    return [(pk, kind, d is not None) for pk, kind, d in rows]
+
+
+def _actions_header(rows: list[tuple[int, str, bool]]) -> str:
+    return ", ".join(f"{kind}/{pk}" for pk, kind, _ in rows)
+
+
 async def _watch_revisions() -> None:
     """One query per DB_RECHECK for the whole process (not one per waiting proxy): revisions
     published by another process (admin CLI, a second worker) wake the right long-polls."""
     last_pk = 0
+    last_action = await sync_to_async(_last_action_pk, thread_sensitive=False)()
     while True:
         rows = await sync_to_async(_revisions_after, thread_sensitive=False)(last_pk)
         for pk, proxy_id, number in rows:
             notify.changed(proxy_id, number)
             last_pk = max(last_pk, pk)
+        for pk, proxy_id in await sync_to_async(_actions_after, thread_sensitive=False)(last_action):
+            notify.action(proxy_id)
+            last_action = max(last_action, pk)
         await asyncio.sleep(notify.DB_RECHECK)
+
+
+def _last_action_pk() -> int:
+    return ProxyAction.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
 
 
 def _ensure_watcher() -> None:
@@ -159,15 +190,21 @@ async def config(request: HttpRequest) -> HttpResponse:
     _ensure_watcher()
     etag = request.headers.get("If-None-Match", "").strip().strip('"')
     deadline = time.monotonic() + wait
+    actions_seen = notify.actions_seen(proxy_id)
+    if actions_seen:  # an action was made for this proxy since this process started: one not delivered yet?
+        pending = await sync_to_async(_pending_actions, thread_sensitive=False)(proxy_id)
+        if any(not delivered for _, _, delivered in pending):
+            deadline = 0  # a new action: answer at once
     known = notify.known(proxy_id)
-    if wait and known is not None and str(known) == etag:
+    if known is not None and str(known) == etag and deadline > time.monotonic():
         # the proxy has the newest revision this process knows of: wait without asking the database
-        if not await notify.wait_newer(proxy_id, known, wait):
+        if not await notify.wait_newer(proxy_id, known, deadline - time.monotonic()):
             resp = HttpResponse(status=304)
             resp["ETag"] = f'"{known}"'
             return resp
     rev = await sync_to_async(_active, thread_sensitive=False)(proxy_id)
-    while rev is not None and str(rev.number) == etag and (left := deadline - time.monotonic()) > 0:
+    while (rev is not None and str(rev.number) == etag and notify.actions_seen(proxy_id) == actions_seen
+           and (left := deadline - time.monotonic()) > 0):
         if await notify.wait_newer(proxy_id, rev.number, left):
             rev = await sync_to_async(_active, thread_sensitive=False)(proxy_id)
     if rev is None:
@@ -177,6 +214,10 @@ async def config(request: HttpRequest) -> HttpResponse:
     else:
         resp = HttpResponse(rev.config_json, content_type="application/json")
     resp["ETag"] = f'"{rev.number}"'
+    # read after the revision: restored files are committed with (before) the settings they belong to
+    pending = await sync_to_async(_pending_actions, thread_sensitive=False)(proxy_id, True)
+    if pending:
+        resp["X-Pforte-Actions"] = _actions_header(pending)
     return resp
 
 
@@ -204,7 +245,7 @@ def serialized_writes(view: Callable[..., Response]) -> Callable[..., Response]:
     return wrapper
 
 
-@extend_schema(request=HeartbeatIn, responses={200: serializers.DictField()})
+@extend_schema(request=HeartbeatIn, responses={200: OpenApiTypes.OBJECT})
 @api_view(["POST"])
 @serialized_writes
 def heartbeat(request: Request) -> Response:
@@ -226,7 +267,76 @@ def heartbeat(request: Request) -> Response:
     )
     old = proxy.heartbeats.order_by("-received").values_list("pk", flat=True)[HEARTBEAT_HISTORY:]
     Heartbeat.objects.filter(pk__in=list(old)).delete()
+    updater.on_heartbeat(proxy.pk, request.META.get("REMOTE_ADDR"))  # DNS update, if any, runs in the background
     active = _active(proxy.pk)
-    return Response({"active_revision": active.number if active else None, "interval": HEARTBEAT_INTERVAL})
+    actions = [{"id": pk, "kind": kind} for pk, kind, _ in _pending_actions(proxy.pk, True)]
+    return Response({"active_revision": active.number if active else None, "interval": HEARTBEAT_INTERVAL,
+                     "actions": actions})
+
+
+def _own_action(proxy: Proxy, pk: int, kind: str) -> ProxyAction | None:
+    return ProxyAction.pending(proxy.pk).filter(pk=pk, kind=kind).first()
+
+
+class BackupUploadIn(serializers.Serializer):
+    files = serializers.DictField(child=serializers.CharField(allow_blank=True), help_text="certs/<file>: base64")
+
+
+@extend_schema(request=BackupUploadIn, responses={201: OpenApiTypes.OBJECT})
+@api_view(["POST"])
+def action_backup(request: Request, pk: int) -> Response:
+    """The proxy's part of a requested backup: its certs/ files; the manager seals the archive."""
+    proxy = authenticate(request._request)
+    if proxy is None:
+        return Response({"detail": "invalid or revoked API key"}, status=401)
+    action = _own_action(proxy, pk, ProxyAction.BACKUP)
+    if action is None:
+        return Response({"detail": "no such open backup request"}, status=404)
+    try:
+        backup = backups.complete_backup(action, backups.decode_files(request.data.get("files")))
+    except BackupError as exc:
+        backups.fail_action(action, f"upload refused: {exc}")
+        return Response({"detail": str(exc)}, status=400)
+    return Response({"backup": backup.pk, "size": backup.size}, status=201)
+
+
+@extend_schema(responses={200: OpenApiTypes.OBJECT})
+@api_view(["GET"])
+def action_restore(request: Request, pk: int) -> Response:
+    """Restored files for the proxy to write into its state dir (certs/), base64."""
+    proxy = authenticate(request._request)
+    if proxy is None:
+        return Response({"detail": "invalid or revoked API key"}, status=401)
+    action = _own_action(proxy, pk, ProxyAction.RESTORE)
+    if action is None:
+        return Response({"detail": "no such open restore"}, status=404)
+    return Response(json.loads(action.secret))
+
+
+class ActionDoneIn(serializers.Serializer):
+    error = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=500)
+
+
+@extend_schema(request=ActionDoneIn, responses={200: OpenApiTypes.OBJECT})
+@api_view(["POST"])
+def action_done(request: Request, pk: int) -> Response:
+    """The proxy finished an action (restored files written), or reports why it could not."""
+    proxy = authenticate(request._request)
+    if proxy is None:
+        return Response({"detail": "invalid or revoked API key"}, status=401)
+    action = ProxyAction.pending(proxy.pk).filter(pk=pk).first()
+    if action is None:
+        return Response({"detail": "no such open action"}, status=404)
+    data = ActionDoneIn(data=request.data)
+    if not data.is_valid():
+        return Response(data.errors, status=400)
+    error = data.validated_data.get("error")
+    if error:
+        backups.fail_action(action, error)
+    elif action.kind == ProxyAction.RESTORE:
+        ProxyAction.objects.filter(pk=action.pk).update(finished=timezone.now(), secret_enc="")
+    else:
+        return Response({"detail": "a backup is finished by its upload"}, status=400)
+    return Response({"ok": True})
 
 

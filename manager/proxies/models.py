@@ -199,15 +199,20 @@ class Application(models.Model):
 
     def clean(self) -> None:
         """Validate the proxy's whole config with this application in it: port collisions with
-        the proxy's services or other applications, prefix and URL form, all named by field."""
+        the proxy's services or other applications, prefix and URL form, all named by field.
+        `siblings`, when set, are the proxy's other applications instead of those stored."""
         from manager.proxies.compiler import raw_config
         from proxyd.config import ConfigError, parse_config
 
         if not self.proxy_id:
             return
         raw = raw_config(self.proxy, 0)
-        old_name = Application.objects.filter(pk=self.pk).values_list("name", flat=True).first() if self.pk else None
-        apps = [a for a in raw["applications"] if a["name"] != old_name]
+        siblings: list[Application] | None = getattr(self, "siblings", None)
+        if siblings is not None:  # the whole set is being replaced (restore): check against the new set
+            apps = [{f: getattr(a, f) for f in self.FIELDS} for a in siblings]
+        else:
+            old = Application.objects.filter(pk=self.pk).values_list("name", flat=True).first() if self.pk else None
+            apps = [a for a in raw["applications"] if a["name"] != old]
         apps.append({f: getattr(self, f) for f in self.FIELDS})
         raw["applications"] = apps
         try:
@@ -323,3 +328,129 @@ class Device(models.Model):
                     out.append((p, trusted_url(p.fqdn, p.provisioning_http_port, self.instance.name, self.mac,
                                                scheme="http")))
         return out
+
+
+# backup and restore (seed 003 "Backup und Restore") ---------------------------------------
+BACKUP_REQUEST_LIFETIME = timedelta(minutes=5)
+
+
+class Backup(models.Model):
+    """One encrypted archive (proxyd.backup format) of a proxy, kept for download."""
+
+    proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="backups")
+    created = models.DateTimeField(auto_now_add=True)
+    size = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    @property
+    def filename(self) -> str:
+        return f"{self.proxy.name}-{self.created:%Y%m%d-%H%M%S}.pfbk"
+
+
+class ProxyAction(models.Model):
+    """Something the proxy has to do that the config cannot say: make a backup, or take restored files.
+
+    Offered to the proxy with every config and heartbeat answer while pending. `secret_enc` holds,
+    encrypted at rest, the backup's sealing key (never the passphrase) or the restored files;
+    it is wiped as soon as the action is finished.
+    """
+
+    BACKUP, RESTORE = "backup", "restore"
+    proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="actions")
+    kind = models.CharField(max_length=7, choices=[(BACKUP, "backup"), (RESTORE, "restore")])
+    created = models.DateTimeField(auto_now_add=True)
+    delivered = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    secret_enc = models.TextField(blank=True, editable=False)
+    backup = models.ForeignKey(Backup, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    @classmethod
+    def pending(cls, proxy_id: int) -> models.QuerySet[ProxyAction]:
+        """Unfinished actions the proxy should still do (a backup request expires, a restore does not)."""
+        cutoff = timezone.now() - BACKUP_REQUEST_LIFETIME
+        return cls.objects.filter(proxy_id=proxy_id, finished__isnull=True).exclude(kind=cls.BACKUP,
+                                                                                     created__lte=cutoff)
+
+    @property
+    def state(self) -> str:
+        if self.finished:
+            return "failed" if self.error else "done"
+        if self.kind == self.BACKUP and self.created <= timezone.now() - BACKUP_REQUEST_LIFETIME:
+            return "expired"
+        return "waiting for the proxy"
+
+    @property
+    def secret(self) -> str:
+        return decrypt(self.secret_enc) if self.secret_enc else ""
+
+    @secret.setter
+    def secret(self, value: str) -> None:
+        self.secret_enc = encrypt(value) if value else ""
+
+
+# dynamic DNS (seed 000 "dynamically update DNS") ---------------------------------------------
+DDNS_PROVIDERS = [("rfc2136", "RFC 2136 dynamic update (TSIG)"), ("cloudflare", "Cloudflare API")]
+TSIG_ALGORITHMS = [("hmac-sha256", "hmac-sha256"), ("hmac-sha512", "hmac-sha512"), ("hmac-sha1", "hmac-sha1")]
+
+
+class DnsRecord(models.Model):
+    """The one A/AAAA name kept pointing at the proxy's public (heartbeat source) address."""
+
+    proxy = models.OneToOneField(Proxy, on_delete=models.CASCADE, related_name="dns_record")
+    name = models.CharField("record name", max_length=253, help_text="e.g. proxy1.dyn.example.com")
+    zone = models.CharField(max_length=253, help_text="the zone the name is in, e.g. dyn.example.com")
+    provider = models.CharField(max_length=10, choices=DDNS_PROVIDERS, default="rfc2136")
+    server = models.CharField("DNS server", max_length=253, blank=True, help_text="RFC 2136: primary server")
+    port = models.PositiveIntegerField(default=53, validators=PORT)
+    key_name = models.CharField("TSIG key name", max_length=253, blank=True)
+    algorithm = models.CharField("TSIG algorithm", max_length=20, choices=TSIG_ALGORITHMS, default="hmac-sha256")
+    api_url = models.URLField("API URL", default="https://api.cloudflare.com/client/v4",
+                              help_text="Cloudflare: the v4 API base")
+    credentials_enc = models.TextField(editable=False, default="")
+    # what the manager did last (shown on the proxy page)
+    address = models.GenericIPAddressField("current address", null=True, blank=True, editable=False)
+    synced_address = models.GenericIPAddressField(null=True, blank=True, editable=False)
+    state = models.CharField(max_length=10, blank=True, editable=False)  # "" | updating | ok | failed
+    last_update = models.DateTimeField(null=True, blank=True, editable=False)
+    last_result = models.TextField(blank=True, editable=False)
+    attempts = models.PositiveIntegerField(default=0, editable=False)
+
+    @property
+    def credentials(self) -> str:
+        """The TSIG secret (base64) or the Cloudflare API token."""
+        return decrypt(self.credentials_enc) if self.credentials_enc else ""
+
+    @credentials.setter
+    def credentials(self, value: str) -> None:
+        self.credentials_enc = encrypt(value) if value else ""
+
+    @property
+    def credentials_hint(self) -> str:
+        """Enough to recognise which secret is stored, never the secret itself."""
+        value = self.credentials
+        return f"stored, ends in …{value[-3:]}" if len(value) >= 12 else ("stored" if value else "not set")
+
+    def clean(self) -> None:
+        import dns.exception
+        import dns.name
+
+        errors: dict[str, str] = {}
+        try:
+            name, zone = dns.name.from_text(self.name), dns.name.from_text(self.zone)
+            if not name.is_subdomain(zone):
+                errors["name"] = f"{self.name} is not inside zone {self.zone}"
+        except dns.exception.DNSException as exc:
+            errors["name"] = f"not a DNS name: {exc}"
+        if self.provider == "rfc2136":
+            for f in ("server", "key_name"):
+                if not getattr(self, f):
+                    errors[f] = "Required for RFC 2136."
+        if errors:
+            raise ValidationError(errors)

@@ -1,4 +1,4 @@
-"""Wakes long-polls waiting for a proxy's next revision, without polling the database.
+"""Wakes long-polls waiting for a proxy's next revision (or a new action), without polling the database.
 
 A waiting request parks on a future; `changed()` (called from any thread: sync views and
 signals run in worker threads) resolves the futures of that proxy on their event loop. Revisions
@@ -15,6 +15,7 @@ import time
 _lock = threading.Lock()
 _latest: dict[int, int] = {}
 _waiters: dict[int, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+_actions: dict[int, int] = {}
 DB_RECHECK = 1.0  # one query per second per process picks up revisions made elsewhere
 
 
@@ -39,7 +40,8 @@ def known(proxy_id: int) -> int | None:
 
 
 async def wait_newer(proxy_id: int, than: int, timeout: float) -> bool:
-    """Wait until a revision newer than `than` is known for the proxy; False on timeout."""
+    """Wait until a revision newer than `than` is known for the proxy, or an action is made for
+    it; False on timeout."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
     entry = (loop, fut)
@@ -59,6 +61,20 @@ async def wait_newer(proxy_id: int, than: int, timeout: float) -> bool:
                 waiting.discard(entry)
                 if not waiting:
                     del _waiters[proxy_id]
+
+
+def action(proxy_id: int) -> None:
+    """A new action (backup request, restored files) waits for the proxy: end its long-poll now."""
+    with _lock:
+        _actions[proxy_id] = _actions.get(proxy_id, 0) + 1
+        waiters = _waiters.pop(proxy_id, set())
+    for loop, fut in waiters:
+        loop.call_soon_threadsafe(_wake, fut)
+
+
+def actions_seen(proxy_id: int) -> int:
+    with _lock:
+        return _actions.get(proxy_id, 0)
 
 
 def now() -> float:

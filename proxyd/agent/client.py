@@ -93,10 +93,21 @@ def _reason(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class ConfigAnswer:
-    """A new revision (`body` set) or None body for 'unchanged' (304)."""
+    """A new revision (`body` set) or None body for 'unchanged' (304), and the pending actions."""
 
     body: bytes | None
     etag: str | None
+    actions: tuple[tuple[str, int], ...] = ()
+
+
+def parse_actions(header: str | None) -> tuple[tuple[str, int], ...]:
+    """`backup/12, restore/13` -> (("backup", 12), ("restore", 13)); unknown items are skipped."""
+    out = []
+    for item in (header or "").split(","):
+        kind, _, pk = item.strip().partition("/")
+        if kind and pk.isdigit():
+            out.append((kind, int(pk)))
+    return tuple(out)
 
 
 class ManagerClient:
@@ -119,11 +130,12 @@ class ManagerClient:
             "GET", "/api/v1/proxy/config", params={"wait": str(int(wait))}, headers=headers,
             timeout=httpx.Timeout(CONNECT_TIMEOUT, read=wait + CONNECT_TIMEOUT),
         )
+        actions = parse_actions(resp.headers.get("x-pforte-actions"))
         if resp.status_code == 304:
-            return ConfigAnswer(None, etag)
+            return ConfigAnswer(None, etag, actions)
         if resp.status_code != 200:
             raise ManagerError(f"config request answered HTTP {resp.status_code}")
-        return ConfigAnswer(resp.content, resp.headers.get("etag"))
+        return ConfigAnswer(resp.content, resp.headers.get("etag"), actions)
 
     async def heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
         resp = await self._request("POST", "/api/v1/proxy/heartbeat", json=body)
@@ -134,6 +146,26 @@ class ManagerClient:
         except ValueError as exc:
             raise ManagerError("heartbeat answer is not JSON") from exc
         return data if isinstance(data, dict) else {}
+
+    async def upload_backup(self, action: int, files: dict[str, str]) -> None:
+        resp = await self._request("POST", f"/api/v1/proxy/actions/{action}/backup", json={"files": files})
+        if resp.status_code != 201:
+            raise ManagerError(f"backup upload answered HTTP {resp.status_code}: {_detail(resp)}")
+
+    async def fetch_restore(self, action: int) -> dict[str, Any]:
+        resp = await self._request("GET", f"/api/v1/proxy/actions/{action}/restore")
+        if resp.status_code != 200:
+            raise ManagerError(f"restore request answered HTTP {resp.status_code}: {_detail(resp)}")
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise ManagerError("restore answer is not JSON") from exc
+        return data if isinstance(data, dict) else {}
+
+    async def finish_action(self, action: int, error: str | None = None) -> None:
+        resp = await self._request("POST", f"/api/v1/proxy/actions/{action}/done", json={"error": error})
+        if resp.status_code not in (200, 404):  # 404: already finished (the other loop was first)
+            raise ManagerError(f"action answer HTTP {resp.status_code}: {_detail(resp)}")
 
     async def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proxyd import __version__
+from proxyd.agent.actions import ActionRunner
 from proxyd.agent.backoff import Backoff
 from proxyd.agent.client import ManagerClient, ManagerError, Unauthorized, revision_from_etag
 from proxyd.agent.state import AgentState, load
@@ -57,6 +58,7 @@ class Agent:
         self.heartbeats = 0
         self.revoked = asyncio.Event()
         self._last_body: bytes | None = None
+        self.actions = ActionRunner(daemon.state, self.client, self._enabled)
         daemon.status_hooks.append(self.status)
         daemon.apply_listeners.append(self._on_apply)
 
@@ -88,6 +90,10 @@ class Agent:
             "last_error": self.last_error,
             "heartbeats": self.heartbeats,
         }}
+
+    def _enabled(self) -> bool:
+        cfg = self.daemon.supervisor.config
+        return bool(cfg and cfg.proxy.enabled)
 
     def _on_apply(self, cfg: ProxyConfig | None, error: str | None) -> None:
         if cfg is None:
@@ -138,6 +144,9 @@ class Agent:
                 await asyncio.sleep(self.backoff.next())
                 continue
             self.set_state(ONLINE)
+            if answer.actions:
+                # before the config: restored files must be in place when it switches the proxy on
+                await self.actions.run(answer.actions)
             if answer.body is None:
                 continue
             if answer.body == self._last_body:
@@ -178,6 +187,7 @@ class Agent:
                 self.heartbeats += 1
                 self.set_state(ONLINE)
                 log.debug("event=heartbeat_ok active_revision=%s", answer.get("active_revision"))
+                await self.actions.run(_heartbeat_actions(answer))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.heartbeat_due.wait(), self.opts.heartbeat_interval)
 
@@ -192,6 +202,14 @@ class Agent:
             "network": st.get("network"),
             "last_error": self.last_error or st.get("last_error"),
         }
+
+
+def _heartbeat_actions(answer: dict[str, Any]) -> list[tuple[str, int]]:
+    items = answer.get("actions")
+    if not isinstance(items, list):
+        return []
+    return [(str(a["kind"]), int(a["id"])) for a in items
+            if isinstance(a, dict) and isinstance(a.get("id"), int) and "kind" in a]
 
 
 def _iso(ts: float | None) -> str | None:

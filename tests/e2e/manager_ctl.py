@@ -41,10 +41,11 @@ def handle(cmd: dict, Instance: Any, Proxy: Any, Registration: Any, timezone: An
     op = cmd.pop("op")
     out: dict = {}
     if op == "setup":
-        Instance.objects.create(name="e2e", web=f"http://127.0.0.1:{cmd['backend_port']}")
+        Instance.objects.create(name="e2e", web=f"http://127.0.0.1:{cmd['backend_port']}", **cmd.get("instance", {}))
+        fields = {"provisioning_mode": "off", **cmd.get("proxy", {})}
         p = Proxy(name="e2e", fqdn="localhost", bind="127.0.0.1", web_port=cmd["web_port"], sip_mode="off",
                   media_mode="rtp", media_port_min=cmd["media_min"], media_port_max=cmd["media_min"] + 98,
-                  provisioning_mode="off", xmpp_enabled=False)
+                  xmpp_enabled=False, **fields)
         p.full_clean()
         p.save()
         out = {"proxy_id": p.pk}
@@ -55,6 +56,25 @@ def handle(cmd: dict, Instance: Any, Proxy: Any, Registration: Any, timezone: An
         out = {"token": token}
     elif op == "status":
         out = {"status": Proxy.objects.get(name="e2e").status()[0]}
+    elif op == "superuser":
+        from django.contrib.auth import get_user_model
+
+        get_user_model().objects.create_superuser(cmd["user"], "e2e@example.invalid", cmd["password"])
+    elif op == "settings":
+        from manager.proxies.backups import settings_of
+
+        out = json.loads(json.dumps(settings_of(Proxy.objects.get(name="e2e")), default=str))
+        out["revision"] = Proxy.objects.get(name="e2e").active_revision.number
+    elif op == "provisioning_url":
+        from services.provisioning.token import provisioning_url
+
+        p = Proxy.objects.get(name="e2e")
+        out = {"url": provisioning_url(p.fqdn, p.provisioning_https_port, p.provisioning_key, "e2e", cmd["mac"])}
+    elif op == "actions":
+        from manager.proxies.models import ProxyAction
+
+        out = {"actions": [{"kind": a.kind, "state": a.state, "error": a.error}
+                           for a in ProxyAction.objects.filter(proxy__name="e2e").order_by("pk")]}
     elif op == "set":
         p = Proxy.objects.get(name="e2e")
         for k, v in cmd.items():

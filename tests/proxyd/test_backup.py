@@ -87,3 +87,17 @@ def test_restore_of_another_proxys_backup_needs_explicit_choice(
     assert res.returncode == 1 and "of proxy 'alpha', not 'beta'" in res.stderr
     res = cli("restore", "--state-dir", str(b.state_dir), "--in", str(out), "--into-this-proxy")
     assert res.returncode == 0, res.stderr
+
+
+def test_a_manager_backup_restores_the_certificate_and_never_writes_the_managers_part(tmp_path: Path) -> None:
+    """Disaster recovery of a managed proxy's machine: restore the manager's archive, then register anew."""
+    archive = Archive("dmz", 1.0, {"certs/self-signed.pem": b"cert", "manager/proxy.json": b"{}"})
+    out = tmp_path / "managed.pfbk"
+    out.write_bytes(encrypt(archive, PASS))
+    fresh = tmp_path / "fresh"
+    res = cli("restore", "--state-dir", str(fresh), "--in", str(out))
+    assert res.returncode == 0, res.stderr
+    assert (fresh / "certs" / "self-signed.pem").read_bytes() == b"cert"
+    assert not (fresh / "manager").exists()
+    with pytest.raises(BackupError, match="must not"):
+        decrypt(encrypt(Archive("dmz", 1.0, {"manager/../agent.json": b"x"}), PASS), PASS)

@@ -1,0 +1,114 @@
+"""The admin-facing backup API (session or HTTP Basic auth, staff only): list, request, download, restore."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.decorators import api_view, authentication_classes, parser_classes, permission_classes
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from manager.proxies import backups
+from manager.proxies.models import Backup, Proxy, ProxyAction
+from proxyd.backup import BackupError
+
+AUTH = [SessionAuthentication, BasicAuthentication]
+
+
+def _backup_row(b: Backup) -> dict:
+    return {"id": b.pk, "created": b.created.isoformat(), "size": b.size, "filename": b.filename,
+            "download": f"/api/v1/proxies/{b.proxy_id}/backups/{b.pk}/"}
+
+
+def _request_row(a: ProxyAction) -> dict:
+    return {"id": a.pk, "created": a.created.isoformat(), "state": a.state, "error": a.error or None,
+            "backup": a.backup_id}
+
+
+class BackupRequestIn(serializers.Serializer):
+    passphrase = serializers.CharField(trim_whitespace=False)
+
+
+@extend_schema(methods=["GET"], responses={200: OpenApiTypes.OBJECT}, operation_id="proxy_backups_list")
+@extend_schema(methods=["POST"], request=BackupRequestIn, responses={202: OpenApiTypes.OBJECT},
+               operation_id="proxy_backup_request")
+@api_view(["GET", "POST"])
+@authentication_classes(AUTH)
+@permission_classes([IsAdminUser])
+def proxy_backups(request: Request, pk: int) -> Response:
+    """GET: the proxy's backups and backup requests. POST: ask the proxy for a backup (202)."""
+    proxy = get_object_or_404(Proxy, pk=pk)
+    if request.method == "POST":
+        data = BackupRequestIn(data=request.data)
+        if not data.is_valid():
+            return Response(data.errors, status=400)
+        try:
+            action = backups.request_backup(proxy, data.validated_data["passphrase"])
+        except BackupError as exc:
+            refused = backups.backup_refusal(proxy) is not None
+            return Response({"detail": str(exc)}, status=409 if refused else 400)
+        return Response({"request": _request_row(action)}, status=202)
+    backups.expire_requests()
+    return Response({
+        "backups": [_backup_row(b) for b in proxy.backups.defer("data")],
+        "requests": [_request_row(a) for a in proxy.actions.filter(kind=ProxyAction.BACKUP)[:20]],
+        "backup_refused": backups.backup_refusal(proxy), "restore_refused": backups.restore_refusal(proxy),
+    })
+
+
+@extend_schema(responses={(200, "application/octet-stream"): bytes}, operation_id="proxy_backup_download")
+@api_view(["GET"])
+@authentication_classes(AUTH)
+@permission_classes([IsAdminUser])
+def backup_download(request: Request, pk: int, backup: int) -> HttpResponse:
+    """The archive file itself."""
+    b = get_object_or_404(Backup, pk=backup, proxy_id=pk)
+    return download(b)
+
+
+def download(b: Backup) -> HttpResponse:
+    resp = HttpResponse(bytes(b.data), content_type="application/octet-stream")
+    resp["Content-Disposition"] = f'attachment; filename="{b.filename}"'
+    return resp
+
+
+class RestoreIn(serializers.Serializer):
+    file = serializers.FileField()
+    passphrase = serializers.CharField(trim_whitespace=False)
+    into_this_proxy = serializers.BooleanField(default=False)
+
+
+@extend_schema(request={"multipart/form-data": RestoreIn}, responses={200: OpenApiTypes.OBJECT},
+               operation_id="proxy_restore")
+@api_view(["POST"])
+@authentication_classes(AUTH)
+@permission_classes([IsAdminUser])
+@parser_classes([MultiPartParser, FormParser, JSONParser])
+def proxy_restore(request: Request, pk: int) -> Response:
+    """Restore an uploaded archive into this proxy (only while it is off); verified completely first."""
+    proxy = get_object_or_404(Proxy, pk=pk)
+    data = RestoreIn(data=request.data)
+    if not data.is_valid():
+        return Response(data.errors, status=400)
+    d = data.validated_data
+    try:
+        archive = backups.restore(proxy, read_upload(d["file"]), d["passphrase"], into_this_proxy=d["into_this_proxy"])
+    except BackupError as exc:
+        refused = backups.restore_refusal(proxy) is not None
+        return Response({"detail": f"restore failed, nothing changed: {exc}"}, status=409 if refused else 400)
+    return Response({"detail": f"restored the backup of {archive.proxy!r}; switch the proxy on to use it",
+                     "proxy": archive.proxy})
+
+
+def read_upload(f) -> bytes:  # type: ignore[no-untyped-def]
+    from proxyd.backup import MAX_ARCHIVE
+
+    if f.size > MAX_ARCHIVE:
+        raise BackupError("file too large to be a pforte backup")
+    return bytes(f.read())

@@ -1,0 +1,57 @@
+"""Forms of the proxy page's operator panels: backup, restore, DNS record."""
+
+from __future__ import annotations
+
+import base64
+
+from django import forms
+
+from manager.proxies.forms import _formfield
+from manager.proxies.models import DnsRecord
+from proxyd.backup import MIN_PASSPHRASE
+
+
+class BackupForm(forms.Form):
+    passphrase = forms.CharField(widget=forms.PasswordInput, min_length=MIN_PASSPHRASE, strip=False,
+                                 help_text="Needed to restore; it is not stored anywhere.")
+    passphrase2 = forms.CharField(label="Repeat passphrase", widget=forms.PasswordInput, strip=False)
+
+    def clean(self):  # type: ignore[no-untyped-def]
+        data = super().clean()
+        if data.get("passphrase") and data.get("passphrase") != data.get("passphrase2"):
+            self.add_error("passphrase2", "The passphrases differ.")
+        return data
+
+
+class RestoreForm(forms.Form):
+    file = forms.FileField(label="Backup file")
+    passphrase = forms.CharField(widget=forms.PasswordInput, strip=False)
+    into_this_proxy = forms.BooleanField(
+        required=False, label="Restore into this proxy",
+        help_text="Needed when the backup was made of another proxy: its settings and certificate replace this one's.")
+
+
+class DnsRecordForm(forms.ModelForm):
+    credentials = forms.CharField(
+        label="Credentials", required=False, strip=True, widget=forms.PasswordInput(render_value=False),
+        help_text="RFC 2136: the TSIG secret (base64). Cloudflare: an API token scoped to the zone (DNS:Edit). "
+                  "Stored encrypted, never shown again; leave blank to keep the stored one.")
+
+    class Meta:
+        model = DnsRecord
+        formfield_callback = _formfield
+        fields = ["name", "zone", "provider", "server", "port", "key_name", "algorithm", "api_url"]
+
+    def clean(self):  # type: ignore[no-untyped-def]
+        data = super().clean()
+        if data.get("credentials") and data.get("provider") == "rfc2136":
+            try:
+                base64.b64decode(data["credentials"], validate=True)
+            except ValueError:
+                self.add_error("credentials", "A TSIG secret is base64, as in BIND's key statement.")
+                return data
+        if data.get("credentials"):
+            self.instance.credentials = data["credentials"]
+        elif not self.instance.credentials_enc:
+            self.add_error("credentials", "Required.")
+        return data

@@ -3,4 +3,8 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "manager.settings")
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from manager.proxies.longpoll import in_front_of  # noqa: E402  (needs Django set up)
+
+application = in_front_of(django_application)

@@ -78,6 +78,13 @@ def test_config_etag_long_poll_heartbeat_and_isolation(manager_url: str) -> None
         p.sip_mode = "udp"
         p.save()
 
+    started = time.monotonic()  # a renewal with nothing new: parked in front of Django, then 304
+    r = httpx.get(f"{manager_url}/api/v1/proxy/config?wait=1", headers={"If-None-Match": etag, **h}, timeout=30)
+    assert r.status_code == 304 and r.headers["etag"] == etag and 0.9 < time.monotonic() - started < 10
+    r = httpx.get(f"{manager_url}/api/v1/proxy/config?wait=1", headers={"If-None-Match": etag,
+                                                                       "Authorization": f"Bearer {key}x"})
+    assert r.status_code == 401  # a wrong key never waits
+
     t = threading.Thread(target=change_soon)
     t.start()
     started = time.monotonic()

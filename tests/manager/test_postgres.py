@@ -1,0 +1,159 @@
+"""The manager on PostgreSQL (`DATABASE_URL`): a real server started for this module on a loopback
+port, the manager migrated onto it and served; registration race, config long-poll and heartbeat.
+
+The in-process Django of the other manager tests is bound to SQLite, so everything here talks to
+the served manager over HTTP and prepares data with `pforte-manager shell`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import IN_CI, free_port, stop_process
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        msg = "PostgreSQL server is not installed (.ci/run installs postgresql)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return found[-1]
+
+
+def _as_postgres_user() -> list[str]:
+    """The server refuses to run as root: drop to the `postgres` system user (setpriv execs, so the
+    PID we hold is the server's own)."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
+    root = Path(tempfile.mkdtemp(prefix="pforte-pg-"))
+    data = root / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(data, "postgres")
+    drop = _as_postgres_user()
+    subprocess.run([*drop, initdb, "-D", str(data), "-A", "trust", "-U", "pforte", "--no-sync"], check=True,
+                   capture_output=True)
+    port = free_port()
+    server = subprocess.Popen([*drop, postgres, "-D", str(data), "-k", str(root), "-h", "127.0.0.1", "-p", str(port),
+                               "-c", "fsync=off"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(f"postgresql://pforte@127.0.0.1:{port}/postgres", autocommit=True) as c:
+                    c.execute("CREATE DATABASE pforte")
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield f"postgres://pforte@127.0.0.1:{port}/pforte"
+    finally:
+        stop_process(server)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg_manager(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    data = tmp_path_factory.mktemp("manager-pg")
+    env = {**os.environ, "DATABASE_URL": database_url, "PFORTE_MANAGER_DATA": str(data)}
+    subprocess.run([sys.executable, "-m", "manager.cli", "migrate", "-v", "0"], env=env, check=True)
+    port = free_port()
+    with open(data / "serve.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "manager.cli", "serve", "--port", str(port)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/accounts/login/", timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield url, env
+    finally:
+        stop_process(proc)
+
+
+def shell(env: dict[str, str], code: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "manager.cli", "shell", "-c", code], env=env, check=True,
+                         capture_output=True, text=True, timeout=120)
+    return out.stdout.strip().splitlines()[-1]  # the last line: what the code printed last
+
+
+NEW_PROXY = """
+from manager.proxies.models import Proxy, Registration
+p = Proxy(name={name!r}, fqdn={name!r} + ".example.com", network_mode="manual", network_interface={nic!r},
+          network_address="10.5.5.2/24", network_gateway="10.5.5.1", network_table=105)
+p.full_clean(); p.save()
+print(p.pk, Registration.create_for(p)[1])
+"""
+
+
+def test_the_manager_runs_on_postgresql(pg_manager: tuple[str, dict[str, str]]) -> None:
+    url, env = pg_manager
+    assert "postgresql" in shell(env, "from django.db import connection; print(connection.vendor)")
+    pk, token = shell(env, NEW_PROXY.format(name="pgedge", nic="eth5")).split()
+
+    results: list[int] = []
+    barrier = threading.Barrier(50)
+
+    def go() -> None:
+        barrier.wait()
+        results.append(httpx.post(f"{url}/api/v1/register/{token}/", json={}, timeout=60).status_code)
+
+    threads = [threading.Thread(target=go) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert sorted(results) == [201] + [410] * 49  # a conditional UPDATE: exactly one wins on PostgreSQL too
+
+    key = shell(env, f"from manager.proxies.models import Proxy; print(Proxy.objects.get(pk={pk}).mint_api_key())")
+    h = {"Authorization": f"Bearer {key}"}
+    r = httpx.get(f"{url}/api/v1/proxy/config", headers=h, timeout=30)
+    assert r.status_code == 200 and r.json()["proxy"]["name"] == "pgedge"
+    etag = r.headers["etag"]
+
+    def change_soon() -> None:
+        time.sleep(1.0)
+        shell(env, f"from manager.proxies.models import Proxy; p = Proxy.objects.get(pk={pk}); "
+                   "p.sip_mode = 'udp'; p.save()")
+
+    t = threading.Thread(target=change_soon)
+    t.start()
+    r = httpx.get(f"{url}/api/v1/proxy/config?wait=30", headers={"If-None-Match": etag, **h}, timeout=60)
+    t.join()
+    assert r.status_code == 200 and r.json()["services"]["sip"]["mode"] == "udp"
+
+    hb = httpx.post(f"{url}/api/v1/proxy/heartbeat", headers=h, timeout=30,
+                    json={"applied_revision": r.json()["revision"], "version": "t", "uptime": 1.0, "services": {}})
+    assert hb.status_code == 200 and hb.json()["active_revision"] == r.json()["revision"]
+    assert shell(env, f"from manager.proxies.models import Proxy; print(Proxy.objects.get(pk={pk}).status()[0])") \
+        == "Online"

@@ -11,6 +11,7 @@ Every other request goes to Django unchanged.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -49,7 +50,23 @@ async def park(scope: dict[str, Any]) -> tuple[bool, int] | None:
 def in_front_of(django_app: Any) -> Any:
     async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == CONFIG_PATH and scope["method"] == "GET":
-            parked = await park(scope)
+            seen: list[dict[str, Any]] = []  # what we read while watching for a disconnect, replayed to Django
+
+            async def disconnected() -> None:
+                while (msg := await receive())["type"] != "http.disconnect":
+                    seen.append(msg)
+
+            async def replay() -> dict[str, Any]:
+                return seen.pop(0) if seen else await receive()
+
+            parking = asyncio.ensure_future(park(scope))
+            gone = asyncio.ensure_future(disconnected())
+            await asyncio.wait({parking, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if gone.done():  # the proxy went away (or is shutting down): stop waiting for it
+                parking.cancel()
+                return
+            gone.cancel()
+            parked = parking.result()
             if parked is not None:
                 woke, known = parked
                 if not woke:
@@ -58,6 +75,8 @@ def in_front_of(django_app: Any) -> Any:
                     await send({"type": "http.response.body", "body": b""})
                     return
                 scope = {**scope, "query_string": b""}
+            await django_app(scope, replay, send)
+            return
         await django_app(scope, receive, send)
 
     return application

@@ -14,7 +14,7 @@ from proxyd.statedir import StateDir
 from proxyd.tls import CertStore
 from services.media import sdp as sdplib
 from services.media.ports import PortAllocator, PortsExhausted
-from services.media.relay import Latch
+from services.media.relay import Endpoint
 from services.media.service import MediaService, MediaView
 from services.media_api import MediaError, Side
 from tests.support import free_udp_range
@@ -58,14 +58,16 @@ def test_sdp_rewrite_changes_only_addresses_and_ports() -> None:
 
 
 def test_latching_rules() -> None:
-    latch = Latch("127.0.0.5", ("127.0.0.5", 4000))
-    assert not latch.accept(("127.0.0.6", 4000))  # a third party cannot hijack the stream
-    assert latch.accept(("127.0.0.5", 5555)) and latch.addr == ("127.0.0.5", 5555)
-    assert latch.accept(("127.0.0.5", 6666)) and latch.addr == ("127.0.0.5", 6666)  # NAT rebinding
+    ep = Endpoint(40000)
+    ep.expected_ip, ep.remote = "127.0.0.5", ("127.0.0.5", 4000)  # from signalling and SDP
+    assert not ep.latch(("127.0.0.6", 4000)) and ep.src is None  # a third party cannot hijack the stream
+    assert ep.remote == ("127.0.0.5", 4000)
+    assert ep.latch(("127.0.0.5", 5555)) and ep.remote == ep.src == ("127.0.0.5", 5555)
+    assert ep.latch(("127.0.0.5", 6666)) and ep.remote == ("127.0.0.5", 6666)  # NAT rebinding
 
 
 @pytest.fixture
-async def media(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def media(tmp_path: Path):
     state = StateDir(tmp_path).ensure()
     svc = MediaService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
     base = free_udp_range(24)
@@ -85,7 +87,7 @@ class Peer(asyncio.DatagramProtocol):
 async def udp(ip: str) -> tuple[asyncio.DatagramTransport, Peer, int]:
     loop = asyncio.get_running_loop()
     t, p = await loop.create_datagram_endpoint(Peer, local_addr=(ip, 0))
-    return t, p, t.get_extra_info("sockname")[1]  # type: ignore[return-value]
+    return t, p, t.get_extra_info("sockname")[1]
 
 
 def port_of(sdp: bytes) -> int:

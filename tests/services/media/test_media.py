@@ -176,3 +176,50 @@ def test_a_busy_port_in_the_range_is_skipped(tmp_path: Path) -> None:
         assert asyncio.run(go()) != base
     finally:
         blocker.close()
+
+
+def test_allocator_shrink_keeps_ports_in_use_and_allocates_only_from_the_new_range() -> None:
+    a = PortAllocator(40000, 40019)
+    held = [a.allocate(), a.allocate()]
+    assert held == [40000, 40002]
+    a.resize(40010, 40015)
+    assert a.used == {40000, 40002}  # established calls keep their ports
+    assert sorted(a.allocate() for _ in range(3)) == [40010, 40012, 40014]
+    with pytest.raises(PortsExhausted):
+        a.allocate()
+    a.release(40000)  # the call ends: its port is gone for good, never reused outside the range
+    with pytest.raises(PortsExhausted):
+        a.allocate()
+
+
+async def test_reconfigure_shrinking_the_range_keeps_established_calls(media: MediaService) -> None:
+    base = media.v.port_min
+    phone_t, phone, phone_port = await udp("127.0.0.2")
+    pbx_t, pbx, pbx_port = await udp("127.0.0.3")
+    to_pbx = await media.offer("old", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+    to_phone = await media.answer("old", "f", "t", offer_sdp("127.0.0.3", pbx_port), side=Side.INSTANCE,
+                                  source_ip="127.0.0.3")
+    old_ports = {port_of(to_pbx), port_of(to_phone)}
+    assert old_ports == {base, base + 2}
+
+    await media.reconfigure(MediaView("rtp", base + 12, base + 15, 2.0, "127.0.0.1", None))
+    # the established call still relays both ways on its old ports
+    phone_t.sendto(b"\x80\x00still-here", ("127.0.0.1", port_of(to_phone)))
+    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == b"\x80\x00still-here"
+    pbx_t.sendto(b"\x80\x00and-back", ("127.0.0.1", port_of(to_pbx)))
+    assert (await asyncio.wait_for(phone.got.get(), 5))[0] == b"\x80\x00and-back"
+    gauges = media.stats()["gauges"]
+    assert gauges["ports_in_use"] == 4 and gauges["ports_available"] == 4  # the new range is all free
+
+    new = await media.offer("new", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    assert base + 12 <= port_of(new) <= base + 15
+    with pytest.raises(MediaError) as info:  # 4 ports = one call's worth
+        await media.offer("full", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    assert info.value.status == 503
+    await media.delete("old")
+    assert media.stats()["gauges"] == {"active_calls": 1, "active_streams": 1, "ports_in_use": 4,
+                                       "ports_available": 0}
+    with pytest.raises(MediaError):  # the old call's ports are outside the range now: never handed out again
+        await media.offer("full", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    for t in (phone_t, pbx_t):
+        t.close()

@@ -333,7 +333,7 @@ class MediaService(Service):
 
 
 def _stream_status(call_id: str, s: Stream) -> dict[str, Any]:
-    out: dict[str, Any] = {"call_id": call_id, "srtp": "bridged" if s.bridged else "opaque"}
+    out: dict[str, Any] = {"call_id": call_id, "srtp_bridged": s.bridged}  # else relayed opaque
     for kind, leg in zip(("rtp", "rtcp"), s.legs, strict=True):
         for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
             out[f"{kind}_{name}"] = {"port": ep.port, "latched": f"{ep.src[0]}:{ep.src[1]}" if ep.src else None,

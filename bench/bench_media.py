@@ -4,13 +4,14 @@ passthrough on, uvloop), rtpengine (Debian rtpengine-daemon, userspace, one work
 through its ng control protocol) and a small C relay (epoll + recvmmsg/sendmmsg, compiled here) in
 the same run.
 
-A C generator (compiled here too) sends every stream round robin at a total packet rate and counts
-what comes back; one trial is TRIAL seconds. Per relay and stream count: the highest rate forwarded
-with < 0.1 % loss (and the generator keeping pace), the relay's CPU share at that rate (from
-/proc/<pid>/stat), pps per relay-core, and the p99 latency the relay adds at half that rate (the
-generator's own loopback p99 subtracted). Each relay is pinned to core 1, the generator to core 0.
-The generator saturates near 100-150 kpps on one core, so per-core figures are the comparison that
-counts. Figures on a shared 2-core machine are noisy.
+A C generator (compiled here too) sends every stream round robin at a total packet rate, paced, and
+counts what comes back; one trial is TRIAL seconds. Per relay and stream count: the highest rate
+forwarded with < 0.1 % loss, the relay's CPU share at that rate (utime + stime from
+/proc/<pid>/stat), pps per relay-core, the same at one fixed load for all (FIXED_RATE), and the
+p99 latency the relay adds at half its highest rate (the generator's own loopback p99 at that rate
+subtracted). Each relay is pinned to core 1, the generator to core 0. The generator saturates
+near 100 kpps through a relay on one core; a rate marked ">=" is its limit, not the relay's, so
+the per-core figures are the comparison that counts. Figures on a shared 2-core machine are noisy.
 """
 
 from __future__ import annotations
@@ -438,7 +439,8 @@ def trial(gen: Path, lines: str, rate: int, pid: int | None, secs: float = TRIAL
     out = {f[k]: float(f[k + 1]) for k in range(0, len(f), 2)}
     out["cpu"] = (cpu_seconds(pid) - before) / wall if pid else 0.0
     out["loss"] = 1 - out["recv"] / out["sent"] if out["sent"] else 1.0
-    out["ok"] = float(out["loss"] < MAX_LOSS and out["sendfail"] == 0 and out["sent"] >= rate * secs * 0.99)
+    out["ok"] = float(out["loss"] < MAX_LOSS)
+    out["pace"] = (out["sent"] + 1) / (rate * secs)  # < 1: the generator could not keep up
     return out
 
 
@@ -469,11 +471,14 @@ class Session:
         return r
 
 
-def search(s: Session) -> tuple[int, dict[str, float]]:
-    """Raise the rate by 1.5x until a trial fails, then bisect twice."""
+def search(s: Session) -> tuple[int, dict[str, float], bool]:
+    """Raise the rate by 1.5x until a trial loses >= 0.1 %, then bisect twice. When the generator
+    cannot send at the asked rate any more, its achieved rate is the (lower-bound) answer."""
     good, good_res, bad, rate = 0, {"cpu": 0.0}, 0, START_RATE
     while True:
         r = s.run(rate)
+        if r["ok"] and r["pace"] < 0.97:
+            return int(r["sent"] / TRIAL), r, True
         if not r["ok"]:
             bad = rate
             break
@@ -482,10 +487,10 @@ def search(s: Session) -> tuple[int, dict[str, float]]:
         rate = (good + bad) // 2
         r = s.run(rate)
         if r["ok"]:
-            good, good_res = rate, r
+            good, good_res = int(min(rate, r["sent"] / TRIAL)), r
         else:
             bad = rate
-    return good, good_res
+    return good, good_res, False
 
 
 def measure(relay: Relay, gen: Path, streams: int, tmp: Path, base_p99: Callable[[int], float]) -> dict[str, Any]:
@@ -493,11 +498,12 @@ def measure(relay: Relay, gen: Path, streams: int, tmp: Path, base_p99: Callable
     s = Session(relay, gen, streams, tmp)
     try:
         fixed = s.run(FIXED_RATE)
-        best, at_best = search(s)
+        best, at_best, gen_limited = search(s)
         half = s.run(max(best // 2, 1000))
     finally:
         relay.stop()
-    return {"pps": best, "cpu": at_best["cpu"], "per_core": best / at_best["cpu"] if at_best["cpu"] > 0 else 0.0,
+    return {"pps": best, "gen_limited": gen_limited, "cpu": at_best["cpu"],
+            "per_core": best / at_best["cpu"] if at_best["cpu"] > 0 else 0.0,
             "fixed_per_core": FIXED_RATE / fixed["cpu"] if fixed["ok"] and fixed["cpu"] > 0 else 0.0,
             "p99_added_us": max(0.0, half["p99_us"] - base_p99(best // 2))}
 
@@ -535,7 +541,8 @@ def main() -> None:
     print(f"\n{'relay':10} {'streams':>7} {'max pps':>8} {'cpu':>5} {'pps/core':>9} {'calls/core':>10} "
           f"{'pps/core@' + str(FIXED_RATE // 1000) + 'k':>13} {'p99 added':>10}")
     for name, streams, r in rows:
-        print(f"{name:10} {streams:7d} {r['pps']:8d} {r['cpu']:5.0%} {r['per_core']:9.0f} {r['per_core'] / 100:10.0f} "
+        pps = (">=" if r["gen_limited"] else "") + str(r["pps"])
+        print(f"{name:10} {streams:7d} {pps:>8} {r['cpu']:5.0%} {r['per_core']:9.0f} {r['per_core'] / 100:10.0f} "
               f"{r['fixed_per_core']:13.0f} {r['p99_added_us']:8.0f}us")
     for streams in STREAM_COUNTS:
         by = {name: r for name, s, r in rows if s == streams}
@@ -545,7 +552,8 @@ def main() -> None:
                 fixed = by["pforte"]["fixed_per_core"] / by[ref]["fixed_per_core"] if by[ref]["fixed_per_core"] else 0
                 print(f"{streams} streams: pforte/{ref} per core at max {ratio:.2f}x, "
                       f"at {FIXED_RATE} pps {fixed:.2f}x, absolute {by['pforte']['pps'] / max(by[ref]['pps'], 1):.2f}x")
-    print("(a call = 2 streams x 50 pps; generator on core 0, relay on core 1; shared, noisy 2-core machine)")
+    print("(a call = 2 streams x 50 pps; generator on core 0, relay on core 1; >= the generator's limit, not the "
+          "relay's; shared, noisy 2-core machine)")
 
 
 # -- pforte under test: the MediaService as proxyd runs it ---------------------------------------

@@ -462,12 +462,18 @@ class Session:
         trial(self.gen, self.lines, 2000, None, 1.0)  # warm up: latch every stream
 
     def run(self, rate: int) -> dict[str, float]:
-        r = trial(self.gen, self.lines, rate, self.relay.proc.pid)
-        print(f"    {rate:7d} pps: loss {r['loss']:.3%} cpu {r['cpu']:.0%} p50 {r['p50_us']:.0f} us "
-              f"p99 {r['p99_us']:.0f} us{'' if r['ok'] else '  FAILED'}", flush=True)
-        if not r["ok"]:
-            self.relay.stop()
-            self.start()
+        """A trial at `rate`; a failed one (loss, or the generator falling behind) is repeated once,
+        because other work on this machine preempts the generator or the relay now and then."""
+        for attempt in (1, 2):
+            r = trial(self.gen, self.lines, rate, self.relay.proc.pid)
+            print(f"    {rate:7d} pps: loss {r['loss']:.3%} cpu {r['cpu']:.0%} p50 {r['p50_us']:.0f} us "
+                  f"p99 {r['p99_us']:.0f} us{'' if r['ok'] else '  FAILED'}{' (behind)' if r['pace'] < 0.97 else ''}",
+                  flush=True)
+            if not r["ok"]:
+                self.relay.stop()
+                self.start()
+            elif r["pace"] >= 0.97 or attempt == 2:
+                break
         return r
 
 

@@ -34,7 +34,7 @@ CLK = os.sysconf("SC_CLK_TCK")
 STREAM_COUNTS = (100, 1000)
 TRIAL = 3.0
 MAX_LOSS = 0.001
-START_RATE = 10_000
+START_RATE = 20_000
 FIXED_RATE = 30_000  # every relay's CPU share is also taken at this one load, for a like-for-like per-core figure
 
 

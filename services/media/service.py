@@ -295,15 +295,18 @@ class MediaService(Service):
     async def _idle_loop(self) -> None:
         while True:
             await asyncio.sleep(IDLE_CHECK)
-            now = time.monotonic()
-            for cid, call in list(self.calls.items()):
-                seen = sum(leg.received() for s in call.streams for leg in s.legs)
-                if seen != call.seen:  # counting instead of a clock read per packet
-                    call.seen, call.since = seen, now
-                elif now - call.since > self.v.idle_timeout and any(s.legs for s in call.streams):
-                    self.counters["idle_released"] += 1
-                    self.log.info("event=media_idle_release call_id=%s", cid)
-                    self._release(cid)
+            self.expire_idle(time.monotonic())
+
+    def expire_idle(self, now: float) -> None:
+        """Release calls that received nothing for idle_timeout seconds (`now`: the monotonic clock)."""
+        for cid, call in list(self.calls.items()):
+            seen = sum(leg.received() for s in call.streams for leg in s.legs)
+            if seen != call.seen:  # counting instead of a clock read per packet
+                call.seen, call.since = seen, now
+            elif now - call.since > self.v.idle_timeout and any(s.legs for s in call.streams):
+                self.counters["idle_released"] += 1
+                self.log.info("event=media_idle_release call_id=%s", cid)
+                self._release(cid)
 
     def stats(self) -> dict[str, Any]:
         counters = dict(self.counters)

@@ -140,6 +140,27 @@ async def test_idle_timeout_releases_ports(media: MediaService) -> None:
     assert not media.calls and media.stats()["counters"]["idle_released"] == 1
 
 
+async def test_idle_rule_with_an_injected_clock(media: MediaService) -> None:
+    phone_t, _, phone_port = await udp("127.0.0.2")
+    await media.offer("c", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+    t0 = media.calls["c"].since  # idle_timeout is 2 s
+    media.expire_idle(t0 + 1.5)
+    assert "c" in media.calls
+    relay_for_phone = media.calls["c"].streams[0].legs[0].phone_port
+    phone_t.sendto(b"\x80\x00x", ("127.0.0.1", relay_for_phone))  # a packet (dropped: no instance yet) is life
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if media.calls["c"].streams[0].legs[0].received():
+            break
+    media.expire_idle(t0 + 3.0)
+    assert "c" in media.calls  # the packet restarted the idle time at t0 + 3
+    media.expire_idle(t0 + 4.5)
+    assert "c" in media.calls
+    media.expire_idle(t0 + 5.5)
+    assert "c" not in media.calls and media.stats()["counters"]["idle_released"] == 1
+    phone_t.close()
+
+
 async def test_exhaustion_is_503_and_srtp_mode_requires_srtp(media: MediaService) -> None:
     held = []
     with pytest.raises(MediaError) as info:

@@ -20,6 +20,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from pylibsrtp import Session
+
 from proxyd.config import ProxyConfig
 from proxyd.service import Service
 from services.media import sdes, srtp
@@ -51,6 +53,11 @@ class Stream:
     phone_keys: tuple[str, ...] = ()  # the phone's a=crypto values
     own: sdes.Crypto | None = None  # the relay's key towards the phone while bridged
     bridged: bool = False
+    # libsrtp sessions live as long as their key: a new session under the same key would restart
+    # the rollover counter (keystream reuse) and the replay window
+    enc: Session | None = None
+    dec: Session | None = None
+    dec_key: bytes = b""
 
     def close(self) -> None:
         for leg in self.legs:
@@ -60,20 +67,26 @@ class Stream:
         """(is the RTCP port, endpoint) facing `side`."""
         return [(k == 1, leg.phone if side is Side.PHONE else leg.instance) for k, leg in enumerate(self.legs)]
 
-    def bridge(self, phone_key: sdes.Crypto, own: sdes.Crypto) -> None:
-        """Decrypt what the phone sends with its key, encrypt what goes to it with ours."""
-        dec, enc = srtp.session(phone_key, inbound=True), srtp.session(own, inbound=False)
-        for rtcp, ep in self.endpoints(Side.PHONE):
-            ep.xform = srtp.decrypter(dec, rtcp_port=rtcp, mux=self.mux)
+    def encrypt_with(self, own: sdes.Crypto) -> None:
+        """What goes to the phone is encrypted with the relay's key."""
+        if self.enc is None or self.own is None or self.own.key != own.key:
+            self.enc = srtp.session(own, inbound=False)
         for rtcp, ep in self.endpoints(Side.INSTANCE):
-            ep.xform = srtp.encrypter(enc, rtcp_port=rtcp, mux=self.mux)
+            ep.xform = srtp.encrypter(self.enc, rtcp_port=rtcp, mux=self.mux)
         self.own, self.bridged = own, True
+
+    def decrypt_with(self, phone_key: sdes.Crypto) -> None:
+        """What the phone sends is decrypted with its key."""
+        if self.dec is None or self.dec_key != phone_key.key:
+            self.dec, self.dec_key = srtp.session(phone_key, inbound=True), phone_key.key
+        for rtcp, ep in self.endpoints(Side.PHONE):
+            ep.xform = srtp.decrypter(self.dec, rtcp_port=rtcp, mux=self.mux)
 
     def unbridge(self) -> None:
         for side in Side:
             for _, ep in self.endpoints(side):
                 ep.xform = None
-        self.own, self.bridged = None, False
+        self.own, self.bridged, self.enc, self.dec, self.dec_key = None, False, None, None, b""
 
 
 @dataclass
@@ -153,10 +166,7 @@ class MediaService(Service):
         # the instance offers plain RTP: the phone is offered SRTP with the relay's key, and what
         # the instance sends is encrypted from now on (the phone's key arrives with its answer)
         own = st.own or sdes.own()
-        enc = srtp.session(own, inbound=False)
-        for rtcp, ep in st.endpoints(Side.INSTANCE):
-            ep.xform = srtp.encrypter(enc, rtcp_port=rtcp, mux=st.mux)
-        st.own, st.bridged = own, True
+        st.encrypt_with(own)
         return sdplib.Edit(_secure(m.proto), (own.line(),))
 
     def _answer_edit(self, call_id: str, st: Stream, m: sdplib.Media, side: Side) -> sdplib.Edit | None:
@@ -169,7 +179,7 @@ class MediaService(Service):
             if phone_key is None or st.own is None:
                 self._unbridgeable(call_id, st)
                 return None
-            st.bridge(phone_key, st.own)
+            st.decrypt_with(phone_key)
             return sdplib.Edit(_plain(m.proto), ())
         if _is_srtp(m):  # end-to-end SRTP: the relay never touches the keys
             st.unbridge()
@@ -181,7 +191,8 @@ class MediaService(Service):
         # a re-negotiation keeps the relay's key; the answer carries the tag of the offered line it takes
         own = st.own if st.own and st.own.suite == phone_key.suite else sdes.own(phone_key.tag, phone_key.suite)
         own = sdes.Crypto(phone_key.tag, own.suite, own.key)
-        st.bridge(phone_key, own)
+        st.decrypt_with(phone_key)
+        st.encrypt_with(own)
         self.counters["srtp_bridged"] += 1
         return sdplib.Edit(st.phone_proto or "RTP/SAVP", (own.line(),))
 

@@ -119,6 +119,22 @@ async def test_phone_srtp_bridged_to_plain_rtp_instance(media: MediaService, mux
         pbx_t.sendto(rtp(seq, 0xBBBB, b"pbx" * 50), ("127.0.0.1", relay_for_pbx))
         assert phone_rx.unprotect(await recv(phone)) == rtp(seq, 0xBBBB, b"pbx" * 50)
 
+    # a re-INVITE from the phone: the instance keeps hearing plain RTP, the relay keeps its key and its
+    # libsrtp sessions (no rollover-counter restart under the same key, the replay window stays)
+    again = await media.offer("b1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone, mux), side=Side.PHONE,
+                              source_ip="127.0.0.2")
+    assert media_of(again).proto == "RTP/AVP" and not media_of(again).cryptos
+    to_phone = await media.answer("b1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP", None, mux),
+                                  side=Side.INSTANCE, source_ip="127.0.0.3")
+    assert sdes.parse(media_of(to_phone).cryptos[0]) == relay_key
+    replayed = phone_tx.protect(rtp(4, 0xAAAA, b"r" * 160))
+    phone_t.sendto(replayed, ("127.0.0.1", relay_for_phone))
+    assert await recv(pbx) == rtp(4, 0xAAAA, b"r" * 160)
+    phone_t.sendto(replayed, ("127.0.0.1", relay_for_phone))  # the same packet again: a replay, dropped
+    pbx_t.sendto(rtp(4, 0xBBBB, b"pbx" * 50), ("127.0.0.1", relay_for_pbx))
+    assert phone_rx.unprotect(await recv(phone)) == rtp(4, 0xBBBB, b"pbx" * 50)
+    assert pbx.got.empty()
+
     # SRTCP too: on the RTCP port, or demultiplexed on the RTP port under rtcp-mux
     rtcp_for_phone = relay_for_phone if mux else relay_for_phone + 1
     rtcp_for_pbx = relay_for_pbx if mux else relay_for_pbx + 1
@@ -134,7 +150,7 @@ async def test_phone_srtp_bridged_to_plain_rtp_instance(media: MediaService, mux
     phone_t.sendto(tx(os.urandom(30)).protect(rtp(9, 0xAAAA, b"x" * 160)), ("127.0.0.1", relay_for_phone))
     await asyncio.sleep(0.2)
     assert pbx.got.empty() and media.stats()["counters"]["drops"] == drops + 1
-    assert media.stats()["streams"][0]["srtp_bridged"] is True and media.stats()["counters"]["srtp_bridged"] == 1
+    assert media.stats()["streams"][0]["srtp_bridged"] is True and media.stats()["counters"]["srtp_bridged"] == 2
     for t in {phone_t, pbx_t, pbx_rtcp_t, phone_rtcp_t}:
         t.close()
 

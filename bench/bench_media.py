@@ -9,7 +9,7 @@ counts what comes back; one trial is TRIAL seconds. Per relay and stream count: 
 forwarded with < 0.1 % loss, the relay's CPU share at that rate (utime + stime from
 /proc/<pid>/stat), pps per relay-core, the same at one fixed load for all (FIXED_RATE), and the
 p99 latency the relay adds at half its highest rate (the generator's own loopback p99 at that rate
-subtracted). Each relay is pinned to core 1, the generator to core 0. The generator saturates
+subtracted). Each relay is pinned to core 1, the generator to core 0, both at nice -10. The generator saturates
 near 100 kpps through a relay on one core; a rate marked ">=" is its limit, not the relay's, so
 the per-core figures are the comparison that counts. Figures on a shared 2-core machine are noisy.
 """

@@ -60,7 +60,11 @@ class Endpoint(asyncio.DatagramProtocol):
             except XFORM_ERRORS:  # SRTP authentication failed, replay, not RTP: never forwarded
                 self.drops += 1
                 return
-        peer.transport.sendto(data, dst)  # type: ignore[union-attr]
+        try:
+            peer.transport.sendto(data, dst)  # type: ignore[union-attr]
+        except (ValueError, OSError):  # an SDP address the socket cannot reach (other family, a name)
+            self.drops += 1
+            return
         self.packets += 1
         self.bytes += len(data)
 

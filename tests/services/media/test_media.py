@@ -244,3 +244,31 @@ async def test_reconfigure_shrinking_the_range_keeps_established_calls(media: Me
         await media.offer("full", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     for t in (phone_t, pbx_t):
         t.close()
+
+
+def test_an_unreachable_sdp_address_drops_and_counts(tmp_path: Path) -> None:
+    """On uvloop (what proxyd runs) sendto raises for an address of the other family: counted as a
+    drop, never an exception per packet."""
+    uvloop = pytest.importorskip("uvloop")
+    base = free_udp_range(8)
+
+    async def go() -> int:
+        state = StateDir(tmp_path).ensure()
+        svc = MediaService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+        await svc.start(MediaView("rtp", base, base + 7, 60, "127.0.0.1", None))
+        phone_t, _, phone_port = await udp("127.0.0.2")
+        await svc.offer("v6", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+        v6 = offer_sdp("127.0.0.3", 4000).replace(b"IN IP4 127.0.0.3", b"IN IP6 ::1")
+        to_phone = await svc.answer("v6", "f", "t", v6, side=Side.INSTANCE, source_ip="127.0.0.3")
+        for _ in range(3):
+            phone_t.sendto(b"\x80\x00voice", ("127.0.0.1", port_of(to_phone)))
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if svc.stats()["counters"].get("drops", 0) >= 3:
+                break
+        drops = int(svc.stats()["counters"].get("drops", 0))
+        phone_t.close()
+        await svc.stop(1)
+        return drops
+
+    assert uvloop.run(go()) == 3

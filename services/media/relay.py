@@ -1,85 +1,105 @@
 """Relay legs: one UDP socket facing the phone and one facing the instance, per RTP (and RTCP) port.
 
-Latching (symmetric RTP): a side's destination is learned from the packets it sends, but only
-from the IP address its signalling came from (`Latch`); a new source port from that IP
-re-latches (NAT rebinding); anything else is dropped and counted. Packets are relayed opaque, so
-SRTP passes end to end.
+Each socket is an `Endpoint`. Latching (symmetric RTP): an endpoint learns where its side's
+packets come from — and so where that side's packets go — but only from the IP address its
+signalling came from; a new source port from that IP re-latches (NAT rebinding); anything else is
+dropped and counted. Packets are relayed opaque (SRTP passes end to end) unless an endpoint has a
+transform (`xform`: the SRTP<->RTP bridge).
+
+`datagram_received` is the hot path: one tuple comparison for the latch, int counters, one
+`sendto` on the peer endpoint's transport; no allocation, no clock, no dict lookup.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+
+from services.media.srtp import XFORM_ERRORS
+
+Addr = tuple[str, int]
 
 
-@dataclass
-class Latch:
-    """Where one side's packets come from and go to. Sans-IO."""
+class Endpoint(asyncio.DatagramProtocol):
+    __slots__ = ("port", "transport", "peer", "expected_ip", "src", "remote", "packets", "bytes", "drops",
+                 "xform")
 
-    expected_ip: str
-    addr: tuple[str, int] | None = None  # from SDP until latched, then the real source
-    latched: bool = False
-
-    def accept(self, src: tuple[str, int]) -> bool:
-        if src[0] != self.expected_ip:
-            return False
-        if not self.latched or src != self.addr:
-            self.addr, self.latched = (src[0], src[1]), True
-        return True
-
-
-@dataclass
-class Counters:
-    packets: int = 0
-    bytes: int = 0
-    drops: int = 0
-
-
-class _Side(asyncio.DatagramProtocol):
-    def __init__(self, leg: Leg, inbound: str):
-        self.leg, self.inbound = leg, inbound
+    def __init__(self, port: int) -> None:
+        self.port = port
         self.transport: asyncio.DatagramTransport | None = None
+        self.peer: Endpoint = self  # the endpoint facing the other side; set by `Leg`
+        self.expected_ip = ""  # packets are accepted from this IP only
+        self.src: Addr | None = None  # the latched source; None until the first accepted packet
+        self.remote: Addr | None = None  # where this side is sent to: from SDP until latched
+        self.packets = self.bytes = self.drops = 0  # forwarded from this side / dropped
+        self.xform: Callable[[bytes], bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.leg.received(self.inbound, data, addr)
+    def latch(self, addr: Addr) -> bool:
+        """A packet from a source other than the latched one: latch (or re-latch) if its IP is right."""
+        if addr[0] != self.expected_ip:
+            return False
+        self.src = self.remote = addr
+        return True
+
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
+        if addr != self.src and not self.latch(addr):
+            self.drops += 1
+            return
+        peer = self.peer
+        dst = peer.remote
+        if dst is None:  # the other side has not told us where it is yet
+            self.drops += 1
+            return
+        if self.xform is not None:
+            try:
+                data = self.xform(data)
+            except XFORM_ERRORS:  # SRTP authentication failed, replay, not RTP: never forwarded
+                self.drops += 1
+                return
+        try:
+            peer.transport.sendto(data, dst)  # type: ignore[union-attr]
+        except (ValueError, OSError):  # an SDP address the socket cannot reach (other family, a name)
+            self.drops += 1
+            return
+        self.packets += 1
+        self.bytes += len(data)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP unreachable from a side that went away: the idle timeout cleans up
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
-@dataclass
 class Leg:
     """One port pair's worth of relaying: phone <-> relay <-> instance."""
 
-    phone_port: int
-    instance_port: int
-    phone: Latch
-    instance: Latch
-    counters: dict[str, Counters] = field(default_factory=lambda: {"phone": Counters(), "instance": Counters()})
-    last_packet: float = field(default_factory=time.monotonic)
-    sides: dict[str, _Side] = field(default_factory=dict)
+    __slots__ = ("phone", "instance")
 
-    def received(self, inbound: str, data: bytes, src: tuple[str, int]) -> None:
-        src_latch, dst_latch = (self.phone, self.instance) if inbound == "phone" else (self.instance, self.phone)
-        c = self.counters[inbound]
-        if not src_latch.accept(src):
-            c.drops += 1
-            return
-        self.last_packet = time.monotonic()
-        out = self.sides["instance" if inbound == "phone" else "phone"].transport
-        if dst_latch.addr is None or out is None:
-            c.drops += 1
-            return
-        out.sendto(data, dst_latch.addr)
-        c.packets += 1
-        c.bytes += len(data)
+    def __init__(self, phone: Endpoint, instance: Endpoint) -> None:
+        self.phone, self.instance = phone, instance
+        phone.peer, instance.peer = instance, phone
+
+    @property
+    def phone_port(self) -> int:
+        return self.phone.port
+
+    @property
+    def instance_port(self) -> int:
+        return self.instance.port
+
+    def received(self) -> int:
+        """Everything that arrived on the leg (for the idle timeout)."""
+        return self.phone.packets + self.phone.drops + self.instance.packets + self.instance.drops
 
     def close(self) -> None:
-        for s in self.sides.values():
-            if s.transport is not None:
-                s.transport.close()
+        self.phone.close()
+        self.instance.close()
 
 
 def bind_udp(host: str, port: int) -> socket.socket | None:
@@ -94,12 +114,9 @@ def bind_udp(host: str, port: int) -> socket.socket | None:
     return s
 
 
-async def open_leg(host: str, phone_port: int, instance_port: int, phone: Latch, instance: Latch,
-                   socks: tuple[socket.socket, socket.socket]) -> Leg:
+async def open_leg(phone_port: int, instance_port: int, socks: tuple[socket.socket, socket.socket]) -> Leg:
     loop = asyncio.get_running_loop()
-    leg = Leg(phone_port, instance_port, phone, instance)
-    for name, sock in zip(("phone", "instance"), socks, strict=True):
-        side = _Side(leg, name)
-        await loop.create_datagram_endpoint(lambda side=side: side, sock=sock)  # type: ignore[misc]
-        leg.sides[name] = side
+    leg = Leg(Endpoint(phone_port), Endpoint(instance_port))
+    for ep, sock in ((leg.phone, socks[0]), (leg.instance, socks[1])):
+        await loop.create_datagram_endpoint(lambda ep=ep: ep, sock=sock)  # type: ignore[misc]
     return leg

@@ -1,7 +1,8 @@
 """SDP: read what the relay needs and point a description at relay ports. Sans-IO.
 
 Only `c=` addresses, `m=` ports and `a=rtcp:` ports change; codecs, `a=crypto`,
-`a=fingerprint`, ptime and direction pass unchanged, line for line.
+`a=fingerprint`, ptime and direction pass unchanged, line for line — unless an `Edit` asks for a
+stream's transport and keys to change (the SRTP<->RTP bridge).
 """
 
 from __future__ import annotations
@@ -21,7 +22,19 @@ class Media:
     proto: str
     address: str  # the c= in force for this m= (media level, else session level)
     rtcp_mux: bool
-    crypto: bool
+    cryptos: tuple[str, ...] = ()  # the values of this stream's a=crypto: lines (SDES keys)
+
+    @property
+    def crypto(self) -> bool:
+        return bool(self.cryptos)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Change one stream's transport: `proto` replaces the m= protocol, `cryptos` every a=crypto."""
+
+    proto: str
+    cryptos: tuple[str, ...]
 
 
 def _lines(sdp: bytes) -> list[str]:
@@ -35,7 +48,7 @@ def _lines(sdp: bytes) -> list[str]:
 def parse(sdp: bytes) -> list[Media]:
     session_addr = ""
     out: list[list[Any]] = []
-    cur: list[Any] | None = None  # [kind, port, proto, addr, mux, crypto]
+    cur: list[Any] | None = None  # [kind, port, proto, addr, mux, cryptos]
     for ln in _lines(sdp):
         if len(ln) < 2 or ln[1] != "=":
             raise SdpError(f"malformed SDP line {ln[:40]!r}")
@@ -46,7 +59,7 @@ def parse(sdp: bytes) -> list[Media]:
             parts = val.split()
             if len(parts) < 3 or not parts[1].split("/")[0].isdigit():
                 raise SdpError("malformed m= line")
-            cur = [parts[0], int(parts[1].split("/")[0]), parts[2], session_addr, False, False]
+            cur = [parts[0], int(parts[1].split("/")[0]), parts[2], session_addr, False, []]
         elif key == "c":
             parts = val.split()
             if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
@@ -59,16 +72,19 @@ def parse(sdp: bytes) -> list[Media]:
             if val == "rtcp-mux":
                 cur[4] = True
             elif val.startswith("crypto:"):
-                cur[5] = True
+                cur[5].append(val[7:])
     if cur:
         out.append(cur)
-    return [Media(k, p, pr, a, m, c) for k, p, pr, a, m, c in out]
+    return [Media(k, p, pr, a, m, tuple(c)) for k, p, pr, a, m, c in out]
 
 
-def rewrite(sdp: bytes, address: str, ports: list[tuple[int, int | None]]) -> bytes:
-    """Point every c= at `address` and the i-th m= at ports[i] = (rtp, rtcp or None)."""
+def rewrite(sdp: bytes, address: str, ports: list[tuple[int, int | None]],
+            edits: list[Edit | None] | None = None) -> bytes:
+    """Point every c= at `address` and the i-th m= at ports[i] = (rtp, rtcp or None); apply edits[i]."""
     family = "IP6" if ":" in address else "IP4"
-    out, idx = [], -1
+    out: list[str] = []
+    idx = -1
+    edit: Edit | None = None
     for ln in _lines(sdp):
         key = ln[0]
         if key == "c":
@@ -79,13 +95,25 @@ def rewrite(sdp: bytes, address: str, ports: list[tuple[int, int | None]]) -> by
                 parts[4], parts[5] = family, address
                 ln = "o=" + " ".join(parts)
         elif key == "m":
+            _add_cryptos(out, edit)
             idx += 1
+            edit = edits[idx] if edits and idx < len(edits) else None
             parts = ln[2:].split()
             rtp = ports[idx][0] if idx < len(ports) else 0
             parts[1] = str(rtp) if parts[1] != "0" else "0"  # port 0 = stream rejected, keep it so
+            if edit is not None:
+                parts[2] = edit.proto
             ln = "m=" + " ".join(parts)
         elif ln.startswith("a=rtcp:") and 0 <= idx < len(ports):
             rtcp = ports[idx][1] or ports[idx][0]
             ln = f"a=rtcp:{rtcp} IN {family} {address}"
+        elif ln.startswith("a=crypto:") and edit is not None:
+            continue  # replaced by the edit's keys at the end of the stream
         out.append(ln)
+    _add_cryptos(out, edit)
     return ("\r\n".join(out) + "\r\n").encode()
+
+
+def _add_cryptos(out: list[str], edit: Edit | None) -> None:
+    if edit is not None:
+        out.extend(f"a=crypto:{c}" for c in edit.cryptos)

@@ -3,6 +3,11 @@
 Per media stream of a call it holds an RTP leg and an RTCP leg, each a socket facing the phone
 and one facing the instance, with ports from `services.media.port_min..port_max`. SDP sent to a
 side points at the sockets facing that side.
+
+Mode `srtp`: phones must speak SRTP (SDES). When the instance speaks SRTP too, packets pass
+opaque with the endpoints' own keys. When the instance speaks plain RTP, the stream is bridged:
+the relay decrypts with the phone's key and encrypts towards the phone with a key of its own,
+which it announces to the phone in place of the instance's (missing) a=crypto.
 """
 
 from __future__ import annotations
@@ -15,15 +20,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from pylibsrtp import Session
+
 from proxyd.config import ProxyConfig
 from proxyd.service import Service
+from services.media import sdes, srtp
 from services.media import sdp as sdplib
 from services.media.ports import PortAllocator, PortsExhausted
-from services.media.relay import Latch, Leg, bind_udp, open_leg
+from services.media.relay import Endpoint, Leg, bind_udp, open_leg
 from services.media_api import MediaError, Side
 
 SRTP_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
 IDLE_CHECK = 1.0
+STATUS_STREAMS = 100  # per-stream detail in status is for people; the gauges cover the rest
 
 
 @dataclass(frozen=True)
@@ -39,15 +48,52 @@ class MediaView:
 @dataclass
 class Stream:
     legs: list[Leg]  # [rtp, rtcp]; empty for a rejected (port 0) stream
+    mux: bool = False
+    phone_proto: str = ""  # what the phone's last SDP said (RTP/SAVP...)
+    phone_keys: tuple[str, ...] = ()  # the phone's a=crypto values
+    own: sdes.Crypto | None = None  # the relay's key towards the phone while bridged
+    bridged: bool = False
+    # libsrtp sessions live as long as their key: a new session under the same key would restart
+    # the rollover counter (keystream reuse) and the replay window
+    enc: Session | None = None
+    dec: Session | None = None
+    dec_key: bytes = b""
 
     def close(self) -> None:
         for leg in self.legs:
             leg.close()
 
+    def endpoints(self, side: Side) -> list[tuple[bool, Endpoint]]:
+        """(is the RTCP port, endpoint) facing `side`."""
+        return [(k == 1, leg.phone if side is Side.PHONE else leg.instance) for k, leg in enumerate(self.legs)]
+
+    def encrypt_with(self, own: sdes.Crypto) -> None:
+        """What goes to the phone is encrypted with the relay's key."""
+        if self.enc is None or self.own is None or self.own.key != own.key:
+            self.enc = srtp.session(own, inbound=False)
+        for rtcp, ep in self.endpoints(Side.INSTANCE):
+            ep.xform = srtp.encrypter(self.enc, rtcp_port=rtcp, mux=self.mux)
+        self.own, self.bridged = own, True
+
+    def decrypt_with(self, phone_key: sdes.Crypto) -> None:
+        """What the phone sends is decrypted with its key."""
+        if self.dec is None or self.dec_key != phone_key.key:
+            self.dec, self.dec_key = srtp.session(phone_key, inbound=True), phone_key.key
+        for rtcp, ep in self.endpoints(Side.PHONE):
+            ep.xform = srtp.decrypter(self.dec, rtcp_port=rtcp, mux=self.mux)
+
+    def unbridge(self) -> None:
+        for side in Side:
+            for _, ep in self.endpoints(side):
+                ep.xform = None
+        self.own, self.bridged, self.enc, self.dec, self.dec_key = None, False, None, None, b""
+
 
 @dataclass
 class Call:
     streams: list[Stream] = field(default_factory=list)
+    seen: int = 0  # packets that had arrived at the last idle check
+    since: float = field(default_factory=time.monotonic)  # when `seen` last changed
 
 
 class MediaService(Service):
@@ -86,11 +132,11 @@ class MediaService(Service):
         if call is None or len(call.streams) != len(media):
             if call is not None:
                 self._release(call_id)
-            call = Call([await self._stream(m, side, source_ip) for m in media])
+            call = Call([await self._stream(m) for m in media])
             self.calls[call_id] = call
-        else:
-            self._learn(call, media, side, source_ip)
-        return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip)
+        self._learn(call, media, side, source_ip)
+        edits = [self._offer_edit(st, m, side) for st, m in zip(call.streams, media, strict=True)]
+        return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
     async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
                      source_ip: str) -> bytes:
@@ -98,16 +144,62 @@ class MediaService(Service):
         if call is None:
             return sdp  # no offer went through us: nothing to relay
         media = self._parse(sdp, side)
-        if self.v.mode == "srtp" and side is Side.INSTANCE and not all(_is_srtp(m) for m in media if m.port):
-            # the phone side speaks SRTP; bridging to plain RTP is not built yet: relayed opaque
-            self.counters["srtp_bridge_unavailable"] += 1
-            self.log.warning("event=media_srtp_bridge_unavailable call_id=%s", call_id)
         self._learn(call, media, side, source_ip)
-        return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip)
+        edits = [self._answer_edit(call_id, st, m, side) for st, m in zip(call.streams, media, strict=False)]
+        return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
     async def delete(self, call_id: str, from_tag: str | None = None) -> None:
         self._release(call_id)
         await asyncio.sleep(0)  # transports close their sockets on the next loop turn: free the ports now
+
+    # -- SRTP: opaque or bridged -----------------------------------------------------------
+    def _offer_edit(self, st: Stream, m: sdplib.Media, side: Side) -> sdplib.Edit | None:
+        if self.v.mode != "srtp" or not st.legs:
+            return None
+        if side is Side.PHONE:
+            st.phone_proto, st.phone_keys = m.proto, m.cryptos
+            # a re-offer on a bridged stream stays bridged: the instance keeps hearing plain RTP
+            return sdplib.Edit(_plain(m.proto), ()) if st.bridged else None
+        if _is_srtp(m):
+            st.unbridge()
+            return None
+        # the instance offers plain RTP: the phone is offered SRTP with the relay's key, and what
+        # the instance sends is encrypted from now on (the phone's key arrives with its answer)
+        own = st.own or sdes.own()
+        st.encrypt_with(own)
+        return sdplib.Edit(_secure(m.proto), (own.line(),))
+
+    def _answer_edit(self, call_id: str, st: Stream, m: sdplib.Media, side: Side) -> sdplib.Edit | None:
+        if self.v.mode != "srtp" or not st.legs or m.port == 0:
+            return None
+        if side is Side.PHONE:  # the phone answers the relay's SRTP offer: its key decrypts
+            if not st.bridged:
+                return None
+            phone_key = sdes.choose(m.cryptos)
+            if phone_key is None or st.own is None:
+                self._unbridgeable(call_id, st)
+                return None
+            st.decrypt_with(phone_key)
+            return sdplib.Edit(_plain(m.proto), ())
+        if _is_srtp(m):  # end-to-end SRTP: the relay never touches the keys
+            st.unbridge()
+            return None
+        phone_key = sdes.choose(st.phone_keys)
+        if phone_key is None:
+            self._unbridgeable(call_id, st)
+            return None
+        # a re-negotiation keeps the relay's key; the answer carries the tag of the offered line it takes
+        own = st.own if st.own and st.own.suite == phone_key.suite else sdes.own(phone_key.tag, phone_key.suite)
+        own = sdes.Crypto(phone_key.tag, own.suite, own.key)
+        st.decrypt_with(phone_key)
+        st.encrypt_with(own)
+        self.counters["srtp_bridged"] += 1
+        return sdplib.Edit(st.phone_proto or "RTP/SAVP", (own.line(),))
+
+    def _unbridgeable(self, call_id: str, st: Stream) -> None:
+        self.counters["srtp_bridge_unusable_key"] += 1
+        self.log.warning("event=media_srtp_bridge_unusable_key call_id=%s", call_id)
+        st.unbridge()
 
     # -- internals -------------------------------------------------------------------------
     def _parse(self, sdp: bytes, side: Side) -> list[sdplib.Media]:
@@ -121,7 +213,7 @@ class MediaService(Service):
             raise MediaError(488, "this proxy requires SRTP (RTP/SAVP with a=crypto) from phones")
         return media
 
-    async def _stream(self, m: sdplib.Media, side: Side, source_ip: str) -> Stream:
+    async def _stream(self, m: sdplib.Media) -> Stream:
         if m.port == 0:
             return Stream([])
         try:
@@ -135,13 +227,7 @@ class MediaService(Service):
             self.counters["ports_exhausted"] += 1
             self.log.warning("event=media_ports_exhausted range=%d-%d", self.v.port_min, self.v.port_max)
             raise MediaError(503, "no media ports available") from None
-        legs = []
-        for k in (0, 1):  # RTP, RTCP
-            phone, inst = Latch(""), Latch("")
-            legs.append(await open_leg(self.v.bind, p_port + k, i_port + k, phone, inst, (p_socks[k], i_socks[k])))
-        stream = Stream(legs)
-        self._learn_stream(stream, m, side, source_ip)
-        return stream
+        return Stream([await open_leg(p_port + k, i_port + k, (p_socks[k], i_socks[k])) for k in (0, 1)])
 
     def _alloc_pair(self) -> tuple[int, tuple[socket.socket, socket.socket]]:
         got: dict[int, tuple[socket.socket, socket.socket]] = {}
@@ -169,15 +255,17 @@ class MediaService(Service):
             self._learn_stream(stream, m, side, source_ip)
 
     def _learn_stream(self, stream: Stream, m: sdplib.Media, side: Side, source_ip: str) -> None:
+        stream.mux = stream.mux or m.rtcp_mux
         for k, leg in enumerate(stream.legs):
             port = m.port if k == 0 or m.rtcp_mux else m.port + 1
-            latch = leg.phone if side is Side.PHONE else leg.instance
+            ep = leg.phone if side is Side.PHONE else leg.instance
             # a phone's media must come from where its signalling came from; the instance's from its SDP
-            latch.expected_ip = source_ip if side is Side.PHONE else m.address
-            if not latch.latched:
-                latch.addr = (m.address, port)
+            ep.expected_ip = source_ip if side is Side.PHONE else m.address
+            if ep.src is None:
+                ep.remote = (m.address, port)
 
-    def _rewrite(self, sdp: bytes, call: Call, *, toward: Side, peer_ip: str) -> bytes:
+    def _rewrite(self, sdp: bytes, call: Call, *, toward: Side, peer_ip: str,
+                 edits: list[sdplib.Edit | None]) -> bytes:
         ports: list[tuple[int, int | None]] = []
         for stream in call.streams:
             if not stream.legs:
@@ -188,7 +276,7 @@ class MediaService(Service):
                 ports.append((rtp.phone_port, rtcp.phone_port))
             else:
                 ports.append((rtp.instance_port, rtcp.instance_port))
-        return sdplib.rewrite(sdp, self._address(peer_ip), ports)
+        return sdplib.rewrite(sdp, self._address(peer_ip), ports, edits)
 
     def _address(self, peer_ip: str) -> str:
         if self.v.public_address:
@@ -210,40 +298,73 @@ class MediaService(Service):
                 self.ports.release(stream.legs[0].phone_port)
                 self.ports.release(stream.legs[0].instance_port)
             for leg in stream.legs:
-                for side, c in leg.counters.items():
-                    self.counters[f"packets_from_{side}"] += c.packets
-                    self.counters[f"bytes_from_{side}"] += c.bytes
-                    self.counters["drops"] += c.drops
+                for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
+                    self.counters[f"packets_from_{name}"] += ep.packets
+                    self.counters[f"bytes_from_{name}"] += ep.bytes
+                    self.counters["drops"] += ep.drops
 
     async def _idle_loop(self) -> None:
         while True:
             await asyncio.sleep(IDLE_CHECK)
-            now = time.monotonic()
-            for cid, call in list(self.calls.items()):
-                legs = [leg for s in call.streams for leg in s.legs]
-                if legs and all(now - leg.last_packet > self.v.idle_timeout for leg in legs):
-                    self.counters["idle_released"] += 1
-                    self.log.info("event=media_idle_release call_id=%s", cid)
-                    self._release(cid)
+            self.expire_idle(time.monotonic())
+
+    def expire_idle(self, now: float) -> None:
+        """Release calls that received nothing for idle_timeout seconds (`now`: the monotonic clock)."""
+        for cid, call in list(self.calls.items()):
+            seen = sum(leg.received() for s in call.streams for leg in s.legs)
+            if seen != call.seen:  # counting instead of a clock read per packet
+                call.seen, call.since = seen, now
+            elif now - call.since > self.v.idle_timeout and any(s.legs for s in call.streams):
+                self.counters["idle_released"] += 1
+                self.log.info("event=media_idle_release call_id=%s", cid)
+                self._release(cid)
 
     def stats(self) -> dict[str, Any]:
-        live = [leg for c in self.calls.values() for s in c.streams for leg in s.legs]
         counters = dict(self.counters)
-        for leg in live:
-            for side, c in leg.counters.items():
-                counters[f"packets_from_{side}"] = counters.get(f"packets_from_{side}", 0) + c.packets
-                counters["drops"] = counters.get("drops", 0) + c.drops
-        used = len(self.ports.used) * 2
+        streams: list[dict[str, Any]] = []
+        active = 0
+        for cid, call in self.calls.items():
+            for s in call.streams:
+                if not s.legs:
+                    continue
+                active += 1
+                for leg in s.legs:
+                    for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
+                        counters[f"packets_from_{name}"] = counters.get(f"packets_from_{name}", 0) + ep.packets
+                        counters[f"bytes_from_{name}"] = counters.get(f"bytes_from_{name}", 0) + ep.bytes
+                        counters["drops"] = counters.get("drops", 0) + ep.drops
+                if len(streams) < STATUS_STREAMS:
+                    streams.append(_stream_status(cid, s))
+        in_range = sum(1 for p in self.ports.used if self.ports.lo <= p <= self.ports.hi)
         return {
             "listeners": [f"udp://{self.v.bind}:{self.v.port_min}-{self.v.port_max} ({self.v.mode})"],
             "counters": counters,
-            "gauges": {"active_calls": len(self.calls), "active_streams": len(live) // 2, "ports_in_use": used,
-                       "ports_available": max(0, self.ports.capacity * 2 - used)},
+            "gauges": {"active_calls": len(self.calls), "active_streams": active,
+                       "ports_in_use": len(self.ports.used) * 2,
+                       "ports_available": max(0, self.ports.capacity - in_range) * 2},
+            "streams": streams,
         }
+
+
+def _stream_status(call_id: str, s: Stream) -> dict[str, Any]:
+    out: dict[str, Any] = {"call_id": call_id, "srtp_bridged": s.bridged}  # else relayed opaque
+    for kind, leg in zip(("rtp", "rtcp"), s.legs, strict=True):
+        for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
+            out[f"{kind}_{name}"] = {"port": ep.port, "latched": f"{ep.src[0]}:{ep.src[1]}" if ep.src else None,
+                                     "packets": ep.packets, "bytes": ep.bytes, "drops": ep.drops}
+    return out
 
 
 def _is_srtp(m: sdplib.Media) -> bool:
     return m.proto in SRTP_PROTOS and m.crypto
+
+
+def _plain(proto: str) -> str:
+    return "RTP/AVPF" if proto.endswith("F") else "RTP/AVP"
+
+
+def _secure(proto: str) -> str:
+    return "RTP/SAVPF" if proto.endswith("F") else "RTP/SAVP"
 
 
 def _other(side: Side) -> Side:

@@ -14,7 +14,7 @@ from proxyd.statedir import StateDir
 from proxyd.tls import CertStore
 from services.media import sdp as sdplib
 from services.media.ports import PortAllocator, PortsExhausted
-from services.media.relay import Latch
+from services.media.relay import Endpoint
 from services.media.service import MediaService, MediaView
 from services.media_api import MediaError, Side
 from tests.support import free_udp_range
@@ -58,14 +58,16 @@ def test_sdp_rewrite_changes_only_addresses_and_ports() -> None:
 
 
 def test_latching_rules() -> None:
-    latch = Latch("127.0.0.5", ("127.0.0.5", 4000))
-    assert not latch.accept(("127.0.0.6", 4000))  # a third party cannot hijack the stream
-    assert latch.accept(("127.0.0.5", 5555)) and latch.addr == ("127.0.0.5", 5555)
-    assert latch.accept(("127.0.0.5", 6666)) and latch.addr == ("127.0.0.5", 6666)  # NAT rebinding
+    ep = Endpoint(40000)
+    ep.expected_ip, ep.remote = "127.0.0.5", ("127.0.0.5", 4000)  # from signalling and SDP
+    assert not ep.latch(("127.0.0.6", 4000)) and ep.src is None  # a third party cannot hijack the stream
+    assert ep.remote == ("127.0.0.5", 4000)
+    assert ep.latch(("127.0.0.5", 5555)) and ep.remote == ep.src == ("127.0.0.5", 5555)
+    assert ep.latch(("127.0.0.5", 6666)) and ep.remote == ("127.0.0.5", 6666)  # NAT rebinding
 
 
 @pytest.fixture
-async def media(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def media(tmp_path: Path):
     state = StateDir(tmp_path).ensure()
     svc = MediaService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
     base = free_udp_range(24)
@@ -85,7 +87,7 @@ class Peer(asyncio.DatagramProtocol):
 async def udp(ip: str) -> tuple[asyncio.DatagramTransport, Peer, int]:
     loop = asyncio.get_running_loop()
     t, p = await loop.create_datagram_endpoint(Peer, local_addr=(ip, 0))
-    return t, p, t.get_extra_info("sockname")[1]  # type: ignore[return-value]
+    return t, p, t.get_extra_info("sockname")[1]
 
 
 def port_of(sdp: bytes) -> int:
@@ -138,6 +140,27 @@ async def test_idle_timeout_releases_ports(media: MediaService) -> None:
     assert not media.calls and media.stats()["counters"]["idle_released"] == 1
 
 
+async def test_idle_rule_with_an_injected_clock(media: MediaService) -> None:
+    phone_t, _, phone_port = await udp("127.0.0.2")
+    await media.offer("c", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+    t0 = media.calls["c"].since  # idle_timeout is 2 s
+    media.expire_idle(t0 + 1.5)
+    assert "c" in media.calls
+    relay_for_phone = media.calls["c"].streams[0].legs[0].phone_port
+    phone_t.sendto(b"\x80\x00x", ("127.0.0.1", relay_for_phone))  # a packet (dropped: no instance yet) is life
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if media.calls["c"].streams[0].legs[0].received():
+            break
+    media.expire_idle(t0 + 3.0)
+    assert "c" in media.calls  # the packet restarted the idle time at t0 + 3
+    media.expire_idle(t0 + 4.5)
+    assert "c" in media.calls
+    media.expire_idle(t0 + 5.5)
+    assert "c" not in media.calls and media.stats()["counters"]["idle_released"] == 1
+    phone_t.close()
+
+
 async def test_exhaustion_is_503_and_srtp_mode_requires_srtp(media: MediaService) -> None:
     held = []
     with pytest.raises(MediaError) as info:
@@ -174,3 +197,78 @@ def test_a_busy_port_in_the_range_is_skipped(tmp_path: Path) -> None:
         assert asyncio.run(go()) != base
     finally:
         blocker.close()
+
+
+def test_allocator_shrink_keeps_ports_in_use_and_allocates_only_from_the_new_range() -> None:
+    a = PortAllocator(40000, 40019)
+    held = [a.allocate(), a.allocate()]
+    assert held == [40000, 40002]
+    a.resize(40010, 40015)
+    assert a.used == {40000, 40002}  # established calls keep their ports
+    assert sorted(a.allocate() for _ in range(3)) == [40010, 40012, 40014]
+    with pytest.raises(PortsExhausted):
+        a.allocate()
+    a.release(40000)  # the call ends: its port is gone for good, never reused outside the range
+    with pytest.raises(PortsExhausted):
+        a.allocate()
+
+
+async def test_reconfigure_shrinking_the_range_keeps_established_calls(media: MediaService) -> None:
+    base = media.v.port_min
+    phone_t, phone, phone_port = await udp("127.0.0.2")
+    pbx_t, pbx, pbx_port = await udp("127.0.0.3")
+    to_pbx = await media.offer("old", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+    to_phone = await media.answer("old", "f", "t", offer_sdp("127.0.0.3", pbx_port), side=Side.INSTANCE,
+                                  source_ip="127.0.0.3")
+    old_ports = {port_of(to_pbx), port_of(to_phone)}
+    assert old_ports == {base, base + 2}
+
+    await media.reconfigure(MediaView("rtp", base + 12, base + 15, 2.0, "127.0.0.1", None))
+    # the established call still relays both ways on its old ports
+    phone_t.sendto(b"\x80\x00still-here", ("127.0.0.1", port_of(to_phone)))
+    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == b"\x80\x00still-here"
+    pbx_t.sendto(b"\x80\x00and-back", ("127.0.0.1", port_of(to_pbx)))
+    assert (await asyncio.wait_for(phone.got.get(), 5))[0] == b"\x80\x00and-back"
+    gauges = media.stats()["gauges"]
+    assert gauges["ports_in_use"] == 4 and gauges["ports_available"] == 4  # the new range is all free
+
+    new = await media.offer("new", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    assert base + 12 <= port_of(new) <= base + 15
+    with pytest.raises(MediaError) as info:  # 4 ports = one call's worth
+        await media.offer("full", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    assert info.value.status == 503
+    await media.delete("old")
+    assert media.stats()["gauges"] == {"active_calls": 1, "active_streams": 1, "ports_in_use": 4,
+                                       "ports_available": 0}
+    with pytest.raises(MediaError):  # the old call's ports are outside the range now: never handed out again
+        await media.offer("full", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    for t in (phone_t, pbx_t):
+        t.close()
+
+
+def test_an_unreachable_sdp_address_drops_and_counts(tmp_path: Path) -> None:
+    """On uvloop (what proxyd runs) sendto raises for an address of the other family: counted as a
+    drop, never an exception per packet."""
+    uvloop = pytest.importorskip("uvloop")
+    base = free_udp_range(8)
+
+    async def go() -> int:
+        state = StateDir(tmp_path).ensure()
+        svc = MediaService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+        await svc.start(MediaView("rtp", base, base + 7, 60, "127.0.0.1", None))
+        phone_t, _, phone_port = await udp("127.0.0.2")
+        await svc.offer("v6", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+        v6 = offer_sdp("127.0.0.3", 4000).replace(b"IN IP4 127.0.0.3", b"IN IP6 ::1")
+        to_phone = await svc.answer("v6", "f", "t", v6, side=Side.INSTANCE, source_ip="127.0.0.3")
+        for _ in range(3):
+            phone_t.sendto(b"\x80\x00voice", ("127.0.0.1", port_of(to_phone)))
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if svc.stats()["counters"].get("drops", 0) >= 3:
+                break
+        drops = int(svc.stats()["counters"].get("drops", 0))
+        phone_t.close()
+        await svc.stop(1)
+        return drops
+
+    assert uvloop.run(go()) == 3

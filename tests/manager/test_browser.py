@@ -56,6 +56,14 @@ def test_admin_creates_instance_and_proxy_switches_sip_and_gets_a_registration(m
         url = page.locator("#registration-url").inner_text().strip()
         assert url.startswith(f"{manager_url}/api/v1/register/")
         page.screenshot(path=str(tmp_path / "proxy.png"), full_page=True)
+
+        page.click("text=Add application")
+        page.fill("#id_name", "procurat")
+        page.fill("#id_port", "9443")
+        page.fill("#id_upstream", "https://p5.school.local:8443/procurat/api/v1/")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#applications >> text=procurat")
+        assert page.locator("#applications >> text=9443 (TLS)").count() == 1
         page.goto(f"{manager_url}/")
         assert page.locator("a", has_text="edge").count() == 1
         assert page.locator("text=Never connected").count() >= 1
@@ -68,3 +76,4 @@ def test_admin_creates_instance_and_proxy_switches_sip_and_gets_a_registration(m
 
     cfg = json.loads(Proxy.objects.get(name="edge").active_revision.config_json)
     assert cfg["services"]["sip"]["mode"] == "udp" and [i["name"] for i in cfg["instances"]] == ["acme"]
+    assert [(a["name"], a["port"], a["public_prefix"]) for a in cfg["applications"]] == [("procurat", 9443, "/api/")]

@@ -4,16 +4,12 @@ as a separate process on the same database for the HTTP API."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.support import free_port
+from tests.support import served_manager
 
 _DATA = tempfile.mkdtemp(prefix="pforte-manager-test-")
 
@@ -60,22 +56,6 @@ def admin_client(db: None):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def manager_url(django_db: str) -> Iterator[str]:
-    port = free_port()
     env = {**os.environ, "PFORTE_MANAGER_DATA": django_db}
-    with open(os.path.join(django_db, "serve.log"), "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "manager.cli", "serve", "--port", str(port)],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(url + "/accounts/login/", timeout=2)
-            break
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(open(os.path.join(django_db, "serve.log")).read()) from None
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with served_manager(env, os.path.join(django_db, "serve.log")) as url:
+        yield url

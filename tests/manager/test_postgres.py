@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import IN_CI, free_port, stop_process
+from tests.support import IN_CI, free_port, served_manager, stop_process
 
 
 def _pg_bin(name: str) -> str:
@@ -81,24 +81,8 @@ def pg_manager(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     data = tmp_path_factory.mktemp("manager-pg")
     env = {**os.environ, "DATABASE_URL": database_url, "PFORTE_MANAGER_DATA": str(data)}
     subprocess.run([sys.executable, "-m", "manager.cli", "migrate", "-v", "0"], env=env, check=True)
-    port = free_port()
-    with open(data / "serve.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "manager.cli", "serve", "--port", str(port)], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/accounts/login/", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    with served_manager(env, data / "serve.log") as url:
         yield url, env
-    finally:
-        stop_process(proc)
 
 
 def shell(env: dict[str, str], code: str) -> str:

@@ -87,6 +87,8 @@ def start_pforte(uas_port: int, port: int, workdir: Path) -> subprocess.Popen[by
            "bind": "127.0.0.1", "instances": [{"name": "pbx", "sip": f"udp:127.0.0.1:{uas_port}",
                                                "sip_domains": ["pbx.test"]}],
            "services": {"web": {"mode": "off"}, "sip": {"mode": "udp", "udp_port": port},
+                        # below the ephemeral range, where free_udp() picks the SIP port
+                        "media": {"mode": "rtp", "port_min": 20000, "port_max": 29998},
                         "provisioning": {"mode": "off"}, "xmpp": {"enabled": False}}}
     (workdir / "proxy.json").write_text(json.dumps(cfg))
     env = dict(os.environ, PFORTE_SIP_RATE_LIMIT=str(10**9))

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _T = {"udp": "u", "tcp": "t", "tls": "s"}
 _T_BACK = {v: k for k, v in _T.items()}
@@ -20,8 +20,7 @@ _T_BACK = {v: k for k, v in _T.items()}
 _CACHE_MAX = 65536
 
 
-@dataclass(frozen=True)
-class Flow:
+class Flow(NamedTuple):  # a tuple: made for every datagram, and a dict key for the token caches
     side: str  # "p" phone side, "b" backend side
     transport: str  # udp | tcp | tls
     ip: str

@@ -21,7 +21,7 @@ from proxyd.service import Service, ServiceError
 from services.media_api import MediaError, MediaRelay, PassThroughMedia, Side
 from services.sip.flow import Flow
 from services.sip.framing import StreamFramer
-from services.sip.message import SipError, response
+from services.sip.message import SipError
 from services.sip.protect import RateLimiter
 from services.sip.proxy import Local, MediaStep, Relay, Send, Target
 
@@ -34,6 +34,9 @@ class SipView:
     tls_port: int
     fqdn: str
     domains: tuple[tuple[str, str, str, int], ...]
+
+
+_PASS_THROUGH = PassThroughMedia()
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -99,6 +102,8 @@ class SipService(Service):
         self.counters_extra: dict[str, int] = {}
         #: Call-ID -> last media step in flight: later messages of that call wait for it (order).
         self.pending: dict[str, asyncio.Task[None]] = {}
+        self._media_seen: object = None
+        self._media_impl: MediaRelay = _PASS_THROUGH
 
     @classmethod
     def view(cls, cfg: ProxyConfig) -> SipView | None:
@@ -179,7 +184,7 @@ class SipService(Service):
                     self._after(action.call_id, self._send_later(action))
                 else:
                     self.send(action.flow, action.data)
-            elif isinstance(self.ctx.lookup("media"), MediaRelay):
+            elif self.media() is not _PASS_THROUGH:
                 # awaiting the media relay; the message is sent when it answers
                 self._after(action.call_id, self._media(action))
             else:  # no media relay: SDP unchanged, sent at once so a call's messages keep their order
@@ -226,7 +231,10 @@ class SipService(Service):
 
     def media(self) -> MediaRelay:
         m = self.ctx.lookup("media")
-        return m if isinstance(m, MediaRelay) else PassThroughMedia()
+        if m is not self._media_seen:  # a Protocol isinstance check is slow: once per media service
+            self._media_seen = m
+            self._media_impl = m if isinstance(m, MediaRelay) else _PASS_THROUGH
+        return self._media_impl
 
     async def _media(self, step: MediaStep) -> None:
         side = Side.PHONE if step.side == "phone" else Side.INSTANCE
@@ -242,8 +250,9 @@ class SipService(Service):
         except MediaError as exc:
             self.relay_counter(f"media_errors_{exc.status}")
             self.log.info("event=sip_media_error call_id=%s status=%s", step.call_id, exc.status)
-            if step.request is not None and step.request.method != "ACK":
-                self.send(step.src, response(step.request, exc.status, exc.reason).serialize())
+            if self.relay is not None:
+                for send in self.relay.refuse(step, exc.status, exc.reason):
+                    self.send(send.flow, send.data)
             return
         step.msg.body = sdp
         self.send(step.flow, step.msg.serialize())

@@ -1,0 +1,269 @@
+"""The relay's hot path: a one-pass scan of well-formed SIP messages — sans-IO.
+
+`scan()` splits the header section once and looks only at the headers routing needs (Via,
+Route, Max-Forwards, Call-ID, CSeq, To/From, Contact, Content-*); every other header stays the
+line it came as and is forwarded verbatim. It accepts a strict subset of what `message.parse`
+accepts, checking each header with the full parser's own validators (cached where values repeat
+within a call). Anything unusual — folded or bare-LF lines, several Vias on one line, a missing
+Content-Length, a duplicate — returns None: the caller then runs the full parser and scans its
+normalised serialisation, so the strict grammar decides every odd case.
+"""
+
+from __future__ import annotations
+
+import re
+
+from services.sip.message import (
+    MAX_MESSAGE, SipError, check_cseq, digits, parse_via, split_commas, valid_request_uri,
+)
+from services.sip.uri import UriError, parse_name_addr
+
+_STATUS = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?", re.S)
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+#: The common Via shape; a value it does not fit is checked by `parse_via` instead.
+_VIA = re.compile(r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?"
+                  r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;\s,\"]+)?)*)")
+#: lower-case header name (long and compact form) -> the key the scan files it under
+_KEYS = {
+    "via": "via", "v": "via", "route": "route", "record-route": "rr", "path": "path",
+    "max-forwards": "mf", "call-id": "i", "i": "i", "cseq": "cseq", "content-length": "l", "l": "l",
+    "to": "t", "t": "t", "from": "f", "f": "f", "contact": "m", "m": "m", "content-type": "c", "c": "c",
+    "user-agent": "ua", "proxy-require": "pr",
+}
+_SINGLE = frozenset({"mf", "i", "cseq", "l", "t", "f"})
+#: raw header name -> key ("" for headers we pass through); names are checked once, then cached
+_names: dict[str, str] = {}
+_NAMES_MAX = 4096
+
+
+class Via:
+    """One Via value: transport, host, port and the raw `;params` text."""
+
+    __slots__ = ("transport", "host", "port", "params")
+
+    def __init__(self, transport: str, host: str, port: int | None, params: str):
+        self.transport, self.host, self.port, self.params = transport, host, port, params
+
+    def param_dict(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for p in self.params.split(";")[1:]:
+            k, eq, v = p.partition("=")
+            out[k.strip().lower()] = v.strip() if eq else None
+        return out
+
+    def sent_by(self) -> str:
+        return f"SIP/2.0/{self.transport} {self.host}" + (f":{self.port}" if self.port else "")
+
+
+class Sip:
+    """A scanned message: its header lines (text), where the interesting ones are, and the body.
+
+    Edits work on `lines` in place ("" marks a removed line); `serialize()` joins them again.
+    """
+
+    __slots__ = ("method", "uri", "status", "start", "lines", "_body", "vias", "via_idx", "route_idx",
+                 "rr_idx", "path_idx", "contact_idx", "mf", "mf_idx", "cl_idx", "call_id", "cseq", "cseq_method",
+                 "to", "from_", "ctype", "ua", "proxy_require")
+
+    def __init__(self) -> None:
+        self.method: str | None = None
+        self.uri = ""
+        self.status = 0
+        self.start = ""
+        self.lines: list[str] = []
+        self._body = b""
+        self.vias: list[Via] = []
+        self.via_idx: list[int] = []
+        self.route_idx: list[int] = []
+        self.rr_idx = -1
+        self.path_idx = -1
+        self.contact_idx: list[int] = []
+        self.mf: int | None = None
+        self.mf_idx = -1
+        self.cl_idx = -1
+        self.call_id = ""
+        self.cseq = ""
+        self.cseq_method = ""
+        self.to = ""
+        self.from_ = ""
+        self.ctype = ""
+        self.ua: str | None = None
+        self.proxy_require: list[str] = []
+
+    @property
+    def is_request(self) -> bool:
+        return self.method is not None
+
+    @property
+    def body(self) -> bytes:
+        return self._body
+
+    @body.setter
+    def body(self, value: bytes) -> None:  # a rewritten SDP: Content-Length follows
+        self._body = value
+        self.lines[self.cl_idx] = f"Content-Length: {len(value)}"
+
+    def insert_before(self, idx: int, line: str) -> None:
+        """Put `line` above header `idx` (above all headers when idx is -1)."""
+        i = idx if idx >= 0 else 0
+        self.lines[i] = line + "\r\n" + self.lines[i] if self.lines[i] else line
+
+    def serialize(self) -> bytes:
+        head = "\r\n".join([self.start, *[x for x in self.lines if x]])
+        return (head + "\r\n\r\n").encode("latin-1") + self._body
+
+
+#: header line -> (key, value): a line seen before is neither split nor checked again. Most lines
+#: of a call repeat (From, To, Contact, CSeq...), many across calls; bounded, cleared when full.
+_seen: dict[str, tuple[str, object]] = {}
+_SEEN_MAX = 50_000
+_MULTI = frozenset({"via", "route", "rr", "path", "m", "pr"})
+
+
+def scan(data: bytes, datagram: bool = True) -> Sip | None:
+    """The scanned message, or None when the full parser must decide (odd or broken input)."""
+    text_end = data.find(b"\r\n\r\n")
+    if text_end == -1 or len(data) > MAX_MESSAGE:
+        return None
+    head = data[:text_end].decode("latin-1")
+    if head.count("\n") != head.count("\r\n"):
+        return None  # bare LF line ends
+    lines = head.split("\r\n")
+    s = Sip()
+    s.start = start = lines[0]
+    s.lines = lines = lines[1:]
+    if not lines:
+        return None
+    if start.startswith("SIP/"):
+        m = _STATUS.fullmatch(start)
+        if m is None:
+            return None
+        s.status = int(m.group(1))
+    else:
+        parts = start.split(" ")
+        if len(parts) != 3 or parts[2] != "SIP/2.0" or not parts[1] or not _TOKEN.fullmatch(parts[0]):
+            return None
+        s.method, s.uri = parts[0], parts[1]
+        if not valid_request_uri(s.uri):
+            return None
+    single: dict[str, object] = {}
+    multi: dict[str, list[int]] = {}
+    vias = s.vias
+    for i, line in enumerate(lines):
+        known = _seen.get(line)
+        if known is None:
+            known = _line(line)
+            if known is None:
+                return None
+            if len(_seen) >= _SEEN_MAX:
+                _seen.clear()
+            _seen[line] = known
+        key, value = known
+        if not key:
+            continue
+        if key in _MULTI:
+            at = multi.get(key)
+            if at is None:
+                multi[key] = [i]
+            else:
+                at.append(i)
+            if key == "via":
+                vias.append(value)  # type: ignore[arg-type]
+        elif key in single:
+            return None  # a duplicate single-value header: the full parser names it
+        else:
+            single[key] = value
+            if key == "l":
+                s.cl_idx = i
+            elif key == "mf":
+                s.mf_idx = i
+    if not vias or "t" not in single or "f" not in single or "i" not in single or "cseq" not in single:
+        return None  # a mandatory header is missing: the full parser says which
+    s.via_idx = multi["via"]
+    s.to, s.from_, s.call_id = single["t"], single["f"], single["i"]  # type: ignore[assignment]
+    s.cseq = cseq = single["cseq"]  # type: ignore[assignment]
+    meth = check_cseq(cseq, s.method)  # type: ignore[arg-type]
+    if meth is None:
+        return None
+    s.cseq_method = meth
+    if "mf" in single:
+        s.mf = single["mf"]  # type: ignore[assignment]
+    s.ctype = single.get("c", "")  # type: ignore[assignment]
+    s.ua = single.get("ua")  # type: ignore[assignment]
+    s.route_idx = multi.get("route", [])
+    s.contact_idx = multi.get("m", [])
+    s.rr_idx = multi["rr"][0] if "rr" in multi else -1
+    s.path_idx = multi["path"][0] if "path" in multi else -1
+    if "pr" in multi:
+        s.proxy_require = [lines[j].partition(":")[2].strip(" \t") for j in multi["pr"]]
+    cl = single.get("l")
+    if cl is None:
+        return None
+    n: int = cl  # type: ignore[assignment]
+    body_start = text_end + 4
+    if body_start + n > len(data) or (not datagram and body_start + n != len(data)):
+        return None
+    s._body = data[body_start:body_start + n]
+    return s
+
+
+def _line(line: str) -> tuple[str, object] | None:
+    """(key, checked value) of a header line never seen before; None if it needs the full parser."""
+    name, colon, value = line.partition(":")
+    if not colon or line[:1] in (" ", "\t"):
+        return None  # no colon, or a folded line
+    name = name.rstrip(" \t")
+    if not _TOKEN.fullmatch(name):
+        return None
+    key = _KEYS.get(name.lower(), "")
+    if not key:
+        return "", None
+    if key == "via":
+        v = value.strip()
+        if "," in v and len(split_commas(v)) > 1:
+            return None
+        via = _via(v)
+        return None if via is None else (key, via)
+    value = value.strip(" \t")
+    if key in ("t", "f"):
+        return (key, value) if _name_addr_ok(value) else None
+    if key == "m":
+        return (key, value) if all(p == "*" or _name_addr_ok(p) for p in split_commas(value)) else None
+    if key == "mf":
+        return (key, int(value)) if digits(value) and int(value) <= 255 else None
+    if key == "l":
+        return (key, int(value)) if digits(value) and len(value) <= 10 else None
+    if key == "cseq":
+        return (key, value) if check_cseq(value, None) is not None else None
+    return key, value
+
+
+def _via(value: str) -> Via | None:
+    m = _VIA.fullmatch(value)
+    if m is not None:
+        port = m.group(3)
+        if port is None or 0 < int(port) < 65536:
+            return Via(m.group(1).upper(), m.group(2).lower(), int(port) if port else None, m.group(4))
+    try:
+        v = parse_via(value)
+    except SipError:
+        return None
+    params = "".join(f";{k}" if x is None else f";{k}={x}" for k, x in v.params.items())
+    return Via(v.transport, v.host, v.port, params)
+
+
+def _name_addr_ok(value: str) -> bool:
+    try:
+        parse_name_addr(value)
+    except UriError:
+        return False
+    return True
+
+
+def tag(value: str) -> str:
+    """The tag parameter of a To/From value ("" without one)."""
+    for p in value.split(";")[1:]:
+        k, _, v = p.partition("=")
+        if k.strip().lower() == "tag":
+            return v.strip()
+    return ""

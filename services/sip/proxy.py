@@ -141,7 +141,7 @@ class Relay:
         if ";tag=" not in to.replace(" ", ""):
             to += ";tag=" + _to_tag(msg.call_id)
         lines = [f"SIP/2.0 {status} {reason}"]
-        lines += ["Via: " + msg.lines[i].partition(":")[2].strip() for i in msg.via_idx]
+        lines += ["Via: " + msg.lines[i].partition(":")[2].strip() for i in dict.fromkeys(msg.via_idx)]
         lines += [f"From: {msg.from_}", f"To: {to}", f"Call-ID: {msg.call_id}", f"CSeq: {msg.cseq}", *extra]
         lines.append("Content-Length: 0\r\n\r\n")
         return [Send(src, "\r\n".join(lines).encode("latin-1"))]
@@ -176,7 +176,7 @@ class Relay:
         inbound = params.get("branch") or ""
         params["received"], params["rport"] = src.ip, str(src.port)  # RFC 3581
         client_via = top.sent_by() + "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
-        msg.lines[top_idx] = "Via: " + client_via
+        msg.set_top_via(client_via)
         register = src.side == "p" and msg.method == "REGISTER"
         token = self.signer.mint(src)
         if register:
@@ -298,7 +298,7 @@ class Relay:
         flow = self.signer.open(token) if token and (params.get("branch") or "").startswith(BRANCH) else None
         if flow is None or flow.side == src.side or len(msg.vias) < 2:
             return self._drop("stray_response", src)
-        msg.lines[msg.via_idx[0]] = ""  # our Via: the response goes to the flow it names
+        msg.set_top_via(None)  # our Via: the response goes to the flow it names
         self.counters["forwarded_responses"] += 1
         call_id, method = msg.call_id, msg.cseq_method
         if method == "INVITE" and msg.status >= 300:

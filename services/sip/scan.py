@@ -37,12 +37,12 @@ _NAMES_MAX = 4096
 
 
 class Via:
-    """One Via value: transport, host, port and the raw `;params` text."""
+    """One Via value: transport, host, port, the `;params` text and the value as received."""
 
-    __slots__ = ("transport", "host", "port", "params")
+    __slots__ = ("transport", "host", "port", "params", "raw")
 
-    def __init__(self, transport: str, host: str, port: int | None, params: str):
-        self.transport, self.host, self.port, self.params = transport, host, port, params
+    def __init__(self, transport: str, host: str, port: int | None, params: str, raw: str):
+        self.transport, self.host, self.port, self.params, self.raw = transport, host, port, params, raw
 
     def param_dict(self) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
@@ -59,6 +59,7 @@ class Sip:
     """A scanned message: its header lines (text), where the interesting ones are, and the body.
 
     Edits work on `lines` in place ("" marks a removed line); `serialize()` joins them again.
+    `vias[k]` sits on line `via_idx[k]` (several values may share a line).
     """
 
     __slots__ = ("method", "uri", "status", "start", "lines", "_body", "vias", "via_idx", "route_idx",
@@ -102,6 +103,13 @@ class Sip:
     def body(self, value: bytes) -> None:  # a rewritten SDP: Content-Length follows
         self._body = value
         self.lines[self.cl_idx] = f"Content-Length: {len(value)}"
+
+    def set_top_via(self, value: str | None) -> None:
+        """Replace the first Via value (None: remove it), keeping others on its line."""
+        i = self.via_idx[0]
+        rest = [v.raw for v, j in zip(self.vias[1:], self.via_idx[1:], strict=True) if j == i]
+        values = ([value] if value is not None else []) + rest
+        self.lines[i] = "Via: " + ", ".join(values) if values else ""
 
     def insert_before(self, idx: int, line: str) -> None:
         """Put `line` above header `idx` (above all headers when idx is -1)."""
@@ -148,7 +156,7 @@ def scan(data: bytes, datagram: bool = True) -> Sip | None:
             return None
     single: dict[str, object] = {}
     multi: dict[str, list[int]] = {}
-    vias = s.vias
+    vias, via_idx = s.vias, s.via_idx
     for i, line in enumerate(lines):
         known = _seen.get(line)
         if known is None:
@@ -167,8 +175,10 @@ def scan(data: bytes, datagram: bool = True) -> Sip | None:
                 multi[key] = [i]
             else:
                 at.append(i)
-            if key == "via":
-                vias.append(value)  # type: ignore[arg-type]
+            if key == "via":  # one line may carry several Via values (sipp and some PBXs join them)
+                for via in value:  # type: ignore[attr-defined]
+                    vias.append(via)
+                    via_idx.append(i)
         elif key in single:
             return None  # a duplicate single-value header: the full parser names it
         else:
@@ -179,7 +189,6 @@ def scan(data: bytes, datagram: bool = True) -> Sip | None:
                 s.mf_idx = i
     if not vias or "t" not in single or "f" not in single or "i" not in single or "cseq" not in single:
         return None  # a mandatory header is missing: the full parser says which
-    s.via_idx = multi["via"]
     s.to, s.from_, s.call_id = single["t"], single["f"], single["i"]  # type: ignore[assignment]
     s.cseq = cseq = single["cseq"]  # type: ignore[assignment]
     meth = check_cseq(cseq, s.method)  # type: ignore[arg-type]
@@ -219,11 +228,8 @@ def _line(line: str) -> tuple[str, object] | None:
     if not key:
         return "", None
     if key == "via":
-        v = value.strip()
-        if "," in v and len(split_commas(v)) > 1:
-            return None
-        via = _via(v)
-        return None if via is None else (key, via)
+        parsed = [_via(v) for v in split_commas(value)]
+        return None if None in parsed else (key, tuple(parsed))
     value = value.strip(" \t")
     if key in ("t", "f"):
         return (key, value) if _name_addr_ok(value) else None
@@ -243,13 +249,13 @@ def _via(value: str) -> Via | None:
     if m is not None:
         port = m.group(3)
         if port is None or 0 < int(port) < 65536:
-            return Via(m.group(1).upper(), m.group(2).lower(), int(port) if port else None, m.group(4))
+            return Via(m.group(1).upper(), m.group(2).lower(), int(port) if port else None, m.group(4), value)
     try:
         v = parse_via(value)
     except SipError:
         return None
     params = "".join(f";{k}" if x is None else f";{k}={x}" for k, x in v.params.items())
-    return Via(v.transport, v.host, v.port, params)
+    return Via(v.transport, v.host, v.port, params, value)
 
 
 def _name_addr_ok(value: str) -> bool:

@@ -53,9 +53,18 @@ def test_unknown_lines_go_out_verbatim() -> None:
 def test_odd_input_goes_to_the_full_parser() -> None:
     assert scan(msg("Subject: a\r\n b\r\n")) is None  # folded
     assert scan(msg().replace(b"\r\n", b"\n")) is None  # bare LF
-    assert scan(msg("Via: SIP/2.0/UDP a;branch=z9hG4bKa, SIP/2.0/UDP b;branch=z9hG4bKb\r\n")) is None
     assert scan(msg().replace(b"Content-Length: 0\r\n", b"")) is None
     assert scan(msg("To: <sip:x@y>\r\n")) is None  # duplicate
+
+
+def test_joined_vias() -> None:
+    data = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a:1;branch=z9hG4bKa, SIP/2.0/UDP b;branch=z9hG4bKb\r\n" \
+           b"Via: SIP/2.0/TCP c;branch=z9hG4bKc\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\n" \
+           b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    s = scan(data)
+    assert s is not None and [v.host for v in s.vias] == ["a", "b", "c"] and s.via_idx == [0, 0, 1]
+    s.set_top_via(None)
+    assert parse(s.serialize()).all("Via") == ["SIP/2.0/UDP b;branch=z9hG4bKb", "SIP/2.0/TCP c;branch=z9hG4bKc"]
 
 
 def test_tag() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.sip.framing import StreamFramer
+from services.sip.message import split_commas
 from tests.services.sip.sipp_support import SCENARIOS, request, sip_config, sipp, sipp_bg, stop, udp_request
 from tests.support import free_port
 
@@ -119,7 +120,9 @@ def _recv(sock: socket.socket) -> tuple[str, tuple[str, int]]:
 
 
 def _hdr(msg: str, name: str) -> list[str]:
-    return [line.split(":", 1)[1].strip() for line in msg.split("\r\n") if line.lower().startswith(name.lower() + ":")]
+    """Every value of header `name`, whether on lines of their own or joined by commas."""
+    lines = [line.split(":", 1)[1] for line in msg.split("\r\n") if line.lower().startswith(name.lower() + ":")]
+    return [v for line in lines for v in split_commas(line)]
 
 
 def test_pbx_calls_registered_phone_over_path(proxyd, tmp_path: Path) -> None:

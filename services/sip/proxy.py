@@ -172,7 +172,7 @@ class Relay:
         else:
             msg.lines[msg.mf_idx] = f"Max-Forwards: {msg.mf - 1}"
         top, top_idx = msg.vias[0], msg.via_idx[0]
-        params = top.param_dict()
+        params = dict(top.param_dict())
         inbound = params.get("branch") or ""
         params["received"], params["rport"] = src.ip, str(src.port)  # RFC 3581
         client_via = top.sent_by() + "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())

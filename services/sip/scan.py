@@ -12,6 +12,7 @@ normalised serialisation, so the strict grammar decides every odd case.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from services.sip.message import (
     MAX_MESSAGE, SipError, check_cseq, digits, parse_via, split_commas, valid_request_uri,
@@ -39,17 +40,20 @@ _NAMES_MAX = 4096
 class Via:
     """One Via value: transport, host, port, the `;params` text and the value as received."""
 
-    __slots__ = ("transport", "host", "port", "params", "raw")
+    __slots__ = ("transport", "host", "port", "params", "raw", "_pd")
 
     def __init__(self, transport: str, host: str, port: int | None, params: str, raw: str):
         self.transport, self.host, self.port, self.params, self.raw = transport, host, port, params, raw
+        self._pd: dict[str, str | None] | None = None
 
     def param_dict(self) -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
-        for p in self.params.split(";")[1:]:
-            k, eq, v = p.partition("=")
-            out[k.strip().lower()] = v.strip() if eq else None
-        return out
+        """The parameters by lower-case name (shared: Via objects are cached with their line; copy to edit)."""
+        if self._pd is None:
+            self._pd = {}
+            for p in self.params.split(";")[1:]:
+                k, eq, v = p.partition("=")
+                self._pd[k.strip().lower()] = v.strip() if eq else None
+        return self._pd
 
     def sent_by(self) -> str:
         return f"SIP/2.0/{self.transport} {self.host}" + (f":{self.port}" if self.port else "")
@@ -59,37 +63,33 @@ class Sip:
     """A scanned message: its header lines (text), where the interesting ones are, and the body.
 
     Edits work on `lines` in place ("" marks a removed line); `serialize()` joins them again.
-    `vias[k]` sits on line `via_idx[k]` (several values may share a line).
+    `vias[k]` sits on line `via_idx[k]` (several values may share a line). Class attributes are
+    the defaults: a message is made per datagram, and most fields keep them.
     """
 
-    __slots__ = ("method", "uri", "status", "start", "lines", "_body", "vias", "via_idx", "route_idx",
-                 "rr_idx", "path_idx", "contact_idx", "mf", "mf_idx", "cl_idx", "call_id", "cseq", "cseq_method",
-                 "to", "from_", "ctype", "ua", "proxy_require")
-
-    def __init__(self) -> None:
-        self.method: str | None = None
-        self.uri = ""
-        self.status = 0
-        self.start = ""
-        self.lines: list[str] = []
-        self._body = b""
-        self.vias: list[Via] = []
-        self.via_idx: list[int] = []
-        self.route_idx: list[int] = []
-        self.rr_idx = -1
-        self.path_idx = -1
-        self.contact_idx: list[int] = []
-        self.mf: int | None = None
-        self.mf_idx = -1
-        self.cl_idx = -1
-        self.call_id = ""
-        self.cseq = ""
-        self.cseq_method = ""
-        self.to = ""
-        self.from_ = ""
-        self.ctype = ""
-        self.ua: str | None = None
-        self.proxy_require: list[str] = []
+    method: str | None = None
+    uri = ""
+    status = 0
+    start = ""
+    lines: list[str]
+    _body = b""
+    vias: list[Via]
+    via_idx: list[int]
+    route_idx: list[int]
+    contact_idx: list[int]
+    rr_idx = -1
+    path_idx = -1
+    mf: int | None = None
+    mf_idx = -1
+    cl_idx = -1
+    call_id = ""
+    cseq = ""
+    cseq_method = ""
+    to = ""
+    from_ = ""
+    ctype = ""
+    ua: str | None = None
+    proxy_require: list[str] = []  # noqa: RUF012 # never mutated: scan assigns a new list
 
     @property
     def is_request(self) -> bool:
@@ -156,7 +156,8 @@ def scan(data: bytes, datagram: bool = True) -> Sip | None:
             return None
     single: dict[str, object] = {}
     multi: dict[str, list[int]] = {}
-    vias, via_idx = s.vias, s.via_idx
+    s.vias = vias = []
+    s.via_idx = via_idx = []
     for i, line in enumerate(lines):
         known = _seen.get(line)
         if known is None:
@@ -190,11 +191,9 @@ def scan(data: bytes, datagram: bool = True) -> Sip | None:
     if not vias or "t" not in single or "f" not in single or "i" not in single or "cseq" not in single:
         return None  # a mandatory header is missing: the full parser says which
     s.to, s.from_, s.call_id = single["t"], single["f"], single["i"]  # type: ignore[assignment]
-    s.cseq = cseq = single["cseq"]  # type: ignore[assignment]
-    meth = check_cseq(cseq, s.method)  # type: ignore[arg-type]
-    if meth is None:
-        return None
-    s.cseq_method = meth
+    s.cseq, s.cseq_method = single["cseq"]  # type: ignore[misc]
+    if s.method is not None and s.cseq_method != s.method and not (s.method == "ACK" and s.cseq_method == "INVITE"):
+        return None  # CSeq method mismatch
     if "mf" in single:
         s.mf = single["mf"]  # type: ignore[assignment]
     s.ctype = single.get("c", "")  # type: ignore[assignment]
@@ -240,7 +239,8 @@ def _line(line: str) -> tuple[str, object] | None:
     if key == "l":
         return (key, int(value)) if digits(value) and len(value) <= 10 else None
     if key == "cseq":
-        return (key, value) if check_cseq(value, None) is not None else None
+        meth = check_cseq(value, None)
+        return None if meth is None else (key, (value, meth))
     return key, value
 
 
@@ -266,6 +266,7 @@ def _name_addr_ok(value: str) -> bool:
     return True
 
 
+@lru_cache(maxsize=8192)  # From/To values recur in every message of a call
 def tag(value: str) -> str:
     """The tag parameter of a To/From value ("" without one)."""
     for p in value.split(";")[1:]:

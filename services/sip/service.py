@@ -161,8 +161,9 @@ class SipService(Service):
                     lambda: _Stream(self, "b", "tcp"), view.bind, back_port)
             except OSError:  # the number is taken for TCP: any free one
                 self.back_servers["tcp"] = await loop.create_server(lambda: _Stream(self, "b", "tcp"), view.bind, 0)
-            self.back_servers["tls"] = await loop.create_server(
-                lambda: _Stream(self, "b", "tls"), view.bind, 0, ssl=self.ctx.certs.server_context())
+            if _needs_tls(view):  # only then: the certificate store is in use
+                self.back_servers["tls"] = await loop.create_server(
+                    lambda: _Stream(self, "b", "tls"), view.bind, 0, ssl=self.ctx.certs.server_context())
         except OSError as exc:
             await self.stop(0)
             raise ServiceError(f"sip: cannot bind {view.bind}: {exc} (is another SIP server running?)") from exc
@@ -183,7 +184,7 @@ class SipService(Service):
     async def reconfigure(self, view: SipView) -> None:
         old = self.view_
         if old is not None and self.relay is not None and (old.mode, old.bind, old.udp_port, old.tls_port) == (
-                view.mode, view.bind, view.udp_port, view.tls_port):
+                view.mode, view.bind, view.udp_port, view.tls_port) and _needs_tls(view) == ("tls" in self.back_servers):
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
             self.view_ = view
             return
@@ -347,6 +348,10 @@ class SipService(Service):
             gauges["dialogs"] = len(self.relay.dialogs.calls)
             gauges["blocked_sources"] = self.relay.limiter.blocked(time.monotonic())
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
+
+
+def _needs_tls(view: SipView) -> bool:
+    return any(t == "tls" for _, t, _, _ in view.domains)
 
 
 def _backend_tls() -> ssl.SSLContext:

@@ -86,17 +86,16 @@ def start_pforte(uas_port: int, port: int, workdir: Path, media: bool = True) ->
     cfg = {"version": 1, "revision": 1, "proxy": {"name": "bench", "fqdn": "proxy.test", "enabled": True},
            "bind": "127.0.0.1", "instances": [{"name": "pbx", "sip": f"udp:127.0.0.1:{uas_port}",
                                                "sip_domains": ["pbx.test"]}],
-           "services": {"web": {"mode": "off"}, "sip": {"mode": "udp", "udp_port": port},
+           "services": {"web": {"mode": "off"}, "sip": {"mode": "udp", "udp_port": port, "rate_limit": 0},
                         # below the ephemeral range, where free_udp() picks the SIP port
                         "media": {"mode": "rtp", "port_min": 20000, "port_max": 29998},
                         "provisioning": {"mode": "off"}, "xmpp": {"enabled": False}}}
     (workdir / "proxy.json").write_text(json.dumps(cfg))
-    env = dict(os.environ, PFORTE_SIP_RATE_LIMIT=str(10**9))
     # without the media service SDP goes to the pass-through media interface (dialogs still tracked)
     prog = ["-m", "proxyd"] if media else ["-m", "bench.proxyd_without", "media"]
     return subprocess.Popen(["taskset", "-c", "1", sys.executable, *prog, "run", "--config",
                              str(workdir / "proxy.json"), "--state-dir", str(workdir / "state"), "--admin", "off"],
-                            cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / "pforte.log", "wb"))  # noqa: SIM115
 
 

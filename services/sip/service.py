@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import socket
 import ssl
 import time
@@ -35,6 +34,7 @@ class SipView:
     tls_port: int
     fqdn: str
     domains: tuple[tuple[str, str, str, int], ...]
+    rate_limit: int = 300
 
 
 _PASS_THROUGH = PassThroughMedia()
@@ -140,7 +140,7 @@ class SipService(Service):
             (d.lower(), i.sip.transport, i.sip.host, i.sip.port)
             for i in cfg.instances if i.sip is not None for d in i.sip_domains
         )
-        return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains)
+        return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit)
 
     async def start(self, view: SipView) -> None:
         loop = asyncio.get_running_loop()
@@ -178,14 +178,15 @@ class SipService(Service):
         back = {"udp": Local("udp", host, self.back_udp.get_extra_info("sockname")[1])}
         for t, server in self.back_servers.items():
             back[t] = Local(t, host, server.sockets[0].getsockname()[1])
-        limit = int(os.environ.get("PFORTE_SIP_RATE_LIMIT", "300"))
-        return Relay(_domains(view), phone, back, frozenset({view.fqdn}), RateLimiter(limit=limit))
+        return Relay(_domains(view), phone, back, frozenset({view.fqdn}), _limiter(view))
 
     async def reconfigure(self, view: SipView) -> None:
         old = self.view_
         if old is not None and self.relay is not None and (old.mode, old.bind, old.udp_port, old.tls_port) == (
                 view.mode, view.bind, view.udp_port, view.tls_port) and _needs_tls(view) == ("tls" in self.back_servers):
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
+            if view.rate_limit != old.rate_limit:
+                self.relay.limiter = _limiter(view)
             self.view_ = view
             return
         await self.stop(1.0)
@@ -346,8 +347,13 @@ class SipService(Service):
         if self.relay is not None:
             counters.update(self.relay.counters)
             gauges["dialogs"] = len(self.relay.dialogs.calls)
-            gauges["blocked_sources"] = self.relay.limiter.blocked(time.monotonic())
+            limiter = self.relay.limiter
+            gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
+
+
+def _limiter(view: SipView) -> RateLimiter | None:
+    return RateLimiter(limit=view.rate_limit) if view.rate_limit else None
 
 
 def _needs_tls(view: SipView) -> bool:

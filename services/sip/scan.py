@@ -15,7 +15,13 @@ import re
 from functools import lru_cache
 
 from services.sip.message import (
-    MAX_MESSAGE, SipError, check_cseq, digits, parse_via, split_commas, valid_request_uri,
+    MAX_MESSAGE,
+    SipError,
+    check_cseq,
+    digits,
+    parse_via,
+    split_commas,
+    valid_request_uri,
 )
 from services.sip.uri import UriError, parse_name_addr
 

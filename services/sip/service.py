@@ -182,8 +182,9 @@ class SipService(Service):
 
     async def reconfigure(self, view: SipView) -> None:
         old = self.view_
-        if old is not None and self.relay is not None and (old.mode, old.bind, old.udp_port, old.tls_port) == (
-                view.mode, view.bind, view.udp_port, view.tls_port) and _needs_tls(view) == ("tls" in self.back_servers):
+        same_sockets = old is not None and (old.mode, old.bind, old.udp_port, old.tls_port) == (
+            view.mode, view.bind, view.udp_port, view.tls_port) and _needs_tls(view) == ("tls" in self.back_servers)
+        if old is not None and self.relay is not None and same_sockets:
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
             if view.rate_limit != old.rate_limit:
                 self.relay.limiter = _limiter(view)

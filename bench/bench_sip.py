@@ -1,5 +1,6 @@
 """SIP relay benchmark: the highest call rate sustained for 20 s with 0 failed calls, sipp UAC ->
-proxy -> sipp UAS, pforte (dialog tracking + SDP hand-off on) against kamailio as a minimal
+proxy -> sipp UAS, pforte (dialog tracking + SDP hand-off on; once with SDP to the pass-through
+media interface, once with the media service relaying RTP) against kamailio as a minimal
 stateless record-routing proxy (one UDP worker, `-x tlsf`). Each proxy is pinned to core 1, the
 sipp peers to core 0. Prints CPS, the proxy's CPU share, CPS per proxy-core and the ratio.
 Figures on a shared machine are noisy."""

@@ -326,6 +326,8 @@ class SipService(Service):
 
     def _release(self, call_ids: list[str]) -> None:
         media = self.media()
+        if media is _PASS_THROUGH:  # nothing held: no task per call
+            return
         for cid in call_ids:
             task = asyncio.create_task(media.delete(cid))
             self.tasks.add(task)

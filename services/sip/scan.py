@@ -30,6 +30,13 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 #: The common Via shape; a value it does not fit is checked by `parse_via` instead.
 _VIA = re.compile(r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?"
                   r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;\s,\"]+)?)*)")
+_T = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+#: The common To/From/Contact shape (`["x"|x y] <sip:user@host:port;p=v>;tag=t`); a value it does
+#: not fit is checked by `parse_name_addr` instead. Every match is accepted by that parser.
+_NAME_ADDR = re.compile(
+    rf'(?:"[^"\\\r\n]*" ?|(?:{_T} )*)<sips?:(?:[A-Za-z0-9\-_.!~*\'()%&=+$,/:]+@)?[A-Za-z0-9\-.]+(?::{_PORT})?'
+    rf"(?:;{_T}(?:={_T})?)*>(?:;{_T}(?:={_T})?)*")
 #: lower-case header name (long and compact form) -> the key the scan files it under
 _KEYS = {
     "via": "via", "v": "via", "route": "route", "record-route": "rr", "path": "path",
@@ -265,6 +272,8 @@ def _via(value: str) -> Via | None:
 
 
 def _name_addr_ok(value: str) -> bool:
+    if _NAME_ADDR.fullmatch(value) is not None:
+        return True
     try:
         parse_name_addr(value)
     except UriError:

@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.sip.message import SipError, parse
-from services.sip.scan import scan, tag
+from services.sip.message import SipError, parse, parse_via
+from services.sip.scan import _NAME_ADDR, _VIA, _via, scan, tag
+from services.sip.uri import parse_name_addr
 from tests.services.sip.test_message import TABLE, msg
 from tests.services.sip.torture import TORTURE, cases
 
@@ -80,3 +81,14 @@ def test_fuzz_mutations_scan_only_what_parse_accepts(data: bytes, at: int, junk:
     mutated = data[:at] + junk.encode("latin-1") + data[at:]
     agree(mutated)
     agree(mutated, datagram=False)
+
+
+@given(st.from_regex(_NAME_ADDR, fullmatch=True))
+def test_fast_name_addr_shape_is_accepted_by_the_parser(value: str) -> None:
+    parse_name_addr(value)  # raises UriError if the fast shape let through what the parser refuses
+
+
+@given(st.from_regex(_VIA, fullmatch=True))
+def test_fast_via_shape_is_accepted_by_the_parser(value: str) -> None:
+    if _via(value) is not None:
+        parse_via(value)  # raises SipError if the fast shape let through what the parser refuses

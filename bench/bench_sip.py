@@ -1,5 +1,6 @@
 """SIP relay benchmark: the highest call rate sustained for 20 s with 0 failed calls, sipp UAC ->
-proxy -> sipp UAS, pforte (dialog tracking + SDP hand-off on) against kamailio as a minimal
+proxy -> sipp UAS, pforte (dialog tracking + SDP hand-off on; once with SDP to the pass-through
+media interface, once with the media service relaying RTP) against kamailio as a minimal
 stateless record-routing proxy (one UDP worker, `-x tlsf`). Each proxy is pinned to core 1, the
 sipp peers to core 0. Prints CPS, the proxy's CPU share, CPS per proxy-core and the ratio.
 Figures on a shared machine are noisy."""
@@ -82,17 +83,20 @@ def search(proxy_port: int, sid: int, workdir: Path) -> tuple[int, float]:
     return best, best_share
 
 
-def start_pforte(uas_port: int, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def start_pforte(uas_port: int, port: int, workdir: Path, media: bool = True) -> subprocess.Popen[bytes]:
     cfg = {"version": 1, "revision": 1, "proxy": {"name": "bench", "fqdn": "proxy.test", "enabled": True},
            "bind": "127.0.0.1", "instances": [{"name": "pbx", "sip": f"udp:127.0.0.1:{uas_port}",
                                                "sip_domains": ["pbx.test"]}],
-           "services": {"web": {"mode": "off"}, "sip": {"mode": "udp", "udp_port": port},
+           "services": {"web": {"mode": "off"}, "sip": {"mode": "udp", "udp_port": port, "rate_limit": 0},
+                        # below the ephemeral range, where free_udp() picks the SIP port
+                        "media": {"mode": "rtp", "port_min": 20000, "port_max": 29998},
                         "provisioning": {"mode": "off"}, "xmpp": {"enabled": False}}}
     (workdir / "proxy.json").write_text(json.dumps(cfg))
-    env = dict(os.environ, PFORTE_SIP_RATE_LIMIT=str(10**9))
-    return subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "proxyd", "run", "--config",
+    # without the media service SDP goes to the pass-through media interface (dialogs still tracked)
+    prog = ["-m", "proxyd"] if media else ["-m", "bench.proxyd_without", "media"]
+    return subprocess.Popen(["taskset", "-c", "1", sys.executable, *prog, "run", "--config",
                              str(workdir / "proxy.json"), "--state-dir", str(workdir / "state"), "--admin", "off"],
-                            cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / "pforte.log", "wb"))  # noqa: SIM115
 
 
@@ -150,7 +154,8 @@ def main() -> None:
     if not (shutil.which("sipp") and shutil.which("taskset")):
         print("sip bench skipped: sipp/taskset missing")
         return
-    rows = [("pforte", *measure("pforte", start_pforte))]
+    rows = [("pforte", *measure("pforte", lambda u, p, w: start_pforte(u, p, w, media=False))),
+            ("pforte+rtp", *measure("pforte+rtp", start_pforte))]
     if shutil.which("kamailio") or os.path.exists("/usr/sbin/kamailio"):
         rows.append(("kamailio", *measure("kamailio", start_kamailio)))
     print(f"\n{'proxy':10} {'CPS':>7} {'cpu':>6} {'CPS/core':>9}")
@@ -158,9 +163,12 @@ def main() -> None:
     for name, cps, share in rows:
         per_core[name] = cps / share if share > 0 else 0.0
         print(f"{name:10} {cps:7d} {share:6.0%} {per_core[name]:9.0f}")
+    print("pforte: SIP relay, dialogs tracked, SDP to the pass-through media interface;"
+          " pforte+rtp: with the media service relaying RTP (ports bound per call)")
     if per_core.get("kamailio"):
-        print(f"ratio pforte/kamailio per core: {per_core['pforte'] / per_core['kamailio']:.2f}x "
-              "(noisy shared machine)")
+        for name in ("pforte", "pforte+rtp"):
+            print(f"ratio {name}/kamailio per core: {per_core[name] / per_core['kamailio']:.2f}x "
+                  "(noisy shared machine)")
 
 
 if __name__ == "__main__":

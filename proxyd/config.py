@@ -112,6 +112,8 @@ class SipService:
     mode: str = "tls"
     udp_port: int = 5060
     tls_port: int = 5061
+    #: requests per second one source may send before it is blocked for a while (pike); 0: no limit
+    rate_limit: int = 300
 
 
 @dataclass(frozen=True)
@@ -539,6 +541,7 @@ def _parse_services(r: _Reader, raw: Any) -> Services | None:
         mode=r.get(s, p, "mode", lambda v, q: r.choice(v, q, ("tls", "udp", "off")), "tls"),
         udp_port=r.get(s, p, "udp_port", r.port, 5060),
         tls_port=r.get(s, p, "tls_port", r.port, 5061),
+        rate_limit=r.get(s, p, "rate_limit", lambda v, q: r.integer(v, q, 0, 1_000_000), 300),
     )
     m, p = sub("media", _fields(MediaService))
     media = MediaService(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from services.sip.uri import UriError, parse_name_addr, parse_uri
 
@@ -115,6 +116,8 @@ def split_commas(value: str) -> list[str]:
     """Split a header value at commas outside quotes and <> (RFC 3261 §7.3.1)."""
     if "," not in value:  # the common case, kept cheap
         return [value.strip()]
+    if '"' not in value:  # no quotes: only <...> protects commas, found with str.find
+        return _split_unquoted(value)
     out: list[str] = []
     cur: list[str] = []
     quote, angle, esc = False, False, False
@@ -135,6 +138,25 @@ def split_commas(value: str) -> list[str]:
             continue
         cur.append(ch)
     out.append("".join(cur).strip())
+    return out
+
+
+def _split_unquoted(value: str) -> list[str]:
+    out: list[str] = []
+    start = i = 0
+    while True:
+        comma, lt = value.find(",", i), value.find("<", i)
+        if lt != -1 and (comma == -1 or lt < comma):
+            gt = value.find(">", lt)
+            if gt == -1:
+                break  # an unclosed < protects everything after it
+            i = gt + 1
+            continue
+        if comma == -1:
+            break
+        out.append(value[start:comma].strip())
+        start = i = comma + 1
+    out.append(value[start:].strip())
     return out
 
 
@@ -227,7 +249,7 @@ def _body(msg: Message, rest: bytes, datagram: bool) -> None:
             raise SipError(400, "Missing Content-Length", msg)
         msg.body = rest  # RFC 3261 §18.3: on UDP the body is the rest of the datagram
         return
-    if not cls[0].isdigit() or len(cls[0]) > 10:
+    if not digits(cls[0]) or len(cls[0]) > 10:
         raise SipError(400, "Bad Content-Length", msg)
     n = int(cls[0])
     if n > len(rest):
@@ -255,30 +277,58 @@ def _validate(msg: Message) -> None:
         _check_request(msg)
 
 
-def _check_cseq(msg: Message) -> None:
-    num, _, meth = (msg.get("CSeq") or "").strip().partition(" ")
+def digits(s: str) -> bool:
+    """ASCII digits only (str.isdigit() also takes "²", which int() refuses)."""
+    return s.isascii() and s.isdigit()
+
+
+def check_cseq(value: str, method: str | None) -> str | None:
+    """The CSeq method if `value` is a valid CSeq for a request `method` (None: a response)."""
+    num, _, meth = value.strip().partition(" ")
     meth = meth.strip()
-    if not num.isdigit() or len(num) > 10 or int(num) > 2**32 - 1 or not _TOKEN.match(meth or "-"):
+    if not digits(num) or len(num) > 10 or int(num) > 2**32 - 1 or not _TOKEN.match(meth or "-"):
+        return None
+    if method is not None and meth != method and not (method == "ACK" and meth == "INVITE"):
+        return None
+    return meth
+
+
+def _check_cseq(msg: Message) -> None:
+    value = msg.get("CSeq") or ""
+    if check_cseq(value, None) is None:
         raise SipError(400, "Bad CSeq", msg)
-    if msg.is_request and meth != msg.method and not (msg.method == "ACK" and meth == "INVITE"):
+    if check_cseq(value, msg.method) is None:
         raise SipError(400, "CSeq Method Mismatch", msg)
+
+
+def request_uri_error(text: str) -> tuple[int, str] | None:
+    """The response a Request-URI deserves, or None when it is fine."""
+    if "<" in text or ">" in text:
+        return 400, "Bad Request-URI"
+    scheme = text.partition(":")[0].lower()
+    if scheme not in ("sip", "sips"):
+        return 416, "Unsupported URI Scheme"
+    try:
+        uri = parse_uri(text)
+    except UriError as exc:
+        return 400, f"Bad Request-URI: {exc}"
+    if uri.headers:
+        return 400, "Headers In Request-URI"
+    return None
+
+
+@lru_cache(maxsize=8192)  # the same few Request-URIs recur in every call
+def valid_request_uri(text: str) -> bool:
+    return request_uri_error(text) is None
 
 
 def _check_request(msg: Message) -> None:
     mf = msg.get("Max-Forwards")
-    if mf is not None and (not mf.isdigit() or int(mf) > 255):
+    if mf is not None and (not digits(mf) or int(mf) > 255):
         raise SipError(400, "Bad Max-Forwards", msg)
-    if "<" in msg.uri or ">" in msg.uri:
-        raise SipError(400, "Bad Request-URI", msg)
-    scheme = msg.uri.partition(":")[0].lower()
-    if scheme not in ("sip", "sips"):
-        raise SipError(416, "Unsupported URI Scheme", msg)
-    try:
-        uri = parse_uri(msg.uri)
-    except UriError as exc:
-        raise SipError(400, f"Bad Request-URI: {exc}", msg) from None
-    if uri.headers:
-        raise SipError(400, "Headers In Request-URI", msg)
+    err = request_uri_error(msg.uri)
+    if err is not None:
+        raise SipError(*err, msg)
 
 
 def _check_addr(msg: Message, value: str, name: str) -> None:
@@ -324,7 +374,7 @@ def _host_port(s: str) -> tuple[str | None, int | None]:
         port_s = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port_s = s.partition(":")
-    if not host or (port_s and (not port_s.isdigit() or not 0 < int(port_s) < 65536)):
+    if not host or (port_s and (not digits(port_s) or not 0 < int(port_s) < 65536)):
         return None, None
     return host.lower(), int(port_s) if port_s else None
 

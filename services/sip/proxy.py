@@ -16,8 +16,9 @@ from ipaddress import ip_address
 
 from services.sip.dialogs import Dialogs
 from services.sip.flow import Flow, FlowSigner
-from services.sip.message import MAX_MESSAGE, Message, SipError, Via, parse, parse_via, response
+from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
 from services.sip.protect import RateLimiter, is_scanner
+from services.sip.scan import Sip, Via, scan, tag
 from services.sip.uri import UriError, parse_name_addr, parse_uri
 
 log = logging.getLogger("services.sip")
@@ -62,9 +63,9 @@ class MediaStep:
     to_tag: str
     side: str
     source_ip: str
-    msg: Message
+    msg: Sip
     flow: Flow
-    request: Message | None  # answer MediaError with a response to this request
+    request: bytes | None  # the request as received, answered by `Relay.refuse` on a MediaError
     src: Flow
 
 
@@ -78,7 +79,7 @@ class Relay:
         self.domains = domains
         self.phone, self.backend = phone, backend
         self.signer = signer or FlowSigner()
-        self.limiter = limiter or RateLimiter()
+        self.limiter = limiter  # None: no per-source limit
         self.dialogs = Dialogs()
         self.counters: Counter[str] = Counter()
         self.released: list[str] = []  # call ids whose media must be deleted
@@ -89,25 +90,32 @@ class Relay:
     # ---- entry point -------------------------------------------------------------------
     def receive(self, data: bytes, src: Flow, now: float) -> list[Action]:
         self.counters["received"] += 1
-        if not data.strip(b"\r\n"):
+        if data[:1] in (b"\r", b"\n") and not data.strip(b"\r\n"):
             self.counters["keepalives"] += 1
             return [Send(src, b"\r\n")] if data.startswith(b"\r\n\r\n") else []
         if len(data) > MAX_MESSAGE:
             return self._drop("too_large", src)
-        if src.side == "p" and not self.limiter.allow(src.ip, now):
+        if src.side == "p" and self.limiter is not None and not self.limiter.allow(src.ip, now):
             self.counters["dropped_rate_limited"] += 1
             if self.limiter.just_blocked:
                 self.counters["sources_blocked"] += 1
                 log.warning("event=sip_source_blocked src=%s seconds=%s", src.ip, self.limiter.block)
             return []
-        try:
-            msg = parse(data, datagram=src.transport == "udp")
-        except SipError as exc:
-            return self._bad(exc, src)
-        if msg.is_request:
-            if src.side == "p" and is_scanner(msg.get("User-Agent")):
+        datagram = src.transport == "udp"
+        msg = scan(data, datagram)
+        if msg is None:  # unusual or broken: the full parser decides, its normal form is scanned
+            try:
+                full = parse(data, datagram=datagram)
+            except SipError as exc:
+                return self._bad(exc, src)
+            self.counters["normalised"] += 1
+            msg = scan(full.serialize(), False)
+            if msg is None:  # parse accepted what scan cannot read: never forwarded
+                return self._drop("unscannable", src)
+        if msg.method is not None:
+            if src.side == "p" and msg.ua is not None and is_scanner(msg.ua):
                 return self._drop("scanner", src)
-            return self._request(msg, src, now)
+            return self._request(msg, src, now, data)
         return self._response(msg, src, now)
 
     def _drop(self, why: str, src: Flow) -> list[Action]:
@@ -121,50 +129,76 @@ class Relay:
         req = exc.partial
         if req is None or not req.is_request or req.method == "ACK" or not req.get("Via"):
             return []
-        return self._reply(req, src, exc.status, exc.reason)
+        self.counters[f"replied_{exc.status}"] += 1
+        return [Send(src, response(req, exc.status, exc.reason, _to_tag(req.get("Call-ID") or "")).serialize())]
 
-    def _reply(self, req: Message, src: Flow, status: int, reason: str,
-               extra: list[list[str]] | None = None) -> list[Action]:
-        """A locally generated response: always to the source address (never to a Via address)."""
-        if req.method == "ACK":
+    def _reply(self, msg: Sip, src: Flow, status: int, reason: str, extra: tuple[str, ...] = ()) -> list[Action]:
+        """A locally generated response (RFC 3261 §8.2.6): always to the source, never to a Via address."""
+        if msg.method == "ACK":
             return []
         self.counters[f"replied_{status}"] += 1
-        resp = response(req, status, reason, to_tag="pf" + hashlib.blake2b(
-            (req.get("Call-ID") or "").encode("latin-1"), digest_size=4).hexdigest())
-        resp.headers += extra or []
-        return [Send(src, resp.serialize())]
+        to = msg.to
+        if ";tag=" not in to.replace(" ", ""):
+            to += ";tag=" + _to_tag(msg.call_id)
+        lines = [f"SIP/2.0 {status} {reason}"]
+        lines += ["Via: " + msg.lines[i].partition(":")[2].strip() for i in dict.fromkeys(msg.via_idx)]
+        lines += [f"From: {msg.from_}", f"To: {to}", f"Call-ID: {msg.call_id}", f"CSeq: {msg.cseq}", *extra]
+        lines.append("Content-Length: 0\r\n\r\n")
+        return [Send(src, "\r\n".join(lines).encode("latin-1"))]
+
+    def refuse(self, step: MediaStep, status: int, reason: str) -> list[Send]:
+        """The response to a request whose media the media relay refused."""
+        if step.request is None:
+            return []
+        self.counters[f"replied_{status}"] += 1
+        req = parse(step.request)  # it passed once: the strict parser accepts it
+        return [Send(step.src, response(req, status, reason, _to_tag(req.get("Call-ID") or "")).serialize())]
 
     # ---- requests ----------------------------------------------------------------------
-    def _request(self, msg: Message, src: Flow, now: float) -> list[Action]:
-        mf = msg.get("Max-Forwards")
-        if mf is None:
-            msg.set("Max-Forwards", "70")  # RFC 3261 §16.6 step 3 (RFC 2543 senders)
-        elif int(mf) == 0:
+    def _request(self, msg: Sip, src: Flow, now: float, data: bytes) -> list[Action]:
+        if msg.mf == 0:
             return self._reply(msg, src, 483, "Too Many Hops")
-        if msg.get("Proxy-Require"):
-            tags = ", ".join(msg.all("Proxy-Require"))
-            return self._reply(msg, src, 420, "Bad Extension", [["Unsupported", tags]])
-        vias = [parse_via(v) for v in msg.all("Via")]
-        if any((v.params.get("branch") or "").startswith(BRANCH) and f"{v.host}:{v.port}" in self.own for v in vias):
-            return self._reply(msg, src, 482, "Loop Detected")
+        if msg.proxy_require:
+            return self._reply(msg, src, 420, "Bad Extension", ("Unsupported: " + ", ".join(msg.proxy_require),))
+        for v in msg.vias:
+            if f"{v.host}:{v.port}" in self.own and (v.param_dict().get("branch") or "").startswith(BRANCH):
+                return self._reply(msg, src, 482, "Loop Detected")
         dest = self._destination(msg, src)
-        if isinstance(dest, tuple):
+        if not isinstance(dest, Flow):  # (status, reason); a Flow is a tuple too
             return self._reply(msg, src, *dest)
-        msg.set("Max-Forwards", str(int(msg.get("Max-Forwards") or "70") - 1))
-        self._stamp_client_via(msg, vias[0], src)
-        self._add_via(msg, vias[0], src, dest)
-        if src.side == "p" and msg.method == "REGISTER":
-            self._add_path(msg, src, dest)
-        if msg.method in DIALOG_METHODS and ";tag=" not in (msg.get("To") or "").replace(" ", ""):
-            self._record_route(msg, src, dest)
+        # edits in place first, insertions above existing lines last (they share the line slots)
+        if msg.mf is None:
+            msg.lines.append("Max-Forwards: 69")  # RFC 3261 §16.6 step 3: 70 for RFC 2543 senders, less us
+        else:
+            msg.lines[msg.mf_idx] = f"Max-Forwards: {msg.mf - 1}"
+        top, top_idx = msg.vias[0], msg.via_idx[0]
+        params = dict(top.param_dict())
+        inbound = params.get("branch") or ""
+        params["received"], params["rport"] = src.ip, str(src.port)  # RFC 3581
+        client_via = top.sent_by() + "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+        msg.set_top_via(client_via)
+        register = src.side == "p" and msg.method == "REGISTER"
+        token = self.signer.mint(src)
+        if register:
+            self._contact_alias(msg, token)
+        local = self._local(dest)
+        msg.insert_before(top_idx, f"Via: SIP/2.0/{local.transport.upper()} {local.hostport()}"
+                                   f";branch={self._branch(msg, inbound, top, client_via)};pf={token}")
+        if register:  # Path (RFC 3327) with the phone's flow: requests to the phone come back over it
+            msg.insert_before(msg.path_idx, f"Path: <sip:{token}@{local.hostport()};transport={local.transport};lr;ob>")
+        if msg.method in DIALOG_METHODS and ";tag=" not in msg.to.replace(" ", ""):
+            # Double Record-Route (RFC 5658): the lower names the side the request came from,
+            # the upper the side it goes to; each carries that side's flow token.
+            msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(src))
+            msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(dest))
         self.counters["forwarded_requests"] += 1
-        return self._dialog_request(msg, src, dest, now)
+        return self._dialog_request(msg, src, dest, now, data)
 
-    def _destination(self, msg: Message, src: Flow) -> Flow | tuple[int, str]:
+    def _destination(self, msg: Sip, src: Flow) -> Flow | tuple[int, str]:
         token_flow = self._pop_own_routes(msg, src)
         if token_flow is not None:
             return token_flow
-        if msg.get("Route") and src.side == "b":
+        if msg.route_idx and src.side == "b":
             return (403, "Forbidden")
         ruri = parse_uri(msg.uri)
         alias = ruri.params.get("pf-flow")
@@ -183,56 +217,49 @@ class Relay:
             return (503, "Service Unavailable")
         return Flow("b", target.transport, target.host, target.port)
 
-    def _route_domain(self, msg: Message, host: str) -> Target | None:
+    def _route_domain(self, msg: Sip, host: str) -> Target | None:
         target = self.domains.get(host)
         if target is None and msg.method != "REGISTER" and (_is_ip(host) or host in self.names):
             try:
-                to_host = parse_name_addr(msg.get("To") or "").uri.host
+                to_host = parse_name_addr(msg.to).uri.host
             except UriError:
                 return None
             target = self.domains.get(to_host)
         return target
 
-    def _pop_own_routes(self, msg: Message, src: Flow) -> Flow | None:
-        """Pop the Route values that name us; the flow of the other side if one carries it."""
+    def _pop_own_routes(self, msg: Sip, src: Flow) -> Flow | None:
+        """Pop the leading Route values that name us; the flow of the other side if one carries it."""
+        if not msg.route_idx:
+            return None
+        values = [v for i in msg.route_idx for v in split_commas(msg.lines[i].partition(":")[2].strip(" \t"))]
         found: Flow | None = None
-        while True:
-            value = msg.get("Route")
-            if value is None:
-                return found
+        popped = 0
+        for value in values:
             try:
                 uri = parse_name_addr(value).uri
             except UriError:
-                return found
+                break
             flow = self.signer.open(uri.user) if uri.user else None
             if flow is None and uri.host not in self.names:
-                return found
-            msg.pop_first("Route")
+                break
+            popped += 1
             if flow is not None and flow.side != src.side:
                 found = flow
+        if popped:
+            first = msg.route_idx[0]
+            for i in msg.route_idx:
+                msg.lines[i] = ""
+            rest = values[popped:]
+            if rest:
+                msg.lines[first] = "Route: " + ", ".join(rest)
+            msg.route_idx = [first] if rest else []
+        return found
 
-    def _stamp_client_via(self, msg: Message, v: Via, src: Flow) -> None:
-        v.params["received"] = src.ip
-        v.params["rport"] = str(src.port)
-        for h in msg.headers:
-            if h[0] == "Via":
-                h[1] = str(v)
-                break
-
-    def _add_via(self, msg: Message, top: Via, src: Flow, dest: Flow) -> None:
-        local = self._local(dest)
-        branch = self._branch(msg, top)
-        token = self.signer.mint(src)
-        msg.insert("Via", f"SIP/2.0/{local.transport.upper()} {local.hostport()};branch={branch};pf={token}")
-
-    def _branch(self, msg: Message, top: Via) -> str:
-        v = msg.all("Via")[0]  # the client's Via (stamped); ours is inserted after this
-        inbound = top.params.get("branch") or ""
+    def _branch(self, msg: Sip, inbound: str, top: Via, client_via: str) -> str:
         if inbound.startswith("z9hG4bK") and len(inbound) > 7:
-            key = inbound + v.split(";", 1)[0]
+            key = inbound + top.sent_by()
         else:  # RFC 3261 §16.11: no usable branch, hash what identifies the transaction
-            key = "|".join([msg.uri, v, msg.get("From") or "", msg.get("To") or "", msg.get("Call-ID") or "",
-                            (msg.get("CSeq") or "").split(" ")[0]])
+            key = "|".join([msg.uri, client_via, msg.from_, msg.to, msg.call_id, msg.cseq.split(" ")[0]])
         return BRANCH + hashlib.blake2b(key.encode("latin-1"), digest_size=10).hexdigest()
 
     def _local(self, flow: Flow) -> Local:
@@ -242,60 +269,57 @@ class Relay:
         local = self._local(flow)
         return f"<sip:{self.signer.mint(flow)}@{local.hostport()};transport={local.transport};lr>"
 
-    def _record_route(self, msg: Message, src: Flow, dest: Flow) -> None:
-        # Double Record-Route (RFC 5658): the lower names the side the request came from,
-        # the upper the side it goes to; each carries that side's flow token.
-        msg.insert("Record-Route", self._rr_uri(src))
-        msg.insert("Record-Route", self._rr_uri(dest))
+    def _contact_alias(self, msg: Sip, token: str) -> None:
+        """Contact alias for PBXs that ignore Path: the phone's flow rides in the Contact URI."""
+        for i in msg.contact_idx:
+            value = msg.lines[i].partition(":")[2].strip(" \t")
+            if value != "*" and "," not in value:
+                msg.lines[i] = "Contact: " + _add_uri_param(value, f"pf-flow={token}")
 
-    def _add_path(self, msg: Message, src: Flow, dest: Flow) -> None:
-        local = self._local(dest)
-        tok = self.signer.mint(src)
-        msg.insert("Path", f"<sip:{tok}@{local.hostport()};transport={local.transport};lr;ob>")
-        for h in msg.headers:  # Contact alias for PBXs that ignore Path
-            if h[0] == "Contact" and h[1].strip() != "*" and "," not in h[1]:
-                h[1] = _add_uri_param(h[1], f"pf-flow={tok}")
-
-    def _dialog_request(self, msg: Message, src: Flow, dest: Flow, now: float) -> list[Action]:
-        call_id = msg.get("Call-ID") or ""
-        if msg.method in ("BYE", "CANCEL"):
+    def _dialog_request(self, msg: Sip, src: Flow, dest: Flow, now: float, data: bytes) -> list[Action]:
+        call_id, method = msg.call_id, msg.method
+        if method in ("BYE", "CANCEL"):
             if self.dialogs.end(call_id):
                 self.released.append(call_id)
-        elif msg.method == "ACK":
+        elif method == "ACK":
             self.dialogs.touch(call_id, now, confirmed=True)
-        if msg.body and msg.method in SDP_METHODS and _is_sdp(msg):
-            from_tag, to_tag = _tag(msg.get("From")), _tag(msg.get("To"))
-            op = self.dialogs.sdp_request(call_id, from_tag, msg.method or "", now)
+        if msg.body and method in SDP_METHODS and _is_sdp(msg):
+            from_tag, to_tag = tag(msg.from_), tag(msg.to)
+            op = self.dialogs.sdp_request(call_id, from_tag, method or "", now)
             side = "phone" if src.side == "p" else "instance"
-            return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, dest, msg, src)]
+            request = None if method == "ACK" else data
+            return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, dest, request, src)]
         return [Send(dest, msg.serialize(), call_id)]
 
     # ---- responses ---------------------------------------------------------------------
-    def _response(self, msg: Message, src: Flow, now: float) -> list[Action]:
-        top = parse_via(msg.all("Via")[0])
-        token = top.params.get("pf")
-        flow = self.signer.open(token) if token and (top.params.get("branch") or "").startswith(BRANCH) else None
-        if flow is None or flow.side == src.side:
+    def _response(self, msg: Sip, src: Flow, now: float) -> list[Action]:
+        params = msg.vias[0].param_dict()
+        token = params.get("pf")
+        flow = self.signer.open(token) if token and (params.get("branch") or "").startswith(BRANCH) else None
+        if flow is None or flow.side == src.side or len(msg.vias) < 2:
             return self._drop("stray_response", src)
-        msg.pop_first("Via")
-        if not msg.get("Via"):
-            return self._drop("stray_response", src)
+        msg.set_top_via(None)  # our Via: the response goes to the flow it names
         self.counters["forwarded_responses"] += 1
-        num_method = (msg.get("CSeq") or "").split()
-        call_id = msg.get("Call-ID") or ""
-        if num_method[-1] == "INVITE" and msg.status >= 300:
+        call_id, method = msg.call_id, msg.cseq_method
+        if method == "INVITE" and msg.status >= 300:
             if self.dialogs.end(call_id):
                 self.released.append(call_id)
-        if msg.body and 100 < msg.status < 300 and num_method[-1] in SDP_METHODS and _is_sdp(msg):
-            from_tag, to_tag = _tag(msg.get("From")), _tag(msg.get("To"))
+        if msg.body and 100 < msg.status < 300 and method in SDP_METHODS and _is_sdp(msg):
+            from_tag, to_tag = tag(msg.from_), tag(msg.to)
             op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now)
             side = "phone" if src.side == "p" else "instance"
             return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, flow, None, src)]
         return [Send(flow, msg.serialize(), call_id)]
 
     def expire(self, now: float) -> list[str]:
-        self.limiter.expire(now)
+        if self.limiter is not None:
+            self.limiter.expire(now)
         return self.dialogs.expire(now)
+
+
+def _to_tag(call_id: str) -> str:
+    """The To tag of our own responses: stable per call so retransmissions get the same one."""
+    return "pf" + hashlib.blake2b(call_id.encode("latin-1"), digest_size=4).hexdigest()
 
 
 def _is_ip(host: str) -> bool:
@@ -306,16 +330,8 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def _is_sdp(msg: Message) -> bool:
-    return (msg.get("Content-Type") or "").lower().startswith("application/sdp")
-
-
-def _tag(value: str | None) -> str:
-    for p in (value or "").split(";")[1:]:
-        k, _, v = p.partition("=")
-        if k.strip().lower() == "tag":
-            return v.strip()
-    return ""
+def _is_sdp(msg: Sip) -> bool:
+    return msg.ctype.lower().startswith("application/sdp")
 
 
 def _add_uri_param(value: str, param: str) -> str:

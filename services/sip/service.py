@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import socket
+import ssl
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -21,7 +21,7 @@ from proxyd.service import Service, ServiceError
 from services.media_api import MediaError, MediaRelay, PassThroughMedia, Side
 from services.sip.flow import Flow
 from services.sip.framing import StreamFramer
-from services.sip.message import SipError, response
+from services.sip.message import SipError
 from services.sip.protect import RateLimiter
 from services.sip.proxy import Local, MediaStep, Relay, Send, Target
 
@@ -34,6 +34,10 @@ class SipView:
     tls_port: int
     fqdn: str
     domains: tuple[tuple[str, str, str, int], ...]
+    rate_limit: int = 300
+
+
+_PASS_THROUGH = PassThroughMedia()
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -48,12 +52,17 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Stream(asyncio.Protocol):
-    def __init__(self, svc: SipService, side: str, transport_name: str):
-        self.svc, self.side, self.tname = svc, side, transport_name
+    """One TCP/TLS connection, accepted (phones; PBXs calling back) or opened by us towards a PBX
+    (`pool_key` set: writes wait in `queued` until the connection is made)."""
+
+    def __init__(self, svc: SipService, side: str, transport_name: str,
+                 pool_key: tuple[str, str, int] | None = None):
+        self.svc, self.side, self.tname, self.pool_key = svc, side, transport_name, pool_key
         self.framer = StreamFramer()
         self.conn = next(svc.conn_ids)
         self.transport: asyncio.Transport | None = None
         self.flow: Flow | None = None
+        self.queued: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment] # uvloop's SSL transport is no asyncio.Transport
@@ -63,7 +72,20 @@ class _Stream(asyncio.Protocol):
             transport.close()
             return
         self.flow = Flow(self.side, self.tname, ip, port, self.conn)
-        self.svc.conns[self.conn] = transport  # type: ignore[assignment]
+        self.svc.conns[self.conn] = self
+        if self.queued:
+            transport.write(b"".join(self.queued))  # type: ignore[attr-defined]
+            self.queued = []
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None:
+            self.queued.append(data)
+        else:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         assert self.flow is not None and self.transport is not None
@@ -79,6 +101,8 @@ class _Stream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.svc.conns.pop(self.conn, None)
+        if self.pool_key is not None and self.svc.out.get(self.pool_key) is self:
+            del self.svc.out[self.pool_key]
 
 
 class SipService(Service):
@@ -92,13 +116,20 @@ class SipService(Service):
         self.phone_udp: asyncio.DatagramTransport | None = None
         self.back_udp: asyncio.DatagramTransport | None = None
         self.server: asyncio.Server | None = None
-        self.conns: dict[int, asyncio.Transport] = {}
+        #: backend-side listeners (TCP on the backend UDP port number, TLS on its own): PBXs that
+        #: open a connection for a request towards a phone (Record-Route/Path name these ports)
+        self.back_servers: dict[str, asyncio.Server] = {}
+        self.conns: dict[int, _Stream] = {}
+        #: our connections to PBXs by (transport, host, port), reused for every message to it
+        self.out: dict[tuple[str, str, int], _Stream] = {}
         self.conn_ids = itertools.count(1)
         self.tasks: set[asyncio.Task[None]] = set()
         self.timer: asyncio.Task[None] | None = None
         self.counters_extra: dict[str, int] = {}
         #: Call-ID -> last media step in flight: later messages of that call wait for it (order).
         self.pending: dict[str, asyncio.Task[None]] = {}
+        self._media_seen: object = None
+        self._media_impl: MediaRelay = _PASS_THROUGH
 
     @classmethod
     def view(cls, cfg: ProxyConfig) -> SipView | None:
@@ -109,7 +140,7 @@ class SipService(Service):
             (d.lower(), i.sip.transport, i.sip.host, i.sip.port)
             for i in cfg.instances if i.sip is not None for d in i.sip_domains
         )
-        return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains)
+        return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit)
 
     async def start(self, view: SipView) -> None:
         loop = asyncio.get_running_loop()
@@ -124,6 +155,15 @@ class SipService(Service):
                 self.server = await loop.create_server(
                     lambda: _Stream(self, "p", "tls"), view.bind, view.tls_port, ssl=self.ctx.certs.server_context())
             _big_buffer(self.back_udp)
+            back_port = self.back_udp.get_extra_info("sockname")[1]
+            try:
+                self.back_servers["tcp"] = await loop.create_server(
+                    lambda: _Stream(self, "b", "tcp"), view.bind, back_port)
+            except OSError:  # the number is taken for TCP: any free one
+                self.back_servers["tcp"] = await loop.create_server(lambda: _Stream(self, "b", "tcp"), view.bind, 0)
+            if _needs_tls(view):  # only then: the certificate store is in use
+                self.back_servers["tls"] = await loop.create_server(
+                    lambda: _Stream(self, "b", "tls"), view.bind, 0, ssl=self.ctx.certs.server_context())
         except OSError as exc:
             await self.stop(0)
             raise ServiceError(f"sip: cannot bind {view.bind}: {exc} (is another SIP server running?)") from exc
@@ -135,15 +175,19 @@ class SipService(Service):
         assert self.back_udp is not None
         host = view.bind if view.bind not in ("0.0.0.0", "::") else view.fqdn
         phone = Local("udp", host, view.udp_port) if view.mode == "udp" else Local("tls", host, view.tls_port)
-        back = Local("udp", host, self.back_udp.get_extra_info("sockname")[1])
-        limit = int(os.environ.get("PFORTE_SIP_RATE_LIMIT", "300"))
-        return Relay(_domains(view), phone, {"udp": back}, frozenset({view.fqdn}), RateLimiter(limit=limit))
+        back = {"udp": Local("udp", host, self.back_udp.get_extra_info("sockname")[1])}
+        for t, server in self.back_servers.items():
+            back[t] = Local(t, host, server.sockets[0].getsockname()[1])
+        return Relay(_domains(view), phone, back, frozenset({view.fqdn}), _limiter(view))
 
     async def reconfigure(self, view: SipView) -> None:
         old = self.view_
-        if old is not None and self.relay is not None and (old.mode, old.bind, old.udp_port, old.tls_port) == (
-                view.mode, view.bind, view.udp_port, view.tls_port):
+        same_sockets = old is not None and (old.mode, old.bind, old.udp_port, old.tls_port) == (
+            view.mode, view.bind, view.udp_port, view.tls_port) and _needs_tls(view) == ("tls" in self.back_servers)
+        if old is not None and self.relay is not None and same_sockets:
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
+            if view.rate_limit != old.rate_limit:
+                self.relay.limiter = _limiter(view)
             self.view_ = view
             return
         await self.stop(1.0)
@@ -155,12 +199,15 @@ class SipService(Service):
         for t in (self.phone_udp, self.back_udp):
             if t is not None:
                 t.close()
-        if self.server is not None:
-            self.server.close()
-        for c in list(self.conns.values()):
+        for server in (self.server, *self.back_servers.values()):
+            if server is not None:
+                server.close()
+        for c in list(self.conns.values()) + list(self.out.values()):
             c.close()
         self.phone_udp = self.back_udp = None
         self.server = None
+        self.back_servers = {}
+        self.out = {}
 
     # ---- data path ---------------------------------------------------------------------
     def relay_counter(self, name: str) -> None:
@@ -179,7 +226,7 @@ class SipService(Service):
                     self._after(action.call_id, self._send_later(action))
                 else:
                     self.send(action.flow, action.data)
-            elif isinstance(self.ctx.lookup("media"), MediaRelay):
+            elif self.media() is not _PASS_THROUGH:
                 # awaiting the media relay; the message is sent when it answers
                 self._after(action.call_id, self._media(action))
             else:  # no media relay: SDP unchanged, sent at once so a call's messages keep their order
@@ -219,14 +266,42 @@ class SipService(Service):
             if t is not None:
                 t.sendto(data, (flow.ip, flow.port))
                 return
-        elif flow.conn in self.conns:
+        elif flow.conn in self.conns:  # the connection the flow came over (a phone's TLS, a PBX's)
             self.conns[flow.conn].write(data)
+            return
+        elif flow.side == "b":
+            self._backend_stream(flow).write(data)
             return
         self.relay_counter("unreachable_flows")
 
+    def _backend_stream(self, flow: Flow) -> _Stream:
+        """The open (or opening) connection to a PBX; one per target, reused (RFC 3261 §18.1.1)."""
+        key = (flow.transport, flow.ip, flow.port)
+        conn = self.out.get(key)
+        if conn is None:
+            conn = self.out[key] = _Stream(self, "b", flow.transport, key)
+            task = asyncio.create_task(self._connect(conn, key))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return conn
+
+    async def _connect(self, conn: _Stream, key: tuple[str, str, int]) -> None:
+        transport, host, port = key
+        try:
+            await asyncio.get_running_loop().create_connection(
+                lambda: conn, host, port, ssl=_backend_tls() if transport == "tls" else None)
+        except OSError as exc:
+            self.relay_counter("backend_connect_failed")
+            self.log.warning("event=sip_backend_connect_failed target=%s:%s:%s error=%s", transport, host, port, exc)
+            if self.out.get(key) is conn:
+                del self.out[key]
+
     def media(self) -> MediaRelay:
         m = self.ctx.lookup("media")
-        return m if isinstance(m, MediaRelay) else PassThroughMedia()
+        if m is not self._media_seen:  # a Protocol isinstance check is slow: once per media service
+            self._media_seen = m
+            self._media_impl = m if isinstance(m, MediaRelay) else _PASS_THROUGH
+        return self._media_impl
 
     async def _media(self, step: MediaStep) -> None:
         side = Side.PHONE if step.side == "phone" else Side.INSTANCE
@@ -242,14 +317,17 @@ class SipService(Service):
         except MediaError as exc:
             self.relay_counter(f"media_errors_{exc.status}")
             self.log.info("event=sip_media_error call_id=%s status=%s", step.call_id, exc.status)
-            if step.request is not None and step.request.method != "ACK":
-                self.send(step.src, response(step.request, exc.status, exc.reason).serialize())
+            if self.relay is not None:
+                for send in self.relay.refuse(step, exc.status, exc.reason):
+                    self.send(send.flow, send.data)
             return
         step.msg.body = sdp
         self.send(step.flow, step.msg.serialize())
 
     def _release(self, call_ids: list[str]) -> None:
         media = self.media()
+        if media is _PASS_THROUGH:  # nothing held: no task per call
+            return
         for cid in call_ids:
             task = asyncio.create_task(media.delete(cid))
             self.tasks.add(task)
@@ -272,8 +350,26 @@ class SipService(Service):
         if self.relay is not None:
             counters.update(self.relay.counters)
             gauges["dialogs"] = len(self.relay.dialogs.calls)
-            gauges["blocked_sources"] = self.relay.limiter.blocked(time.monotonic())
+            limiter = self.relay.limiter
+            gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
+
+
+def _limiter(view: SipView) -> RateLimiter | None:
+    return RateLimiter(limit=view.rate_limit) if view.rate_limit else None
+
+
+def _needs_tls(view: SipView) -> bool:
+    return any(t == "tls" for _, t, _, _ in view.domains)
+
+
+def _backend_tls() -> ssl.SSLContext:
+    """TLS towards a PBX: instances run self-signed certificates on internal addresses, so the
+    connection is encrypted but the PBX's certificate is not verified (no CA in the config)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def _big_buffer(transport: asyncio.BaseTransport) -> None:

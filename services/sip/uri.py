@@ -63,7 +63,7 @@ def _host_port(s: str) -> tuple[str, int | None]:
         host, _, port_s = s.partition(":")
     if not host or not _HOST.match(host):
         raise UriError("bad host")
-    if port_s and (not port_s.isdigit() or not 0 < int(port_s) < 65536):
+    if port_s and (not (port_s.isascii() and port_s.isdigit()) or not 0 < int(port_s) < 65536):
         raise UriError("bad port")
     return host.lower(), int(port_s) if port_s else None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -63,6 +65,9 @@ def test_flow_tokens_are_authenticated() -> None:
     forged = FlowSigner().mint(Flow("p", "udp", "127.0.0.66", 1))
     assert s.open(forged) is None
     assert s.open(tok[:-2] + "AA") is None and s.open("garbage") is None
+    # sealed, not just signed: the phone's address cannot be read out of the token
+    assert b"127.0.0.2" not in base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4))
+    assert "127.0.0.2" not in tok and s.mint(PHONE) == tok
 
 
 def _invite(route: str = "", ruri: str = "sip:bob@pbx.test", extra: str = "") -> bytes:

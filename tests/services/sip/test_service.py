@@ -16,6 +16,7 @@ from proxyd.tls import CertStore
 from services.media_api import MediaError, Side
 from services.sip.service import SipService
 from tests.services.sip.sipp_support import sip_config
+from tests.support import base_config
 
 
 class RecordingMedia:
@@ -100,3 +101,10 @@ async def test_media_offer_error_and_release(tmp_path: Path) -> None:
         await svc.stop(1)
         phone.close()
         pbx.close()
+
+
+def test_rate_limit_from_the_config() -> None:
+    cfg = base_config(services={"sip": {"mode": "udp", "rate_limit": 0}})
+    view = SipService.view(parse_config(cfg))
+    assert view is not None and view.rate_limit == 0
+    assert SipService.view(parse_config(base_config(services={"sip": {"mode": "udp"}}))).rate_limit == 300  # type: ignore[union-attr]

@@ -6,11 +6,14 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
 from services.sip.framing import StreamFramer
+from services.sip.message import split_commas
 from tests.services.sip.sipp_support import SCENARIOS, request, sip_config, sipp, sipp_bg, stop, udp_request
 from tests.support import free_port
 
@@ -119,7 +122,9 @@ def _recv(sock: socket.socket) -> tuple[str, tuple[str, int]]:
 
 
 def _hdr(msg: str, name: str) -> list[str]:
-    return [line.split(":", 1)[1].strip() for line in msg.split("\r\n") if line.lower().startswith(name.lower() + ":")]
+    """Every value of header `name`, whether on lines of their own or joined by commas."""
+    lines = [line.split(":", 1)[1] for line in msg.split("\r\n") if line.lower().startswith(name.lower() + ":")]
+    return [v for line in lines for v in split_commas(line)]
 
 
 def test_pbx_calls_registered_phone_over_path(proxyd, tmp_path: Path) -> None:
@@ -167,9 +172,9 @@ def test_pbx_calls_registered_phone_over_path(proxyd, tmp_path: Path) -> None:
         pbx.close()
 
 
-def test_flood_blocks_one_source_other_keeps_working(proxyd, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PFORTE_SIP_RATE_LIMIT", "20")
+def test_flood_blocks_one_source_other_keeps_working(proxyd) -> None:
     cfg = sip_config("udp", free_port(socket.SOCK_DGRAM))
+    cfg["services"]["sip"]["rate_limit"] = 20
     p = proxyd(cfg)
     port = cfg["services"]["sip"]["udp_port"]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
@@ -190,3 +195,82 @@ def test_flood_blocks_one_source_other_keeps_working(proxyd, monkeypatch: pytest
     assert sip["gauges"]["blocked_sources"] == 1
     with pytest.raises(TimeoutError):
         udp_request(port, request("OPTIONS", "sip:x@nowhere.test", call="again"), src="127.0.0.2", timeout=1.0)
+
+
+def test_udp_phone_to_tcp_pbx(proxyd, tmp_path: Path) -> None:
+    """The instance's `sip` target is TCP: calls go over one reused connection, framed by Content-Length."""
+    uas_port = free_port()
+    uas = sipp_bg(["-sf", str(SCENARIOS / "pbx_uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port), "-t", "t1"],
+                  tmp_path, tmp_path / "uas.log")
+    try:
+        cfg = sip_config("udp", uas_port, transport="tcp")
+        p = proxyd(cfg)
+        port = cfg["services"]["sip"]["udp_port"]
+        res = sipp(["-sf", str(SCENARIOS / "call_uac.xml"), f"127.0.0.1:{port}", "-i", "127.0.0.1",
+                    "-p", str(free_port(socket.SOCK_DGRAM)), "-m", "100", "-r", "50", "-l", "50"], tmp_path)
+        _assert_calls(res, 100)
+        sip = p.status()["services"]["sip"]
+        assert sip["gauges"]["connections"] == 1  # one connection to the PBX, reused by every call
+        assert "backend_connect_failed" not in sip["counters"]
+    finally:
+        stop(uas)
+
+
+def test_udp_phone_to_tls_pbx(proxyd, tmp_path: Path) -> None:
+    """Debian's sipp has no TLS: the TLS PBX is a Python UAS answering every request with 200."""
+    cert, key = tmp_path / "pbx.pem", tmp_path / "pbx.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-subj", "/CN=pbx.test", "-days", "1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[str] = []
+    pbx = threading.Thread(target=_tls_uas, args=(listener, ctx, seen), daemon=True)
+    pbx.start()
+    try:
+        cfg = sip_config("udp", listener.getsockname()[1], transport="tls")
+        p = proxyd(cfg)
+        port = cfg["services"]["sip"]["udp_port"]
+        res = sipp(["-sf", str(SCENARIOS / "call_uac.xml"), f"127.0.0.1:{port}", "-i", "127.0.0.1",
+                    "-p", str(free_port(socket.SOCK_DGRAM)), "-m", "20", "-r", "10", "-l", "10"], tmp_path)
+        _assert_calls(res, 20)
+        assert seen.count("INVITE") == 20 and seen.count("BYE") == 20
+        assert p.status()["services"]["sip"]["gauges"]["connections"] == 1
+    finally:
+        listener.close()
+
+
+def _tls_uas(listener: socket.socket, ctx: ssl.SSLContext, seen: list[str]) -> None:
+    try:
+        raw, _ = listener.accept()
+    except OSError:
+        return
+    with ctx.wrap_socket(raw, server_side=True) as conn:
+        framer = StreamFramer()
+        while True:
+            try:
+                data = conn.recv(65535)
+            except OSError:
+                return
+            if not data:
+                return
+            for m in framer.feed(data):
+                text = m.decode("latin-1")
+                method = text.split(" ", 1)[0]
+                seen.append(method)
+                if method == "ACK":
+                    continue
+                head = text.split("\r\n\r\n", 1)[0].split("\r\n")
+                keep = [h for h in head[1:] if h.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq",
+                                                                               "record-route")]
+                to = next(h for h in head if h.lower().startswith("to:"))
+                if ";tag=" not in to:
+                    to += ";tag=pbx"
+                body = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" \
+                       b"m=audio 7000 RTP/AVP 0\r\n" if method == "INVITE" else b""
+                ctype = ["Content-Type: application/sdp"] if body else []
+                me = conn.getsockname()
+                resp = ["SIP/2.0 200 OK", *keep, to, f"Contact: <sip:pbx@{me[0]}:{me[1]};transport=tls>", *ctype,
+                        f"Content-Length: {len(body)}", "", ""]
+                conn.sendall("\r\n".join(resp).encode() + body)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import socket
 import ssl
 import time
@@ -18,12 +19,15 @@ from typing import Any
 
 from proxyd.config import ProxyConfig
 from proxyd.service import Service, ServiceError
+from proxyd.tls import write_private
 from services.media_api import MediaError, MediaRelay, PassThroughMedia, Side
-from services.sip.flow import Flow
+from services.sip.flow import Flow, FlowSigner
 from services.sip.framing import StreamFramer
 from services.sip.message import SipError
 from services.sip.protect import RateLimiter
 from services.sip.proxy import Local, MediaStep, Relay, Send, Target
+
+FLOW_KEY_FILE = "sip-flow.key"  # in certs/: 64 random bytes, hex
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,26 @@ class SipService(Service):
         back = {"udp": Local("udp", host, self.back_udp.get_extra_info("sockname")[1])}
         for t, server in self.back_servers.items():
             back[t] = Local(t, host, server.sockets[0].getsockname()[1])
-        return Relay(_domains(view), phone, back, frozenset({view.fqdn}), _limiter(view))
+        return Relay(_domains(view), phone, back, frozenset({view.fqdn}), _limiter(view),
+                     FlowSigner(self._flow_key()))
+
+    def _flow_key(self) -> bytes:
+        """The flow-token key, kept in the state dir (0600, with the other keys in certs/, so
+        backups carry it): registrations made before a restart or a rebind keep working."""
+        path = self.ctx.state.certs / FLOW_KEY_FILE
+        try:
+            key = bytes.fromhex(path.read_text().strip())
+            if len(key) == 64:
+                return key
+            self.log.warning("event=sip_flow_key_replaced reason='wrong length' path=%s", path)
+        except FileNotFoundError:
+            pass
+        except ValueError:
+            self.log.warning("event=sip_flow_key_replaced reason='not hex' path=%s", path)
+        key = secrets.token_bytes(64)  # AES-256-SIV
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(path, key.hex() + "\n")
+        return key
 
     async def reconfigure(self, view: SipView) -> None:
         old = self.view_

@@ -108,3 +108,35 @@ def test_rate_limit_from_the_config() -> None:
     view = SipService.view(parse_config(cfg))
     assert view is not None and view.rate_limit == 0
     assert SipService.view(parse_config(base_config(services={"sip": {"mode": "udp"}}))).rate_limit == 300  # type: ignore[union-attr]
+
+
+async def test_flow_tokens_survive_a_restart_with_the_same_state_dir(tmp_path: Path) -> None:
+    """A phone registered before a restart (its Path token at the PBX) is still reachable after it."""
+    from services.sip.flow import Flow
+    from services.sip.service import FLOW_KEY_FILE
+
+    state = StateDir(tmp_path).ensure()
+    ctx = ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList())
+    cfg = parse_config(sip_config("udp", 5999))
+    flow = Flow("p", "udp", "127.0.0.1", 40000)
+    tokens = []
+    for _ in range(2):
+        svc = SipService(ctx)
+        await svc.start(SipService.view(cfg))
+        try:
+            assert svc.relay is not None
+            tokens.append(svc.relay.signer.mint(flow))
+            assert svc.relay.signer.open(tokens[0]) == flow
+        finally:
+            await svc.stop(1)
+    assert tokens[0] == tokens[1]
+    key = state.certs / FLOW_KEY_FILE
+    assert key.stat().st_mode & 0o777 == 0o600
+    key.write_text("not a key\n")  # a damaged key file is replaced, never fatal
+    svc = SipService(ctx)
+    await svc.start(SipService.view(cfg))
+    try:
+        assert svc.relay is not None and svc.relay.signer.open(tokens[0]) is None
+    finally:
+        await svc.stop(1)
+    assert len(bytes.fromhex(key.read_text())) == 64

@@ -284,6 +284,12 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = self.shared.clock.now + IDLE_TIMEOUT
         self._resume("pipeline")
         if self.buf:
+            # on the next loop turn, not from here: answering pipelined requests locally (404s,
+            # redirects) would otherwise recurse once per request, thousands deep for one read
+            self.shared.loop.call_soon(self._pipelined)
+
+    def _pipelined(self) -> None:
+        if self.state == IDLE and self.buf:
             self._try_head()
 
     # -- forwarding -------------------------------------------------------------------------------

@@ -257,3 +257,16 @@ def test_response_until_close_is_passed_and_ends_the_client_connection(proxyd: P
     s.close()
     assert out.endswith(b"stream until EOF")
     assert b"Connection: close" in out.split(b"\r\n\r\n")[0]
+
+
+def test_thousands_of_pipelined_requests_answered_locally_in_one_read(proxyd: Proxyd, scripted) -> None:  # type: ignore[no-untyped-def]
+    """Refusals answered by the proxy itself (404 outside the prefix) for a flood of pipelined
+    requests: every one answered in order, the connection and the proxy keep working."""
+    be = scripted(keepalive_handler(lambda head: ok(b"fine")))
+    p, port = app_proxy(proxyd, be)
+    n = 3000
+    flood = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" * n + b"GET /api/ok HTTP/1.1\r\nHost: x\r\n\r\n"
+    s, out = talk(port, flood, lambda o: o.endswith(b"fine"), timeout=30)
+    s.close()
+    assert out.count(b"HTTP/1.1 404 ") == n and out.endswith(b"fine")
+    assert p.status()["services"]["http"]["counters"]["refused_404"] == n

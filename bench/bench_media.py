@@ -30,6 +30,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import free_udp_range, stop_process  # noqa: E402
+
 CLK = os.sysconf("SC_CLK_TCK")
 STREAM_COUNTS = (100, 1000)
 TRIAL = 3.0
@@ -257,24 +261,6 @@ int main(void) {
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def free_block(size: int, after: int = 10_000) -> int:
-    """An even port where `size` UDP ports on 127.0.0.1 are free (below the ephemeral range)."""
-    for base in range(after, 32_000 - size, 500):
-        socks = []
-        try:
-            for p in range(base, base + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {size} free UDP ports")
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK
@@ -284,15 +270,6 @@ def compile_c(tmp: Path, name: str, src: str) -> Path:
     (tmp / f"{name}.c").write_text(src)
     subprocess.run(["cc", "-O2", "-o", str(tmp / name), str(tmp / f"{name}.c")], check=True)
     return tmp / name
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 # -- the relays --------------------------------------------------------------------------------------
@@ -305,14 +282,14 @@ class Relay:
         raise NotImplementedError
 
     def stop(self) -> None:
-        stop(self.proc)
+        stop_process(self.proc)
 
 
 class Pforte(Relay):
     name = "pforte"
 
     def start(self, calls: Calls, tmp: Path) -> Calls:
-        lo = free_block(len(calls) * 4 + 16, after=14_000)
+        lo = free_udp_range(len(calls) * 4 + 16, after=14_000)
         self.proc = subprocess.Popen(
             [*pin(1), sys.executable, "-m", "bench.bench_media", "--serve"], cwd=ROOT,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(tmp / "pforte.log", "wb"))  # noqa: SIM115
@@ -330,8 +307,8 @@ class Rtpengine(Relay):
     name = "rtpengine"
 
     def start(self, calls: Calls, tmp: Path) -> Calls:
-        ng = free_block(1, after=31_000)
-        lo = free_block(len(calls) * 16 + 64, after=18_000)
+        ng = free_udp_range(1, after=31_000)
+        lo = free_udp_range(len(calls) * 16 + 64, after=18_000)
         self.proc = subprocess.Popen(
             [*pin(1), "rtpengine", "--config-file=none", "-f", "-E", "-L", "3", "-t", "-1",
              "-i", "127.0.0.1", "-n", f"127.0.0.1:{ng}", "-m", str(lo), "-M", str(lo + len(calls) * 16 + 63),
@@ -355,7 +332,7 @@ class CRelay(Relay):
         self.binary = binary
 
     def start(self, calls: Calls, tmp: Path) -> Calls:
-        lo = free_block(len(calls) * 4, after=24_000)
+        lo = free_udp_range(len(calls) * 4, after=24_000)
         relay = [(lo + 4 * i, lo + 4 * i + 2) for i in range(len(calls))]
         self.proc = subprocess.Popen([*pin(1), str(self.binary)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE)
@@ -450,7 +427,7 @@ class Session:
 
     def __init__(self, relay: Relay, gen: Path, streams: int, tmp: Path) -> None:
         self.relay, self.gen, self.tmp = relay, gen, tmp
-        g = free_block(streams * 2, after=10_000)
+        g = free_udp_range(streams * 2, after=10_000)
         self.calls = [(g + 4 * i, g + 4 * i + 2) for i in range(streams // 2)]
         self.lines = ""
         self.start()
@@ -520,7 +497,7 @@ def direct_p99(gen: Path, streams: int) -> Callable[[int], float]:
 
     def at(rate: int) -> float:
         if rate not in cache:
-            g = free_block(streams * 2, after=10_000)
+            g = free_udp_range(streams * 2, after=10_000)
             lines = "".join(f"{g + 4 * i} {g + 4 * i + 2}\n{g + 4 * i + 2} {g + 4 * i}\n" for i in range(streams // 2))
             cache[rate] = trial(gen, lines, max(rate, 1000), None)["p99_us"]
         return cache[rate]

@@ -31,10 +31,13 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def free_udp_range(size: int) -> int:
-    """Start of an even-aligned UDP port range of `size` ports that looked free."""
-    for _ in range(200):
-        base = free_port(socket.SOCK_DGRAM) & ~1
+def free_udp_range(size: int, after: int | None = None) -> int:
+    """Start of an even-aligned UDP port range of `size` ports that looked free: near a free
+    ephemeral port, or (`after`) the first free one from that port on in steps of 500, below the
+    ephemeral range (where load generators' own ports cannot land in it)."""
+    candidates = ((free_port(socket.SOCK_DGRAM) & ~1) for _ in range(200)) if after is None else \
+        range(after, 32_000 - size, 500)
+    for base in candidates:
         socks = []
         try:
             for p in range(base, base + size):
@@ -47,7 +50,7 @@ def free_udp_range(size: int) -> int:
         finally:
             for s in socks:
                 s.close()
-    raise RuntimeError("no free UDP port range")
+    raise RuntimeError(f"no {size} free UDP ports")
 
 
 def require_peer(program: str) -> str:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 FIELD_MAP = {
     "services.web.port": "web_port", "services.web.redirect_url": "redirect_url",
     "services.sip.udp_port": "sip_udp_port", "services.sip.tls_port": "sip_tls_port",
+    "services.sip.rate_limit": "sip_rate_limit",
     "services.media.port_min": "media_port_min", "services.media.port_max": "media_port_max",
     "services.provisioning.https_port": "provisioning_https_port",
     "services.provisioning.http_port": "provisioning_http_port",
@@ -65,7 +66,8 @@ def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
         "instances": instances, "applications": apps,
         "services": {
             "web": {"mode": proxy.web_mode, "port": proxy.web_port, "redirect_url": proxy.redirect_url or None},
-            "sip": {"mode": proxy.sip_mode, "udp_port": proxy.sip_udp_port, "tls_port": proxy.sip_tls_port},
+            "sip": {"mode": proxy.sip_mode, "udp_port": proxy.sip_udp_port, "tls_port": proxy.sip_tls_port,
+                    "rate_limit": proxy.sip_rate_limit},
             "media": {"mode": proxy.media_mode, "port_min": proxy.media_port_min, "port_max": proxy.media_port_max},
             "provisioning": {"mode": proxy.provisioning_mode, "https_port": proxy.provisioning_https_port,
                              "http_port": proxy.provisioning_http_port, "key": proxy.provisioning_key or None},

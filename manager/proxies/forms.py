@@ -14,7 +14,8 @@ def _formfield(field: models.Field, **kwargs):  # type: ignore[no-untyped-def]
 
 PROXY_GROUPS = [
     ("Proxy", ["name", "fqdn", "enabled", "bind"]),
-    ("Services", ["sip_mode", "sip_udp_port", "sip_tls_port", "media_mode", "media_port_min", "media_port_max",
+    ("Services", ["sip_mode", "sip_udp_port", "sip_tls_port", "sip_rate_limit", "media_mode", "media_port_min",
+                  "media_port_max",
                   "provisioning_mode", "provisioning_https_port", "provisioning_http_port",
                   "xmpp_enabled", "xmpp_port", "xmpp_direct_tls_port", "web_mode", "web_port"]),
     ("Redirection", ["redirect_url"]),

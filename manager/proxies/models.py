@@ -63,6 +63,9 @@ class Proxy(models.Model):
     sip_mode = models.CharField("VoIP SIP", max_length=3, choices=choices.SIP_MODES, default="tls")
     sip_udp_port = models.PositiveIntegerField(default=5060, validators=PORT)
     sip_tls_port = models.PositiveIntegerField(default=5061, validators=PORT)
+    sip_rate_limit = models.PositiveIntegerField(
+        "SIP requests per second per source", default=300, validators=[MaxValueValidator(1_000_000)],
+        help_text="above this a source is blocked for a while (pike-like); 0 switches the limit off")
     media_mode = models.CharField("VoIP media", max_length=4, choices=choices.MEDIA_MODES, default="srtp")
     media_port_min = models.PositiveIntegerField(default=30000, validators=PORT)
     media_port_max = models.PositiveIntegerField(default=35000, validators=PORT)

@@ -114,3 +114,22 @@ def test_instance_exposure_limits_which_proxies_see_it() -> None:
     inst.proxies.set([a])
     names = lambda p: [i["name"] for i in json.loads(p.active_revision.config_json)["instances"]]  # noqa: E731
     assert names(a) == ["only-a"] and names(b) == []
+
+
+def test_models_and_migrations_agree() -> None:
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # exits non-zero when one is missing
+
+
+def test_sip_rate_limit_reaches_the_compiled_config_and_is_bounded() -> None:
+    from manager.proxies.models import Proxy
+
+    p = Proxy(name="edge", fqdn="edge.example.com", sip_rate_limit=50)
+    p.full_clean()
+    p.save()
+    assert json.loads(p.active_revision.config_json)["services"]["sip"]["rate_limit"] == 50
+    p.sip_rate_limit = 2_000_000
+    with pytest.raises(ValidationError) as err:
+        p.full_clean()
+    assert "sip_rate_limit" in err.value.message_dict

@@ -19,16 +19,9 @@ KEY = base64.b64encode(b"-----BEGIN PRIVATE KEY-----\nproxy-made\n-----END PRIVA
 
 
 @pytest.fixture
-def admin():  # type: ignore[no-untyped-def]
-    from django.contrib.auth import get_user_model
-    from django.test import Client
-
-    User = get_user_model()  # noqa: N806
-    User.objects.filter(username="backup-admin").delete()
-    user = User.objects.create_superuser("backup-admin", "b@example.invalid", "a-long-backup-password")
-    c = Client()
-    c.force_login(user)
-    return c
+def admin(admin_client):  # type: ignore[no-untyped-def]
+    """The logged-in superuser client of tests/manager/conftest.py."""
+    return admin_client
 
 
 def make_proxy(name: str = "dmz", online: bool = True, **kw: Any):  # type: ignore[no-untyped-def]

@@ -3,14 +3,19 @@
 One backend (its own nginx process answering a small static body, on core 1 with wrk) serves
 every proxy. Each proxy under test runs alone on core 0 (taskset); 10 s per run, keep-alive,
 50 connections. Prints req/s, p99 and the ratio pforte/nginx (and pforte/HAProxy when installed),
-and how many backend connections pforte opened. Figures on a shared 2-core machine are noisy:
-compare ratios measured in the same run.
+and how many backend connections pforte opened.
+
+This VM's speed drifts by a third within minutes, so one run per proxy compares different
+machines. The proxies therefore take turns: ROUNDS rounds, each running every proxy once in a
+rotated order, a ratio per round from runs minutes apart at most, and the median of those ratios.
+`BENCH_HTTP_DURATION` / `BENCH_HTTP_ROUNDS` shorten it while developing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import re
 import shutil
 import subprocess
@@ -24,7 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import ProxydProcess, base_config, free_port  # noqa: E402
 
-DURATION, CONNS, THREADS = 10, 50, 2
+DURATION = int(os.environ.get("BENCH_HTTP_DURATION", "10"))
+ROUNDS = int(os.environ.get("BENCH_HTTP_ROUNDS", "3"))
+CONNS, THREADS = 50, 2
 
 
 def backend_conf(d: Path, backend_port: int) -> Path:
@@ -162,16 +169,20 @@ def main() -> None:
         assert px.proc is not None
         pin(px.proc.pid, 0)
         time.sleep(1)
-        rows = []
+        urls = {"pforte": {"plain": f"http://127.0.0.1:{p_plain}/bench/x",
+                           "tls": f"https://127.0.0.1:{p_tls}/bench/x"}}
+        for name in pids:
+            urls[name] = {"plain": f"http://127.0.0.1:{ports[name][0]}/bench/x",
+                          "tls": f"https://127.0.0.1:{ports[name][1]}/bench/x"}
+        pids["pforte"] = px.proc.pid
+        runs: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
         try:
-            for mode, pf_url in (("plain", f"http://127.0.0.1:{p_plain}/bench/x"),
-                                 ("tls", f"https://127.0.0.1:{p_tls}/bench/x")):
-                i = 0 if mode == "plain" else 1
-                scheme = "http" if mode == "plain" else "https"
-                row = {"mode": mode, "pforte": measured(px.proc.pid, pf_url)}
-                for name, pid in pids.items():
-                    row[name] = measured(pid, f"{scheme}://127.0.0.1:{ports[name][i]}/bench/x")
-                rows.append(row)
+            names = ["pforte", *[n for n in pids if n != "pforte"]]
+            for r in range(ROUNDS):
+                order = names[r % len(names):] + names[:r % len(names)]
+                for mode in ("plain", "tls"):
+                    for name in order:
+                        runs.setdefault((mode, name), []).append(measured(pids[name], urls[name][mode]))
             connects = px.status()["services"]["http"]["counters"].get("backend_connects")
         finally:
             px.stop()
@@ -179,21 +190,37 @@ def main() -> None:
                 p.terminate()
             for p in procs:
                 p.wait(10)
+    report(runs, [n for n in ("pforte", "nginx", "haproxy") if ("plain", n) in runs])
+    print(f"pforte backend connects during the run: {connects} ({CONNS} client connections per proxy run)")
+
+
+def report(runs: dict[tuple[str, str], list[tuple[float, float, float]]], names: list[str]) -> None:
+    """Per mode and proxy: the median run; per reference: the median of the per-round ratios."""
+    print(f"{ROUNDS} rounds x {DURATION} s per proxy and mode; ratios are medians of per-round ratios")
     print(f"{'mode':<6} {'proxy':<8} {'req/s':>9} {'p99 ms':>8} {'CPU':>5} {'req/core-s':>11} {'pforte/x':>9}"
-          f" {'per core':>9}")
-    for row in rows:
-        pf, _, pf_cpu = row["pforte"]
-        for name in ("pforte", "nginx", "haproxy"):
-            if name in row:
-                rps, p99, cpu = row[name]
-                print(f"{row['mode']:<6} {name:<8} {rps:>9.0f} {p99:>8.2f} {cpu:>5.0%} {rps / cpu:>11.0f} "
-                      f"{pf / rps:>9.2f} {(pf / pf_cpu) / (rps / cpu):>9.2f}")
-    print(f"pforte backend connects during the run: {connects} ({CONNS} client connections)")
-    print(json.dumps({"http": [{"mode": r["mode"], "pforte_rps": r["pforte"][0], "nginx_rps": r["nginx"][0],
-                                "pforte_cpu": r["pforte"][2], "nginx_cpu": r["nginx"][2],
-                                "ratio_nginx": r["pforte"][0] / r["nginx"][0],
-                                "ratio_haproxy": r["pforte"][0] / r["haproxy"][0] if "haproxy" in r else None}
-                               for r in rows]}))
+          f" {'per core':>9}   per-round pforte/x")
+    summary = []
+    for mode in ("plain", "tls"):
+        pf = runs[(mode, "pforte")]
+        row: dict[str, object] = {"mode": mode}
+        for name in names:
+            mine = runs[(mode, name)]
+            ratios = [a[0] / b[0] for a, b in zip(pf, mine)]
+            per_core = [(a[0] / a[2]) / (b[0] / b[2]) for a, b in zip(pf, mine)]
+            rps = statistics.median(m[0] for m in mine)
+            p99 = statistics.median(m[1] for m in mine)
+            cpu = statistics.median(m[2] for m in mine)
+            print(f"{mode:<6} {name:<8} {rps:>9.0f} {p99:>8.2f} {cpu:>5.0%} {rps / cpu:>11.0f} "
+                  f"{statistics.median(ratios):>9.2f} {statistics.median(per_core):>9.2f}   "
+                  + " ".join(f"{x:.2f}" for x in ratios))
+            row[f"{name}_rps"] = rps
+            row[f"{name}_p99_ms"] = p99
+            row[f"{name}_cpu"] = cpu
+            if name != "pforte":
+                row[f"ratio_{name}"] = statistics.median(ratios)
+                row[f"ratio_{name}_per_core"] = statistics.median(per_core)
+        summary.append(row)
+    print(json.dumps({"http": summary}))
 
 
 if __name__ == "__main__":

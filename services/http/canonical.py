@@ -27,10 +27,16 @@ _HEX = frozenset(b"0123456789ABCDEFabcdef")
 # Most paths have no escapes, dots after a slash or empty segments: one match proves them canonical.
 _PLAIN = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,=:@/]*")
 _QUERY_BAD = re.compile(rb"[\x00-\x20\x7f#]")
+_PLAIN_TARGET = re.compile(rb"(/[A-Za-z0-9\-._~!$&'()*+,=:@/]*)(\?[^\x00-\x20\x7f#]*)?")
 
 
 def split_target(target: bytes) -> tuple[str, str]:
     """-> (canonical path, query including its leading '?', or ''). Raises BadPath."""
+    m = _PLAIN_TARGET.fullmatch(target)
+    if m is not None:  # the usual target: proven canonical by one match and two substring checks
+        path, query = m.groups()
+        if b"//" not in path and b"/." not in path:
+            return path.decode("ascii"), query.decode("latin-1") if query else ""
     if not target.startswith(b"/"):
         raise BadPath("not an origin-form target")  # absolute-form, authority-form, '*'
     path, q, query = target.partition(b"?")

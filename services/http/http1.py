@@ -17,16 +17,20 @@ MAX_HEAD = 32768
 MAX_HEADERS = 100
 MAX_CHUNK_LINE = 1024
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_STATUS_LINE = re.compile(rb"^HTTP/1\.([01]) ([1-5][0-9][0-9])(?: (.*))?$")
-# A head is handled as its raw header block (each field with its CRLF): one match validates it all,
-# one findall picks the few fields framing depends on, and the proxy edits the block with one
-# substitution. Only a refused block is taken apart line by line, to say exactly what is wrong.
-_FIELD_RE = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*[^\x00-\x08\x0a-\x1f\x7f]*\r\n"
-_BLOCK_OK = re.compile(rb"(?:" + _FIELD_RE + rb")*")
+# A head is handled as its raw header block (each field with its CRLF): one match validates it all
+# (at most MAX_HEADERS fields), one findall over the lower-cased block picks the few fields framing
+# depends on, and the proxy edits the block with one substitution. Only a refused block is taken
+# apart line by line, to say exactly what is wrong. After the validating match every field line
+# starts right after a "\n" (the one ending the line before it, or one put in front of the block),
+# so "\n<name>:" finds exactly the fields of that name.
+_BLOCK_OK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n){0,"
+                       + str(MAX_HEADERS).encode() + rb"}")
 _FIELDS = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n")
-_FRAMING = re.compile(rb"(?im)^(content-length|transfer-encoding|connection|host|upgrade):[ \t]*([^\r\n]*?)[ \t]*\r$")
+_FRAMING = re.compile(rb"\n(content-length|transfer-encoding|connection|host|upgrade|set-cookie):[ \t]*([^\r]*)")
+_STATUS = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
+_METHODS_COMMON = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"})
 METHODS_REFUSED = frozenset({b"CONNECT", b"TRACE"})
 
 
@@ -39,7 +43,10 @@ class HttpError(Exception):
 
 @dataclass(slots=True)
 class Head:
-    """A parsed head. `block` holds the header fields as received, each line ending in CRLF."""
+    """A parsed head. `block` holds the header fields as received, each line ending in CRLF.
+
+    `host` is the Host field's value lower-cased (as nginx's $host); `cookies`: a response sets some.
+    """
 
     method: bytes
     target: bytes
@@ -51,6 +58,7 @@ class Head:
     keep_alive: bool = True
     upgrade: bytes | None = None
     host: bytes | None = None
+    cookies: bool = False
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -78,102 +86,109 @@ def _refuse_block(block: bytes) -> None:
         if line[:1] in (b" ", b"\t"):
             raise HttpError(400, "obsolete line folding")
         name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.match(name):
+        if not colon or not _TOKEN.fullmatch(name):
             raise HttpError(400, "malformed header field")
         if _VALUE_BAD.search(value.strip(b" \t")):
             raise HttpError(400, "control character in header value")
+    if block.count(b"\r\n") > MAX_HEADERS:
+        raise HttpError(431, "too many header fields")
     raise HttpError(400, "malformed header block")
 
 
-def _framing(h: Head, *, request: bool) -> None:
-    block = h.block
+def _framing(h: Head, block: bytes, request: bool) -> None:
     if _BLOCK_OK.fullmatch(block) is None:
         _refuse_block(block)
-    if block.count(b"\r\n") > MAX_HEADERS:
-        raise HttpError(431, "too many header fields")
-    te: list[bytes] = []
-    cl: list[bytes] = []
-    conn: list[bytes] = []
+    te = cl = conn = None
     hosts = 0
-    for name, value in _FRAMING.findall(block):
-        lk = name.lower()
-        if lk == b"host":
+    for name, value in _FRAMING.findall(b"\n" + block.lower()):
+        if name == b"host":
             hosts += 1
-            h.host = value
-        elif lk == b"content-length":
-            cl.append(value)
-        elif lk == b"transfer-encoding":
-            te.append(value)
-        elif lk == b"connection":
-            conn.append(value)
-    if request and (hosts > 1 or (h.version == b"HTTP/1.1" and not hosts)):
+            h.host = value.rstrip(b" \t")
+        elif name == b"content-length":
+            if cl is not None:
+                raise HttpError(400 if request else 502, "malformed or repeated Content-Length")
+            cl = value.rstrip(b" \t")
+        elif name == b"connection":
+            conn = value if conn is None else conn + b"," + value
+        elif name == b"transfer-encoding":
+            te = value.rstrip(b" \t") if te is None else b"," + value  # a second field is never just "chunked"
+        elif name == b"upgrade":
+            pass  # read below, in its original case, when Connection asks for it
+        else:
+            h.cookies = True
+    if request and (hosts > 1 or (not hosts and h.version == b"HTTP/1.1")):
         raise HttpError(400, "exactly one Host header is required")
-    if te:
-        if cl:
+    if te is not None:
+        if cl is not None:
             raise HttpError(400, "both Content-Length and Transfer-Encoding")
-        if len(te) != 1 or te[0].lower() != b"chunked":
+        if te != b"chunked":
             raise HttpError(501 if request else 502, "unsupported Transfer-Encoding")
         h.chunked = True
-    elif cl:
-        if len(cl) != 1 or not cl[0].isdigit() or len(cl[0]) > 15:
+    elif cl is not None:
+        if not cl.isdigit() or len(cl) > 15:
             raise HttpError(400 if request else 502, "malformed or repeated Content-Length")
-        h.content_length = int(cl[0])
-    if conn:
-        tokens = {t.strip() for t in b",".join(conn).lower().split(b",")}
-        h.keep_alive = (b"keep-alive" in tokens) if h.version == b"HTTP/1.0" else (b"close" not in tokens)
-        if b"upgrade" in tokens:
-            h.upgrade = h.get(b"upgrade")
-    else:
+        h.content_length = int(cl)
+    if conn is None:
         h.keep_alive = h.version != b"HTTP/1.0"
-
-
-def _split_head(head: bytes) -> tuple[bytes, bytes]:
-    """-> (start line, header block with each line's CRLF); `head` ends with the empty line."""
-    i = head.find(b"\r\n")
-    if i < 0 or not head.endswith(b"\r\n\r\n"):
-        raise HttpError(400, "incomplete head")
-    line = head[:i]
-    if b"\n" in line or b"\r" in line:
-        raise HttpError(400, "bare LF or CR in head")
-    return line, head[i + 2 : -2]
+        return
+    conn = conn.rstrip(b" \t")
+    if conn == b"keep-alive" or conn == b"close":
+        tokens = {conn}
+    else:
+        tokens = {t.strip(b" \t") for t in conn.split(b",")}
+    h.keep_alive = (b"keep-alive" in tokens) if h.version == b"HTTP/1.0" else (b"close" not in tokens)
+    if b"upgrade" in tokens:
+        h.upgrade = h.get(b"upgrade")
 
 
 def parse_request_head(head: bytes) -> Head:
-    if len(head) > MAX_HEAD:
-        first = head.find(b"\r\n")
-        raise HttpError(414, "request line too long") if first > MAX_REQUEST_LINE else HttpError(
+    """`head`: the request line and header fields up to and including the empty line."""
+    n = len(head)
+    i = head.find(b"\r\n")
+    if n > MAX_HEAD:
+        raise HttpError(414, "request line too long") if i > MAX_REQUEST_LINE else HttpError(
             431, "request head too large")
-    line, block = _split_head(head)
-    if len(line) > MAX_REQUEST_LINE:
+    if i < 0 or head[-4:] != b"\r\n\r\n":
+        raise HttpError(400, "incomplete head")
+    line = head[:i]
+    if i > MAX_REQUEST_LINE:
         raise HttpError(414, "request line too long")
+    if b"\n" in line or b"\r" in line:
+        raise HttpError(400, "bare LF or CR in head")
     parts = line.split(b" ")
     if len(parts) != 3:
         raise HttpError(400, "malformed request line")
     method, target, version = parts
-    if not _TOKEN.match(method):
-        raise HttpError(400, "malformed method")
+    if method not in _METHODS_COMMON:
+        if not _TOKEN.fullmatch(method):
+            raise HttpError(400, "malformed method")
+        if method in METHODS_REFUSED:
+            raise HttpError(405, f"{method.decode()} is not allowed")
     if version != b"HTTP/1.1" and version != b"HTTP/1.0":
         raise HttpError(505, "HTTP version not supported")
-    if method in METHODS_REFUSED:
-        raise HttpError(405, f"{method.decode()} is not allowed")
     if method == b"OPTIONS" and target == b"*":
         raise HttpError(400, "OPTIONS * is not allowed")
+    block = head[i + 2 : -2]
     h = Head(method, target, version, block)
-    _framing(h, request=True)
+    _framing(h, block, True)
     return h
 
 
 def parse_response_head(head: bytes, request_method: bytes) -> Head:
+    i = head.find(b"\r\n")
+    if i < 0 or head[-4:] != b"\r\n\r\n":
+        raise HttpError(502, "upstream: incomplete head")
+    m = _STATUS.fullmatch(head, 0, i)
+    if m is None:
+        raise HttpError(502, "upstream: bare LF or CR in head" if b"\n" in head[:i] or b"\r" in head[:i]
+                        else "malformed status line from upstream")
+    status = int(m[2])
+    h = Head(b"", b"", b"HTTP/1.1" if m[1] == b"1" else b"HTTP/1.0", head[i + 2 : -2], status)
     try:
-        line, block = _split_head(head)
-        m = _STATUS_LINE.match(line)
-        if not m:
-            raise HttpError(502, "malformed status line from upstream")
-        h = Head(b"", b"", b"HTTP/1." + m.group(1), block, status=int(m.group(2)))
-        _framing(h, request=False)
+        _framing(h, h.block, False)
     except HttpError as exc:
         raise HttpError(502, f"upstream: {exc.reason}") from None
-    if request_method == b"HEAD" or h.status in (204, 304) or 100 <= h.status < 200:
+    if status < 200 or status == 204 or status == 304 or request_method == b"HEAD":
         h.content_length, h.chunked = 0, False
     return h
 

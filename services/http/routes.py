@@ -7,11 +7,9 @@ instances without a web backend all give the same 404: nothing reveals which ins
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
-
-from services.http.canonical import first_segment, under_prefix
 
 
 @dataclass(frozen=True)
@@ -22,21 +20,20 @@ class Backend:
     base_path: str  # without trailing '/'
     verify: bool = True
 
+    def __post_init__(self) -> None:  # both are read per request
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        object.__setattr__(self, "key", (self.scheme, self.host, self.port, self.verify))
+        object.__setattr__(self, "host_header", host if self.port == default else f"{host}:{self.port}")
+
     @classmethod
     def from_url(cls, url: str, verify: bool = True) -> Backend:
         u = urlsplit(url)
         port = u.port or (443 if u.scheme == "https" else 80)
         return cls(u.scheme, u.hostname or "", port, u.path.rstrip("/"), verify)
 
-    @property
-    def key(self) -> tuple[str, str, int, bool]:
-        return (self.scheme, self.host, self.port, self.verify)
-
-    @property
-    def host_header(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == default else f"{host}:{self.port}"
+    key: tuple[str, str, int, bool] = field(init=False, repr=False, compare=False)
+    host_header: str = field(init=False, repr=False, compare=False)
 
 
 @dataclass(slots=True)  # made per request: a frozen dataclass's __init__ costs several times more
@@ -77,20 +74,22 @@ class WebTable:
     instances: tuple[tuple[str, Backend], ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_name", dict(self.instances))
+        object.__setattr__(self, "_by_name", {name: (b, f"/{name}") for name, b in self.instances})
 
     def route(self, path: str, query: str, client: str = "") -> Decision:
         if path == "/":
             return Redirect(self.redirect_url) if self.redirect_url else NOT_FOUND
-        name, rest = first_segment(path)
-        backend = self._by_name.get(name)  # type: ignore[attr-defined]
-        if backend is None:
+        name, sep, rest = path[1:].partition("/")  # first_segment(), inlined: this runs per request
+        entry = self._by_name.get(name)  # type: ignore[attr-defined]
+        if entry is None:
             return NOT_FOUND
-        if rest == "":
+        backend, prefix = entry
+        if not sep:
             return Redirect(f"/{name}/{query}", 301)  # so the UI's relative links resolve
+        rest = "/" + rest
         if self.mode == "rest_only" and not (rest == "/services" or rest.startswith("/services/")):
             return NOT_FOUND
-        return Forward(backend, backend.base_path + rest + query, f"/{name}", f"/{name}", None)
+        return Forward(backend, backend.base_path + rest + query, prefix, prefix, None)
 
 
 @dataclass(frozen=True)
@@ -99,11 +98,11 @@ class AppTable:
     backend: Backend
 
     def route(self, path: str, query: str, client: str = "") -> Decision:
-        rest = under_prefix(path, self.public_prefix)
-        if rest is None:
+        prefix = self.public_prefix
+        if not path.startswith(prefix):  # under_prefix(), inlined: this runs per request
             return NOT_FOUND
-        return Forward(self.backend, f"{self.backend.base_path}/{rest}{query}", self.public_prefix.rstrip("/"),
-                       None, self.backend.host_header)
+        b = self.backend
+        return Forward(b, b.base_path + "/" + path[len(prefix):] + query, prefix.rstrip("/"), None, b.host_header)
 
 
 def scope_cookie(value: bytes, scope: str) -> bytes:

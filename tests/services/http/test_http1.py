@@ -43,11 +43,41 @@ def test_request_head_fields_and_framing() -> None:
     (req("GET  / HTTP/1.1", "Host: x"), 400),
     (req("GET /" + "a" * 9000 + " HTTP/1.1", "Host: x"), 414),
     (req("GET / HTTP/1.1", "Host: x", *[f"X-{i}: v" for i in range(120)]), 431),
+    (b"GE\nT / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"PURGE\n / HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # a "$" that matches before a final LF lets this pass
+    (b"GET /a\rb HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (req("GET / HTTP/1.1", "HOST: a", "host: b"), 400),
+    (req("POST / HTTP/1.1", "Host: x", "content-length: 5", "Content-Length: 5"), 400),
+    (req("POST / HTTP/1.1", "Host: x", "Content-Length: \u00b2"), 400),
+    (req("POST / HTTP/1.1", "Host: x", "TRANSFER-ENCODING: Chunked", "Content-Length: 3"), 400),
 ])
 def test_refusals_carry_their_status(head: bytes, status: int) -> None:
     with pytest.raises(HttpError) as info:
         parse_request_head(head)
     assert info.value.status == status
+
+
+def test_field_names_are_found_in_any_case_and_only_as_names() -> None:
+    h = parse_request_head(req("POST / HTTP/1.1", "hOsT: Example.ORG ", "X-Host: other", "CONTENT-LENGTH: 7",
+                               "X-Note: Content-Length: 99", "CONNECTION: Close"))
+    assert (h.host, h.content_length, h.keep_alive) == (b"example.org", 7, False)
+    h = parse_request_head(req("POST / HTTP/1.1", "Host: x", "transfer-encoding: CHUNKED"))
+    assert h.chunked and h.content_length is None
+    h = parse_request_head(req("GET / HTTP/1.1", "Host: x", "Connection: TE", "Connection: close"))
+    assert not h.keep_alive
+    resp = parse_response_head(b"HTTP/1.1 200 OK\r\nSET-COOKIE: a=1\r\nContent-Length: 0\r\n\r\n", b"GET")
+    assert resp.cookies
+    assert not parse_response_head(b"HTTP/1.1 200 OK\r\nX-Set-Cookie: a\r\n\r\n", b"GET").cookies
+
+
+def test_response_status_line_is_strict() -> None:
+    for bad in (b"HTTP/1.1 200 O\nK\r\n\r\n", b"HTTP/1.1 200 \x01\r\n\r\n", b"HTTP/2 200 OK\r\n\r\n",
+                b"HTTP/1.1 20 OK\r\n\r\n", b" HTTP/1.1 200 OK\r\n\r\n"):
+        with pytest.raises(HttpError) as info:
+            parse_response_head(bad, b"GET")
+        assert info.value.status == 502
+    ok = parse_response_head(b"HTTP/1.0 404\r\n\r\n", b"GET")
+    assert (ok.status, ok.version, ok.keep_alive) == (404, b"HTTP/1.0", False)
 
 
 def test_response_framing_for_head_and_204() -> None:

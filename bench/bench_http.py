@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -205,8 +205,8 @@ def report(runs: dict[tuple[str, str], list[tuple[float, float, float]]], names:
         row: dict[str, object] = {"mode": mode}
         for name in names:
             mine = runs[(mode, name)]
-            ratios = [a[0] / b[0] for a, b in zip(pf, mine)]
-            per_core = [(a[0] / a[2]) / (b[0] / b[2]) for a, b in zip(pf, mine)]
+            ratios = [a[0] / b[0] for a, b in zip(pf, mine, strict=True)]
+            per_core = [(a[0] / a[2]) / (b[0] / b[2]) for a, b in zip(pf, mine, strict=True)]
             rps = statistics.median(m[0] for m in mine)
             p99 = statistics.median(m[1] for m in mine)
             cpu = statistics.median(m[2] for m in mine)

@@ -95,12 +95,13 @@ def _refuse_block(block: bytes) -> None:
     raise HttpError(400, "malformed header block")
 
 
-def _framing(h: Head, block: bytes, request: bool) -> None:
-    if _BLOCK_OK.fullmatch(block) is None:
-        _refuse_block(block)
+def _framing(h: Head, head: bytes, start: int, request: bool) -> None:
+    """Checks the header block `head[start:-2]`; the start line ends with the LF at `start - 1`."""
+    if _BLOCK_OK.fullmatch(head, start, len(head) - 2) is None:
+        _refuse_block(h.block)
     te = cl = conn = None
     hosts = 0
-    for name, value in _FRAMING.findall(b"\n" + block.lower()):
+    for name, value in _FRAMING.findall(head.lower(), start - 1):
         if name == b"host":
             hosts += 1
             h.host = value.rstrip(b" \t")
@@ -148,7 +149,7 @@ def parse_request_head(head: bytes) -> Head:
     if n > MAX_HEAD:
         raise HttpError(414, "request line too long") if i > MAX_REQUEST_LINE else HttpError(
             431, "request head too large")
-    if i < 0 or head[-4:] != b"\r\n\r\n":
+    if i < 0 or not head.endswith(b"\r\n\r\n"):
         raise HttpError(400, "incomplete head")
     line = head[:i]
     if i > MAX_REQUEST_LINE:
@@ -168,15 +169,14 @@ def parse_request_head(head: bytes) -> Head:
         raise HttpError(505, "HTTP version not supported")
     if method == b"OPTIONS" and target == b"*":
         raise HttpError(400, "OPTIONS * is not allowed")
-    block = head[i + 2 : -2]
-    h = Head(method, target, version, block)
-    _framing(h, block, True)
+    h = Head(method, target, version, head[i + 2 : -2])
+    _framing(h, head, i + 2, True)
     return h
 
 
 def parse_response_head(head: bytes, request_method: bytes) -> Head:
     i = head.find(b"\r\n")
-    if i < 0 or head[-4:] != b"\r\n\r\n":
+    if i < 0 or not head.endswith(b"\r\n\r\n"):
         raise HttpError(502, "upstream: incomplete head")
     m = _STATUS.fullmatch(head, 0, i)
     if m is None:
@@ -185,7 +185,7 @@ def parse_response_head(head: bytes, request_method: bytes) -> Head:
     status = int(m[2])
     h = Head(b"", b"", b"HTTP/1.1" if m[1] == b"1" else b"HTTP/1.0", head[i + 2 : -2], status)
     try:
-        _framing(h, h.block, False)
+        _framing(h, head, i + 2, False)
     except HttpError as exc:
         raise HttpError(502, f"upstream: {exc.reason}") from None
     if status < 200 or status == 204 or status == 304 or request_method == b"HEAD":

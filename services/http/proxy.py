@@ -95,11 +95,14 @@ class Clock:
 
 
 class Listener:
-    """What every connection accepted on one listening socket shares."""
+    """What every connection accepted on one listening socket shares.
 
-    def __init__(self, table: Callable[[], Router], pools: Pools, stats: Stats, tls: bool,
+    Reconfigure swaps `router` in place: the next request on any connection sees the new table.
+    """
+
+    def __init__(self, router: Router, pools: Pools, stats: Stats, tls: bool,
                  allowed: Callable[[str], bool], conns: set[ClientConnection], clock: Clock):
-        self.table, self.pools, self.stats, self.allowed, self.conns = table, pools, stats, allowed, conns
+        self.router, self.pools, self.stats, self.allowed, self.conns = router, pools, stats, allowed, conns
         self.proto = b"https" if tls else b"http"
         self.loop = asyncio.get_running_loop()
         self.draining = False
@@ -254,7 +257,7 @@ class ClientConnection(asyncio.Protocol):
         if req.content_length is not None and req.content_length > MAX_BODY:
             return self._refuse(413, "body too large")
         self.keep = req.keep_alive and not shared.draining
-        decision = shared.table().route(path, query, self.client_ip)
+        decision = shared.router.route(path, query, self.client_ip)
         if type(decision) is Forward:
             return self._forward(req, decision)
         if not self._skip_body(req):

@@ -52,7 +52,7 @@ class HttpService(Service):
         self.pools = Pools()
         self.stats_ = Stats()
         self.servers: dict[ListenerSpec, asyncio.Server] = {}
-        self.tables: dict[ListenerSpec, Router] = {}
+        self.listeners: dict[ListenerSpec, Listener] = {}
         self.conns: set[ClientConnection] = set()
         self.clock = Clock(asyncio.get_running_loop().time())
         self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -62,22 +62,22 @@ class HttpService(Service):
         wanted = dict(view.listeners)
         for spec in [s for s in self.servers if s not in wanted]:
             self.servers.pop(spec).close()
-            self.tables.pop(spec, None)
+            self.listeners.pop(spec, None)
         for spec, table in wanted.items():
-            self.tables[spec] = table  # swap in place: the next request on any connection sees it
-        for spec in wanted:
-            if spec not in self.servers:
-                try:
-                    self.servers[spec] = await self._listen(spec)
-                except OSError:
-                    self.tables.pop(spec, None)
-                    raise
+            if spec in self.listeners:
+                self.listeners[spec].router = table  # swap in place: the next request on any connection sees it
+            else:
+                listener = self._listener(spec, table)
+                self.servers[spec] = await self._listen(spec, listener)
+                self.listeners[spec] = listener
 
-    async def _listen(self, spec: ListenerSpec) -> asyncio.Server:
+    def _listener(self, spec: ListenerSpec, table: Router) -> Listener:
+        access, name = self.ctx.access, self.name
+        return Listener(table, self.pools, self.stats_, spec.tls, lambda ip: access.allowed(ip, name), self.conns,
+                        self.clock)
+
+    async def _listen(self, spec: ListenerSpec, listener: Listener) -> asyncio.Server:
         ssl_ctx = self.ctx.certs.server_context(alpn=["http/1.1"]) if spec.tls else None
-        tables, access, name = self.tables, self.ctx.access, self.name
-        listener = Listener(lambda: tables[spec], self.pools, self.stats_, spec.tls,
-                            lambda ip: access.allowed(ip, name), self.conns, self.clock)
         loop = asyncio.get_running_loop()
         return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port, ssl=ssl_ctx,
                                         reuse_address=True, backlog=1024)
@@ -103,6 +103,7 @@ class HttpService(Service):
             conn.abort()
         self.sweeper.cancel()
         self.servers.clear()
+        self.listeners.clear()
         self.pools.close()
 
     def stats(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ class ProvisioningService(HttpService):
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
-        tables = [t for t in self.tables.values() if isinstance(t, ProvisioningTable)]
+        tables = [li.router for li in self.listeners.values() if isinstance(li.router, ProvisioningTable)]
         if tables:
             lim = tables[0].limiter
             out["counters"]["source_blocks"] = lim.blocks

@@ -105,6 +105,8 @@ class WebService:
     mode: str = "web_and_rest"
     port: int = 443
     redirect_url: str | None = None
+    #: seconds a backend (instance web/REST, application, provisioning) may take to start its answer; then 504
+    upstream_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -535,6 +537,7 @@ def _parse_services(r: _Reader, raw: Any) -> Services | None:
         mode=r.get(w, p, "mode", lambda v, q: r.choice(v, q, ("web_and_rest", "rest_only", "off")), "web_and_rest"),
         port=r.get(w, p, "port", r.port, 443),
         redirect_url=r.get(w, p, "redirect_url", lambda v, q: r.url(v, q, schemes=HTTP, nullable=True), None),
+        upstream_timeout=r.get(w, p, "upstream_timeout", lambda v, q: r.number(v, q, 1, 3600), 60.0),
     )
     s, p = sub("sip", _fields(SipService))
     sip = SipService(

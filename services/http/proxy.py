@@ -36,7 +36,7 @@ log = logging.getLogger("services.http")
 
 HEADER_TIMEOUT = 10.0  # slowloris: a head must arrive within 10 s of its first byte / of connect
 IDLE_TIMEOUT = 60.0  # keep-alive connections idle longer than this are closed; also body inactivity
-UPSTREAM_TIMEOUT = 60.0  # a backend must start answering within 60 s (504 otherwise)
+UPSTREAM_TIMEOUT = 60.0  # default: a backend must start answering within 60 s (504 otherwise), as nginx
 MAX_BODY = 4 * 2**30  # 4 GiB request bodies at most (413 above)
 MAX_PENDING = 256 * 1024  # request bytes held while the backend connection is being opened
 SMALL_WRITE = 16384  # below this, a head and the body bytes behind it go out in one write
@@ -101,8 +101,10 @@ class Listener:
     """
 
     def __init__(self, router: Router, pools: Pools, stats: Stats, tls: bool,
-                 allowed: Callable[[str], bool], conns: set[ClientConnection], clock: Clock):
+                 allowed: Callable[[str], bool], conns: set[ClientConnection], clock: Clock,
+                 upstream_timeout: float = UPSTREAM_TIMEOUT):
         self.router, self.pools, self.stats, self.allowed, self.conns = router, pools, stats, allowed, conns
+        self.upstream_timeout = upstream_timeout
         self.proto = b"https" if tls else b"http"
         self.loop = asyncio.get_running_loop()
         self.draining = False
@@ -345,7 +347,7 @@ class ClientConnection(asyncio.Protocol):
             self.state = WAIT
             self.retry_head = out
         if self.state == WAIT:
-            self.deadline = self.shared.clock.now + UPSTREAM_TIMEOUT
+            self.deadline = self.shared.clock.now + self.shared.upstream_timeout
         else:
             self.deadline = self.shared.clock.now + IDLE_TIMEOUT
         up = self.shared.pools.take(fwd.backend)
@@ -429,7 +431,7 @@ class ClientConnection(asyncio.Protocol):
         if self.state == BODY:
             self.state = WAIT
             if self.rstate == R_HEAD:
-                self.deadline = self.shared.clock.now + UPSTREAM_TIMEOUT
+                self.deadline = self.shared.clock.now + self.shared.upstream_timeout
 
     def _upstream_failed(self, status: int, why: str) -> None:
         fwd = self.fwd

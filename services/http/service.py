@@ -13,7 +13,7 @@ from typing import Any
 
 from proxyd.config import ProxyConfig
 from proxyd.service import Service
-from services.http.proxy import ClientConnection, Clock, Listener, Stats, sweep
+from services.http.proxy import UPSTREAM_TIMEOUT, ClientConnection, Clock, Listener, Stats, sweep
 from services.http.routes import AppTable, Backend, Router, WebTable
 from services.http.upstream import Pools
 
@@ -30,6 +30,7 @@ class ListenerSpec:
 @dataclass(frozen=True)
 class HttpView:
     listeners: tuple[tuple[ListenerSpec, Router], ...]
+    upstream_timeout: float = UPSTREAM_TIMEOUT
 
 
 class HttpService(Service):
@@ -46,7 +47,7 @@ class HttpService(Service):
         for app in cfg.applications:
             table = AppTable(app.public_prefix, Backend.from_url(app.upstream, app.verify_upstream))
             out.append((ListenerSpec(host, app.port, app.tls), table))
-        return HttpView(tuple(out)) if out else None
+        return HttpView(tuple(out), web.upstream_timeout) if out else None
 
     async def start(self, view: HttpView) -> None:
         self.pools = Pools()
@@ -66,15 +67,16 @@ class HttpService(Service):
         for spec, table in wanted.items():
             if spec in self.listeners:
                 self.listeners[spec].router = table  # swap in place: the next request on any connection sees it
+                self.listeners[spec].upstream_timeout = view.upstream_timeout
             else:
-                listener = self._listener(spec, table)
+                listener = self._listener(spec, table, view.upstream_timeout)
                 self.servers[spec] = await self._listen(spec, listener)
                 self.listeners[spec] = listener
 
-    def _listener(self, spec: ListenerSpec, table: Router) -> Listener:
+    def _listener(self, spec: ListenerSpec, table: Router, upstream_timeout: float) -> Listener:
         access, name = self.ctx.access, self.name
         return Listener(table, self.pools, self.stats_, spec.tls, lambda ip: access.allowed(ip, name), self.conns,
-                        self.clock)
+                        self.clock, upstream_timeout)
 
     async def _listen(self, spec: ListenerSpec, listener: Listener) -> asyncio.Server:
         ssl_ctx = self.ctx.certs.server_context(alpn=["http/1.1"]) if spec.tls else None

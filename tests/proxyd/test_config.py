@@ -118,6 +118,8 @@ def test_all_problems_reported_at_once_with_field_paths() -> None:
         (("proxy", "enabled"), "yes", "proxy.enabled: expected true or false"),
         (("allow_sources",), ["10.0.0.0/8", "not a name!"], "allow_sources[1]: expected a CIDR or DNS name"),
         (("version",), 2, "version: expected 1 (this proxyd reads ProxyConfig v1), got 2"),
+        (("services", "web", "upstream_timeout"), 0, "services.web.upstream_timeout: expected 1..3600, got 0"),
+        (("services", "web", "upstream_timeout"), "60", "services.web.upstream_timeout: expected a number"),
     ],
 )
 def test_each_bad_field_is_named(path: tuple, value: object, expected: str) -> None:

@@ -270,3 +270,39 @@ def test_thousands_of_pipelined_requests_answered_locally_in_one_read(proxyd: Pr
     s.close()
     assert out.count(b"HTTP/1.1 404 ") == n and out.endswith(b"fine")
     assert p.status()["services"]["http"]["counters"]["refused_404"] == n
+
+
+def test_a_slow_backend_is_a_504_after_upstream_timeout_and_others_keep_answering(proxyd: Proxyd, scripted) -> None:  # type: ignore[no-untyped-def]
+    release = threading.Event()
+
+    def silent(conn: socket.socket, b: Backend) -> None:
+        if b.read_head(conn, bytearray()) is not None:
+            release.wait(20)  # accepts and reads the request, never answers
+
+    slow = scripted(silent)
+    fast = scripted(keepalive_handler(lambda head: ok(b"fast")))
+    slow_port, fast_port = free_port(), free_port()
+    p = proxyd(base_config(
+        applications=[{"name": "slow", "port": slow_port, "tls": False, "upstream": f"http://127.0.0.1:{slow.port}/"},
+                      {"name": "fast", "port": fast_port, "tls": False, "upstream": f"http://127.0.0.1:{fast.port}/"}],
+        services={"web": {"mode": "off", "upstream_timeout": 1.5}}))
+    try:
+        started = time.monotonic()
+        waiting = socket.create_connection(("127.0.0.1", slow_port), timeout=10)
+        waiting.sendall(b"GET /api/wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in range(5):  # meanwhile the other application answers
+            s, out = talk(fast_port, b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n", lambda o: o.endswith(b"fast"))
+            s.close()
+            assert out.startswith(b"HTTP/1.1 200 ")
+        waiting.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            waiting.recv(1)  # ... while the slow one is still waiting
+        waiting.setblocking(True)
+        out = read_until(waiting, lambda o: b"\r\n\r\n" in o)
+        waited = time.monotonic() - started
+        waiting.close()
+        assert out.startswith(b"HTTP/1.1 504 ")
+        assert 1.4 <= waited < 4.0  # the deadline, checked by the sweeper every 0.5 s
+        assert p.status()["services"]["http"]["counters"]["upstream_errors"] == 1
+    finally:
+        release.set()

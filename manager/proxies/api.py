@@ -274,8 +274,17 @@ def heartbeat(request: Request) -> Response:
                      "actions": actions})
 
 
-def _own_action(proxy: Proxy, pk: int, kind: str) -> ProxyAction | None:
-    return ProxyAction.pending(proxy.pk).filter(pk=pk, kind=kind).first()
+def _own_action(request: Request, pk: int, kind: str | None) -> ProxyAction | Response:
+    """The calling proxy's open action `pk` (of this kind), or the answer saying why there is none."""
+    proxy = authenticate(request._request)
+    if proxy is None:
+        return Response({"detail": "invalid or revoked API key"}, status=401)
+    actions = ProxyAction.pending(proxy.pk).filter(pk=pk)
+    action = (actions.filter(kind=kind) if kind else actions).first()
+    if action is None:
+        what = {ProxyAction.BACKUP: "backup request", ProxyAction.RESTORE: "restore"}.get(kind or "", "action")
+        return Response({"detail": f"no such open {what}"}, status=404)
+    return action
 
 
 class BackupUploadIn(serializers.Serializer):
@@ -286,12 +295,9 @@ class BackupUploadIn(serializers.Serializer):
 @api_view(["POST"])
 def action_backup(request: Request, pk: int) -> Response:
     """The proxy's part of a requested backup: its certs/ files; the manager seals the archive."""
-    proxy = authenticate(request._request)
-    if proxy is None:
-        return Response({"detail": "invalid or revoked API key"}, status=401)
-    action = _own_action(proxy, pk, ProxyAction.BACKUP)
-    if action is None:
-        return Response({"detail": "no such open backup request"}, status=404)
+    action = _own_action(request, pk, ProxyAction.BACKUP)
+    if isinstance(action, Response):
+        return action
     try:
         backup = backups.complete_backup(action, backups.decode_files(request.data.get("files")))
     except BackupError as exc:
@@ -304,12 +310,9 @@ def action_backup(request: Request, pk: int) -> Response:
 @api_view(["GET"])
 def action_restore(request: Request, pk: int) -> Response:
     """Restored files for the proxy to write into its state dir (certs/), base64."""
-    proxy = authenticate(request._request)
-    if proxy is None:
-        return Response({"detail": "invalid or revoked API key"}, status=401)
-    action = _own_action(proxy, pk, ProxyAction.RESTORE)
-    if action is None:
-        return Response({"detail": "no such open restore"}, status=404)
+    action = _own_action(request, pk, ProxyAction.RESTORE)
+    if isinstance(action, Response):
+        return action
     return Response(json.loads(action.secret))
 
 
@@ -321,12 +324,9 @@ class ActionDoneIn(serializers.Serializer):
 @api_view(["POST"])
 def action_done(request: Request, pk: int) -> Response:
     """The proxy finished an action (restored files written), or reports why it could not."""
-    proxy = authenticate(request._request)
-    if proxy is None:
-        return Response({"detail": "invalid or revoked API key"}, status=401)
-    action = ProxyAction.pending(proxy.pk).filter(pk=pk).first()
-    if action is None:
-        return Response({"detail": "no such open action"}, status=404)
+    action = _own_action(request, pk, None)
+    if isinstance(action, Response):
+        return action
     data = ActionDoneIn(data=request.data)
     if not data.is_valid():
         return Response(data.errors, status=400)

@@ -87,6 +87,18 @@ def _detail(resp: httpx.Response) -> str:
     return str(data.get("detail", "")) if isinstance(data, dict) else ""
 
 
+def _json_object(resp: httpx.Response, what: str) -> dict[str, Any]:
+    """A 200 answer's JSON object ({} for any other JSON value); ManagerError otherwise."""
+    if resp.status_code != 200:
+        detail = _detail(resp)
+        raise ManagerError(f"{what} answered HTTP {resp.status_code}" + (f": {detail}" if detail else ""))
+    try:
+        data = resp.json()
+    except ValueError as exc:
+        raise ManagerError(f"{what} answer is not JSON") from exc
+    return data if isinstance(data, dict) else {}
+
+
 def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -139,13 +151,7 @@ class ManagerClient:
 
     async def heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
         resp = await self._request("POST", "/api/v1/proxy/heartbeat", json=body)
-        if resp.status_code != 200:
-            raise ManagerError(f"heartbeat answered HTTP {resp.status_code}")
-        try:
-            data = resp.json()
-        except ValueError as exc:
-            raise ManagerError("heartbeat answer is not JSON") from exc
-        return data if isinstance(data, dict) else {}
+        return _json_object(resp, "heartbeat")
 
     async def upload_backup(self, action: int, files: dict[str, str]) -> None:
         resp = await self._request("POST", f"/api/v1/proxy/actions/{action}/backup", json={"files": files})
@@ -154,13 +160,7 @@ class ManagerClient:
 
     async def fetch_restore(self, action: int) -> dict[str, Any]:
         resp = await self._request("GET", f"/api/v1/proxy/actions/{action}/restore")
-        if resp.status_code != 200:
-            raise ManagerError(f"restore request answered HTTP {resp.status_code}: {_detail(resp)}")
-        try:
-            data = resp.json()
-        except ValueError as exc:
-            raise ManagerError("restore answer is not JSON") from exc
-        return data if isinstance(data, dict) else {}
+        return _json_object(resp, "restore request")
 
     async def finish_action(self, action: int, error: str | None = None) -> None:
         resp = await self._request("POST", f"/api/v1/proxy/actions/{action}/done", json={"error": error})

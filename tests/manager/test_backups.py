@@ -158,6 +158,9 @@ def test_backup_via_proxy_upload_then_every_restore_error_changes_nothing(admin)
     other_proxy, other_key = make_proxy("lan", network_mode="manual", network_interface="eth1",
                                         network_address="10.1.1.2/24", network_gateway="10.1.1.1", network_table=101)
     assert proxy_client(other_key).get(f"/api/v1/proxy/actions/{pk}/restore").status_code == 404  # isolation
+    assert proxy_client("not-a-key").get(f"/api/v1/proxy/actions/{pk}/restore").status_code == 401
+    wrong_kind = proxy.post(f"/api/v1/proxy/actions/{pk}/backup", {"files": {}}, content_type="application/json")
+    assert wrong_kind.status_code == 404 and wrong_kind.json()["detail"] == "no such open backup request"
     assert proxy.post(f"/api/v1/proxy/actions/{pk}/done", {}, content_type="application/json").status_code == 200
     assert ProxyAction.objects.get(pk=pk).secret_enc == ""
     assert "X-Pforte-Actions" not in proxy.get("/api/v1/proxy/config")

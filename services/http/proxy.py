@@ -291,7 +291,8 @@ class ClientConnection(asyncio.Protocol):
         self.req = self.fwd = None
         self.rstate = R_NONE
         self.deadline = self.shared.clock.now + IDLE_TIMEOUT
-        self._resume("pipeline")
+        if self.paused:
+            self._resume("pipeline")
         if self.buf:
             # on the next loop turn, not from here: answering pipelined requests locally (404s,
             # redirects) would otherwise recurse once per request, thousands deep for one read
@@ -379,7 +380,7 @@ class ClientConnection(asyncio.Protocol):
     def _attach(self, up: UpstreamConnection, first: bytes) -> None:
         self.up = up
         up.owner = self
-        up.write(first)
+        up.transport.write(first)  # type: ignore[union-attr]  # pooled and fresh connections have one
 
     def _send_up(self, data: bytes) -> None:
         if self.pending is not None:
@@ -473,7 +474,9 @@ class ClientConnection(asyncio.Protocol):
 
     def upstream_data(self, data: bytes) -> None:
         rstate = self.rstate
-        if rstate == R_LENGTH:
+        if rstate == R_HEAD:
+            self._response_head(data)
+        elif rstate == R_LENGTH:
             n = self.rleft
             if len(data) < n:
                 self.rleft = n - len(data)
@@ -486,8 +489,6 @@ class ClientConnection(asyncio.Protocol):
             self._chunked(data)
         elif rstate == R_UNTIL_CLOSE:
             self.t.write(data)
-        elif rstate == R_HEAD:
-            self._response_head(data)
         elif self.state == TUNNEL:
             self.t.write(data)
         elif self.up is not None:  # bytes nobody asked for: the connection is out of step

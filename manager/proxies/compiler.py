@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 FIELD_MAP = {
     "services.web.port": "web_port", "services.web.redirect_url": "redirect_url",
     "services.sip.udp_port": "sip_udp_port", "services.sip.tls_port": "sip_tls_port",
-    "services.sip.rate_limit": "sip_rate_limit",
+    "services.sip.rate_limit": "sip_rate_limit", "services.web.upstream_timeout": "web_upstream_timeout",
     "services.media.port_min": "media_port_min", "services.media.port_max": "media_port_max",
     "services.provisioning.https_port": "provisioning_https_port",
     "services.provisioning.http_port": "provisioning_http_port",
@@ -65,7 +65,8 @@ def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
         "allow_sources": _split(proxy.allow_sources),
         "instances": instances, "applications": apps,
         "services": {
-            "web": {"mode": proxy.web_mode, "port": proxy.web_port, "redirect_url": proxy.redirect_url or None},
+            "web": {"mode": proxy.web_mode, "port": proxy.web_port, "redirect_url": proxy.redirect_url or None,
+                    "upstream_timeout": proxy.web_upstream_timeout},
             "sip": {"mode": proxy.sip_mode, "udp_port": proxy.sip_udp_port, "tls_port": proxy.sip_tls_port,
                     "rate_limit": proxy.sip_rate_limit},
             "media": {"mode": proxy.media_mode, "port_min": proxy.media_port_min, "port_max": proxy.media_port_max},

@@ -69,6 +69,9 @@ class Proxy(models.Model):
     media_mode = models.CharField("VoIP media", max_length=4, choices=choices.MEDIA_MODES, default="srtp")
     media_port_min = models.PositiveIntegerField(default=30000, validators=PORT)
     media_port_max = models.PositiveIntegerField(default=35000, validators=PORT)
+    web_upstream_timeout = models.PositiveIntegerField(
+        "Backend answer timeout (s)", default=60, validators=[MinValueValidator(1), MaxValueValidator(3600)],
+        help_text="a backend (instance, application, provisioning) that has not begun its answer by then: 504")
     provisioning_mode = models.CharField("Phone Provisioning", max_length=14, choices=choices.PROVISIONING_MODES,
                                          default="encrypted")
     provisioning_https_port = models.PositiveIntegerField(default=8884, validators=PORT)

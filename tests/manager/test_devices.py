@@ -58,7 +58,8 @@ def test_key_change_in_the_form_needs_the_explicit_checkbox(admin_client) -> Non
     form = {f: getattr(p, f) for f in ("name", "fqdn", "bind", "sip_mode", "sip_udp_port", "sip_tls_port",
                                        "sip_rate_limit", "media_mode", "media_port_min", "media_port_max",
                                        "provisioning_mode", "provisioning_https_port", "provisioning_http_port",
-                                       "xmpp_port", "xmpp_direct_tls_port", "web_mode", "web_port")}
+                                       "xmpp_port", "xmpp_direct_tls_port", "web_mode", "web_port",
+                                       "web_upstream_timeout")}
     form.update(enabled="on", xmpp_enabled="on")
     assert admin_client.post(f"/proxies/{p.pk}/edit/", form).status_code == 302
     p.refresh_from_db()

@@ -133,3 +133,20 @@ def test_sip_rate_limit_reaches_the_compiled_config_and_is_bounded() -> None:
     with pytest.raises(ValidationError) as err:
         p.full_clean()
     assert "sip_rate_limit" in err.value.message_dict
+
+
+def test_backend_answer_timeout_reaches_the_compiled_config_and_is_bounded() -> None:
+    from manager.proxies.models import Proxy
+
+    p = Proxy(name="edge", fqdn="edge.example.com")
+    p.full_clean()
+    p.save()
+    assert json.loads(p.active_revision.config_json)["services"]["web"]["upstream_timeout"] == 60
+    p.web_upstream_timeout = 5
+    p.save()
+    assert json.loads(p.active_revision.config_json)["services"]["web"]["upstream_timeout"] == 5
+    for bad in (0, 3601):
+        p.web_upstream_timeout = bad
+        with pytest.raises(ValidationError) as err:
+            p.full_clean()
+        assert "web_upstream_timeout" in err.value.message_dict

@@ -1,9 +1,10 @@
 """HTTP router: wrk against pforte and against nginx as the same reverse proxy, plain and TLS.
 
 One backend (its own nginx process answering a small static body, on core 1 with wrk) serves
-every proxy. Each proxy under test runs alone on core 0 (taskset); 10 s per run, keep-alive,
-50 connections. Prints req/s, p99 and the ratio pforte/nginx (and pforte/HAProxy when installed),
-and how many backend connections pforte opened.
+every proxy. Each proxy does what pforte does to a request: strip the prefix, set
+X-Forwarded-For/-Proto/-Host/-Prefix, keep backend connections alive. Each proxy under test runs
+alone on core 0 (taskset); 10 s per run, keep-alive, 50 connections. Prints req/s, p99 and the
+ratio pforte/nginx (and pforte/HAProxy when installed), and how many backend connections pforte opened.
 
 This VM's speed drifts by a third within minutes, so one run per proxy compares different
 machines. The proxies therefore take turns: ROUNDS rounds, each running every proxy once in a
@@ -63,6 +64,10 @@ frontend fe
   bind 127.0.0.1:{plain}
   bind 127.0.0.1:{tls} ssl crt {pem}
   option forwardfor
+  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+  http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Prefix /bench
   use_backend be if {{ path_beg /bench/ }}
 backend be
   http-request replace-path /bench/(.*) /\\1
@@ -83,7 +88,8 @@ http {{
     listen 127.0.0.1:{plain}; listen 127.0.0.1:{tls} ssl;
     ssl_certificate {cert}; ssl_certificate_key {key};
     location /bench/ {{ proxy_pass http://be/; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For $remote_addr; }}
+      proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Prefix /bench; }}
   }}
 }}
 """)

@@ -19,16 +19,47 @@ MAX_CHUNK_LINE = 1024
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# A head is handled as its raw header block (each field with its CRLF): one match validates it all
-# (at most MAX_HEADERS fields), one findall over the lower-cased block picks the few fields framing
-# depends on, and the proxy edits the block with one substitution. Only a refused block is taken
-# apart line by line, to say exactly what is wrong. After the validating match every field line
-# starts right after a "\n" (the one ending the line before it, or one put in front of the block),
-# so "\n<name>:" finds exactly the fields of that name.
-_BLOCK_OK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n){0,"
-                       + str(MAX_HEADERS).encode() + rb"}")
+# A head is handled as its field lines. Each distinct line is validated and classified once and
+# remembered (bytes -> kind and value): most lines repeat from request to request (Host, User-Agent,
+# Accept, Server, Content-Type, Connection), so the usual head costs one dict lookup per line. The
+# cache holds only lines that passed the check, is keyed by the exact bytes, and is bounded.
+# Only a refused block is taken apart again, to say exactly what is wrong.
+_LINE_OK = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*")
+F_OTHER, F_HOST, F_LENGTH, F_TE, F_CONNECTION, F_UPGRADE, F_SET_COOKIE, F_HOP, F_UNTRUSTED = range(9)
+HOP_BY_HOP = (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+              b"upgrade", b"proxy-authorization", b"proxy-authenticate")
+# Clients must not be able to claim another origin: these are replaced, never passed on.
+UNTRUSTED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix",
+             b"x-forwarded-port", b"forwarded", b"x-real-ip")
+_KINDS = {**dict.fromkeys(HOP_BY_HOP, F_HOP), **dict.fromkeys(UNTRUSTED, F_UNTRUSTED),
+          b"host": F_HOST, b"content-length": F_LENGTH, b"transfer-encoding": F_TE, b"connection": F_CONNECTION,
+          b"upgrade": F_UPGRADE, b"set-cookie": F_SET_COOKIE}
+# what is not passed on: hop-by-hop fields (Connection, Transfer-Encoding and Upgrade are re-added
+# where they apply) and, in requests, the client's claims and its Content-Length (re-added)
+_DROP_RESPONSE = frozenset({F_HOP, F_CONNECTION, F_TE, F_UPGRADE})
+_DROP_REQUEST = _DROP_RESPONSE | {F_UNTRUSTED, F_LENGTH, F_HOST}
+MAX_CACHED_LINES = 4096
+MAX_CACHED_LINE = 512
+_lines: dict[bytes, tuple[int, bytes]] = {}
+
+
+def _field(line: bytes) -> tuple[int, bytes] | None:
+    """(kind, value) of a valid field line, None for an invalid one. Values of the fields framing
+    reads are stripped and lower-cased; Upgrade's keeps its case; others are not needed."""
+    if _LINE_OK.fullmatch(line) is None:
+        return None
+    name, _, value = line.partition(b":")
+    kind = _KINDS.get(name.lower(), F_OTHER)
+    v = b"" if kind == F_OTHER else value.strip(b" \t")
+    f = (kind, v if kind == F_UPGRADE else v.lower())
+    if len(line) <= MAX_CACHED_LINE:
+        if len(_lines) >= MAX_CACHED_LINES:
+            _lines.clear()
+        _lines[line] = f
+    return f
+
+
 _FIELDS = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n")
-_FRAMING = re.compile(rb"\n(content-length|transfer-encoding|connection|host|upgrade|set-cookie):[ \t]*([^\r]*)")
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
 _METHODS_COMMON = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"})
 METHODS_REFUSED = frozenset({b"CONNECT", b"TRACE"})
@@ -46,6 +77,8 @@ class Head:
     """A parsed head. `block` holds the header fields as received, each line ending in CRLF.
 
     `host` is the Host field's value lower-cased (as nginx's $host); `cookies`: a response sets some.
+    `kept`: the fields a proxy passes on, each with its CRLF (see _DROP_REQUEST / _DROP_RESPONSE);
+    `host_line`: the request's Host field line as received.
     """
 
     method: bytes
@@ -59,6 +92,8 @@ class Head:
     upgrade: bytes | None = None
     host: bytes | None = None
     cookies: bool = False
+    kept: bytes = b""
+    host_line: bytes = b""
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -95,28 +130,44 @@ def _refuse_block(block: bytes) -> None:
     raise HttpError(400, "malformed header block")
 
 
-def _framing(h: Head, head: bytes, start: int, request: bool) -> None:
-    """Checks the header block `head[start:-2]`; the start line ends with the LF at `start - 1`."""
-    if _BLOCK_OK.fullmatch(head, start, len(head) - 2) is None:
-        _refuse_block(h.block)
+def _framing(h: Head, request: bool) -> None:
+    block = h.block
+    lines = block[:-2].split(b"\r\n") if block else []
+    if len(lines) > MAX_HEADERS:
+        _refuse_block(block)
+    drop = _DROP_REQUEST if request else _DROP_RESPONSE
+    kept: list[bytes] = []
     te = cl = conn = None
     hosts = 0
-    for name, value in _FRAMING.findall(head.lower(), start - 1):
-        if name == b"host":
+    get = _lines.get
+    for line in lines:
+        f = get(line) or _field(line)
+        if f is None:
+            _refuse_block(block)
+            raise AssertionError("unreachable")  # _refuse_block always raises
+        kind = f[0]
+        if kind == F_OTHER:
+            kept.append(line)
+            continue
+        if kind not in drop:
+            kept.append(line)
+        if kind == F_HOST:
             hosts += 1
-            h.host = value.rstrip(b" \t")
-        elif name == b"content-length":
+            h.host = f[1]
+            h.host_line = line
+        elif kind == F_LENGTH:
             if cl is not None:
                 raise HttpError(400 if request else 502, "malformed or repeated Content-Length")
-            cl = value.rstrip(b" \t")
-        elif name == b"connection":
-            conn = value if conn is None else conn + b"," + value
-        elif name == b"transfer-encoding":
-            te = value.rstrip(b" \t") if te is None else b"," + value  # a second field is never just "chunked"
-        elif name == b"upgrade":
-            pass  # read below, in its original case, when Connection asks for it
-        else:
+            cl = f[1]
+        elif kind == F_CONNECTION:
+            conn = f[1] if conn is None else conn + b"," + f[1]
+        elif kind == F_TE:
+            te = f[1] if te is None else b"," + f[1]  # a second field is never just "chunked"
+        elif kind == F_SET_COOKIE:
             h.cookies = True
+    if kept:
+        kept.append(b"")
+        h.kept = b"\r\n".join(kept)
     if request and (hosts > 1 or (not hosts and h.version == b"HTTP/1.1")):
         raise HttpError(400, "exactly one Host header is required")
     if te is not None:
@@ -132,7 +183,6 @@ def _framing(h: Head, head: bytes, start: int, request: bool) -> None:
     if conn is None:
         h.keep_alive = h.version != b"HTTP/1.0"
         return
-    conn = conn.rstrip(b" \t")
     if conn == b"keep-alive" or conn == b"close":
         tokens = {conn}
     else:
@@ -170,7 +220,7 @@ def parse_request_head(head: bytes) -> Head:
     if method == b"OPTIONS" and target == b"*":
         raise HttpError(400, "OPTIONS * is not allowed")
     h = Head(method, target, version, head[i + 2 : -2])
-    _framing(h, head, i + 2, True)
+    _framing(h, True)
     return h
 
 
@@ -185,7 +235,7 @@ def parse_response_head(head: bytes, request_method: bytes) -> Head:
     status = int(m[2])
     h = Head(b"", b"", b"HTTP/1.1" if m[1] == b"1" else b"HTTP/1.0", head[i + 2 : -2], status)
     try:
-        _framing(h, head, i + 2, False)
+        _framing(h, False)
     except HttpError as exc:
         raise HttpError(502, f"upstream: {exc.reason}") from None
     if status < 200 or status == 204 or status == 304 or request_method == b"HEAD":

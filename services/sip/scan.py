@@ -58,7 +58,8 @@ class Via:
 
     def __init__(self, transport: str, host: str, port: int | None, params: str, raw: str):
         self.transport, self.host, self.port, self.params, self.raw = transport, host, port, params, raw
-        self.hostport = f"{host}:{port}"  # as loop detection compares it with our own addresses
+        # as loop detection compares it with our own addresses (`Local.hostport`)
+        self.hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._pd: dict[str, str | None] | None = None
 
     def param_dict(self) -> dict[str, str | None]:

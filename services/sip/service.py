@@ -13,6 +13,7 @@ import secrets
 import socket
 import ssl
 import time
+from time import monotonic as _monotonic
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -47,9 +48,16 @@ _PASS_THROUGH = PassThroughMedia()
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, svc: SipService, side: str):
         self.svc, self.side = svc, side
+        #: source address -> its Flow: a phone or PBX sends many datagrams from one address
+        self.flows: dict[tuple[Any, ...], Flow] = {}
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.svc.on_data(data, Flow(self.side, "udp", addr[0], addr[1]))
+        flow = self.flows.get(addr)
+        if flow is None:
+            if len(self.flows) >= 4096:
+                self.flows.clear()
+            flow = self.flows[addr] = Flow(self.side, "udp", addr[0], addr[1])
+        self.svc.on_data(data, flow)
 
     def error_received(self, exc: Exception) -> None:
         self.svc.relay_counter("udp_errors")
@@ -243,9 +251,9 @@ class SipService(Service):
         if src.side == "p" and src.transport == "udp" and not self.ctx.access.allowed(src.ip, "sip"):
             self.relay_counter("refused_sources")
             return
-        for action in relay.receive(data, src, time.monotonic()):
+        for action in relay.receive(data, src, _monotonic()):
             if isinstance(action, Send):
-                if action.call_id in self.pending:
+                if self.pending and action.call_id in self.pending:
                     self._after(action.call_id, self._send_later(action))
                 else:
                     self.send(action.flow, action.data)
@@ -287,7 +295,7 @@ class SipService(Service):
         if flow.transport == "udp":
             t = self.phone_udp if flow.side == "p" else self.back_udp
             if t is not None:
-                t.sendto(data, (flow.ip, flow.port))
+                t.sendto(data, flow[2:4])  # (ip, port)
                 return
         elif flow.conn in self.conns:  # the connection the flow came over (a phone's TLS, a PBX's)
             self.conns[flow.conn].write(data)

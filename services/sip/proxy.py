@@ -187,7 +187,7 @@ class Relay:
             return self._reply(msg, src, 420, "Bad Extension", ("Unsupported: " + ", ".join(msg.proxy_require),))
         own = self.own
         for v in msg.vias:
-            if v.hostport in own and (v.param_dict().get("branch") or "").startswith(BRANCH):
+            if BRANCH in v.params and v.hostport in own and (v.param_dict().get("branch") or "").startswith(BRANCH):
                 return self._reply(msg, src, 482, "Loop Detected")
         dest = self._destination(msg, src)
         if dest.__class__ is not Flow:  # (status, reason)

@@ -48,19 +48,29 @@ _KEYS = {
     "to": T, "t": T, "from": F, "f": F, "contact": CONTACT, "m": CONTACT, "content-type": CTYPE, "c": CTYPE,
     "user-agent": UA, "proxy-require": PR,
 }
+#: the same by the exact names phones and PBXs write (valid tokens): no token check, no lower()
+_EXACT = _KEYS | {
+    "Via": VIA, "Route": ROUTE, "Record-Route": RR, "Path": PATH, "Max-Forwards": MF, "Call-ID": CALL_ID,
+    "Call-Id": CALL_ID, "CSeq": CSEQ, "Content-Length": CL, "To": T, "From": F, "Contact": CONTACT,
+    "Content-Type": CTYPE, "User-Agent": UA, "Proxy-Require": PR, "v": VIA, "i": CALL_ID, "l": CL,
+    "t": T, "f": F, "m": CONTACT, "c": CTYPE,
+}
 
 
 class Via:
     """One Via value: transport, host, port, the `;params` text and the value as received.
     Cached with its header line, so shared between messages: never edited."""
 
-    __slots__ = ("transport", "host", "port", "params", "raw", "hostport", "_pd")
+    __slots__ = ("transport", "host", "port", "params", "raw", "_pd")
 
     def __init__(self, transport: str, host: str, port: int | None, params: str, raw: str):
         self.transport, self.host, self.port, self.params, self.raw = transport, host, port, params, raw
-        # as loop detection compares it with our own addresses (`Local.hostport`)
-        self.hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._pd: dict[str, str | None] | None = None
+
+    @property
+    def hostport(self) -> str:
+        """As loop detection compares it with our own addresses (`Local.hostport`)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def param_dict(self) -> dict[str, str | None]:
         """The parameters by lower-case name (shared: Via objects are cached with their line; copy to edit)."""
@@ -259,19 +269,31 @@ def _start(line: str) -> tuple[str | None, str, int] | None:
 def _line(line: str) -> tuple[int, object] | None:
     """(slot, checked value) of a header line never seen before; None if it needs the full parser."""
     name, colon, value = line.partition(":")
-    if not colon or line[:1] in (" ", "\t") or "\n" in line:
-        return None  # no colon, a folded line, or a bare LF inside
-    name = name.rstrip(" \t")
-    if not _TOKEN.fullmatch(name):
-        return None
-    key = _KEYS.get(name.lower(), PASS)
-    if key == PASS:
-        return PASS, None
+    if not colon or "\n" in line:
+        return None  # no colon, or a bare LF inside
+    key = _EXACT.get(name)
+    if key is None:
+        if line[:1] in (" ", "\t"):
+            return None  # a folded line
+        name = name.rstrip(" \t")
+        if not _TOKEN.fullmatch(name):
+            return None
+        key = _KEYS.get(name.lower(), PASS)
+        if key == PASS:
+            return PASS, None
     if key == VIA:
-        parsed = [_via(v) for v in split_commas(value)]
-        return None if None in parsed else (key, tuple(parsed))
+        if "," not in value:
+            via = _via(value.strip())
+            return None if via is None else (VIA, (via,))
+        vias = []
+        for part in split_commas(value):
+            via = _via(part)
+            if via is None:
+                return None
+            vias.append(via)
+        return VIA, tuple(vias)
     value = value.strip(" \t")
-    if key in (T, F):
+    if key == T or key == F:
         return (key, value) if _name_addr_ok(value) else None
     if key == CONTACT:
         return (key, value) if all(p == "*" or _name_addr_ok(p) for p in split_commas(value)) else None
@@ -288,9 +310,11 @@ def _line(line: str) -> tuple[int, object] | None:
 def _via(value: str) -> Via | None:
     m = _VIA.fullmatch(value)
     if m is not None:
-        port = m.group(3)
-        if port is None or 0 < int(port) < 65536:
-            return Via(m.group(1).upper(), m.group(2).lower(), int(port) if port else None, m.group(4), value)
+        transport, host, port, params = m.groups()
+        if port is None:
+            return Via(transport.upper(), host.lower(), None, params, value)
+        if 0 < int(port) < 65536:
+            return Via(transport.upper(), host.lower(), int(port), params, value)
     try:
         v = parse_via(value)
     except SipError:

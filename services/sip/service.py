@@ -13,9 +13,9 @@ import secrets
 import socket
 import ssl
 import time
-from time import monotonic as _monotonic
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from time import monotonic as _monotonic
 from typing import Any
 
 from proxyd.config import ProxyConfig

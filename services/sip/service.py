@@ -271,13 +271,7 @@ class SipService(Service):
     def _after(self, call_id: str, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` once the call's earlier media step (if any) is done: a call keeps its order."""
         before = self.pending.get(call_id)
-
-        async def chained() -> None:
-            if before is not None:
-                await asyncio.wait([before])
-            await work
-
-        task = asyncio.create_task(chained())
+        task = asyncio.create_task(work if before is None or before.done() else _chain(before, work))
         self.pending[call_id] = task
         self.tasks.add(task)
 
@@ -384,6 +378,11 @@ class SipService(Service):
             limiter = self.relay.limiter
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
+
+
+async def _chain(before: asyncio.Task[None], work: Coroutine[Any, Any, None]) -> None:
+    await asyncio.wait([before])  # whatever its outcome: the call's later messages still go
+    await work
 
 
 def _limiter(view: SipView) -> RateLimiter | None:

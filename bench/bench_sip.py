@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             if name != "kamailio" and per_core.get("kamailio"):
                 ratios.setdefault(name, []).append(per_core[name] / per_core["kamailio"])
     print("pforte: SIP relay, dialogs tracked, SDP to the pass-through media interface;"
-          " pforte+rtp: with the media service relaying RTP (ports bound per call)")
+          " pforte+rtp: with the media service relaying RTP (spare port pairs reused)")
     for name, rs in ratios.items():
         print(f"ratio {name}/kamailio per core: {statistics.median(rs):.2f}x "
               f"(median of {len(rs)}: {', '.join(f'{x:.2f}' for x in rs)}; noisy shared machine)")

@@ -19,7 +19,7 @@ from services.sip.dialogs import Dialogs
 from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
 from services.sip.protect import RateLimiter, is_scanner
-from services.sip.scan import Sip, scan, tag
+from services.sip.scan import Sip, Via, scan, tag
 from services.sip.uri import UriError, parse_name_addr, parse_uri
 
 log = logging.getLogger("services.sip")
@@ -200,16 +200,7 @@ class Relay:
             lines[msg.mf_idx] = _MAX_FORWARDS[msg.mf - 1]
         top, top_idx = msg.vias[0], msg.via_idx[0]
         sent_by = top.sent_by()
-        m = _CLIENT_PARAMS.fullmatch(top.params)
-        if m is not None:  # RFC 3581, in the order the general case below gives
-            inbound = m.group(1)
-            client_via = (f"{sent_by};branch={inbound};rport={src.port};received={src.ip}" if m.group(2)
-                          else f"{sent_by};branch={inbound};received={src.ip};rport={src.port}")
-        else:
-            params = dict(top.param_dict())
-            inbound = params.get("branch") or ""
-            params["received"], params["rport"] = src.ip, str(src.port)  # RFC 3581
-            client_via = sent_by + "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+        inbound, client_via = _client_via(top, sent_by, src)
         msg.set_top_via(client_via)
         register = src.side == "p" and msg.method == "REGISTER"
         token = self.signer.mint(src)
@@ -343,13 +334,7 @@ class Relay:
 
     # ---- responses ---------------------------------------------------------------------
     def _response(self, msg: Sip, src: Flow, now: float) -> list[Action]:
-        top = msg.vias[0]
-        m = _OWN_PARAMS.fullmatch(top.params)  # our Via as we wrote it, unless the PBX edited it
-        if m is not None:
-            token: str | None = m.group(2)
-        else:
-            params = top.param_dict()
-            token = params.get("pf") if (params.get("branch") or "").startswith(BRANCH) else None
+        token = _own_token(msg.vias[0])
         flow = self.signer.open(token) if token else None
         if flow is None or flow.side == src.side or len(msg.vias) < 2:
             return self._drop("stray_response", src)
@@ -370,6 +355,35 @@ class Relay:
         if self.limiter is not None:
             self.limiter.expire(now)
         return self.dialogs.expire(now)
+
+
+def _client_via(top: Via, sent_by: str, src: Flow) -> tuple[str, str]:
+    """(the branch, the client's top Via with received and rport set: RFC 3581)."""
+    m = _CLIENT_PARAMS.fullmatch(top.params)
+    if m is None:
+        return _client_via_general(top, sent_by, src)
+    inbound = m.group(1)  # the common shape: the same text as the general case gives
+    if m.group(2):
+        return inbound, f"{sent_by};branch={inbound};rport={src.port};received={src.ip}"
+    return inbound, f"{sent_by};branch={inbound};received={src.ip};rport={src.port}"
+
+
+def _client_via_general(top: Via, sent_by: str, src: Flow) -> tuple[str, str]:
+    params = dict(top.param_dict())
+    inbound = params.get("branch") or ""
+    params["received"], params["rport"] = src.ip, str(src.port)
+    return inbound, sent_by + "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def _own_token(top: Via) -> str | None:
+    """The flow token in our own Via (on top of a response), None if it is not ours."""
+    m = _OWN_PARAMS.fullmatch(top.params)  # as we wrote it, unless the PBX edited it
+    return m.group(2) if m is not None else _own_token_general(top)
+
+
+def _own_token_general(top: Via) -> str | None:
+    params = top.param_dict()
+    return params.get("pf") if (params.get("branch") or "").startswith(BRANCH) else None
 
 
 def _to_tag(call_id: str) -> str:

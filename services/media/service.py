@@ -155,8 +155,8 @@ class MediaService(Service):
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
     async def delete(self, call_id: str, from_tag: str | None = None) -> None:
-        self._release(call_id)
-        await asyncio.sleep(0)  # transports close their sockets on the next loop turn: free the ports now
+        if self._release(call_id):
+            await asyncio.sleep(0)  # transports close their sockets on the next loop turn: free the ports now
 
     # -- SRTP: opaque or bridged -----------------------------------------------------------
     def _offer_edit(self, st: Stream, m: sdplib.Media, side: Side) -> sdplib.Edit | None:
@@ -242,17 +242,18 @@ class MediaService(Service):
         port, socks = self._alloc_pair()
         return port, await open_endpoints(port, socks)
 
-    def _put_pair(self, pair: Pair) -> None:
+    def _put_pair(self, pair: Pair) -> bool:
         """A pair whose call ended: kept for the next call while the spare list has room and the
-        port is still in the range, else closed and its port released."""
+        port is still in the range, else closed and its port released (True)."""
         port, eps = pair
         if (len(self.spare) < SPARE_PAIRS and self.ports.lo <= port and port + 1 <= self.ports.hi
                 and all(ep.transport is not None and not ep.transport.is_closing() for ep in eps)):
             for ep in eps:
                 ep.reset()
             self.spare.append(pair)
-        else:
-            self._free_pair(pair)
+            return False
+        self._free_pair(pair)
+        return True
 
     def _free_pair(self, pair: Pair) -> None:
         for ep in pair[1]:
@@ -313,10 +314,12 @@ class MediaService(Service):
             s.connect((peer_ip, 9))  # no packet is sent: this asks the kernel for the route's source
             return str(s.getsockname()[0])
 
-    def _release(self, call_id: str) -> None:
+    def _release(self, call_id: str) -> bool:
+        """Forget a call; True if sockets were closed (rather than all kept as spares)."""
         call = self.calls.pop(call_id, None)
         if call is None:
-            return
+            return False
+        closed = False
         for stream in call.streams:
             for leg in stream.legs:
                 for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
@@ -325,8 +328,9 @@ class MediaService(Service):
                     self.counters["drops"] += ep.drops
             if stream.legs:
                 rtp, rtcp = stream.legs
-                self._put_pair((rtp.phone_port, (rtp.phone, rtcp.phone)))
-                self._put_pair((rtp.instance_port, (rtp.instance, rtcp.instance)))
+                closed |= self._put_pair((rtp.phone_port, (rtp.phone, rtcp.phone)))
+                closed |= self._put_pair((rtp.instance_port, (rtp.instance, rtcp.instance)))
+        return closed
 
     async def _idle_loop(self) -> None:
         while True:

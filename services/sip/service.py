@@ -258,7 +258,7 @@ class SipService(Service):
                 else:
                     self.send(action.flow, action.data)
             elif self.media() is not _PASS_THROUGH:
-                # awaiting the media relay; the message is sent when it answers
+                # the message is sent when the media relay answers: at once if it need not wait
                 self._after(action.call_id, self._media(action))
             else:  # no media relay: SDP unchanged, sent at once so a call's messages keep their order
                 if action.op == "answer":
@@ -269,9 +269,17 @@ class SipService(Service):
             relay.released = []
 
     def _after(self, call_id: str, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` once the call's earlier media step (if any) is done: a call keeps its order."""
+        """Run `work` once the call's earlier media step (if any) is done: a call keeps its order.
+        With nothing before it, it runs at once as far as it gets without waiting (usually to the
+        end: no task per media step); only work that must wait becomes a task, and later
+        messages of the call queue behind it."""
         before = self.pending.get(call_id)
-        task = asyncio.create_task(work if before is None or before.done() else _chain(before, work))
+        if before is None or before.done():
+            task = self._run(work)
+            if task is None:
+                return
+        else:
+            task = asyncio.create_task(_chain(before, work))
         self.pending[call_id] = task
         self.tasks.add(task)
 
@@ -281,6 +289,17 @@ class SipService(Service):
                 del self.pending[call_id]
 
         task.add_done_callback(done)
+
+    def _run(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Step `work` until it first waits; None if it finished, else a task carrying it on."""
+        try:
+            waiting = work.send(None)
+        except StopIteration:
+            return None
+        except Exception:
+            self.log.exception("event=sip_media_step_failed")
+            return None
+        return asyncio.create_task(_resume(work, waiting))
 
     async def _send_later(self, action: Send) -> None:
         self.send(action.flow, action.data)
@@ -354,9 +373,10 @@ class SipService(Service):
         if media is _PASS_THROUGH:  # nothing held: no task per call
             return
         for cid in call_ids:
-            task = asyncio.create_task(media.delete(cid))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            task = self._run(media.delete(cid))  # usually done at once: ports stay bound as spares
+            if task is not None:
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
 
     async def _tick(self) -> None:
         while True:
@@ -378,6 +398,28 @@ class SipService(Service):
             limiter = self.relay.limiter
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
+
+
+async def _resume(work: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Carry on a coroutine stepped by hand (`SipService._run`) that waits for `waiting`, as a
+    task would: wait for the future (None: one loop turn), then resume it; it sees the
+    future's result or exception itself (`Future.__await__` reads it once done)."""
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                waiting._asyncio_future_blocking = False  # as a task does with what a coroutine yields
+                await waiting
+        except asyncio.CancelledError:
+            work.close()
+            raise
+        except Exception:  # noqa: S110 - the coroutine gets this exception when resumed
+            pass
+        try:
+            waiting = work.send(None)
+        except StopIteration:
+            return
 
 
 async def _chain(before: asyncio.Task[None], work: Coroutine[Any, Any, None]) -> None:

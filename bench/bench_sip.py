@@ -2,8 +2,10 @@
 proxy -> sipp UAS, pforte (dialog tracking + SDP hand-off on; once with SDP to the pass-through
 media interface, once with the media service relaying RTP) against kamailio as a minimal
 stateless record-routing proxy (one UDP worker, `-x tlsf`). Each proxy is pinned to core 1, the
-sipp peers to core 0. Prints CPS, the proxy's CPU share, CPS per proxy-core and the ratio.
-Figures on a shared machine are noisy."""
+sipp peers to core 0. Prints CPS, the proxy's CPU share (utime+stime of the proxy's processes from
+/proc over the sipp run), CPS per proxy-core and the ratio. The two sipp peers on core 0 saturate
+first (≈1,500-2,000 CPS here), so the ratio rests on the CPU shares. Figures on a shared machine
+are noisy: `--rounds` alternates the proxies and prints the median ratio."""
 
 from __future__ import annotations
 
@@ -77,7 +79,7 @@ RATES = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000)
 def search(proxy_port: int, sid: int, workdir: Path, rates: tuple[int, ...] = RATES) -> tuple[int, float]:
     best, best_share = 0, 0.0
     for rate in rates:
-        for _attempt in range(2):  # one retry: the machine is shared
+        for _attempt in range(3):  # retries: on this shared VM a short stall loses a burst of datagrams
             good, share = run_rate(proxy_port, sid, rate, workdir)
             print(f"  rate {rate:5d} cps: {'ok' if good else 'FAILED'} proxy cpu {share:.0%}", flush=True)
             if good:

@@ -291,7 +291,9 @@ class SipService(Service):
         task.add_done_callback(done)
 
     def _run(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-        """Step `work` until it first waits; None if it finished, else a task carrying it on."""
+        """Step `work` until it first waits; None if it finished, else a task carrying it on.
+        Until it first waits it runs outside any task: a media relay must not need one there
+        (`asyncio.current_task()`, `asyncio.timeout()`), which ours does not."""
         try:
             waiting = work.send(None)
         except StopIteration:

@@ -71,6 +71,14 @@ class Endpoint(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP unreachable from a side that went away: the idle timeout cleans up
 
+    def reset(self) -> None:
+        """Forget the call (latch, addresses, counters, transform): the socket waits for the next one."""
+        self.peer = self
+        self.expected_ip = ""  # until the next call's SDP, every packet is dropped
+        self.src = self.remote = None
+        self.packets = self.bytes = self.drops = 0
+        self.xform = None
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -97,10 +105,6 @@ class Leg:
         """Everything that arrived on the leg (for the idle timeout)."""
         return self.phone.packets + self.phone.drops + self.instance.packets + self.instance.drops
 
-    def close(self) -> None:
-        self.phone.close()
-        self.instance.close()
-
 
 def bind_udp(host: str, port: int) -> socket.socket | None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -114,9 +118,10 @@ def bind_udp(host: str, port: int) -> socket.socket | None:
     return s
 
 
-async def open_leg(phone_port: int, instance_port: int, socks: tuple[socket.socket, socket.socket]) -> Leg:
+async def open_endpoints(port: int, socks: tuple[socket.socket, socket.socket]) -> tuple[Endpoint, Endpoint]:
+    """Endpoints on the bound sockets of `port` (RTP) and `port + 1` (RTCP), registered with the loop."""
     loop = asyncio.get_running_loop()
-    leg = Leg(Endpoint(phone_port), Endpoint(instance_port))
-    for ep, sock in ((leg.phone, socks[0]), (leg.instance, socks[1])):
+    eps = (Endpoint(port), Endpoint(port + 1))
+    for ep, sock in zip(eps, socks, strict=True):
         await loop.create_datagram_endpoint(lambda ep=ep: ep, sock=sock)  # type: ignore[misc]
-    return leg
+    return eps

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +27,17 @@ from proxyd.service import Service
 from services.media import sdes, srtp
 from services.media import sdp as sdplib
 from services.media.ports import PortAllocator, PortsExhausted
-from services.media.relay import Endpoint, Leg, bind_udp, open_leg
+from services.media.relay import Endpoint, Leg, bind_udp, open_endpoints
 from services.media_api import MediaError, Side
 
 SRTP_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
 IDLE_CHECK = 1.0
 STATUS_STREAMS = 100  # per-stream detail in status is for people; the gauges cover the rest
+#: Port pairs of ended calls kept bound and registered for the next call (oldest reused first):
+#: binding, registering and closing 4 sockets per side per call cost more than the relaying.
+SPARE_PAIRS = 64
+
+Pair = tuple[int, tuple[Endpoint, Endpoint]]  # an even port, its RTP and RTCP endpoints
 
 
 @dataclass(frozen=True)
@@ -58,10 +63,6 @@ class Stream:
     enc: Session | None = None
     dec: Session | None = None
     dec_key: bytes = b""
-
-    def close(self) -> None:
-        for leg in self.legs:
-            leg.close()
 
     def endpoints(self, side: Side) -> list[tuple[bool, Endpoint]]:
         """(is the RTCP port, endpoint) facing `side`."""
@@ -112,11 +113,14 @@ class MediaService(Service):
         self.ports = PortAllocator(view.port_min, view.port_max)
         self.calls: dict[str, Call] = {}
         self.counters: Counter[str] = Counter()
+        self.spare: deque[Pair] = deque()
         self._idle = asyncio.create_task(self._idle_loop())
 
     async def reconfigure(self, view: MediaView) -> None:
         self.ports.resize(view.port_min, view.port_max)  # calls in progress keep their ports
         self.v = view
+        for _ in range(len(self.spare)):  # spare pairs outside the new range are closed
+            self._put_pair(self.spare.popleft())
 
     async def stop(self, timeout: float) -> None:
         self._idle.cancel()
@@ -124,6 +128,8 @@ class MediaService(Service):
             await self._idle
         for cid in list(self.calls):
             self._release(cid)
+        while self.spare:
+            self._free_pair(self.spare.popleft())
 
     # -- MediaRelay ------------------------------------------------------------------------
     async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
@@ -149,8 +155,8 @@ class MediaService(Service):
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
     async def delete(self, call_id: str, from_tag: str | None = None) -> None:
-        self._release(call_id)
-        await asyncio.sleep(0)  # transports close their sockets on the next loop turn: free the ports now
+        if self._release(call_id):
+            await asyncio.sleep(0)  # transports close their sockets on the next loop turn: free the ports now
 
     # -- SRTP: opaque or bridged -----------------------------------------------------------
     def _offer_edit(self, st: Stream, m: sdplib.Media, side: Side) -> sdplib.Edit | None:
@@ -217,17 +223,42 @@ class MediaService(Service):
         if m.port == 0:
             return Stream([])
         try:
-            p_port, p_socks = self._alloc_pair()
+            phone = await self._take_pair()
             try:
-                i_port, i_socks = self._alloc_pair()
+                instance = await self._take_pair()
             except PortsExhausted:
-                self._free_pair(p_port, p_socks)
+                self._put_pair(phone)
                 raise
         except PortsExhausted:
             self.counters["ports_exhausted"] += 1
             self.log.warning("event=media_ports_exhausted range=%d-%d", self.v.port_min, self.v.port_max)
             raise MediaError(503, "no media ports available") from None
-        return Stream([await open_leg(p_port + k, i_port + k, (p_socks[k], i_socks[k])) for k in (0, 1)])
+        return Stream([Leg(phone[1][k], instance[1][k]) for k in (0, 1)])
+
+    async def _take_pair(self) -> Pair:
+        """A spare pair, else a newly bound and registered one (PortsExhausted when none is left)."""
+        if self.spare:
+            return self.spare.popleft()
+        port, socks = self._alloc_pair()
+        return port, await open_endpoints(port, socks)
+
+    def _put_pair(self, pair: Pair) -> bool:
+        """A pair whose call ended: kept for the next call while the spare list has room and the
+        port is still in the range, else closed and its port released (True)."""
+        port, eps = pair
+        if (len(self.spare) < SPARE_PAIRS and self.ports.lo <= port and port + 1 <= self.ports.hi
+                and all(ep.transport is not None and not ep.transport.is_closing() for ep in eps)):
+            for ep in eps:
+                ep.reset()
+            self.spare.append(pair)
+            return False
+        self._free_pair(pair)
+        return True
+
+    def _free_pair(self, pair: Pair) -> None:
+        for ep in pair[1]:
+            ep.close()
+        self.ports.release(pair[0])
 
     def _alloc_pair(self) -> tuple[int, tuple[socket.socket, socket.socket]]:
         got: dict[int, tuple[socket.socket, socket.socket]] = {}
@@ -244,11 +275,6 @@ class MediaService(Service):
 
         port = self.ports.allocate(is_free)
         return port, got[port]
-
-    def _free_pair(self, port: int, socks: tuple[socket.socket, socket.socket]) -> None:
-        for s in socks:
-            s.close()
-        self.ports.release(port)
 
     def _learn(self, call: Call, media: list[sdplib.Media], side: Side, source_ip: str) -> None:
         for stream, m in zip(call.streams, media, strict=False):
@@ -288,20 +314,23 @@ class MediaService(Service):
             s.connect((peer_ip, 9))  # no packet is sent: this asks the kernel for the route's source
             return str(s.getsockname()[0])
 
-    def _release(self, call_id: str) -> None:
+    def _release(self, call_id: str) -> bool:
+        """Forget a call; True if sockets were closed (rather than all kept as spares)."""
         call = self.calls.pop(call_id, None)
         if call is None:
-            return
+            return False
+        closed = False
         for stream in call.streams:
-            stream.close()
-            if stream.legs:
-                self.ports.release(stream.legs[0].phone_port)
-                self.ports.release(stream.legs[0].instance_port)
             for leg in stream.legs:
                 for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
                     self.counters[f"packets_from_{name}"] += ep.packets
                     self.counters[f"bytes_from_{name}"] += ep.bytes
                     self.counters["drops"] += ep.drops
+            if stream.legs:
+                rtp, rtcp = stream.legs
+                closed |= self._put_pair((rtp.phone_port, (rtp.phone, rtcp.phone)))
+                closed |= self._put_pair((rtp.instance_port, (rtp.instance, rtcp.instance)))
+        return closed
 
     async def _idle_loop(self) -> None:
         while True:
@@ -335,12 +364,13 @@ class MediaService(Service):
                         counters["drops"] = counters.get("drops", 0) + ep.drops
                 if len(streams) < STATUS_STREAMS:
                     streams.append(_stream_status(cid, s))
-        in_range = sum(1 for p in self.ports.used if self.ports.lo <= p <= self.ports.hi)
+        spare = {port for port, _ in self.spare}  # bound, but free for the next call
+        in_range = sum(1 for p in self.ports.used if self.ports.lo <= p <= self.ports.hi and p not in spare)
         return {
             "listeners": [f"udp://{self.v.bind}:{self.v.port_min}-{self.v.port_max} ({self.v.mode})"],
             "counters": counters,
             "gauges": {"active_calls": len(self.calls), "active_streams": active,
-                       "ports_in_use": len(self.ports.used) * 2,
+                       "ports_in_use": (len(self.ports.used) - len(spare)) * 2,
                        "ports_available": max(0, self.ports.capacity - in_range) * 2},
             "streams": streams,
         }

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 
 from services.sip.dialogs import Dialogs
@@ -25,6 +26,12 @@ log = logging.getLogger("services.sip")
 BRANCH = "z9hG4bKpf"
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 SDP_METHODS = frozenset({"INVITE", "UPDATE", "ACK", "PRACK"})
+#: The params of a client's top Via in the common shape (branch, maybe a bare rport): read
+#: without building a dict; anything else goes through `Via.param_dict`.
+_CLIENT_PARAMS = re.compile(r";branch=([^;\s]+)(;rport)?")
+#: The params of our own Via as we write it: (branch, token) read without building a dict.
+_OWN_PARAMS = re.compile(rf";branch=({BRANCH}[0-9a-f]+);pf=([A-Za-z0-9_-]+)")
+_MAX_FORWARDS = [f"Max-Forwards: {n}" for n in range(256)]
 
 
 @dataclass(frozen=True)
@@ -41,19 +48,24 @@ class Local:
     transport: str
     host: str
     port: int
+    #: the start of our Via on this side, up to the branch value (built once, used per request)
+    via: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "via", f"Via: SIP/2.0/{self.transport.upper()} {self.hostport()};branch=")
 
     def hostport(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Send:
     flow: Flow
     data: bytes
     call_id: str = ""  # set for relayed messages, so they can keep their order behind media steps
 
 
-@dataclass
+@dataclass(slots=True)
 class MediaStep:
     """SDP to hand to the media relay before `msg` is serialised and sent to `flow`."""
 
@@ -78,6 +90,10 @@ class Relay:
                  signer: FlowSigner | None = None):
         self.domains = domains
         self.phone, self.backend = phone, backend
+        #: Record-Route URI per flow, and the outcome of a Route set per (Route lines, source side):
+        #: both depend only on flows and our key, and repeat for every call of a phone/PBX pair
+        self._rr_uris: dict[Flow, str] = {}
+        self._routes: dict[tuple[str, str], tuple[int, Flow | None, list[str]]] = {}
         self.signer = signer or FlowSigner()
         self.limiter = limiter  # None: no per-source limit
         self.dialogs = Dialogs()
@@ -86,6 +102,15 @@ class Relay:
         own = {phone.hostport()} | {b.hostport() for b in backend.values()}
         self.own = frozenset(own)
         self.names = frozenset(n.lower() for n in names) | {phone.host} | {b.host for b in backend.values()}
+
+    @property
+    def domains(self) -> dict[str, Target]:
+        return self._domains
+
+    @domains.setter
+    def domains(self, value: dict[str, Target]) -> None:  # swapped on reconfigure
+        self._domains = value
+        self._targets = {d: Flow("b", t.transport, t.host, t.port) for d, t in value.items()}
 
     # ---- entry point -------------------------------------------------------------------
     def receive(self, data: bytes, src: Flow, now: float) -> list[Action]:
@@ -160,30 +185,29 @@ class Relay:
             return self._reply(msg, src, 483, "Too Many Hops")
         if msg.proxy_require:
             return self._reply(msg, src, 420, "Bad Extension", ("Unsupported: " + ", ".join(msg.proxy_require),))
+        own = self.own
         for v in msg.vias:
-            if f"{v.host}:{v.port}" in self.own and (v.param_dict().get("branch") or "").startswith(BRANCH):
+            if BRANCH in v.params and v.hostport in own and (v.param_dict().get("branch") or "").startswith(BRANCH):
                 return self._reply(msg, src, 482, "Loop Detected")
         dest = self._destination(msg, src)
-        if not isinstance(dest, Flow):  # (status, reason); a Flow is a tuple too
+        if dest.__class__ is not Flow:  # (status, reason)
             return self._reply(msg, src, *dest)
         # edits in place first, insertions above existing lines last (they share the line slots)
+        lines = msg.lines
         if msg.mf is None:
-            msg.lines.append("Max-Forwards: 69")  # RFC 3261 §16.6 step 3: 70 for RFC 2543 senders, less us
+            lines.append("Max-Forwards: 69")  # RFC 3261 §16.6 step 3: 70 for RFC 2543 senders, less us
         else:
-            msg.lines[msg.mf_idx] = f"Max-Forwards: {msg.mf - 1}"
+            lines[msg.mf_idx] = _MAX_FORWARDS[msg.mf - 1]
         top, top_idx = msg.vias[0], msg.via_idx[0]
-        params = dict(top.param_dict())
-        inbound = params.get("branch") or ""
-        params["received"], params["rport"] = src.ip, str(src.port)  # RFC 3581
-        client_via = top.sent_by() + "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+        sent_by = top.sent_by()
+        inbound, client_via = _client_via(top, sent_by, src)
         msg.set_top_via(client_via)
         register = src.side == "p" and msg.method == "REGISTER"
         token = self.signer.mint(src)
         if register:
             self._contact_alias(msg, token)
-        local = self._local(dest)
-        msg.insert_before(top_idx, f"Via: SIP/2.0/{local.transport.upper()} {local.hostport()}"
-                                   f";branch={self._branch(msg, inbound, top, client_via)};pf={token}")
+        local = self.phone if dest.side == "p" else self.backend[dest.transport]
+        msg.insert_before(top_idx, f"{local.via}{self._branch(msg, inbound, sent_by, client_via)};pf={token}")
         if register:  # Path (RFC 3327) with the phone's flow: requests to the phone come back over it
             msg.insert_before(msg.path_idx, f"Path: <sip:{token}@{local.hostport()};transport={local.transport};lr;ob>")
         if msg.method in DIALOG_METHODS and ";tag=" not in msg.to.replace(" ", ""):
@@ -215,22 +239,41 @@ class Relay:
         if target.transport not in self.backend:
             self.counters["unsupported_backend_transport"] += 1
             return (503, "Service Unavailable")
-        return Flow("b", target.transport, target.host, target.port)
+        return target
 
-    def _route_domain(self, msg: Sip, host: str) -> Target | None:
-        target = self.domains.get(host)
+    def _route_domain(self, msg: Sip, host: str) -> Flow | None:
+        target = self._targets.get(host)
         if target is None and msg.method != "REGISTER" and (_is_ip(host) or host in self.names):
             try:
                 to_host = parse_name_addr(msg.to).uri.host
             except UriError:
                 return None
-            target = self.domains.get(to_host)
+            target = self._targets.get(to_host)
         return target
 
     def _pop_own_routes(self, msg: Sip, src: Flow) -> Flow | None:
         """Pop the leading Route values that name us; the flow of the other side if one carries it."""
         if not msg.route_idx:
             return None
+        key = ("\r\n".join([msg.lines[i] for i in msg.route_idx]), src.side)
+        known = self._routes.get(key)
+        if known is None:
+            known = self._route_set(msg, src)
+            if len(self._routes) >= 4096:
+                self._routes.clear()
+            self._routes[key] = known
+        popped, found, rest = known
+        if popped:
+            first = msg.route_idx[0]
+            for i in msg.route_idx:
+                msg.lines[i] = ""
+            if rest:
+                msg.lines[first] = "Route: " + ", ".join(rest)
+            msg.route_idx = [first] if rest else []
+        return found
+
+    def _route_set(self, msg: Sip, src: Flow) -> tuple[int, Flow | None, list[str]]:
+        """(how many leading Route values name us, the other side's flow if one carries it, the rest)."""
         values = [v for i in msg.route_idx for v in split_commas(msg.lines[i].partition(":")[2].strip(" \t"))]
         found: Flow | None = None
         popped = 0
@@ -245,19 +288,11 @@ class Relay:
             popped += 1
             if flow is not None and flow.side != src.side:
                 found = flow
-        if popped:
-            first = msg.route_idx[0]
-            for i in msg.route_idx:
-                msg.lines[i] = ""
-            rest = values[popped:]
-            if rest:
-                msg.lines[first] = "Route: " + ", ".join(rest)
-            msg.route_idx = [first] if rest else []
-        return found
+        return popped, found, values[popped:]
 
-    def _branch(self, msg: Sip, inbound: str, top: Via, client_via: str) -> str:
+    def _branch(self, msg: Sip, inbound: str, sent_by: str, client_via: str) -> str:
         if inbound.startswith("z9hG4bK") and len(inbound) > 7:
-            key = inbound + top.sent_by()
+            key = inbound + sent_by
         else:  # RFC 3261 §16.11: no usable branch, hash what identifies the transaction
             key = "|".join([msg.uri, client_via, msg.from_, msg.to, msg.call_id, msg.cseq.split(" ")[0]])
         return BRANCH + hashlib.blake2b(key.encode("latin-1"), digest_size=10).hexdigest()
@@ -266,8 +301,14 @@ class Relay:
         return self.phone if flow.side == "p" else self.backend[flow.transport]
 
     def _rr_uri(self, flow: Flow) -> str:
-        local = self._local(flow)
-        return f"<sip:{self.signer.mint(flow)}@{local.hostport()};transport={local.transport};lr>"
+        uri = self._rr_uris.get(flow)
+        if uri is None:
+            local = self._local(flow)
+            uri = f"<sip:{self.signer.mint(flow)}@{local.hostport()};transport={local.transport};lr>"
+            if len(self._rr_uris) >= 4096:
+                self._rr_uris.clear()
+            self._rr_uris[flow] = uri
+        return uri
 
     def _contact_alias(self, msg: Sip, token: str) -> None:
         """Contact alias for PBXs that ignore Path: the phone's flow rides in the Contact URI."""
@@ -293,9 +334,8 @@ class Relay:
 
     # ---- responses ---------------------------------------------------------------------
     def _response(self, msg: Sip, src: Flow, now: float) -> list[Action]:
-        params = msg.vias[0].param_dict()
-        token = params.get("pf")
-        flow = self.signer.open(token) if token and (params.get("branch") or "").startswith(BRANCH) else None
+        token = _own_token(msg.vias[0])
+        flow = self.signer.open(token) if token else None
         if flow is None or flow.side == src.side or len(msg.vias) < 2:
             return self._drop("stray_response", src)
         msg.set_top_via(None)  # our Via: the response goes to the flow it names
@@ -315,6 +355,35 @@ class Relay:
         if self.limiter is not None:
             self.limiter.expire(now)
         return self.dialogs.expire(now)
+
+
+def _client_via(top: Via, sent_by: str, src: Flow) -> tuple[str, str]:
+    """(the branch, the client's top Via with received and rport set: RFC 3581)."""
+    m = _CLIENT_PARAMS.fullmatch(top.params)
+    if m is None:
+        return _client_via_general(top, sent_by, src)
+    inbound = m.group(1)  # the common shape: the same text as the general case gives
+    if m.group(2):
+        return inbound, f"{sent_by};branch={inbound};rport={src.port};received={src.ip}"
+    return inbound, f"{sent_by};branch={inbound};received={src.ip};rport={src.port}"
+
+
+def _client_via_general(top: Via, sent_by: str, src: Flow) -> tuple[str, str]:
+    params = dict(top.param_dict())
+    inbound = params.get("branch") or ""
+    params["received"], params["rport"] = src.ip, str(src.port)
+    return inbound, sent_by + "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def _own_token(top: Via) -> str | None:
+    """The flow token in our own Via (on top of a response), None if it is not ours."""
+    m = _OWN_PARAMS.fullmatch(top.params)  # as we wrote it, unless the PBX edited it
+    return m.group(2) if m is not None else _own_token_general(top)
+
+
+def _own_token_general(top: Via) -> str | None:
+    params = top.param_dict()
+    return params.get("pf") if (params.get("branch") or "").startswith(BRANCH) else None
 
 
 def _to_tag(call_id: str) -> str:

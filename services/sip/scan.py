@@ -37,27 +37,40 @@ _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-
 _NAME_ADDR = re.compile(
     rf'(?:"[^"\\\r\n]*" ?|(?:{_T} )*)<sips?:(?:[A-Za-z0-9\-_.!~*\'()%&=+$,/:]+@)?[A-Za-z0-9\-.]+(?::{_PORT})?'
     rf"(?:;{_T}(?:={_T})?)*>(?:;{_T}(?:={_T})?)*")
-#: lower-case header name (long and compact form) -> the key the scan files it under
+#: Slots a header line is filed under: single-value headers first (a duplicate sends the message
+#: to the full parser), then the multi-value ones, then everything passed through unread.
+T, F, CALL_ID, CSEQ, MF, CL, CTYPE, UA, N_SINGLE = range(9)
+VIA, ROUTE, RR, PATH, CONTACT, PR, PASS = range(N_SINGLE, N_SINGLE + 7)
+#: lower-case header name (long and compact form) -> its slot
 _KEYS = {
-    "via": "via", "v": "via", "route": "route", "record-route": "rr", "path": "path",
-    "max-forwards": "mf", "call-id": "i", "i": "i", "cseq": "cseq", "content-length": "l", "l": "l",
-    "to": "t", "t": "t", "from": "f", "f": "f", "contact": "m", "m": "m", "content-type": "c", "c": "c",
-    "user-agent": "ua", "proxy-require": "pr",
+    "via": VIA, "v": VIA, "route": ROUTE, "record-route": RR, "path": PATH,
+    "max-forwards": MF, "call-id": CALL_ID, "i": CALL_ID, "cseq": CSEQ, "content-length": CL, "l": CL,
+    "to": T, "t": T, "from": F, "f": F, "contact": CONTACT, "m": CONTACT, "content-type": CTYPE, "c": CTYPE,
+    "user-agent": UA, "proxy-require": PR,
 }
-_SINGLE = frozenset({"mf", "i", "cseq", "l", "t", "f"})
-#: raw header name -> key ("" for headers we pass through); names are checked once, then cached
-_names: dict[str, str] = {}
-_NAMES_MAX = 4096
+#: the same by the exact names phones and PBXs write (valid tokens): no token check, no lower()
+_EXACT = _KEYS | {
+    "Via": VIA, "Route": ROUTE, "Record-Route": RR, "Path": PATH, "Max-Forwards": MF, "Call-ID": CALL_ID,
+    "Call-Id": CALL_ID, "CSeq": CSEQ, "Content-Length": CL, "To": T, "From": F, "Contact": CONTACT,
+    "Content-Type": CTYPE, "User-Agent": UA, "Proxy-Require": PR, "v": VIA, "i": CALL_ID, "l": CL,
+    "t": T, "f": F, "m": CONTACT, "c": CTYPE,
+}
 
 
 class Via:
-    """One Via value: transport, host, port, the `;params` text and the value as received."""
+    """One Via value: transport, host, port, the `;params` text and the value as received.
+    Cached with its header line, so shared between messages: never edited."""
 
     __slots__ = ("transport", "host", "port", "params", "raw", "_pd")
 
     def __init__(self, transport: str, host: str, port: int | None, params: str, raw: str):
         self.transport, self.host, self.port, self.params, self.raw = transport, host, port, params, raw
         self._pd: dict[str, str | None] | None = None
+
+    @property
+    def hostport(self) -> str:
+        """As loop detection compares it with our own addresses (`Local.hostport`)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def param_dict(self) -> dict[str, str | None]:
         """The parameters by lower-case name (shared: Via objects are cached with their line; copy to edit)."""
@@ -119,7 +132,11 @@ class Sip:
 
     def set_top_via(self, value: str | None) -> None:
         """Replace the first Via value (None: remove it), keeping others on its line."""
-        i = self.via_idx[0]
+        idx = self.via_idx
+        i = idx[0]
+        if len(idx) < 2 or idx[1] != i:  # the common case: alone on its line
+            self.lines[i] = "" if value is None else "Via: " + value
+            return
         rest = [v.raw for v, j in zip(self.vias[1:], self.via_idx[1:], strict=True) if j == i]
         values = ([value] if value is not None else []) + rest
         self.lines[i] = "Via: " + ", ".join(values) if values else ""
@@ -130,15 +147,17 @@ class Sip:
         self.lines[i] = line + "\r\n" + self.lines[i] if self.lines[i] else line
 
     def serialize(self) -> bytes:
-        head = "\r\n".join([self.start, *[x for x in self.lines if x]])
-        return (head + "\r\n\r\n").encode("latin-1") + self._body
+        head = self.start + "\r\n" + "\r\n".join(filter(None, self.lines)) + "\r\n\r\n"  # "": removed
+        return head.encode("latin-1") + self._body
 
 
-#: header line -> (key, value): a line seen before is neither split nor checked again. Most lines
-#: of a call repeat (From, To, Contact, CSeq...), many across calls; bounded, cleared when full.
-_seen: dict[str, tuple[str, object]] = {}
+#: header line -> (slot, checked value): a line seen before is neither split nor checked again.
+#: Most lines of a call repeat (From, To, Contact, CSeq...), many across calls; bounded, cleared when full.
+_seen: dict[str, tuple[int, object]] = {}
 _SEEN_MAX = 50_000
-_MULTI = frozenset({"via", "route", "rr", "path", "m", "pr"})
+#: start line -> (method or None, Request-URI, status): the same few recur in every call
+_starts: dict[str, tuple[str | None, str, int]] = {}
+_STARTS_MAX = 4096
 
 
 def scan(data: bytes, datagram: bool = True) -> Sip | None:
@@ -146,112 +165,143 @@ def scan(data: bytes, datagram: bool = True) -> Sip | None:
     text_end = data.find(b"\r\n\r\n")
     if text_end == -1 or len(data) > MAX_MESSAGE:
         return None
-    head = data[:text_end].decode("latin-1")
-    if head.count("\n") != head.count("\r\n"):
-        return None  # bare LF line ends
-    lines = head.split("\r\n")
-    s = Sip()
-    s.start = start = lines[0]
-    s.lines = lines = lines[1:]
-    if not lines:
+    lines = data[:text_end].decode("latin-1").split("\r\n")
+    if len(lines) < 2:
         return None
-    if start.startswith("SIP/"):
-        m = _STATUS.fullmatch(start)
-        if m is None:
+    start = lines[0]
+    first = _starts.get(start)
+    if first is None:
+        first = _start(start)
+        if first is None:
             return None
-        s.status = int(m.group(1))
-    else:
-        parts = start.split(" ")
-        if len(parts) != 3 or parts[2] != "SIP/2.0" or not parts[1] or not _TOKEN.fullmatch(parts[0]):
-            return None
-        s.method, s.uri = parts[0], parts[1]
-        if not valid_request_uri(s.uri):
-            return None
-    single: dict[str, object] = {}
-    multi: dict[str, list[int]] = {}
+        if len(_starts) >= _STARTS_MAX:
+            _starts.clear()
+        _starts[start] = first
+    del lines[0]
+    s = Sip()
+    s.start = start
+    s.method, s.uri, s.status = first
+    s.lines = lines
     s.vias = vias = []
     s.via_idx = via_idx = []
-    for i, line in enumerate(lines):
-        known = _seen.get(line)
+    s.route_idx = route_idx = []
+    s.contact_idx = contact_idx = []
+    single: list[object] = [None] * N_SINGLE
+    pr: list[int] | None = None
+    seen = _seen
+    for i, line in enumerate(lines):  # bare-LF lines never reach the cache: `_line` refuses them
+        known = seen.get(line)
         if known is None:
             known = _line(line)
             if known is None:
                 return None
-            if len(_seen) >= _SEEN_MAX:
-                _seen.clear()
-            _seen[line] = known
-        key, value = known
-        if not key:
-            continue
-        if key in _MULTI:
-            at = multi.get(key)
-            if at is None:
-                multi[key] = [i]
-            else:
-                at.append(i)
-            if key == "via":  # one line may carry several Via values (sipp and some PBXs join them)
-                for via in value:  # type: ignore[attr-defined]
-                    vias.append(via)
-                    via_idx.append(i)
-        elif key in single:
-            return None  # a duplicate single-value header: the full parser names it
-        else:
-            single[key] = value
-            if key == "l":
+            if len(seen) >= _SEEN_MAX:
+                seen.clear()
+            seen[line] = known
+        k, value = known
+        if k < N_SINGLE:
+            if single[k] is not None:
+                return None  # a duplicate single-value header: the full parser names it
+            single[k] = value
+            if k == CL:
                 s.cl_idx = i
-            elif key == "mf":
+            elif k == MF:
                 s.mf_idx = i
-    if not vias or "t" not in single or "f" not in single or "i" not in single or "cseq" not in single:
+        elif k == VIA:  # one line may carry several Via values (sipp and some PBXs join them)
+            for via in value:  # type: ignore[attr-defined]
+                vias.append(via)
+                via_idx.append(i)
+        elif k == PASS:
+            continue
+        elif k == ROUTE:
+            route_idx.append(i)
+        elif k == CONTACT:
+            contact_idx.append(i)
+        elif k == RR:
+            if s.rr_idx < 0:
+                s.rr_idx = i
+        elif k == PATH:
+            if s.path_idx < 0:
+                s.path_idx = i
+        elif pr is None:
+            pr = [i]
+        else:
+            pr.append(i)
+    to, from_, call_id, cseq, mf, cl, ctype, ua = single
+    if not vias or to is None or from_ is None or call_id is None or cseq is None or cl is None:
         return None  # a mandatory header is missing: the full parser says which
-    s.to, s.from_, s.call_id = single["t"], single["f"], single["i"]  # type: ignore[assignment]
-    s.cseq, s.cseq_method = single["cseq"]  # type: ignore[misc]
+    s.to, s.from_, s.call_id = to, from_, call_id  # type: ignore[assignment]
+    s.cseq, s.cseq_method = cseq  # type: ignore[misc]
     if s.method is not None and s.cseq_method != s.method and not (s.method == "ACK" and s.cseq_method == "INVITE"):
         return None  # CSeq method mismatch
-    if "mf" in single:
-        s.mf = single["mf"]  # type: ignore[assignment]
-    s.ctype = single.get("c", "")  # type: ignore[assignment]
-    s.ua = single.get("ua")  # type: ignore[assignment]
-    s.route_idx = multi.get("route", [])
-    s.contact_idx = multi.get("m", [])
-    s.rr_idx = multi["rr"][0] if "rr" in multi else -1
-    s.path_idx = multi["path"][0] if "path" in multi else -1
-    if "pr" in multi:
-        s.proxy_require = [lines[j].partition(":")[2].strip(" \t") for j in multi["pr"]]
-    cl = single.get("l")
-    if cl is None:
-        return None
+    if mf is not None:
+        s.mf = mf  # type: ignore[assignment]
+    if ctype is not None:
+        s.ctype = ctype  # type: ignore[assignment]
+    if ua is not None:
+        s.ua = ua  # type: ignore[assignment]
+    if pr is not None:
+        s.proxy_require = [lines[j].partition(":")[2].strip(" \t") for j in pr]
     n: int = cl  # type: ignore[assignment]
     body_start = text_end + 4
     if body_start + n > len(data) or (not datagram and body_start + n != len(data)):
         return None
-    s._body = data[body_start:body_start + n]
+    if n:
+        s._body = data[body_start:body_start + n]
     return s
 
 
-def _line(line: str) -> tuple[str, object] | None:
-    """(key, checked value) of a header line never seen before; None if it needs the full parser."""
-    name, colon, value = line.partition(":")
-    if not colon or line[:1] in (" ", "\t"):
-        return None  # no colon, or a folded line
-    name = name.rstrip(" \t")
-    if not _TOKEN.fullmatch(name):
+def _start(line: str) -> tuple[str | None, str, int] | None:
+    """(method, Request-URI, 0) of a request line, (None, "", status) of a status line; None if odd."""
+    if "\n" in line:
+        return None  # a bare LF: the full parser splits there
+    if line.startswith("SIP/"):
+        m = _STATUS.fullmatch(line)
+        return None if m is None else (None, "", int(m.group(1)))
+    parts = line.split(" ")
+    if len(parts) != 3 or parts[2] != "SIP/2.0" or not parts[1] or not _TOKEN.fullmatch(parts[0]):
         return None
-    key = _KEYS.get(name.lower(), "")
-    if not key:
-        return "", None
-    if key == "via":
-        parsed = [_via(v) for v in split_commas(value)]
-        return None if None in parsed else (key, tuple(parsed))
+    if not valid_request_uri(parts[1]):
+        return None
+    return parts[0], parts[1], 0
+
+
+def _line(line: str) -> tuple[int, object] | None:
+    """(slot, checked value) of a header line never seen before; None if it needs the full parser."""
+    name, colon, value = line.partition(":")
+    if not colon or "\n" in line:
+        return None  # no colon, or a bare LF inside
+    key = _EXACT.get(name)
+    if key is None:
+        if line[:1] in (" ", "\t"):
+            return None  # a folded line
+        name = name.rstrip(" \t")
+        if not _TOKEN.fullmatch(name):
+            return None
+        key = _KEYS.get(name.lower(), PASS)
+        if key == PASS:
+            return PASS, None
+    if key == VIA:
+        if "," not in value:
+            via = _via(value.strip())
+            return None if via is None else (VIA, (via,))
+        vias = []
+        for part in split_commas(value):
+            via = _via(part)
+            if via is None:
+                return None
+            vias.append(via)
+        return VIA, tuple(vias)
     value = value.strip(" \t")
-    if key in ("t", "f"):
+    if key == T or key == F:
         return (key, value) if _name_addr_ok(value) else None
-    if key == "m":
+    if key == CONTACT:
         return (key, value) if all(p == "*" or _name_addr_ok(p) for p in split_commas(value)) else None
-    if key == "mf":
+    if key == MF:
         return (key, int(value)) if digits(value) and int(value) <= 255 else None
-    if key == "l":
+    if key == CL:
         return (key, int(value)) if digits(value) and len(value) <= 10 else None
-    if key == "cseq":
+    if key == CSEQ:
         meth = check_cseq(value, None)
         return None if meth is None else (key, (value, meth))
     return key, value
@@ -260,9 +310,11 @@ def _line(line: str) -> tuple[str, object] | None:
 def _via(value: str) -> Via | None:
     m = _VIA.fullmatch(value)
     if m is not None:
-        port = m.group(3)
-        if port is None or 0 < int(port) < 65536:
-            return Via(m.group(1).upper(), m.group(2).lower(), int(port) if port else None, m.group(4), value)
+        transport, host, port, params = m.groups()
+        if port is None:
+            return Via(transport.upper(), host.lower(), None, params, value)
+        if 0 < int(port) < 65536:
+            return Via(transport.upper(), host.lower(), int(port), params, value)
     try:
         v = parse_via(value)
     except SipError:

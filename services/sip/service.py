@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from time import monotonic as _monotonic
 from typing import Any
 
 from proxyd.config import ProxyConfig
@@ -47,9 +48,16 @@ _PASS_THROUGH = PassThroughMedia()
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, svc: SipService, side: str):
         self.svc, self.side = svc, side
+        #: source address -> its Flow: a phone or PBX sends many datagrams from one address
+        self.flows: dict[tuple[Any, ...], Flow] = {}
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.svc.on_data(data, Flow(self.side, "udp", addr[0], addr[1]))
+        flow = self.flows.get(addr)
+        if flow is None:
+            if len(self.flows) >= 4096:
+                self.flows.clear()
+            flow = self.flows[addr] = Flow(self.side, "udp", addr[0], addr[1])
+        self.svc.on_data(data, flow)
 
     def error_received(self, exc: Exception) -> None:
         self.svc.relay_counter("udp_errors")
@@ -243,14 +251,14 @@ class SipService(Service):
         if src.side == "p" and src.transport == "udp" and not self.ctx.access.allowed(src.ip, "sip"):
             self.relay_counter("refused_sources")
             return
-        for action in relay.receive(data, src, time.monotonic()):
+        for action in relay.receive(data, src, _monotonic()):
             if isinstance(action, Send):
-                if action.call_id in self.pending:
+                if self.pending and action.call_id in self.pending:
                     self._after(action.call_id, self._send_later(action))
                 else:
                     self.send(action.flow, action.data)
             elif self.media() is not _PASS_THROUGH:
-                # awaiting the media relay; the message is sent when it answers
+                # the message is sent when the media relay answers: at once if it need not wait
                 self._after(action.call_id, self._media(action))
             else:  # no media relay: SDP unchanged, sent at once so a call's messages keep their order
                 if action.op == "answer":
@@ -261,15 +269,17 @@ class SipService(Service):
             relay.released = []
 
     def _after(self, call_id: str, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` once the call's earlier media step (if any) is done: a call keeps its order."""
+        """Run `work` once the call's earlier media step (if any) is done: a call keeps its order.
+        With nothing before it, it runs at once as far as it gets without waiting (usually to the
+        end: no task per media step); only work that must wait becomes a task, and later
+        messages of the call queue behind it."""
         before = self.pending.get(call_id)
-
-        async def chained() -> None:
-            if before is not None:
-                await asyncio.wait([before])
-            await work
-
-        task = asyncio.create_task(chained())
+        if before is None or before.done():
+            task = self._run(work)
+            if task is None:
+                return
+        else:
+            task = asyncio.create_task(_chain(before, work))
         self.pending[call_id] = task
         self.tasks.add(task)
 
@@ -280,6 +290,19 @@ class SipService(Service):
 
         task.add_done_callback(done)
 
+    def _run(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Step `work` until it first waits; None if it finished, else a task carrying it on.
+        Until it first waits it runs outside any task: a media relay must not need one there
+        (`asyncio.current_task()`, `asyncio.timeout()`), which ours does not."""
+        try:
+            waiting = work.send(None)
+        except StopIteration:
+            return None
+        except Exception:
+            self.log.exception("event=sip_media_step_failed")
+            return None
+        return asyncio.create_task(_resume(work, waiting))
+
     async def _send_later(self, action: Send) -> None:
         self.send(action.flow, action.data)
 
@@ -287,7 +310,7 @@ class SipService(Service):
         if flow.transport == "udp":
             t = self.phone_udp if flow.side == "p" else self.back_udp
             if t is not None:
-                t.sendto(data, (flow.ip, flow.port))
+                t.sendto(data, flow[2:4])  # (ip, port)
                 return
         elif flow.conn in self.conns:  # the connection the flow came over (a phone's TLS, a PBX's)
             self.conns[flow.conn].write(data)
@@ -352,9 +375,10 @@ class SipService(Service):
         if media is _PASS_THROUGH:  # nothing held: no task per call
             return
         for cid in call_ids:
-            task = asyncio.create_task(media.delete(cid))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            task = self._run(media.delete(cid))  # usually done at once: ports stay bound as spares
+            if task is not None:
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
 
     async def _tick(self) -> None:
         while True:
@@ -376,6 +400,33 @@ class SipService(Service):
             limiter = self.relay.limiter
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
+
+
+async def _resume(work: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Carry on a coroutine stepped by hand (`SipService._run`) that waits for `waiting`, as a
+    task would: wait for the future (None: one loop turn), then resume it; it sees the
+    future's result or exception itself (`Future.__await__` reads it once done)."""
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                waiting._asyncio_future_blocking = False  # as a task does with what a coroutine yields
+                await waiting
+        except asyncio.CancelledError:
+            work.close()
+            raise
+        except Exception:  # noqa: S110 - the coroutine gets this exception when resumed
+            pass
+        try:
+            waiting = work.send(None)
+        except StopIteration:
+            return
+
+
+async def _chain(before: asyncio.Task[None], work: Coroutine[Any, Any, None]) -> None:
+    await asyncio.wait([before])  # whatever its outcome: the call's later messages still go
+    await work
 
 
 def _limiter(view: SipView) -> RateLimiter | None:

@@ -272,3 +272,33 @@ def test_an_unreachable_sdp_address_drops_and_counts(tmp_path: Path) -> None:
         return drops
 
     assert uvloop.run(go()) == 3
+
+
+async def test_ports_of_an_ended_call_serve_the_next_call_with_nothing_carried_over(media: MediaService) -> None:
+    old_phone_t, _, old_phone_port = await udp("127.0.0.2")
+    await media.offer("a", "f", offer_sdp("127.0.0.2", old_phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+    to_old_phone = await media.answer("a", "f", "t", offer_sdp("127.0.0.3", 4000), side=Side.INSTANCE,
+                                      source_ip="127.0.0.3")
+    old_phone_t.sendto(b"\x80\x00latch", ("127.0.0.1", port_of(to_old_phone)))
+    await asyncio.sleep(0.1)
+    await media.delete("a")
+    assert media.stats()["gauges"]["ports_in_use"] == 0
+
+    phone_t, phone, phone_port = await udp("127.0.0.5")
+    pbx_t, pbx, pbx_port = await udp("127.0.0.6")
+    to_pbx = await media.offer("b", "f", offer_sdp("127.0.0.5", phone_port), side=Side.PHONE, source_ip="127.0.0.5")
+    to_phone = await media.answer("b", "f", "t", offer_sdp("127.0.0.6", pbx_port), side=Side.INSTANCE,
+                                  source_ip="127.0.0.6")
+    assert port_of(to_phone) == port_of(to_old_phone)  # the same sockets, still bound
+    assert media.stats()["gauges"]["ports_in_use"] == 4
+    old_phone_t.sendto(b"\x80\x00stale", ("127.0.0.1", port_of(to_phone)))  # the old phone's latch is gone
+    phone_t.sendto(b"\x80\x00new-call", ("127.0.0.1", port_of(to_phone)))
+    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == b"\x80\x00new-call"
+    pbx_t.sendto(b"\x80\x00back", ("127.0.0.1", port_of(to_pbx)))
+    assert (await asyncio.wait_for(phone.got.get(), 5))[0] == b"\x80\x00back"
+    await asyncio.sleep(0.1)
+    assert pbx.got.empty()
+    stream = media.calls["b"].streams[0]
+    assert stream.legs[0].phone.drops == 1 and stream.legs[0].phone.packets == 1  # counters start afresh
+    for t in (old_phone_t, phone_t, pbx_t):
+        t.close()

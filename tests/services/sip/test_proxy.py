@@ -11,7 +11,20 @@ from hypothesis import strategies as st
 from services.sip.flow import Flow, FlowSigner
 from services.sip.message import parse
 from services.sip.protect import RateLimiter
-from services.sip.proxy import Local, MediaStep, Relay, Send, Target
+from services.sip.proxy import (
+    _CLIENT_PARAMS,
+    _OWN_PARAMS,
+    Local,
+    MediaStep,
+    Relay,
+    Send,
+    Target,
+    _client_via,
+    _client_via_general,
+    _own_token,
+    _own_token_general,
+)
+from services.sip.scan import Via
 from tests.services.sip.torture import TORTURE, cases, relay_outcome
 
 DOMAINS = ["example.com", "example.net", "example.org", "chair-dnrc.example.com", "pbx.test",
@@ -145,3 +158,16 @@ def test_fuzz_relay_never_raises(case: dict[str, str], pos: int, junk: bytes, si
         assert isinstance(a, Send | MediaStep)
         if isinstance(a, Send) and a.flow.side == side:  # only locally generated replies go back
             assert a.flow.ip == "127.0.0.2"
+
+
+@given(st.from_regex(_CLIENT_PARAMS, fullmatch=True))
+def test_client_via_fast_shape_reads_like_the_general_case(params: str) -> None:
+    top = Via("UDP", "10.0.0.1", 5070, params, "SIP/2.0/UDP 10.0.0.1:5070" + params)
+    src = Flow("p", "udp", "192.0.2.7", 40000)
+    assert _client_via(top, top.sent_by(), src) == _client_via_general(top, top.sent_by(), src)
+
+
+@given(st.from_regex(_OWN_PARAMS, fullmatch=True))
+def test_own_via_fast_shape_reads_like_the_general_case(params: str) -> None:
+    top = Via("UDP", "127.0.0.1", 6000, params, "SIP/2.0/UDP 127.0.0.1:6000" + params)
+    assert _own_token(top) == _own_token_general(top)

@@ -14,7 +14,7 @@ from proxyd.service import ServiceContext
 from proxyd.statedir import StateDir
 from proxyd.tls import CertStore
 from services.media_api import MediaError, Side
-from services.sip.service import SipService
+from services.sip.service import SipService, _resume
 from tests.services.sip.sipp_support import sip_config
 from tests.support import base_config
 
@@ -140,3 +140,23 @@ async def test_flow_tokens_survive_a_restart_with_the_same_state_dir(tmp_path: P
     finally:
         await svc.stop(1)
     assert len(bytes.fromhex(key.read_text())) == 64
+
+
+async def test_a_media_step_stepped_by_hand_then_resumed_sees_what_it_awaited() -> None:
+    """SipService runs media steps at once and only resumes those that wait in a task (`_resume`):
+    they must see the awaited future's exception, and loop turns, as they would in a task."""
+    seen: list[object] = []
+
+    async def work() -> None:
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, fut.set_exception, MediaError(488, "Not Acceptable Here"))
+        try:
+            await fut
+        except MediaError as exc:
+            seen.append(exc.status)
+        await asyncio.sleep(0)
+        seen.append("end")
+
+    w = work()
+    await _resume(w, w.send(None))
+    assert seen == [488, "end"]

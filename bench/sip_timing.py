@@ -7,7 +7,9 @@ flow key and fake transports and prints µs per message: the sans-IO `Relay.rece
 `SipService.on_data` (the UDP handler minus the kernel). Caches that fill per call are cleared
 before each replay, so every call's lines are new to the scanner as they would be live.
 
-    flock /work/bench.lock .venv/bin/python -m bench.sip_timing [calls] [--profile]
+    .venv/bin/python -m bench.sip_timing [calls] [--profile]
+
+Run it while nothing else loads the machine (timings on a shared VM drift by a third).
 """
 
 from __future__ import annotations

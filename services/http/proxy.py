@@ -195,10 +195,13 @@ class ClientConnection(asyncio.Protocol):
             if not self.paused and self.state != CLOSED:
                 self.t.resume_reading()
 
-    def _close(self) -> None:
+    def _close(self, abort: bool = False) -> None:
         self.state = CLOSED
         self.shared.conns.discard(self)
-        self.t.close()
+        if abort:
+            self.t.abort()
+        else:
+            self.t.close()
         if self.up is not None:
             self.up.close()
             self.up = None
@@ -596,12 +599,7 @@ class ClientConnection(asyncio.Protocol):
             self._close()
 
     def abort(self) -> None:
-        self.state = CLOSED
-        self.shared.conns.discard(self)
-        self.t.abort()
-        if self.up is not None:
-            self.up.close()
-            self.up = None
+        self._close(abort=True)
 
     def drain(self) -> None:
         """The service stops: idle connections close now, busy ones after their response."""

@@ -79,14 +79,3 @@ def canonical_path(path: bytes) -> str:
             raise BadPath("empty path segment")
     del text
     return path.decode("ascii")
-
-
-def first_segment(path: str) -> tuple[str, str]:
-    """'/<first>/<rest...>' -> ('<first>', '/<rest...>'); the rest is '' for '/<first>'."""
-    head, sep, rest = path[1:].partition("/")
-    return head, (sep + rest) if sep else ""
-
-
-def under_prefix(path: str, prefix: str) -> str | None:
-    """For prefix '/api/': '/api/x' -> 'x', '/api/' -> ''; anything else -> None."""
-    return path[len(prefix) :] if path.startswith(prefix) else None

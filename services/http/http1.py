@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NoReturn
 
 # Limits, and why: 8 KiB request line is what nginx and Apache accept by default; 32 KiB and 100
 # fields of headers cover large cookies with room to spare while bounding memory per connection.
@@ -107,13 +108,7 @@ class Head:
         return None
 
 
-def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
-    """Index just after the blank line ending a head, or -1 when it is not complete yet."""
-    i = buf.find(b"\r\n\r\n", start)
-    return -1 if i < 0 else i + 4
-
-
-def _refuse_block(block: bytes) -> None:
+def _refuse_block(block: bytes) -> NoReturn:
     """The slow path: says exactly what is wrong with a header block the fast match refused."""
     if block.count(b"\n") != block.count(b"\r\n") or block.count(b"\r") != block.count(b"\r\n"):
         raise HttpError(400, "bare LF or CR in head")
@@ -137,14 +132,13 @@ def _framing(h: Head, request: bool) -> None:
         _refuse_block(block)
     drop = _DROP_REQUEST if request else _DROP_RESPONSE
     kept: list[bytes] = []
-    te = cl = conn = None
+    te = cl = conn = upgrade = None
     hosts = 0
     get = _lines.get
     for line in lines:
         f = get(line) or _field(line)
         if f is None:
             _refuse_block(block)
-            raise AssertionError("unreachable")  # _refuse_block always raises
         kind = f[0]
         if kind == F_OTHER:
             kept.append(line)
@@ -165,6 +159,8 @@ def _framing(h: Head, request: bool) -> None:
             te = f[1] if te is None else b"," + f[1]  # a second field is never just "chunked"
         elif kind == F_SET_COOKIE:
             h.cookies = True
+        elif kind == F_UPGRADE and upgrade is None:
+            upgrade = f[1]
     if kept:
         kept.append(b"")
         h.kept = b"\r\n".join(kept)
@@ -189,7 +185,7 @@ def _framing(h: Head, request: bool) -> None:
         tokens = {t.strip(b" \t") for t in conn.split(b",")}
     h.keep_alive = (b"keep-alive" in tokens) if h.version == b"HTTP/1.0" else (b"close" not in tokens)
     if b"upgrade" in tokens:
-        h.upgrade = h.get(b"upgrade")
+        h.upgrade = upgrade
 
 
 def parse_request_head(head: bytes) -> Head:

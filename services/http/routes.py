@@ -79,7 +79,7 @@ class WebTable:
     def route(self, path: str, query: str, client: str = "") -> Decision:
         if path == "/":
             return Redirect(self.redirect_url) if self.redirect_url else NOT_FOUND
-        name, sep, rest = path[1:].partition("/")  # first_segment(), inlined: this runs per request
+        name, sep, rest = path[1:].partition("/")  # '/<instance>/<rest...>'
         entry = self._by_name.get(name)  # type: ignore[attr-defined]
         if entry is None:
             return NOT_FOUND
@@ -99,7 +99,7 @@ class AppTable:
 
     def route(self, path: str, query: str, client: str = "") -> Decision:
         prefix = self.public_prefix
-        if not path.startswith(prefix):  # under_prefix(), inlined: this runs per request
+        if not path.startswith(prefix):
             return NOT_FOUND
         b = self.backend
         return Forward(b, b.base_path + "/" + path[len(prefix):] + query, prefix.rstrip("/"), None, b.host_header)

@@ -21,8 +21,9 @@ def test_request_head_fields_and_framing() -> None:
     assert h.get(b"x-a") == b"b"
     h = parse_request_head(req("GET / HTTP/1.0"))
     assert not h.keep_alive
-    h = parse_request_head(req("GET /ws HTTP/1.1", "Host: x", "Connection: keep-alive, Upgrade", "Upgrade: websocket"))
-    assert h.upgrade == b"websocket"
+    h = parse_request_head(req("GET /ws HTTP/1.1", "Host: x", "Connection: keep-alive, Upgrade", "Upgrade: WebSocket "))
+    assert h.upgrade == b"WebSocket"  # as sent, without the trailing space
+    assert parse_request_head(req("GET /ws HTTP/1.1", "Host: x", "Upgrade: websocket")).upgrade is None
 
 
 @pytest.mark.parametrize(("head", "status"), [

@@ -5,7 +5,9 @@ stateless record-routing proxy (one UDP worker, `-x tlsf`). Each proxy is pinned
 sipp peers to core 0. Prints CPS, the proxy's CPU share (utime+stime of the proxy's processes from
 /proc over the sipp run), CPS per proxy-core and the ratio. The two sipp peers on core 0 saturate
 first (≈1,500-2,000 CPS here), so the ratio rests on the CPU shares. Figures on a shared machine
-are noisy: `--rounds` alternates the proxies and prints the median ratio."""
+are noisy: `--rounds` alternates the proxies and prints the median ratio. The `bare-uvloop` row
+(`bench/sip_bare_forwarder.py`) passes datagrams 1:1 with no SIP work: what uvloop and the kernel
+alone cost per message, the floor under any relay in pforte's process model."""
 
 from __future__ import annotations
 
@@ -136,6 +138,12 @@ def start_kamailio(uas_port: int, port: int, workdir: Path) -> subprocess.Popen[
                             stderr=open(workdir / "kamailio.log", "wb"))  # noqa: SIM115
 
 
+def start_bare(uas_port: int, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "bench.sip_bare_forwarder", str(port),
+                             str(uas_port)], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=open(workdir / "bare.log", "wb"))  # noqa: SIM115
+
+
 def measure(name: str, starter: object, rates: tuple[int, ...] = RATES) -> tuple[int, float]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=DURATION)
     ap.add_argument("--rates", default=",".join(map(str, RATES)))
-    ap.add_argument("--only", default="pforte,pforte+rtp,kamailio")
+    ap.add_argument("--only", default="pforte,pforte+rtp,bare-uvloop,kamailio")
     ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args(argv if argv is not None else [])
     DURATION = args.duration
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         print("sip bench skipped: sipp/taskset missing")
         return
     starters = {"pforte": lambda u, p, w: start_pforte(u, p, w, media=False), "pforte+rtp": start_pforte,
-                "kamailio": start_kamailio}
+                "bare-uvloop": start_bare, "kamailio": start_kamailio}
     names = [n for n in args.only.split(",") if n != "kamailio" or shutil.which("kamailio")
              or os.path.exists("/usr/sbin/kamailio")]
     rounds: list[dict[str, tuple[int, float]]] = []
@@ -192,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
             if name != "kamailio" and per_core.get("kamailio") and per_core[name]:
                 ratios.setdefault(name, []).append(per_core[name] / per_core["kamailio"])
     print("pforte: SIP relay, dialogs tracked, SDP to the pass-through media interface;"
-          " pforte+rtp: with the media service relaying RTP (spare port pairs reused)")
+          " pforte+rtp: with the media service relaying RTP (spare port pairs reused);"
+          " bare-uvloop: datagrams passed 1:1 with no SIP work, the floor of any uvloop relay (not a proxy)")
     for name, rs in ratios.items():
         print(f"ratio {name}/kamailio per core: {statistics.median(rs):.2f}x "
               f"(median of {len(rs)}: {', '.join(f'{x:.2f}' for x in rs)}; noisy shared machine)")

@@ -88,6 +88,9 @@ class Instance:
     #: the instance's XEP-0368 Direct TLS address; None: the `xmpp` host at its port + 1 (5222 -> 5223)
     xmpp_direct_tls: HostPort | None = None
     provisioning: str | None = None
+    #: SHA-256 fingerprint ("AB:CD:...", 32 bytes) the PBX's certificate must have when the `sip`
+    #: target is tls; None: the connection is encrypted but the certificate is not checked
+    sip_tls_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def normalize_sha256_fingerprint(text: str) -> str | None:
+    """A certificate's SHA-256 fingerprint, hex with or without colons, as "AB:CD:..."; None if it is none."""
+    digits = text.strip().replace(":", "").upper()
+    if len(digits) != 64 or any(c not in "0123456789ABCDEF" for c in digits):
+        return None
+    return ":".join(digits[i:i + 2] for i in range(0, 64, 2))
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -346,6 +357,15 @@ class _Reader:
             self.fail(p, f"expected (udp|tcp|tls):host:port, got {s!r}")
             return None
         return SipTarget(transport, hp.host, hp.port)
+
+    def sha256_fingerprint(self, v: Any, p: str) -> str | None:
+        s = self.string(v, p, nullable=True)
+        if s is None:
+            return None
+        norm = normalize_sha256_fingerprint(s)
+        if norm is None:
+            self.fail(p, "expected a SHA-256 fingerprint: 64 hex digits, colons allowed")
+        return norm
 
     def str_list(self, v: Any, p: str, item: Callable[[Any, str], str | None]) -> tuple[str, ...]:
         if not isinstance(v, list):
@@ -497,6 +517,9 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
     xmpp_pp = r.get(d, path, "xmpp_proxy_protocol", r.boolean, False)
     xmpp_direct = r.get(d, path, "xmpp_direct_tls", r.host_port, None)
     prov = r.get(d, path, "provisioning", lambda v, p: r.url(v, p, schemes=("http", "https"), nullable=True), None)
+    pin = r.get(d, path, "sip_tls_fingerprint", r.sha256_fingerprint, None)
+    if pin is not None and sip is not None and sip.transport != "tls":
+        r.fail(f"{path}.sip_tls_fingerprint", f"only for a tls sip target, not {sip.transport}")
     if len(r.problems) > n0:
         return None
     assert name is not None
@@ -504,6 +527,7 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
         name=name, web=web, sip=sip, sip_domains=sip_domains or (), xmpp=xmpp,
         xmpp_domains=xmpp_domains or (), xmpp_default=bool(xmpp_default),
         xmpp_proxy_protocol=bool(xmpp_pp), xmpp_direct_tls=xmpp_direct, provisioning=prov,
+        sip_tls_fingerprint=pin,
     )
 
 

@@ -46,12 +46,27 @@ class Instance(models.Model):
                                     help_text="e.g. http://10.0.0.5:8080/prov/{mac}")
     proxies = models.ManyToManyField("Proxy", blank=True, related_name="only_instances",
                                      help_text="which proxies expose it; none selected = all")
+    sip_tls_fingerprint = models.CharField(
+        "PBX certificate SHA-256", max_length=95, blank=True,
+        help_text="transport tls only: the fingerprint the PBX's certificate must have (hex, colons allowed); "
+                  "empty: the connection is encrypted but the certificate is not checked")
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from proxyd.config import normalize_sha256_fingerprint
+
+        if self.sip_tls_fingerprint:
+            norm = normalize_sha256_fingerprint(self.sip_tls_fingerprint)
+            if norm is None:
+                raise ValidationError({"sip_tls_fingerprint": "A SHA-256 fingerprint: 64 hex digits, colons allowed."})
+            if self.sip_transport != "tls":
+                raise ValidationError({"sip_tls_fingerprint": "Only for SIP transport tls."})
+            self.sip_tls_fingerprint = norm
 
 
 class Proxy(models.Model):

@@ -8,6 +8,8 @@ the media relay (`ctx.lookup("media")`) or `PassThroughMedia`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import itertools
 import secrets
 import socket
@@ -40,6 +42,8 @@ class SipView:
     fqdn: str
     domains: tuple[tuple[str, str, str, int], ...]
     rate_limit: int = 300
+    #: (host, port) of a tls PBX -> the SHA-256 fingerprint its certificate must have
+    pins: tuple[tuple[tuple[str, int], str], ...] = ()
 
 
 _PASS_THROUGH = PassThroughMedia()
@@ -81,6 +85,11 @@ class _Stream(asyncio.Protocol):
         ip, port = transport.get_extra_info("peername")[:2]
         if self.side == "p" and not self.svc.ctx.access.allowed(ip, "sip"):
             self.svc.relay_counter("refused_sources")
+            transport.close()
+            return
+        key = self.pool_key  # set on connections we open to a PBX
+        if key is not None and self.tname == "tls" and not self.svc.pbx_certificate_ok(key, transport):
+            self.queued = []  # nothing goes to a PBX that is not the one configured
             transport.close()
             return
         self.flow = Flow(self.side, self.tname, ip, port, self.conn)
@@ -152,7 +161,10 @@ class SipService(Service):
             (d.lower(), i.sip.transport, i.sip.host, i.sip.port)
             for i in cfg.instances if i.sip is not None for d in i.sip_domains
         )
-        return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit)
+        pins = tuple(((i.sip.host, i.sip.port), i.sip_tls_fingerprint)
+                     for i in cfg.instances if i.sip is not None and i.sip_tls_fingerprint)
+        return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit,
+                       pins)
 
     async def start(self, view: SipView) -> None:
         loop = asyncio.get_running_loop()
@@ -217,6 +229,11 @@ class SipService(Service):
             view.mode, view.bind, view.udp_port, view.tls_port) and _needs_tls(view) == ("tls" in self.back_servers)
         if old is not None and self.relay is not None and same_sockets:
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
+            if view.pins != old.pins:  # connections checked against another pin: check again
+                new_pins = dict(view.pins)
+                for key, conn in list(self.out.items()):
+                    if key[0] == "tls" and dict(old.pins).get(key[1:]) != new_pins.get(key[1:]):
+                        conn.close()
             if view.rate_limit != old.rate_limit:
                 self.relay.limiter = _limiter(view)
             self.view_ = view
@@ -342,6 +359,23 @@ class SipService(Service):
             if self.out.get(key) is conn:
                 del self.out[key]
 
+    def pbx_certificate_ok(self, key: tuple[str, str, int], transport: asyncio.BaseTransport) -> bool:
+        """Whether the certificate a tls PBX presented on a connection we opened has the
+        configured fingerprint (`instances[].sip_tls_fingerprint`); true when none is configured."""
+        view = self.view_
+        pin = dict(view.pins).get(key[1:]) if view is not None else None
+        if pin is None:
+            return True
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        got = hashlib.sha256(der).digest() if der else b""
+        if hmac.compare_digest(got, bytes.fromhex(pin.replace(":", ""))):
+            return True
+        self.relay_counter("backend_certificate_mismatch")
+        self.log.warning("event=sip_backend_certificate_mismatch target=%s:%s:%s expected=%s got=%s", *key, pin,
+                         ":".join(f"{b:02X}" for b in got) or "none")
+        return False
+
     def media(self) -> MediaRelay:
         m = self.ctx.lookup("media")
         if m is not self._media_seen:  # a Protocol isinstance check is slow: once per media service
@@ -438,8 +472,9 @@ def _needs_tls(view: SipView) -> bool:
 
 
 def _backend_tls() -> ssl.SSLContext:
-    """TLS towards a PBX: instances run self-signed certificates on internal addresses, so the
-    connection is encrypted but the PBX's certificate is not verified (no CA in the config)."""
+    """TLS towards a PBX: instances run self-signed certificates on internal addresses, so no CA
+    check; the certificate is pinned by fingerprint when the instance configures one
+    (`SipService.pbx_certificate_ok`), else the connection is encrypted but unauthenticated."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE

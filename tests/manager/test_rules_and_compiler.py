@@ -116,6 +116,28 @@ def test_instance_exposure_limits_which_proxies_see_it() -> None:
     assert names(a) == ["only-a"] and names(b) == []
 
 
+def test_pbx_certificate_fingerprint_is_checked_normalised_and_compiled() -> None:
+    from manager.proxies.models import Instance
+
+    p = make_proxy()
+    inst = Instance(name="pbx", sip_transport="udp", sip_host="10.0.0.5", sip_port=5061, sip_domains="pbx.example.com",
+                    sip_tls_fingerprint="ab" * 32)
+    with pytest.raises(ValidationError) as err:
+        inst.full_clean()
+    assert err.value.message_dict["sip_tls_fingerprint"] == ["Only for SIP transport tls."]
+    inst.sip_transport, inst.sip_tls_fingerprint = "tls", "ab:cd"
+    with pytest.raises(ValidationError) as err:
+        inst.full_clean()
+    assert "64 hex digits" in err.value.message_dict["sip_tls_fingerprint"][0]
+    inst.sip_tls_fingerprint = "ab" * 32
+    inst.full_clean()
+    inst.save()
+    assert inst.sip_tls_fingerprint == ":".join(["AB"] * 32)
+    compiled = json.loads(p.active_revision.config_json)["instances"]
+    assert compiled[0]["sip"] == "tls:10.0.0.5:5061"
+    assert compiled[0]["sip_tls_fingerprint"] == inst.sip_tls_fingerprint
+
+
 def test_models_and_migrations_agree() -> None:
     from django.core.management import call_command
 

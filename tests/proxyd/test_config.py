@@ -120,6 +120,10 @@ def test_all_problems_reported_at_once_with_field_paths() -> None:
         (("version",), 2, "version: expected 1 (this proxyd reads ProxyConfig v1), got 2"),
         (("services", "web", "upstream_timeout"), 0, "services.web.upstream_timeout: expected 1..3600, got 0"),
         (("services", "web", "upstream_timeout"), "60", "services.web.upstream_timeout: expected a number"),
+        (("instances", 0, "sip_tls_fingerprint"), "AB:CD", "instances[0].sip_tls_fingerprint: expected a SHA-256"),
+        (("instances", 0, "sip_tls_fingerprint"), "G" * 64, "instances[0].sip_tls_fingerprint: expected a SHA-256"),
+        (("instances", 0, "sip_tls_fingerprint"), "ab" * 32,
+         "instances[0].sip_tls_fingerprint: only for a tls sip target, not udp"),
     ],
 )
 def test_each_bad_field_is_named(path: tuple, value: object, expected: str) -> None:
@@ -129,6 +133,15 @@ def test_each_bad_field_is_named(path: tuple, value: object, expected: str) -> N
         node = node[key]
     node[path[-1]] = value
     assert any(p.startswith(expected) for p in problems(raw)), problems(raw)
+
+
+def test_sip_tls_fingerprint_is_normalised() -> None:
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    raw["instances"][0]["sip"] = "tls:10.0.0.5:5061"
+    raw["instances"][0]["sip_tls_fingerprint"] = " " + "0a" * 32 + " "
+    inst = parse_config(raw).instances[0]
+    assert inst.sip_tls_fingerprint == ":".join(["0A"] * 32)
+    assert parse_config(json.loads(parse_config(raw).to_json())).instances[0] == inst
 
 
 def test_two_listeners_on_one_port_collide() -> None:

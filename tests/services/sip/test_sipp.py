@@ -8,10 +8,12 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from proxyd.tls import fingerprint
 from services.sip.framing import StreamFramer
 from services.sip.message import split_commas
 from tests.services.sip.sipp_support import SCENARIOS, request, sip_config, sipp, sipp_bg, stop, udp_request
@@ -216,8 +218,8 @@ def test_udp_phone_to_tcp_pbx(proxyd, tmp_path: Path) -> None:
         stop(uas)
 
 
-def test_udp_phone_to_tls_pbx(proxyd, tmp_path: Path) -> None:
-    """Debian's sipp has no TLS: the TLS PBX is a Python UAS answering every request with 200."""
+def _tls_pbx(tmp_path: Path) -> tuple[socket.socket, list[str], str]:
+    """A TLS PBX on loopback (see `_tls_uas`): its listener, the methods it saw, its certificate."""
     cert, key = tmp_path / "pbx.pem", tmp_path / "pbx.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-subj", "/CN=pbx.test", "-days", "1", "-keyout", str(key), "-out", str(cert)],
@@ -226,10 +228,19 @@ def test_udp_phone_to_tls_pbx(proxyd, tmp_path: Path) -> None:
     ctx.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))
     seen: list[str] = []
-    pbx = threading.Thread(target=_tls_uas, args=(listener, ctx, seen), daemon=True)
-    pbx.start()
+    threading.Thread(target=_tls_uas, args=(listener, ctx, seen), daemon=True).start()
+    return listener, seen, cert.read_text()
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_udp_phone_to_tls_pbx(proxyd, tmp_path: Path, pinned: bool) -> None:
+    """Debian's sipp has no TLS: the TLS PBX is a Python UAS answering every request with 200.
+    Pinned: the instance names the PBX certificate's fingerprint, without colons, in lower case."""
+    listener, seen, cert_pem = _tls_pbx(tmp_path)
     try:
         cfg = sip_config("udp", listener.getsockname()[1], transport="tls")
+        if pinned:
+            cfg["instances"][0]["sip_tls_fingerprint"] = fingerprint(cert_pem).replace(":", "").lower()
         p = proxyd(cfg)
         port = cfg["services"]["sip"]["udp_port"]
         res = sipp(["-sf", str(SCENARIOS / "call_uac.xml"), f"127.0.0.1:{port}", "-i", "127.0.0.1",
@@ -241,12 +252,81 @@ def test_udp_phone_to_tls_pbx(proxyd, tmp_path: Path) -> None:
         listener.close()
 
 
-def _tls_uas(listener: socket.socket, ctx: ssl.SSLContext, seen: list[str]) -> None:
+def _invite(port: int, call: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+        phone.bind(("127.0.0.1", 0))
+        me = phone.getsockname()
+        text = request("INVITE", "sip:svc@pbx.test", call=call).replace("{me}", f"{me[0]}:{me[1]}")
+        phone.sendto(text.replace("\n", "\r\n").encode(), ("127.0.0.1", port))
+
+
+def _wait_counter(p: object, name: str, value: int) -> dict[str, int]:
+    deadline = time.monotonic() + 10
+    counters: dict[str, int] = {}
+    while time.monotonic() < deadline and counters.get(name, 0) < value:
+        time.sleep(0.1)
+        counters = p.status()["services"]["sip"]["counters"]  # type: ignore[attr-defined]
+    return counters
+
+
+def test_tls_pbx_with_another_certificate_gets_nothing(proxyd, tmp_path: Path) -> None:
+    """A pinned PBX that presents another certificate: the connection is closed after the handshake,
+    before any SIP message is written to it, and the mismatch is counted."""
+    listener, seen, cert_pem = _tls_pbx(tmp_path)
     try:
-        raw, _ = listener.accept()
-    except OSError:
-        return
-    with ctx.wrap_socket(raw, server_side=True) as conn:
+        cfg = sip_config("udp", listener.getsockname()[1], transport="tls")
+        good = fingerprint(cert_pem)
+        cfg["instances"][0]["sip_tls_fingerprint"] = ("0" if good[0] != "0" else "1") + good[1:]
+        p = proxyd(cfg)
+        _invite(cfg["services"]["sip"]["udp_port"], "wrong-pin")
+        counters = _wait_counter(p, "backend_certificate_mismatch", 1)
+        assert counters.get("backend_certificate_mismatch") == 1, counters
+        assert seen == []
+        assert p.status()["services"]["sip"]["gauges"]["connections"] == 0
+    finally:
+        listener.close()
+
+
+def test_pinning_a_connected_pbx_checks_its_connection_again(proxyd, tmp_path: Path) -> None:
+    """A pin added while a connection to the PBX is open closes it: the next request opens a new
+    one, which is checked (here against another certificate, so nothing more reaches the PBX)."""
+    listener, seen, cert_pem = _tls_pbx(tmp_path)
+    try:
+        cfg = sip_config("udp", listener.getsockname()[1], transport="tls")
+        p = proxyd(cfg)
+        port = cfg["services"]["sip"]["udp_port"]
+        _invite(port, "before-pin")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "INVITE" not in seen:
+            time.sleep(0.05)
+        assert seen == ["INVITE"]
+        good = fingerprint(cert_pem)
+        cfg["instances"][0]["sip_tls_fingerprint"] = ("0" if good[0] != "0" else "1") + good[1:]
+        cfg["revision"] += 1
+        p.reload(cfg)
+        _invite(port, "after-pin")
+        counters = _wait_counter(p, "backend_certificate_mismatch", 1)
+        assert counters.get("backend_certificate_mismatch") == 1, counters
+        assert seen == ["INVITE"]
+    finally:
+        listener.close()
+
+
+def _tls_uas(listener: socket.socket, ctx: ssl.SSLContext, seen: list[str]) -> None:
+    """Serve the proxy's connections one after the other until the listener is closed."""
+    while True:
+        try:
+            raw, _ = listener.accept()
+        except OSError:
+            return
+        try:
+            _tls_uas_conn(ctx.wrap_socket(raw, server_side=True), seen)
+        except (OSError, ssl.SSLError):
+            continue  # the proxy dropped the connection: wait for its next one
+
+
+def _tls_uas_conn(conn: ssl.SSLSocket, seen: list[str]) -> None:
+    with conn:
         framer = StreamFramer()
         while True:
             try:

@@ -665,8 +665,9 @@ def listeners(cfg: ProxyConfig) -> list[tuple[str, str, int, int]]:
         out.append(("services.web.port", "tcp", s.web.port, s.web.port))
     for i, app in enumerate(cfg.applications):
         out.append((f"applications[{i}].port", "tcp", app.port, app.port))
-    if s.sip.mode == "udp":
+    if s.sip.mode == "udp":  # phones may use TCP on the same port (RFC 3261 §18)
         out.append(("services.sip.udp_port", "udp", s.sip.udp_port, s.sip.udp_port))
+        out.append(("services.sip.udp_port", "tcp", s.sip.udp_port, s.sip.udp_port))
     if s.sip.mode == "tls":
         out.append(("services.sip.tls_port", "tcp", s.sip.tls_port, s.sip.tls_port))
     if s.sip.mode != "off":

@@ -85,9 +85,11 @@ Action = Send | MediaStep
 
 
 class Relay:
-    def __init__(self, domains: dict[str, Target], phone: Local, backend: dict[str, Local],
+    def __init__(self, domains: dict[str, Target], phone: dict[str, Local], backend: dict[str, Local],
                  names: frozenset[str] = frozenset(), limiter: RateLimiter | None = None,
                  signer: FlowSigner | None = None):
+        """`phone` and `backend`: our address on each side per transport (phones: udp and tcp on
+        one port, or tls; PBXs: udp, tcp, tls), as Via, Record-Route and Path name it."""
         self.domains = domains
         self.phone, self.backend = phone, backend
         #: Record-Route URI per flow, and the outcome of a Route set per (Route lines, source side):
@@ -99,9 +101,9 @@ class Relay:
         self.dialogs = Dialogs()
         self.counters: Counter[str] = Counter()
         self.released: list[str] = []  # call ids whose media must be deleted
-        own = {phone.hostport()} | {b.hostport() for b in backend.values()}
-        self.own = frozenset(own)
-        self.names = frozenset(n.lower() for n in names) | {phone.host} | {b.host for b in backend.values()}
+        locals_ = [*phone.values(), *backend.values()]
+        self.own = frozenset(x.hostport() for x in locals_)
+        self.names = frozenset(n.lower() for n in names) | {x.host for x in locals_}
 
     @property
     def domains(self) -> dict[str, Target]:
@@ -206,7 +208,7 @@ class Relay:
         token = self.signer.mint(src)
         if register:
             self._contact_alias(msg, token)
-        local = self.phone if dest.side == "p" else self.backend[dest.transport]
+        local = self._local(dest)
         msg.insert_before(top_idx, f"{local.via}{self._branch(msg, inbound, sent_by, client_via)};pf={token}")
         if register:  # Path (RFC 3327) with the phone's flow: requests to the phone come back over it
             msg.insert_before(msg.path_idx, f"Path: <sip:{token}@{local.hostport()};transport={local.transport};lr;ob>")
@@ -298,7 +300,11 @@ class Relay:
         return BRANCH + hashlib.blake2b(key.encode("latin-1"), digest_size=10).hexdigest()
 
     def _local(self, flow: Flow) -> Local:
-        return self.phone if flow.side == "p" else self.backend[flow.transport]
+        side = self.phone if flow.side == "p" else self.backend
+        local = side.get(flow.transport)
+        # a token minted under another mode (the flow key outlives restarts): any of ours; the
+        # service finds no socket for such a flow and counts it unreachable
+        return local if local is not None else next(iter(side.values()))
 
     def _rr_uri(self, flow: Flow) -> str:
         uri = self._rr_uris.get(flow)

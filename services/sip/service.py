@@ -1,6 +1,6 @@
 """The SIP edge relay service: asyncio transports around the sans-IO `Relay`.
 
-Phone side: a UDP socket (mode udp) or a TLS listener (mode tls). Backend side: a UDP socket on
+Phone side: UDP and TCP on one port (mode udp) or a TLS listener (mode tls). Backend side: a UDP socket on
 an ephemeral port of the bind address (instances with `sip` transport udp). SDP bodies go through
 the media relay (`ctx.lookup("media")`) or `PassThroughMedia`.
 """
@@ -175,6 +175,9 @@ class SipService(Service):
                 self.phone_udp, _ = await loop.create_datagram_endpoint(
                     lambda: _Udp(self, "p"), local_addr=(view.bind, view.udp_port))
                 _big_buffer(self.phone_udp)
+                # and TCP on the same port (RFC 3261 §18: every element does both; a phone must
+                # switch to TCP for a request larger than 1,300 bytes)
+                self.server = await loop.create_server(lambda: _Stream(self, "p", "tcp"), view.bind, view.udp_port)
             else:
                 self.server = await loop.create_server(
                     lambda: _Stream(self, "p", "tls"), view.bind, view.tls_port, ssl=self.ctx.certs.server_context())
@@ -198,7 +201,10 @@ class SipService(Service):
     def _make_relay(self, view: SipView) -> Relay:
         assert self.back_udp is not None
         host = view.bind if view.bind not in ("0.0.0.0", "::") else view.fqdn
-        phone = Local("udp", host, view.udp_port) if view.mode == "udp" else Local("tls", host, view.tls_port)
+        if view.mode == "udp":
+            phone = {"udp": Local("udp", host, view.udp_port), "tcp": Local("tcp", host, view.udp_port)}
+        else:
+            phone = {"tls": Local("tls", host, view.tls_port)}
         back = {"udp": Local("udp", host, self.back_udp.get_extra_info("sockname")[1])}
         for t, server in self.back_servers.items():
             back[t] = Local(t, host, server.sockets[0].getsockname()[1])
@@ -424,8 +430,10 @@ class SipService(Service):
         listeners: list[str] = []
         v = self.view_
         if v is not None:  # same shape as every service: "<proto>://<address>:<port>"
-            port = v.udp_port if v.mode == "udp" else v.tls_port
-            listeners.append(f"{'udp' if v.mode == 'udp' else 'tls'}://{v.bind}:{port}")
+            if v.mode == "udp":
+                listeners += [f"udp://{v.bind}:{v.udp_port}", f"tcp://{v.bind}:{v.udp_port}"]
+            else:
+                listeners.append(f"tls://{v.bind}:{v.tls_port}")
         counters: dict[str, int] = dict(self.counters_extra)
         gauges: dict[str, int] = {"connections": len(self.conns)}
         if self.relay is not None:

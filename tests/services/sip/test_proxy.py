@@ -34,7 +34,8 @@ PHONE = Flow("p", "udp", "127.0.0.2", 5070)
 
 
 def make_relay(limit: int = 1000) -> Relay:
-    return Relay({d: PBX for d in DOMAINS}, Local("udp", "127.0.0.1", 5060), {"udp": Local("udp", "127.0.0.1", 6000)},
+    phone = {"udp": Local("udp", "127.0.0.1", 5060), "tcp": Local("tcp", "127.0.0.1", 5060)}
+    return Relay({d: PBX for d in DOMAINS}, phone, {"udp": Local("udp", "127.0.0.1", 6000)},
                  frozenset({"proxy.test"}), RateLimiter(limit=limit))
 
 
@@ -103,6 +104,31 @@ def test_invite_record_route_and_response_path() -> None:
     assert len(parse(back.data).all("Via")) == 1
     # a response claiming to come back from the phone side for the phone's own request is refused
     assert r.receive(resp, PHONE, 0.0) == []
+
+
+def test_requests_to_a_tcp_phone_name_our_tcp_side() -> None:
+    """A request from the PBX to a phone registered over TCP: our Via and the phone-side
+    Record-Route say TCP (the phone answers and routes over its connection), and it goes to that
+    connection's flow."""
+    r = make_relay()
+    phone = Flow("p", "tcp", "127.0.0.2", 40000, 7)
+    route = f"Route: <sip:{r.signer.mint(phone)}@127.0.0.1:6000;lr>\r\n"
+    pbx = Flow("b", "udp", "127.0.0.9", 5060)
+    [send] = r.receive(_invite(route, ruri="sip:a@127.0.0.2:40000;transport=tcp"), pbx, 0.0)
+    assert isinstance(send, Send) and send.flow == phone
+    fwd = parse(send.data)
+    assert fwd.all("Via")[0].startswith("SIP/2.0/TCP 127.0.0.1:5060;")
+    assert "transport=tcp" in fwd.all("Record-Route")[0] and "transport=udp" in fwd.all("Record-Route")[1]
+
+
+def test_token_of_a_transport_no_longer_served_is_relayed_not_raised() -> None:
+    """The flow key outlives restarts: a Path token minted in mode udp reaches a relay in mode
+    tls. It is routed to its flow (which the service then finds no socket for) without an error."""
+    r = Relay({d: PBX for d in DOMAINS}, {"tls": Local("tls", "127.0.0.1", 5061)},
+              {"udp": Local("udp", "127.0.0.1", 6000)}, frozenset({"proxy.test"}), RateLimiter(limit=1000))
+    route = f"Route: <sip:{r.signer.mint(PHONE)}@127.0.0.1:6000;lr>\r\n"
+    [send] = r.receive(_invite(route, ruri="sip:a@127.0.0.2:5070"), Flow("b", "udp", "127.0.0.9", 5060), 0.0)
+    assert isinstance(send, Send) and send.flow == PHONE
 
 
 def test_forged_route_and_loop_and_unknown_domain() -> None:

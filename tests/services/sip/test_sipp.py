@@ -53,6 +53,25 @@ def test_udp_100_calls(proxyd, tmp_path: Path) -> None:
         stop(uas)  # type: ignore[arg-type]
 
 
+def test_tcp_phone_100_calls(proxyd, tmp_path: Path) -> None:
+    """Mode udp also takes phones over TCP on the same port (RFC 3261 §18): 100 calls from a
+    sipp phone over one TCP connection; responses and in-dialog requests come back over it."""
+    uas_port, uas = _uas(tmp_path)
+    try:
+        cfg = sip_config("udp", uas_port)
+        p = proxyd(cfg)
+        port = cfg["services"]["sip"]["udp_port"]
+        assert f"tcp://127.0.0.1:{port}" in p.status()["services"]["sip"]["listeners"]
+        res = sipp(["-sf", str(SCENARIOS / "call_uac.xml"), f"127.0.0.1:{port}", "-i", "127.0.0.1",
+                    "-p", str(free_port()), "-t", "t1", "-m", "100", "-r", "50", "-l", "50"], tmp_path)
+        _assert_calls(res, 100)
+        sip = p.status()["services"]["sip"]
+        assert sip["counters"]["forwarded_requests"] >= 300
+        assert sip["gauges"]["connections"] == 0  # sipp has closed its connection: forgotten
+    finally:
+        stop(uas)  # type: ignore[arg-type]
+
+
 def _tls_call(conn: ssl.SSLSocket, framer: StreamFramer, n: int, port: int) -> None:
     """One full call from a TLS phone (Python, real TLS) through pforte to the sipp UAS."""
     me = f"127.0.0.1:{conn.getsockname()[1]}"
@@ -129,16 +148,18 @@ def _hdr(msg: str, name: str) -> list[str]:
     return [v for line in lines for v in split_commas(line)]
 
 
-def test_pbx_calls_registered_phone_over_path(proxyd, tmp_path: Path) -> None:
-    """A Python PBX receives the REGISTER (with our Path), then calls the sipp phone through it."""
+@pytest.mark.parametrize("phone_transport", ["u1", "t1"])
+def test_pbx_calls_registered_phone_over_path(proxyd, tmp_path: Path, phone_transport: str) -> None:
+    """A Python PBX receives the REGISTER (with our Path), then calls the sipp phone through it:
+    over UDP, or over the phone's own TCP connection."""
     pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     pbx.bind(("127.0.0.1", 0))
     pbx.settimeout(20)
     cfg = sip_config("udp", pbx.getsockname()[1])
-    proxyd(cfg)
+    p = proxyd(cfg)
     port = cfg["services"]["sip"]["udp_port"]
     phone = sipp_bg(["-sf", str(SCENARIOS / "phone_register.xml"), f"127.0.0.1:{port}", "-i", "127.0.0.1",
-                     "-p", str(free_port(socket.SOCK_DGRAM)), "-m", "1", "-timeout", "40s"], tmp_path,
+                     "-p", str(free_port()), "-t", phone_transport, "-m", "1", "-timeout", "40s"], tmp_path,
                     tmp_path / "phone.log")
     try:
         reg, relay = _recv(pbx)
@@ -169,6 +190,9 @@ def test_pbx_calls_registered_phone_over_path(proxyd, tmp_path: Path) -> None:
         bye_ok, _ = _recv(pbx)
         assert bye_ok.startswith("SIP/2.0 200") and "3 BYE" in bye_ok
         assert phone.wait(30) == 0, (tmp_path / "phone.log").read_text()[-3000:]
+        if phone_transport == "t1":  # everything to the phone went over its connection
+            assert "transport=tcp" in rr[0]
+            assert "unreachable_flows" not in p.status()["services"]["sip"]["counters"]
     finally:
         stop(phone)
         pbx.close()

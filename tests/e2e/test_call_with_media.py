@@ -77,7 +77,7 @@ def test_invite_200_rewrites_sdp_and_rtp_flows(proxyd: Callable[..., ProxydProce
     assert phone_rtp.recvfrom(2048)[0] == b"\x80\x00" + b"b" * 170
     status = p.status()["services"]
     assert status["media"]["gauges"]["active_streams"] == 1
-    assert status["sip"]["listeners"] == [f"udp://127.0.0.1:{sip_port}"]
+    assert status["sip"]["listeners"] == [f"udp://127.0.0.1:{sip_port}", f"tcp://127.0.0.1:{sip_port}"]
     shown = subprocess.run([sys.executable, "-m", "proxyd", "status", "--state-dir", str(p.state_dir)],
                            capture_output=True, text=True, timeout=30)
     assert shown.returncode == 0 and f"udp://127.0.0.1:{sip_port}" in shown.stdout, shown.stderr

@@ -20,6 +20,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 RESOLVE_INTERVAL = 30.0  # a moved name is picked up within half a minute
 MIN_RETRY = 5.0  # a name that does not resolve is retried sooner, without hammering
+#: verdicts remembered per source address (SIP over UDP asks for every datagram); cleared when
+#: the list or a name's addresses change, and when full
+VERDICTS_MAX = 4096
 
 
 class AccessList:
@@ -28,6 +31,7 @@ class AccessList:
         self._nets: tuple[IPNetwork, ...] = ()
         self._resolved: dict[str, tuple[IPNetwork, ...]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._verdicts: dict[str, bool] = {}
         self.refused = Counter[str]()
 
     @property
@@ -38,22 +42,25 @@ class AccessList:
         """True if `ip` may connect; counts refusals per service."""
         if not self.entries:
             return True
+        verdict = self._verdicts.get(ip)
+        if verdict is None:
+            verdict = self._check(ip)
+            if len(self._verdicts) >= VERDICTS_MAX:
+                self._verdicts.clear()
+            self._verdicts[ip] = verdict
+        if not verdict:
+            self.refused[service] += 1
+        return verdict
+
+    def _check(self, ip: str) -> bool:
         try:
             addr = ipaddress.ip_address(ip.split("%", 1)[0])
         except ValueError:
-            self.refused[service] += 1
             return False
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
             addr = addr.ipv4_mapped
-        for net in self._nets:
-            if addr in net:
-                return True
-        for nets in self._resolved.values():
-            for net in nets:
-                if addr in net:
-                    return True
-        self.refused[service] += 1
-        return False
+        return any(addr in net for net in self._nets) or any(
+            addr in net for nets in self._resolved.values() for net in nets)
 
     async def update(self, entries: tuple[str, ...]) -> None:
         if entries == self.entries:
@@ -67,6 +74,7 @@ class AccessList:
                 names.append(e)
         self._nets = tuple(nets)
         self._resolved = {n: self._resolved.get(n, ()) for n in names}
+        self._verdicts = {}
         await self.close()
         if names:
             # Resolve once before serving so that a name entry works from the first connection.
@@ -103,4 +111,5 @@ class AccessList:
                      ",".join(map(str, nets)) or "-")
         if nets or name not in self._resolved:
             self._resolved[name] = nets
+            self._verdicts = {}
         return RESOLVE_INTERVAL if nets else MIN_RETRY

@@ -31,6 +31,13 @@ from services.sip.protect import RateLimiter
 from services.sip.proxy import Local, MediaStep, Relay, Send, Target
 
 FLOW_KEY_FILE = "sip-flow.key"  # in certs/: 64 random bytes, hex
+#: Towards a TCP/TLS PBX: how long a connect (with the TLS handshake) may take; how long a target
+#: whose connect failed, or whose certificate did not match its pin, gets no new attempt (what
+#: is sent to it meanwhile is dropped: phones retransmit, and the PBX is not hammered); how many
+#: messages wait for a connection being made.
+CONNECT_TIMEOUT = 5.0
+RETRY_AFTER = 5.0
+QUEUE_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ class _Stream(asyncio.Protocol):
         key = self.pool_key  # set on connections we open to a PBX
         if key is not None and self.tname == "tls" and not self.svc.pbx_certificate_ok(key, transport):
             self.queued = []  # nothing goes to a PBX that is not the one configured
+            self.svc.down[key] = _monotonic() + RETRY_AFTER
             transport.close()
             return
         self.flow = Flow(self.side, self.tname, ip, port, self.conn)
@@ -100,7 +108,10 @@ class _Stream(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is None:
-            self.queued.append(data)
+            if len(self.queued) < QUEUE_MAX:
+                self.queued.append(data)
+            else:
+                self.svc.relay_counter("backend_queue_drops")
         else:
             self.transport.write(data)
 
@@ -143,6 +154,8 @@ class SipService(Service):
         self.conns: dict[int, _Stream] = {}
         #: our connections to PBXs by (transport, host, port), reused for every message to it
         self.out: dict[tuple[str, str, int], _Stream] = {}
+        #: (transport, host, port) -> until when no new connection is tried (`RETRY_AFTER`)
+        self.down: dict[tuple[str, str, int], float] = {}
         self.conn_ids = itertools.count(1)
         self.tasks: set[asyncio.Task[None]] = set()
         self.timer: asyncio.Task[None] | None = None
@@ -237,9 +250,11 @@ class SipService(Service):
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
             if view.pins != old.pins:  # connections checked against another pin: check again
                 new_pins = dict(view.pins)
-                for key, conn in list(self.out.items()):
+                for key in [*self.out, *self.down]:
                     if key[0] == "tls" and dict(old.pins).get(key[1:]) != new_pins.get(key[1:]):
-                        conn.close()
+                        self.down.pop(key, None)  # a corrected pin is tried at once
+                        if key in self.out:
+                            self.out[key].close()
             if view.rate_limit != old.rate_limit:
                 self.relay.limiter = _limiter(view)
             self.view_ = view
@@ -262,6 +277,7 @@ class SipService(Service):
         self.server = None
         self.back_servers = {}
         self.out = {}
+        self.down = {}
 
     # ---- data path ---------------------------------------------------------------------
     def relay_counter(self, name: str) -> None:
@@ -339,15 +355,25 @@ class SipService(Service):
             self.conns[flow.conn].write(data)
             return
         elif flow.side == "b":
-            self._backend_stream(flow).write(data)
+            stream = self._backend_stream(flow)
+            if stream is not None:
+                stream.write(data)
+            else:
+                self.relay_counter("backend_down_drops")
             return
         self.relay_counter("unreachable_flows")
 
-    def _backend_stream(self, flow: Flow) -> _Stream:
-        """The open (or opening) connection to a PBX; one per target, reused (RFC 3261 §18.1.1)."""
+    def _backend_stream(self, flow: Flow) -> _Stream | None:
+        """The open (or opening) connection to a PBX; one per target, reused (RFC 3261 §18.1.1).
+        None while the target is down (`RETRY_AFTER`)."""
         key = (flow.transport, flow.ip, flow.port)
         conn = self.out.get(key)
         if conn is None:
+            until = self.down.get(key)
+            if until is not None:
+                if _monotonic() < until:
+                    return None
+                del self.down[key]
             conn = self.out[key] = _Stream(self, "b", flow.transport, key)
             task = asyncio.create_task(self._connect(conn, key))
             self.tasks.add(task)
@@ -357,11 +383,14 @@ class SipService(Service):
     async def _connect(self, conn: _Stream, key: tuple[str, str, int]) -> None:
         transport, host, port = key
         try:
-            await asyncio.get_running_loop().create_connection(
-                lambda: conn, host, port, ssl=_backend_tls() if transport == "tls" else None)
-        except OSError as exc:
+            await asyncio.wait_for(asyncio.get_running_loop().create_connection(
+                lambda: conn, host, port, ssl=_backend_tls() if transport == "tls" else None), CONNECT_TIMEOUT)
+        except OSError as exc:  # TimeoutError is one
             self.relay_counter("backend_connect_failed")
-            self.log.warning("event=sip_backend_connect_failed target=%s:%s:%s error=%s", transport, host, port, exc)
+            self.log.warning("event=sip_backend_connect_failed target=%s:%s:%s error=%r retry_after=%s",
+                             transport, host, port, exc if str(exc) else f"no connection in {CONNECT_TIMEOUT:g} s",
+                             RETRY_AFTER)
+            self.down[key] = _monotonic() + RETRY_AFTER
             if self.out.get(key) is conn:
                 del self.out[key]
 

@@ -305,10 +305,44 @@ def test_tls_pbx_with_another_certificate_gets_nothing(proxyd, tmp_path: Path) -
         _invite(cfg["services"]["sip"]["udp_port"], "wrong-pin")
         counters = _wait_counter(p, "backend_certificate_mismatch", 1)
         assert counters.get("backend_certificate_mismatch") == 1, counters
+        for n in range(3):  # within RETRY_AFTER: dropped, no new connection to the PBX
+            _invite(cfg["services"]["sip"]["udp_port"], f"again{n}")
+        counters = _wait_counter(p, "backend_down_drops", 3)
+        assert counters["backend_down_drops"] == 3 and counters["backend_certificate_mismatch"] == 1, counters
         assert seen == []
         assert p.status()["services"]["sip"]["gauges"]["connections"] == 0
     finally:
         listener.close()
+
+
+def test_unreachable_tcp_pbx_is_retried_after_a_pause(proxyd) -> None:
+    """Nothing listens at the PBX's TCP port: the connect fails once, and requests in the next
+    seconds are dropped and counted instead of each trying a new connection."""
+    cfg = sip_config("udp", free_port(), transport="tcp")
+    p = proxyd(cfg)
+    port = cfg["services"]["sip"]["udp_port"]
+    _invite(port, "first")
+    counters = _wait_counter(p, "backend_connect_failed", 1)
+    assert counters.get("backend_connect_failed") == 1, counters
+    _invite(port, "second")
+    counters = _wait_counter(p, "backend_down_drops", 1)
+    assert counters["backend_down_drops"] == 1 and counters["backend_connect_failed"] == 1
+
+
+def test_tls_pbx_that_never_handshakes_times_out(proxyd) -> None:
+    """A PBX port that takes the TCP connection but never speaks TLS: the connect gives up after
+    CONNECT_TIMEOUT (5 s) instead of queueing messages for the OS's minutes."""
+    silent = socket.create_server(("127.0.0.1", 0))  # never accepts: the kernel completes the TCP handshake
+    try:
+        cfg = sip_config("udp", silent.getsockname()[1], transport="tls")
+        p = proxyd(cfg)
+        _invite(cfg["services"]["sip"]["udp_port"], "silent")
+        time.sleep(3)
+        assert "backend_connect_failed" not in p.status()["services"]["sip"]["counters"]
+        counters = _wait_counter(p, "backend_connect_failed", 1)
+        assert counters.get("backend_connect_failed") == 1, counters
+    finally:
+        silent.close()
 
 
 def test_pinning_a_connected_pbx_checks_its_connection_again(proxyd, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 
@@ -32,6 +33,9 @@ _CLIENT_PARAMS = re.compile(r";branch=([^;\s]+)(;rport)?")
 #: The params of our own Via as we write it: (branch, token) read without building a dict.
 _OWN_PARAMS = re.compile(rf";branch=({BRANCH}[0-9a-f]+);pf=([A-Za-z0-9_-]+)")
 _MAX_FORWARDS = [f"Max-Forwards: {n}" for n in range(256)]
+#: seconds a phone is told to wait (Retry-After) when its PBX cannot be reached; the service
+#: rests an unreachable TCP/TLS target as long
+RETRY_AFTER = 5
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,9 @@ class Relay:
         self.signer = signer or FlowSigner()
         self.limiter = limiter  # None: no per-source limit
         self.dialogs = Dialogs()
+        #: whether a PBX flow over TCP/TLS cannot take messages now (its connect failed a moment
+        #: ago): the service knows, requests to it get a 503 instead of silence
+        self.unavailable: Callable[[Flow], bool] = _never
         self.counters: Counter[str] = Counter()
         self.released: list[str] = []  # call ids whose media must be deleted
         locals_ = [*phone.values(), *backend.values()]
@@ -194,6 +201,9 @@ class Relay:
         dest = self._destination(msg, src)
         if dest.__class__ is not Flow:  # (status, reason)
             return self._reply(msg, src, *dest)
+        if dest.transport != "udp" and dest.side == "b" and self.unavailable(dest):
+            self.counters["unavailable_backend"] += 1
+            return self._reply(msg, src, 503, "Service Unavailable", (f"Retry-After: {RETRY_AFTER}",))
         # edits in place first, insertions above existing lines last (they share the line slots)
         lines = msg.lines
         if msg.mf is None:
@@ -361,6 +371,10 @@ class Relay:
         if self.limiter is not None:
             self.limiter.expire(now)
         return self.dialogs.expire(now)
+
+
+def _never(flow: Flow) -> bool:
+    return False
 
 
 def _client_via(top: Via, sent_by: str, src: Flow) -> tuple[str, str]:

@@ -28,15 +28,14 @@ from services.sip.flow import Flow, FlowSigner
 from services.sip.framing import StreamFramer
 from services.sip.message import SipError
 from services.sip.protect import RateLimiter
-from services.sip.proxy import Local, MediaStep, Relay, Send, Target
+from services.sip.proxy import RETRY_AFTER, Local, MediaStep, Relay, Send, Target
 
 FLOW_KEY_FILE = "sip-flow.key"  # in certs/: 64 random bytes, hex
-#: Towards a TCP/TLS PBX: how long a connect (with the TLS handshake) may take; how long a target
-#: whose connect failed, or whose certificate did not match its pin, gets no new attempt (what
-#: is sent to it meanwhile is dropped: phones retransmit, and the PBX is not hammered); how many
-#: messages wait for a connection being made.
+#: Towards a TCP/TLS PBX: how long a connect (with the TLS handshake) may take, and how many
+#: messages wait for a connection being made. A target whose connect failed, or whose
+#: certificate did not match its pin, gets no new attempt for RETRY_AFTER seconds: requests to it
+#: get a 503 from the relay, anything else is dropped and counted; the PBX is not hammered.
 CONNECT_TIMEOUT = 5.0
-RETRY_AFTER = 5.0
 QUEUE_MAX = 256
 
 
@@ -221,8 +220,15 @@ class SipService(Service):
         back = {"udp": Local("udp", host, self.back_udp.get_extra_info("sockname")[1])}
         for t, server in self.back_servers.items():
             back[t] = Local(t, host, server.sockets[0].getsockname()[1])
-        return Relay(_domains(view), phone, back, frozenset({view.fqdn}), _limiter(view),
-                     FlowSigner(self._flow_key()))
+        relay = Relay(_domains(view), phone, back, frozenset({view.fqdn}), _limiter(view),
+                      FlowSigner(self._flow_key()))
+        relay.unavailable = self._resting
+        return relay
+
+    def _resting(self, flow: Flow) -> bool:
+        """Whether no connection to this PBX flow is tried now (`RETRY_AFTER`)."""
+        until = self.down.get((flow.transport, flow.ip, flow.port))
+        return until is not None and _monotonic() < until
 
     def _flow_key(self) -> bytes:
         """The flow-token key, kept in the state dir (0600, with the other keys in certs/, so

@@ -131,6 +131,22 @@ def test_token_of_a_transport_no_longer_served_is_relayed_not_raised() -> None:
     assert isinstance(send, Send) and send.flow == PHONE
 
 
+def test_requests_to_an_unavailable_stream_pbx_get_503() -> None:
+    """The service says a TCP PBX rests after a failed connect: requests to it are answered 503
+    with Retry-After; an ACK gets nothing; UDP targets are never asked."""
+    r = make_relay()
+    asked: list[Flow] = []
+    r.unavailable = lambda flow: asked.append(flow) is None
+    assert r.receive(_invite(), PHONE, 0.0)[0].flow.transport == "udp" and asked == []  # type: ignore[union-attr]
+    r.domains = {"pbx.test": Target("tcp", "127.0.0.9", 5060)}
+    r.backend["tcp"] = Local("tcp", "127.0.0.1", 6000)
+    [reply] = r.receive(_invite(), PHONE, 0.0)
+    assert outcome([reply])[0] == "503" and b"\r\nRetry-After: 5\r\n" in reply.data  # type: ignore[union-attr]
+    assert asked == [Flow("b", "tcp", "127.0.0.9", 5060)]
+    ack = _invite().replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
+    assert r.receive(ack, PHONE, 0.0) == []
+
+
 def test_forged_route_and_loop_and_unknown_domain() -> None:
     r = make_relay()
     forged = "Route: <sip:" + FlowSigner().mint(Flow("b", "udp", "127.0.0.66", 9)) + "@127.0.0.1:5060;lr>\r\n"

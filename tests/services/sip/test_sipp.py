@@ -305,10 +305,11 @@ def test_tls_pbx_with_another_certificate_gets_nothing(proxyd, tmp_path: Path) -
         _invite(cfg["services"]["sip"]["udp_port"], "wrong-pin")
         counters = _wait_counter(p, "backend_certificate_mismatch", 1)
         assert counters.get("backend_certificate_mismatch") == 1, counters
-        for n in range(3):  # within RETRY_AFTER: dropped, no new connection to the PBX
-            _invite(cfg["services"]["sip"]["udp_port"], f"again{n}")
-        counters = _wait_counter(p, "backend_down_drops", 3)
-        assert counters["backend_down_drops"] == 3 and counters["backend_certificate_mismatch"] == 1, counters
+        for n in range(3):  # within RETRY_AFTER: answered 503, no new connection to the PBX
+            reply = udp_request(cfg["services"]["sip"]["udp_port"], request("INVITE", "sip:svc@pbx.test", call=f"a{n}"))
+            assert reply.startswith(b"SIP/2.0 503 Service Unavailable\r\n") and b"\r\nRetry-After: 5\r\n" in reply
+        counters = p.status()["services"]["sip"]["counters"]
+        assert counters["unavailable_backend"] == 3 and counters["backend_certificate_mismatch"] == 1, counters
         assert seen == []
         assert p.status()["services"]["sip"]["gauges"]["connections"] == 0
     finally:
@@ -316,17 +317,18 @@ def test_tls_pbx_with_another_certificate_gets_nothing(proxyd, tmp_path: Path) -
 
 
 def test_unreachable_tcp_pbx_is_retried_after_a_pause(proxyd) -> None:
-    """Nothing listens at the PBX's TCP port: the connect fails once, and requests in the next
-    seconds are dropped and counted instead of each trying a new connection."""
+    """Nothing listens at the PBX's TCP port: the connect fails once; requests in the next seconds
+    get a 503 with Retry-After instead of each trying a new connection."""
     cfg = sip_config("udp", free_port(), transport="tcp")
     p = proxyd(cfg)
     port = cfg["services"]["sip"]["udp_port"]
     _invite(port, "first")
     counters = _wait_counter(p, "backend_connect_failed", 1)
     assert counters.get("backend_connect_failed") == 1, counters
-    _invite(port, "second")
-    counters = _wait_counter(p, "backend_down_drops", 1)
-    assert counters["backend_down_drops"] == 1 and counters["backend_connect_failed"] == 1
+    reply = udp_request(port, request("INVITE", "sip:svc@pbx.test", call="second"))
+    assert reply.startswith(b"SIP/2.0 503 ") and b"\r\nRetry-After: 5\r\n" in reply and b"Call-ID: second\r\n" in reply
+    counters = p.status()["services"]["sip"]["counters"]
+    assert counters["unavailable_backend"] == 1 and counters["backend_connect_failed"] == 1
 
 
 def test_tls_pbx_that_never_handshakes_times_out(proxyd) -> None:

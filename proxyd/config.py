@@ -91,6 +91,9 @@ class Instance:
     #: SHA-256 fingerprint ("AB:CD:...", 32 bytes) the PBX's certificate must have when the `sip`
     #: target is tls; None: the connection is encrypted but the certificate is not checked
     sip_tls_fingerprint: str | None = None
+    #: the instance's PBX refuses SRTP offers (488): in media mode srtp, phone offers reach it as
+    #: plain RTP and the relay bridges SRTP<->RTP from the first offer
+    rtp_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -518,6 +521,7 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
     xmpp_direct = r.get(d, path, "xmpp_direct_tls", r.host_port, None)
     prov = r.get(d, path, "provisioning", lambda v, p: r.url(v, p, schemes=("http", "https"), nullable=True), None)
     pin = r.get(d, path, "sip_tls_fingerprint", r.sha256_fingerprint, None)
+    rtp_only = r.get(d, path, "rtp_only", r.boolean, False)
     if pin is not None and sip is not None and sip.transport != "tls":
         r.fail(f"{path}.sip_tls_fingerprint", f"only for a tls sip target, not {sip.transport}")
     if len(r.problems) > n0:
@@ -527,7 +531,7 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
         name=name, web=web, sip=sip, sip_domains=sip_domains or (), xmpp=xmpp,
         xmpp_domains=xmpp_domains or (), xmpp_default=bool(xmpp_default),
         xmpp_proxy_protocol=bool(xmpp_pp), xmpp_direct_tls=xmpp_direct, provisioning=prov,
-        sip_tls_fingerprint=pin,
+        sip_tls_fingerprint=pin, rtp_only=bool(rtp_only),
     )
 
 

@@ -33,8 +33,11 @@ class MediaError(Exception):
 
 @runtime_checkable
 class MediaRelay(Protocol):
-    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
-        """Rewrite an SDP offer coming from `side`; raise MediaError to refuse the call."""
+    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
+                    instance_rtp_only: bool = False) -> bytes:
+        """Rewrite an SDP offer coming from `side`; raise MediaError to refuse the call.
+        `instance_rtp_only`: the instance that gets this phone offer refuses SRTP offers (the
+        instance's `rtp_only`), so an SRTP relay offers it plain RTP and bridges."""
         ...
 
     async def answer(
@@ -51,7 +54,8 @@ class MediaRelay(Protocol):
 class PassThroughMedia:
     """SDP goes through unchanged: used when no media relay is running."""
 
-    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
+    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
+                    instance_rtp_only: bool = False) -> bytes:
         return sdp
 
     async def answer(

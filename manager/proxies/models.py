@@ -50,6 +50,10 @@ class Instance(models.Model):
         "PBX certificate SHA-256", max_length=95, blank=True,
         help_text="transport tls only: the fingerprint the PBX's certificate must have (hex, colons allowed); "
                   "empty: the connection is encrypted but the certificate is not checked")
+    rtp_only = models.BooleanField(
+        "PBX speaks plain RTP only", default=False,
+        help_text="the PBX refuses SRTP offers (488): with VoIP media SRTP, phones' offers reach it as plain RTP "
+                  "and the proxy bridges SRTP to RTP")
 
     class Meta:
         ordering = ["name"]

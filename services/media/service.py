@@ -132,7 +132,8 @@ class MediaService(Service):
             self._free_pair(self.spare.popleft())
 
     # -- MediaRelay ------------------------------------------------------------------------
-    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
+    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
+                    instance_rtp_only: bool = False) -> bytes:
         media = self._parse(sdp, side)
         call = self.calls.get(call_id)
         if call is None or len(call.streams) != len(media):
@@ -141,7 +142,7 @@ class MediaService(Service):
             call = Call([await self._stream(m) for m in media])
             self.calls[call_id] = call
         self._learn(call, media, side, source_ip)
-        edits = [self._offer_edit(st, m, side) for st, m in zip(call.streams, media, strict=True)]
+        edits = [self._offer_edit(st, m, side, instance_rtp_only) for st, m in zip(call.streams, media, strict=True)]
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
     async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
@@ -159,13 +160,15 @@ class MediaService(Service):
             await asyncio.sleep(0)  # transports close their sockets on the next loop turn: free the ports now
 
     # -- SRTP: opaque or bridged -----------------------------------------------------------
-    def _offer_edit(self, st: Stream, m: sdplib.Media, side: Side) -> sdplib.Edit | None:
+    def _offer_edit(self, st: Stream, m: sdplib.Media, side: Side, instance_rtp_only: bool) -> sdplib.Edit | None:
         if self.v.mode != "srtp" or not st.legs:
             return None
         if side is Side.PHONE:
             st.phone_proto, st.phone_keys = m.proto, m.cryptos
-            # a re-offer on a bridged stream stays bridged: the instance keeps hearing plain RTP
-            return sdplib.Edit(_plain(m.proto), ()) if st.bridged else None
+            # a re-offer on a bridged stream stays bridged: the instance keeps hearing plain RTP;
+            # an instance that refuses SRTP offers hears plain RTP from the first offer, and its
+            # plain answer makes the stream bridged
+            return sdplib.Edit(_plain(m.proto), ()) if st.bridged or instance_rtp_only else None
         if _is_srtp(m):
             st.unbridge()
             return None

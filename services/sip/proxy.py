@@ -83,6 +83,8 @@ class MediaStep:
     flow: Flow
     request: bytes | None  # the request as received, answered by `Relay.refuse` on a MediaError
     src: Flow
+    #: a phone's offer to an instance whose PBX refuses SRTP offers (`Relay.rtp_only`)
+    instance_rtp_only: bool = False
 
 
 Action = Send | MediaStep
@@ -106,6 +108,8 @@ class Relay:
         #: whether a PBX flow over TCP/TLS cannot take messages now (its connect failed a moment
         #: ago): the service knows, requests to it get a 503 instead of silence
         self.unavailable: Callable[[Flow], bool] = _never
+        #: PBX targets (transport, host, port) of instances with `rtp_only`
+        self.rtp_only: frozenset[tuple[str, str, int]] = frozenset()
         self.counters: Counter[str] = Counter()
         self.released: list[str] = []  # call ids whose media must be deleted
         locals_ = [*phone.values(), *backend.values()]
@@ -345,7 +349,8 @@ class Relay:
             op = self.dialogs.sdp_request(call_id, from_tag, method or "", now)
             side = "phone" if src.side == "p" else "instance"
             request = None if method == "ACK" else data
-            return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, dest, request, src)]
+            return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, dest, request, src,
+                              self._rtp_only(src, dest))]
         return [Send(dest, msg.serialize(), call_id)]
 
     # ---- responses ---------------------------------------------------------------------
@@ -364,8 +369,12 @@ class Relay:
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
             op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now)
             side = "phone" if src.side == "p" else "instance"
-            return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, flow, None, src)]
+            return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, flow, None, src,
+                              self._rtp_only(src, flow))]
         return [Send(flow, msg.serialize(), call_id)]
+
+    def _rtp_only(self, src: Flow, dest: Flow) -> bool:
+        return src.side == "p" and bool(self.rtp_only) and (dest.transport, dest.ip, dest.port) in self.rtp_only
 
     def expire(self, now: float) -> list[str]:
         if self.limiter is not None:

@@ -50,6 +50,8 @@ class SipView:
     rate_limit: int = 300
     #: (host, port) of a tls PBX -> the SHA-256 fingerprint its certificate must have
     pins: tuple[tuple[tuple[str, int], str], ...] = ()
+    #: PBX targets (transport, host, port) of instances that refuse SRTP offers
+    rtp_only: frozenset[tuple[str, str, int]] = frozenset()
 
 
 _PASS_THROUGH = PassThroughMedia()
@@ -97,6 +99,8 @@ class _Stream(asyncio.Protocol):
         if key is not None and self.tname == "tls" and not self.svc.pbx_certificate_ok(key, transport):
             self.queued = []  # nothing goes to a PBX that is not the one configured
             self.svc.down[key] = _monotonic() + RETRY_AFTER
+            if self.svc.out.get(key) is self:  # not used while the TLS close takes its round trip
+                del self.svc.out[key]
             transport.close()
             return
         self.flow = Flow(self.side, self.tname, ip, port, self.conn)
@@ -175,8 +179,10 @@ class SipService(Service):
         )
         pins = tuple(((i.sip.host, i.sip.port), i.sip_tls_fingerprint)
                      for i in cfg.instances if i.sip is not None and i.sip_tls_fingerprint)
+        rtp_only = frozenset((i.sip.transport, i.sip.host, i.sip.port)
+                             for i in cfg.instances if i.sip is not None and i.rtp_only)
         return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit,
-                       pins)
+                       pins, rtp_only)
 
     async def start(self, view: SipView) -> None:
         loop = asyncio.get_running_loop()
@@ -223,6 +229,7 @@ class SipService(Service):
         relay = Relay(_domains(view), phone, back, frozenset({view.fqdn}), _limiter(view),
                       FlowSigner(self._flow_key()))
         relay.unavailable = self._resting
+        relay.rtp_only = view.rtp_only
         return relay
 
     def _resting(self, flow: Flow) -> bool:
@@ -254,13 +261,15 @@ class SipService(Service):
             view.mode, view.bind, view.udp_port, view.tls_port) and _needs_tls(view) == ("tls" in self.back_servers)
         if old is not None and self.relay is not None and same_sockets:
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
+            self.relay.rtp_only = view.rtp_only
             if view.pins != old.pins:  # connections checked against another pin: check again
                 new_pins = dict(view.pins)
-                for key in [*self.out, *self.down]:
+                for key in {*self.out, *self.down}:
                     if key[0] == "tls" and dict(old.pins).get(key[1:]) != new_pins.get(key[1:]):
                         self.down.pop(key, None)  # a corrected pin is tried at once
-                        if key in self.out:
-                            self.out[key].close()
+                        conn = self.out.pop(key, None)  # the next message opens a new one, checked:
+                        if conn is not None:  # a TLS close takes a round trip, and takes no more writes
+                            conn.close()
             if view.rate_limit != old.rate_limit:
                 self.relay.limiter = _limiter(view)
             self.view_ = view
@@ -429,7 +438,7 @@ class SipService(Service):
         try:
             if step.op == "offer":
                 sdp = await self.media().offer(step.call_id, step.from_tag, step.msg.body, side=side,
-                                               source_ip=step.source_ip)
+                                               source_ip=step.source_ip, instance_rtp_only=step.instance_rtp_only)
             else:
                 sdp = await self.media().answer(step.call_id, step.from_tag, step.to_tag, step.msg.body,
                                                 side=side, source_ip=step.source_ip)

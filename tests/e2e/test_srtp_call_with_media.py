@@ -46,11 +46,15 @@ def rtp(seq: int, ssrc: int, payload: bytes) -> bytes:
 
 
 @pytest.mark.e2e
-def test_srtp_mode_refuses_plain_phones_and_bridges_to_a_plain_pbx(proxyd: Callable[..., ProxydProcess]) -> None:
+@pytest.mark.parametrize("rtp_only", [False, True])
+def test_srtp_mode_refuses_plain_phones_and_bridges_to_a_plain_pbx(proxyd: Callable[..., ProxydProcess],
+                                                                   rtp_only: bool) -> None:
+    """rtp_only: the instance says its PBX refuses SRTP offers, so it is offered plain RTP."""
     pbx, phone, phone_rtp, pbx_rtp = sock(), sock(), sock(), sock()
     sip_port, base = free_port(socket.SOCK_DGRAM), free_udp_range(40)
     p = proxyd(base_config(
-        instances=[{"name": "acme", "sip": f"udp:127.0.0.1:{pbx.getsockname()[1]}", "sip_domains": ["acme.test"]}],
+        instances=[{"name": "acme", "sip": f"udp:127.0.0.1:{pbx.getsockname()[1]}", "sip_domains": ["acme.test"],
+                    "rtp_only": rtp_only}],
         services={"sip": {"mode": "udp", "udp_port": sip_port}, "media": {"mode": "srtp", "port_min": base,
                                                                            "port_max": base + 39}},
     ))
@@ -65,7 +69,11 @@ def test_srtp_mode_refuses_plain_phones_and_bridges_to_a_plain_pbx(proxyd: Calla
     phone.sendto(invite(ph, "srtp-1", sdp(phone_rtp.getsockname()[1], k_phone)), ("127.0.0.1", sip_port))
     data, proxy_addr = pbx.recvfrom(65535)
     head, _, got_sdp = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"INVITE") and b"RTP/SAVP" in got_sdp  # offered as is: the PBX may speak SRTP
+    assert head.startswith(b"INVITE")
+    if rtp_only:
+        assert b"RTP/AVP" in got_sdp and b"RTP/SAVP" not in got_sdp and b"a=crypto" not in got_sdp
+    else:
+        assert b"RTP/SAVP" in got_sdp  # offered as is: the PBX may speak SRTP
     relay_for_pbx = int(re.search(rb"m=audio (\d+) ", got_sdp).group(1))  # type: ignore[union-attr]
 
     # the PBX answers plain RTP: the relay bridges

@@ -136,6 +136,10 @@ def test_pbx_certificate_fingerprint_is_checked_normalised_and_compiled() -> Non
     compiled = json.loads(p.active_revision.config_json)["instances"]
     assert compiled[0]["sip"] == "tls:10.0.0.5:5061"
     assert compiled[0]["sip_tls_fingerprint"] == inst.sip_tls_fingerprint
+    assert compiled[0]["rtp_only"] is False
+    inst.rtp_only = True
+    inst.save()
+    assert json.loads(p.active_revision.config_json)["instances"][0]["rtp_only"] is True
 
 
 def test_models_and_migrations_agree() -> None:

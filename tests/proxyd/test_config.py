@@ -124,6 +124,7 @@ def test_all_problems_reported_at_once_with_field_paths() -> None:
         (("instances", 0, "sip_tls_fingerprint"), "G" * 64, "instances[0].sip_tls_fingerprint: expected a SHA-256"),
         (("instances", 0, "sip_tls_fingerprint"), "ab" * 32,
          "instances[0].sip_tls_fingerprint: only for a tls sip target, not udp"),
+        (("instances", 0, "rtp_only"), "yes", "instances[0].rtp_only: expected true or false"),
     ],
 )
 def test_each_bad_field_is_named(path: tuple, value: object, expected: str) -> None:

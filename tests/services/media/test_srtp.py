@@ -155,6 +155,28 @@ async def test_phone_srtp_bridged_to_plain_rtp_instance(media: MediaService, mux
         t.close()
 
 
+async def test_rtp_only_instance_is_offered_plain_rtp_and_bridged(media: MediaService) -> None:
+    """An instance that refuses SRTP offers (`rtp_only`): the phone's SRTP offer reaches it as
+    plain RTP without keys, and its plain answer bridges the stream as usual."""
+    phone_t, phone, phone_port = await udp("127.0.0.2")
+    pbx_t, pbx, pbx_port = await udp("127.0.0.3")
+    k_phone = os.urandom(30)
+    to_pbx = media_of(await media.offer("r1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone),
+                                        side=Side.PHONE, source_ip="127.0.0.2", instance_rtp_only=True))
+    assert to_pbx.proto == "RTP/AVP" and not to_pbx.cryptos
+    to_phone = media_of(await media.answer("r1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP"),
+                                           side=Side.INSTANCE, source_ip="127.0.0.3"))
+    relay_key = sdes.parse(to_phone.cryptos[0])
+    assert to_phone.proto == "RTP/SAVP" and relay_key is not None and relay_key.key != k_phone
+    phone_t.sendto(tx(k_phone).protect(rtp(1, 0xAAAA, b"a" * 160)), ("127.0.0.1", to_phone.port))
+    assert await recv(pbx) == rtp(1, 0xAAAA, b"a" * 160)
+    pbx_t.sendto(rtp(1, 0xBBBB, b"b" * 160), ("127.0.0.1", to_pbx.port))
+    assert rx(relay_key.key).unprotect(await recv(phone)) == rtp(1, 0xBBBB, b"b" * 160)
+    assert media.stats()["streams"][0]["srtp_bridged"] is True
+    for t in (phone_t, pbx_t):
+        t.close()
+
+
 async def test_plain_rtp_instance_offer_is_bridged_towards_the_phone(media: MediaService) -> None:
     phone_t, phone, phone_port = await udp("127.0.0.2")
     pbx_t, pbx, pbx_port = await udp("127.0.0.3")

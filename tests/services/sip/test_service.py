@@ -25,7 +25,8 @@ class RecordingMedia:
     def __init__(self) -> None:
         self.ops: list[tuple[str, str]] = []
 
-    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
+    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
+                    instance_rtp_only: bool = False) -> bytes:
         self.ops.append(("offer", call_id))
         if call_id.startswith("no"):
             raise MediaError(488, "Not Acceptable Here")

@@ -183,9 +183,14 @@ def test_sdp_goes_to_media_and_bye_releases() -> None:
         b"Content-Length: 0\r\n\r\n", f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
     [step] = r.receive(data, PHONE, 0.0)
     assert isinstance(step, MediaStep) and step.op == "offer" and step.side == "phone"
+    assert step.instance_rtp_only is False
     bye = _invite().replace(b"INVITE sip", b"BYE sip").replace(b"1 INVITE", b"2 BYE")
     r.receive(bye, PHONE, 1.0)
     assert r.released == ["c1"]
+    # the PBX target refuses SRTP offers: the phone's offer says so to the media relay
+    r.rtp_only = frozenset({(PBX.transport, PBX.host, PBX.port)})
+    [step] = r.receive(data.replace(b"Call-ID: c1", b"Call-ID: c2"), PHONE, 2.0)
+    assert isinstance(step, MediaStep) and step.instance_rtp_only is True
 
 
 @given(st.sampled_from(cases()), st.integers(min_value=0, max_value=2000), st.binary(max_size=8),

@@ -37,6 +37,11 @@ FLOW_KEY_FILE = "sip-flow.key"  # in certs/: 64 random bytes, hex
 #: get a 503 from the relay, anything else is dropped and counted; the PBX is not hammered.
 CONNECT_TIMEOUT = 5.0
 QUEUE_MAX = 256
+#: A phone's TCP/TLS connection that has not sent one whole SIP message by then is closed: a
+#: held, silent connection costs a descriptor (keepalives alone do not keep it). Connections that
+#: have carried a message stay open as long as the phone keeps them (registered phones idle
+#: between keepalives).
+FIRST_MESSAGE_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class _Stream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.flow: Flow | None = None
         self.queued: list[bytes] = []
+        self.opened = _monotonic()
+        self.spoke = False  # has sent a whole SIP message (a keepalive alone does not count)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment] # uvloop's SSL transport is no asyncio.Transport
@@ -131,6 +138,8 @@ class _Stream(asyncio.Protocol):
             self.svc.relay_counter("framing_errors")
             self.transport.close()
             return
+        if not self.spoke and any(m[:1] != b"\r" for m in messages):
+            self.spoke = True
         for m in messages:
             self.svc.on_data(m, self.flow)
 
@@ -467,8 +476,17 @@ class SipService(Service):
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(5.0)
+            now = time.monotonic()
             if self.relay is not None:
-                self._release(self.relay.expire(time.monotonic()))
+                self._release(self.relay.expire(now))
+            self.close_silent(now)
+
+    def close_silent(self, now: float) -> None:
+        """Close phone connections that sent no whole message within FIRST_MESSAGE_TIMEOUT."""
+        for conn in list(self.conns.values()):
+            if conn.side == "p" and not conn.spoke and now - conn.opened > FIRST_MESSAGE_TIMEOUT:
+                self.relay_counter("silent_connections_closed")
+                conn.close()
 
     def stats(self) -> dict[str, Any]:
         listeners: list[str] = []

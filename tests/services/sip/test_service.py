@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 from proxyd.access import AccessList
@@ -161,3 +162,38 @@ async def test_a_media_step_stepped_by_hand_then_resumed_sees_what_it_awaited() 
     w = work()
     await _resume(w, w.send(None))
     assert seen == [488, "end"]
+
+
+async def test_phone_connections_that_never_send_a_message_are_closed(tmp_path: Path) -> None:
+    """Mode udp takes phones over TCP too: a connection that sent nothing, or only keepalives,
+    within FIRST_MESSAGE_TIMEOUT is closed; one that sent a SIP message stays open."""
+    from services.sip.service import FIRST_MESSAGE_TIMEOUT
+
+    state = StateDir(tmp_path).ensure()
+    svc = SipService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+    cfg = parse_config(sip_config("udp", 5999))
+    view = SipService.view(cfg)
+    assert view is not None
+    await svc.start(view)
+    conns = []
+    try:
+        for first in (b"", b"\r\n\r\n", b"OPTIONS sip:x@nowhere.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch="
+                      b"z9hG4bKs\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@nowhere.test>\r\nCall-ID: s1\r\n"
+                      b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", view.udp_port)
+            writer.write(first)
+            conns.append((reader, writer))
+        for reader, _ in conns[1:]:  # the keepalive's pong, the OPTIONS' 404: all three are served
+            assert await asyncio.wait_for(reader.read(2), 5)
+        assert len(svc.conns) == 3
+        svc.close_silent(time.monotonic() + FIRST_MESSAGE_TIMEOUT / 2)
+        assert len(svc.conns) == 3
+        svc.close_silent(time.monotonic() + FIRST_MESSAGE_TIMEOUT + 1)
+        for reader, _ in conns[:2]:
+            assert await asyncio.wait_for(reader.read(), 5) in (b"", b"\r\n")  # then EOF
+        await asyncio.sleep(0.1)
+        assert len(svc.conns) == 1 and svc.stats()["counters"]["silent_connections_closed"] == 2
+    finally:
+        for _, writer in conns:
+            writer.close()
+        await svc.stop(1)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from proxyd import logs
 from proxyd.cli import state_dir_arg
-from proxyd.config import ConfigError, load_file
+from proxyd.config import ConfigError, ProxyConfig, load_file
 from proxyd.daemon import Daemon, file_source
 from proxyd.loop import run as run_loop
 from proxyd.statedir import StateDir
@@ -65,5 +67,27 @@ def run(args: argparse.Namespace) -> int:
             backoff_max=max(args.backoff_max, 1.0),
         ))
     daemon = Daemon(state, admin_tcp=parse_admin(args.admin), drain_timeout=args.drain_timeout)
+    daemon.apply_listeners.append(_settle_heap_once())
     run_loop(daemon.serve(source))
     return 0
+
+
+def _settle_heap_once() -> Callable[[ProxyConfig | None, str | None], None]:
+    """After the first applied config: take what exists then (modules, config, listeners) out of
+    the cycle collector's sight (`gc.freeze`) and collect the young generation less often. The
+    relays allocate a few dozen containers per message that reference counting frees; with the
+    default threshold (700) the collector ran every ~15 SIP messages and full collections walked
+    every start-up object. Measured under sipp at 1,500 CPS: 2.1-2.7 µs of collector time per SIP
+    message before, 0.9 after, and a shorter p99 tail."""
+    done = False
+
+    def settle(cfg: ProxyConfig | None, error: str | None) -> None:
+        nonlocal done
+        if done or cfg is None:
+            return
+        done = True
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 20, 20)
+
+    return settle

@@ -1,8 +1,9 @@
 """The SIP edge relay service: asyncio transports around the sans-IO `Relay`.
 
-Phone side: UDP and TCP on one port (mode udp) or a TLS listener (mode tls). Backend side: a UDP socket on
-an ephemeral port of the bind address (instances with `sip` transport udp). SDP bodies go through
-the media relay (`ctx.lookup("media")`) or `PassThroughMedia`.
+Phone side: UDP and TCP on one port (mode udp) or a TLS listener (mode tls). Backend side: a UDP
+socket on an ephemeral port of the bind address (instances with `sip` transport udp), TCP/TLS
+connections opened on first use (transport tcp/tls), and listeners for connections PBXs open.
+SDP bodies go through the media relay (`ctx.lookup("media")`) or `PassThroughMedia`.
 """
 
 from __future__ import annotations
@@ -304,8 +305,8 @@ class SipService(Service):
         self.down = {}
 
     # ---- data path ---------------------------------------------------------------------
-    def relay_counter(self, name: str) -> None:
-        self.counters_extra[name] = self.counters_extra.get(name, 0) + 1
+    def relay_counter(self, name: str, n: int = 1) -> None:
+        self.counters_extra[name] = self.counters_extra.get(name, 0) + n
 
     def on_data(self, data: bytes, src: Flow) -> None:
         relay = self.relay
@@ -415,6 +416,9 @@ class SipService(Service):
                              transport, host, port, exc if str(exc) else f"no connection in {CONNECT_TIMEOUT:g} s",
                              RETRY_AFTER)
             self.down[key] = _monotonic() + RETRY_AFTER
+            if conn.queued:  # what waited for this connection
+                self.relay_counter("backend_down_drops", len(conn.queued))
+                conn.queued = []
             if self.out.get(key) is conn:
                 del self.out[key]
 

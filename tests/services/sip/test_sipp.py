@@ -325,6 +325,7 @@ def test_unreachable_tcp_pbx_is_retried_after_a_pause(proxyd) -> None:
     _invite(port, "first")
     counters = _wait_counter(p, "backend_connect_failed", 1)
     assert counters.get("backend_connect_failed") == 1, counters
+    assert counters["backend_down_drops"] == 1  # the INVITE that waited for the connection
     reply = udp_request(port, request("INVITE", "sip:svc@pbx.test", call="second"))
     assert reply.startswith(b"SIP/2.0 503 ") and b"\r\nRetry-After: 5\r\n" in reply and b"Call-ID: second\r\n" in reply
     counters = p.status()["services"]["sip"]["counters"]

@@ -31,6 +31,23 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_tcp_udp_port(host: str = "127.0.0.1") -> int:
+    """A port that was free for TCP and for UDP a moment ago, for peers that listen on both
+    (named; proxyd's SIP in mode udp). `free_port()` checks one protocol only, and the other may
+    be held by anyone (a UDP client's ephemeral port, an outgoing TCP connection)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            t.bind((host, 0))
+            port = int(t.getsockname()[1])
+            try:
+                u.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port free for both TCP and UDP")
+
+
 def free_udp_range(size: int, after: int | None = None) -> int:
     """Start of an even-aligned UDP port range of `size` ports that looked free: near a free
     ephemeral port, or (`after`) the first free one from that port on in steps of 500, below the

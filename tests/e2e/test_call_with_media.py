@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support import ProxydProcess, base_config, free_port, free_udp_range
+from tests.support import ProxydProcess, base_config, free_tcp_udp_port, free_udp_range
 
 
 def sock() -> socket.socket:
@@ -37,7 +37,7 @@ def m_port(body: bytes) -> int:
 @pytest.mark.e2e
 def test_invite_200_rewrites_sdp_and_rtp_flows(proxyd: Callable[..., ProxydProcess]) -> None:
     pbx, phone, phone_rtp, pbx_rtp = sock(), sock(), sock(), sock()
-    sip_port, base = free_port(socket.SOCK_DGRAM), free_udp_range(40)
+    sip_port, base = free_tcp_udp_port(), free_udp_range(40)
     p = proxyd(base_config(
         instances=[{"name": "acme", "sip": f"udp:127.0.0.1:{pbx.getsockname()[1]}", "sip_domains": ["acme.test"]}],
         services={"sip": {"mode": "udp", "udp_port": sip_port}, "media": {"mode": "rtp", "port_min": base,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 from pylibsrtp import Policy, Session
 
-from tests.support import ProxydProcess, base_config, free_port, free_udp_range
+from tests.support import ProxydProcess, base_config, free_tcp_udp_port, free_udp_range
 
 PROFILE = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
 
@@ -51,7 +51,7 @@ def test_srtp_mode_refuses_plain_phones_and_bridges_to_a_plain_pbx(proxyd: Calla
                                                                    rtp_only: bool) -> None:
     """rtp_only: the instance says its PBX refuses SRTP offers, so it is offered plain RTP."""
     pbx, phone, phone_rtp, pbx_rtp = sock(), sock(), sock(), sock()
-    sip_port, base = free_port(socket.SOCK_DGRAM), free_udp_range(40)
+    sip_port, base = free_tcp_udp_port(), free_udp_range(40)
     p = proxyd(base_config(
         instances=[{"name": "acme", "sip": f"udp:127.0.0.1:{pbx.getsockname()[1]}", "sip_domains": ["acme.test"],
                     "rtp_only": rtp_only}],

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.support import base_config, free_port, require_peer
+from tests.support import base_config, free_port, free_tcp_udp_port, require_peer
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
@@ -15,7 +15,7 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 def sip_config(mode: str, uas_port: int, transport: str = "udp") -> dict[str, Any]:
     return base_config(
         instances=[{"name": "pbx", "sip": f"{transport}:127.0.0.1:{uas_port}", "sip_domains": ["pbx.test"]}],
-        services={"sip": {"mode": mode, "udp_port": free_port(socket.SOCK_DGRAM), "tls_port": free_port()}},
+        services={"sip": {"mode": mode, "udp_port": free_tcp_udp_port(), "tls_port": free_port()}},
     )
 
 

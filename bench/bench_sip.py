@@ -36,6 +36,21 @@ def free_udp() -> int:
         return int(s.getsockname()[1])
 
 
+def free_tcp_udp() -> int:
+    """The proxy's SIP port: pforte in mode udp listens there on UDP and TCP."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            t.bind(("127.0.0.1", 0))
+            port = int(t.getsockname()[1])
+            try:
+                u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port free for both TCP and UDP")
+
+
 def cpu_seconds(sid: int) -> float:
     """CPU time (user+system) of every process in session `sid`."""
     total = 0
@@ -147,7 +162,7 @@ def start_bare(uas_port: int, port: int, workdir: Path) -> subprocess.Popen[byte
 def measure(name: str, starter: object, rates: tuple[int, ...] = RATES) -> tuple[int, float]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        uas_port, port = free_udp(), free_udp()
+        uas_port, port = free_udp(), free_tcp_udp()
         uas = subprocess.Popen(["taskset", "-c", "0", "sipp", "-sf", str(SCEN / "pbx_uas.xml"), "-i", "127.0.0.1",
                                 "-p", str(uas_port), "-nostdin", "-max_socket", "10000"], cwd=workdir,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -4,18 +4,15 @@ as a separate process on the same database for the HTTP API."""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support import served_manager
 
-_DATA = tempfile.mkdtemp(prefix="pforte-manager-test-")
 
-
-def _setup_django() -> None:
-    os.environ["PFORTE_MANAGER_DATA"] = _DATA
+def _setup_django(data: str) -> None:
+    os.environ["PFORTE_MANAGER_DATA"] = data
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "manager.settings")
     import django
 
@@ -26,9 +23,12 @@ def _setup_django() -> None:
 
 
 @pytest.fixture(scope="session")
-def django_db() -> str:
-    _setup_django()
-    return _DATA
+def django_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The manager's data dir (SQLite, serve.log) for the session: under pytest's temp base, which
+    keeps the last three runs for a post-mortem and removes older ones."""
+    data = str(tmp_path_factory.mktemp("manager-data"))
+    _setup_django(data)
+    return data
 
 
 @pytest.fixture

@@ -25,30 +25,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.support import free_port, free_tcp_udp_port  # noqa: E402
+
 SCEN = ROOT / "tests" / "services" / "sip" / "scenarios"
 DURATION = 20
 CLK = os.sysconf("SC_CLK_TCK")
-
-
-def free_udp() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_tcp_udp() -> int:
-    """The proxy's SIP port: pforte in mode udp listens there on UDP and TCP."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t, \
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for both TCP and UDP")
 
 
 def cpu_seconds(sid: int) -> float:
@@ -72,7 +54,7 @@ def run_rate(proxy_port: int, sid: int, rate: int, workdir: Path) -> tuple[bool,
     try:
         res = subprocess.run(
             ["taskset", "-c", "0", "sipp", "-sf", str(SCEN / "call_uac.xml"), f"127.0.0.1:{proxy_port}",
-             "-i", "127.0.0.1", "-p", str(free_udp()), "-r", str(rate), "-m", str(rate * DURATION),
+             "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_DGRAM)), "-r", str(rate), "-m", str(rate * DURATION),
              "-l", str(rate * 5), "-nostdin", "-timeout", f"{DURATION + 30}s", "-max_socket", "10000"],
             cwd=workdir, capture_output=True, text=True, timeout=DURATION + 60)
     except subprocess.TimeoutExpired:  # overloaded: calls never finished
@@ -112,7 +94,7 @@ def start_pforte(uas_port: int, port: int, workdir: Path, media: bool = True) ->
            "bind": "127.0.0.1", "instances": [{"name": "pbx", "sip": f"udp:127.0.0.1:{uas_port}",
                                                "sip_domains": ["pbx.test"]}],
            "services": {"web": {"mode": "off"}, "sip": {"mode": "udp", "udp_port": port, "rate_limit": 0},
-                        # below the ephemeral range, where free_udp() picks the SIP port
+                        # below the ephemeral range, where free_tcp_udp_port() picks the SIP port
                         "media": {"mode": "rtp", "port_min": 20000, "port_max": 29998},
                         "provisioning": {"mode": "off"}, "xmpp": {"enabled": False}}}
     (workdir / "proxy.json").write_text(json.dumps(cfg))
@@ -162,7 +144,7 @@ def start_bare(uas_port: int, port: int, workdir: Path) -> subprocess.Popen[byte
 def measure(name: str, starter: object, rates: tuple[int, ...] = RATES) -> tuple[int, float]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        uas_port, port = free_udp(), free_tcp_udp()
+        uas_port, port = free_port(socket.SOCK_DGRAM), free_tcp_udp_port()  # pforte in mode udp listens on both
         uas = subprocess.Popen(["taskset", "-c", "0", "sipp", "-sf", str(SCEN / "pbx_uas.xml"), "-i", "127.0.0.1",
                                 "-p", str(uas_port), "-nostdin", "-max_socket", "10000"], cwd=workdir,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

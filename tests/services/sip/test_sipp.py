@@ -16,6 +16,7 @@ import pytest
 from proxyd.tls import fingerprint
 from services.sip.framing import StreamFramer
 from services.sip.message import split_commas
+from services.sip.proxy import RETRY_AFTER
 from tests.services.sip.sipp_support import SCENARIOS, request, sip_config, sipp, sipp_bg, stop, udp_request
 from tests.support import free_port
 
@@ -318,7 +319,8 @@ def test_tls_pbx_with_another_certificate_gets_nothing(proxyd, tmp_path: Path) -
 
 def test_unreachable_tcp_pbx_is_retried_after_a_pause(proxyd) -> None:
     """Nothing listens at the PBX's TCP port: the connect fails once; requests in the next seconds
-    get a 503 with Retry-After instead of each trying a new connection."""
+    get a 503 with Retry-After instead of each trying a new connection; after the pause a request
+    tries again."""
     cfg = sip_config("udp", free_port(), transport="tcp")
     p = proxyd(cfg)
     port = cfg["services"]["sip"]["udp_port"]
@@ -330,6 +332,10 @@ def test_unreachable_tcp_pbx_is_retried_after_a_pause(proxyd) -> None:
     assert reply.startswith(b"SIP/2.0 503 ") and b"\r\nRetry-After: 5\r\n" in reply and b"Call-ID: second\r\n" in reply
     counters = p.status()["services"]["sip"]["counters"]
     assert counters["unavailable_backend"] == 1 and counters["backend_connect_failed"] == 1
+    time.sleep(RETRY_AFTER)
+    _invite(port, "third")
+    counters = _wait_counter(p, "backend_connect_failed", 2)
+    assert counters["backend_connect_failed"] == 2 and counters["unavailable_backend"] == 1, counters
 
 
 def test_tls_pbx_that_never_handshakes_times_out(proxyd) -> None:

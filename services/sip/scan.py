@@ -153,8 +153,12 @@ class Sip:
 
 #: header line -> (slot, checked value): a line seen before is neither split nor checked again.
 #: Most lines of a call repeat (From, To, Contact, CSeq...), many across calls; bounded, cleared when full.
+#: Small on purpose: the lines of the calls in flight fit, and the relay's cost follows its memory
+#: footprint more than this hit rate. Against 50,000 lines, under sipp at 1,500 CPS: the cycle
+#: collector's time per message 0.9 -> 0.2 µs (it walked the cached values), half the page faults,
+#: Python time per message equal or lower in three paired runs.
 _seen: dict[str, tuple[int, object]] = {}
-_SEEN_MAX = 50_000
+_SEEN_MAX = 4096
 #: start line -> (method or None, Request-URI, status): the same few recur in every call
 _starts: dict[str, tuple[str | None, str, int]] = {}
 _STARTS_MAX = 4096

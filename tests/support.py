@@ -97,7 +97,8 @@ def base_config(**overrides: Any) -> dict[str, Any]:
         "services": {
             "web": {"mode": "off", "port": free_port()},
             "sip": {"mode": "off"},
-            "media": {"mode": "rtp", "port_min": 40000, "port_max": 40098},
+            # below the ephemeral range: no port free_port() hands out (a SIP port) can fall inside
+            "media": {"mode": "rtp", "port_min": 20000, "port_max": 20098},
             "provisioning": {"mode": "off"},
             "xmpp": {"enabled": False},
         },

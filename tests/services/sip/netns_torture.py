@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from tests.services.sip.torture import TORTURE, cases
-from tests.support import ProxydProcess, base_config, free_port
+from tests.support import ProxydProcess, base_config, free_tcp_udp_port
 
 DOMAINS = ["example.com", "example.net", "example.org", "chair-dnrc.example.com", "biloxi.com",
            "registrar.example.com", "example.edu", "example.test", "atlanta.com"]
@@ -20,7 +20,7 @@ DOMAINS = ["example.com", "example.net", "example.org", "chair-dnrc.example.com"
 def main() -> None:
     pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     pbx.bind(("127.0.0.1", 0))
-    port = free_port(socket.SOCK_DGRAM)
+    port = free_tcp_udp_port()  # pforte in mode udp listens on UDP and TCP
     cfg = base_config(
         instances=[{"name": "t", "sip": f"udp:127.0.0.1:{pbx.getsockname()[1]}", "sip_domains": DOMAINS}],
         services={"sip": {"mode": "udp", "udp_port": port}},

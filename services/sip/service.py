@@ -105,10 +105,7 @@ class _Stream(asyncio.Protocol):
             return
         key = self.pool_key  # set on connections we open to a PBX
         if key is not None and self.tname == "tls" and not self.svc.pbx_certificate_ok(key, transport):
-            self.queued = []  # nothing goes to a PBX that is not the one configured
-            self.svc.down[key] = _monotonic() + RETRY_AFTER
-            if self.svc.out.get(key) is self:  # not used while the TLS close takes its round trip
-                del self.svc.out[key]
+            self.svc.rest(key, self)  # nothing goes to a PBX that is not the one configured
             transport.close()
             return
         self.flow = Flow(self.side, self.tname, ip, port, self.conn)
@@ -273,9 +270,9 @@ class SipService(Service):
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
             self.relay.rtp_only = view.rtp_only
             if view.pins != old.pins:  # connections checked against another pin: check again
-                new_pins = dict(view.pins)
+                old_pins, new_pins = dict(old.pins), dict(view.pins)
                 for key in {*self.out, *self.down}:
-                    if key[0] == "tls" and dict(old.pins).get(key[1:]) != new_pins.get(key[1:]):
+                    if key[0] == "tls" and old_pins.get(key[1:]) != new_pins.get(key[1:]):
                         self.down.pop(key, None)  # a corrected pin is tried at once
                         conn = self.out.pop(key, None)  # the next message opens a new one, checked:
                         if conn is not None:  # a TLS close takes a round trip, and takes no more writes
@@ -415,12 +412,17 @@ class SipService(Service):
             self.log.warning("event=sip_backend_connect_failed target=%s:%s:%s error=%r retry_after=%s",
                              transport, host, port, exc if str(exc) else f"no connection in {CONNECT_TIMEOUT:g} s",
                              RETRY_AFTER)
-            self.down[key] = _monotonic() + RETRY_AFTER
-            if conn.queued:  # what waited for this connection
-                self.relay_counter("backend_down_drops", len(conn.queued))
-                conn.queued = []
-            if self.out.get(key) is conn:
-                del self.out[key]
+            self.rest(key, conn)
+
+    def rest(self, key: tuple[str, str, int], conn: _Stream) -> None:
+        """No new connection to this PBX for RETRY_AFTER: what waited for `conn` is dropped, and
+        `conn` is out of use at once (a TLS close still takes its round trip)."""
+        self.down[key] = _monotonic() + RETRY_AFTER
+        if conn.queued:
+            self.relay_counter("backend_down_drops", len(conn.queued))
+            conn.queued = []
+        if self.out.get(key) is conn:
+            del self.out[key]
 
     def pbx_certificate_ok(self, key: tuple[str, str, int], transport: asyncio.BaseTransport) -> bool:
         """Whether the certificate a tls PBX presented on a connection we opened has the

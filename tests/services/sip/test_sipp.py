@@ -306,6 +306,7 @@ def test_tls_pbx_with_another_certificate_gets_nothing(proxyd, tmp_path: Path) -
         _invite(cfg["services"]["sip"]["udp_port"], "wrong-pin")
         counters = _wait_counter(p, "backend_certificate_mismatch", 1)
         assert counters.get("backend_certificate_mismatch") == 1, counters
+        assert counters["backend_down_drops"] == 1  # the INVITE that waited for the connection
         for n in range(3):  # within RETRY_AFTER: answered 503, no new connection to the PBX
             reply = udp_request(cfg["services"]["sip"]["udp_port"], request("INVITE", "sip:svc@pbx.test", call=f"a{n}"))
             assert reply.startswith(b"SIP/2.0 503 Service Unavailable\r\n") and b"\r\nRetry-After: 5\r\n" in reply

@@ -164,8 +164,9 @@ _starts: dict[str, tuple[str | None, str, int]] = {}
 _STARTS_MAX = 4096
 
 
-def scan(data: bytes, datagram: bool = True) -> Sip | None:
-    """The scanned message, or None when the full parser must decide (odd or broken input)."""
+def scan_py(data: bytes, datagram: bool = True) -> Sip | None:
+    """The scanned message, or None when the full parser must decide (odd or broken input).
+    The reference for the C scanner (`_cscan.scan`, used when built), and the fallback without it."""
     text_end = data.find(b"\r\n\r\n")
     if text_end == -1 or len(data) > MAX_MESSAGE:
         return None
@@ -193,15 +194,12 @@ def scan(data: bytes, datagram: bool = True) -> Sip | None:
     single: list[object] = [None] * N_SINGLE
     pr: list[int] | None = None
     seen = _seen
-    for i, line in enumerate(lines):  # bare-LF lines never reach the cache: `_line` refuses them
+    for i, line in enumerate(lines):
         known = seen.get(line)
         if known is None:
-            known = _line(line)
+            known = _line_cached(line)
             if known is None:
                 return None
-            if len(seen) >= _SEEN_MAX:
-                seen.clear()
-            seen[line] = known
         k, value = known
         if k < N_SINGLE:
             if single[k] is not None:
@@ -253,6 +251,19 @@ def scan(data: bytes, datagram: bool = True) -> Sip | None:
     if n:
         s._body = data[body_start:body_start + n]
     return s
+
+
+def _line_cached(line: str) -> tuple[int, object] | None:
+    """`_line`, remembered: the C scanner asks for the lines it does not read itself."""
+    known = _seen.get(line)
+    if known is None:
+        known = _line(line)
+        if known is None:  # bare-LF lines never reach the cache: `_line` refuses them
+            return None
+        if len(_seen) >= _SEEN_MAX:
+            _seen.clear()
+        _seen[line] = known
+    return known
 
 
 def _start(line: str) -> tuple[str | None, str, int] | None:
@@ -345,3 +356,16 @@ def tag(value: str) -> str:
         if k.strip().lower() == "tag":
             return v.strip()
     return ""
+
+
+try:
+    from services.sip import _cscan  # type: ignore[attr-defined]
+except ImportError:  # not built (a source tree without `make venv`): the Python scanner
+    _cscan = None
+if _cscan is not None:
+    _cscan.configure(Sip, Via, _line_cached, valid_request_uri, MAX_MESSAGE)
+    scan = _cscan.scan
+    SCANNER = "c"
+else:
+    scan = scan_py
+    SCANNER = "python"

@@ -30,6 +30,7 @@ from services.sip.framing import StreamFramer
 from services.sip.message import SipError
 from services.sip.protect import RateLimiter
 from services.sip.proxy import RETRY_AFTER, Local, MediaStep, Relay, Send, Target
+from services.sip.scan import SCANNER
 
 FLOW_KEY_FILE = "sip-flow.key"  # in certs/: 64 random bytes, hex
 #: Towards a TCP/TLS PBX: how long a connect (with the TLS handshake) may take, and how many
@@ -221,7 +222,9 @@ class SipService(Service):
             raise ServiceError(f"sip: cannot bind {view.bind}: {exc} (is another SIP server running?)") from exc
         self.relay = self._make_relay(view)
         self.timer = asyncio.create_task(self._tick())
-        self.log.info("event=sip_started mode=%s bind=%s", view.mode, view.bind)
+        self.log.info("event=sip_started mode=%s bind=%s scanner=%s", view.mode, view.bind, SCANNER)
+        if SCANNER != "c":
+            self.log.warning("event=sip_slow_scanner reason=services.sip._cscan_not_built fix='make venv'")
 
     def _make_relay(self, view: SipView) -> Relay:
         assert self.back_udp is not None

@@ -631,6 +631,62 @@ done:
     return result;
 }
 
+static PyObject *not_latin1(PyObject *text) {
+    PyObject *raised = PyUnicode_AsLatin1String(text);  /* a wider kind always holds a char > 255 */
+    Py_XDECREF(raised);
+    if (raised != NULL)
+        PyErr_SetString(PyExc_ValueError, "a str of a wide kind encoded to latin-1");
+    return NULL;
+}
+
+/* serialize(start, lines, body) -> bytes: start CRLF, every non-empty line CRLF, CRLF, body;
+ * UnicodeEncodeError (as str.encode("latin-1") raises it) for a character beyond latin-1 */
+static PyObject *serialize(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyUnicode_Check(args[0]) || !PyList_Check(args[1]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "serialize(start: str, lines: list[str], body: bytes)");
+        return NULL;
+    }
+    PyObject *lines = args[1];
+    Py_ssize_t n = PyList_GET_SIZE(lines), size = PyUnicode_GET_LENGTH(args[0]) + 4 + PyBytes_GET_SIZE(args[2]);
+    if (PyUnicode_KIND(args[0]) != PyUnicode_1BYTE_KIND)
+        return not_latin1(args[0]);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!PyUnicode_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "header lines must be str");
+            return NULL;
+        }
+        if (PyUnicode_KIND(line) != PyUnicode_1BYTE_KIND)
+            return not_latin1(line);
+        Py_ssize_t len = PyUnicode_GET_LENGTH(line);
+        if (len)
+            size += len + 2;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL)
+        return NULL;
+    char *w = PyBytes_AS_STRING(out);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(args[0]);
+    memcpy(w, PyUnicode_1BYTE_DATA(args[0]), len);
+    w += len;
+    *w++ = '\r';
+    *w++ = '\n';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        len = PyUnicode_GET_LENGTH(line);
+        if (len) {  /* "": a removed line */
+            memcpy(w, PyUnicode_1BYTE_DATA(line), len);
+            w += len;
+            *w++ = '\r';
+            *w++ = '\n';
+        }
+    }
+    *w++ = '\r';
+    *w++ = '\n';
+    memcpy(w, PyBytes_AS_STRING(args[2]), PyBytes_GET_SIZE(args[2]));
+    return out;
+}
+
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *sip, *via, *reader, *uri;
     Py_ssize_t mx;
@@ -670,6 +726,8 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
      "scan(data, datagram=True) -> Sip | None: as services.sip.scan.scan_py"},
+    {"serialize", (PyCFunction)(void (*)(void))serialize, METH_FASTCALL,
+     "serialize(start, lines, body) -> bytes: a scanned message's wire form"},
     {"configure", configure, METH_VARARGS, "configure(Sip, Via, line_reader, uri_ok, max_message)"},
     {NULL, NULL, 0, NULL}};
 

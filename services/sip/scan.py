@@ -137,7 +137,10 @@ class Sip:
         if len(idx) < 2 or idx[1] != i:  # the common case: alone on its line
             self.lines[i] = "" if value is None else "Via: " + value
             return
-        rest = [v.raw for v, j in zip(self.vias[1:], self.via_idx[1:], strict=True) if j == i]
+        n = 2  # the values on line i come first, and in order
+        while n < len(idx) and idx[n] == i:
+            n += 1
+        rest = [v.raw for v in self.vias[1:n]]
         values = ([value] if value is not None else []) + rest
         self.lines[i] = "Via: " + ", ".join(values) if values else ""
 
@@ -147,8 +150,12 @@ class Sip:
         self.lines[i] = line + "\r\n" + self.lines[i] if self.lines[i] else line
 
     def serialize(self) -> bytes:
-        head = self.start + "\r\n" + "\r\n".join(filter(None, self.lines)) + "\r\n\r\n"  # "": removed
-        return head.encode("latin-1") + self._body
+        return _serialize(self.start, self.lines, self._body)
+
+
+def serialize_py(start: str, lines: list[str], body: bytes) -> bytes:
+    head = start + "\r\n" + "\r\n".join(filter(None, lines)) + "\r\n\r\n"  # "": removed
+    return head.encode("latin-1") + body
 
 
 #: header line -> (slot, checked value): a line seen before is neither split nor checked again.
@@ -365,7 +372,9 @@ except ImportError:  # not built (a source tree without `make venv`): the Python
 if _cscan is not None:
     _cscan.configure(Sip, Via, _line_cached, valid_request_uri, MAX_MESSAGE)
     scan = _cscan.scan
+    _serialize = _cscan.serialize
     SCANNER = "c"
 else:
     scan = scan_py
+    _serialize = serialize_py
     SCANNER = "python"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from services.sip import _cscan  # type: ignore[attr-defined]
 from services.sip.message import SipError, parse
-from services.sip.scan import _NAME_ADDR, _VIA, SCANNER, Sip, scan, scan_py
+from services.sip.scan import _NAME_ADDR, _VIA, SCANNER, Sip, scan, scan_py, serialize_py
 from tests.services.sip.test_scan import SAMPLES
 
 FIELDS = ("start", "method", "uri", "status", "lines", "via_idx", "route_idx", "contact_idx", "rr_idx", "path_idx",
@@ -28,7 +28,27 @@ def view(s: Sip | None) -> object:
 
 def same(data: bytes) -> None:
     for datagram in (True, False):
-        assert view(_cscan.scan(data, datagram)) == view(scan_py(data, datagram)), data[:300]
+        s = _cscan.scan(data, datagram)
+        assert view(s) == view(scan_py(data, datagram)), data[:300]
+        if s is not None:
+            assert _cscan.serialize(s.start, s.lines, s.body) == serialize_py(s.start, s.lines, s.body)
+
+
+def test_serialize_after_edits() -> None:
+    s = scan(SIPP_RESPONSE)
+    assert s is not None and s.serialize() == SIPP_RESPONSE
+    s.set_top_via(None)
+    s.insert_before(0, "Via: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx")
+    s.lines[5] = ""  # Record-Route removed
+    s.body = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n"
+    assert _cscan.serialize(s.start, s.lines, s.body) == serialize_py(s.start, s.lines, s.body)
+    assert parse(s.serialize()).all("Via") == [
+        "SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx",
+        "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1-0;rport=5070;received=127.0.0.1"]
+    for wide in ("To: \u0100", "To: \U0001f600"):  # beyond latin-1: refused as str.encode refuses it
+        with pytest.raises(UnicodeEncodeError):
+            _cscan.serialize(s.start, [*s.lines, wide], b"")
+    assert _cscan.serialize("SIP/2.0 200 \xe9", ["", "X: \xff"], b"") == b"SIP/2.0 200 \xe9\r\nX: \xff\r\n\r\n"
 
 
 def test_the_relay_uses_the_c_scanner() -> None:

@@ -30,8 +30,8 @@ SDP_METHODS = frozenset({"INVITE", "UPDATE", "ACK", "PRACK"})
 #: The params of a client's top Via in the common shape (branch, maybe a bare rport): read
 #: without building a dict; anything else goes through `Via.param_dict`.
 _CLIENT_PARAMS = re.compile(r";branch=([^;\s]+)(;rport)?")
-#: The params of our own Via as we write it: (branch, token) read without building a dict.
-_OWN_PARAMS = re.compile(rf";branch=({BRANCH}[0-9a-f]+);pf=([A-Za-z0-9_-]+)")
+#: How the params of our own Via start as we write them (`;branch=<BRANCH...>;pf=<token>`)
+_OWN_START = ";branch=" + BRANCH
 _MAX_FORWARDS = [f"Max-Forwards: {n}" for n in range(256)]
 #: seconds a phone is told to wait (Retry-After) when its PBX cannot be reached; the service
 #: rests an unreachable TCP/TLS target as long
@@ -406,8 +406,12 @@ def _client_via_general(top: Via, sent_by: str, src: Flow) -> tuple[str, str]:
 
 def _own_token(top: Via) -> str | None:
     """The flow token in our own Via (on top of a response), None if it is not ours."""
-    m = _OWN_PARAMS.fullmatch(top.params)  # as we wrote it, unless the PBX edited it
-    return m.group(2) if m is not None else _own_token_general(top)
+    p = top.params
+    if p.startswith(_OWN_START) and p.count(";") == 2:  # as we wrote it: ;branch=...;pf=...
+        i = p.find(";pf=")
+        if i > 0:
+            return p[i + 4:]
+    return _own_token_general(top)
 
 
 def _own_token_general(top: Via) -> str | None:

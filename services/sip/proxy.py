@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +26,6 @@ log = logging.getLogger("services.sip")
 BRANCH = "z9hG4bKpf"
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 SDP_METHODS = frozenset({"INVITE", "UPDATE", "ACK", "PRACK"})
-#: The params of a client's top Via in the common shape (branch, maybe a bare rport): read
-#: without building a dict; anything else goes through `Via.param_dict`.
-_CLIENT_PARAMS = re.compile(r";branch=([^;\s]+)(;rport)?")
 #: How the params of our own Via start as we write them (`;branch=<BRANCH...>;pf=<token>`)
 _OWN_START = ";branch=" + BRANCH
 _MAX_FORWARDS = [f"Max-Forwards: {n}" for n in range(256)]
@@ -271,7 +267,8 @@ class Relay:
         """Pop the leading Route values that name us; the flow of the other side if one carries it."""
         if not msg.route_idx:
             return None
-        key = ("\r\n".join([msg.lines[i] for i in msg.route_idx]), src.side)
+        idx = msg.route_idx
+        key = (msg.lines[idx[0]] if len(idx) == 1 else "\r\n".join([msg.lines[i] for i in idx]), src.side)
         known = self._routes.get(key)
         if known is None:
             known = self._route_set(msg, src)
@@ -388,13 +385,14 @@ def _never(flow: Flow) -> bool:
 
 def _client_via(top: Via, sent_by: str, src: Flow) -> tuple[str, str]:
     """(the branch, the client's top Via with received and rport set: RFC 3581)."""
-    m = _CLIENT_PARAMS.fullmatch(top.params)
-    if m is None:
-        return _client_via_general(top, sent_by, src)
-    inbound = m.group(1)  # the common shape: the same text as the general case gives
-    if m.group(2):
-        return inbound, f"{sent_by};branch={inbound};rport={src.port};received={src.ip}"
-    return inbound, f"{sent_by};branch={inbound};received={src.ip};rport={src.port}"
+    p = top.params  # the common shape, `;branch=x` or `;branch=x;rport`: the text the general case gives
+    n = p.count(";")
+    if p.startswith(";branch="):
+        if n == 1 and len(p) > 8:
+            return p[8:], f"{sent_by}{p};received={src.ip};rport={src.port}"
+        if n == 2 and p.endswith(";rport") and len(p) > 14:
+            return p[8:-6], f"{sent_by}{p}={src.port};received={src.ip}"
+    return _client_via_general(top, sent_by, src)
 
 
 def _client_via_general(top: Via, sent_by: str, src: Flow) -> tuple[str, str]:

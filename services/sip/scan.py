@@ -140,9 +140,9 @@ class Sip:
         n = 2  # the values on line i come first, and in order
         while n < len(idx) and idx[n] == i:
             n += 1
-        rest = [v.raw for v in self.vias[1:n]]
-        values = ([value] if value is not None else []) + rest
-        self.lines[i] = "Via: " + ", ".join(values) if values else ""
+        vias = self.vias
+        rest = vias[1].raw if n == 2 else ", ".join([vias[j].raw for j in range(1, n)])
+        self.lines[i] = "Via: " + rest if value is None else "Via: " + value + ", " + rest
 
     def insert_before(self, idx: int, line: str) -> None:
         """Put `line` above header `idx` (above all headers when idx is -1)."""

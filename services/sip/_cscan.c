@@ -185,20 +185,22 @@ static int name_addr_ok(ptr q, ptr e) {
 
 /* where a slot of `Via` (a __slots__ class) lives in its objects: written directly, as the
  * member descriptor would, to skip the Python __init__ per Via */
-static Py_ssize_t via_off[6];  /* transport, host, port, params, raw, _pd */
+#define VIA_SLOTS 7
+static Py_ssize_t via_off[VIA_SLOTS];  /* transport, host, port, params, raw, sent_by, _pd */
 
 /* the fast Via shape (value stripped); a new Via, Py_None if not this shape, NULL on error */
 static PyObject *fast_via(ptr p, ptr e) {
     if (e - p < 10 || memcmp(p, "SIP/2.0/", 8))
         Py_RETURN_NONE;
     ptr q = p + 8, t = q;
-    while (q < e && ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z')))
-        q++;
+    int normal = 1;  /* the text up to the params reads as Via.sent_by: upper transport, lower host */
+    for (; q < e && ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z')); q++)
+        normal &= *q <= 'Z';
     if (q == t || q >= e || *q != ' ')
         Py_RETURN_NONE;
     ptr te = q++, h = q;
-    while (q < e && HOST[*q])
-        q++;
+    for (; q < e && HOST[*q]; q++)
+        normal &= !(*q >= 'A' && *q <= 'Z');
     if (q == h)
         Py_RETURN_NONE;
     ptr he = q;
@@ -210,6 +212,7 @@ static PyObject *fast_via(ptr p, ptr e) {
             port = port * 10 + (*q++ - '0');
         if (q == d || q - d > 5 || port < 1 || port > 65535)
             Py_RETURN_NONE;
+        normal &= *d != '0';
     }
     ptr ps = q;
     while (q < e) {
@@ -228,18 +231,22 @@ static PyObject *fast_via(ptr p, ptr e) {
                 Py_RETURN_NONE;
         }
     }
-    PyObject *field[6] = {lower_ascii(t, te, 1), lower_ascii(h, he, 0),
-                          port < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(port), latin1(ps, e), latin1(p, e),
-                          Py_NewRef(Py_None)};
+    PyObject *field[VIA_SLOTS] = {lower_ascii(t, te, 1), lower_ascii(h, he, 0),
+                                  port < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(port), latin1(ps, e),
+                                  latin1(p, e), NULL, Py_NewRef(Py_None)};
+    if (field[0] && field[1] && field[2])
+        field[5] = normal ? latin1(p, ps)
+                 : port < 0 ? PyUnicode_FromFormat("SIP/2.0/%U %U", field[0], field[1])
+                 : PyUnicode_FromFormat("SIP/2.0/%U %U:%ld", field[0], field[1], port);
     PyObject *via = NULL;
-    if (field[0] && field[1] && field[2] && field[3] && field[4])
+    if (field[0] && field[1] && field[2] && field[3] && field[4] && field[5])
         via = ((PyTypeObject *)Via)->tp_alloc((PyTypeObject *)Via, 0);
     if (via == NULL) {
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < VIA_SLOTS; i++)
             Py_XDECREF(field[i]);
         return NULL;
     }
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < VIA_SLOTS; i++)
         *(PyObject **)((char *)via + via_off[i]) = field[i];
     return via;
 }
@@ -692,12 +699,12 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_ssize_t mx;
     if (!PyArg_ParseTuple(args, "OOOOn", &sip, &via, &reader, &uri, &mx))
         return NULL;
-    static const char *const via_slots[6] = {"transport", "host", "port", "params", "raw", "_pd"};
+    static const char *const via_slots[VIA_SLOTS] = {"transport", "host", "port", "params", "raw", "sent_by", "_pd"};
     if (!PyType_Check(via)) {
         PyErr_SetString(PyExc_TypeError, "Via must be a class");
         return NULL;
     }
-    for (int i = 0; i < 6; i++) {  /* each must be a __slots__ member of Via */
+    for (int i = 0; i < VIA_SLOTS; i++) {  /* each must be a __slots__ member of Via */
         PyObject *descr = PyObject_GetAttrString(via, via_slots[i]);
         if (descr == NULL)
             return NULL;
@@ -711,8 +718,8 @@ static PyObject *configure(PyObject *self, PyObject *args) {
             return NULL;
         }
     }
-    if (((PyTypeObject *)via)->tp_basicsize != (Py_ssize_t)(sizeof(PyObject) + 6 * sizeof(PyObject *))) {
-        PyErr_SetString(PyExc_TypeError, "Via must have exactly six slots and no __dict__");
+    if (((PyTypeObject *)via)->tp_basicsize != (Py_ssize_t)(sizeof(PyObject) + VIA_SLOTS * sizeof(PyObject *))) {
+        PyErr_SetString(PyExc_TypeError, "Via must have exactly these slots and no __dict__");
         return NULL;
     }
     Py_XSETREF(Sip, Py_NewRef(sip));

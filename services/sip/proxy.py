@@ -28,6 +28,7 @@ DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 SDP_METHODS = frozenset({"INVITE", "UPDATE", "ACK", "PRACK"})
 #: How the params of our own Via start as we write them (`;branch=<BRANCH...>;pf=<token>`)
 _OWN_START = ";branch=" + BRANCH
+_BLAKE2B = hashlib.blake2b(digest_size=10)
 _MAX_FORWARDS = [f"Max-Forwards: {n}" for n in range(256)]
 #: seconds a phone is told to wait (Retry-After) when its PBX cannot be reached; the service
 #: rests an unreachable TCP/TLS target as long
@@ -211,7 +212,7 @@ class Relay:
         else:
             lines[msg.mf_idx] = _MAX_FORWARDS[msg.mf - 1]
         top, top_idx = msg.vias[0], msg.via_idx[0]
-        sent_by = top.sent_by()
+        sent_by = top.sent_by
         inbound, client_via = _client_via(top, sent_by, src)
         msg.set_top_via(client_via)
         register = src.side == "p" and msg.method == "REGISTER"
@@ -308,7 +309,9 @@ class Relay:
             key = inbound + sent_by
         else:  # RFC 3261 §16.11: no usable branch, hash what identifies the transaction
             key = "|".join([msg.uri, client_via, msg.from_, msg.to, msg.call_id, msg.cseq.split(" ")[0]])
-        return BRANCH + hashlib.blake2b(key.encode("latin-1"), digest_size=10).hexdigest()
+        h = _BLAKE2B.copy()  # cheaper than a new hash object with its parameters
+        h.update(key.encode("latin-1"))
+        return BRANCH + h.hexdigest()
 
     def _local(self, flow: Flow) -> Local:
         side = self.phone if flow.side == "p" else self.backend

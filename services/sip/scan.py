@@ -61,10 +61,12 @@ class Via:
     """One Via value: transport, host, port, the `;params` text and the value as received.
     Cached with its header line, so shared between messages: never edited."""
 
-    __slots__ = ("transport", "host", "port", "params", "raw", "_pd")
+    __slots__ = ("transport", "host", "port", "params", "raw", "sent_by", "_pd")  # as _cscan.c writes them
 
     def __init__(self, transport: str, host: str, port: int | None, params: str, raw: str):
         self.transport, self.host, self.port, self.params, self.raw = transport, host, port, params, raw
+        #: "SIP/2.0/<TRANSPORT> <host>[:port]", normalised: the key of the branch we derive
+        self.sent_by = f"SIP/2.0/{transport} {host}" + (f":{port}" if port else "")
         self._pd: dict[str, str | None] | None = None
 
     @property
@@ -80,9 +82,6 @@ class Via:
                 k, eq, v = p.partition("=")
                 self._pd[k.strip().lower()] = v.strip() if eq else None
         return self._pd
-
-    def sent_by(self) -> str:
-        return f"SIP/2.0/{self.transport} {self.host}" + (f":{self.port}" if self.port else "")
 
 
 class Sip:

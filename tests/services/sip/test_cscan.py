@@ -23,7 +23,7 @@ def view(s: Sip | None) -> object:
     if s is None:
         return None
     return ({f: getattr(s, f) for f in FIELDS},
-            [(v.transport, v.host, v.port, v.params, v.raw) for v in s.vias])
+            [(v.transport, v.host, v.port, v.params, v.raw, v.sent_by) for v in s.vias])
 
 
 def same(data: bytes) -> None:
@@ -79,6 +79,8 @@ SIPP_RESPONSE = (b"SIP/2.0 200 OK\r\n"
     SIPP_RESPONSE.replace(b"Content-Length: 4", b"l: 4").replace(b"Via:", b"v :"),
     SIPP_RESPONSE.replace(b"\r\n\r\n", b"\r\nProxy-Require: foo\r\nProxy-Require:  bar \t\r\n\r\n"),
     SIPP_RESPONSE.replace(b"127.0.0.1:5070", b"[::1]:5070"),  # IPv6: the Python reader decides
+    SIPP_RESPONSE.replace(b"UDP 127.0.0.1:5070", b"udp LocalHost:05070"),  # sent_by normalised
+    SIPP_RESPONSE.replace(b"UDP 127.0.0.1:5070", b"Udp h"),
     SIPP_RESPONSE.replace(b"sipp <sip:", b'"A \\"b\\"" <sip:'),  # escaped quotes: the Python reader
     SIPP_RESPONSE.replace(b"5080", b"65536"), SIPP_RESPONSE.replace(b"5080", b"05080"),
     SIPP_RESPONSE.replace(b"5070;", b"0;"), SIPP_RESPONSE.replace(b"Contact: <", b"Contact: *\r\nX: <"),

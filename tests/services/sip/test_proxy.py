@@ -228,7 +228,7 @@ def test_client_via_fast_shape_reads_like_the_general_case(params: str, rport: s
     for p in (params, ";branch=z9hG4bK-1-0" + rport, ";branch=" + params + rport):
         top = _scanned_top_via(p, more)
         if top is not None:
-            assert _client_via(top, top.sent_by(), src) == _client_via_general(top, top.sent_by(), src)
+            assert _client_via(top, top.sent_by, src) == _client_via_general(top, top.sent_by, src)
 
 
 @given(_PARAMS, _MORE)

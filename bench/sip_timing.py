@@ -138,7 +138,7 @@ def record(svc: SipService, calls: int) -> list[tuple[bytes, Flow]]:
 def _clear_caches() -> None:
     scan_mod._seen.clear()
     scan_mod._starts.clear()
-    scan_mod.tag.cache_clear()
+    scan_mod._tag_general.cache_clear()
     valid_request_uri.cache_clear()
 
 

@@ -354,9 +354,19 @@ def _name_addr_ok(value: str) -> bool:
     return True
 
 
-@lru_cache(maxsize=8192)  # From/To values recur in every message of a call
 def tag(value: str) -> str:
     """The tag parameter of a To/From value ("" without one)."""
+    i = value.find(";")
+    if i < 0:
+        return ""
+    if value.startswith(";tag=", i):  # the usual shape: tag is the first parameter
+        j = value.find(";", i + 5)
+        return (value[i + 5:] if j < 0 else value[i + 5:j]).strip()
+    return _tag_general(value)
+
+
+@lru_cache(maxsize=1024)
+def _tag_general(value: str) -> str:
     for p in value.split(";")[1:]:
         k, _, v = p.partition("=")
         if k.strip().lower() == "tag":

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.sip.message import SipError, parse, parse_via
-from services.sip.scan import _NAME_ADDR, _VIA, _via, scan, tag
+from services.sip.scan import _NAME_ADDR, _VIA, _tag_general, _via, scan, tag
 from services.sip.uri import parse_name_addr
 from tests.services.sip.test_message import TABLE, msg
 from tests.services.sip.torture import TORTURE, cases
@@ -70,6 +70,12 @@ def test_joined_vias() -> None:
 
 def test_tag() -> None:
     assert tag("<sip:a@b>;tag=x1") == "x1" and tag("<sip:a@b>; TAG = y ") == "y" and tag("<sip:a@b>") == ""
+    assert tag("<sip:a@b>;tag=x1;foo") == "x1" and tag("<sip:a@b>;x=1;Tag=z") == "z"
+
+
+@given(st.text(alphabet=st.sampled_from(list(";=tagTAG <>@:x1 \t")), max_size=30))
+def test_tag_reads_like_the_general_reader(value: str) -> None:
+    assert tag(value) == _tag_general(value)
 
 
 LINE = st.text(alphabet=st.characters(min_codepoint=1, max_codepoint=255), max_size=40)

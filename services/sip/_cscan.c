@@ -402,11 +402,21 @@ static int slow_line(PyObject *line, PyObject **value) {
         Py_DECREF(known);
         return FALLBACK;  /* here: refused */
     }
-    int k = (int)PyLong_AsLong(PyTuple_GET_ITEM(known, 0));
+    long k = -1;
+    if (PyTuple_Check(known) && PyTuple_GET_SIZE(known) == 2 && PyLong_Check(PyTuple_GET_ITEM(known, 0)))
+        k = PyLong_AsLong(PyTuple_GET_ITEM(known, 0));
+    if (k < 0 || k > PASS || (k == VIA && !PyTuple_Check(PyTuple_GET_ITEM(known, 1))) ||
+        (k == CSEQ && !(PyTuple_Check(PyTuple_GET_ITEM(known, 1)) && PyTuple_GET_SIZE(PyTuple_GET_ITEM(known, 1)) == 2)) ||
+        (k == CL && !PyLong_Check(PyTuple_GET_ITEM(known, 1)))) {
+        Py_DECREF(known);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "the line reader must return (slot, value) as scan._line does");
+        return ERROR;
+    }
     PyObject *v = PyTuple_GET_ITEM(known, 1);
     *value = v == Py_None ? NULL : Py_NewRef(v);
     Py_DECREF(known);
-    return k;
+    return (int)k;
 }
 
 static PyObject *methods_known[16];
@@ -594,7 +604,7 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         goto none;  /* CSeq method mismatch */
     long long n = PyLong_AsLongLong(single[CL]);
     Py_ssize_t body_start = end + 4 - data;
-    if (body_start + n > size || (!datagram && body_start + n != size))
+    if (n < 0 || body_start + n > size || (!datagram && body_start + n != size))
         goto none;
     s = PyObject_CallNoArgs(Sip);
     if (s == NULL || (d = PyObject_GenericGetDict(s, NULL)) == NULL)
@@ -704,6 +714,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "Via must be a class");
         return NULL;
     }
+    Py_ssize_t off[VIA_SLOTS];  /* taken only once all is checked */
     for (int i = 0; i < VIA_SLOTS; i++) {  /* each must be a __slots__ member of Via */
         PyObject *descr = PyObject_GetAttrString(via, via_slots[i]);
         if (descr == NULL)
@@ -711,7 +722,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         int member = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
                      ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
         if (member)
-            via_off[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+            off[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
         Py_DECREF(descr);
         if (!member) {
             PyErr_Format(PyExc_TypeError, "Via.%s must be a __slots__ member", via_slots[i]);
@@ -722,6 +733,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "Via must have exactly these slots and no __dict__");
         return NULL;
     }
+    memcpy(via_off, off, sizeof(off));
     Py_XSETREF(Sip, Py_NewRef(sip));
     Py_XSETREF(Via, Py_NewRef(via));
     Py_XSETREF(line_reader, Py_NewRef(reader));

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.sip import _cscan  # type: ignore[attr-defined]
-from services.sip.message import SipError, parse
-from services.sip.scan import _NAME_ADDR, _VIA, SCANNER, Sip, scan, scan_py, serialize_py
+from services.sip.message import MAX_MESSAGE, SipError, parse, valid_request_uri
+from services.sip.scan import _NAME_ADDR, _VIA, SCANNER, Sip, Via, _line_cached, scan, scan_py, serialize_py
 from tests.services.sip.test_scan import SAMPLES
 
 FIELDS = ("start", "method", "uri", "status", "lines", "via_idx", "route_idx", "contact_idx", "rr_idx", "path_idx",
@@ -135,3 +135,25 @@ def test_fuzz_name_addrs(line: bytes, value: str, junk: str) -> None:
 def test_fuzz_vias(a: str, b: str, junk: str) -> None:
     for v in (a, f"{a}, {b}", f"{a},{junk}{b}", a + junk):
         same(SIPP_RESPONSE.replace(b"Via: ", f"Via: {v}\r\nVia: ".encode(), 1))
+
+
+@pytest.mark.parametrize("answer", [("x", None), (1,), (-1, "v"), (99, "v"), (8, "not a tuple of Vias"), 7])
+def test_a_line_reader_breaking_its_contract_raises(answer: object) -> None:
+    """The C side checks what the Python reader returns instead of trusting its shape."""
+    ipv6 = SIPP_RESPONSE.replace(b"127.0.0.1:5070", b"[::1]:5070")  # a line only the reader reads
+    _cscan.configure(Sip, Via, lambda line: answer, valid_request_uri, MAX_MESSAGE)
+    try:
+        with pytest.raises(TypeError):
+            _cscan.scan(ipv6)
+    finally:
+        _cscan.configure(Sip, Via, _line_cached, valid_request_uri, MAX_MESSAGE)
+    assert _cscan.scan(ipv6) is not None
+
+
+def test_configure_wants_the_via_class_it_knows() -> None:
+    class Other:
+        __slots__ = ("transport", "host")
+
+    with pytest.raises((TypeError, AttributeError)):
+        _cscan.configure(Sip, Other, _line_cached, valid_request_uri, MAX_MESSAGE)
+    assert _cscan.scan(SIPP_RESPONSE) is not None  # the configuration in use stays

@@ -126,6 +126,16 @@ static ptr uri_params(ptr q, ptr e) {
     return q;
 }
 
+/* the digits from q (at most 6 read: more than 5 is never a port), their value in *port;
+ * returns where they end */
+static ptr port_digits(ptr q, ptr e, long *port) {
+    ptr d = q;
+    *port = 0;
+    while (q < e && *q >= '0' && *q <= '9' && q - d < 6)
+        *port = *port * 10 + (*q++ - '0');
+    return q;
+}
+
 /* the fast To/From/Contact shape: `["x" |tok tok ]<sip[s]:[user@]host[:port][;p=v]>[;p=v]` */
 static int name_addr_ok(ptr q, ptr e) {
     if (q < e && *q == '"') {
@@ -170,10 +180,9 @@ static int name_addr_ok(ptr q, ptr e) {
         return 0;
     if (q < e && *q == ':') {
         ptr d = ++q;
-        long port = 0;
-        while (q < e && *q >= '0' && *q <= '9' && q - d < 6)
-            port = port * 10 + (*q++ - '0');
-        if (q == d || q - d > 5 || *d == '0' || port > 65535 || (q < e && *q >= '0' && *q <= '9'))
+        long port;
+        q = port_digits(d, e, &port);
+        if (q == d || q - d > 5 || *d == '0' || port > 65535)  /* the regex's 1..65535, no leading 0 */
             return 0;
     }
     q = uri_params(q, e);
@@ -207,10 +216,8 @@ static PyObject *fast_via(ptr p, ptr e) {
     long port = -1;
     if (q < e && *q == ':') {
         ptr d = ++q;
-        port = 0;
-        while (q < e && *q >= '0' && *q <= '9' && q - d < 6)
-            port = port * 10 + (*q++ - '0');
-        if (q == d || q - d > 5 || port < 1 || port > 65535)
+        q = port_digits(d, e, &port);
+        if (q == d || q - d > 5 || port < 1 || port > 65535)  /* [0-9]{1,5}, then 0 < port < 65536 */
             Py_RETURN_NONE;
         normal &= *d != '0';
     }

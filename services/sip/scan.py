@@ -203,13 +203,10 @@ def scan_py(data: bytes, datagram: bool = True) -> Sip | None:
     s.contact_idx = contact_idx = []
     single: list[object] = [None] * N_SINGLE
     pr: list[int] | None = None
-    seen = _seen
     for i, line in enumerate(lines):
-        known = seen.get(line)
+        known = _line_cached(line)
         if known is None:
-            known = _line_cached(line)  # checks it, and remembers it
-            if known is None:
-                return None
+            return None
         k, value = known
         if k < N_SINGLE:
             if single[k] is not None:

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench docs clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml services/sip/_cscan.c
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .state
+
+docs: $(STAMP)
+	$(BIN)/python -m proxyd.config_doc > docs/config.md

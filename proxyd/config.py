@@ -45,14 +45,20 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ProxyInfo:
+    #: the proxy's name in the manager and in logs
     name: str
+    #: the public DNS name; the self-signed certificate is made for it and SDP falls back to its address
     fqdn: str
+    #: false: every listener stops, the daemon and its link to the manager stay up
     enabled: bool = True
 
 
 @dataclass(frozen=True)
 class TlsConfig:
+    #: the certificate chain (PEM) of every TLS listener; null with `key_pem` null: a self-signed
+    #: certificate for `proxy.fqdn`, made once into the state dir
     certificate_pem: str | None = None
+    #: the private key (PEM) matching `certificate_pem`; give both or neither
     key_pem: str | None = None
 
 
@@ -77,19 +83,28 @@ class SipTarget:
 
 @dataclass(frozen=True)
 class Instance:
+    #: a lowercase slug (a-z, 0-9, `-`, `_`, at most 63): the first path segment of the web router
     name: str
+    #: the instance's web server (`http://` or `https://` URL): `/<name>` and `/<name>/services` go there
     web: str | None = None
+    #: the instance's PBX; SIP requests for its `sip_domains` are relayed there
     sip: SipTarget | None = None
+    #: the Request-URI domains that route to this instance's PBX (each belongs to one instance)
     sip_domains: tuple[str, ...] = ()
+    #: the instance's XMPP server (STARTTLS port); streams to its `xmpp_domains` are passed through
     xmpp: HostPort | None = None
+    #: the stream `to` domains / TLS SNI names that route to this instance's XMPP server
     xmpp_domains: tuple[str, ...] = ()
+    #: this instance takes Direct TLS connections that send no SNI (at most one instance)
     xmpp_default: bool = False
+    #: send a PROXY protocol v2 header to the instance's XMPP server, so it sees the client's address
     xmpp_proxy_protocol: bool = False
-    #: the instance's XEP-0368 Direct TLS address; None: the `xmpp` host at its port + 1 (5222 -> 5223)
+    #: the instance's XEP-0368 Direct TLS address; null: the `xmpp` host at its port + 1 (5222 -> 5223)
     xmpp_direct_tls: HostPort | None = None
+    #: the provisioning URL template (`http://` or `https://`) with `{mac}`; the device's file name is appended
     provisioning: str | None = None
     #: SHA-256 fingerprint ("AB:CD:...", 32 bytes) the PBX's certificate must have when the `sip`
-    #: target is tls; None: the connection is encrypted but the certificate is not checked
+    #: target is tls; null: the connection is encrypted but the certificate is not checked
     sip_tls_fingerprint: str | None = None
     #: the instance's PBX refuses SRTP offers (488): in media mode srtp, phone offers reach it as
     #: plain RTP and the relay bridges SRTP<->RTP from the first offer
@@ -98,18 +113,27 @@ class Instance:
 
 @dataclass(frozen=True)
 class Application:
+    #: the application's name (unique), used in logs and metrics
     name: str
+    #: the public TCP port of the application's own listener
     port: int
+    #: the upstream URL that `public_prefix` maps to, e.g. `https://p5.local:8443/procurat/api/v1/`
     upstream: str
+    #: the public listener speaks TLS (with the proxy's certificate)
     tls: bool = True
+    #: the only public path prefix that is forwarded (starts and ends with `/`); all else is 404
     public_prefix: str = "/api/"
+    #: check the upstream's certificate when `upstream` is https
     verify_upstream: bool = True
 
 
 @dataclass(frozen=True)
 class WebService:
+    #: `web_and_rest` (`/<instance>` and `/<instance>/services`), `rest_only` (only `/<instance>/services`), `off`
     mode: str = "web_and_rest"
+    #: the HTTPS router's TCP port
     port: int = 443
+    #: where the bare `/` redirects; null: 404
     redirect_url: str | None = None
     #: seconds a backend (instance web/REST, application, provisioning) may take to start its answer; then 504
     upstream_timeout: float = 60.0
@@ -117,8 +141,11 @@ class WebService:
 
 @dataclass(frozen=True)
 class SipService:
+    #: `tls` (phones connect over TLS on `tls_port`), `udp` (UDP and TCP on `udp_port`), `off`
     mode: str = "tls"
+    #: the phone-facing UDP and TCP port in mode udp
     udp_port: int = 5060
+    #: the phone-facing TLS port in mode tls
     tls_port: int = 5061
     #: requests per second one source may send before it is blocked for a while (pike); 0: no limit
     rate_limit: int = 300
@@ -126,58 +153,90 @@ class SipService:
 
 @dataclass(frozen=True)
 class MediaService:
+    #: `srtp` (phones' media is SRTP) or `rtp`
     mode: str = "srtp"
+    #: the first UDP port of the relay's range (even: RTP even, RTCP the next odd)
     port_min: int = 30000
+    #: the last UDP port of the relay's range
     port_max: int = 35000
+    #: seconds without packets after which a relayed stream is released
     idle_timeout: float = 60.0
-    # Address written into SDP towards peers; None means the bind address (or fqdn's address).
+    #: the address written into SDP towards peers; null: the bind address (or `proxy.fqdn`'s address)
     public_address: str | None = None
 
 
 @dataclass(frozen=True)
 class ProvisioningService:
+    #: `encrypted` (`/p/<token>` only), `https` (`/p/<instance>/<mac>` over TLS), `http_and_https`, `off`
     mode: str = "encrypted"
+    #: the provisioning TLS port
     https_port: int = 8884
+    #: the plain HTTP port (mode http_and_https only)
     http_port: int = 8880
+    #: base64 of 32 random bytes: the key of the encrypted device URLs (required in mode encrypted);
+    #: changing it invalidates every URL made with the old one
     key: str | None = None
 
 
 @dataclass(frozen=True)
 class XmppService:
+    #: pass XMPP through to the instances' servers
     enabled: bool = True
+    #: the client port (STARTTLS streams, routed by the stream header's `to`)
     port: int = 5222
+    #: the XEP-0368 Direct TLS port (routed by SNI)
     direct_tls_port: int = 5223
 
 
 @dataclass(frozen=True)
 class Services:
+    #: the HTTPS path router
     web: WebService = field(default_factory=WebService)
+    #: the SIP relay
     sip: SipService = field(default_factory=SipService)
+    #: the RTP/SRTP relay (runs whenever sip is not off)
     media: MediaService = field(default_factory=MediaService)
+    #: phone provisioning
     provisioning: ProvisioningService = field(default_factory=ProvisioningService)
+    #: XMPP passthrough
     xmpp: XmppService = field(default_factory=XmppService)
 
 
 @dataclass(frozen=True)
 class Network:
+    #: `auto` (the host's network as it is; one proxy per host) or `manual` (the fields below, applied by netconf)
     mode: str = "auto"
+    #: manual: the NIC the proxy owns
     interface: str | None = None
-    address: str | None = None  # CIDR, e.g. 10.5.6.100/24
+    #: manual: the NIC's address with prefix length (CIDR), e.g. `10.5.6.100/24`; listeners bind to it
+    address: str | None = None
+    #: manual: the default gateway, a neighbour inside `address`'s network
     gateway: str | None = None
+    #: manual: the routing table for the proxy's traffic (1..2^31-1, not 253-255)
     table: int | None = None
 
 
 @dataclass(frozen=True)
 class ProxyConfig:
+    #: the proxy itself
     proxy: ProxyInfo
+    #: the format version; this proxyd reads 1
     version: int = VERSION
+    #: the manager's revision number of this config (reported back in heartbeats)
     revision: int = 0
+    #: the address every listener binds to (network mode auto)
     bind: str = "0.0.0.0"
+    #: the certificate of every TLS listener
     tls: TlsConfig = field(default_factory=TlsConfig)
+    #: CIDRs or DNS names allowed to connect (names re-resolved periodically); empty: everyone
     allow_sources: tuple[str, ...] = ()
+    #: the backend instances, each reachable by name
     instances: tuple[Instance, ...] = ()
+    #: on-premises applications of which only `public_prefix` is exposed, each on its own port
     applications: tuple[Application, ...] = ()
+    #: which services run, and their ports
     services: Services = field(default_factory=Services)
+    #: the proxy's network
     network: Network = field(default_factory=Network)
 
     @property

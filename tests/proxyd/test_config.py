@@ -1,4 +1,4 @@
-"""ProxyConfig v1: the design.md example parses, round-trips, and every error names its field."""
+"""ProxyConfig v1: the full example of the original design parses, round-trips, and every error names its field."""
 
 from __future__ import annotations
 

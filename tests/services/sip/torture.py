@@ -1,11 +1,11 @@
-"""The RFC 4475 torture messages and what the parser / relay must do with each (../shared/sip-torture)."""
+"""The RFC 4475 torture messages and what the parser / relay must do with each (tests/data/sip-torture)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-TORTURE = Path(__file__).resolve().parents[3] / ".." / "shared" / "sip-torture"
+TORTURE = Path(__file__).resolve().parents[2] / "data" / "sip-torture"
 
 #: Our reading of INDEX.tsv's proxy_action: the parser's verdict (None = parses) per file, and
 #: what the relay does: "forward", "drop", or the status it answers with.

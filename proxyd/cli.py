@@ -5,22 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import pkgutil
 import sys
-from pathlib import Path
 
 from proxyd import __version__, commands
-
-DEFAULT_STATE_DIR = os.environ.get("PROXYD_STATE_DIR", "/var/lib/pforte")
-
-
-def state_dir_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--state-dir", type=Path, default=Path(DEFAULT_STATE_DIR),
-        help="state directory (certs, last good config, logs, control socket); "
-        f"default {DEFAULT_STATE_DIR}, env PROXYD_STATE_DIR",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:

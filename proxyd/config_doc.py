@@ -133,9 +133,9 @@ def _sections(cls: type, path: str) -> list[tuple[str, type]]:
         sub = f"{path}.{f.name}" if path else f.name
         if typing.get_origin(inner) is tuple:
             item = typing.get_args(inner)[0]
-            if dataclasses.is_dataclass(item) and item not in WIRE_STRINGS:
+            if isinstance(item, type) and dataclasses.is_dataclass(item) and item not in WIRE_STRINGS:
                 out += _sections(item, f"{sub}[]")
-        elif dataclasses.is_dataclass(inner) and inner not in WIRE_STRINGS:
+        elif isinstance(inner, type) and dataclasses.is_dataclass(inner) and inner not in WIRE_STRINGS:
             out += _sections(inner, sub)
     return out
 

@@ -328,7 +328,7 @@ class Device(models.Model):
         unique_together = [("instance", "mac")]
 
     def clean(self) -> None:
-        from services.provisioning.token import normalize_mac
+        from services.provisioning import normalize_mac
 
         norm = normalize_mac(self.mac)
         if norm is None:
@@ -337,7 +337,7 @@ class Device(models.Model):
 
     def urls(self) -> list[tuple[Proxy, str]]:
         """(proxy, URL) for every proxy that exposes this instance and offers provisioning."""
-        from services.provisioning.token import provisioning_url, trusted_url
+        from services.provisioning import provisioning_url, trusted_url
 
         chosen = list(self.instance.proxies.all())
         out = []

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from proxyd.backup import BackupError, collect, encrypt, proxy_name_of
-from proxyd.cli import state_dir_arg
+from proxyd.commands import state_dir_arg
 from proxyd.statedir import StateDir
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from proxyd.agent import state as agent_state
 from proxyd.agent import unit
-from proxyd.cli import state_dir_arg
+from proxyd.commands import state_dir_arg
 from proxyd.statedir import StateDir
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from proxyd.config import ConfigError, load_file
-from services.provisioning.token import normalize_mac, provisioning_url, trusted_url
+from services.provisioning import normalize_mac, provisioning_url, trusted_url
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from proxyd import __version__
 from proxyd.agent import client
 from proxyd.agent import state as agent_state
-from proxyd.cli import state_dir_arg
+from proxyd.commands import state_dir_arg
 from proxyd.statedir import StateDir
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from proxyd.admin import fetch_status
 from proxyd.backup import BackupError, decrypt, restore_into
-from proxyd.cli import state_dir_arg
+from proxyd.commands import state_dir_arg
 from proxyd.commands.backup import add_passphrase_args, read_passphrase
 from proxyd.statedir import StateDir
 

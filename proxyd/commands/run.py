@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from proxyd import logs
-from proxyd.cli import state_dir_arg
+from proxyd.commands import state_dir_arg
 from proxyd.config import ConfigError, ProxyConfig, load_file
 from proxyd.daemon import Daemon, file_source
 from proxyd.loop import run as run_loop

@@ -7,7 +7,7 @@ import json
 import sys
 
 from proxyd.admin import fetch_status
-from proxyd.cli import state_dir_arg
+from proxyd.commands import state_dir_arg
 from proxyd.statedir import StateDir
 
 

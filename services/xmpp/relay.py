@@ -12,14 +12,38 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from services.xmpp.client_hello import Hello, peek_client_hello
 from services.xmpp.proxy_protocol import v2_header
+from services.xmpp.routes import Route, RouteTable
 from services.xmpp.stream_header import NEED_MORE, Header, Refusal, peek_stream_header
 
-if TYPE_CHECKING:
-    from services.xmpp.service import Listener, Route
+
+class Owner(Protocol):
+    """What a session needs of the service that accepted it (`service.XmppService`): written out
+    here so that the per-connection code does not import the service that imports it."""
+
+    @property
+    def ctx(self) -> Any: ...
+    @property
+    def routes(self) -> RouteTable: ...
+
+    def session_started(self, session: Session, route: Route) -> None: ...
+    def session_ended(self, session: Session, route: Route) -> None: ...
+    def refused(self, reason: str, session: Session, fields: dict[str, Any]) -> None: ...
+    def count_bytes(self, session: Session, direction: str, data: bytes) -> None: ...
+
+
+class Listener(Protocol):
+    """The listening socket a session came in on (`service.Listener`)."""
+
+    @property
+    def service(self) -> Owner: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def sessions(self) -> set[Session]: ...
 
 PEEK_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 10.0

@@ -62,6 +62,8 @@ class Supervisor:
         self.config: ProxyConfig | None = None
         self.applied_at: float | None = None
         self.last_error: str | None = None
+        #: services whose start failed in the last apply that tried them: name -> message
+        self.failed: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self.network = NetworkState()
         ctx.lookup = self.running.get
@@ -75,6 +77,8 @@ class Supervisor:
                 self.last_error = f"revision {cfg.revision}: {exc}"
                 raise
             self.config, self.applied_at, self.last_error = cfg, time.time(), None
+            for svc in self.running.values():
+                svc.last_error = None  # every service now runs this revision's view
             return report
 
     async def _apply(self, cfg: ProxyConfig) -> ApplyReport:
@@ -92,14 +96,19 @@ class Supervisor:
         for name in reversed(to_stop):
             await self._stop(name)
             report.stopped.append(name)
+        for name in [n for n in self.failed if new_views.get(n) is None]:
+            del self.failed[name]  # no longer asked to run
         errors: dict[str, str] = {}
         done: list[str] = []
         for name in to_change:
+            svc = self.running[name]
             try:
-                await self.running[name].reconfigure(new_views[name])
+                await svc.reconfigure(new_views[name])
             except Exception as exc:  # noqa: BLE001 - every failure is reported per service
                 errors[name] = _describe(exc)
+                svc.last_error = f"revision {cfg.revision}: {errors[name]}"  # it keeps its old view
                 break
+            svc.last_error = None
             self.views[name] = new_views[name]
             done.append(name)
             report.reconfigured.append(name)
@@ -110,8 +119,10 @@ class Supervisor:
                     await svc.start(new_views[cls.name])
                 except Exception as exc:  # noqa: BLE001
                     errors[cls.name] = _describe(exc)
+                    self.failed[cls.name] = f"revision {cfg.revision}: {errors[cls.name]}"
                     await _quiet_stop(svc)
                     break
+                self.failed.pop(cls.name, None)
                 self.running[cls.name] = svc
                 self.views[cls.name] = new_views[cls.name]
                 report.started.append(cls.name)
@@ -182,6 +193,8 @@ class Supervisor:
         for cls in self.classes:
             svc = self.running.get(cls.name)
             entry: dict[str, Any] = {"state": "running" if svc else "stopped"}
+            if svc is None and cls.name in self.failed:
+                entry.update(state="failed", last_error=self.failed[cls.name])
             if svc is not None:
                 try:
                     entry.update(svc.stats())

@@ -130,9 +130,26 @@ async def test_failed_apply_rolls_back_and_keeps_the_running_config(supervisor: 
     assert supervisor.config is good
     assert supervisor.views["echo"] == EchoView(port, "https://one.example/")
     assert "revision 2" in (supervisor.last_error or "")
+    status = supervisor.status()["services"]
+    assert status["broken"] == {"state": "running", "last_error": "revision 2: cannot reconfigure to 'bad'"}
+    assert "last_error" not in status["echo"]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     assert await ask(writer, reader) == b"https://one.example/\n"
     writer.close()
+    await supervisor.apply(cfg(port, "three", rev=3))
+    assert "last_error" not in supervisor.status()["services"]["broken"]
+    await supervisor.shutdown()
+
+
+async def test_a_service_that_failed_to_start_says_so_until_it_runs(supervisor: Supervisor) -> None:
+    port = free_port()
+    with pytest.raises(ApplyError):
+        await supervisor.apply(cfg(port, "one", name="bad", rev=4))
+    status = supervisor.status()["services"]
+    assert status["broken"] == {"state": "failed", "last_error": "revision 4: cannot start for proxy 'bad'"}
+    assert status["echo"]["state"] == "stopped"  # rolled back with the rest of revision 4
+    await supervisor.apply(cfg(port, "one", rev=5))
+    assert supervisor.status()["services"]["broken"] == {"state": "running"}
     await supervisor.shutdown()
 
 

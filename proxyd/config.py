@@ -30,6 +30,9 @@ DNS_NAME_RE = re.compile(
 SIP_TRANSPORTS = ("udp", "tcp", "tls")
 HTTP = ("http", "https")
 PROVISIONING_MODES = ("encrypted", "https", "http_and_https", "off")
+#: key types for the self-signed certificate (the first is the default); many deployed phone
+#: firmwares provision and register over RSA only
+TLS_KEY_TYPES = ("ecdsa-p256", "rsa-2048", "rsa-3072")
 
 
 class ConfigError(ValueError):
@@ -54,6 +57,8 @@ class ProxyInfo:
 class TlsConfig:
     certificate_pem: str | None = None
     key_pem: str | None = None
+    #: the self-signed certificate's key (used when no pair is configured); a change makes a new one
+    key_type: str = TLS_KEY_TYPES[0]
 
 
 @dataclass(frozen=True)
@@ -492,6 +497,9 @@ def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:
     d = r.obj(raw, "tls", _fields(TlsConfig))
     cert = r.get(d, "tls", "certificate_pem", lambda v, p: r.string(v, p, nullable=True), None)
     key = r.get(d, "tls", "key_pem", lambda v, p: r.string(v, p, nullable=True), None)
+    kind = r.get(d, "tls", "key_type", lambda v, p: r.choice(v, p, TLS_KEY_TYPES), TLS_KEY_TYPES[0])
+    if kind is None:
+        return None
     if (cert is None) != (key is None):
         r.fail("tls", "certificate_pem and key_pem go together: give both or neither")
         return None
@@ -502,7 +510,7 @@ def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:
         if problem:
             r.fail("tls.certificate_pem", problem)
             return None
-    return TlsConfig(cert, key)
+    return TlsConfig(cert, key, kind)
 
 
 def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:

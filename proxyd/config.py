@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from services.provisioning.template import problem as template_problem
+
 VERSION = 1
 
 # An instance name is the first path segment of the web router and part of provisioning URLs,
@@ -528,6 +530,8 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
     xmpp_pp = r.get(d, path, "xmpp_proxy_protocol", r.boolean, False)
     xmpp_direct = r.get(d, path, "xmpp_direct_tls", r.host_port, None)
     prov = r.get(d, path, "provisioning", lambda v, p: r.url(v, p, schemes=("http", "https"), nullable=True), None)
+    if prov is not None and (why := template_problem(prov)):
+        r.fail(f"{path}.provisioning", why)
     pin = r.get(d, path, "sip_tls_fingerprint", r.sha256_fingerprint, None)
     rtp_only = r.get(d, path, "rtp_only", r.boolean, False)
     if pin is not None and sip is not None and sip.transport != "tls":

@@ -18,6 +18,7 @@ import secrets
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -198,6 +199,13 @@ def test_rsa_certificate_tls12_and_encrypted_urls(
     # (SECLEVEL=0: this curl's OpenSSL would not offer TLS 1.1 at all; the proxy is to be the one refusing)
     curl_fails(f"{base}/{YEALINK[2]}", ca, "--tlsv1.1", "--tls-max", "1.1", "--ciphers", "DEFAULT@SECLEVEL=0")
     curl_fails(f"{base}/{YEALINK[2]}", ca, "--tls-max", "1.2", "--ciphers", "AES128-GCM-SHA256")
+    # and the admin can read why: each refused handshake is logged with OpenSSL's reason
+    deadline = time.monotonic() + 5
+    while "reason=no_shared_cipher" not in p.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = p.output()
+    assert "event=tls_handshake_failed service=provisioning client=127.0.0.1 reason=unsupported_protocol" in log
+    assert "event=tls_handshake_failed service=provisioning client=127.0.0.1 reason=no_shared_cipher" in log
 
 
 @pytest.mark.e2e

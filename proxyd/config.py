@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from services.provisioning.template import problem as template_problem
+
 VERSION = 1
 
 # An instance name is the first path segment of the web router and part of provisioning URLs,
@@ -30,6 +32,9 @@ DNS_NAME_RE = re.compile(
 SIP_TRANSPORTS = ("udp", "tcp", "tls")
 HTTP = ("http", "https")
 PROVISIONING_MODES = ("encrypted", "https", "http_and_https", "off")
+#: key types for the self-signed certificate (the first is the default); many deployed phone
+#: firmwares provision and register over RSA only
+TLS_KEY_TYPES = ("ecdsa-p256", "rsa-2048", "rsa-3072")
 
 
 class ConfigError(ValueError):
@@ -60,6 +65,9 @@ class TlsConfig:
     certificate_pem: str | None = None
     #: the private key (PEM) matching `certificate_pem`; give both or neither
     key_pem: str | None = None
+    #: the self-signed certificate's key, `ecdsa-p256`, `rsa-2048` or `rsa-3072` (many phone firmwares
+    #: need RSA); used when no pair is configured; a change makes a new one, new handshakes get it at once
+    key_type: str = TLS_KEY_TYPES[0]
 
 
 @dataclass(frozen=True)
@@ -551,6 +559,9 @@ def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:
     d = r.obj(raw, "tls", _fields(TlsConfig))
     cert = r.get(d, "tls", "certificate_pem", lambda v, p: r.string(v, p, nullable=True), None)
     key = r.get(d, "tls", "key_pem", lambda v, p: r.string(v, p, nullable=True), None)
+    kind = r.get(d, "tls", "key_type", lambda v, p: r.choice(v, p, TLS_KEY_TYPES), TLS_KEY_TYPES[0])
+    if kind is None:
+        return None
     if (cert is None) != (key is None):
         r.fail("tls", "certificate_pem and key_pem go together: give both or neither")
         return None
@@ -561,7 +572,7 @@ def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:
         if problem:
             r.fail("tls.certificate_pem", problem)
             return None
-    return TlsConfig(cert, key)
+    return TlsConfig(cert, key, kind)
 
 
 def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
@@ -579,6 +590,8 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
     xmpp_pp = r.get(d, path, "xmpp_proxy_protocol", r.boolean, False)
     xmpp_direct = r.get(d, path, "xmpp_direct_tls", r.host_port, None)
     prov = r.get(d, path, "provisioning", lambda v, p: r.url(v, p, schemes=("http", "https"), nullable=True), None)
+    if prov is not None and (why := template_problem(prov)):
+        r.fail(f"{path}.provisioning", why)
     pin = r.get(d, path, "sip_tls_fingerprint", r.sha256_fingerprint, None)
     rtp_only = r.get(d, path, "rtp_only", r.boolean, False)
     if pin is not None and sip is not None and sip.transport != "tls":

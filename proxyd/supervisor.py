@@ -143,7 +143,7 @@ class Supervisor:
             raise ApplyError({"network": str(exc)}) from exc
         addresses = [cfg.bind] if cfg.bind not in ("0.0.0.0", "::") else []
         try:
-            self.ctx.certs.use(cfg.tls.certificate_pem, cfg.tls.key_pem, cfg.proxy.fqdn, addresses)
+            self.ctx.certs.use(cfg.tls.certificate_pem, cfg.tls.key_pem, cfg.proxy.fqdn, addresses, cfg.tls.key_type)
         except (OSError, ValueError) as exc:
             raise ApplyError({"tls": _describe(exc)}) from exc
         await self.ctx.access.update(cfg.allow_sources)

@@ -1,8 +1,16 @@
 """Server certificates: the configured pair, or a self-signed one made once and kept.
 
 Every TLS listener gets its `ssl.SSLContext` from `CertStore.server_context()`. Those context
-objects live as long as the listener; a new certificate is loaded *into* them, so new handshakes
-use it while established connections carry on untouched and nothing is rebound.
+objects live as long as the listener and are never rebound. A new certificate cannot simply be
+loaded *into* them: OpenSSL keeps one certificate per key type in a context, so an RSA pair
+loaded after an ECDSA one sits next to it and ECDSA-capable clients keep getting the old one.
+Instead, each certificate change builds fresh contexts, and the listener's context hands every
+new handshake to the freshest one from its SNI callback (which OpenSSL runs for every
+ClientHello, with or without a server name). Established connections carry on untouched.
+
+Protocol floor of every listener made here (provisioning, SIP TLS, HTTPS router): TLS 1.2 and
+1.3; under TLS 1.2 only ECDHE key exchange with an AEAD cipher (AES-GCM, ChaCha20-Poly1305),
+authenticated by whichever key the certificate has (ECDSA or RSA).
 """
 
 from __future__ import annotations
@@ -19,12 +27,16 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+from proxyd.config import TLS_KEY_TYPES
 
 log = logging.getLogger("proxyd.tls")
 
 SELF_SIGNED_DAYS = 825  # the longest validity common clients accept for a server cert
+#: TLS 1.2 suites: forward secret (ECDHE) and AEAD only; ECDSA and RSA certificates both match
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS"
 
 
 def check_pair(cert_pem: str, key_pem: str) -> str | None:
@@ -55,9 +67,27 @@ def fingerprint(cert_pem: str) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
-def make_self_signed(fqdn: str, addresses: list[str]) -> tuple[str, str]:
-    """A fresh P-256 key and a self-signed certificate for fqdn (+ IP SANs). Returns PEMs."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def key_type(cert_pem: str) -> str | None:
+    """The TLS_KEY_TYPES name of the leaf certificate's key, or None for any other key."""
+    pub = x509.load_pem_x509_certificate(cert_pem.encode()).public_key()
+    if isinstance(pub, ec.EllipticCurvePublicKey) and isinstance(pub.curve, ec.SECP256R1):
+        return "ecdsa-p256"
+    if isinstance(pub, rsa.RSAPublicKey) and pub.key_size in (2048, 3072):
+        return f"rsa-{pub.key_size}"
+    return None
+
+
+def _new_key(kind: str) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    if kind == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind in ("rsa-2048", "rsa-3072"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[4:]))
+    raise ValueError(f"unknown key type {kind!r}, expected one of {', '.join(TLS_KEY_TYPES)}")
+
+
+def make_self_signed(fqdn: str, addresses: list[str], kind: str = "ecdsa-p256") -> tuple[str, str]:
+    """A fresh key of `kind` and a self-signed certificate for fqdn (+ IP SANs). Returns PEMs."""
+    key = _new_key(kind)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, fqdn[:64])])
     sans: list[x509.GeneralName] = []
     for item in [fqdn, *addresses]:
@@ -112,36 +142,48 @@ class CertPair:
 
 
 class CertStore:
-    """Holds the proxy's current server certificate and every context made from it."""
+    """Holds the proxy's current server certificate and every listener context made from it."""
 
     def __init__(self, certs_dir: Path):
         self.dir = certs_dir
         self.current: CertPair | None = None
-        self._contexts: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+        # listener context -> its ALPN list, and -> the context holding the current certificate
+        # (absent until the first change after the listener was made: it holds that one itself)
+        self._alpn: weakref.WeakKeyDictionary[ssl.SSLContext, list[str] | None] = weakref.WeakKeyDictionary()
+        self._fresh: weakref.WeakKeyDictionary[ssl.SSLContext, ssl.SSLContext] = weakref.WeakKeyDictionary()
 
     # -- selecting the certificate ------------------------------------------------------
-    def use(self, cert_pem: str | None, key_pem: str | None, fqdn: str, addresses: list[str]) -> CertPair:
-        """Make the configured pair (or the kept self-signed one) current; returns it."""
+    def use(
+        self, cert_pem: str | None, key_pem: str | None, fqdn: str, addresses: list[str],
+        key_type: str = "ecdsa-p256",
+    ) -> CertPair:
+        """Make the configured pair (or the kept self-signed one of key_type) current; returns it."""
         if cert_pem and key_pem:
             pair = CertPair(cert_pem, key_pem, self_signed=False)
         else:
-            pair = self._self_signed(fqdn, addresses)
+            pair = self._self_signed(fqdn, addresses, key_type)
         if pair != self.current:
             self._install(pair)
         return pair
 
-    def _self_signed(self, fqdn: str, addresses: list[str]) -> CertPair:
+    def _self_signed(self, fqdn: str, addresses: list[str], kind: str) -> CertPair:
         cert_path, key_path = self.dir / "self-signed.pem", self.dir / "self-signed.key"
         if cert_path.exists() and key_path.exists():
             cert_pem, key_pem = cert_path.read_text(), key_path.read_text()
-            if _names_cover(cert_pem, fqdn) and not check_pair(cert_pem, key_pem):
+            if check_pair(cert_pem, key_pem):
+                reason = "unusable"
+            elif not _names_cover(cert_pem, fqdn):
+                reason = "fqdn_changed"
+            elif key_type(cert_pem) != kind:
+                reason = "key_type_changed"
+            else:
                 return CertPair(cert_pem, key_pem, self_signed=True)
-            log.info("event=self_signed_renew reason=fqdn_changed fqdn=%s", fqdn)
-        cert_pem, key_pem = make_self_signed(fqdn, addresses)
+            log.info("event=self_signed_renew reason=%s fqdn=%s key_type=%s", reason, fqdn, kind)
+        cert_pem, key_pem = make_self_signed(fqdn, addresses, kind)
         self.dir.mkdir(parents=True, exist_ok=True)
         write_private(key_path, key_pem)
         cert_path.write_text(cert_pem)
-        log.info("event=self_signed_created fqdn=%s fingerprint=%s", fqdn, fingerprint(cert_pem))
+        log.info("event=self_signed_created fqdn=%s key_type=%s fingerprint=%s", fqdn, kind, fingerprint(cert_pem))
         return CertPair(cert_pem, key_pem, self_signed=True)
 
     def _install(self, pair: CertPair) -> None:
@@ -150,24 +192,38 @@ class CertStore:
         write_private(key_path, pair.key_pem)
         cert_path.write_text(pair.cert_pem)
         self.current = pair
-        for ctx in list(self._contexts):
-            ctx.load_cert_chain(cert_path, key_path)
-        log.info("event=certificate_active self_signed=%s fingerprint=%s", pair.self_signed, pair.fingerprint)
+        for listener, alpn in list(self._alpn.items()):
+            self._fresh[listener] = self._context(alpn)
+        log.info("event=certificate_active self_signed=%s key_type=%s fingerprint=%s",
+                 pair.self_signed, key_type(pair.cert_pem) or "other", pair.fingerprint)
 
     # -- contexts for listeners --------------------------------------------------------
     def server_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
         """A TLS 1.2+ server context that follows every later certificate change."""
         if self.current is None:
             raise RuntimeError("CertStore.use() must run before contexts are made")
+        ctx = self._context(alpn)
+        ctx.sni_callback = self._hand_over
+        self._alpn[ctx] = alpn
+        return ctx
+
+    def _context(self, alpn: list[str] | None) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-        ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS")
+        ctx.set_ciphers(TLS12_CIPHERS)
         if alpn:
             ctx.set_alpn_protocols(alpn)
         ctx.load_cert_chain(self.dir / "current.pem", self.dir / "current.key")
-        self._contexts.add(ctx)
         return ctx
+
+    def _hand_over(
+        self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, listener: ssl.SSLContext
+    ) -> None:
+        """SNI callback (runs for every ClientHello): this handshake uses the current certificate."""
+        fresh = self._fresh.get(listener)
+        if fresh is not None:
+            conn.context = fresh
 
 
 def _names_cover(cert_pem: str, fqdn: str) -> bool:

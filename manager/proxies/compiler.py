@@ -26,7 +26,7 @@ FIELD_MAP = {
     "services.provisioning.https_port": "provisioning_https_port",
     "services.provisioning.http_port": "provisioning_http_port",
     "services.xmpp.port": "xmpp_port", "services.xmpp.direct_tls_port": "xmpp_direct_tls_port",
-    "tls": "certificate_pem", "allow_sources": "allow_sources", "proxy.fqdn": "fqdn",
+    "tls.key_type": "tls_key_type", "tls": "certificate_pem", "allow_sources": "allow_sources", "proxy.fqdn": "fqdn",
     "network.interface": "network_interface", "network.address": "network_address",
     "network.gateway": "network_gateway", "network.table": "network_table", "bind": "bind",
 }
@@ -62,7 +62,8 @@ def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
         "version": 1, "revision": revision,
         "proxy": {"name": proxy.name, "fqdn": proxy.fqdn, "enabled": proxy.enabled},
         "bind": proxy.bind,
-        "tls": {"certificate_pem": proxy.certificate_pem or None, "key_pem": proxy.key_pem or None},
+        "tls": {"certificate_pem": proxy.certificate_pem or None, "key_pem": proxy.key_pem or None,
+                "key_type": proxy.tls_key_type},
         "allow_sources": _split(proxy.allow_sources),
         "instances": instances, "applications": apps,
         "services": {

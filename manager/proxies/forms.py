@@ -20,7 +20,7 @@ PROXY_GROUPS = [
                   "xmpp_enabled", "xmpp_port", "xmpp_direct_tls_port", "web_mode", "web_port",
                   "web_upstream_timeout"]),
     ("Redirection", ["redirect_url"]),
-    ("Certificate", ["certificate_pem", "key_pem"]),
+    ("Certificate", ["certificate_pem", "key_pem", "tls_key_type"]),
     ("Access", ["allow_sources"]),
     ("Network", ["network_mode", "network_interface", "network_address", "network_gateway", "network_table"]),
 ]

@@ -43,7 +43,9 @@ class Instance(models.Model):
     xmpp = models.CharField("XMPP backend", max_length=260, blank=True, help_text="host:port")
     xmpp_domains = models.TextField(blank=True, help_text="one per line")
     provisioning = models.CharField("provisioning URL template", max_length=500, blank=True,
-                                    help_text="e.g. http://10.0.0.5:8080/prov/{mac}")
+                                    help_text="e.g. http://10.0.0.5:8080/prov/{mac}; the placeholder spells the "
+                                              "MAC: {mac} 08c25a4f0321, {MAC} 08C25A4F0321, {mac:} 08:c2:..., "
+                                              "{MAC-} 08-C2-...")
     proxies = models.ManyToManyField("Proxy", blank=True, related_name="only_instances",
                                      help_text="which proxies expose it; none selected = all")
     sip_tls_fingerprint = models.CharField(
@@ -63,7 +65,10 @@ class Instance(models.Model):
 
     def clean(self) -> None:
         from proxyd.config import normalize_sha256_fingerprint
+        from services.provisioning.template import problem as template_problem
 
+        if self.provisioning and (why := template_problem(self.provisioning)):
+            raise ValidationError({"provisioning": why[0].upper() + why[1:] + "."})
         if self.sip_tls_fingerprint:
             norm = normalize_sha256_fingerprint(self.sip_tls_fingerprint)
             if norm is None:
@@ -103,6 +108,10 @@ class Proxy(models.Model):
     web_port = models.PositiveIntegerField(default=443, validators=PORT)
     redirect_url = models.URLField("Redirection URL", blank=True)
     certificate_pem = models.TextField("Certificate PEM", blank=True, help_text="blank = self-signed")
+    tls_key_type = models.CharField(
+        "Self-signed key type", max_length=10, choices=choices.TLS_KEY_TYPES, default=choices.TLS_KEY_TYPES[0][0],
+        help_text="only while no certificate is given; many phone firmwares provision over RSA only. "
+                  "A change makes a new self-signed certificate")
     key_pem_enc = models.TextField(editable=False, default="")
     allow_sources = models.TextField(blank=True, help_text="CIDRs or DNS names, one per line; empty = everyone")
     # network (seed 003 "Netzwerk Einstellungen")

@@ -13,6 +13,7 @@ from typing import Any
 
 from proxyd.config import ProxyConfig
 from proxyd.service import Service
+from proxyd.tls_accept import create_tls_server
 from services.http.proxy import UPSTREAM_TIMEOUT, ClientConnection, Clock, Listener, Stats, sweep
 from services.http.routes import AppTable, Backend, Router, WebTable
 from services.http.upstream import Pools
@@ -79,9 +80,12 @@ class HttpService(Service):
                         self.clock, upstream_timeout)
 
     async def _listen(self, spec: ListenerSpec, listener: Listener) -> asyncio.Server:
-        ssl_ctx = self.ctx.certs.server_context(alpn=["http/1.1"]) if spec.tls else None
+        if spec.tls:
+            return await create_tls_server(lambda: ClientConnection(listener), spec.host, spec.port,
+                                           self.ctx.certs.server_context(alpn=["http/1.1"]), service=self.name,
+                                           reuse_address=True, backlog=1024)
         loop = asyncio.get_running_loop()
-        return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port, ssl=ssl_ctx,
+        return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port,
                                         reuse_address=True, backlog=1024)
 
     async def _sweep(self) -> None:

@@ -2,8 +2,9 @@
 
 `/p/<token>[/<file>]` (mode encrypted) and `/p/<instance>/<mac>`, `/p/<instance>/<mac>/<file>`,
 `/p/<instance>/<file-containing-the-mac>` (modes https, http_and_https) are forwarded to the
-instance's provisioning URL template with `{mac}` filled in; a file name is appended as one
-more path segment. Every failure is the same 404; a source with too many failures is blocked
+instance's provisioning URL template with the MAC filled in (in the spelling its placeholder asks
+for: `{mac}`, `{MAC}`, `{mac:}`..., see `template.py`); a file name is appended as one more path
+segment. Every failure is the same 404; a source with too many failures is blocked
 for a while (429), so tokens and MACs cannot be enumerated.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.http.routes import NOT_FOUND, Backend, Decision, Forward, Refuse
+from services.provisioning.template import fill
 from services.provisioning.token import InvalidToken, decode_key, decode_token, normalize_mac
 
 FILE_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -60,7 +62,7 @@ class FailLimiter:
 
 
 def _target(template: str, mac: str, file: str | None) -> tuple[Backend, str]:
-    url = template.replace("{mac}", mac)
+    url = fill(template, mac)
     backend = Backend.from_url(url)
     path = backend.base_path or "/"
     if file:

@@ -24,6 +24,7 @@ from typing import Any
 from proxyd.config import ProxyConfig
 from proxyd.service import Service, ServiceError
 from proxyd.tls import write_private
+from proxyd.tls_accept import create_tls_server
 from services.media_api import MediaError, MediaRelay, PassThroughMedia, Side
 from services.sip.flow import Flow, FlowSigner
 from services.sip.framing import StreamFramer
@@ -205,8 +206,9 @@ class SipService(Service):
                 # switch to TCP for a request larger than 1,300 bytes)
                 self.server = await loop.create_server(lambda: _Stream(self, "p", "tcp"), view.bind, view.udp_port)
             else:
-                self.server = await loop.create_server(
-                    lambda: _Stream(self, "p", "tls"), view.bind, view.tls_port, ssl=self.ctx.certs.server_context())
+                self.server = await create_tls_server(
+                    lambda: _Stream(self, "p", "tls"), view.bind, view.tls_port, self.ctx.certs.server_context(),
+                    service="sip")
             _big_buffer(self.back_udp)
             back_port = self.back_udp.get_extra_info("sockname")[1]
             try:
@@ -215,8 +217,8 @@ class SipService(Service):
             except OSError:  # the number is taken for TCP: any free one
                 self.back_servers["tcp"] = await loop.create_server(lambda: _Stream(self, "b", "tcp"), view.bind, 0)
             if _needs_tls(view):  # only then: the certificate store is in use
-                self.back_servers["tls"] = await loop.create_server(
-                    lambda: _Stream(self, "b", "tls"), view.bind, 0, ssl=self.ctx.certs.server_context())
+                self.back_servers["tls"] = await create_tls_server(
+                    lambda: _Stream(self, "b", "tls"), view.bind, 0, self.ctx.certs.server_context(), service="sip")
         except OSError as exc:
             await self.stop(0)
             raise ServiceError(f"sip: cannot bind {view.bind}: {exc} (is another SIP server running?)") from exc

@@ -59,7 +59,7 @@ def test_key_change_in_the_form_needs_the_explicit_checkbox(admin_client) -> Non
                                        "sip_rate_limit", "media_mode", "media_port_min", "media_port_max",
                                        "provisioning_mode", "provisioning_https_port", "provisioning_http_port",
                                        "xmpp_port", "xmpp_direct_tls_port", "web_mode", "web_port",
-                                       "web_upstream_timeout")}
+                                       "web_upstream_timeout", "tls_key_type")}
     form.update(enabled="on", xmpp_enabled="on")
     assert admin_client.post(f"/proxies/{p.pk}/edit/", form).status_code == 302
     p.refresh_from_db()

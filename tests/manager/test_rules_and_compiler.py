@@ -176,3 +176,30 @@ def test_backend_answer_timeout_reaches_the_compiled_config_and_is_bounded() -> 
         with pytest.raises(ValidationError) as err:
             p.full_clean()
         assert "web_upstream_timeout" in err.value.message_dict
+
+
+def test_self_signed_key_type_reaches_the_compiled_config() -> None:
+    from manager.proxies.forms import ProxyForm
+
+    p = make_proxy()
+    assert json.loads(p.active_revision.config_json)["tls"]["key_type"] == "ecdsa-p256"
+    p.tls_key_type = "rsa-2048"
+    p.save()
+    assert json.loads(p.active_revision.config_json)["tls"]["key_type"] == "rsa-2048"
+    assert "tls_key_type" in ProxyForm(instance=p).fields
+    p.tls_key_type = "rsa-1024"
+    with pytest.raises(ValidationError) as err:
+        p.full_clean()
+    assert "tls_key_type" in err.value.message_dict
+
+
+def test_provisioning_template_placeholders_are_checked() -> None:
+    from manager.proxies.models import Instance
+
+    make_proxy()
+    inst = Instance(name="pbx", provisioning="http://10.0.0.5/prov/{Mac}.cfg")
+    with pytest.raises(ValidationError) as err:
+        inst.full_clean()
+    assert "Unknown placeholder {Mac}" in err.value.message_dict["provisioning"][0]
+    inst.provisioning = "http://10.0.0.5/prov/{MAC-}.cfg"
+    inst.full_clean()

@@ -125,6 +125,11 @@ def test_all_problems_reported_at_once_with_field_paths() -> None:
         (("instances", 0, "sip_tls_fingerprint"), "ab" * 32,
          "instances[0].sip_tls_fingerprint: only for a tls sip target, not udp"),
         (("instances", 0, "rtp_only"), "yes", "instances[0].rtp_only: expected true or false"),
+        (("instances", 0, "provisioning"), "http://10.0.0.5/prov/{Mac}.cfg",
+         "instances[0].provisioning: unknown placeholder {Mac}, expected one of {mac}, {mac:}, {mac-}, {MAC}"),
+        (("instances", 0, "provisioning"), "http://10.0.0.5/prov/{mac",
+         "instances[0].provisioning: unbalanced { or }"),
+        (("tls", "key_type"), "rsa-1024", "tls.key_type: expected one of ecdsa-p256, rsa-2048, rsa-3072"),
     ],
 )
 def test_each_bad_field_is_named(path: tuple, value: object, expected: str) -> None:

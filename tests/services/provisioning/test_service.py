@@ -18,7 +18,7 @@ KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 def prov_config(backend: str, mode: str, **extra: object) -> dict:
     return base_config(
-        instances=[{"name": "mycompany", "provisioning": backend + "/prov/{mac}"}],
+        instances=[{"name": "mycompany", "provisioning": backend + "/prov/{MAC}"}],
         services={"provisioning": {"mode": mode, "https_port": free_port(), "http_port": free_port(), "key": KEY}},
         **extra,
     )

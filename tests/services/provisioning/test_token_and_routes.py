@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from services.http.routes import Forward, Refuse
 from services.provisioning.routes import FailLimiter, ProvisioningTable, table_for
+from services.provisioning.template import problem as template_problem
 from services.provisioning.token import InvalidToken, decode_token, encode_token, normalize_mac
 
 KEY = base64.b64encode(secrets.token_bytes(32)).decode()
-TEMPLATES = (("mycompany", "http://127.0.0.1:9/prov/{mac}"),)
+TEMPLATES = (("mycompany", "http://127.0.0.1:9/prov/{MAC}"),)
 
 
 def test_round_trip_is_deterministic_and_hides_instance_and_mac() -> None:
@@ -93,3 +94,27 @@ def test_failed_lookups_block_a_source_for_a_while() -> None:
     now[0] = 301
     assert isinstance(table.route("/p/mycompany/08C25A4F0321", "", "6.6.6.6"), Forward)
     assert lim.blocks == 1
+
+
+@pytest.mark.parametrize(("template", "target"), [
+    ("http://127.0.0.1:9/prov/{mac}", "/prov/08c25a4f0321/y000000000028.cfg"),
+    ("http://127.0.0.1:9/prov/{MAC}", "/prov/08C25A4F0321/y000000000028.cfg"),
+    ("http://127.0.0.1:9/prov/{mac:}", "/prov/08:c2:5a:4f:03:21/y000000000028.cfg"),
+    ("http://127.0.0.1:9/prov/{MAC-}", "/prov/08-C2-5A-4F-03-21/y000000000028.cfg"),
+    ("http://127.0.0.1:9/{MAC}/phone-{mac-}", "/08C25A4F0321/phone-08-c2-5a-4f-03-21/y000000000028.cfg"),
+    ("http://127.0.0.1:9/shared", "/shared/y000000000028.cfg"),
+])
+def test_the_placeholder_spells_the_mac(template: str, target: str) -> None:
+    # however the phone spells its MAC in the URL, the backend gets the template's spelling
+    table = table_for("https", None, (("mycompany", template),))
+    for mac in ("08c25a4f0321", "08C25A4F0321", "08-c2-5a-4f-03-21"):
+        fwd = table.route(f"/p/mycompany/{mac}/y000000000028.cfg", "", "")
+        assert isinstance(fwd, Forward) and fwd.path == target, (template, mac)
+
+
+@pytest.mark.parametrize("template", ["http://h/prov/{Mac}", "http://h/prov/{mac_}", "http://h/prov/{}",
+                                      "http://h/prov/{mac", "http://h/prov/mac}", "http://h/{mac.}"])
+def test_unknown_placeholders_are_named(template: str) -> None:
+    why = template_problem(template)
+    assert why is not None and "{mac}, {mac:}, {mac-}, {MAC}, {MAC:}, {MAC-}" in why
+    assert template.partition("{")[2].partition("}")[0] in why or "unbalanced" in why

@@ -1,0 +1,100 @@
+"""TLS listeners: a finished handshake reaches the service, a failed one is logged with its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from proxyd.tls import CertStore
+from proxyd.tls_accept import create_tls_server
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = transport
+        # what the services read from the transport: the peer and the TLS session
+        assert transport.get_extra_info("peername")[0] == "127.0.0.1"
+        assert transport.get_extra_info("ssl_object") is not None
+
+    def data_received(self, data: bytes) -> None:
+        self.t.write(data)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def port(tmp_path: Path) -> AsyncIterator[int]:
+    store = CertStore(tmp_path)
+    store.use(None, None, "proxy.test", [], key_type="rsa-2048")
+    server = await create_tls_server(Echo, "127.0.0.1", 0, store.server_context(), service="provisioning")
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+def client(*, lo: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2, hi: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
+           ciphers: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated: that is the point of the test
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version, ctx.maximum_version = lo, hi
+    return ctx
+
+
+async def logged(caplog: pytest.LogCaptureFixture, needle: str) -> logging.LogRecord:
+    """The first record containing needle (the server side logs a moment after the client fails)."""
+    for _ in range(200):
+        found = [r for r in caplog.records if needle in r.getMessage()]
+        if found:
+            caplog.clear()
+            return found[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no {needle!r} in {[r.getMessage() for r in caplog.records]}")
+
+
+async def failed(port: int, ctx: ssl.SSLContext, caplog: pytest.LogCaptureFixture) -> str:
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    record = await logged(caplog, "event=tls_handshake_failed")
+    assert record.levelno == logging.WARNING
+    return record.getMessage()
+
+
+async def test_a_good_handshake_reaches_the_service(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client(hi=ssl.TLSVersion.TLSv1_2))
+    assert writer.get_extra_info("ssl_object").cipher()[0].startswith("ECDHE-RSA-")
+    writer.write(b"hello\n")
+    assert await reader.readline() == b"hello\n"
+    writer.close()
+
+
+async def test_refused_handshakes_are_logged_with_the_reason(port: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "proxyd.tls")
+    old = client(lo=ssl.TLSVersion.TLSv1, hi=ssl.TLSVersion.TLSv1_1, ciphers="DEFAULT@SECLEVEL=0")
+    line = await failed(port, old, caplog)
+    assert "event=tls_handshake_failed service=provisioning client=127.0.0.1 reason=unsupported_protocol" in line
+    assert "below 1.2" in line
+    static_rsa = client(hi=ssl.TLSVersion.TLSv1_2, ciphers="AES128-GCM-SHA256:AES256-SHA")
+    line = await failed(port, static_rsa, caplog)
+    assert "reason=no_shared_cipher" in line
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)  # plain HTTP to the TLS port
+    writer.write(b"GET /p/x HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
+    assert await reader.read() == b""
+    writer.close()
+    assert "plain HTTP sent to a TLS port" in (await logged(caplog, "reason=http_request")).getMessage()
+
+
+async def test_a_client_that_leaves_before_the_handshake_is_noted(port: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "proxyd.tls")
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+    record = await logged(caplog, "event=tls_handshake_abandoned")
+    assert record.levelno == logging.INFO and "client=127.0.0.1" in record.getMessage()

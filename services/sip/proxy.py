@@ -20,7 +20,7 @@ from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
 from services.sip.protect import RateLimiter, is_scanner
 from services.sip.scan import Sip, Via, scan, tag
-from services.sip.uri import UriError, parse_name_addr, parse_uri
+from services.sip.uri import UriError, add_uri_param, parse_name_addr, parse_uri
 
 log = logging.getLogger("services.sip")
 BRANCH = "z9hG4bKpf"
@@ -331,11 +331,14 @@ class Relay:
         return uri
 
     def _contact_alias(self, msg: Sip, token: str) -> None:
-        """Contact alias for PBXs that ignore Path: the phone's flow rides in the Contact URI."""
+        """Contact alias for PBXs that ignore Path: the phone's flow rides in each Contact URI.
+        The parameter goes into the URI as the parser finds it: the header parameters after it
+        (RFC 5626 `+sip.instance="<urn:uuid:...>"`) hold "<", ">" and "," of their own."""
+        param = f"pf-flow={token}"
         for i in msg.contact_idx:
-            value = msg.lines[i].partition(":")[2].strip(" \t")
-            if value != "*" and "," not in value:
-                msg.lines[i] = "Contact: " + _add_uri_param(value, f"pf-flow={token}")
+            values = split_commas(msg.lines[i].partition(":")[2].strip(" \t"))
+            if values != ["*"]:  # the scanner checked each value with the same parser
+                msg.lines[i] = "Contact: " + ", ".join([v if v == "*" else add_uri_param(v, param) for v in values])
 
     def _dialog_request(self, msg: Sip, src: Flow, dest: Flow, now: float, data: bytes) -> list[Action]:
         call_id, method = msg.call_id, msg.method
@@ -436,10 +439,3 @@ def _is_ip(host: str) -> bool:
 def _is_sdp(msg: Sip) -> bool:
     return msg.ctype.lower().startswith("application/sdp")
 
-
-def _add_uri_param(value: str, param: str) -> str:
-    if "<" in value:
-        end = value.rfind(">")
-        return value[:end] + ";" + param + value[end:]
-    uri, sep, rest = value.partition(";")
-    return f"<{uri.strip()};{param}>" + (";" + rest if sep else "")

@@ -24,6 +24,8 @@ from services.sip.proxy import (
     _own_token_general,
 )
 from services.sip.scan import Via, scan
+from services.sip.uri import parse_name_addr
+from tests.services.sip.captured import INSTANCE, LINPHONE_REGISTER, kamailio_register_ok
 from tests.services.sip.torture import TORTURE, cases, relay_outcome
 
 DOMAINS = ["example.com", "example.net", "example.org", "chair-dnrc.example.com", "pbx.test",
@@ -239,3 +241,21 @@ def test_own_via_fast_shape_reads_like_the_general_case(params: str, more: str) 
         top = _scanned_top_via(p, more)
         if top is not None:
             assert _own_token(top) == _own_token_general(top)
+
+
+def test_linphone_registers_and_kamailio_answer_reaches_it() -> None:
+    """linphonec's REGISTER (RFC 5626 Contact) to kamailio and kamailio's 200 OK (RFC 5627 GRUUs)
+    back: the flow alias goes into the Contact URI, the instance id arrives unchanged, and the
+    200 OK, whose quoted GRUUs hold ";", is forwarded to the phone."""
+    r = make_relay()
+    phone = Flow("p", "udp", "127.0.0.2", 5070)
+    [send] = r.receive(LINPHONE_REGISTER.replace(b"sip:example.com", b"sip:pbx.test"), phone, 0.0)
+    assert isinstance(send, Send) and send.flow == Flow("b", "udp", "127.0.0.9", 5060)
+    contact = parse_name_addr(parse(send.data).get("Contact") or "")
+    assert contact.params["+sip.instance"] == f'"<{INSTANCE}>"' and contact.params["reg-id"] == "1"
+    assert r.signer.open(contact.uri.params["pf-flow"] or "") == phone
+    assert contact.uri.params["transport"] == "udp" and contact.uri.host == "127.0.0.2"
+    [back] = r.receive(kamailio_register_ok(send.data), Flow("b", "udp", "127.0.0.9", 5060), 0.0)
+    assert isinstance(back, Send) and back.flow == phone
+    assert f';pub-gruu="sip:alice@example.com;gr={INSTANCE}"'.encode() in back.data
+    assert r.counters["malformed"] == 0

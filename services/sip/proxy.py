@@ -20,7 +20,7 @@ from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
 from services.sip.protect import RateLimiter, is_scanner
 from services.sip.scan import Sip, Via, scan, tag
-from services.sip.uri import UriError, add_uri_param, parse_name_addr, parse_uri
+from services.sip.uri import Uri, UriError, add_uri_param, parse_name_addr, parse_uri
 
 log = logging.getLogger("services.sip")
 BRANCH = "z9hG4bKpf"
@@ -112,6 +112,9 @@ class Relay:
         locals_ = [*phone.values(), *backend.values()]
         self.own = frozenset(x.hostport() for x in locals_)
         self.names = frozenset(n.lower() for n in names) | {x.host for x in locals_}
+        #: (transport, host, port) a Route URI names when it names us: a PBX may share our
+        #: address on another port (the all-in-one layout), and its Route is not ours (RFC 3261 §16.4)
+        self.own_routes = frozenset((x.transport, h, x.port) for x in locals_ for h in self.names)
 
     @property
     def domains(self) -> dict[str, Target]:
@@ -297,12 +300,25 @@ class Relay:
             except UriError:
                 break
             flow = self.signer.open(uri.user) if uri.user else None
-            if flow is None and uri.host not in self.names:
+            if flow is None and not self._names_us(uri):
                 break
             popped += 1
             if flow is not None and flow.side != src.side:
                 found = flow
         return popped, found, values[popped:]
+
+    def _names_us(self, uri: Uri) -> bool:
+        """Whether a Route URI without our token names one of our addresses: host, port and
+        transport, with the defaults RFC 3263 gives an absent port or transport."""
+        if uri.scheme == "sips":
+            transports: tuple[str, ...] = ("tls",)
+        else:
+            t = (uri.params.get("transport") or "").lower()
+            transports = (t,) if t else ("udp", "tcp")
+        port = uri.port or (5061 if transports == ("tls",) else 5060)
+        host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
+        own = self.own_routes
+        return any((t, host, port) in own for t in transports)
 
     def _branch(self, msg: Sip, inbound: str, sent_by: str, client_via: str) -> str:
         if inbound.startswith("z9hG4bK") and len(inbound) > 7:

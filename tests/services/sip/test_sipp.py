@@ -1,5 +1,6 @@
 """sipp as phone and PBX through a real proxyd: REGISTER, calls over UDP and TLS, calls from the
-PBX to a registered phone over its Path flow, 404 for unknown domains, 483 at Max-Forwards 0."""
+PBX to a registered phone over its Path flow, a call between two phones spiralling through a
+PBX, 404 for unknown domains, 483 at Max-Forwards 0."""
 
 from __future__ import annotations
 

@@ -405,8 +405,11 @@ class Relay:
         elif method == "ACK":
             self.dialogs.touch(call_id, now, confirmed=True)
         if msg.body and method in SDP_METHODS and _is_sdp(msg):
+            phone = (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port)
+            if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
+                return [Send(dest, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
-            op = self.dialogs.sdp_request(call_id, from_tag, method or "", now)
+            op = self.dialogs.sdp_request(call_id, from_tag, method or "", now, phone)
             side = "phone" if src.side == "p" else "instance"
             request = None if method == "ACK" else data
             return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, dest, request, src,
@@ -426,8 +429,11 @@ class Relay:
             if self.dialogs.end(call_id):
                 self.released.append(call_id)
         if msg.body and 100 < msg.status < 300 and method in SDP_METHODS and _is_sdp(msg):
+            phone = (src.ip, src.port) if src.side == "p" else (flow.ip, flow.port)
+            if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
+                return [Send(flow, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
-            op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now)
+            op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now, phone)
             side = "phone" if src.side == "p" else "instance"
             return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, flow, None, src,
                               self._rtp_only(src, flow))]

@@ -440,3 +440,50 @@ def test_cancel_and_failure_ack_share_the_invite_branch() -> None:
         [fwd] = r.receive(data, PHONE, 0.0)
         branches.append(parse(fwd.data).all("Via")[0])  # type: ignore[union-attr]
     assert branches[0] == branches[1] == branches[2]
+
+
+def _with_sdp(data: bytes, ip: str, port: int = 4000) -> bytes:
+    body = f"v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
+    return data.replace(b"Content-Length: 0\r\n\r\n", f"Content-Type: application/sdp\r\nContent-Length: "
+                        f"{len(body)}\r\n\r\n{body}".encode())
+
+
+def _sent(actions: list[Send | MediaStep]) -> tuple[str, Flow, bytes]:
+    """("media <op> <side>" or "send", where to, what) — a MediaStep as a pass-through relay sends it."""
+    [a] = actions
+    if isinstance(a, MediaStep):
+        return f"media {a.op} {a.side}", a.flow, a.msg.serialize()
+    return "send", a.flow, a.data
+
+
+def test_a_spiralling_call_anchors_its_media_once() -> None:
+    """Both legs of a spiral carry the same SDP exchange: it goes to the media relay on the leg
+    of the phone whose SDP came first only (the other leg's SDP already names the relay's ports,
+    or the far phone the anchored leg relays to), whichever phone offers; released once."""
+    r = make_relay()
+    contact_b, path_b = _register_b(r)
+    got, _, inv1 = _sent(r.receive(_with_sdp(_invite(), "127.0.0.2"), PHONE, 1.0))
+    assert got == "media offer phone"
+    got, to, inv2 = _sent(r.receive(_pbx_forwards(inv1, ruri=contact_b, route=path_b, rr=True), PBX_FLOW, 1.1))
+    assert (got, to) == ("send", PHONE_B)
+    ok_b = _with_sdp(_answer(inv2, "<sip:127.0.0.9;lr;ftag=1>", "<sip:bob@127.0.0.3:5072>"), "127.0.0.3")
+    got, to, ok1 = _sent(r.receive(ok_b, PHONE_B, 1.2))
+    assert (got, to) == ("send", PBX_FLOW)
+    got, to, ok2 = _sent(r.receive(_pbx_answers(ok1), PBX_FLOW, 1.3))
+    assert (got, to) == ("media answer instance", PHONE)
+    r.dialogs.answered("c1")
+    # B puts the call on hold: its re-INVITE reaches the media relay on A's leg (its second pass)
+    rr_b = ", ".join(parse(inv2).all("Record-Route"))
+    in_dialog = (f"INVITE sip:a@127.0.0.2:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5072;branch=z9hG4bKh1\r\n"
+                 f"Route: {rr_b}\r\nFrom: <sip:bob@pbx.test>;tag=as5f1c\r\nTo: <sip:a@pbx.test>;tag=1\r\n"
+                 "Call-ID: c1\r\nCSeq: 2 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    reinvite = _with_sdp(in_dialog, "127.0.0.3")
+    got, to, re1 = _sent(r.receive(reinvite, PHONE_B, 2.0))
+    assert (got, to) == ("send", PBX_FLOW)
+    route = ", ".join(parse(re1).all("Route")[1:])
+    got, to, _ = _sent(r.receive(_pbx_forwards(re1, route=route), PBX_FLOW, 2.1))
+    assert (got, to) == ("media offer instance", PHONE)
+    bye = in_dialog.replace(b"INVITE sip", b"BYE sip").replace(b"2 INVITE", b"3 BYE")
+    got, to, bye1 = _sent(r.receive(bye, PHONE_B, 3.0))
+    _sent(r.receive(_pbx_forwards(bye1, route=", ".join(parse(bye1).all("Route")[1:])), PBX_FLOW, 3.1))
+    assert r.released == ["c1"]

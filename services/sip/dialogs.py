@@ -21,27 +21,42 @@ class Dialog:
     offer_pending: bool = False
     confirmed: bool = False
     touched: float = 0.0
+    #: the phone (ip, port) whose leg carries the media relay: the one the call's first SDP
+    #: came from or went to (see `Dialogs.other_phone`)
+    phone: tuple[str, int] | None = None
 
 
 class Dialogs:
     def __init__(self) -> None:
         self.calls: dict[str, Dialog] = {}
 
-    def sdp_request(self, call_id: str, from_tag: str, method: str, now: float) -> str:
+    def other_phone(self, call_id: str, phone: tuple[str, int]) -> bool:
+        """Whether an SDP message of this call is on another phone's leg than the media's.
+
+        A call between two phones of one instance passes pforte twice (phone -> pforte -> PBX
+        -> pforte -> phone, a spiral): the media is anchored once, on the leg of the phone the
+        call's first SDP came with; on the other leg SDP goes through as it is (it names the
+        relay's ports already, or the far phone's address the anchored leg relays to)."""
+        d = self.calls.get(call_id)
+        return d is not None and d.phone is not None and d.phone != phone
+
+    def sdp_request(self, call_id: str, from_tag: str, method: str, now: float,
+                    phone: tuple[str, int] | None = None) -> str:
         """'offer' or 'answer' for an SDP body in a request."""
         d = self.calls.get(call_id)
         if d is None:
-            d = self.calls[call_id] = Dialog(from_tag)
+            d = self.calls[call_id] = Dialog(from_tag, phone=phone)
         d.touched = now
         if method in ("ACK", "PRACK") and not d.offer_pending:
             return "answer"
         d.offer_pending = True
         return "offer"
 
-    def sdp_response(self, call_id: str, from_tag: str, to_tag: str, now: float) -> str:
+    def sdp_response(self, call_id: str, from_tag: str, to_tag: str, now: float,
+                     phone: tuple[str, int] | None = None) -> str:
         d = self.calls.get(call_id)
         if d is None:
-            d = self.calls[call_id] = Dialog(from_tag)
+            d = self.calls[call_id] = Dialog(from_tag, phone=phone)
         d.touched, d.to_tag = now, to_tag or d.to_tag
         if d.offer_pending:
             return "answer"

@@ -14,13 +14,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
+from zlib import crc32
 
 from services.sip.dialogs import Dialogs
 from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
 from services.sip.protect import RateLimiter, is_scanner
+from services.sip.reasonlog import ReasonLog
 from services.sip.scan import Sip, Via, scan, tag
-from services.sip.uri import UriError, parse_name_addr, parse_uri
+from services.sip.uri import Uri, UriError, add_uri_param, parse_name_addr, parse_uri
 
 log = logging.getLogger("services.sip")
 BRANCH = "z9hG4bKpf"
@@ -108,10 +110,15 @@ class Relay:
         #: PBX targets (transport, host, port) of instances with `rtp_only`
         self.rtp_only: frozenset[tuple[str, str, int]] = frozenset()
         self.counters: Counter[str] = Counter()
+        self.reasons = ReasonLog(log)
+        self.now = 0.0
         self.released: list[str] = []  # call ids whose media must be deleted
         locals_ = [*phone.values(), *backend.values()]
         self.own = frozenset(x.hostport() for x in locals_)
         self.names = frozenset(n.lower() for n in names) | {x.host for x in locals_}
+        #: (transport, host, port) a Route URI names when it names us: a PBX may share our
+        #: address on another port (the all-in-one layout), and its Route is not ours (RFC 3261 §16.4)
+        self.own_routes = frozenset((x.transport, h, x.port) for x in locals_ for h in self.names)
 
     @property
     def domains(self) -> dict[str, Target]:
@@ -125,6 +132,7 @@ class Relay:
     # ---- entry point -------------------------------------------------------------------
     def receive(self, data: bytes, src: Flow, now: float) -> list[Action]:
         self.counters["received"] += 1
+        self.now = now  # the clock of the log lines that say why a message goes nowhere
         if data[:1] in (b"\r", b"\n") and not data.strip(b"\r\n"):
             self.counters["keepalives"] += 1
             return [Send(src, b"\r\n")] if data.startswith(b"\r\n\r\n") else []
@@ -135,6 +143,9 @@ class Relay:
             if self.limiter.just_blocked:
                 self.counters["sources_blocked"] += 1
                 log.warning("event=sip_source_blocked src=%s seconds=%s", src.ip, self.limiter.block)
+            else:
+                self.reasons.note("rate_limited", now, "event=sip_drop reason=rate_limited src=%s:%s",
+                                  src.ip, src.port)
             return []
         datagram = src.transport == "udp"
         msg = scan(data, datagram)
@@ -155,20 +166,26 @@ class Relay:
 
     def _drop(self, why: str, src: Flow) -> list[Action]:
         self.counters[f"dropped_{why}"] += 1
-        log.info("event=sip_drop reason=%s src=%s:%s", why, src.ip, src.port)
+        self.reasons.note(why, self.now, "event=sip_drop reason=%s src=%s:%s", why, src.ip, src.port)
         return []
 
     def _bad(self, exc: SipError, src: Flow) -> list[Action]:
         self.counters["malformed"] += 1
-        log.info("event=sip_malformed status=%s reason=%r src=%s:%s", exc.status, exc.reason, src.ip, src.port)
+        self.reasons.note(f"malformed {exc.status} {exc.reason}", self.now,
+                          "event=sip_malformed status=%s reason=%r src=%s:%s", exc.status, exc.reason, src.ip, src.port)
         req = exc.partial
         if req is None or not req.is_request or req.method == "ACK" or not req.get("Via"):
             return []
         self.counters[f"replied_{exc.status}"] += 1
         return [Send(src, response(req, exc.status, exc.reason, _to_tag(req.get("Call-ID") or "")).serialize())]
 
-    def _reply(self, msg: Sip, src: Flow, status: int, reason: str, extra: tuple[str, ...] = ()) -> list[Action]:
-        """A locally generated response (RFC 3261 §8.2.6): always to the source, never to a Via address."""
+    def _reply(self, msg: Sip, src: Flow, why: str, status: int, reason: str,
+               extra: tuple[str, ...] = ()) -> list[Action]:
+        """A locally generated response (RFC 3261 §8.2.6): always to the source, never to a Via
+        address; an ACK gets none. Logged with `why` either way."""
+        self.reasons.note(why, self.now, "event=sip_refused reason=%s status=%s method=%s uri=%s call_id=%s "
+                          "src=%s:%s%s", why, status, msg.method, msg.uri, msg.call_id, src.ip, src.port,
+                          " (an ACK: dropped without a response)" if msg.method == "ACK" else "")
         if msg.method == "ACK":
             return []
         self.counters[f"replied_{status}"] += 1
@@ -187,24 +204,35 @@ class Relay:
             return []
         self.counters[f"replied_{status}"] += 1
         req = parse(step.request)  # it passed once: the strict parser accepts it
+        self.reasons.note(f"media_{status}", self.now, "event=sip_refused reason=media status=%s method=%s "
+                          "call_id=%s src=%s:%s", status, req.method, step.call_id, step.src.ip, step.src.port)
         return [Send(step.src, response(req, status, reason, _to_tag(req.get("Call-ID") or "")).serialize())]
 
     # ---- requests ----------------------------------------------------------------------
     def _request(self, msg: Sip, src: Flow, now: float, data: bytes) -> list[Action]:
         if msg.mf == 0:
-            return self._reply(msg, src, 483, "Too Many Hops")
+            return self._reply(msg, src, "too_many_hops", 483, "Too Many Hops")
         if msg.proxy_require:
-            return self._reply(msg, src, 420, "Bad Extension", ("Unsupported: " + ", ".join(msg.proxy_require),))
-        own = self.own
+            return self._reply(msg, src, "proxy_require", 420, "Bad Extension",
+                               ("Unsupported: " + ", ".join(msg.proxy_require),))
+        dest = self._destination(msg, src)  # pops the Route values naming us
+        mark = self._loop_mark(msg)
+        own, spiral = self.own, False
         for v in msg.vias:
-            if BRANCH in v.params and v.hostport in own and (v.param_dict().get("branch") or "").startswith(BRANCH):
-                return self._reply(msg, src, 482, "Loop Detected")
-        dest = self._destination(msg, src)
-        if dest.__class__ is not Flow:  # (status, reason)
+            if BRANCH in v.params and v.hostport in own:  # we sent it on before: a loop or a spiral
+                branch = v.param_dict().get("branch") or ""
+                if branch.startswith(BRANCH) and branch.rpartition(".")[2] == mark:
+                    self.counters["loops"] += 1
+                    return self._reply(msg, src, "loop", 482, "Loop Detected")
+                spiral = True  # changed on its way since (Request-URI, Route): forwarded
+        if spiral:
+            self.counters["spirals"] += 1
+        if dest.__class__ is not Flow:  # (why, status, reason)
             return self._reply(msg, src, *dest)
         if dest.transport != "udp" and dest.side == "b" and self.unavailable(dest):
             self.counters["unavailable_backend"] += 1
-            return self._reply(msg, src, 503, "Service Unavailable", (f"Retry-After: {RETRY_AFTER}",))
+            return self._reply(msg, src, "backend_resting", 503, "Service Unavailable",
+                               (f"Retry-After: {RETRY_AFTER}",))
         # edits in place first, insertions above existing lines last (they share the line slots)
         lines = msg.lines
         if msg.mf is None:
@@ -220,7 +248,8 @@ class Relay:
         if register:
             self._contact_alias(msg, token)
         local = self._local(dest)
-        msg.insert_before(top_idx, f"{local.via}{self._branch(msg, inbound, sent_by, client_via)};pf={token}")
+        branch = self._branch(msg, inbound, sent_by, client_via)
+        msg.insert_before(top_idx, f"{local.via}{branch}.{mark};pf={token}")
         if register:  # Path (RFC 3327) with the phone's flow: requests to the phone come back over it
             msg.insert_before(msg.path_idx, f"Path: <sip:{token}@{local.hostport()};transport={local.transport};lr;ob>")
         if msg.method in DIALOG_METHODS and ";tag=" not in msg.to.replace(" ", ""):
@@ -231,12 +260,12 @@ class Relay:
         self.counters["forwarded_requests"] += 1
         return self._dialog_request(msg, src, dest, now, data)
 
-    def _destination(self, msg: Sip, src: Flow) -> Flow | tuple[int, str]:
+    def _destination(self, msg: Sip, src: Flow) -> Flow | tuple[str, int, str]:
         token_flow = self._pop_own_routes(msg, src)
         if token_flow is not None:
             return token_flow
         if msg.route_idx and src.side == "b":
-            return (403, "Forbidden")
+            return ("route_not_ours", 403, "Forbidden")  # a PBX's request must come back over our Route
         ruri = parse_uri(msg.uri)
         alias = ruri.params.get("pf-flow")
         if alias:  # Contact alias: a PBX that ignored Path sends to the Contact we rewrote
@@ -244,14 +273,14 @@ class Relay:
             if flow is not None and flow.side != src.side:
                 return flow
         if src.side == "b":
-            return (404, "Not Found")
+            return ("no_flow", 404, "Not Found")  # neither our Route nor a Contact alias names a phone
         target = self._route_domain(msg, ruri.host)
         if target is None:
             self.counters["unknown_domain"] += 1
-            return (404, "Not Found")
+            return ("unknown_domain", 404, "Not Found")
         if target.transport not in self.backend:
             self.counters["unsupported_backend_transport"] += 1
-            return (503, "Service Unavailable")
+            return ("unsupported_backend_transport", 503, "Service Unavailable")
         return target
 
     def _route_domain(self, msg: Sip, host: str) -> Flow | None:
@@ -297,12 +326,40 @@ class Relay:
             except UriError:
                 break
             flow = self.signer.open(uri.user) if uri.user else None
-            if flow is None and uri.host not in self.names:
+            if flow is None and not self._names_us(uri):
                 break
             popped += 1
             if flow is not None and flow.side != src.side:
                 found = flow
         return popped, found, values[popped:]
+
+    def _names_us(self, uri: Uri) -> bool:
+        """Whether a Route URI without our token names one of our addresses: host, port and
+        transport, with the defaults RFC 3263 gives an absent port or transport."""
+        if uri.scheme == "sips":
+            transports: tuple[str, ...] = ("tls",)
+        else:
+            t = (uri.params.get("transport") or "").lower()
+            transports = (t,) if t else ("udp", "tcp")
+        port = uri.port or (5061 if transports == ("tls",) else 5060)
+        host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
+        own = self.own_routes
+        return any((t, host, port) in own for t in transports)
+
+    def _loop_mark(self, msg: Sip) -> str:
+        """What our branch ends with (after a "."): a checksum of the request as we send it on,
+        so one that comes back to us unchanged has looped and one changed on its way (a PBX
+        that put a phone's Contact into the Request-URI and its Path into Route) is spiralling
+        (RFC 3261 §16.3 step 4, §16.6 step 8). Its Request-URI and the Route values left once
+        ours are popped, and what names the request: Call-ID, CSeq number (no method: a CANCEL
+        and the ACK of a failure share the INVITE's branch) and From (no proxy changes it).
+        Proxy-Require, the RFC's other input, is refused before (420). Max-Forwards and Via
+        change on every hop. A CRC is enough: a forged mark only makes its sender's own request
+        fail, and a spiral taken for a loop by chance is one in four billion."""
+        idx = msg.route_idx
+        routes = ", ".join([msg.lines[i].partition(":")[2].strip(" \t") for i in idx]) if idx else ""
+        key = f"{msg.uri}|{routes}|{msg.call_id}|{msg.cseq.partition(' ')[0]}|{msg.from_}"
+        return f"{crc32(key.encode('latin-1')):08x}"
 
     def _branch(self, msg: Sip, inbound: str, sent_by: str, client_via: str) -> str:
         if inbound.startswith("z9hG4bK") and len(inbound) > 7:
@@ -331,11 +388,14 @@ class Relay:
         return uri
 
     def _contact_alias(self, msg: Sip, token: str) -> None:
-        """Contact alias for PBXs that ignore Path: the phone's flow rides in the Contact URI."""
+        """Contact alias for PBXs that ignore Path: the phone's flow rides in each Contact URI.
+        The parameter goes into the URI as the parser finds it: the header parameters after it
+        (RFC 5626 `+sip.instance="<urn:uuid:...>"`) hold "<", ">" and "," of their own."""
+        param = f"pf-flow={token}"
         for i in msg.contact_idx:
-            value = msg.lines[i].partition(":")[2].strip(" \t")
-            if value != "*" and "," not in value:
-                msg.lines[i] = "Contact: " + _add_uri_param(value, f"pf-flow={token}")
+            values = split_commas(msg.lines[i].partition(":")[2].strip(" \t"))
+            if values != ["*"]:  # the scanner checked each value with the same parser
+                msg.lines[i] = "Contact: " + ", ".join([v if v == "*" else add_uri_param(v, param) for v in values])
 
     def _dialog_request(self, msg: Sip, src: Flow, dest: Flow, now: float, data: bytes) -> list[Action]:
         call_id, method = msg.call_id, msg.method
@@ -345,8 +405,11 @@ class Relay:
         elif method == "ACK":
             self.dialogs.touch(call_id, now, confirmed=True)
         if msg.body and method in SDP_METHODS and _is_sdp(msg):
+            phone = (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port)
+            if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
+                return [Send(dest, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
-            op = self.dialogs.sdp_request(call_id, from_tag, method or "", now)
+            op = self.dialogs.sdp_request(call_id, from_tag, method or "", now, phone)
             side = "phone" if src.side == "p" else "instance"
             request = None if method == "ACK" else data
             return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, dest, request, src,
@@ -366,8 +429,11 @@ class Relay:
             if self.dialogs.end(call_id):
                 self.released.append(call_id)
         if msg.body and 100 < msg.status < 300 and method in SDP_METHODS and _is_sdp(msg):
+            phone = (src.ip, src.port) if src.side == "p" else (flow.ip, flow.port)
+            if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
+                return [Send(flow, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
-            op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now)
+            op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now, phone)
             side = "phone" if src.side == "p" else "instance"
             return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, flow, None, src,
                               self._rtp_only(src, flow))]
@@ -377,6 +443,7 @@ class Relay:
         return src.side == "p" and bool(self.rtp_only) and (dest.transport, dest.ip, dest.port) in self.rtp_only
 
     def expire(self, now: float) -> list[str]:
+        self.reasons.flush(now)
         if self.limiter is not None:
             self.limiter.expire(now)
         return self.dialogs.expire(now)
@@ -436,10 +503,3 @@ def _is_ip(host: str) -> bool:
 def _is_sdp(msg: Sip) -> bool:
     return msg.ctype.lower().startswith("application/sdp")
 
-
-def _add_uri_param(value: str, param: str) -> str:
-    if "<" in value:
-        end = value.rfind(">")
-        return value[:end] + ";" + param + value[end:]
-    uri, sep, rest = value.partition(";")
-    return f"<{uri.strip()};{param}>" + (";" + rest if sep else "")

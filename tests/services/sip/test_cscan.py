@@ -100,6 +100,14 @@ SIPP_RESPONSE = (b"SIP/2.0 200 OK\r\n"
     SIPP_RESPONSE.replace(b"\r\nFrom", b"\r\n\x85From"), SIPP_RESPONSE.replace(b"Via: ", b"Via: \xa0"),
     SIPP_RESPONSE.replace(b"Call-ID: ", b"Call-ID:\t"), SIPP_RESPONSE[:60], b"",
     SIPP_RESPONSE.replace(b"\r\n\r\n", b"\r\n\r\n" + b"x" * 65600),
+    # quoted header parameters (RFC 5626 instance ids, RFC 5627 GRUUs): ";" "," "<>" inside quotes
+    *(SIPP_RESPONSE.replace(b"transport=UDP>", b"transport=UDP>" + p) for p in (
+        b';+sip.instance="<urn:uuid:1-2>";reg-id=1', b';pub-gruu="sip:a@b;gr=urn:uuid:1-2"', b';x="a,b"',
+        b';x="a,b";y="<c;d>"', b';x="a\\";b"', b';x="open', b';x="a";"b"', b';x="a"b', b";x=a;b=")),
+    SIPP_RESPONSE.replace(b"tag=2", b'tag=2;x="<y;z>"'), SIPP_RESPONSE.replace(b"tag=1", b'x="a;tag=9";tag=1'),
+    SIPP_RESPONSE.replace(b"Contact: <sip:127.0.0.1:5080;transport=UDP>", b'Contact: sip:c@h;x="<u;v>"'),
+    SIPP_RESPONSE.replace(b"Contact: <sip:127.0.0.1:5080;transport=UDP>",
+                          b'Contact: <sip:c@h>;x="a,b", *, <sip:d@h>;y="<e>,f"'),
 ])
 def test_edge_cases(data: bytes) -> None:
     same(data)
@@ -128,6 +136,22 @@ def test_fuzz_name_addrs(line: bytes, value: str, junk: str) -> None:
     for v in (value, value + junk, junk + value):
         new = name.encode() if name.endswith("Call-ID") else f"{name}: {v}".encode()  # wire bytes: UTF-8
         same(SIPP_RESPONSE.replace(line, new.replace(b"<sip:x@y>", v.encode())))
+
+
+_QUOTED = st.text(alphabet=st.sampled_from(list(';,<>=:@ "\\aZ9\xe9')), max_size=10).map(lambda t: f'"{t}"')
+_HPARAM = st.tuples(st.sampled_from(["+sip.instance", "pub-gruu", "reg-id", "x", "tag"]),
+                    st.one_of(st.none(), st.sampled_from(["1", "a.b"]), _QUOTED))
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(sorted(LINES)), st.lists(_HPARAM, max_size=4))
+def test_fuzz_quoted_header_parameters(line: bytes, params: list[tuple[str, str | None]]) -> None:
+    """Header parameters with quoted values (closed or not, escapes, ";" "," "<>" inside) after
+    To, From and Contact: both scanners give the same verdict and fields."""
+    tail = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params).encode("latin-1")
+    if line.endswith(b"Call-ID"):
+        line, tail = b"Contact: <sip:127.0.0.1:5080;transport=UDP>", b", <sip:a@b>" + tail
+    same(SIPP_RESPONSE.replace(line, line + tail))
 
 
 @settings(max_examples=200)

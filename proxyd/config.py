@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from services.provisioning.template import problem as template_problem
+from proxyd.provisioning_template import problem as template_problem
 
 VERSION = 1
 

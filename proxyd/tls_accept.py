@@ -49,7 +49,7 @@ async def create_tls_server(
         waiter = loop.create_future()
         proto = tls_protocol(loop, factory(), ctx, waiter, server_side=True)
         waiter.add_done_callback(lambda w: _report(w, proto, service))
-        return proto  # type: ignore[no-any-return]
+        return proto
 
     return await loop.create_server(accept, host, port, **kwargs)
 
@@ -77,12 +77,12 @@ def _protocol_class(loop: asyncio.AbstractEventLoop) -> type:
         import uvloop
 
         if isinstance(loop, uvloop.Loop):
-            base = uvloop.loop.SSLProtocol
+            base = uvloop.loop.SSLProtocol  # type: ignore[attr-defined]  # not in uvloop's stubs
     except ImportError:
         pass
     if base not in _CLASSES:
 
-        class Remembering(base):  # type: ignore[misc, valid-type]
+        class Remembering(base):
             peer: tuple[Any, ...] | None = None
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -65,7 +65,7 @@ class Instance(models.Model):
 
     def clean(self) -> None:
         from proxyd.config import normalize_sha256_fingerprint
-        from services.provisioning.template import problem as template_problem
+        from proxyd.provisioning_template import problem as template_problem
 
         if self.provisioning and (why := template_problem(self.provisioning)):
             raise ValidationError({"provisioning": why[0].upper() + why[1:] + "."})

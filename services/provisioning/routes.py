@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from proxyd.provisioning_template import fill
 from services.http.routes import NOT_FOUND, Backend, Decision, Forward, Refuse
-from services.provisioning.template import fill
 from services.provisioning.token import InvalidToken, decode_key, decode_token, normalize_mac
 
 FILE_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxyd.provisioning_template import problem as template_problem
 from services.http.routes import Forward, Refuse
 from services.provisioning.routes import FailLimiter, ProvisioningTable, table_for
-from services.provisioning.template import problem as template_problem
 from services.provisioning.token import InvalidToken, decode_token, encode_token, normalize_mac
 
 KEY = base64.b64encode(secrets.token_bytes(32)).decode()

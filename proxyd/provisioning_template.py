@@ -1,4 +1,6 @@
-"""Provisioning URL templates: where, and in which spelling, the MAC goes into a backend URL. Pure.
+"""Provisioning URL templates (ProxyConfig's `instances[].provisioning`): where, and in which
+spelling, the MAC goes into a backend URL. Pure: the config checks a template, the provisioning
+service fills it in.
 
 Backends differ in the MAC spelling their per-device files use (Yealink and Polycom files are
 lowercase, Snom's uppercase, some key them by `08:c2:...`), so the placeholder is written the way

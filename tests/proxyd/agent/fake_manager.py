@@ -25,6 +25,7 @@ class FakeManager:
         self.tokens: dict[str, str] = {}  # token -> "fresh" | "used" | "expired"
         self.heartbeats: list[dict[str, Any]] = []
         self.config_requests = 0
+        self.parked_polls = 0  # config long-polls waiting for a newer revision right now
         self.ignore_etag = False  # misbehave: answer 200 with the same revision every time
         self.port = port
         self.server: ThreadingHTTPServer | None = None
@@ -57,6 +58,16 @@ class FakeManager:
         with self.cond:
             self.config, self.revision = config, int(config["revision"])
             self.cond.notify_all()
+
+    def wait_parked_poll(self, timeout: float = 15.0) -> None:
+        """Until a config long-poll of the agent is waiting here (so a publish answers that one)."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.parked_polls == 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no long-poll parked within {timeout}s")
+                self.cond.wait(left)
 
     def wait_heartbeat(self, pred: Any, timeout: float = 15.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -130,6 +141,11 @@ class _Handler(BaseHTTPRequestHandler):
                     self.send_response(304)
                     self.end_headers()
                     return
-                self.mgr.cond.wait(left)
+                self.mgr.parked_polls += 1
+                self.mgr.cond.notify_all()
+                try:
+                    self.mgr.cond.wait(left)
+                finally:
+                    self.mgr.parked_polls -= 1
             cfg, rev = self.mgr.config, self.mgr.revision
         self._json(200, cfg, {"ETag": f'"{rev}"'})

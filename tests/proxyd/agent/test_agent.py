@@ -126,6 +126,7 @@ def test_revoked_key_stops_asking_and_keeps_serving(setup: tuple[FakeManager, Ma
     mgr.publish(base_config(revision=5))
     p.start()
     p.wait_status(lambda s: s["revision"] == 5 and s["manager"]["state"] == "online")
+    mgr.wait_parked_poll()
     mgr.api_keys.clear()
     # The long poll already in flight still delivers revision 6; the heartbeat after it gets 401.
     mgr.publish(base_config(revision=6))

@@ -148,6 +148,7 @@ class XmppService(Service):
     def session_started(self, session: Session, route: Route) -> None:
         self.active[route.instance] += 1
         self.counters["sessions"] += 1
+        self.counters[f"sessions_{session.listener.kind}"] += 1
         self.log.info("event=xmpp_session_open listener=%s client=%s instance=%s",
                       session.listener.kind, session.peer[0], route.instance)
 
@@ -170,6 +171,8 @@ class XmppService(Service):
         return {
             "listeners": [f"tcp:{v.bind}:{v.port}", f"tcp:{v.bind}:{v.direct_tls_port}"] if v else [],
             "counters": {"sessions": self.counters["sessions"],
+                         "sessions_starttls": self.counters["sessions_starttls"],
+                         "sessions_direct_tls": self.counters["sessions_direct_tls"],
                          "bytes_client_to_backend": self.counters["bytes_client_to_backend"],
                          "bytes_backend_to_client": self.counters["bytes_backend_to_client"]},
             "gauges": {"active_sessions": sum(self.active.values()),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Family:
     name: str  # counters without the `_total` suffix (prometheus_client adds it)
-    kind: str  # "counter" | "gauge"
+    kind: str  # "counter" | "gauge" | "histogram"
     help: str
     labels: tuple[str, ...] = ()
 
@@ -72,6 +72,15 @@ HTTP_GAUGES = _rules(
 _HTTP_KNOWN = ("requests", "redirects", "upgrades", "upstream_errors", "backend_connects", "backend_connect_errors",
                *(f"responses_{n}xx" for n in range(1, 6)),
                *(f"refused_{c}" for c in (400, 404, 405, 408, 413, 414, 431, 501, 505)))
+
+HTTP_HISTOGRAMS = {
+    "upstream_connect_seconds": Family("pforte_http_upstream_connect_seconds", "histogram",
+                                       "Time to open a backend connection (TCP, and TLS for https backends)",
+                                       ("service",)),
+    "upstream_first_byte_seconds": Family("pforte_http_upstream_first_byte_seconds", "histogram",
+                                          "Time from routing a request to the backend's response head (connect and "
+                                          "request body included)", ("service",)),
+}
 
 # -- SIP -------------------------------------------------------------------------------------
 _SIP_DROPPED = _c("pforte_sip_messages_dropped", "Messages dropped without an answer, by reason", "reason")
@@ -161,9 +170,10 @@ class ServiceTable:
     gauges: tuple[Rule, ...]
     known_counters: tuple[str, ...] = ()
     service_label: bool = False  # families carry `service` first (HTTP: http / provisioning)
+    histograms: dict[str, Family] | None = None
 
 
-HTTP = ServiceTable(HTTP_COUNTERS, HTTP_GAUGES, _HTTP_KNOWN, service_label=True)
+HTTP = ServiceTable(HTTP_COUNTERS, HTTP_GAUGES, _HTTP_KNOWN, service_label=True, histograms=HTTP_HISTOGRAMS)
 TABLES: dict[str, ServiceTable] = {
     "http": HTTP,
     "provisioning": HTTP,

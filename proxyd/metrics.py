@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -44,21 +44,31 @@ class Families:
     """Family objects by name, made on first use; yields them in the order they were made."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        self._by_name: dict[str, Metric] = {}
 
-    def get(self, fam: Family) -> CounterMetricFamily | GaugeMetricFamily:
+    def get(self, fam: Family) -> Metric:
         m = self._by_name.get(fam.name)
         if m is None:
-            cls: type[CounterMetricFamily | GaugeMetricFamily] = (
-                CounterMetricFamily if fam.kind == "counter" else GaugeMetricFamily)
+            cls = _KINDS[fam.kind]
             m = self._by_name[fam.name] = cls(fam.name, fam.help, labels=list(fam.labels))
         return m
 
     def add(self, fam: Family, labels: tuple[str, ...] | list[str], value: float) -> None:
-        self.get(fam).add_metric(list(labels), value)
+        m = self.get(fam)
+        assert isinstance(m, CounterMetricFamily | GaugeMetricFamily)
+        m.add_metric(list(labels), value)
+
+    def add_histogram(self, fam: Family, labels: tuple[str, ...], h: dict[str, Any]) -> None:
+        m = self.get(fam)
+        assert isinstance(m, HistogramMetricFamily)
+        m.add_metric(list(labels), [(str(le), n) for le, n in h["buckets"]], h["sum"])
 
     def __iter__(self) -> Iterator[Metric]:
         return iter(self._by_name.values())
+
+
+_KINDS: dict[str, type[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]] = {
+    "counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
 
 
 class PforteCollector(Collector):
@@ -162,6 +172,12 @@ def _service(name: str, data: dict[str, Any], out: Families) -> None:
     counters = {**dict.fromkeys(table.known_counters, 0), **data.get("counters", {})}
     _section(name, prefix, counters, table.counters, "counter", out)
     _section(name, prefix, data.get("gauges", {}), table.gauges, "gauge", out)
+    for hname, h in data.get("histograms", {}).items():
+        fam = (table.histograms or {}).get(hname)
+        if fam is None:
+            svc = name.replace("-", "_")
+            fam = Family(f"pforte_{svc}_{hname}", "histogram", f"{hname} of {name}")
+        out.add_histogram(fam, prefix if fam.labels[:1] == ("service",) else (), h)
     if name == "media":
         g = data.get("gauges", {})
         used, free = g.get("ports_in_use", 0), g.get("ports_available", 0)

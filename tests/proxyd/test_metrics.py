@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxyd import metrics
 from proxyd.access import AccessList
 from proxyd.config import ProxyConfig, parse_config
-from proxyd.service import Service, ServiceContext, ServiceError
+from proxyd.service import Histogram, Service, ServiceContext, ServiceError
 from proxyd.statedir import StateDir
 from proxyd.supervisor import ApplyError, Supervisor
 from proxyd.tls import CertStore
@@ -97,6 +97,23 @@ def test_keys_become_labelled_series_and_known_keys_start_at_zero() -> None:
     assert v(text, "pforte_media_port_headroom_ratio") == 0.75
     assert v(text, "pforte_access_refused_connections_total", service="sip") == 3
     assert v(text, "pforte_access_refused_connections_total", service="xmpp") == 0
+
+
+def test_histograms_are_cumulative_with_every_bucket_from_the_start() -> None:
+    h = Histogram((0.1, 1.0))
+    empty = h.to_json()
+    assert empty == {"buckets": [["0.1", 0], ["1.0", 0], ["+Inf", 0]], "sum": 0.0, "count": 0}
+    for x in (0.05, 0.1, 0.5, 3.0):
+        h.observe(x)
+    assert h.to_json() == {"buckets": [["0.1", 2], ["1.0", 3], ["+Inf", 4]], "sum": 3.65, "count": 4}
+    http = {"state": "running", "counters": {}, "gauges": {},
+            "histograms": {"upstream_first_byte_seconds": h.to_json(), "upstream_connect_seconds": empty}}
+    text = scrape(status(services={"http": http}))
+    assert v(text, "pforte_http_upstream_first_byte_seconds_bucket", service="http", le="0.1") == 2
+    assert v(text, "pforte_http_upstream_first_byte_seconds_bucket", service="http", le="+Inf") == 4
+    assert v(text, "pforte_http_upstream_first_byte_seconds_count", service="http") == 4
+    assert v(text, "pforte_http_upstream_first_byte_seconds_sum", service="http") == 3.65
+    assert v(text, "pforte_http_upstream_connect_seconds_count", service="http") == 0
 
 
 def test_a_counter_without_a_family_is_still_exported_by_name() -> None:

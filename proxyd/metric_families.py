@@ -120,6 +120,8 @@ _SIP_KNOWN = ("received", "keepalives", "forwarded_requests", "forwarded_respons
               "sources_blocked", "unknown_domain", "unsupported_backend_transport", "unavailable_backend",
               *(f"dropped_{r}" for r in ("too_large", "rate_limited", "unscannable", "scanner", "stray_response")),
               "backend_queue_drops", "backend_down_drops", "refused_sources", "framing_errors",
+              "unreachable_flows", "backend_connect_failed", "backend_certificate_mismatch",
+              "silent_connections_closed", "udp_errors", "media_errors_488", "media_errors_503",
               *(f"replied_{c}" for c in (400, 403, 404, 420, 482, 483, 503)))
 
 # -- media -----------------------------------------------------------------------------------

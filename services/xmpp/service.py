@@ -166,6 +166,10 @@ class XmppService(Service):
         if self.tap is not None:
             self.tap(session, direction, data)
 
+    def _instances(self) -> set[str]:
+        routes = [r for _, r in self.routes.domains] + ([self.routes.default] if self.routes.default else [])
+        return {r.instance for r in routes}
+
     def stats(self) -> dict[str, Any]:
         v = self.view_
         return {
@@ -177,6 +181,8 @@ class XmppService(Service):
                          "bytes_backend_to_client": self.counters["bytes_backend_to_client"]},
             "gauges": {"active_sessions": sum(self.active.values()),
                        "connections": sum(len(li.sessions) for li in self.listeners.values())},
-            "by_instance": {name: {"active_sessions": n} for name, n in self.active.items()},
+            # every routed instance, 0 included: a dashboard shows it before its first session
+            "by_instance": {name: {"active_sessions": self.active.get(name, 0)}
+                            for name in sorted(self._instances() | set(self.active))},
             "by_reason": {reason: {"refusals": n} for reason, n in self.refusals.items()},
         }

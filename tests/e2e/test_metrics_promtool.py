@@ -4,12 +4,14 @@ scraped over the admin TCP port as Prometheus would, moves with that traffic and
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -90,7 +92,8 @@ def test_metrics_after_real_traffic_are_promtool_clean(proxyd: Callable[..., Pro
         pbx.settimeout(10)
         phone.settimeout(10)
         cfg = base_config(
-            instances=[{"name": "pbx", "sip": f"udp:127.0.0.1:{pbx.getsockname()[1]}", "sip_domains": ["pbx.test"]}],
+            instances=[{"name": "pbx", "sip": f"udp:127.0.0.1:{pbx.getsockname()[1]}", "sip_domains": ["pbx.test"],
+                        "xmpp": f"127.0.0.1:{free_port()}", "xmpp_domains": ["pbx.test"]}],
             applications=[{"name": "a", "port": app_port, "tls": False, "upstream": f"http://127.0.0.1:{backend}/"}],
             services={"sip": {"mode": "udp", "udp_port": sip_port, "tls_port": free_port()},
                       "provisioning": {"mode": "http_and_https", "http_port": prov_http, "https_port": free_port()},
@@ -149,6 +152,7 @@ def test_metrics_after_real_traffic_are_promtool_clean(proxyd: Callable[..., Pro
     assert moved("pforte_xmpp_refused_connections_total", reason="garbage") == 1
     for svc in ("http", "provisioning", "sip", "media", "xmpp"):
         assert after[("pforte_service_up", frozenset({("service", svc)}))] == 1
+    assert after[("pforte_xmpp_instance_active_sessions", frozenset({("instance", "pbx")}))] == 0
     assert after[("pforte_config_revision", frozenset())] == 1
     assert after[("pforte_media_port_headroom_ratio", frozenset())] == 1
     not_after = after[("pforte_tls_certificate_not_after_timestamp_seconds",
@@ -162,6 +166,13 @@ def test_metrics_after_real_traffic_are_promtool_clean(proxyd: Callable[..., Pro
     # no client address, path or Call-ID in any label
     for bad in ("127.0.0.1", "/api/../b", "nosuchdevice", "m1", "other.test"):
         assert not any(bad == v for _, labels in after for _, v in labels), bad
+
+    # every family docs/operations.md lists is in the scrape (manager ones: managed mode only)
+    documented = set(re.findall(r"`((?:pforte|process)_[a-z_]+)", (Path(__file__).parents[2] / "docs" /
+                                                                    "operations.md").read_text()))
+    scraped = {name for name, _ in after} | {f.name for f in text_string_to_metric_families(text)}
+    missing = {n for n in documented - scraped if not n.startswith("pforte_manager_") and not n.endswith("_")}
+    assert missing == set()
 
     res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert (res.returncode, res.stdout, res.stderr) == (0, "", ""), text

@@ -80,6 +80,9 @@ HTTP_HISTOGRAMS = {
     "upstream_first_byte_seconds": Family("pforte_http_upstream_first_byte_seconds", "histogram",
                                           "Time from routing a request to the backend's response head (connect and "
                                           "request body included)", ("service",)),
+    "request_duration_seconds": Family("pforte_http_request_duration_seconds", "histogram",
+                                       "Time from routing a request to a backend to the last byte of its response",
+                                       ("service",)),
 }
 
 # -- SIP -------------------------------------------------------------------------------------

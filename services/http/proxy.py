@@ -61,6 +61,8 @@ class Stats:
     #: forwarded requests: from routing the request to the backend's response head (so connect
     #: and request body upload included)
     first_byte: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    #: forwarded requests: from routing the request to the last byte of the response
+    duration: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
 
 
 def simple_response(status: int, body: bytes = b"", extra: bytes = b"", close: bool = False) -> bytes:
@@ -578,6 +580,7 @@ class ClientConnection(asyncio.Protocol):
         up, self.up = self.up, None
         self.rstate = R_NONE
         self.rscan = None
+        self.shared.stats.duration.observe(self.shared.loop.time() - self.forwarded_at)
         if up is not None:
             if clean and self.rkeep and self.state == WAIT:
                 self.shared.pools.release(up)

@@ -115,5 +115,6 @@ class HttpService(Service):
                          "backend_connect_errors": self.pools.connect_errors},
             "gauges": {"active_connections": len(self.conns), "idle_backend_connections": self.pools.idle_count},
             "histograms": {"upstream_connect_seconds": self.pools.connect_seconds.to_json(),
-                           "upstream_first_byte_seconds": self.stats_.first_byte.to_json()},
+                           "upstream_first_byte_seconds": self.stats_.first_byte.to_json(),
+                           "request_duration_seconds": self.stats_.duration.to_json()},
         }

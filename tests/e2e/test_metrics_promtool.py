@@ -144,6 +144,9 @@ def test_metrics_after_real_traffic_are_promtool_clean(proxyd: Callable[..., Pro
     assert moved("pforte_http_upstream_first_byte_seconds_count", service="http") == 1
     assert moved("pforte_http_upstream_first_byte_seconds_bucket", service="http", le="+Inf") == 1
     assert 0 < moved("pforte_http_upstream_first_byte_seconds_sum", service="http") < 10
+    assert moved("pforte_http_request_duration_seconds_count", service="http") == 1
+    assert moved("pforte_http_request_duration_seconds_sum", service="http") >= \
+        moved("pforte_http_upstream_first_byte_seconds_sum", service="http")
     assert moved("pforte_http_refused_requests_total", service="provisioning", code="404") == 1
     assert moved("pforte_sip_messages_forwarded_total", kind="request") == 1
     assert moved("pforte_sip_messages_forwarded_total", kind="response") == 1

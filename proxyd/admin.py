@@ -25,6 +25,7 @@ MAX_REQUEST = 4096  # a GET line and a few headers; anything longer is not ours
 class AdminServer:
     def __init__(self, status: Callable[[], dict[str, Any]]):
         self.status = status
+        self.metrics = metrics.registry(status)
         self.servers: list[asyncio.Server] = []
 
     async def start(self, socket_path: Path, tcp: tuple[str, int] | None) -> None:
@@ -68,7 +69,7 @@ class AdminServer:
         if path == "/status":
             body, ctype, code = json.dumps(self.status(), indent=2).encode(), "application/json", "200 OK"
         elif path == "/metrics":
-            body, ctype, code = metrics.render(self.status()).encode(), "text/plain; version=0.0.4", "200 OK"
+            body, ctype, code = metrics.render(self.metrics), metrics.CONTENT_TYPE, "200 OK"
         else:
             body, ctype, code = b"not found\n", "text/plain", "404 Not Found"
         writer.write(

@@ -72,7 +72,7 @@ class Daemon:
         return report
 
     def reject(self, source: str, exc: ConfigError) -> None:
-        self.supervisor.last_error = f"{source}: {exc}"
+        self.supervisor.record_failure(f"{source}: {exc}")
         for problem in exc.problems:
             log.error("event=config_invalid source=%s problem=%r", source, problem)
 

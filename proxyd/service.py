@@ -15,6 +15,7 @@ Rules for implementations:
 from __future__ import annotations
 
 import abc
+import bisect
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -25,6 +26,37 @@ if TYPE_CHECKING:
     from proxyd.config import ProxyConfig
     from proxyd.statedir import StateDir
     from proxyd.tls import CertStore
+
+
+class Histogram:
+    """Counts of observed values (seconds) per bucket, for a service's `stats()`.
+
+    One bisect and two additions per observation: cheap enough for a per-request path. The
+    bucket bounds are fixed when it is made, so every scrape shows every bucket from the start.
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def to_json(self) -> dict[str, Any]:
+        """Cumulative counts per upper bound, as Prometheus wants them; JSON-able."""
+        running, buckets = 0, []
+        for le, n in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            running += n
+            buckets.append([le, running])
+        return {"buckets": buckets, "sum": self.sum, "count": running}
+
+
+#: latency bounds in seconds from 1 ms to a minute (the default upstream timeout)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class ServiceError(RuntimeError):
@@ -72,5 +104,6 @@ class Service(abc.ABC):
         """Stop accepting, let established work finish for up to `timeout` seconds, then close."""
 
     def stats(self) -> dict[str, Any]:
-        """JSON-able state: {'listeners': [...], 'counters': {...}, 'gauges': {...}, ...}."""
+        """JSON-able state: {'listeners': [...], 'counters': {...}, 'gauges': {...},
+        'histograms': {name: Histogram.to_json()}, ...}."""
         return {}

@@ -62,6 +62,8 @@ class Supervisor:
         self.config: ProxyConfig | None = None
         self.applied_at: float | None = None
         self.last_error: str | None = None
+        self.failed_at: float | None = None  # when a config was last rejected or failed to apply
+        self.apply_failures = 0
         #: services whose start failed in the last apply that tried them: name -> message
         self.failed: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -74,12 +76,17 @@ class Supervisor:
             try:
                 report = await self._apply(cfg)
             except ApplyError as exc:
-                self.last_error = f"revision {cfg.revision}: {exc}"
+                self.record_failure(f"revision {cfg.revision}: {exc}")
                 raise
             self.config, self.applied_at, self.last_error = cfg, time.time(), None
             for svc in self.running.values():
                 svc.last_error = None  # every service now runs this revision's view
             return report
+
+    def record_failure(self, message: str) -> None:
+        """A config was rejected (invalid) or failed to apply; the running one stays."""
+        self.last_error, self.failed_at = message, time.time()
+        self.apply_failures += 1
 
     async def _apply(self, cfg: ProxyConfig) -> ApplyReport:
         await self._apply_shared(cfg)
@@ -204,13 +211,19 @@ class Supervisor:
                     entry["last_error"] = svc.last_error
             services[cls.name] = entry
         cfg = self.config
+        current = self.ctx.certs.current
         return {
             "revision": cfg.revision if cfg else None,
             "proxy": cfg.proxy.name if cfg else None,
             "enabled": cfg.proxy.enabled if cfg else None,
             "applied_at": self.applied_at,
+            "failed_at": self.failed_at,
+            "apply_failures": self.apply_failures,
             "last_error": self.last_error,
-            "certificate": (self.ctx.certs.current.fingerprint if self.ctx.certs.current else None),
+            "certificate": current.fingerprint if current else None,
+            "certificates": [] if current is None else [
+                {"name": "server", "fingerprint": current.fingerprint, "self_signed": current.self_signed,
+                 "not_after": current.not_after}],
             "access_refused": dict(self.ctx.access.refused),
             "network": self.network.last_result,
             "services": services,

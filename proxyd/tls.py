@@ -23,6 +23,7 @@ import os
 import ssl
 import weakref
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography import x509
@@ -136,9 +137,14 @@ class CertPair:
     key_pem: str
     self_signed: bool
 
-    @property
+    @cached_property  # read on every status and scrape: parse the certificate once
     def fingerprint(self) -> str:
         return fingerprint(self.cert_pem)
+
+    @cached_property
+    def not_after(self) -> float:
+        """Expiry of the leaf certificate, seconds since epoch."""
+        return x509.load_pem_x509_certificate(self.cert_pem.encode()).not_valid_after_utc.timestamp()
 
 
 class CertStore:

@@ -56,6 +56,7 @@ class Agent:
         self.last_error: str | None = None
         self.heartbeat_due = asyncio.Event()
         self.heartbeats = 0
+        self.last_heartbeat: float | None = None  # when the manager last accepted one
         self.revoked = asyncio.Event()
         self._last_body: bytes | None = None
         self.actions = ActionRunner(daemon.state, self.client, self._enabled)
@@ -86,6 +87,10 @@ class Agent:
             "state": self.state,
             "reason": self.state_reason or None,
             "last_contact": _iso(self.last_contact),
+            "last_heartbeat": _iso(self.last_heartbeat),
+            # seconds since epoch, for /metrics (the ISO forms above are for people)
+            "last_contact_at": self.last_contact,
+            "last_heartbeat_at": self.last_heartbeat,
             "offered_revision": self.offered_revision,
             "last_error": self.last_error,
             "heartbeats": self.heartbeats,
@@ -185,6 +190,7 @@ class Agent:
                 log.debug("event=heartbeat_failed error=%r", str(exc))
             else:
                 self.heartbeats += 1
+                self.last_heartbeat = time.time()
                 self.set_state(ONLINE)
                 log.debug("event=heartbeat_ok active_revision=%s", answer.get("active_revision"))
                 await self.actions.run(_heartbeat_actions(answer))

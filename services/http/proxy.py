@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from proxyd.service import LATENCY_BUCKETS, Histogram
 from services.http.canonical import BadPath, split_target
 from services.http.http1 import (
     MAX_HEAD,
@@ -57,6 +58,11 @@ R_NONE, R_HEAD, R_LENGTH, R_CHUNKED, R_UNTIL_CLOSE = range(5)
 @dataclass
 class Stats:
     counters: Counter[str] = field(default_factory=Counter)
+    #: forwarded requests: from routing the request to the backend's response head (so connect
+    #: and request body upload included)
+    first_byte: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    #: forwarded requests: from routing the request to the last byte of the response
+    duration: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
 
 
 def simple_response(status: int, body: bytes = b"", extra: bytes = b"", close: bool = False) -> bytes:
@@ -118,6 +124,7 @@ class ClientConnection(asyncio.Protocol):
         self.rbuf = b""
         self.rleft = 0
         self.rscan: ChunkScanner | None = None
+        self.forwarded_at = 0.0  # loop time the current request was forwarded
         self.rkeep = False
 
     # -- client transport events ------------------------------------------------------------------
@@ -306,6 +313,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _forward(self, req: Head, fwd: Forward) -> None:
         self.req, self.fwd = req, fwd
+        self.forwarded_at = self.shared.loop.time()
         out = self._upstream_head(req, fwd)
         self.rstate = R_HEAD
         self.rbuf = b""
@@ -531,6 +539,7 @@ class ClientConnection(asyncio.Protocol):
         assert fwd is not None
         self.deadline = self.shared.clock.now + IDLE_TIMEOUT
         self.shared.stats.counters[RESPONSE_KEYS[resp.status // 100]] += 1
+        self.shared.stats.first_byte.observe(self.shared.loop.time() - self.forwarded_at)
         keep = self.keep and (resp.chunked or resp.content_length is not None)
         self.keep = keep
         self.rkeep = resp.keep_alive
@@ -571,6 +580,7 @@ class ClientConnection(asyncio.Protocol):
         up, self.up = self.up, None
         self.rstate = R_NONE
         self.rscan = None
+        self.shared.stats.duration.observe(self.shared.loop.time() - self.forwarded_at)
         if up is not None:
             if clean and self.rkeep and self.state == WAIT:
                 self.shared.pools.release(up)

@@ -118,4 +118,7 @@ class HttpService(Service):
             "counters": {**dict(self.stats_.counters), "backend_connects": self.pools.connects,
                          "backend_connect_errors": self.pools.connect_errors},
             "gauges": {"active_connections": len(self.conns), "idle_backend_connections": self.pools.idle_count},
+            "histograms": {"upstream_connect_seconds": self.pools.connect_seconds.to_json(),
+                           "upstream_first_byte_seconds": self.stats_.first_byte.to_json(),
+                           "request_duration_seconds": self.stats_.duration.to_json()},
         }

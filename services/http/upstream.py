@@ -13,6 +13,7 @@ import asyncio
 import ssl
 from typing import Protocol
 
+from proxyd.service import LATENCY_BUCKETS, Histogram
 from services.http.routes import Backend
 
 CONNECT_TIMEOUT = 5.0  # a backend that does not accept within 5 s is down for this request
@@ -89,6 +90,7 @@ class Pools:
         self.idle: dict[tuple, list[UpstreamConnection]] = {}
         self.connects = 0
         self.connect_errors = 0
+        self.connect_seconds = Histogram(LATENCY_BUCKETS)  # TCP (+ TLS) connects that succeeded
         self._verify = ssl.create_default_context()
         self._noverify = ssl.create_default_context()
         self._noverify.check_hostname = False
@@ -109,6 +111,7 @@ class Pools:
             ctx = self._verify if b.verify else self._noverify
         self.connects += 1
         loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(lambda: UpstreamConnection(self, b.key), b.host, b.port, ssl=ctx,
@@ -118,6 +121,7 @@ class Pools:
         except BaseException:
             self.connect_errors += 1
             raise
+        self.connect_seconds.observe(loop.time() - started)
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:

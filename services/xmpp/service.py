@@ -148,6 +148,7 @@ class XmppService(Service):
     def session_started(self, session: Session, route: Route) -> None:
         self.active[route.instance] += 1
         self.counters["sessions"] += 1
+        self.counters[f"sessions_{session.listener.kind}"] += 1
         self.log.info("event=xmpp_session_open listener=%s client=%s instance=%s",
                       session.listener.kind, session.peer[0], route.instance)
 
@@ -165,15 +166,23 @@ class XmppService(Service):
         if self.tap is not None:
             self.tap(session, direction, data)
 
+    def _instances(self) -> set[str]:
+        routes = [r for _, r in self.routes.domains] + ([self.routes.default] if self.routes.default else [])
+        return {r.instance for r in routes}
+
     def stats(self) -> dict[str, Any]:
         v = self.view_
         return {
             "listeners": [f"tcp:{v.bind}:{v.port}", f"tcp:{v.bind}:{v.direct_tls_port}"] if v else [],
             "counters": {"sessions": self.counters["sessions"],
+                         "sessions_starttls": self.counters["sessions_starttls"],
+                         "sessions_direct_tls": self.counters["sessions_direct_tls"],
                          "bytes_client_to_backend": self.counters["bytes_client_to_backend"],
                          "bytes_backend_to_client": self.counters["bytes_backend_to_client"]},
             "gauges": {"active_sessions": sum(self.active.values()),
                        "connections": sum(len(li.sessions) for li in self.listeners.values())},
-            "by_instance": {name: {"active_sessions": n} for name, n in self.active.items()},
+            # every routed instance, 0 included: a dashboard shows it before its first session
+            "by_instance": {name: {"active_sessions": self.active.get(name, 0)}
+                            for name in sorted(self._instances() | set(self.active))},
             "by_reason": {reason: {"refusals": n} for reason, n in self.refusals.items()},
         }

@@ -89,6 +89,6 @@ def test_json_logs_and_metrics_on_the_admin_port(proxyd: Callable[..., ProxydPro
         while chunk := s.recv(65536):
             data += chunk
     assert b"200 OK" in data.split(b"\r\n", 1)[0]
-    assert b"\npforte_config_revision 2\n" in data
+    assert b"\npforte_config_revision 2.0\n" in data
     line = next(ln for ln in p.output().splitlines() if "config_applied" in ln)
     assert json.loads(line)["level"] == "info"

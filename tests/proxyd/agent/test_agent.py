@@ -96,6 +96,12 @@ def test_managed_lifecycle(setup: tuple[FakeManager, ManagedProxyd]) -> None:
                            capture_output=True, text=True, timeout=30).stdout
     assert f"manager: {mgr.url}  state: online" in shown and "revision applied: 2" in shown
     assert "rejected revision: revision 3: services.web.mode" in shown
+    # ... and /metrics says so too: the manager is online, heartbeats go through, one apply failed
+    assert p.status()["manager"]["last_heartbeat_at"] > time.time() - 60
+    _, metrics = fetch_status(p.state_dir / "proxyd.sock", "/metrics")
+    assert b'\npforte_manager_state{state="online"} 1.0\n' in metrics
+    assert b'\npforte_manager_state{state="unreachable"} 0.0\n' in metrics
+    assert b"\npforte_config_apply_failures_total 1.0\n" in metrics
 
     # Manager down: proxyd keeps serving revision 2 and says the manager is unreachable.
     port = mgr.port

@@ -464,9 +464,11 @@ class SipService(Service):
                     self.relay.dialogs.answered(step.call_id)
         except MediaError as exc:
             self.relay_counter(f"media_errors_{exc.status}")
-            self.log.info("event=sip_media_error call_id=%s status=%s", step.call_id, exc.status)
+            self.log.info("event=sip_media_error call_id=%s status=%s reason=%r", step.call_id, exc.status,
+                          exc.reason)
             if self.relay is not None:
-                for send in self.relay.refuse(step, exc.status, exc.reason):
+                extra = (f"Retry-After: {exc.retry_after}",) if exc.retry_after else ()
+                for send in self.relay.refuse(step, exc.status, exc.reason, extra):
                     self.send(send.flow, send.data)
             return
         step.msg.body = sdp

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,11 @@ def offer_sdp(ip: str, port: int, proto: str = "RTP/AVP", crypto: bool = False, 
     if mux:
         lines.append("a=rtcp-mux")
     return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def rtp(payload: bytes, ssrc: bytes = b"SSRC", pt: int = 0, seq: int = 1) -> bytes:
+    """An RTP packet (version 2, `pt`, `seq`, timestamp 0, `ssrc`) carrying `payload`."""
+    return bytes([0x80, pt]) + seq.to_bytes(2, "big") + b"\0\0\0\0" + ssrc + payload
 
 
 def test_allocator_no_double_allocation_release_and_exhaustion() -> None:
@@ -59,11 +65,27 @@ def test_sdp_rewrite_changes_only_addresses_and_ports() -> None:
 
 def test_latching_rules() -> None:
     ep = Endpoint(40000)
-    ep.expected_ip, ep.remote = "127.0.0.5", ("127.0.0.5", 4000)  # from signalling and SDP
-    assert not ep.latch(("127.0.0.6", 4000)) and ep.src is None  # a third party cannot hijack the stream
-    assert ep.remote == ("127.0.0.5", 4000)
-    assert ep.latch(("127.0.0.5", 5555)) and ep.remote == ep.src == ("127.0.0.5", 5555)
-    assert ep.latch(("127.0.0.5", 6666)) and ep.remote == ("127.0.0.5", 6666)  # NAT rebinding
+    ep.expected_ip, ep.remote, ep.pts = "127.0.0.5", ("127.0.0.5", 4000), frozenset({0, 8})
+    assert ep.latchable(rtp(b"x"), ("127.0.0.6", 4000)) == "source_address"  # a third party cannot hijack
+    assert ep.latchable(b"not rtp at all", ("127.0.0.5", 5555)) == "not_rtp_of_session"
+    assert ep.latchable(rtp(b"x", pt=96), ("127.0.0.5", 5555)) == "not_rtp_of_session"  # not in the SDP
+    assert ep.latchable(rtp(b"x"), ("127.0.0.5", 5555)) == ""
+    ep.latch(("127.0.0.5", 5555), rtp(b"x"))
+    assert ep.remote == ep.src == ("127.0.0.5", 5555) and ep.ssrc == b"SSRC"
+    assert ep.latchable(rtp(b"x"), ("127.0.0.5", 6666)) == "latched_source_active"
+    ep.packets = 1
+    ep.check(10.0)
+    ep.check(11.9)
+    assert ep.latchable(rtp(b"x"), ("127.0.0.5", 6666)) == "latched_source_active"  # 1.9 s of silence
+    ep.check(12.0)  # NAT rebinding: silent for RELATCH_SILENCE, then a packet of the same SSRC from a new port
+    assert ep.latchable(rtp(b"x", ssrc=b"EVIL"), ("127.0.0.5", 6666)) == "not_rtp_of_session"
+    assert ep.latchable(rtp(b"x"), ("127.0.0.5", 6666)) == ""
+    rtcp = Endpoint(40001)
+    rtcp.expected_ip, rtcp.rtcp, rtcp.rtp = "127.0.0.5", True, ep
+    rr = bytes([0x81, 201, 0, 7]) + b"SSRC" + bytes(24)
+    assert rtcp.latchable(rr, ("127.0.0.5", 5556)) == ""
+    assert rtcp.latchable(rr.replace(b"SSRC", b"EVIL"), ("127.0.0.5", 5556)) == "not_rtp_of_session"
+    assert rtcp.latchable(bytes([0x81, 202, 0, 1]) + b"SSRC", ("127.0.0.5", 5556)) == "not_rtp_of_session"
 
 
 @pytest.fixture
@@ -103,25 +125,32 @@ async def test_rtp_flows_both_ways_third_party_dropped_rebinding_relatched(media
     relay_for_pbx, relay_for_phone = port_of(to_pbx), port_of(to_phone)
     assert relay_for_pbx != relay_for_phone and b"c=IN IP4 127.0.0.1" in to_pbx
 
-    phone_t.sendto(b"\x80\x00voice-from-phone" + b"x" * 150, ("127.0.0.1", relay_for_phone))
+    phone_t.sendto(rtp(b"voice-from-phone" + b"x" * 150), ("127.0.0.1", relay_for_phone))
     data, src = await asyncio.wait_for(pbx.got.get(), 5)
-    assert data.startswith(b"\x80\x00voice-from-phone") and src == ("127.0.0.1", relay_for_pbx)
-    pbx_t.sendto(b"\x80\x00voice-from-pbx", ("127.0.0.1", relay_for_pbx))
+    assert data.startswith(rtp(b"voice-from-phone")) and src == ("127.0.0.1", relay_for_pbx)
+    pbx_t.sendto(rtp(b"voice-from-pbx"), ("127.0.0.1", relay_for_pbx))
     data, _ = await asyncio.wait_for(phone.got.get(), 5)
-    assert data == b"\x80\x00voice-from-pbx"
+    assert data == rtp(b"voice-from-pbx")
 
     evil_t, evil, _ = await udp("127.0.0.4")
-    evil_t.sendto(b"\x80\x00hijack", ("127.0.0.1", relay_for_phone))
+    evil_t.sendto(rtp(b"hijack"), ("127.0.0.1", relay_for_phone))
     await asyncio.sleep(0.2)
     assert pbx.got.empty()
     assert media.stats()["counters"]["drops"] >= 1
 
-    # the phone's NAT rebinds: same IP, new port -> re-latched, answers go to the new port
+    # the phone's NAT rebinds: same IP, new port -> re-latched once the old port has been silent
+    # for RELATCH_SILENCE, answers go to the new port
     phone2_t, phone2, _ = await udp("127.0.0.2")
-    phone2_t.sendto(b"\x80\x00after-rebind", ("127.0.0.1", relay_for_phone))
-    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == b"\x80\x00after-rebind"
-    pbx_t.sendto(b"\x80\x00to-new-port", ("127.0.0.1", relay_for_pbx))
-    assert (await asyncio.wait_for(phone2.got.get(), 5))[0] == b"\x80\x00to-new-port"
+    phone2_t.sendto(rtp(b"too-early"), ("127.0.0.1", relay_for_phone))
+    await asyncio.sleep(0.2)
+    assert pbx.got.empty()  # the latched source is active: the stream does not move
+    t = time.monotonic()
+    media.expire_idle(t)
+    media.expire_idle(t + 2.0)
+    phone2_t.sendto(rtp(b"after-rebind"), ("127.0.0.1", relay_for_phone))
+    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == rtp(b"after-rebind")
+    pbx_t.sendto(rtp(b"to-new-port"), ("127.0.0.1", relay_for_pbx))
+    assert (await asyncio.wait_for(phone2.got.get(), 5))[0] == rtp(b"to-new-port")
     assert media.stats()["gauges"]["active_streams"] == 1
 
     await media.delete("c1")
@@ -147,7 +176,7 @@ async def test_idle_rule_with_an_injected_clock(media: MediaService) -> None:
     media.expire_idle(t0 + 1.5)
     assert "c" in media.calls
     relay_for_phone = media.calls["c"].streams[0].legs[0].phone_port
-    phone_t.sendto(b"\x80\x00x", ("127.0.0.1", relay_for_phone))  # a packet (dropped: no instance yet) is life
+    phone_t.sendto(rtp(b"x"), ("127.0.0.1", relay_for_phone))  # a packet (dropped: no instance yet) is life
     for _ in range(50):
         await asyncio.sleep(0.02)
         if media.calls["c"].streams[0].legs[0].received():
@@ -225,10 +254,10 @@ async def test_reconfigure_shrinking_the_range_keeps_established_calls(media: Me
 
     await media.reconfigure(MediaView("rtp", base + 12, base + 15, 2.0, "127.0.0.1", None))
     # the established call still relays both ways on its old ports
-    phone_t.sendto(b"\x80\x00still-here", ("127.0.0.1", port_of(to_phone)))
-    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == b"\x80\x00still-here"
-    pbx_t.sendto(b"\x80\x00and-back", ("127.0.0.1", port_of(to_pbx)))
-    assert (await asyncio.wait_for(phone.got.get(), 5))[0] == b"\x80\x00and-back"
+    phone_t.sendto(rtp(b"still-here"), ("127.0.0.1", port_of(to_phone)))
+    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == rtp(b"still-here")
+    pbx_t.sendto(rtp(b"and-back"), ("127.0.0.1", port_of(to_pbx)))
+    assert (await asyncio.wait_for(phone.got.get(), 5))[0] == rtp(b"and-back")
     gauges = media.stats()["gauges"]
     assert gauges["ports_in_use"] == 4 and gauges["ports_available"] == 4  # the new range is all free
 
@@ -247,26 +276,26 @@ async def test_reconfigure_shrinking_the_range_keeps_established_calls(media: Me
 
 
 def test_an_unreachable_sdp_address_drops_and_counts(tmp_path: Path) -> None:
-    """On uvloop (what proxyd runs) sendto raises for an address of the other family: counted as a
-    drop, never an exception per packet."""
+    """On uvloop (what proxyd runs) sendto raises for an address of the other family: counted as
+    unsent, never an exception per packet (::1 is a configured instance host, so it may be sent to)."""
     uvloop = pytest.importorskip("uvloop")
     base = free_udp_range(8)
 
     async def go() -> int:
         state = StateDir(tmp_path).ensure()
         svc = MediaService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
-        await svc.start(MediaView("rtp", base, base + 7, 60, "127.0.0.1", None))
+        await svc.start(MediaView("rtp", base, base + 7, 60, "127.0.0.1", None, instance_hosts=frozenset({"::1"})))
         phone_t, _, phone_port = await udp("127.0.0.2")
         await svc.offer("v6", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
         v6 = offer_sdp("127.0.0.3", 4000).replace(b"IN IP4 127.0.0.3", b"IN IP6 ::1")
         to_phone = await svc.answer("v6", "f", "t", v6, side=Side.INSTANCE, source_ip="127.0.0.3")
         for _ in range(3):
-            phone_t.sendto(b"\x80\x00voice", ("127.0.0.1", port_of(to_phone)))
+            phone_t.sendto(rtp(b"voice"), ("127.0.0.1", port_of(to_phone)))
         for _ in range(50):
             await asyncio.sleep(0.02)
-            if svc.stats()["counters"].get("drops", 0) >= 3:
+            if svc.stats()["counters"].get("unsent", 0) >= 3:
                 break
-        drops = int(svc.stats()["counters"].get("drops", 0))
+        drops = int(svc.stats()["counters"].get("unsent", 0))
         phone_t.close()
         await svc.stop(1)
         return drops
@@ -279,7 +308,7 @@ async def test_ports_of_an_ended_call_serve_the_next_call_with_nothing_carried_o
     await media.offer("a", "f", offer_sdp("127.0.0.2", old_phone_port), side=Side.PHONE, source_ip="127.0.0.2")
     to_old_phone = await media.answer("a", "f", "t", offer_sdp("127.0.0.3", 4000), side=Side.INSTANCE,
                                       source_ip="127.0.0.3")
-    old_phone_t.sendto(b"\x80\x00latch", ("127.0.0.1", port_of(to_old_phone)))
+    old_phone_t.sendto(rtp(b"latch"), ("127.0.0.1", port_of(to_old_phone)))
     await asyncio.sleep(0.1)
     await media.delete("a")
     assert media.stats()["gauges"]["ports_in_use"] == 0
@@ -291,11 +320,11 @@ async def test_ports_of_an_ended_call_serve_the_next_call_with_nothing_carried_o
                                   source_ip="127.0.0.6")
     assert port_of(to_phone) == port_of(to_old_phone)  # the same sockets, still bound
     assert media.stats()["gauges"]["ports_in_use"] == 4
-    old_phone_t.sendto(b"\x80\x00stale", ("127.0.0.1", port_of(to_phone)))  # the old phone's latch is gone
-    phone_t.sendto(b"\x80\x00new-call", ("127.0.0.1", port_of(to_phone)))
-    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == b"\x80\x00new-call"
-    pbx_t.sendto(b"\x80\x00back", ("127.0.0.1", port_of(to_pbx)))
-    assert (await asyncio.wait_for(phone.got.get(), 5))[0] == b"\x80\x00back"
+    old_phone_t.sendto(rtp(b"stale"), ("127.0.0.1", port_of(to_phone)))  # the old phone's latch is gone
+    phone_t.sendto(rtp(b"new-call"), ("127.0.0.1", port_of(to_phone)))
+    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == rtp(b"new-call")
+    pbx_t.sendto(rtp(b"back"), ("127.0.0.1", port_of(to_pbx)))
+    assert (await asyncio.wait_for(phone.got.get(), 5))[0] == rtp(b"back")
     await asyncio.sleep(0.1)
     assert pbx.got.empty()
     stream = media.calls["b"].streams[0]

@@ -199,6 +199,16 @@ async def open_endpoints(port: int, socks: tuple[socket.socket, socket.socket]) 
     """Endpoints on the bound sockets of `port` (RTP) and `port + 1` (RTCP), registered with the loop."""
     loop = asyncio.get_running_loop()
     eps = (Endpoint(port), Endpoint(port + 1))
-    for ep, sock in zip(eps, socks, strict=True):
-        await loop.create_datagram_endpoint(lambda ep=ep: ep, sock=sock)  # type: ignore[misc]
+    done = 0
+    try:
+        for ep, sock in zip(eps, socks, strict=True):
+            await loop.create_datagram_endpoint(lambda ep=ep: ep, sock=sock)  # type: ignore[misc]
+            done += 1
+    except BaseException:  # cancelled while registering: nothing stays open
+        for i, (ep, sock) in enumerate(zip(eps, socks, strict=True)):
+            if i < done and ep.transport is not None:
+                ep.transport.close()  # registered: the transport closes its socket
+            elif i > done:
+                sock.close()  # never handed over (the interrupted one: asyncio closed its transport)
+        raise
     return eps

@@ -318,9 +318,7 @@ class MediaService(Service):
         try:
             return port, await open_endpoints(port, socks)
         except BaseException:  # cancelled (or the loop refused the socket) while registering
-            for sock in socks:
-                sock.close()
-            self.ports.release(port)
+            self.ports.release(port)  # the sockets are closed (`open_endpoints`)
             raise
 
     def _log_drop(self, call_id: str) -> Any:

@@ -386,7 +386,7 @@ class MediaService(Service):
             if ep.src is None:
                 ok = trusted and m.port != 0 and not _never(m.address) and not self._own(m.address, port)
                 ep.remote = (m.address, port) if ok else None
-                if not ok and m.port and m.address not in ("0.0.0.0", "::"):  # c=0.0.0.0: hold (RFC 3264 §8.4)
+                if not ok and k == 0 and m.port and m.address not in ("0.0.0.0", "::"):  # 0.0.0.0: hold
                     self.counters["sdp_address_refused"] += 1
                     self.log.info("event=media_sdp_address_refused side=%s address=%s port=%d signalling=%s "
                                   "reason='no packet goes there before one came from there'", side.value, m.address,

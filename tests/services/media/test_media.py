@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import time
 from pathlib import Path
@@ -331,3 +332,72 @@ async def test_ports_of_an_ended_call_serve_the_next_call_with_nothing_carried_o
     assert stream.legs[0].phone.drops == 1 and stream.legs[0].phone.packets == 1  # counters start afresh
     for t in (old_phone_t, phone_t, pbx_t):
         t.close()
+
+
+def test_sdp_ice_is_removed_and_m_lines_are_limited_while_reading() -> None:
+    body = offer_sdp("127.0.0.5", 4000).replace(b"a=sendrecv\r\n", (
+        b"a=sendrecv\r\na=ice-ufrag:F7gI\r\na=ice-pwd:x9cml/YzichV2+XlhiMu8g\r\na=ice-options:trickle\r\n"
+        b"a=candidate:1 1 UDP 2130706431 192.0.2.66 4000 typ host\r\n"
+        b"a=candidate:2 1 UDP 1694498815 10.9.9.9 4000 typ srflx raddr 0.0.0.0 rport 9\r\n"
+        b"a=remote-candidates:1 192.0.2.66 4000\r\na=end-of-candidates\r\n"))
+    out = sdplib.rewrite(body, "127.0.0.9", [(40002, 40003)]).decode()
+    assert "candidate" not in out and "ice-" not in out and "192.0.2.66" not in out and "10.9.9.9" not in out
+    assert "a=sendrecv" in out and "a=rtpmap:101 telephone-event/8000" in out
+    assert sdplib.parse(body)[0].pts == {0, 8, 101}
+    many = b"v=0\r\nc=IN IP4 127.0.0.5\r\n" + b"m=audio 4000 RTP/AVP 0\r\n" * 9
+    assert len(sdplib.parse(many, 9)) == 9
+    with pytest.raises(sdplib.SdpError, match="more than 8 m= lines"):
+        sdplib.parse(many, 8)
+
+
+async def test_an_unusable_answer_gives_the_ports_back(media: MediaService) -> None:
+    await media.offer("u", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    assert media.stats()["gauges"]["ports_in_use"] == 4
+    with pytest.raises(MediaError) as info:
+        await media.answer("u", "f", "t", b"v=0\r\nm=audio x RTP/AVP 0\r\n", side=Side.INSTANCE,
+                           source_ip="127.0.0.3")
+    assert info.value.status == 488 and "u" not in media.calls
+    assert media.stats()["gauges"]["ports_in_use"] == 0
+
+
+async def test_limits_per_sdp_and_per_source_refuse_before_taking_ports(media: MediaService) -> None:
+    await media.reconfigure(dataclasses.replace(media.v, max_streams=2, max_streams_per_source=3))
+    await media.offer("m3", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    with pytest.raises(MediaError) as info:  # a re-offer with 3 m= lines: refused, the call keeps its stream
+        await media.offer("m3", "f", b"v=0\r\nc=IN IP4 127.0.0.2\r\n" + b"m=audio 4000 RTP/AVP 0\r\n" * 3,
+                          side=Side.PHONE, source_ip="127.0.0.2")
+    assert info.value.status == 488 and info.value.retry_after is None
+    await media.offer("two", "f", b"v=0\r\nc=IN IP4 127.0.0.2\r\n" + b"m=audio 4000 RTP/AVP 0\r\n" * 2,
+                      side=Side.PHONE, source_ip="127.0.0.2")
+    with pytest.raises(MediaError) as info:  # 1 + 2 + 1 streams > 3
+        await media.offer("one", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    assert info.value.status == 503 and info.value.retry_after == 10
+    assert media.stats()["counters"]["refused_source_limit"] == 1
+    await media.offer("other", "f", offer_sdp("127.0.0.7", 4000), side=Side.PHONE, source_ip="127.0.0.7")
+    await media.offer("pbx", "f", offer_sdp("127.0.0.3", 4000), side=Side.INSTANCE, source_ip="127.0.0.3")
+    assert media.by_source == {"127.0.0.2": 3, "127.0.0.7": 1}  # an instance's offer counts against no phone
+    await media.delete("m3")
+    await media.offer("one", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+
+
+@pytest.mark.parametrize(("address", "sent"), [("127.0.0.2", True), ("127.0.0.1", False), ("0.0.0.0", False),
+                                                ("224.0.0.1", False), ("255.255.255.255", False),
+                                                ("169.254.1.1", False), ("192.0.2.66", False),
+                                                ("phone.example", False)])
+async def test_before_a_latch_only_the_signalling_address_is_sent_to(media: MediaService, address: str,
+                                                                     sent: bool) -> None:
+    body = offer_sdp("127.0.0.2", 4000).replace(b"c=IN IP4 127.0.0.2", f"c=IN IP4 {address}".encode())
+    await media.offer("c", "f", body, side=Side.PHONE, source_ip="127.0.0.2")
+    legs = media.calls["c"].streams[0].legs
+    assert (legs[0].phone.remote, legs[1].phone.remote) == ((("127.0.0.2", 4000), ("127.0.0.2", 4001)) if sent
+                                                            else (None, None))
+    assert legs[0].phone.expected_ip == "127.0.0.2"  # and only from there is a latch taken
+
+
+async def test_an_sdp_pointing_at_the_relays_own_ports_is_never_sent_to(media: MediaService) -> None:
+    own = media.v.port_min + 10
+    await media.offer("c", "f", offer_sdp("127.0.0.1", own), side=Side.PHONE, source_ip="127.0.0.1")
+    assert media.calls["c"].streams[0].legs[0].phone.remote is None
+    await media.answer("c", "f", "t", offer_sdp("127.0.0.1", own + 2), side=Side.INSTANCE, source_ip="127.0.0.1")
+    assert media.calls["c"].streams[0].legs[0].instance.remote is None
+    assert media.stats()["counters"]["sdp_address_refused"] == 2

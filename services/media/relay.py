@@ -54,10 +54,13 @@ def rtp_shape(data: bytes, pts: frozenset[int], ssrc: bytes, rtcp: bool, mux: bo
 class Endpoint(asyncio.DatagramProtocol):
     __slots__ = ("port", "transport", "peer", "expected_ip", "src", "remote", "packets", "bytes", "drops",
                  "unsent", "xform", "verify", "pts", "ssrc", "rtcp", "mux", "rtp", "quiet", "on_drop", "seen",
-                 "seen_at")
+                 "seen_at", "sock", "closed", "registering")
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, sock: socket.socket | None = None) -> None:
         self.port = port
+        #: the bound socket, until `register` hands it to the loop (packets wait in its buffer)
+        self.sock = sock
+        self.closed = self.registering = False
         self.transport: asyncio.DatagramTransport | None = None
         self.peer: Endpoint = self  # the endpoint facing the other side; set by `Leg`
         self.expected_ip = ""  # packets are accepted from this IP only
@@ -137,11 +140,25 @@ class Endpoint(asyncio.DatagramProtocol):
             return
         try:
             peer.transport.sendto(data, dst)  # type: ignore[union-attr]
+        except AttributeError:  # the peer's socket is still being handed to the loop: send on it
+            if not peer.send_raw(data, dst):
+                self.unsent += 1
+                return
         except (ValueError, OSError):  # an SDP address the socket cannot reach (other family, a name)
             self.unsent += 1
             return
         self.packets += 1
         self.bytes += len(data)
+
+    def send_raw(self, data: bytes, dst: Addr) -> bool:
+        """Send on the bound socket the loop does not have yet (the first packets of a new call)."""
+        if self.sock is None or self.closed:
+            return False
+        try:
+            self.sock.sendto(data, dst)
+        except (ValueError, OSError):
+            return False
+        return True
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP unreachable from a side that went away: the idle timeout cleans up
@@ -157,8 +174,14 @@ class Endpoint(asyncio.DatagramProtocol):
         self.seen, self.seen_at = 0, 0.0
 
     def close(self) -> None:
+        """Close the socket now if the loop does not have it yet; else through its transport (at
+        once, or as soon as `register` has it: closing a socket under a transport in the making
+        would free an fd the loop is about to watch)."""
+        self.closed = True
         if self.transport is not None:
             self.transport.close()
+        elif self.sock is not None and not self.registering:
+            self.sock.close()
 
 
 class Leg:
@@ -195,20 +218,27 @@ def bind_udp(host: str, port: int) -> socket.socket | None:
     return s
 
 
-async def open_endpoints(port: int, socks: tuple[socket.socket, socket.socket]) -> tuple[Endpoint, Endpoint]:
-    """Endpoints on the bound sockets of `port` (RTP) and `port + 1` (RTCP), registered with the loop."""
+def endpoints(port: int, socks: tuple[socket.socket, socket.socket]) -> tuple[Endpoint, Endpoint]:
+    """Endpoints on the bound sockets of `port` (RTP) and `port + 1` (RTCP), not yet registered
+    with the loop (`register`): a call's SDP can name them at once, nothing waits."""
+    return Endpoint(port, socks[0]), Endpoint(port + 1, socks[1])
+
+
+async def register(eps: list[Endpoint]) -> None:
+    """Hand the endpoints' sockets to the loop; one closed meanwhile is closed, not registered."""
     loop = asyncio.get_running_loop()
-    eps = (Endpoint(port), Endpoint(port + 1))
-    done = 0
-    try:
-        for ep, sock in zip(eps, socks, strict=True):
+    for ep in eps:
+        sock = ep.sock
+        if ep.closed or sock is None or sock.fileno() == -1:
+            continue
+        ep.registering = True
+        try:
             await loop.create_datagram_endpoint(lambda ep=ep: ep, sock=sock)  # type: ignore[misc]
-            done += 1
-    except BaseException:  # cancelled while registering: nothing stays open
-        for i, (ep, sock) in enumerate(zip(eps, socks, strict=True)):
-            if i < done and ep.transport is not None:
-                ep.transport.close()  # registered: the transport closes its socket
-            elif i > done:
-                sock.close()  # never handed over (the interrupted one: asyncio closed its transport)
-        raise
-    return eps
+        except OSError:
+            ep.closed = True
+            sock.close()
+            continue
+        finally:  # cancelled (the service stops): asyncio closed the transport it was making
+            ep.registering = False
+        if ep.closed and ep.transport is not None:  # the call ended while the loop took the socket
+            ep.transport.close()

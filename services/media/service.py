@@ -36,7 +36,7 @@ from proxyd.service import Service
 from services.media import sdes, srtp
 from services.media import sdp as sdplib
 from services.media.ports import PortAllocator, PortsExhausted
-from services.media.relay import Addr, Endpoint, Leg, bind_udp, open_endpoints
+from services.media.relay import Addr, Endpoint, Leg, bind_udp, endpoints, register
 from services.media_api import MediaError, Side
 
 SRTP_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
@@ -142,7 +142,7 @@ class MediaService(Service):
         self.counters: Counter[str] = Counter()
         self.spare: deque[Pair] = deque()
         self.by_source: Counter[str] = Counter()  # streams held per phone address
-        self.stopped = False
+        self.registering: set[asyncio.Task[None]] = set()  # sockets being handed to the loop
         self._idle = asyncio.create_task(self._idle_loop())
 
     async def reconfigure(self, view: MediaView) -> None:
@@ -152,7 +152,6 @@ class MediaService(Service):
             self._put_pair(self.spare.popleft())
 
     async def stop(self, timeout: float) -> None:
-        self.stopped = True  # an offer still binding sockets gives them back when it resumes
         self._idle.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._idle
@@ -160,22 +159,40 @@ class MediaService(Service):
             self._release(cid)
         while self.spare:
             self._free_pair(self.spare.popleft())
+        for task in list(self.registering):  # what they had not handed over yet is closed above
+            await task
 
     # -- MediaRelay ------------------------------------------------------------------------
+    # The async methods are the contract's shape; they never wait: every decision and every port
+    # is taken synchronously (`offer_now` ...), sockets are bound at once and handed to the loop
+    # behind the SDP's back (`register`), so a caller stepping them (the SIP service) always
+    # finishes in one step, and no allocation can be interrupted half-way.
     async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
                     instance_rtp_only: bool = False) -> bytes:
+        return self.offer_now(call_id, sdp, side=side, source_ip=source_ip, instance_rtp_only=instance_rtp_only)
+
+    async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
+                     source_ip: str) -> bytes:
+        return self.answer_now(call_id, sdp, side=side, source_ip=source_ip)
+
+    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
+        self.delete_now(call_id)
+
+    def offer_now(self, call_id: str, sdp: bytes, *, side: Side, source_ip: str,
+                  instance_rtp_only: bool = False) -> bytes:
+        """The offer rewritten towards the other side (MediaError: refused, no port taken)."""
         media = self._parse(sdp, side, call_id)
         call = self.calls.get(call_id)
         if call is None or len(call.streams) != len(media):
             if call is not None:
                 self._release(call_id)
-            call = await self._new_call(call_id, media, source_ip if side is Side.PHONE else "")
+            call = self._new_call(call_id, media, source_ip if side is Side.PHONE else "")
         self._learn(call, media, side, source_ip)
         edits = [self._offer_edit(st, m, side, instance_rtp_only) for st, m in zip(call.streams, media, strict=True)]
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
-    async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
-                     source_ip: str) -> bytes:
+    def answer_now(self, call_id: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
+        """The answer rewritten towards the other side (MediaError: unusable, the call's ports go back)."""
         call = self.calls.get(call_id)
         if call is None:
             return sdp  # no offer went through us: nothing to relay
@@ -190,9 +207,9 @@ class MediaService(Service):
         edits = [self._answer_edit(call_id, st, m, side) for st, m in zip(call.streams, media, strict=False)]
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
-    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
-        if self._release(call_id):
-            await asyncio.sleep(0)  # transports close their sockets on the next loop turn: free the ports now
+    def delete_now(self, call_id: str) -> None:
+        """Release the call's ports (idempotent); sockets not kept as spares close on the next loop turn."""
+        self._release(call_id)
 
     # -- SRTP: opaque or bridged -----------------------------------------------------------
     def _offer_edit(self, st: Stream, m: sdplib.Media, side: Side, instance_rtp_only: bool) -> sdplib.Edit | None:
@@ -261,7 +278,7 @@ class MediaService(Service):
             raise MediaError(488, "this proxy requires SRTP (RTP/SAVP with a=crypto) from phones")
         return media
 
-    async def _new_call(self, call_id: str, media: list[sdplib.Media], owner: str) -> Call:
+    def _new_call(self, call_id: str, media: list[sdplib.Media], owner: str) -> Call:
         """A call with ports for every stream of `media`, or MediaError and no port taken."""
         need = sum(1 for m in media if m.port)
         if owner and self.by_source[owner] + need > self.v.max_streams_per_source:
@@ -269,7 +286,7 @@ class MediaService(Service):
             self.log.warning("event=media_refused status=503 call_id=%s reason=source_limit source=%s held=%d "
                              "limit=%d", call_id, owner, self.by_source[owner], self.v.max_streams_per_source)
             raise MediaError(503, "too many media streams from this address", RETRY_AFTER)
-        pairs = iter(await self._take_pairs(2 * need, call_id))
+        pairs = iter(self._take_pairs(2 * need, call_id))
         streams: list[Stream] = []
         for m in media:
             if not m.port:
@@ -288,15 +305,13 @@ class MediaService(Service):
             self.by_source[owner] += need
         return call
 
-    async def _take_pairs(self, n: int, call_id: str) -> list[Pair]:
-        """`n` pairs, or none: what was taken goes back when the range runs out, the service
-        stops, or the task is cancelled while binding."""
+    def _take_pairs(self, n: int, call_id: str) -> list[Pair]:
+        """`n` pairs, or none: what was taken goes back when the range runs out. Newly bound
+        sockets are handed to the loop by one task per offer (spares need none)."""
         taken: list[Pair] = []
         try:
             for _ in range(n):
-                taken.append(await self._take_pair())
-            if self.stopped:
-                raise PortsExhausted("the media relay is stopping")
+                taken.append(self._take_pair())
         except PortsExhausted as exc:
             for pair in taken:
                 self._put_pair(pair)
@@ -304,22 +319,19 @@ class MediaService(Service):
             self.log.warning("event=media_refused status=503 call_id=%s reason=ports_exhausted range=%d-%d "
                              "needed=%d detail=%r", call_id, self.v.port_min, self.v.port_max, n, str(exc))
             raise MediaError(503, "no media ports available", RETRY_AFTER) from None
-        except BaseException:
-            for pair in taken:
-                self._put_pair(pair)
-            raise
+        new = [ep for _, eps in taken for ep in eps if ep.transport is None and not ep.registering]
+        if new:
+            task = asyncio.get_running_loop().create_task(register(new))
+            self.registering.add(task)
+            task.add_done_callback(self.registering.discard)
         return taken
 
-    async def _take_pair(self) -> Pair:
-        """A spare pair, else a newly bound and registered one (PortsExhausted when none is left)."""
+    def _take_pair(self) -> Pair:
+        """A spare pair, else a newly bound one (PortsExhausted when none is left)."""
         if self.spare:
             return self.spare.popleft()
         port, socks = self._alloc_pair()
-        try:
-            return port, await open_endpoints(port, socks)
-        except BaseException:  # cancelled (or the loop refused the socket) while registering
-            self.ports.release(port)  # the sockets are closed (`open_endpoints`)
-            raise
+        return port, endpoints(port, socks)
 
     def _log_drop(self, call_id: str) -> Any:
         def logged(ep: Endpoint, reason: str, addr: Addr) -> None:
@@ -331,7 +343,7 @@ class MediaService(Service):
         """A pair whose call ended: kept for the next call while the spare list has room and the
         port is still in the range, else closed and its port released (True)."""
         port, eps = pair
-        if (not self.stopped and len(self.spare) < SPARE_PAIRS and self.ports.lo <= port and port + 1 <= self.ports.hi
+        if (len(self.spare) < SPARE_PAIRS and self.ports.lo <= port and port + 1 <= self.ports.hi
                 and all(ep.transport is not None and not ep.transport.is_closing() for ep in eps)):
             for ep in eps:
                 ep.reset()

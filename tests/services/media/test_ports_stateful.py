@@ -1,5 +1,5 @@
-"""Every port a call takes comes back: random sequences of offers (too big, malformed, cancelled
-while binding), answers (usable or not), deletes, timeouts and reloads across several calls and
+"""Every port a call takes comes back: random sequences of offers (too big, malformed, their
+task cancelled), answers (usable or not), deletes, timeouts and reloads across several calls and
 two phone addresses, against a real MediaService with real sockets on a 16-port range. After
 every step the ports in use are exactly the ports of live streams (plus the bound spares, which
 the gauges do not count), and after the last delete every port is free."""
@@ -71,7 +71,8 @@ class Ports(RuleBasedStateMachine):
 
     @rule(call=CALLS, ports=STREAMS, source=SOURCES, turns=st.integers(0, 3))
     def cancelled_offer(self, call: str, ports: list[int], source: str, turns: int) -> None:
-        """The SIP side goes away (its task is cancelled) while the offer binds sockets."""
+        """The SIP side goes away (its task is cancelled) before or after the offer ran: the
+        offer never waits, so nothing is interrupted half-way either way."""
         task = self.loop.create_task(self.media.offer(call, "f", body(source, ports), side=Side.PHONE,
                                                       source_ip=source))
         for _ in range(turns):

@@ -184,9 +184,11 @@ class MediaService(Service):
         media = self._parse(sdp, side, call_id)
         call = self.calls.get(call_id)
         if call is None or len(call.streams) != len(media):
+            # the phone whose offer took the ports keeps them counted when the instance re-offers
+            owner = call.owner if call is not None else source_ip if side is Side.PHONE else ""
             if call is not None:
                 self._release(call_id)
-            call = self._new_call(call_id, media, source_ip if side is Side.PHONE else "")
+            call = self._new_call(call_id, media, owner)
         self._learn(call, media, side, source_ip)
         edits = [self._offer_edit(st, m, side, instance_rtp_only) for st, m in zip(call.streams, media, strict=True)]
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)

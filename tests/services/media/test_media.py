@@ -401,3 +401,12 @@ async def test_an_sdp_pointing_at_the_relays_own_ports_is_never_sent_to(media: M
     await media.answer("c", "f", "t", offer_sdp("127.0.0.1", own + 2), side=Side.INSTANCE, source_ip="127.0.0.1")
     assert media.calls["c"].streams[0].legs[0].instance.remote is None
     assert media.stats()["counters"]["sdp_address_refused"] == 2
+
+
+async def test_an_instance_reoffer_with_other_streams_stays_counted_against_the_phone(media: MediaService) -> None:
+    await media.offer("c", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    two = b"v=0\r\nc=IN IP4 127.0.0.3\r\n" + b"m=audio 5000 RTP/AVP 0\r\n" * 2
+    await media.offer("c", "t", two, side=Side.INSTANCE, source_ip="127.0.0.3")
+    assert media.by_source == {"127.0.0.2": 2}
+    await media.delete("c")
+    assert not media.by_source

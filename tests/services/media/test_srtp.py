@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
 import time
 from pathlib import Path
@@ -270,3 +271,33 @@ async def test_bridged_stream_relatches_only_to_an_authenticated_packet_after_si
     await recv(other)
     for s in (phone_t, pbx_t, other_t):
         s.close()
+
+
+def test_a_phone_rebinding_after_the_rollover_counter_moved_on_is_still_proven() -> None:
+    """Only a latching packet needs the verifier, but libsrtp guesses the rollover counter from
+    the last index it saw: the relay shows it a packet of the latched source now and then, so
+    a rebinding after 70,000 packets (seq wrapped once) is still authenticated."""
+    from services.media import srtp as srtplib
+    from services.media.relay import Endpoint, Leg
+
+    key = os.urandom(30)
+    verifier = srtplib.session(sdes.Crypto("1", SUITE, key), inbound=True)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.bind(("127.0.0.1", 0))
+    out.setblocking(False)
+    phone, instance = Endpoint(40000), Endpoint(40002, out)
+    Leg(phone, instance)
+    phone.expected_ip, phone.pts, instance.remote = "127.0.0.2", frozenset({0}), sink.getsockname()
+    phone.verify = srtplib.decrypter(verifier, rtcp_port=False, mux=False)
+    sender = tx(key)
+    for n in range(70_000):
+        phone.datagram_received(sender.protect(rtp(n & 0xFFFF, 0xAAAA, b"")), ("127.0.0.2", 5000))
+    assert phone.src == ("127.0.0.2", 5000) and phone.packets == 70_000
+    phone.check(0.0)
+    phone.check(2.0)
+    phone.datagram_received(sender.protect(rtp(70_000 & 0xFFFF, 0xAAAA, b"")), ("127.0.0.2", 6000))
+    assert phone.src == ("127.0.0.2", 6000) and phone.drops == 0
+    sink.close()
+    out.close()

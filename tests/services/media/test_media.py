@@ -410,3 +410,16 @@ async def test_an_instance_reoffer_with_other_streams_stays_counted_against_the_
     assert media.by_source == {"127.0.0.2": 2}
     await media.delete("c")
     assert not media.by_source
+
+
+async def test_an_instance_sdp_is_sent_to_only_at_its_signalling_address_or_a_configured_instance_host(
+        media: MediaService) -> None:
+    await media.reconfigure(dataclasses.replace(media.v, instance_hosts=frozenset({"127.0.0.8"})))
+    for call, address, sent in (("a", "127.0.0.3", True), ("b", "127.0.0.8", True), ("c", "192.0.2.66", False),
+                                ("d", "10.9.9.9", False)):
+        await media.offer(call, "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        await media.answer(call, "f", "t", offer_sdp(address, 5000), side=Side.INSTANCE, source_ip="127.0.0.3")
+        instance = media.calls[call].streams[0].legs[0].instance
+        assert (instance.remote == (address, 5000)) is sent and (instance.remote is None) is not sent
+        assert instance.expected_ip == (address if sent else "127.0.0.3")  # and a latch only from there
+        await media.delete(call)

@@ -169,6 +169,16 @@ class MediaService:
     port_max: int = 35000
     #: seconds without packets after which a relayed stream is released
     idle_timeout: float = 60.0
+    #: seconds after the answer within which the phone must send one proven packet (RTP/RTCP of
+    #: the session, SRTP authenticated), else the call's media is released: ports are not held
+    #: by calls that never carry media
+    setup_timeout: float = 20.0
+    #: m= lines one SDP may have (and so streams one call holds; 2 port pairs each): audio, video
+    #: and a few more fit; a body with more is refused with 488 before any port is taken
+    max_streams: int = 8
+    #: streams held at once by calls offered from one phone IP address (an office behind one
+    #: NAT address has many phones); more are refused with 503 and Retry-After
+    max_streams_per_source: int = 64
     #: the address written into SDP towards peers; null: the bind address (or `proxy.fqdn`'s address)
     public_address: str | None = None
 
@@ -652,6 +662,9 @@ def _parse_services(r: _Reader, raw: Any) -> Services | None:
         port_min=r.get(m, p, "port_min", r.port, 30000),
         port_max=r.get(m, p, "port_max", r.port, 35000),
         idle_timeout=r.get(m, p, "idle_timeout", lambda v, q: r.number(v, q, 1, 86400), 60.0),
+        setup_timeout=r.get(m, p, "setup_timeout", lambda v, q: r.number(v, q, 1, 3600), 20.0),
+        max_streams=r.get(m, p, "max_streams", lambda v, q: r.integer(v, q, 1, 64), 8),
+        max_streams_per_source=r.get(m, p, "max_streams_per_source", lambda v, q: r.integer(v, q, 1, 100_000), 64),
         public_address=r.get(m, p, "public_address", lambda v, q: r.ip(v, q, nullable=True), None),
     )
     if isinstance(media.port_min, int) and isinstance(media.port_max, int):

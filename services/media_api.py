@@ -23,11 +23,13 @@ class Side(enum.Enum):
 
 
 class MediaError(Exception):
-    """Media could not be set up; `status` is the SIP response to send instead (488, 503)."""
+    """Media could not be set up; `status` is the SIP response to send instead (488, 503);
+    `retry_after`: seconds for a Retry-After header (a 503 for a full range or a source's limit)."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, retry_after: int | None = None):
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
         super().__init__(f"{status} {reason}")
 
 

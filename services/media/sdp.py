@@ -2,7 +2,9 @@
 
 Only `c=` addresses, `m=` ports and `a=rtcp:` ports change; codecs, `a=crypto`,
 `a=fingerprint`, ptime and direction pass unchanged, line for line — unless an `Edit` asks for a
-stream's transport and keys to change (the SRTP<->RTP bridge).
+stream's transport and keys to change (the SRTP<->RTP bridge). ICE attributes are removed
+(`ICE_ATTRIBUTES`): the relay is the only address each side may learn, and without candidates
+both sides use `c=`/`m=`/`a=rtcp`, which point at the relay.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ class SdpError(ValueError):
     pass
 
 
+#: Attributes of ICE (RFC 8839) and its predecessor: a candidate names an address other than the
+#: relay's (a third party, an internal host) that the other side would send to, around the relay.
+ICE_ATTRIBUTES = ("a=candidate:", "a=remote-candidates:", "a=ice-ufrag:", "a=ice-pwd:", "a=ice-options:",
+                  "a=ice-lite", "a=ice-mismatch", "a=end-of-candidates", "a=ice-pacing:")
+
+
 @dataclass(frozen=True)
 class Media:
     kind: str
@@ -23,6 +31,7 @@ class Media:
     address: str  # the c= in force for this m= (media level, else session level)
     rtcp_mux: bool
     cryptos: tuple[str, ...] = ()  # the values of this stream's a=crypto: lines (SDES keys)
+    pts: frozenset[int] = frozenset()  # the m= line's payload types (RTP/AVP formats)
 
     @property
     def crypto(self) -> bool:
@@ -45,10 +54,12 @@ def _lines(sdp: bytes) -> list[str]:
     return [ln for ln in text.replace("\r\n", "\n").split("\n") if ln]
 
 
-def parse(sdp: bytes) -> list[Media]:
+def parse(sdp: bytes, max_media: int | None = None) -> list[Media]:
+    """The streams of an SDP; SdpError when malformed or with more than `max_media` m= lines
+    (counted while reading: a body of a thousand m= lines costs no more than `max_media` + 1)."""
     session_addr = ""
     out: list[list[Any]] = []
-    cur: list[Any] | None = None  # [kind, port, proto, addr, mux, cryptos]
+    cur: list[Any] | None = None  # [kind, port, proto, addr, mux, cryptos, pts]
     for ln in _lines(sdp):
         if len(ln) < 2 or ln[1] != "=":
             raise SdpError(f"malformed SDP line {ln[:40]!r}")
@@ -56,10 +67,13 @@ def parse(sdp: bytes) -> list[Media]:
         if key == "m":
             if cur:
                 out.append(cur)
+            if max_media is not None and len(out) >= max_media:
+                raise SdpError(f"more than {max_media} m= lines")
             parts = val.split()
             if len(parts) < 3 or not parts[1].split("/")[0].isdigit():
                 raise SdpError("malformed m= line")
-            cur = [parts[0], int(parts[1].split("/")[0]), parts[2], session_addr, False, []]
+            pts = frozenset(int(f) for f in parts[3:] if f.isdigit() and int(f) < 128)
+            cur = [parts[0], int(parts[1].split("/")[0]), parts[2], session_addr, False, [], pts]
         elif key == "c":
             parts = val.split()
             if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
@@ -75,7 +89,7 @@ def parse(sdp: bytes) -> list[Media]:
                 cur[5].append(val[7:])
     if cur:
         out.append(cur)
-    return [Media(k, p, pr, a, m, tuple(c)) for k, p, pr, a, m, c in out]
+    return [Media(k, p, pr, a, m, tuple(c), pts) for k, p, pr, a, m, c, pts in out]
 
 
 def rewrite(sdp: bytes, address: str, ports: list[tuple[int, int | None]],
@@ -109,6 +123,8 @@ def rewrite(sdp: bytes, address: str, ports: list[tuple[int, int | None]],
             ln = f"a=rtcp:{rtcp} IN {family} {address}"
         elif ln.startswith("a=crypto:") and edit is not None:
             continue  # replaced by the edit's keys at the end of the stream
+        elif key == "a" and ln.startswith(ICE_ATTRIBUTES):
+            continue
         out.append(ln)
     _add_cryptos(out, edit)
     return ("\r\n".join(out) + "\r\n").encode()

@@ -8,12 +8,21 @@ Mode `srtp`: phones must speak SRTP (SDES). When the instance speaks SRTP too, p
 opaque with the endpoints' own keys. When the instance speaks plain RTP, the stream is bridged:
 the relay decrypts with the phone's key and encrypts towards the phone with a key of its own,
 which it announces to the phone in place of the instance's (missing) a=crypto.
+
+Where packets may go, and what they must prove, is in `services.media.relay`; this module
+decides the addresses: before a side has latched, its packets go only to an SDP address equal
+to the address its signalling came from (the instance side: or one of the instances'
+configured hosts), never to the relay's own ports, and never to an unspecified, multicast,
+broadcast or link-local address. Limits (README "Media limits"): `max_streams` m= lines per
+SDP, `max_streams_per_source` streams per phone address, the port range for the whole relay;
+an offer takes every port it needs or none (`_take_pairs`), and every way out gives them back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import time
 from collections import Counter, deque
@@ -27,11 +36,14 @@ from proxyd.service import Service
 from services.media import sdes, srtp
 from services.media import sdp as sdplib
 from services.media.ports import PortAllocator, PortsExhausted
-from services.media.relay import Endpoint, Leg, bind_udp, open_endpoints
+from services.media.relay import Addr, Endpoint, Leg, bind_udp, endpoints, register
 from services.media_api import MediaError, Side
 
 SRTP_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
 IDLE_CHECK = 1.0
+#: Seconds a 503 for a full range (or a source at its limit) asks the phone to wait: set-up
+#: timeouts and ended calls free ports within that order of time.
+RETRY_AFTER = 10
 STATUS_STREAMS = 100  # per-stream detail in status is for people; the gauges cover the rest
 #: Port pairs of ended calls kept bound and registered for the next call (oldest reused first):
 #: binding, registering and closing 4 sockets per side per call cost more than the relaying.
@@ -48,6 +60,12 @@ class MediaView:
     idle_timeout: float
     bind: str
     public_address: str | None
+    setup_timeout: float = 20.0
+    max_streams: int = 8
+    max_streams_per_source: int = 64
+    #: the instances' configured SIP hosts: besides its signalling source, the only addresses an
+    #: instance's SDP may point the relay at
+    instance_hosts: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -63,6 +81,9 @@ class Stream:
     enc: Session | None = None
     dec: Session | None = None
     dec_key: bytes = b""
+    pts: frozenset[int] = frozenset()  # payload types either side's SDP names
+    #: per side: (the key its SDP announced, a libsrtp session that checks its packets before a latch)
+    verifiers: dict[Side, tuple[bytes, Session]] = field(default_factory=dict)
 
     def endpoints(self, side: Side) -> list[tuple[bool, Endpoint]]:
         """(is the RTCP port, endpoint) facing `side`."""
@@ -82,6 +103,7 @@ class Stream:
             self.dec, self.dec_key = srtp.session(phone_key, inbound=True), phone_key.key
         for rtcp, ep in self.endpoints(Side.PHONE):
             ep.xform = srtp.decrypter(self.dec, rtcp_port=rtcp, mux=self.mux)
+            ep.verify = None  # the decryption authenticates
 
     def unbridge(self) -> None:
         for side in Side:
@@ -95,6 +117,9 @@ class Call:
     streams: list[Stream] = field(default_factory=list)
     seen: int = 0  # packets that had arrived at the last idle check
     since: float = field(default_factory=time.monotonic)  # when `seen` last changed
+    owner: str = ""  # the phone address whose offer took the ports ('' for an instance's offer)
+    held: int = 0  # streams with ports, counted against the owner
+    answered: float | None = None  # when the first answer went through (the set-up timeout runs)
 
 
 class MediaService(Service):
@@ -106,7 +131,9 @@ class MediaService(Service):
         m = cfg.services.media
         if cfg.services.sip.mode == "off":
             return None
-        return MediaView(m.mode, m.port_min, m.port_max, m.idle_timeout, cfg.bind_address, m.public_address)
+        hosts = frozenset(i.sip.host for i in cfg.instances if i.sip is not None)
+        return MediaView(m.mode, m.port_min, m.port_max, m.idle_timeout, cfg.bind_address, m.public_address,
+                         m.setup_timeout, m.max_streams, m.max_streams_per_source, hosts)
 
     async def start(self, view: MediaView) -> None:
         self.v = view
@@ -114,6 +141,8 @@ class MediaService(Service):
         self.calls: dict[str, Call] = {}
         self.counters: Counter[str] = Counter()
         self.spare: deque[Pair] = deque()
+        self.by_source: Counter[str] = Counter()  # streams held per phone address
+        self.registering: set[asyncio.Task[None]] = set()  # sockets being handed to the loop
         self._idle = asyncio.create_task(self._idle_loop())
 
     async def reconfigure(self, view: MediaView) -> None:
@@ -130,34 +159,59 @@ class MediaService(Service):
             self._release(cid)
         while self.spare:
             self._free_pair(self.spare.popleft())
+        for task in list(self.registering):  # what they had not handed over yet is closed above
+            await task
 
     # -- MediaRelay ------------------------------------------------------------------------
+    # The async methods are the contract's shape; they never wait: every decision and every port
+    # is taken synchronously (`offer_now` ...), sockets are bound at once and handed to the loop
+    # behind the SDP's back (`register`), so a caller stepping them (the SIP service) always
+    # finishes in one step, and no allocation can be interrupted half-way.
     async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
                     instance_rtp_only: bool = False) -> bytes:
-        media = self._parse(sdp, side)
+        return self.offer_now(call_id, sdp, side=side, source_ip=source_ip, instance_rtp_only=instance_rtp_only)
+
+    async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
+                     source_ip: str) -> bytes:
+        return self.answer_now(call_id, sdp, side=side, source_ip=source_ip)
+
+    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
+        self.delete_now(call_id)
+
+    def offer_now(self, call_id: str, sdp: bytes, *, side: Side, source_ip: str,
+                  instance_rtp_only: bool = False) -> bytes:
+        """The offer rewritten towards the other side (MediaError: refused, no port taken)."""
+        media = self._parse(sdp, side, call_id)
         call = self.calls.get(call_id)
         if call is None or len(call.streams) != len(media):
+            # the phone whose offer took the ports keeps them counted when the instance re-offers
+            owner = call.owner if call is not None else source_ip if side is Side.PHONE else ""
             if call is not None:
                 self._release(call_id)
-            call = Call([await self._stream(m) for m in media])
-            self.calls[call_id] = call
+            call = self._new_call(call_id, media, owner)
         self._learn(call, media, side, source_ip)
         edits = [self._offer_edit(st, m, side, instance_rtp_only) for st, m in zip(call.streams, media, strict=True)]
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
-    async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
-                     source_ip: str) -> bytes:
+    def answer_now(self, call_id: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
+        """The answer rewritten towards the other side (MediaError: unusable, the call's ports go back)."""
         call = self.calls.get(call_id)
         if call is None:
             return sdp  # no offer went through us: nothing to relay
-        media = self._parse(sdp, side)
+        try:
+            media = self._parse(sdp, side, call_id)
+        except MediaError:
+            self._release(call_id)  # the answer is not forwarded: the call has no media to hold ports for
+            raise
+        if call.answered is None:
+            call.answered = time.monotonic()
         self._learn(call, media, side, source_ip)
         edits = [self._answer_edit(call_id, st, m, side) for st, m in zip(call.streams, media, strict=False)]
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
-    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
-        if self._release(call_id):
-            await asyncio.sleep(0)  # transports close their sockets on the next loop turn: free the ports now
+    def delete_now(self, call_id: str) -> None:
+        """Release the call's ports (idempotent); sockets not kept as spares close on the next loop turn."""
+        self._release(call_id)
 
     # -- SRTP: opaque or bridged -----------------------------------------------------------
     def _offer_edit(self, st: Stream, m: sdplib.Media, side: Side, instance_rtp_only: bool) -> sdplib.Edit | None:
@@ -211,39 +265,81 @@ class MediaService(Service):
         st.unbridge()
 
     # -- internals -------------------------------------------------------------------------
-    def _parse(self, sdp: bytes, side: Side) -> list[sdplib.Media]:
+    def _parse(self, sdp: bytes, side: Side, call_id: str) -> list[sdplib.Media]:
         try:
-            media = sdplib.parse(sdp)
+            media = sdplib.parse(sdp, self.v.max_streams)
         except sdplib.SdpError as exc:
             self.counters["refused_488"] += 1
+            self.log.info("event=media_refused status=488 call_id=%s side=%s reason=%r", call_id, side.value,
+                          str(exc))
             raise MediaError(488, f"unusable SDP: {exc}") from None
         if self.v.mode == "srtp" and side is Side.PHONE and not all(_is_srtp(m) for m in media if m.port):
             self.counters["refused_488"] += 1
+            self.log.info("event=media_refused status=488 call_id=%s side=%s reason=srtp_required", call_id,
+                          side.value)
             raise MediaError(488, "this proxy requires SRTP (RTP/SAVP with a=crypto) from phones")
         return media
 
-    async def _stream(self, m: sdplib.Media) -> Stream:
-        if m.port == 0:
-            return Stream([])
-        try:
-            phone = await self._take_pair()
-            try:
-                instance = await self._take_pair()
-            except PortsExhausted:
-                self._put_pair(phone)
-                raise
-        except PortsExhausted:
-            self.counters["ports_exhausted"] += 1
-            self.log.warning("event=media_ports_exhausted range=%d-%d", self.v.port_min, self.v.port_max)
-            raise MediaError(503, "no media ports available") from None
-        return Stream([Leg(phone[1][k], instance[1][k]) for k in (0, 1)])
+    def _new_call(self, call_id: str, media: list[sdplib.Media], owner: str) -> Call:
+        """A call with ports for every stream of `media`, or MediaError and no port taken."""
+        need = sum(1 for m in media if m.port)
+        if owner and self.by_source[owner] + need > self.v.max_streams_per_source:
+            self.counters["refused_source_limit"] += 1
+            self.log.warning("event=media_refused status=503 call_id=%s reason=source_limit source=%s held=%d "
+                             "limit=%d", call_id, owner, self.by_source[owner], self.v.max_streams_per_source)
+            raise MediaError(503, "too many media streams from this address", RETRY_AFTER)
+        pairs = iter(self._take_pairs(2 * need, call_id))
+        streams: list[Stream] = []
+        for m in media:
+            if not m.port:
+                streams.append(Stream([]))
+                continue
+            phone, instance = next(pairs), next(pairs)
+            stream = Stream([Leg(phone[1][k], instance[1][k]) for k in (0, 1)])
+            for leg_rtcp in (stream.legs[1].phone, stream.legs[1].instance):
+                leg_rtcp.rtcp = True
+            stream.legs[1].phone.rtp, stream.legs[1].instance.rtp = stream.legs[0].phone, stream.legs[0].instance
+            for ep in (*phone[1], *instance[1]):
+                ep.on_drop = self._log_drop(call_id)
+            streams.append(stream)
+        call = self.calls[call_id] = Call(streams, owner=owner, held=need)
+        if owner:
+            self.by_source[owner] += need
+        return call
 
-    async def _take_pair(self) -> Pair:
-        """A spare pair, else a newly bound and registered one (PortsExhausted when none is left)."""
+    def _take_pairs(self, n: int, call_id: str) -> list[Pair]:
+        """`n` pairs, or none: what was taken goes back when the range runs out. Newly bound
+        sockets are handed to the loop by one task per offer (spares need none)."""
+        taken: list[Pair] = []
+        try:
+            for _ in range(n):
+                taken.append(self._take_pair())
+        except PortsExhausted as exc:
+            for pair in taken:
+                self._put_pair(pair)
+            self.counters["ports_exhausted"] += 1
+            self.log.warning("event=media_refused status=503 call_id=%s reason=ports_exhausted range=%d-%d "
+                             "needed=%d detail=%r", call_id, self.v.port_min, self.v.port_max, n, str(exc))
+            raise MediaError(503, "no media ports available", RETRY_AFTER) from None
+        new = [ep for _, eps in taken for ep in eps if ep.transport is None and not ep.registering]
+        if new:
+            task = asyncio.get_running_loop().create_task(register(new))
+            self.registering.add(task)
+            task.add_done_callback(self.registering.discard)
+        return taken
+
+    def _take_pair(self) -> Pair:
+        """A spare pair, else a newly bound one (PortsExhausted when none is left)."""
         if self.spare:
             return self.spare.popleft()
         port, socks = self._alloc_pair()
-        return port, await open_endpoints(port, socks)
+        return port, endpoints(port, socks)
+
+    def _log_drop(self, call_id: str) -> Any:
+        def logged(ep: Endpoint, reason: str, addr: Addr) -> None:
+            self.log.info("event=media_drop call_id=%s port=%d reason=%s src=%s:%s dropped=%d", call_id, ep.port,
+                          reason, addr[0], addr[1], ep.drops)
+        return logged
 
     def _put_pair(self, pair: Pair) -> bool:
         """A pair whose call ended: kept for the next call while the spare list has room and the
@@ -284,14 +380,53 @@ class MediaService(Service):
             self._learn_stream(stream, m, side, source_ip)
 
     def _learn_stream(self, stream: Stream, m: sdplib.Media, side: Side, source_ip: str) -> None:
+        if not stream.legs:
+            return
         stream.mux = stream.mux or m.rtcp_mux
+        stream.pts |= m.pts
+        verifier = self._verifier(stream, m, side)
+        # a phone's media must come from where its signalling came from (and only there is sent
+        # to before it does); the instance's likewise, or from one of the configured instance hosts
+        trusted = m.address == source_ip or (side is Side.INSTANCE and m.address in self.v.instance_hosts)
+        ip = m.address if trusted and not _never(m.address) else source_ip
         for k, leg in enumerate(stream.legs):
             port = m.port if k == 0 or m.rtcp_mux else m.port + 1
             ep = leg.phone if side is Side.PHONE else leg.instance
-            # a phone's media must come from where its signalling came from; the instance's from its SDP
-            ep.expected_ip = source_ip if side is Side.PHONE else m.address
+            ep.expected_ip, ep.mux = ip, stream.mux
+            for e in (leg.phone, leg.instance):
+                e.pts = stream.pts
+            if not (ep.xform is not None and side is Side.PHONE and stream.bridged):
+                ep.verify = None if verifier is None else srtp.decrypter(verifier, rtcp_port=k == 1, mux=stream.mux)
             if ep.src is None:
-                ep.remote = (m.address, port)
+                ok = trusted and m.port != 0 and not _never(m.address) and not self._own(m.address, port)
+                ep.remote = (m.address, port) if ok else None
+                if not ok and k == 0 and m.port and m.address not in ("0.0.0.0", "::"):  # 0.0.0.0: hold
+                    self.counters["sdp_address_refused"] += 1
+                    self.log.info("event=media_sdp_address_refused side=%s address=%s port=%d signalling=%s "
+                                  "reason='no packet goes there before one came from there'", side.value, m.address,
+                                  port, source_ip)
+
+    def _verifier(self, stream: Stream, m: sdplib.Media, side: Side) -> Session | None:
+        """A session that authenticates the SRTP this side sends under the key its SDP announced."""
+        key = sdes.choose(m.cryptos) if m.proto in SRTP_PROTOS else None
+        if key is None:
+            stream.verifiers.pop(side, None)
+            return None
+        held = stream.verifiers.get(side)
+        if held is None or held[0] != key.key:
+            held = stream.verifiers[side] = (key.key, srtp.session(key, inbound=True))
+        return held[1]
+
+    def _own(self, ip: str, port: int) -> bool:
+        """Whether (ip, port) could be one of the relay's own sockets (a loop through the relay)."""
+        if not self.v.port_min <= port <= self.v.port_max + 1:
+            return False
+        if ip in (self.v.bind, self.v.public_address):
+            return True
+        if self.v.bind in ("0.0.0.0", "::"):
+            with contextlib.suppress(ValueError):
+                return ipaddress.ip_address(ip).is_loopback or _is_local(ip)
+        return False
 
     def _rewrite(self, sdp: bytes, call: Call, *, toward: Side, peer_ip: str,
                  edits: list[sdplib.Edit | None]) -> bytes:
@@ -323,12 +458,17 @@ class MediaService(Service):
         if call is None:
             return False
         closed = False
+        if call.owner:
+            self.by_source[call.owner] -= call.held
+            if self.by_source[call.owner] <= 0:
+                del self.by_source[call.owner]
         for stream in call.streams:
             for leg in stream.legs:
                 for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
                     self.counters[f"packets_from_{name}"] += ep.packets
                     self.counters[f"bytes_from_{name}"] += ep.bytes
                     self.counters["drops"] += ep.drops
+                    self.counters["unsent"] += ep.unsent
             if stream.legs:
                 rtp, rtcp = stream.legs
                 closed |= self._put_pair((rtp.phone_port, (rtp.phone, rtcp.phone)))
@@ -343,12 +483,25 @@ class MediaService(Service):
     def expire_idle(self, now: float) -> None:
         """Release calls that received nothing for idle_timeout seconds (`now`: the monotonic clock)."""
         for cid, call in list(self.calls.items()):
-            seen = sum(leg.received() for s in call.streams for leg in s.legs)
-            if seen != call.seen:  # counting instead of a clock read per packet
+            seen = 0
+            for s in call.streams:
+                for leg in s.legs:
+                    seen += leg.received()
+                    for ep in (leg.phone, leg.instance):
+                        ep.check(now)  # counting instead of a clock read per packet
+            if seen != call.seen:
                 call.seen, call.since = seen, now
             elif now - call.since > self.v.idle_timeout and any(s.legs for s in call.streams):
                 self.counters["idle_released"] += 1
                 self.log.info("event=media_idle_release call_id=%s", cid)
+                self._release(cid)
+                continue
+            if (call.answered is not None and now - call.answered > self.v.setup_timeout
+                    and not any(leg.phone.src for s in call.streams for leg in s.legs)
+                    and any(s.legs for s in call.streams)):
+                self.counters["setup_timeout_released"] += 1
+                self.log.info("event=media_setup_timeout call_id=%s reason='no proven packet from the phone in "
+                              "%g s after the answer'", cid, self.v.setup_timeout)
                 self._release(cid)
 
     def stats(self) -> dict[str, Any]:
@@ -365,6 +518,7 @@ class MediaService(Service):
                         counters[f"packets_from_{name}"] = counters.get(f"packets_from_{name}", 0) + ep.packets
                         counters[f"bytes_from_{name}"] = counters.get(f"bytes_from_{name}", 0) + ep.bytes
                         counters["drops"] = counters.get("drops", 0) + ep.drops
+                        counters["unsent"] = counters.get("unsent", 0) + ep.unsent
                 if len(streams) < STATUS_STREAMS:
                     streams.append(_stream_status(cid, s))
         spare = {port for port, _ in self.spare}  # bound, but free for the next call
@@ -384,8 +538,31 @@ def _stream_status(call_id: str, s: Stream) -> dict[str, Any]:
     for kind, leg in zip(("rtp", "rtcp"), s.legs, strict=True):
         for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
             out[f"{kind}_{name}"] = {"port": ep.port, "latched": f"{ep.src[0]}:{ep.src[1]}" if ep.src else None,
-                                     "packets": ep.packets, "bytes": ep.bytes, "drops": ep.drops}
+                                     "packets": ep.packets, "bytes": ep.bytes, "drops": ep.drops,
+                                     "unsent": ep.unsent}
     return out
+
+
+def _never(ip: str) -> bool:
+    """Addresses no media is ever sent to, whatever an SDP says: unspecified, multicast,
+    broadcast, link-local (and names: an SDP address must be a literal)."""
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return True
+    return (a.is_unspecified or a.is_multicast or a.is_link_local or a == ipaddress.IPv4Address("255.255.255.255")
+            or (isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None and _never(str(a.ipv4_mapped))))
+
+
+def _is_local(ip: str) -> bool:
+    """Whether `ip` is an address of this host (binding to it works)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((ip, 0))
+        except OSError:
+            return False
+        return True
 
 
 def _is_srtp(m: sdplib.Media) -> bool:

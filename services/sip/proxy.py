@@ -198,15 +198,20 @@ class Relay:
         lines.append("Content-Length: 0\r\n\r\n")
         return [Send(src, "\r\n".join(lines).encode("latin-1"))]
 
-    def refuse(self, step: MediaStep, status: int, reason: str) -> list[Send]:
-        """The response to a request whose media the media relay refused."""
+    def refuse(self, step: MediaStep, status: int, reason: str, extra: tuple[str, ...] = ()) -> list[Send]:
+        """The response to a request whose media the media relay refused; `extra`: header lines
+        ("Retry-After: 10")."""
         if step.request is None:
             return []
         self.counters[f"replied_{status}"] += 1
         req = parse(step.request)  # it passed once: the strict parser accepts it
         self.reasons.note(f"media_{status}", self.now, "event=sip_refused reason=media status=%s method=%s "
                           "call_id=%s src=%s:%s", status, req.method, step.call_id, step.src.ip, step.src.port)
-        return [Send(step.src, response(req, status, reason, _to_tag(req.get("Call-ID") or "")).serialize())]
+        resp = response(req, status, reason, _to_tag(req.get("Call-ID") or ""))
+        for line in extra:
+            name, _, value = line.partition(":")
+            resp.headers.append([name, value.strip()])
+        return [Send(step.src, resp.serialize())]
 
     # ---- requests ----------------------------------------------------------------------
     def _request(self, msg: Sip, src: Flow, now: float, data: bytes) -> list[Action]:

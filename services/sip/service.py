@@ -479,7 +479,8 @@ class SipService(Service):
                     self.relay.dialogs.answered(step.call_id)
         except MediaError as exc:
             self.relay_counter(f"media_errors_{exc.status}")
-            refusal = self.relay.refuse(step, exc.status, exc.reason) if self.relay is not None else []
+            extra = (f"Retry-After: {exc.retry_after}",) if exc.retry_after else ()
+            refusal = self.relay.refuse(step, exc.status, exc.reason, extra) if self.relay is not None else []
             for send in refusal:  # the relay logs why it answers a request itself
                 self.send(send.flow, send.data)
             if not refusal:  # a response (or an ACK) with SDP: nothing to answer, it goes nowhere

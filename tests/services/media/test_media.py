@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,11 @@ def offer_sdp(ip: str, port: int, proto: str = "RTP/AVP", crypto: bool = False, 
     if mux:
         lines.append("a=rtcp-mux")
     return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def rtp(payload: bytes, ssrc: bytes = b"SSRC", pt: int = 0, seq: int = 1) -> bytes:
+    """An RTP packet (version 2, `pt`, `seq`, timestamp 0, `ssrc`) carrying `payload`."""
+    return bytes([0x80, pt]) + seq.to_bytes(2, "big") + b"\0\0\0\0" + ssrc + payload
 
 
 def test_allocator_no_double_allocation_release_and_exhaustion() -> None:
@@ -59,11 +66,27 @@ def test_sdp_rewrite_changes_only_addresses_and_ports() -> None:
 
 def test_latching_rules() -> None:
     ep = Endpoint(40000)
-    ep.expected_ip, ep.remote = "127.0.0.5", ("127.0.0.5", 4000)  # from signalling and SDP
-    assert not ep.latch(("127.0.0.6", 4000)) and ep.src is None  # a third party cannot hijack the stream
-    assert ep.remote == ("127.0.0.5", 4000)
-    assert ep.latch(("127.0.0.5", 5555)) and ep.remote == ep.src == ("127.0.0.5", 5555)
-    assert ep.latch(("127.0.0.5", 6666)) and ep.remote == ("127.0.0.5", 6666)  # NAT rebinding
+    ep.expected_ip, ep.remote, ep.pts = "127.0.0.5", ("127.0.0.5", 4000), frozenset({0, 8})
+    assert ep.latchable(rtp(b"x"), ("127.0.0.6", 4000)) == "source_address"  # a third party cannot hijack
+    assert ep.latchable(b"not rtp at all", ("127.0.0.5", 5555)) == "not_rtp_of_session"
+    assert ep.latchable(rtp(b"x", pt=96), ("127.0.0.5", 5555)) == "not_rtp_of_session"  # not in the SDP
+    assert ep.latchable(rtp(b"x"), ("127.0.0.5", 5555)) == ""
+    ep.latch(("127.0.0.5", 5555), rtp(b"x"))
+    assert ep.remote == ep.src == ("127.0.0.5", 5555) and ep.ssrc == b"SSRC"
+    assert ep.latchable(rtp(b"x"), ("127.0.0.5", 6666)) == "latched_source_active"
+    ep.packets = 1
+    ep.check(10.0)
+    ep.check(11.9)
+    assert ep.latchable(rtp(b"x"), ("127.0.0.5", 6666)) == "latched_source_active"  # 1.9 s of silence
+    ep.check(12.0)  # NAT rebinding: silent for RELATCH_SILENCE, then a packet of the same SSRC from a new port
+    assert ep.latchable(rtp(b"x", ssrc=b"EVIL"), ("127.0.0.5", 6666)) == "not_rtp_of_session"
+    assert ep.latchable(rtp(b"x"), ("127.0.0.5", 6666)) == ""
+    rtcp = Endpoint(40001)
+    rtcp.expected_ip, rtcp.rtcp, rtcp.rtp = "127.0.0.5", True, ep
+    rr = bytes([0x81, 201, 0, 7]) + b"SSRC" + bytes(24)
+    assert rtcp.latchable(rr, ("127.0.0.5", 5556)) == ""
+    assert rtcp.latchable(rr.replace(b"SSRC", b"EVIL"), ("127.0.0.5", 5556)) == "not_rtp_of_session"
+    assert rtcp.latchable(bytes([0x81, 202, 0, 1]) + b"SSRC", ("127.0.0.5", 5556)) == "not_rtp_of_session"
 
 
 @pytest.fixture
@@ -103,25 +126,32 @@ async def test_rtp_flows_both_ways_third_party_dropped_rebinding_relatched(media
     relay_for_pbx, relay_for_phone = port_of(to_pbx), port_of(to_phone)
     assert relay_for_pbx != relay_for_phone and b"c=IN IP4 127.0.0.1" in to_pbx
 
-    phone_t.sendto(b"\x80\x00voice-from-phone" + b"x" * 150, ("127.0.0.1", relay_for_phone))
+    phone_t.sendto(rtp(b"voice-from-phone" + b"x" * 150), ("127.0.0.1", relay_for_phone))
     data, src = await asyncio.wait_for(pbx.got.get(), 5)
-    assert data.startswith(b"\x80\x00voice-from-phone") and src == ("127.0.0.1", relay_for_pbx)
-    pbx_t.sendto(b"\x80\x00voice-from-pbx", ("127.0.0.1", relay_for_pbx))
+    assert data.startswith(rtp(b"voice-from-phone")) and src == ("127.0.0.1", relay_for_pbx)
+    pbx_t.sendto(rtp(b"voice-from-pbx"), ("127.0.0.1", relay_for_pbx))
     data, _ = await asyncio.wait_for(phone.got.get(), 5)
-    assert data == b"\x80\x00voice-from-pbx"
+    assert data == rtp(b"voice-from-pbx")
 
     evil_t, evil, _ = await udp("127.0.0.4")
-    evil_t.sendto(b"\x80\x00hijack", ("127.0.0.1", relay_for_phone))
+    evil_t.sendto(rtp(b"hijack"), ("127.0.0.1", relay_for_phone))
     await asyncio.sleep(0.2)
     assert pbx.got.empty()
     assert media.stats()["counters"]["drops"] >= 1
 
-    # the phone's NAT rebinds: same IP, new port -> re-latched, answers go to the new port
+    # the phone's NAT rebinds: same IP, new port -> re-latched once the old port has been silent
+    # for RELATCH_SILENCE, answers go to the new port
     phone2_t, phone2, _ = await udp("127.0.0.2")
-    phone2_t.sendto(b"\x80\x00after-rebind", ("127.0.0.1", relay_for_phone))
-    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == b"\x80\x00after-rebind"
-    pbx_t.sendto(b"\x80\x00to-new-port", ("127.0.0.1", relay_for_pbx))
-    assert (await asyncio.wait_for(phone2.got.get(), 5))[0] == b"\x80\x00to-new-port"
+    phone2_t.sendto(rtp(b"too-early"), ("127.0.0.1", relay_for_phone))
+    await asyncio.sleep(0.2)
+    assert pbx.got.empty()  # the latched source is active: the stream does not move
+    t = time.monotonic()
+    media.expire_idle(t)
+    media.expire_idle(t + 2.0)
+    phone2_t.sendto(rtp(b"after-rebind"), ("127.0.0.1", relay_for_phone))
+    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == rtp(b"after-rebind")
+    pbx_t.sendto(rtp(b"to-new-port"), ("127.0.0.1", relay_for_pbx))
+    assert (await asyncio.wait_for(phone2.got.get(), 5))[0] == rtp(b"to-new-port")
     assert media.stats()["gauges"]["active_streams"] == 1
 
     await media.delete("c1")
@@ -147,7 +177,7 @@ async def test_idle_rule_with_an_injected_clock(media: MediaService) -> None:
     media.expire_idle(t0 + 1.5)
     assert "c" in media.calls
     relay_for_phone = media.calls["c"].streams[0].legs[0].phone_port
-    phone_t.sendto(b"\x80\x00x", ("127.0.0.1", relay_for_phone))  # a packet (dropped: no instance yet) is life
+    phone_t.sendto(rtp(b"x"), ("127.0.0.1", relay_for_phone))  # a packet (dropped: no instance yet) is life
     for _ in range(50):
         await asyncio.sleep(0.02)
         if media.calls["c"].streams[0].legs[0].received():
@@ -225,10 +255,10 @@ async def test_reconfigure_shrinking_the_range_keeps_established_calls(media: Me
 
     await media.reconfigure(MediaView("rtp", base + 12, base + 15, 2.0, "127.0.0.1", None))
     # the established call still relays both ways on its old ports
-    phone_t.sendto(b"\x80\x00still-here", ("127.0.0.1", port_of(to_phone)))
-    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == b"\x80\x00still-here"
-    pbx_t.sendto(b"\x80\x00and-back", ("127.0.0.1", port_of(to_pbx)))
-    assert (await asyncio.wait_for(phone.got.get(), 5))[0] == b"\x80\x00and-back"
+    phone_t.sendto(rtp(b"still-here"), ("127.0.0.1", port_of(to_phone)))
+    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == rtp(b"still-here")
+    pbx_t.sendto(rtp(b"and-back"), ("127.0.0.1", port_of(to_pbx)))
+    assert (await asyncio.wait_for(phone.got.get(), 5))[0] == rtp(b"and-back")
     gauges = media.stats()["gauges"]
     assert gauges["ports_in_use"] == 4 and gauges["ports_available"] == 4  # the new range is all free
 
@@ -247,26 +277,26 @@ async def test_reconfigure_shrinking_the_range_keeps_established_calls(media: Me
 
 
 def test_an_unreachable_sdp_address_drops_and_counts(tmp_path: Path) -> None:
-    """On uvloop (what proxyd runs) sendto raises for an address of the other family: counted as a
-    drop, never an exception per packet."""
+    """On uvloop (what proxyd runs) sendto raises for an address of the other family: counted as
+    unsent, never an exception per packet (::1 is a configured instance host, so it may be sent to)."""
     uvloop = pytest.importorskip("uvloop")
     base = free_udp_range(8)
 
     async def go() -> int:
         state = StateDir(tmp_path).ensure()
         svc = MediaService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
-        await svc.start(MediaView("rtp", base, base + 7, 60, "127.0.0.1", None))
+        await svc.start(MediaView("rtp", base, base + 7, 60, "127.0.0.1", None, instance_hosts=frozenset({"::1"})))
         phone_t, _, phone_port = await udp("127.0.0.2")
         await svc.offer("v6", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
         v6 = offer_sdp("127.0.0.3", 4000).replace(b"IN IP4 127.0.0.3", b"IN IP6 ::1")
         to_phone = await svc.answer("v6", "f", "t", v6, side=Side.INSTANCE, source_ip="127.0.0.3")
         for _ in range(3):
-            phone_t.sendto(b"\x80\x00voice", ("127.0.0.1", port_of(to_phone)))
+            phone_t.sendto(rtp(b"voice"), ("127.0.0.1", port_of(to_phone)))
         for _ in range(50):
             await asyncio.sleep(0.02)
-            if svc.stats()["counters"].get("drops", 0) >= 3:
+            if svc.stats()["counters"].get("unsent", 0) >= 3:
                 break
-        drops = int(svc.stats()["counters"].get("drops", 0))
+        drops = int(svc.stats()["counters"].get("unsent", 0))
         phone_t.close()
         await svc.stop(1)
         return drops
@@ -279,7 +309,7 @@ async def test_ports_of_an_ended_call_serve_the_next_call_with_nothing_carried_o
     await media.offer("a", "f", offer_sdp("127.0.0.2", old_phone_port), side=Side.PHONE, source_ip="127.0.0.2")
     to_old_phone = await media.answer("a", "f", "t", offer_sdp("127.0.0.3", 4000), side=Side.INSTANCE,
                                       source_ip="127.0.0.3")
-    old_phone_t.sendto(b"\x80\x00latch", ("127.0.0.1", port_of(to_old_phone)))
+    old_phone_t.sendto(rtp(b"latch"), ("127.0.0.1", port_of(to_old_phone)))
     await asyncio.sleep(0.1)
     await media.delete("a")
     assert media.stats()["gauges"]["ports_in_use"] == 0
@@ -291,14 +321,105 @@ async def test_ports_of_an_ended_call_serve_the_next_call_with_nothing_carried_o
                                   source_ip="127.0.0.6")
     assert port_of(to_phone) == port_of(to_old_phone)  # the same sockets, still bound
     assert media.stats()["gauges"]["ports_in_use"] == 4
-    old_phone_t.sendto(b"\x80\x00stale", ("127.0.0.1", port_of(to_phone)))  # the old phone's latch is gone
-    phone_t.sendto(b"\x80\x00new-call", ("127.0.0.1", port_of(to_phone)))
-    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == b"\x80\x00new-call"
-    pbx_t.sendto(b"\x80\x00back", ("127.0.0.1", port_of(to_pbx)))
-    assert (await asyncio.wait_for(phone.got.get(), 5))[0] == b"\x80\x00back"
+    old_phone_t.sendto(rtp(b"stale"), ("127.0.0.1", port_of(to_phone)))  # the old phone's latch is gone
+    phone_t.sendto(rtp(b"new-call"), ("127.0.0.1", port_of(to_phone)))
+    assert (await asyncio.wait_for(pbx.got.get(), 5))[0] == rtp(b"new-call")
+    pbx_t.sendto(rtp(b"back"), ("127.0.0.1", port_of(to_pbx)))
+    assert (await asyncio.wait_for(phone.got.get(), 5))[0] == rtp(b"back")
     await asyncio.sleep(0.1)
     assert pbx.got.empty()
     stream = media.calls["b"].streams[0]
     assert stream.legs[0].phone.drops == 1 and stream.legs[0].phone.packets == 1  # counters start afresh
     for t in (old_phone_t, phone_t, pbx_t):
         t.close()
+
+
+def test_sdp_ice_is_removed_and_m_lines_are_limited_while_reading() -> None:
+    body = offer_sdp("127.0.0.5", 4000).replace(b"a=sendrecv\r\n", (
+        b"a=sendrecv\r\na=ice-ufrag:F7gI\r\na=ice-pwd:x9cml/YzichV2+XlhiMu8g\r\na=ice-options:trickle\r\n"
+        b"a=candidate:1 1 UDP 2130706431 192.0.2.66 4000 typ host\r\n"
+        b"a=candidate:2 1 UDP 1694498815 10.9.9.9 4000 typ srflx raddr 0.0.0.0 rport 9\r\n"
+        b"a=remote-candidates:1 192.0.2.66 4000\r\na=end-of-candidates\r\n"))
+    out = sdplib.rewrite(body, "127.0.0.9", [(40002, 40003)]).decode()
+    assert "candidate" not in out and "ice-" not in out and "192.0.2.66" not in out and "10.9.9.9" not in out
+    assert "a=sendrecv" in out and "a=rtpmap:101 telephone-event/8000" in out
+    assert sdplib.parse(body)[0].pts == {0, 8, 101}
+    many = b"v=0\r\nc=IN IP4 127.0.0.5\r\n" + b"m=audio 4000 RTP/AVP 0\r\n" * 9
+    assert len(sdplib.parse(many, 9)) == 9
+    with pytest.raises(sdplib.SdpError, match="more than 8 m= lines"):
+        sdplib.parse(many, 8)
+
+
+async def test_an_unusable_answer_gives_the_ports_back(media: MediaService) -> None:
+    await media.offer("u", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    assert media.stats()["gauges"]["ports_in_use"] == 4
+    with pytest.raises(MediaError) as info:
+        await media.answer("u", "f", "t", b"v=0\r\nm=audio x RTP/AVP 0\r\n", side=Side.INSTANCE,
+                           source_ip="127.0.0.3")
+    assert info.value.status == 488 and "u" not in media.calls
+    assert media.stats()["gauges"]["ports_in_use"] == 0
+
+
+async def test_limits_per_sdp_and_per_source_refuse_before_taking_ports(media: MediaService) -> None:
+    await media.reconfigure(dataclasses.replace(media.v, max_streams=2, max_streams_per_source=3))
+    await media.offer("m3", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    with pytest.raises(MediaError) as info:  # a re-offer with 3 m= lines: refused, the call keeps its stream
+        await media.offer("m3", "f", b"v=0\r\nc=IN IP4 127.0.0.2\r\n" + b"m=audio 4000 RTP/AVP 0\r\n" * 3,
+                          side=Side.PHONE, source_ip="127.0.0.2")
+    assert info.value.status == 488 and info.value.retry_after is None
+    await media.offer("two", "f", b"v=0\r\nc=IN IP4 127.0.0.2\r\n" + b"m=audio 4000 RTP/AVP 0\r\n" * 2,
+                      side=Side.PHONE, source_ip="127.0.0.2")
+    with pytest.raises(MediaError) as info:  # 1 + 2 + 1 streams > 3
+        await media.offer("one", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    assert info.value.status == 503 and info.value.retry_after == 10
+    assert media.stats()["counters"]["refused_source_limit"] == 1
+    await media.offer("other", "f", offer_sdp("127.0.0.7", 4000), side=Side.PHONE, source_ip="127.0.0.7")
+    await media.offer("pbx", "f", offer_sdp("127.0.0.3", 4000), side=Side.INSTANCE, source_ip="127.0.0.3")
+    assert media.by_source == {"127.0.0.2": 3, "127.0.0.7": 1}  # an instance's offer counts against no phone
+    await media.delete("m3")
+    await media.offer("one", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+
+
+@pytest.mark.parametrize(("address", "sent"), [("127.0.0.2", True), ("127.0.0.1", False), ("0.0.0.0", False),
+                                                ("224.0.0.1", False), ("255.255.255.255", False),
+                                                ("169.254.1.1", False), ("192.0.2.66", False),
+                                                ("phone.example", False)])
+async def test_before_a_latch_only_the_signalling_address_is_sent_to(media: MediaService, address: str,
+                                                                     sent: bool) -> None:
+    body = offer_sdp("127.0.0.2", 4000).replace(b"c=IN IP4 127.0.0.2", f"c=IN IP4 {address}".encode())
+    await media.offer("c", "f", body, side=Side.PHONE, source_ip="127.0.0.2")
+    legs = media.calls["c"].streams[0].legs
+    assert (legs[0].phone.remote, legs[1].phone.remote) == ((("127.0.0.2", 4000), ("127.0.0.2", 4001)) if sent
+                                                            else (None, None))
+    assert legs[0].phone.expected_ip == "127.0.0.2"  # and only from there is a latch taken
+
+
+async def test_an_sdp_pointing_at_the_relays_own_ports_is_never_sent_to(media: MediaService) -> None:
+    own = media.v.port_min + 10
+    await media.offer("c", "f", offer_sdp("127.0.0.1", own), side=Side.PHONE, source_ip="127.0.0.1")
+    assert media.calls["c"].streams[0].legs[0].phone.remote is None
+    await media.answer("c", "f", "t", offer_sdp("127.0.0.1", own + 2), side=Side.INSTANCE, source_ip="127.0.0.1")
+    assert media.calls["c"].streams[0].legs[0].instance.remote is None
+    assert media.stats()["counters"]["sdp_address_refused"] == 2
+
+
+async def test_an_instance_reoffer_with_other_streams_stays_counted_against_the_phone(media: MediaService) -> None:
+    await media.offer("c", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    two = b"v=0\r\nc=IN IP4 127.0.0.3\r\n" + b"m=audio 5000 RTP/AVP 0\r\n" * 2
+    await media.offer("c", "t", two, side=Side.INSTANCE, source_ip="127.0.0.3")
+    assert media.by_source == {"127.0.0.2": 2}
+    await media.delete("c")
+    assert not media.by_source
+
+
+async def test_an_instance_sdp_is_sent_to_only_at_its_signalling_address_or_a_configured_instance_host(
+        media: MediaService) -> None:
+    await media.reconfigure(dataclasses.replace(media.v, instance_hosts=frozenset({"127.0.0.8"})))
+    for call, address, sent in (("a", "127.0.0.3", True), ("b", "127.0.0.8", True), ("c", "192.0.2.66", False),
+                                ("d", "10.9.9.9", False)):
+        await media.offer(call, "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        await media.answer(call, "f", "t", offer_sdp(address, 5000), side=Side.INSTANCE, source_ip="127.0.0.3")
+        instance = media.calls[call].streams[0].legs[0].instance
+        assert (instance.remote == (address, 5000)) is sent and (instance.remote is None) is not sent
+        assert instance.expected_ip == (address if sent else "127.0.0.3")  # and a latch only from there
+        await media.delete(call)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -232,3 +234,70 @@ def test_sdp_and_sdes_parsers_never_crash(text: str) -> None:
     except sdplib.SdpError:
         pass
     sdes.parse(text)
+
+
+async def test_bridged_stream_relatches_only_to_an_authenticated_packet_after_silence(media: MediaService) -> None:
+    phone_t, phone, phone_port = await udp("127.0.0.2")
+    pbx_t, pbx, pbx_port = await udp("127.0.0.3")
+    k_phone = os.urandom(30)
+    await media.offer("r1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone), side=Side.PHONE,
+                      source_ip="127.0.0.2")
+    to_phone = await media.answer("r1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP"), side=Side.INSTANCE,
+                                  source_ip="127.0.0.3")
+    relay_for_phone, relay_for_pbx = media_of(to_phone).port, media.calls["r1"].streams[0].legs[0].instance_port
+    phone_tx = tx(k_phone)
+    phone_t.sendto(phone_tx.protect(rtp(1, 0xAAAA, b"a" * 160)), ("127.0.0.1", relay_for_phone))
+    assert await recv(pbx) == rtp(1, 0xAAAA, b"a" * 160)
+
+    # the latched port falls silent; another port of the phone's IP sends SRTP under a wrong key
+    # (right SSRC and payload type): never latched, never forwarded, the phone keeps the stream
+    other_t, other, _ = await udp("127.0.0.2")
+    t = time.monotonic()
+    media.expire_idle(t)
+    media.expire_idle(t + 2.0)
+    forged = tx(os.urandom(30))
+    for seq in range(2, 22):
+        other_t.sendto(forged.protect(rtp(seq, 0xAAAA, b"f" * 160)), ("127.0.0.1", relay_for_phone))
+    await asyncio.sleep(0.2)
+    pbx_t.sendto(rtp(1, 0xBBBB, b"pbx" * 50), ("127.0.0.1", relay_for_pbx))
+    await recv(phone)
+    assert pbx.got.empty() and other.got.empty()
+    assert media.calls["r1"].streams[0].legs[0].phone.drops == 20
+
+    # the phone's NAT rebinds: its own authenticated packet from the new port takes the stream
+    other_t.sendto(phone_tx.protect(rtp(2, 0xAAAA, b"n" * 160)), ("127.0.0.1", relay_for_phone))
+    assert await recv(pbx) == rtp(2, 0xAAAA, b"n" * 160)
+    pbx_t.sendto(rtp(2, 0xBBBB, b"pbx" * 50), ("127.0.0.1", relay_for_pbx))
+    await recv(other)
+    for s in (phone_t, pbx_t, other_t):
+        s.close()
+
+
+def test_a_phone_rebinding_after_the_rollover_counter_moved_on_is_still_proven() -> None:
+    """Only a latching packet needs the verifier, but libsrtp guesses the rollover counter from
+    the last index it saw: the relay shows it a packet of the latched source now and then, so
+    a rebinding after 70,000 packets (seq wrapped once) is still authenticated."""
+    from services.media import srtp as srtplib
+    from services.media.relay import Endpoint, Leg
+
+    key = os.urandom(30)
+    verifier = srtplib.session(sdes.Crypto("1", SUITE, key), inbound=True)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.bind(("127.0.0.1", 0))
+    out.setblocking(False)
+    phone, instance = Endpoint(40000), Endpoint(40002, out)
+    Leg(phone, instance)
+    phone.expected_ip, phone.pts, instance.remote = "127.0.0.2", frozenset({0}), sink.getsockname()
+    phone.verify = srtplib.decrypter(verifier, rtcp_port=False, mux=False)
+    sender = tx(key)
+    for n in range(70_000):
+        phone.datagram_received(sender.protect(rtp(n & 0xFFFF, 0xAAAA, b"")), ("127.0.0.2", 5000))
+    assert phone.src == ("127.0.0.2", 5000) and phone.packets == 70_000
+    phone.check(0.0)
+    phone.check(2.0)
+    phone.datagram_received(sender.protect(rtp(70_000 & 0xFFFF, 0xAAAA, b"")), ("127.0.0.2", 6000))
+    assert phone.src == ("127.0.0.2", 6000) and phone.drops == 0
+    sink.close()
+    out.close()

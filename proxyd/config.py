@@ -29,6 +29,7 @@ DNS_NAME_RE = re.compile(
 )
 SIP_TRANSPORTS = ("udp", "tcp", "tls")
 HTTP = ("http", "https")
+WEB_PREFIX_MODES = ("rewrite", "forward_prefix")
 PROVISIONING_MODES = ("encrypted", "https", "http_and_https", "off")
 
 
@@ -94,6 +95,10 @@ class Instance:
     #: the instance's PBX refuses SRTP offers (488): in media mode srtp, phone offers reach it as
     #: plain RTP and the relay bridges SRTP<->RTP from the first offer
     rtp_only: bool = False
+    #: how the `/<name>` prefix of the web router reaches the `web` backend (services/http/rewrite.py):
+    #: "rewrite": stripped, and the backend's redirects and cookie paths are mapped back under it;
+    #: "forward_prefix": stripped and announced in X-Forwarded-Prefix, nothing rewritten
+    web_prefix_mode: str = "rewrite"
 
     @property
     def direct_tls_target(self) -> HostPort | None:
@@ -529,6 +534,7 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
     prov = r.get(d, path, "provisioning", lambda v, p: r.url(v, p, schemes=("http", "https"), nullable=True), None)
     pin = r.get(d, path, "sip_tls_fingerprint", r.sha256_fingerprint, None)
     rtp_only = r.get(d, path, "rtp_only", r.boolean, False)
+    prefix_mode = r.get(d, path, "web_prefix_mode", lambda v, p: r.choice(v, p, WEB_PREFIX_MODES), "rewrite")
     if pin is not None and sip is not None and sip.transport != "tls":
         r.fail(f"{path}.sip_tls_fingerprint", f"only for a tls sip target, not {sip.transport}")
     if len(r.problems) > n0:
@@ -538,7 +544,7 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
         name=name, web=web, sip=sip, sip_domains=sip_domains or (), xmpp=xmpp,
         xmpp_domains=xmpp_domains or (), xmpp_default=bool(xmpp_default),
         xmpp_proxy_protocol=bool(xmpp_pp), xmpp_direct_tls=xmpp_direct, provisioning=prov,
-        sip_tls_fingerprint=pin, rtp_only=bool(rtp_only),
+        sip_tls_fingerprint=pin, rtp_only=bool(rtp_only), web_prefix_mode=prefix_mode,
     )
 
 

@@ -125,6 +125,8 @@ def test_all_problems_reported_at_once_with_field_paths() -> None:
         (("instances", 0, "sip_tls_fingerprint"), "ab" * 32,
          "instances[0].sip_tls_fingerprint: only for a tls sip target, not udp"),
         (("instances", 0, "rtp_only"), "yes", "instances[0].rtp_only: expected true or false"),
+        (("instances", 0, "web_prefix_mode"), "strip",
+         "instances[0].web_prefix_mode: expected one of rewrite, forward_prefix"),
     ],
 )
 def test_each_bad_field_is_named(path: tuple, value: object, expected: str) -> None:
@@ -134,6 +136,14 @@ def test_each_bad_field_is_named(path: tuple, value: object, expected: str) -> N
         node = node[key]
     node[path[-1]] = value
     assert any(p.startswith(expected) for p in problems(raw)), problems(raw)
+
+
+def test_web_prefix_mode_defaults_to_rewrite_and_round_trips() -> None:
+    assert parse_config(DESIGN_EXAMPLE).instances[0].web_prefix_mode == "rewrite"
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    raw["instances"][0]["web_prefix_mode"] = "forward_prefix"
+    cfg = parse_config(raw)
+    assert cfg.instances[0].web_prefix_mode == "forward_prefix" and loads(cfg.to_json()) == cfg
 
 
 def test_sip_tls_fingerprint_is_normalised() -> None:

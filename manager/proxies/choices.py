@@ -7,3 +7,5 @@ PROVISIONING_MODES = [("encrypted", "HTTPS only, encrypted URL"), ("https", "HTT
 WEB_MODES = [("web_and_rest", "HTTPS Web-UI and REST"), ("rest_only", "HTTPS REST only"), ("off", "off")]
 NETWORK_MODES = [("auto", "auto"), ("manual", "manual")]
 SIP_TRANSPORTS = [("udp", "UDP"), ("tcp", "TCP"), ("tls", "TLS")]
+WEB_PREFIX_MODES = [("rewrite", "rewrite: the web backend does not know its prefix"),
+                    ("forward_prefix", "forward_prefix: the web backend is told its prefix")]

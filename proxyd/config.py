@@ -31,6 +31,7 @@ DNS_NAME_RE = re.compile(
 )
 SIP_TRANSPORTS = ("udp", "tcp", "tls")
 HTTP = ("http", "https")
+WEB_PREFIX_MODES = ("rewrite", "forward_prefix")
 PROVISIONING_MODES = ("encrypted", "https", "http_and_https", "off")
 #: key types for the self-signed certificate (the first is the default); many deployed phone
 #: firmwares provision and register over RSA only
@@ -117,6 +118,17 @@ class Instance:
     #: the instance's PBX refuses SRTP offers (488): in media mode srtp, phone offers reach it as
     #: plain RTP and the relay bridges SRTP<->RTP from the first offer
     rtp_only: bool = False
+    #: how the `/<name>` prefix of the web router reaches the `web` backend (services/http/rewrite.py):
+    #: "rewrite": stripped, and the backend's redirects and cookie paths are mapped back under it;
+    #: "forward_prefix": stripped and announced in X-Forwarded-Prefix, nothing rewritten
+    web_prefix_mode: str = "rewrite"
+
+    @property
+    def direct_tls_target(self) -> HostPort | None:
+        """Where the instance's Direct TLS goes: `xmpp_direct_tls`, else the `xmpp` host at port + 1."""
+        if self.xmpp_direct_tls is not None or self.xmpp is None:
+            return self.xmpp_direct_tls
+        return HostPort(self.xmpp.host, self.xmpp.port + 1)
 
 
 @dataclass(frozen=True)
@@ -604,6 +616,7 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
         r.fail(f"{path}.provisioning", why)
     pin = r.get(d, path, "sip_tls_fingerprint", r.sha256_fingerprint, None)
     rtp_only = r.get(d, path, "rtp_only", r.boolean, False)
+    prefix_mode = r.get(d, path, "web_prefix_mode", lambda v, p: r.choice(v, p, WEB_PREFIX_MODES), "rewrite")
     if pin is not None and sip is not None and sip.transport != "tls":
         r.fail(f"{path}.sip_tls_fingerprint", f"only for a tls sip target, not {sip.transport}")
     if len(r.problems) > n0:
@@ -613,7 +626,7 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
         name=name, web=web, sip=sip, sip_domains=sip_domains or (), xmpp=xmpp,
         xmpp_domains=xmpp_domains or (), xmpp_default=bool(xmpp_default),
         xmpp_proxy_protocol=bool(xmpp_pp), xmpp_direct_tls=xmpp_direct, provisioning=prov,
-        sip_tls_fingerprint=pin, rtp_only=bool(rtp_only),
+        sip_tls_fingerprint=pin, rtp_only=bool(rtp_only), web_prefix_mode=prefix_mode,
     )
 
 
@@ -800,6 +813,97 @@ def _cross_checks(r: _Reader, cfg: ProxyConfig) -> None:
                 r.fail(path, f"{proto} port {lo if lo == hi else f'{lo}-{hi}'} collides with {opath}")
                 break
         taken.append((path, proto, lo, hi))
+    _self_loops(r, cfg)
+
+
+# what each listener path of `listeners()` is called in a problem message
+LISTENER_NAMES = {
+    "services.web.port": "web (HTTPS) listener", "services.sip.udp_port": "SIP listener",
+    "services.sip.tls_port": "SIP TLS listener", "services.media.port_min": "media relay ports",
+    "services.provisioning.https_port": "provisioning HTTPS listener",
+    "services.provisioning.http_port": "provisioning HTTP listener",
+    "services.xmpp.port": "XMPP STARTTLS listener", "services.xmpp.direct_tls_port": "XMPP Direct TLS listener",
+}
+
+
+def backends(cfg: ProxyConfig) -> list[tuple[str, str, str, int, bool]]:
+    """Every (field path, transport, host, port, derived) the config sends traffic to; `derived`:
+    the field is unset and this is its default."""
+    out: list[tuple[str, str, str, int, bool]] = []
+
+    def url(path: str, value: str | None) -> None:
+        if value is not None:
+            u = urlsplit(value)
+            out.append((path, "tcp", u.hostname or "", u.port or (443 if u.scheme == "https" else 80), False))
+
+    for i, inst in enumerate(cfg.instances):
+        p = f"instances[{i}]"
+        url(f"{p}.web", inst.web)
+        if inst.sip is not None:
+            transport = "udp" if inst.sip.transport == "udp" else "tcp"
+            out.append((f"{p}.sip", transport, inst.sip.host, inst.sip.port, False))
+        if inst.xmpp is not None:
+            out.append((f"{p}.xmpp", "tcp", inst.xmpp.host, inst.xmpp.port, False))
+        direct = inst.direct_tls_target
+        if direct is not None:
+            out.append((f"{p}.xmpp_direct_tls", "tcp", direct.host, direct.port, inst.xmpp_direct_tls is None))
+        url(f"{p}.provisioning", inst.provisioning)
+    for i, app in enumerate(cfg.applications):
+        url(f"applications[{i}].upstream", app.upstream)
+    return out
+
+
+def _self_loops(r: _Reader, cfg: ProxyConfig) -> None:
+    """A backend that is one of the proxy's own listeners would feed the proxy its own traffic."""
+    bind = ipaddress.ip_address(cfg.bind_address)
+    own = listeners(cfg)
+    apps = {f"applications[{i}].port": f"application {a.name!r} listener" for i, a in enumerate(cfg.applications)}
+    for path, proto, host, port, derived in backends(cfg):
+        if port > 65535:  # only the derived Direct TLS default can be out of range: xmpp on 65535, + 1
+            r.fail(path, f"the default (xmpp port + 1) is {port}, not a port: set it")
+            continue
+        if not _reaches_proxy(host, cfg, bind):
+            continue
+        for lpath, lproto, lo, hi in own:
+            if proto == lproto and lo <= port <= hi:
+                name = LISTENER_NAMES.get(lpath) or apps.get(lpath, lpath)
+                where = HostPort(str(bind), lo) if lo == hi else f"{HostPort(str(bind), lo)}-{hi}"
+                default = " (the default: the xmpp port + 1)" if derived else ""
+                r.fail(path, f"points at this proxy's own {name} {where}{default}")
+                break
+
+
+def _reaches_proxy(host: str, cfg: ProxyConfig, bind: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Would a connection to `host` land on a socket bound to `bind`?
+
+    Decided from literals only: the proxy's own fqdn, `localhost` (and names under it, RFC 6761),
+    IP addresses. Other DNS names are not resolved here: a check must give the same answer on the
+    manager and on every proxy, whatever their resolvers say at that moment.
+    """
+    host = host.lower().rstrip(".")
+    if host == cfg.proxy.fqdn:
+        return True
+    if host == "localhost" or host.endswith(".localhost"):
+        targets: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+            ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")]
+    else:
+        try:
+            targets = [ipaddress.ip_address(host.partition("%")[0])]
+        except ValueError:
+            return False
+    for t in targets:
+        if isinstance(t, ipaddress.IPv6Address) and t.ipv4_mapped is not None:
+            t = t.ipv4_mapped
+        if t.is_unspecified:  # connect() to 0.0.0.0 or :: reaches the host's own loopback
+            t = ipaddress.ip_address("127.0.0.1" if t.version == 4 else "::1")
+        if not bind.is_unspecified:
+            if t == bind:
+                return True
+        # 0.0.0.0 receives on every local address; which addresses are local is not known here, but
+        # loopback always is. `::` counts for IPv4 too: a socket bound to it may be dual-stack (Linux's default).
+        elif t.is_loopback and (t.version == bind.version or bind.version == 6):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------- files

@@ -12,3 +12,5 @@ SIP_TRANSPORTS = [("udp", "UDP"), ("tcp", "TCP"), ("tls", "TLS")]
 # the self-signed certificate's key; proxyd's list is the one source, the labels say why one picks RSA
 TLS_KEY_TYPES = [(k, {"ecdsa-p256": "ECDSA P-256", "rsa-2048": "RSA 2048 (phones without ECDSA)",
                       "rsa-3072": "RSA 3072 (phones without ECDSA)"}.get(k, k)) for k in _TLS_KEY_TYPES]
+WEB_PREFIX_MODES = [("rewrite", "rewrite: the web backend does not know its prefix"),
+                    ("forward_prefix", "forward_prefix: the web backend is told its prefix")]

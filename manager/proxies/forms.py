@@ -63,8 +63,8 @@ class InstanceForm(forms.ModelForm):
     class Meta:
         model = Instance
         formfield_callback = _formfield
-        fields = ["name", "web", "sip_transport", "sip_host", "sip_port", "sip_tls_fingerprint", "sip_domains",
-                  "rtp_only", "xmpp", "xmpp_domains", "provisioning", "proxies"]
+        fields = ["name", "web", "web_prefix_mode", "sip_transport", "sip_host", "sip_port", "sip_tls_fingerprint",
+                  "sip_domains", "rtp_only", "xmpp", "xmpp_domains", "provisioning", "proxies"]
         widgets = {"sip_domains": forms.Textarea(attrs={"rows": 2}), "xmpp_domains": forms.Textarea(attrs={"rows": 2})}
 
 

@@ -56,6 +56,10 @@ class Instance(models.Model):
         "PBX speaks plain RTP only", default=False,
         help_text="the PBX refuses SRTP offers (488): with VoIP media SRTP, phones' offers reach it as plain RTP "
                   "and the proxy bridges SRTP to RTP")
+    web_prefix_mode = models.CharField(
+        "web prefix", max_length=14, choices=choices.WEB_PREFIX_MODES, default="rewrite",
+        help_text="rewrite: the proxy strips /<name> and maps the backend's redirects and cookie paths back under "
+                  "it; forward_prefix: the backend gets X-Forwarded-Prefix and writes its own URLs")
 
     class Meta:
         ordering = ["name"]

@@ -26,7 +26,7 @@ _VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # cache holds only lines that passed the check, is keyed by the exact bytes, and is bounded.
 # Only a refused block is taken apart again, to say exactly what is wrong.
 _LINE_OK = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*")
-F_OTHER, F_HOST, F_LENGTH, F_TE, F_CONNECTION, F_UPGRADE, F_SET_COOKIE, F_HOP, F_UNTRUSTED = range(9)
+F_OTHER, F_HOST, F_LENGTH, F_TE, F_CONNECTION, F_UPGRADE, F_SET_COOKIE, F_HOP, F_UNTRUSTED, F_URL = range(10)
 HOP_BY_HOP = (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
               b"upgrade", b"proxy-authorization", b"proxy-authenticate")
 # Clients must not be able to claim another origin: these are replaced, never passed on.
@@ -34,7 +34,9 @@ UNTRUSTED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-
              b"x-forwarded-port", b"forwarded", b"x-real-ip")
 _KINDS = {**dict.fromkeys(HOP_BY_HOP, F_HOP), **dict.fromkeys(UNTRUSTED, F_UNTRUSTED),
           b"host": F_HOST, b"content-length": F_LENGTH, b"transfer-encoding": F_TE, b"connection": F_CONNECTION,
-          b"upgrade": F_UPGRADE, b"set-cookie": F_SET_COOKIE}
+          b"upgrade": F_UPGRADE, b"set-cookie": F_SET_COOKIE,
+          # response fields carrying a URL the prefix rule may map (services/http/rewrite.py)
+          b"location": F_URL, b"content-location": F_URL, b"refresh": F_URL}
 # what is not passed on: hop-by-hop fields (Connection, Transfer-Encoding and Upgrade are re-added
 # where they apply) and, in requests, the client's claims and its Content-Length (re-added)
 _DROP_RESPONSE = frozenset({F_HOP, F_CONNECTION, F_TE, F_UPGRADE})
@@ -77,7 +79,8 @@ class HttpError(Exception):
 class Head:
     """A parsed head. `block` holds the header fields as received, each line ending in CRLF.
 
-    `host` is the Host field's value lower-cased (as nginx's $host); `cookies`: a response sets some.
+    `host` is the Host field's value lower-cased; `cookies`: a response sets some; `urls`: it has
+    a Location, Content-Location or Refresh field.
     `kept`: the fields a proxy passes on, each with its CRLF (see _DROP_REQUEST / _DROP_RESPONSE);
     `host_line`: the request's Host field line as received.
     """
@@ -93,6 +96,7 @@ class Head:
     upgrade: bytes | None = None
     host: bytes | None = None
     cookies: bool = False
+    urls: bool = False
     kept: bytes = b""
     host_line: bytes = b""
 
@@ -159,6 +163,8 @@ def _framing(h: Head, request: bool) -> None:
             te = f[1] if te is None else b"," + f[1]  # a second field is never just "chunked"
         elif kind == F_SET_COOKIE:
             h.cookies = True
+        elif kind == F_URL:
+            h.urls = True
         elif kind == F_UPGRADE and upgrade is None:
             upgrade = f[1]
     if kept:

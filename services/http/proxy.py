@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from services.http.http1 import (
     parse_request_head,
     parse_response_head,
 )
-from services.http.routes import Forward, Redirect, Refuse, Router, scope_cookie
+from services.http.routes import Forward, Redirect, Refuse, Router
 from services.http.upstream import Pools, UpstreamConnection
 
 log = logging.getLogger("services.http")
@@ -42,7 +41,6 @@ MAX_BODY = 4 * 2**30  # 4 GiB request bodies at most (413 above)
 MAX_PENDING = 256 * 1024  # request bytes held while the backend connection is being opened
 SMALL_WRITE = 16384  # below this, a head and the body bytes behind it go out in one write
 
-SET_COOKIE = re.compile(rb"(?i)(\nset-cookie:[ \t]*)([^\r\n]*?)([ \t]*\r)")  # the LF stays for the next line
 REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
            413: "Content Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
            501: "Not Implemented", 502: "Bad Gateway", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
@@ -74,6 +72,15 @@ def simple_response(status: int, body: bytes = b"", extra: bytes = b"", close: b
             f"Content-Length: {len(body)}\r\n".encode() + extra + conn + b"\r\n" + body)
 
 
+def split_host(host: bytes, default_port: bytes) -> tuple[bytes, bytes]:
+    """A Host value as (host, port): X-Forwarded-Host carries no port, X-Forwarded-Port the one
+    the client addressed (the scheme's default when the Host names none). An IPv6 literal keeps its brackets."""
+    name, colon, port = host.rpartition(b":")
+    if colon and port.isdigit() and len(port) <= 5 and (b":" not in name or name.endswith(b"]")):
+        return name, port
+    return host, default_port
+
+
 class Clock:
     """A coarse clock, advanced by the sweeper: deadlines need no system call per request (nginx does the same)."""
 
@@ -95,6 +102,7 @@ class Listener:
         self.router, self.pools, self.stats, self.allowed, self.conns = router, pools, stats, allowed, conns
         self.upstream_timeout = upstream_timeout
         self.proto = b"https" if tls else b"http"
+        self.default_port = b"443" if tls else b"80"
         self.loop = asyncio.get_running_loop()
         self.draining = False
         self.clock = clock
@@ -299,17 +307,20 @@ class ClientConnection(asyncio.Protocol):
 
     def _upstream_head(self, req: Head, fwd: Forward) -> bytes:
         # an application's Host is the upstream's; an instance gets the client's Host line
-        host = b"Host: " + fwd.host.encode() if fwd.host else req.host_line
-        block = host + b"\r\n" + req.kept if host else req.kept
+        host_line = b"Host: " + fwd.host.encode() if fwd.host else req.host_line
+        block = host_line + b"\r\n" + req.kept if host_line else req.kept
         if req.upgrade is not None:
             block += b"Connection: Upgrade\r\nUpgrade: " + req.upgrade + b"\r\n"
         if req.chunked:
             block += b"Transfer-Encoding: chunked\r\n"
         elif req.content_length is not None:
             block += b"Content-Length: %d\r\n" % req.content_length
+        host, port = split_host(req.host or b"", self.shared.default_port)
+        rule = fwd.rule
         return b"%s %s HTTP/1.1\r\n%sX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n" \
-            b"X-Forwarded-Prefix: %s\r\n\r\n" % (req.method, fwd.path.encode("latin-1"), block, self.client_ip_b,
-                                                   self.shared.proto, req.host or b"", fwd.prefix.encode())
+            b"X-Forwarded-Port: %s\r\n%s\r\n" % (req.method, fwd.path.encode("latin-1"), block, self.client_ip_b,
+                                                 self.shared.proto, host, port,
+                                                 rule.forwarded_prefix if rule is not None else b"")
 
     def _forward(self, req: Head, fwd: Forward) -> None:
         self.req, self.fwd = req, fwd
@@ -544,9 +555,10 @@ class ClientConnection(asyncio.Protocol):
         self.keep = keep
         self.rkeep = resp.keep_alive
         head = raw[: raw.find(b"\r\n") + 2] + resp.kept
-        scope = fwd.cookie_scope
-        if scope and resp.cookies:
-            head = SET_COOKIE.sub(lambda m: m[1] + scope_cookie(m[2], scope) + m[3], head)
+        rule = fwd.rule
+        if rule is not None and (resp.cookies or resp.urls):
+            host = self.req.host if self.req is not None else None
+            head = rule.head(head, self.shared.proto + b"://" + host if host else None, host)
         if resp.chunked:
             head += b"Transfer-Encoding: chunked\r\n"
         if not keep:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from services.http.rewrite import PrefixRule
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -26,6 +28,16 @@ class Backend:
         object.__setattr__(self, "key", (self.scheme, self.host, self.port, self.verify))
         object.__setattr__(self, "host_header", host if self.port == default else f"{host}:{self.port}")
 
+    @property
+    def origins(self) -> tuple[str, str]:
+        """The upstream's own origin as it may write it: with the default port left out, and spelled out."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{self.host_header}", f"{self.scheme}://{host}:{self.port}"
+
+    def prefix_rule(self, public: str, mode: str = "rewrite", *, instance: bool = False) -> PrefixRule:
+        """The rule mapping `public` (no trailing '/') onto this backend's base path (see rewrite.py)."""
+        return PrefixRule(public, self.base_path, mode == "rewrite", instance, self.origins, self.host, instance)
+
     @classmethod
     def from_url(cls, url: str, verify: bool = True) -> Backend:
         u = urlsplit(url)
@@ -40,8 +52,7 @@ class Backend:
 class Forward:
     backend: Backend
     path: str  # path + query as sent upstream
-    prefix: str  # X-Forwarded-Prefix: what the proxy stripped
-    cookie_scope: str | None  # Set-Cookie paths are kept inside this prefix
+    rule: PrefixRule | None  # how the public prefix maps onto the upstream's paths; None: no prefix
     host: str | None  # Host header to send; None keeps the client's
 
 
@@ -72,9 +83,14 @@ class WebTable:
     mode: str  # web_and_rest | rest_only
     redirect_url: str | None
     instances: tuple[tuple[str, Backend], ...]
+    #: instance name -> web_prefix_mode, where it is not "rewrite"
+    prefix_modes: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_name", {name: (b, f"/{name}") for name, b in self.instances})
+        modes = dict(self.prefix_modes)
+        object.__setattr__(self, "_by_name", {
+            name: (b, b.prefix_rule(f"/{name}", modes.get(name, "rewrite"), instance=True))
+            for name, b in self.instances})
 
     def route(self, path: str, query: str, client: str = "") -> Decision:
         if path == "/":
@@ -83,13 +99,13 @@ class WebTable:
         entry = self._by_name.get(name)  # type: ignore[attr-defined]
         if entry is None:
             return NOT_FOUND
-        backend, prefix = entry
+        backend, rule = entry
         if not sep:
             return Redirect(f"/{name}/{query}", 301)  # so the UI's relative links resolve
         rest = "/" + rest
         if self.mode == "rest_only" and not (rest == "/services" or rest.startswith("/services/")):
             return NOT_FOUND
-        return Forward(backend, backend.base_path + rest + query, prefix, prefix, None)
+        return Forward(backend, backend.base_path + rest + query, rule, None)
 
 
 @dataclass(frozen=True)
@@ -97,26 +113,13 @@ class AppTable:
     public_prefix: str
     backend: Backend
 
+    def __post_init__(self) -> None:  # an application's upstream never knows the public prefix
+        object.__setattr__(self, "_rule", self.backend.prefix_rule(self.public_prefix.rstrip("/")))
+
     def route(self, path: str, query: str, client: str = "") -> Decision:
         prefix = self.public_prefix
         if not path.startswith(prefix):
             return NOT_FOUND
         b = self.backend
-        return Forward(b, b.base_path + "/" + path[len(prefix):] + query, prefix.rstrip("/"), None, b.host_header)
-
-
-def scope_cookie(value: bytes, scope: str) -> bytes:
-    """Rewrite a Set-Cookie's Path so the cookie stays inside `scope` (e.g. '/mycompany')."""
-    parts = value.split(b";")
-    out, seen = [parts[0]], False
-    for attr in parts[1:]:
-        name, eq, v = attr.strip().partition(b"=")
-        if name.lower() == b"path":
-            seen = True
-            p = v.strip().decode("latin-1") or "/"
-            out.append(b" Path=" + (scope + (p if p.startswith("/") else "/" + p)).encode("latin-1"))
-        else:
-            out.append(b" " + attr.strip())
-    if not seen:
-        out.append(b" Path=" + scope.encode("latin-1") + b"/")
-    return b";".join(out)
+        return Forward(b, b.base_path + "/" + path[len(prefix):] + query, self._rule,  # type: ignore[attr-defined]
+                       b.host_header)

@@ -44,7 +44,8 @@ class HttpService(Service):
         web = cfg.services.web
         if web.mode != "off":
             instances = tuple((i.name, Backend.from_url(i.web)) for i in cfg.instances if i.web)
-            out.append((ListenerSpec(host, web.port, True), WebTable(web.mode, web.redirect_url, instances)))
+            modes = tuple((i.name, i.web_prefix_mode) for i in cfg.instances if i.web_prefix_mode != "rewrite")
+            out.append((ListenerSpec(host, web.port, True), WebTable(web.mode, web.redirect_url, instances, modes)))
         for app in cfg.applications:
             table = AppTable(app.public_prefix, Backend.from_url(app.upstream, app.verify_upstream))
             out.append((ListenerSpec(host, app.port, app.tls), table))

@@ -105,7 +105,7 @@ class ProvisioningTable:
         if template is None:
             return NOT_FOUND
         backend, target = _target(template, mac, parts[1] if len(parts) == 2 else None)
-        return Forward(backend, target, "", None, backend.host_header)
+        return Forward(backend, target, None, backend.host_header)
 
     def _trusted(self, parts: list[str], templates: dict[str, str]) -> Decision:
         template = templates.get(parts[0])
@@ -119,7 +119,7 @@ class ProvisioningTable:
         if mac is None:
             return NOT_FOUND
         backend, target = _target(template, mac, file)
-        return Forward(backend, target, "", None, backend.host_header)
+        return Forward(backend, target, None, backend.host_header)
 
 
 def table_for(mode: str, key: str | None, templates: tuple[tuple[str, str], ...]) -> ProvisioningTable:

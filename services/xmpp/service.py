@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxyd.config import HostPort, ProxyConfig
+from proxyd.config import ProxyConfig
 from proxyd.service import Service, ServiceError
 from services.xmpp.relay import Session
 from services.xmpp.routes import Route, RouteTable
@@ -75,7 +75,8 @@ class XmppService(Service):
         for inst in cfg.instances:
             if inst.xmpp is None:
                 continue
-            direct = inst.xmpp_direct_tls or HostPort(inst.xmpp.host, inst.xmpp.port + 1)
+            direct = inst.direct_tls_target  # one place derives the default: proxyd.config
+            assert direct is not None
             route = Route(inst.name, inst.xmpp.host, inst.xmpp.port, direct.host, direct.port,
                           inst.xmpp_proxy_protocol)
             domains += [(d.lower().rstrip("."), route) for d in inst.xmpp_domains]

@@ -140,6 +140,10 @@ def test_pbx_certificate_fingerprint_is_checked_normalised_and_compiled() -> Non
     inst.rtp_only = True
     inst.save()
     assert json.loads(p.active_revision.config_json)["instances"][0]["rtp_only"] is True
+    assert json.loads(p.active_revision.config_json)["instances"][0]["web_prefix_mode"] == "rewrite"
+    inst.web_prefix_mode = "forward_prefix"
+    inst.save()
+    assert json.loads(p.active_revision.config_json)["instances"][0]["web_prefix_mode"] == "forward_prefix"
 
 
 def test_models_and_migrations_agree() -> None:

@@ -130,6 +130,8 @@ def test_all_problems_reported_at_once_with_field_paths() -> None:
         (("instances", 0, "provisioning"), "http://10.0.0.5/prov/{mac",
          "instances[0].provisioning: unbalanced { or }"),
         (("tls", "key_type"), "rsa-1024", "tls.key_type: expected one of ecdsa-p256, rsa-2048, rsa-3072"),
+        (("instances", 0, "web_prefix_mode"), "strip",
+         "instances[0].web_prefix_mode: expected one of rewrite, forward_prefix"),
     ],
 )
 def test_each_bad_field_is_named(path: tuple, value: object, expected: str) -> None:
@@ -139,6 +141,14 @@ def test_each_bad_field_is_named(path: tuple, value: object, expected: str) -> N
         node = node[key]
     node[path[-1]] = value
     assert any(p.startswith(expected) for p in problems(raw)), problems(raw)
+
+
+def test_web_prefix_mode_defaults_to_rewrite_and_round_trips() -> None:
+    assert parse_config(DESIGN_EXAMPLE).instances[0].web_prefix_mode == "rewrite"
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    raw["instances"][0]["web_prefix_mode"] = "forward_prefix"
+    cfg = parse_config(raw)
+    assert cfg.instances[0].web_prefix_mode == "forward_prefix" and loads(cfg.to_json()) == cfg
 
 
 def test_sip_tls_fingerprint_is_normalised() -> None:
@@ -227,3 +237,96 @@ def test_cli_check_prints_field_paths_and_exits_1(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "ok" in res.stdout
+
+
+# -- a backend that is the proxy itself ------------------------------------------------------------
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "standalone.json"
+
+
+def test_derived_direct_tls_default_pointing_at_the_own_starttls_listener_is_named() -> None:
+    """Issue #19 (4): the example's XMPP backend at 127.0.0.1:15222 made Direct TLS go to :15223,
+    which is pforte's own STARTTLS listener; `check` said ok."""
+    raw = json.loads(EXAMPLE.read_text())
+    parse_config(raw)  # the shipped example is valid (it names its Direct TLS address)
+    del raw["instances"][0]["xmpp_direct_tls"]
+    assert problems(raw) == ["instances[0].xmpp_direct_tls: points at this proxy's own XMPP STARTTLS listener "
+                             "127.0.0.1:15223 (the default: the xmpp port + 1)"]
+
+
+def test_the_derived_direct_tls_default_is_one_rule_for_config_and_xmpp_service() -> None:
+    from services.xmpp.service import XmppService
+
+    cfg = parse_config(DESIGN_EXAMPLE)
+    inst = cfg.instances[0]
+    assert inst.xmpp_direct_tls is None and str(inst.direct_tls_target) == "10.0.0.5:5223"
+    route = XmppService.view(cfg).routes.domains[0][1]  # type: ignore[union-attr]
+    assert (route.direct_host, route.direct_port) == ("10.0.0.5", 5223)
+
+
+SELF = [  # (bind, field path, value, listener named in the message)
+    ("0.0.0.0", ("instances", 0, "xmpp_direct_tls"), "0.0.0.0:5223", "XMPP Direct TLS listener 0.0.0.0:5223"),
+    ("0.0.0.0", ("instances", 0, "xmpp"), "127.0.0.1:5222", "XMPP STARTTLS listener 0.0.0.0:5222"),
+    ("0.0.0.0", ("instances", 0, "xmpp"), "127.8.9.1:5223", "XMPP Direct TLS listener 0.0.0.0:5223"),
+    ("0.0.0.0", ("instances", 0, "web"), "https://localhost/ui", "web (HTTPS) listener 0.0.0.0:443"),
+    ("0.0.0.0", ("instances", 0, "web"), "https://mobydick.example.com:8884/", "provisioning HTTPS listener"),
+    ("0.0.0.0", ("instances", 0, "sip"), "tcp:127.0.0.1:5061", "SIP TLS listener 0.0.0.0:5061"),
+    ("0.0.0.0", ("instances", 0, "sip"), "udp:127.0.0.1:30002", "media relay ports 0.0.0.0:30000-35000"),
+    ("0.0.0.0", ("instances", 0, "provisioning"), "http://[::ffff:127.0.0.1]:443/p/{mac}", "web (HTTPS)"),
+    ("0.0.0.0", ("applications", 0, "upstream"), "https://127.0.0.1:8443/x/", "application 'procurat' listener"),
+    ("::", ("instances", 0, "web"), "http://[::1]:5222/", "XMPP STARTTLS listener [::]:5222"),
+    ("::", ("instances", 0, "web"), "http://127.0.0.1:5222/", "XMPP STARTTLS listener [::]:5222"),
+    ("10.0.0.1", ("instances", 0, "web"), "http://10.0.0.1:5222/", "XMPP STARTTLS listener 10.0.0.1:5222"),
+]
+
+
+@pytest.mark.parametrize(("bind", "path", "value", "named"), SELF)
+def test_a_backend_on_one_of_the_proxys_own_listeners_is_a_config_error(
+        bind: str, path: tuple, value: str, named: str) -> None:
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    raw["bind"] = bind
+    raw["instances"][0]["xmpp_direct_tls"] = "10.0.0.5:5223"
+    raw[path[0]][path[1]][path[2]] = value
+    field_path = f"{path[0]}[{path[1]}].{path[2]}"
+    found = [p for p in problems(raw) if p.startswith(field_path + ":")]
+    assert len(found) == 1 and f": points at this proxy's own {named}" in found[0], found
+
+
+NOT_SELF = [  # (bind, field path, value): the same ports elsewhere, or where pforte does not listen
+    ("0.0.0.0", ("instances", 0, "xmpp"), "10.0.0.5:5222"),  # another host
+    ("127.0.0.1", ("instances", 0, "xmpp"), "127.0.0.2:5222"),  # another loopback address than the bind
+    ("10.0.0.1", ("instances", 0, "xmpp"), "127.0.0.1:5222"),  # pforte listens on 10.0.0.1 only
+    ("0.0.0.0", ("instances", 0, "xmpp"), "[::1]:5222"),  # an IPv4-only bind
+    ("0.0.0.0", ("instances", 0, "sip"), "udp:127.0.0.1:5061"),  # SIP TLS is TCP
+    ("0.0.0.0", ("instances", 0, "web"), "http://127.0.0.1:8880/"),  # provisioning HTTP is off (mode encrypted)
+    ("0.0.0.0", ("instances", 0, "web"), "http://pbx.example.com:443/"),  # a name: not resolved at check time
+]
+
+
+@pytest.mark.parametrize(("bind", "path", "value"), NOT_SELF)
+def test_the_same_ports_on_another_address_or_transport_are_fine(bind: str, path: tuple, value: str) -> None:
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    raw["bind"] = bind
+    raw["instances"][0]["xmpp_direct_tls"] = "10.0.0.5:5223"
+    raw[path[0]][path[1]][path[2]] = value
+    parse_config(raw)
+
+
+def test_an_xmpp_backend_on_65535_needs_an_explicit_direct_tls_address() -> None:
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    raw["instances"][0]["xmpp"] = "10.0.0.5:65535"
+    assert problems(raw) == ["instances[0].xmpp_direct_tls: the default (xmpp port + 1) is 65536, not a port: set it"]
+    raw["instances"][0]["xmpp_direct_tls"] = "10.0.0.5:5223"
+    parse_config(raw)
+
+
+def test_cli_check_reports_a_backend_pointing_at_the_proxy(tmp_path: Path) -> None:
+    raw = json.loads(EXAMPLE.read_text())
+    del raw["instances"][0]["xmpp_direct_tls"]
+    path = tmp_path / "loop.json"
+    path.write_text(json.dumps(raw))
+    res = subprocess.run([sys.executable, "-m", "proxyd", "check", "--config", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "instances[0].xmpp_direct_tls: points at this proxy's own XMPP STARTTLS listener 127.0.0.1:15223" \
+        in res.stderr

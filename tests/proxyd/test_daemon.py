@@ -92,3 +92,22 @@ def test_json_logs_and_metrics_on_the_admin_port(proxyd: Callable[..., ProxydPro
     assert b"\npforte_config_revision 2.0\n" in data
     line = next(ln for ln in p.output().splitlines() if "config_applied" in ln)
     assert json.loads(line)["level"] == "info"
+
+
+def test_reload_with_a_backend_pointing_at_the_proxy_keeps_the_running_config(
+        proxyd: Callable[..., ProxydProcess]) -> None:
+    """Issue #19 (4): the derived Direct TLS default (xmpp port + 1) lands on pforte's own listener."""
+    from tests.support import free_port
+
+    xmpp = {"enabled": True, "port": free_port(), "direct_tls_port": free_port()}
+    p = proxyd(base_config(revision=1, services={"xmpp": xmpp}))
+    loop = base_config(revision=2, services={"xmpp": xmpp}, instances=[
+        {"name": "a", "xmpp": f"127.0.0.1:{xmpp['port'] - 1}", "xmpp_domains": ["a.test"]}])
+    p.reload(loop, wait=False)
+    deadline = time.monotonic() + 10
+    while "xmpp_direct_tls" not in (p.status().get("last_error") or "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    st = p.status()
+    assert st["revision"] == 1
+    assert f"instances[0].xmpp_direct_tls: points at this proxy's own XMPP STARTTLS listener " \
+           f"127.0.0.1:{xmpp['port']}" in st["last_error"]

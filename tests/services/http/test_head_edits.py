@@ -1,5 +1,6 @@
 """What the proxy passes on of a head: hop-by-hop fields and the client's own forwarding claims
-are removed, Set-Cookie paths are scoped.
+are removed, and exactly the fields the prefix rule edits (Set-Cookie, Location, Content-Location,
+Refresh) are handed to it.
 
 The parser builds the forwarded block from its cached line classification; these tests compare it
 with a plain line-by-line filter on blocks of any mix of names, cases and near-miss names, parsed
@@ -12,14 +13,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.http.http1 import HOP_BY_HOP, UNTRUSTED, parse_request_head, parse_response_head
-from services.http.proxy import SET_COOKIE
+from services.http.rewrite import EDITED
 
 NAMES = [n.decode() for n in HOP_BY_HOP + UNTRUSTED] + [
-    "Content-Length", "Set-Cookie", "X-A", "TEapot", "Connection-Id", "X-Forwarded-For-Me", "Upgraded", "Cookie"]
+    "Content-Length", "Set-Cookie", "X-A", "TEapot", "Connection-Id", "X-Forwarded-For-Me", "Upgraded", "Cookie",
+    "Location", "Content-Location", "Refresh", "X-Location"]
+EDITED_NAMES = {"set-cookie", "location", "content-location", "refresh"}
 # names that cannot make a head invalid, whatever their value
 NEUTRAL = {"connection", "upgrade", "set-cookie", "x-a", "teapot", "cookie", "upgraded", "connection-id",
            "x-forwarded-for-me", "keep-alive", "proxy-connection", "trailer", "proxy-authorization",
-           "proxy-authenticate", "te", *(n.decode() for n in UNTRUSTED)}
+           "proxy-authenticate", "te", "location", "content-location", "refresh", "x-location",
+           *(n.decode() for n in UNTRUSTED)}
 
 field = st.tuples(
     st.sampled_from(NAMES).flatmap(lambda n: st.sampled_from([n, n.lower(), n.upper()])),
@@ -54,12 +58,14 @@ def test_a_response_passes_on_exactly_the_fields_not_hop_by_hop(fields: list[tup
 
 
 @given(st.lists(field, max_size=12))
-def test_set_cookie_edit_touches_every_set_cookie_line_and_nothing_else(fields: list[tuple[str, str]]) -> None:
+def test_the_prefix_rule_edits_every_url_and_cookie_line_and_nothing_else(fields: list[tuple[str, str]]) -> None:
     head = b"HTTP/1.1 200 OK\r\n" + block_of(fields)
-    edited = SET_COOKIE.sub(lambda m: m[1] + b"<" + m[2] + b">" + m[3], head)
+    edited = EDITED.sub(lambda m: m[1] + b" <" + m[2].strip(b" \t") + b">", head)
     expect = b"HTTP/1.1 200 OK\r\n" + block_of(
-        [(k, f"<{v}>" if k.lower() == "set-cookie" else v) for k, v in fields])
+        [(k, f"<{v}>" if k.lower() in EDITED_NAMES else v) for k, v in fields])
     assert edited == expect
+    r = parse_response_head(head + b"\r\n", b"GET")
+    assert r.urls == any(k.lower() in EDITED_NAMES - {"set-cookie"} for k, _ in fields)
 
 
 def test_framing_fields_are_read_and_not_passed_on() -> None:

@@ -52,6 +52,12 @@ class MediaRelay(Protocol):
         """Release every stream of the call (or of the one leg), idempotently."""
         ...
 
+    async def vouch(self, call_id: str, ip: str) -> None:
+        """The signalling vouches for `ip` on the call's instance side: a phone the call reached
+        through the PBX (a spiral), whose media goes to and comes from the relay's instance-side
+        ports. `ip` is that phone's signalling source, never an address read from SDP."""
+        ...
+
 
 class PassThroughMedia:
     """SDP goes through unchanged: used when no media relay is running."""
@@ -66,4 +72,7 @@ class PassThroughMedia:
         return sdp
 
     async def delete(self, call_id: str, from_tag: str | None = None) -> None:
+        return None
+
+    async def vouch(self, call_id: str, ip: str) -> None:
         return None

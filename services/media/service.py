@@ -120,6 +120,8 @@ class Call:
     owner: str = ""  # the phone address whose offer took the ports ('' for an instance's offer)
     held: int = 0  # streams with ports, counted against the owner
     answered: float | None = None  # when the first answer went through (the set-up timeout runs)
+    #: instance-side addresses the signalling vouched for: phones the call spiralled to (`vouch`)
+    vouched: set[str] = field(default_factory=set)
 
 
 class MediaService(Service):
@@ -177,6 +179,16 @@ class MediaService(Service):
 
     async def delete(self, call_id: str, from_tag: str | None = None) -> None:
         self.delete_now(call_id)
+
+    async def vouch(self, call_id: str, ip: str) -> None:
+        self.vouch_now(call_id, ip)
+
+    def vouch_now(self, call_id: str, ip: str) -> None:
+        """Trust `ip` on the instance side of the call like its PBX's own address (bounded: a call
+        spirals through a handful of phones at most)."""
+        call = self.calls.get(call_id)
+        if call is not None and len(call.vouched) < 4 and not _never(ip):
+            call.vouched.add(ip)
 
     def offer_now(self, call_id: str, sdp: bytes, *, side: Side, source_ip: str,
                   instance_rtp_only: bool = False) -> bytes:
@@ -377,9 +389,10 @@ class MediaService(Service):
 
     def _learn(self, call: Call, media: list[sdplib.Media], side: Side, source_ip: str) -> None:
         for stream, m in zip(call.streams, media, strict=False):
-            self._learn_stream(stream, m, side, source_ip)
+            self._learn_stream(stream, m, side, source_ip, call.vouched)
 
-    def _learn_stream(self, stream: Stream, m: sdplib.Media, side: Side, source_ip: str) -> None:
+    def _learn_stream(self, stream: Stream, m: sdplib.Media, side: Side, source_ip: str,
+                      vouched: set[str] | frozenset[str] = frozenset()) -> None:
         if not stream.legs:
             return
         stream.mux = stream.mux or m.rtcp_mux
@@ -387,7 +400,8 @@ class MediaService(Service):
         verifier = self._verifier(stream, m, side)
         # a phone's media must come from where its signalling came from (and only there is sent
         # to before it does); the instance's likewise, or from one of the configured instance hosts
-        trusted = m.address == source_ip or (side is Side.INSTANCE and m.address in self.v.instance_hosts)
+        trusted = m.address == source_ip or (
+            side is Side.INSTANCE and (m.address in self.v.instance_hosts or m.address in vouched))
         ip = m.address if trusted and not _never(m.address) else source_ip
         for k, leg in enumerate(stream.legs):
             port = m.port if k == 0 or m.rtcp_mux else m.port + 1

@@ -72,7 +72,9 @@ class Send:
 class MediaStep:
     """SDP to hand to the media relay before `msg` is serialised and sent to `flow`."""
 
-    op: str  # offer | answer
+    #: offer | answer | vouch (a spiral's other phone: its SDP goes through unchanged, its
+    #: signalling address is trusted on the instance side of the anchored leg)
+    op: str
     call_id: str
     from_tag: str
     to_tag: str
@@ -412,7 +414,7 @@ class Relay:
         if msg.body and method in SDP_METHODS and _is_sdp(msg):
             phone = (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port)
             if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
-                return [Send(dest, msg.serialize(), call_id)]
+                return [MediaStep("vouch", call_id, "", "", "instance", phone[0], msg, dest, None, src)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
             op = self.dialogs.sdp_request(call_id, from_tag, method or "", now, phone)
             side = "phone" if src.side == "p" else "instance"
@@ -436,7 +438,7 @@ class Relay:
         if msg.body and 100 < msg.status < 300 and method in SDP_METHODS and _is_sdp(msg):
             phone = (src.ip, src.port) if src.side == "p" else (flow.ip, flow.port)
             if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
-                return [Send(flow, msg.serialize(), call_id)]
+                return [MediaStep("vouch", call_id, "", "", "instance", phone[0], msg, flow, None, src)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
             op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now, phone)
             side = "phone" if src.side == "p" else "instance"

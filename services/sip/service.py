@@ -468,6 +468,10 @@ class SipService(Service):
 
     async def _media(self, step: MediaStep) -> None:
         side = Side.PHONE if step.side == "phone" else Side.INSTANCE
+        if step.op == "vouch":
+            await self.media().vouch(step.call_id, step.source_ip)
+            self.send(step.flow, step.msg.serialize())
+            return
         try:
             if step.op == "offer":
                 sdp = await self.media().offer(step.call_id, step.from_tag, step.msg.body, side=side,

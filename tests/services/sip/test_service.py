@@ -46,6 +46,9 @@ class RecordingMedia:
     async def delete(self, call_id: str, from_tag: str | None = None) -> None:
         self.ops.append(("delete", call_id))
 
+    async def vouch(self, call_id: str, ip: str) -> None:
+        self.ops.append(("vouch", call_id))
+
 
 def _invite(call_id: str, me: str, method: str = "INVITE", cseq: int = 1) -> bytes:
     body = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
@@ -270,7 +273,9 @@ async def test_rtp_flows_both_ways_through_a_spiralling_call(tmp_path: Path) -> 
         if not isinstance(a, MediaStep):
             return a.flow, a.data
         side = Side.PHONE if a.side == "phone" else Side.INSTANCE
-        if a.op == "offer":
+        if a.op == "vouch":
+            await media.vouch(a.call_id, a.source_ip)
+        elif a.op == "offer":
             a.msg.body = await media.offer(a.call_id, a.from_tag, a.msg.body, side=side, source_ip=a.source_ip)
         else:
             a.msg.body = await media.answer(a.call_id, a.from_tag, a.to_tag, a.msg.body, side=side,

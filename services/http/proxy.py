@@ -17,6 +17,7 @@ import ssl
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import perf_counter
 
 from proxyd.service import LATENCY_BUCKETS, Histogram
 from services.http.canonical import BadPath, split_target
@@ -132,7 +133,7 @@ class ClientConnection(asyncio.Protocol):
         self.rbuf = b""
         self.rleft = 0
         self.rscan: ChunkScanner | None = None
-        self.forwarded_at = 0.0  # loop time the current request was forwarded
+        self.forwarded_at = 0.0  # perf_counter() when the current request was forwarded (the loop clock has ms steps)
         self.rkeep = False
 
     # -- client transport events ------------------------------------------------------------------
@@ -324,7 +325,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _forward(self, req: Head, fwd: Forward) -> None:
         self.req, self.fwd = req, fwd
-        self.forwarded_at = self.shared.loop.time()
+        self.forwarded_at = perf_counter()
         out = self._upstream_head(req, fwd)
         self.rstate = R_HEAD
         self.rbuf = b""
@@ -550,7 +551,7 @@ class ClientConnection(asyncio.Protocol):
         assert fwd is not None
         self.deadline = self.shared.clock.now + IDLE_TIMEOUT
         self.shared.stats.counters[RESPONSE_KEYS[resp.status // 100]] += 1
-        self.shared.stats.first_byte.observe(self.shared.loop.time() - self.forwarded_at)
+        self.shared.stats.first_byte.observe(perf_counter() - self.forwarded_at)
         keep = self.keep and (resp.chunked or resp.content_length is not None)
         self.keep = keep
         self.rkeep = resp.keep_alive
@@ -592,7 +593,7 @@ class ClientConnection(asyncio.Protocol):
         up, self.up = self.up, None
         self.rstate = R_NONE
         self.rscan = None
-        self.shared.stats.duration.observe(self.shared.loop.time() - self.forwarded_at)
+        self.shared.stats.duration.observe(perf_counter() - self.forwarded_at)
         if up is not None:
             if clean and self.rkeep and self.state == WAIT:
                 self.shared.pools.release(up)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from time import perf_counter
 from typing import Protocol
 
 from proxyd.service import LATENCY_BUCKETS, Histogram
@@ -111,7 +112,7 @@ class Pools:
             ctx = self._verify if b.verify else self._noverify
         self.connects += 1
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = perf_counter()
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(lambda: UpstreamConnection(self, b.key), b.host, b.port, ssl=ctx,
@@ -121,7 +122,7 @@ class Pools:
         except BaseException:
             self.connect_errors += 1
             raise
-        self.connect_seconds.observe(loop.time() - started)
+        self.connect_seconds.observe(perf_counter() - started)
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -40,7 +41,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
-    "manager.proxies",
+    "axes",
+    "manager.proxies",  # last: its post_migrate gives the admin role every permission, so all exist by then
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -50,7 +52,22 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
+    "manager.proxies.permissions.RequireDeclaredPermission",
 ]
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins an account, and separately
+# a source address, is locked for the cool-off time; a successful login resets the account's count.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("PFORTE_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("PFORTE_LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks: per account, per address
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "proxies/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+# Sessions end 12 h after login (PFORTE_SESSION_HOURS), and with the browser when PFORTE_SESSION_BROWSER=1.
+SESSION_COOKIE_AGE = int(float(os.environ.get("PFORTE_SESSION_HOURS", "12")) * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = os.environ.get("PFORTE_SESSION_BROWSER") == "1"
 ROOT_URLCONF = "manager.urls"
 TEMPLATES = [{
     "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -83,9 +100,11 @@ LOGIN_REDIRECT_URL = "/"
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["manager.proxies.permissions.Nobody"],  # each view names its own
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {"TITLE": "pforte manager API", "VERSION": "1"}
 LOGGING = {"version": 1, "handlers": {"console": {"class": "logging.StreamHandler"}},
-           "root": {"handlers": ["console"], "level": "INFO"}}
+           "root": {"handlers": ["console"], "level": "INFO"},
+           # axes logs every login at INFO; its lockouts are WARNING
+           "loggers": {"axes": {"level": "WARNING"}}}

@@ -168,6 +168,10 @@ def test_register_run_outage_and_recovery(manager: Manager, backend: int, tmp_pa
     assert done.returncode == 0, done.stderr
     reused = proxyd("register", reg, "--state-dir", str(tmp_path / "p2"))
     assert reused.returncode == 1 and "already used" in reused.stderr
+    # a fresh URL does not take the proxy from the registered agent either (until an admin allows it)
+    again = proxyd("register", f"{manager.url}/api/v1/register/{ctl('registration')['token']}/",
+                   "--state-dir", str(tmp_path / "p5"))
+    assert again.returncode == 1 and "already has a registered agent" in again.stderr, again.stderr
 
     args = [sys.executable, "-m", "proxyd", "run", "--state-dir", str(state), "--admin", "off",
             "--drain-timeout", "1", "--backoff-max", "1"]

@@ -11,6 +11,7 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from manager.proxies import roles
 from manager.proxies.models import Instance, Proxy, Registration
 
 
@@ -26,6 +27,7 @@ class Command(BaseCommand):
         password = secrets.token_urlsafe(12)
         user.set_password(password)
         user.save()
+        roles.assign(user, roles.ADMIN)
         Instance.objects.update_or_create(name="demo", defaults={
             "web": "http://127.0.0.1:18080", "provisioning": "http://127.0.0.1:18080/prov/{mac}",
             "sip_transport": "udp", "sip_host": "127.0.0.1", "sip_port": 15060, "sip_domains": "demo.localhost",

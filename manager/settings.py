@@ -6,8 +6,10 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 DATA_DIR = Path(os.environ.get("PFORTE_MANAGER_DATA", ".state/manager")).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -30,7 +32,18 @@ SECRET_KEY = _secret("secret_key", lambda: secrets.token_urlsafe(50))
 # Encrypts secrets at rest (private keys, provisioning keys, DDNS credentials): Fernet key.
 SECRETS_KEY = _secret("secrets_key", lambda: __import__("cryptography.fernet").fernet.Fernet.generate_key().decode())
 DEBUG = os.environ.get("PFORTE_DEBUG") == "1"
-ALLOWED_HOSTS = os.environ.get("PFORTE_ALLOWED_HOSTS", "*").split(",")
+# The URL proxies and browsers reach the manager at. Registration URLs and the manager URL given to
+# agents are built from it, never from a request's Host header (which whoever sends it chooses).
+# `pforte-manager serve` sets it from --host/--port when it is not configured.
+PUBLIC_URL = os.environ.get("PFORTE_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+_public = urlsplit(PUBLIC_URL)
+if _public.scheme not in ("http", "https") or not _public.hostname:
+    raise ImproperlyConfigured(f"PFORTE_PUBLIC_URL={PUBLIC_URL!r}: expected http(s)://HOST[:PORT]")
+# Host names the manager answers to: loopback and the public URL's host, plus PFORTE_ALLOWED_HOSTS.
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", _public.hostname,
+                 *filter(None, os.environ.get("PFORTE_ALLOWED_HOSTS", "").split(","))]
+CSRF_TRUSTED_ORIGINS = [f"{_public.scheme}://{_public.netloc}",
+                        *filter(None, os.environ.get("PFORTE_CSRF_TRUSTED_ORIGINS", "").split(","))]
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -141,7 +142,7 @@ def register(request: Request, token: str) -> Response:
                                        "on the proxy's page in the manager first"}, status=409)
         key = reg.proxy.mint_api_key(source=source, hostname=hostname)
     log.info("proxy %s registered from %s (key %s)", reg.proxy.name, source, reg.proxy.api_key_prefix)
-    base = request.build_absolute_uri("/").rstrip("/")
+    base = settings.PUBLIC_URL  # configured, not taken from the request's Host header
     return Response({"proxy": {"id": reg.proxy.pk, "name": reg.proxy.name}, "api_key": key, "manager_url": base},
                     status=201)
 

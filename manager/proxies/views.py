@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
@@ -85,7 +86,7 @@ def registration_create(request: HttpRequest, pk: int) -> HttpResponse:
     proxy = get_object_or_404(Proxy, pk=pk)
     _, token = Registration.create_for(proxy)
     # shown once: only the hash is stored
-    request.session["new_registration_url"] = request.build_absolute_uri(f"/api/v1/register/{token}/")
+    request.session["new_registration_url"] = f"{settings.PUBLIC_URL}/api/v1/register/{token}/"
     return redirect("proxy-detail", pk=pk)
 
 

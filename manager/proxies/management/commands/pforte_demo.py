@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -19,7 +20,7 @@ class Command(BaseCommand):
     help = "create the demo admin, instance, proxy and a registration URL"
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
-        parser.add_argument("--manager-url", default="http://127.0.0.1:8000")
+        parser.add_argument("--manager-url", default=None, help="default: PFORTE_PUBLIC_URL")
 
     def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
         user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"is_staff": True,
@@ -43,4 +44,5 @@ class Command(BaseCommand):
             proxy.save()
         _, token = Registration.create_for(proxy)
         self.stdout.write(f"ADMIN_USER=admin\nADMIN_PASSWORD={password}")
-        self.stdout.write(f"REGISTRATION_URL={opts['manager_url'].rstrip('/')}/api/v1/register/{token}/")
+        base = (opts["manager_url"] or settings.PUBLIC_URL).rstrip("/")
+        self.stdout.write(f"REGISTRATION_URL={base}/api/v1/register/{token}/")

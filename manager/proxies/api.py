@@ -92,6 +92,8 @@ def unauthorized() -> JsonResponse:
 
 
 class RegisterIn(serializers.Serializer):
+    token = serializers.CharField(max_length=100, help_text="the one-time token from the registration URL's "
+                                                            "fragment (never in a URL path: access logs keep those)")
     hostname = serializers.CharField(required=False, allow_blank=True, max_length=255)
     version = serializers.CharField(required=False, allow_blank=True, max_length=50)
 
@@ -105,19 +107,23 @@ class RegisterOut(serializers.Serializer):
 @extend_schema(request=RegisterIn, responses={201: RegisterOut})
 @api_view(["POST"])
 @permission_classes([AgentKey])
-def register(request: Request, token: str) -> Response:
-    """Use a one-time registration URL: mints the proxy's API key (returned once).
+def register(request: Request) -> Response:
+    """Use a one-time registration URL (its token in the body): mints the proxy's API key (returned once).
 
     A proxy whose agent already holds a key is not taken over (409, the URL stays unused) unless an
     admin allowed re-registration on the proxy's page: a leaked URL must not silently replace the
     running agent and revoke its key."""
     source = request.META.get("REMOTE_ADDR")
-    reg = Registration.objects.filter(token_hash=Registration.hash(token)).select_related("proxy").first()
+    data = RegisterIn(data=request.data)
+    if not data.is_valid():
+        log.warning("registration refused from %s: %s", source, dict(data.errors))
+        return Response(data.errors, status=400)
+    hostname = data.validated_data.get("hostname", "")
+    reg = Registration.objects.filter(token_hash=Registration.hash(data.validated_data["token"])).select_related(
+        "proxy").first()
     if reg is None:
         log.warning("registration refused from %s: unknown token", source)
         return Response({"detail": "unknown registration"}, status=404)
-    data = RegisterIn(data=request.data)
-    hostname = data.validated_data.get("hostname", "") if data.is_valid() else ""
     now = timezone.now()
     with transaction.atomic():
         # one conditional UPDATE: of concurrent uses exactly one changes the row

@@ -86,7 +86,8 @@ def registration_create(request: HttpRequest, pk: int) -> HttpResponse:
     proxy = get_object_or_404(Proxy, pk=pk)
     _, token = Registration.create_for(proxy)
     # shown once: only the hash is stored
-    request.session["new_registration_url"] = f"{settings.PUBLIC_URL}/api/v1/register/{token}/"
+    # the token in the fragment: never sent in a request line, so in no access log
+    request.session["new_registration_url"] = f"{settings.PUBLIC_URL}/api/v1/register/#{token}"
     return redirect("proxy-detail", pk=pk)
 
 

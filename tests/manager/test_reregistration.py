@@ -22,8 +22,8 @@ def make_proxy():  # type: ignore[no-untyped-def]
 def register(token: str, source: str = "127.0.0.1"):  # type: ignore[no-untyped-def]
     from django.test import Client
 
-    return Client(REMOTE_ADDR=source).post(f"/api/v1/register/{token}/", {"hostname": "edge-1", "version": "t"},
-                                           content_type="application/json")
+    return Client(REMOTE_ADDR=source).post("/api/v1/register/", {"token": token, "hostname": "edge-1",
+                                                                 "version": "t"}, content_type="application/json")
 
 
 def config_status(key: str) -> int:

@@ -45,4 +45,4 @@ class Command(BaseCommand):
         _, token = Registration.create_for(proxy)
         self.stdout.write(f"ADMIN_USER=admin\nADMIN_PASSWORD={password}")
         base = (opts["manager_url"] or settings.PUBLIC_URL).rstrip("/")
-        self.stdout.write(f"REGISTRATION_URL={base}/api/v1/register/{token}/")
+        self.stdout.write(f"REGISTRATION_URL={base}/api/v1/register/#{token}")

@@ -18,6 +18,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--host", default="127.0.0.1")
         ap.add_argument("--port", type=int, default=8000)
         args = ap.parse_args(argv[1:])
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        # without a configured public URL the manager is where it listens (right on loopback, as `make run`)
+        if "PFORTE_PUBLIC_URL" not in os.environ:
+            os.environ["PFORTE_PUBLIC_URL"] = f"http://{host}:{args.port}"
+            if args.host in ("0.0.0.0", "::"):
+                print("pforte-manager: listening on every address without PFORTE_PUBLIC_URL: set it to the URL "
+                      "proxies and browsers use (registration URLs are built from it; other Host names are "
+                      "refused)", file=sys.stderr)
         # long-polls are async views: one process serves many waiting proxies
         uvicorn.run("manager.asgi:application", host=args.host, port=args.port, log_level="info",
                     proxy_headers=False, lifespan="off")

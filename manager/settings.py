@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 DATA_DIR = Path(os.environ.get("PFORTE_MANAGER_DATA", ".state/manager")).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -29,7 +32,18 @@ SECRET_KEY = _secret("secret_key", lambda: secrets.token_urlsafe(50))
 # Encrypts secrets at rest (private keys, provisioning keys, DDNS credentials): Fernet key.
 SECRETS_KEY = _secret("secrets_key", lambda: __import__("cryptography.fernet").fernet.Fernet.generate_key().decode())
 DEBUG = os.environ.get("PFORTE_DEBUG") == "1"
-ALLOWED_HOSTS = os.environ.get("PFORTE_ALLOWED_HOSTS", "*").split(",")
+# The URL proxies and browsers reach the manager at. Registration URLs and the manager URL given to
+# agents are built from it, never from a request's Host header (which whoever sends it chooses).
+# `pforte-manager serve` sets it from --host/--port when it is not configured.
+PUBLIC_URL = os.environ.get("PFORTE_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+_public = urlsplit(PUBLIC_URL)
+if _public.scheme not in ("http", "https") or not _public.hostname:
+    raise ImproperlyConfigured(f"PFORTE_PUBLIC_URL={PUBLIC_URL!r}: expected http(s)://HOST[:PORT]")
+# Host names the manager answers to: loopback and the public URL's host, plus PFORTE_ALLOWED_HOSTS.
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", _public.hostname,
+                 *filter(None, os.environ.get("PFORTE_ALLOWED_HOSTS", "").split(","))]
+CSRF_TRUSTED_ORIGINS = [f"{_public.scheme}://{_public.netloc}",
+                        *filter(None, os.environ.get("PFORTE_CSRF_TRUSTED_ORIGINS", "").split(","))]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -40,7 +54,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
-    "manager.proxies",
+    "axes",
+    "manager.proxies",  # last: its post_migrate gives the admin role every permission, so all exist by then
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -50,7 +65,22 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
+    "manager.proxies.permissions.RequireDeclaredPermission",
 ]
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins an account, and separately
+# a source address, is locked for the cool-off time; a successful login resets the account's count.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("PFORTE_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("PFORTE_LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks: per account, per address
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "proxies/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+# Sessions end 12 h after login (PFORTE_SESSION_HOURS), and with the browser when PFORTE_SESSION_BROWSER=1.
+SESSION_COOKIE_AGE = int(float(os.environ.get("PFORTE_SESSION_HOURS", "12")) * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = os.environ.get("PFORTE_SESSION_BROWSER") == "1"
 ROOT_URLCONF = "manager.urls"
 TEMPLATES = [{
     "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -83,9 +113,11 @@ LOGIN_REDIRECT_URL = "/"
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["manager.proxies.permissions.Nobody"],  # each view names its own
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {"TITLE": "pforte manager API", "VERSION": "1"}
 LOGGING = {"version": 1, "handlers": {"console": {"class": "logging.StreamHandler"}},
-           "root": {"handlers": ["console"], "level": "INFO"}}
+           "root": {"handlers": ["console"], "level": "INFO"},
+           # axes logs every login at INFO; its lockouts are WARNING
+           "loggers": {"axes": {"level": "WARNING"}}}

@@ -1,4 +1,6 @@
-"""The admin-facing backup API (session or HTTP Basic auth, staff only): list, request, download, restore."""
+"""The admin-facing backup API (HTTP Basic or session auth): list, request, download, restore.
+
+Each endpoint needs the permission of the backup panel's action (roles: admins only)."""
 
 from __future__ import annotations
 
@@ -10,15 +12,16 @@ from rest_framework import serializers
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.decorators import api_view, authentication_classes, parser_classes, permission_classes
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from manager.proxies import backups
 from manager.proxies.models import Backup, Proxy, ProxyAction
+from manager.proxies.permissions import Requires
 from proxyd.backup import BackupError
 
-AUTH = [SessionAuthentication, BasicAuthentication]
+# Basic first: its WWW-Authenticate header makes a request without credentials a 401, not a 403
+AUTH = [BasicAuthentication, SessionAuthentication]
 
 
 def _backup_row(b: Backup) -> dict:
@@ -40,7 +43,7 @@ class BackupRequestIn(serializers.Serializer):
                operation_id="proxy_backup_request")
 @api_view(["GET", "POST"])
 @authentication_classes(AUTH)
-@permission_classes([IsAdminUser])
+@permission_classes([Requires(GET="proxies.view_backup", POST="proxies.add_backup")])
 def proxy_backups(request: Request, pk: int) -> Response:
     """GET: the proxy's backups and backup requests. POST: ask the proxy for a backup (202)."""
     proxy = get_object_or_404(Proxy, pk=pk)
@@ -65,7 +68,7 @@ def proxy_backups(request: Request, pk: int) -> Response:
 @extend_schema(responses={(200, "application/octet-stream"): bytes}, operation_id="proxy_backup_download")
 @api_view(["GET"])
 @authentication_classes(AUTH)
-@permission_classes([IsAdminUser])
+@permission_classes([Requires(GET="proxies.view_backup")])
 def backup_download(request: Request, pk: int, backup: int) -> HttpResponse:
     """The archive file itself."""
     b = get_object_or_404(Backup, pk=backup, proxy_id=pk)
@@ -88,7 +91,7 @@ class RestoreIn(serializers.Serializer):
                operation_id="proxy_restore")
 @api_view(["POST"])
 @authentication_classes(AUTH)
-@permission_classes([IsAdminUser])
+@permission_classes([Requires(POST="proxies.restore_backup")])
 @parser_classes([MultiPartParser, FormParser, JSONParser])
 def proxy_restore(request: Request, pk: int) -> Response:
     """Restore an uploaded archive into this proxy (only while it is off); verified completely first."""

@@ -15,13 +15,16 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -29,15 +32,17 @@ from django.views.decorators.http import require_GET
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.decorators import api_view
+from rest_framework.decorators import api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from manager.dyndns import updater
 from manager.proxies import backups, notify
 from manager.proxies.models import ConfigRevision, Heartbeat, Proxy, ProxyAction, Registration
+from manager.proxies.permissions import AGENT_KEY, AgentKey, declares
 from proxyd.backup import BackupError
 
+log = logging.getLogger("manager.api")
 MAX_WAIT = 60.0
 HEARTBEAT_INTERVAL = 60
 HEARTBEAT_HISTORY = 100
@@ -87,6 +92,8 @@ def unauthorized() -> JsonResponse:
 
 
 class RegisterIn(serializers.Serializer):
+    token = serializers.CharField(max_length=100, help_text="the one-time token from the registration URL's "
+                                                            "fragment (never in a URL path: access logs keep those)")
     hostname = serializers.CharField(required=False, allow_blank=True, max_length=255)
     version = serializers.CharField(required=False, allow_blank=True, max_length=50)
 
@@ -99,22 +106,49 @@ class RegisterOut(serializers.Serializer):
 
 @extend_schema(request=RegisterIn, responses={201: RegisterOut})
 @api_view(["POST"])
-def register(request: Request, token: str) -> Response:
-    """Use a one-time registration URL: mints the proxy's API key (returned once)."""
-    reg = Registration.objects.filter(token_hash=Registration.hash(token)).select_related("proxy").first()
+@permission_classes([AgentKey])
+def register(request: Request) -> Response:
+    """Use a one-time registration URL (its token in the body): mints the proxy's API key (returned once).
+
+    A proxy whose agent already holds a key is not taken over (409, the URL stays unused) unless an
+    admin allowed re-registration on the proxy's page: a leaked URL must not silently replace the
+    running agent and revoke its key."""
+    source = request.META.get("REMOTE_ADDR")
+    data = RegisterIn(data=request.data)
+    if not data.is_valid():
+        log.warning("registration refused from %s: %s", source, dict(data.errors))
+        return Response(data.errors, status=400)
+    hostname = data.validated_data.get("hostname", "")
+    reg = Registration.objects.filter(token_hash=Registration.hash(data.validated_data["token"])).select_related(
+        "proxy").first()
     if reg is None:
+        log.warning("registration refused from %s: unknown token", source)
         return Response({"detail": "unknown registration"}, status=404)
     now = timezone.now()
     with transaction.atomic():
         # one conditional UPDATE: of concurrent uses exactly one changes the row
         won = Registration.objects.filter(pk=reg.pk, used__isnull=True, expires__gt=now).update(
-            used=now, used_from=request.META.get("REMOTE_ADDR"))
+            used=now, used_from=source)
         if not won:
             reg.refresh_from_db()
             reason = "registration already used" if reg.used else "registration expired"
+            log.warning("registration of proxy %s refused from %s: %s", reg.proxy.name, source, reason)
             return Response({"detail": reason}, status=410)
-        key = reg.proxy.mint_api_key()
-    base = request.build_absolute_uri("/").rstrip("/")
+        # the same for the proxy: a free proxy, or one an admin opened, is taken by exactly one use
+        free = Proxy.objects.filter(pk=reg.proxy_id).filter(
+            Q(api_key_hash="") | Q(reregistration_allowed=True)).update(reregistration_allowed=False)
+        if not free:
+            holder = Proxy.objects.get(pk=reg.proxy_id)
+            transaction.set_rollback(True)  # the URL stays unused: it works once an admin allows it
+            log.warning("registration of proxy %s refused from %s: an agent is registered already (key %s, "
+                        "registered %s from %s) and re-registration is not allowed",
+                        holder.name, source, holder.api_key_prefix or "?", holder.api_key_issued, holder.api_key_from)
+            return Response({"detail": f"proxy {holder.name!r} already has a registered agent (key "
+                                       f"{holder.api_key_prefix or '?'}…); an admin must allow re-registration "
+                                       "on the proxy's page in the manager first"}, status=409)
+        key = reg.proxy.mint_api_key(source=source, hostname=hostname)
+    log.info("proxy %s registered from %s (key %s)", reg.proxy.name, source, reg.proxy.api_key_prefix)
+    base = settings.PUBLIC_URL  # configured, not taken from the request's Host header
     return Response({"proxy": {"id": reg.proxy.pk, "name": reg.proxy.name}, "api_key": key, "manager_url": base},
                     status=201)
 
@@ -172,6 +206,7 @@ def _ensure_watcher() -> None:
         _watcher = asyncio.get_running_loop().create_task(_watch_revisions())
 
 
+@declares(AGENT_KEY)
 @csrf_exempt
 @require_GET
 async def config(request: HttpRequest) -> HttpResponse:
@@ -247,6 +282,7 @@ def serialized_writes(view: Callable[..., Response]) -> Callable[..., Response]:
 
 @extend_schema(request=HeartbeatIn, responses={200: OpenApiTypes.OBJECT})
 @api_view(["POST"])
+@permission_classes([AgentKey])
 @serialized_writes
 def heartbeat(request: Request) -> Response:
     """Record a heartbeat: time, source address, applied revision, service stats, last error."""
@@ -293,6 +329,7 @@ class BackupUploadIn(serializers.Serializer):
 
 @extend_schema(request=BackupUploadIn, responses={201: OpenApiTypes.OBJECT})
 @api_view(["POST"])
+@permission_classes([AgentKey])
 def action_backup(request: Request, pk: int) -> Response:
     """The proxy's part of a requested backup: its certs/ files; the manager seals the archive."""
     action = _own_action(request, pk, ProxyAction.BACKUP)
@@ -308,6 +345,7 @@ def action_backup(request: Request, pk: int) -> Response:
 
 @extend_schema(responses={200: OpenApiTypes.OBJECT})
 @api_view(["GET"])
+@permission_classes([AgentKey])
 def action_restore(request: Request, pk: int) -> Response:
     """Restored files for the proxy to write into its state dir (certs/), base64."""
     action = _own_action(request, pk, ProxyAction.RESTORE)
@@ -322,6 +360,7 @@ class ActionDoneIn(serializers.Serializer):
 
 @extend_schema(request=ActionDoneIn, responses={200: OpenApiTypes.OBJECT})
 @api_view(["POST"])
+@permission_classes([AgentKey])
 def action_done(request: Request, pk: int) -> Response:
     """The proxy finished an action (restored files written), or reports why it could not."""
     action = _own_action(request, pk, None)

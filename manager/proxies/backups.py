@@ -35,7 +35,7 @@ SETTINGS_MEMBER = "manager/proxy.json"
 SETTINGS_FORMAT = 1
 # model fields a backup does not carry: identity, the API key (the running proxy keeps its own),
 # creation time, and the encrypted forms of secrets (carried decrypted inside the archive)
-NOT_SETTINGS = {"id", "api_key_hash", "created", "provisioning_key_enc", "key_pem_enc"}
+NOT_SETTINGS = {"id", *Proxy.AGENT_FIELDS, "created", "provisioning_key_enc", "key_pem_enc"}
 APP_FIELDS = ["name", "port", "tls", "public_prefix", "upstream", "verify_upstream"]
 DNS_FIELDS = ["name", "zone", "provider", "server", "port", "key_name", "algorithm", "api_url"]
 MAX_FILES = 32  # a proxy's certs/ holds a few files; more is not a proxy's upload

@@ -40,10 +40,17 @@ class ProxyForm(forms.ModelForm):
         widgets = {"certificate_pem": forms.Textarea(attrs={"rows": 3}),
                    "allow_sources": forms.Textarea(attrs={"rows": 2})}
 
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    # the proxy's secrets: set only by those allowed to change keys (proxies.change_proxy_keys)
+    KEY_FIELDS = ("certificate_pem", "key_pem", "regenerate_provisioning_key")
+
+    def __init__(self, *args, keys_allowed: bool = True, **kwargs):  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.fields["network_mode"].disabled = True  # fixed after creation (seed 003)
+        if not keys_allowed:
+            for name in self.KEY_FIELDS:  # disabled: a posted value is ignored, the stored one kept
+                self.fields[name].disabled = True
+                self.fields[name].help_text = "Only an admin can change this."
 
     def clean(self):  # type: ignore[no-untyped-def]
         data = super().clean()

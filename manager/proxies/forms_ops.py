@@ -42,8 +42,21 @@ class DnsRecordForm(forms.ModelForm):
         formfield_callback = _formfield
         fields = ["name", "zone", "provider", "server", "port", "key_name", "algorithm", "api_url"]
 
+    def __init__(self, *args, account_allowed: bool = True, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.account_allowed = account_allowed
+        if not account_allowed:  # where the credentials go is the DNS account's: admins only
+            for name in (*DnsRecord.ACCOUNT_FIELDS, "credentials"):
+                self.fields[name].disabled = True
+            self.fields["credentials"].help_text = "Stored encrypted; only an admin can change the DNS account."
+
     def clean(self):  # type: ignore[no-untyped-def]
         data = super().clean()
+        if not self.account_allowed:
+            if not self.instance.credentials_enc:
+                self.add_error(None, "A new DNS record needs the DNS account's credentials: only an admin "
+                                     "can set them.")
+            return data
         if data.get("credentials") and data.get("provider") == "rfc2136":
             try:
                 base64.b64decode(data["credentials"], validate=True)

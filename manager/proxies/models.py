@@ -124,13 +124,26 @@ class Proxy(models.Model):
     network_address = models.CharField("IP address (CIDR)", max_length=43, blank=True)
     network_gateway = models.GenericIPAddressField(blank=True, null=True)
     network_table = models.PositiveIntegerField(blank=True, null=True)
-    # controller link
+    # controller link: the one agent holding the API key, and whether an admin lets another replace it
     api_key_hash = models.CharField(max_length=64, blank=True, editable=False)
+    api_key_prefix = models.CharField(max_length=20, blank=True, editable=False)
+    api_key_issued = models.DateTimeField(null=True, blank=True, editable=False)
+    api_key_from = models.GenericIPAddressField(null=True, blank=True, editable=False)
+    api_key_hostname = models.CharField(max_length=255, blank=True, editable=False)
+    reregistration_allowed = models.BooleanField(default=False, editable=False)
     created = models.DateTimeField(auto_now_add=True)
+
+    # written only by registration and the admin's re-registration action, never by a settings save
+    AGENT_FIELDS = ("api_key_hash", "api_key_prefix", "api_key_issued", "api_key_from", "api_key_hostname",
+                    "reregistration_allowed")
 
     class Meta:
         ordering = ["name"]
         verbose_name_plural = "proxies"
+        permissions = [
+            ("change_proxy_keys", "Can set a proxy's certificate key and regenerate its provisioning key"),
+            ("allow_reregistration", "Can let a new agent replace the one registered for a proxy"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -159,7 +172,7 @@ class Proxy(models.Model):
             # the API key is minted by the registration endpoint only: a settings save made from
             # an object loaded earlier must never overwrite (or revoke) it
             kwargs["update_fields"] = [f.name for f in self._meta.concrete_fields
-                                       if not f.primary_key and f.name != "api_key_hash"]
+                                       if not f.primary_key and f.name not in self.AGENT_FIELDS]
         super().save(*args, **kwargs)
 
     # rules ------------------------------------------------------------------------------
@@ -187,10 +200,15 @@ class Proxy(models.Model):
             raise ValidationError(problems)
 
     # controller link ---------------------------------------------------------------------
-    def mint_api_key(self) -> str:
+    def mint_api_key(self, source: str | None = None, hostname: str = "") -> str:
+        """A new API key for the agent registering now (returned once); the previous key stops working."""
         secret = secrets.token_urlsafe(32)
         self.api_key_hash = hashlib.sha256(secret.encode()).hexdigest()
-        self.save(update_fields=["api_key_hash"])
+        # enough of the key to tell which agent holds it (6 of 43 characters: the rest stays secret)
+        self.api_key_prefix = f"{self.pk}.{secret[:6]}"
+        self.api_key_issued, self.api_key_from, self.api_key_hostname = timezone.now(), source, hostname[:255]
+        self.reregistration_allowed = False
+        self.save(update_fields=list(self.AGENT_FIELDS))
         return f"{self.pk}.{secret}"
 
     @property
@@ -339,6 +357,8 @@ class Device(models.Model):
     class Meta:
         ordering = ["mac"]
         unique_together = [("instance", "mac")]
+        # a provisioning URL fetches the phone's configuration (its SIP credentials): not for viewers
+        permissions = [("view_provisioning_url", "Can see and export devices' provisioning URLs")]
 
     def clean(self) -> None:
         from services.provisioning import normalize_mac
@@ -382,6 +402,7 @@ class Backup(models.Model):
 
     class Meta:
         ordering = ["-created", "-pk"]
+        permissions = [("restore_backup", "Can restore a backup into a proxy")]
 
     @property
     def filename(self) -> str:
@@ -459,6 +480,13 @@ class DnsRecord(models.Model):
     last_update = models.DateTimeField(null=True, blank=True, editable=False)
     last_result = models.TextField(blank=True, editable=False)
     attempts = models.PositiveIntegerField(default=0, editable=False)
+
+    # who may change these decides where the stored credentials are sent
+    ACCOUNT_FIELDS = ("provider", "server", "port", "key_name", "algorithm", "api_url")
+
+    class Meta:
+        permissions = [("change_dns_account", "Can change a DNS record's provider, server, key, API URL "
+                                              "and credentials")]
 
     @property
     def credentials(self) -> str:

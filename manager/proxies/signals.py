@@ -29,7 +29,7 @@ def proxy_saved(sender: Any, instance: Proxy, update_fields: Any = None, **kw: A
     from manager.proxies.api import forget_key
 
     forget_key(instance.pk)  # a new (or revoked) API key is checked against the database again
-    if update_fields and set(update_fields) <= {"api_key_hash"}:
+    if update_fields and set(update_fields) <= set(Proxy.AGENT_FIELDS):
         return
     publish(instance)
 

@@ -6,16 +6,16 @@ forms and come back to the proxy page with a notice (kept in the session, shown 
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.views.decorators.http import require_POST
 
 from manager.dyndns import updater
 from manager.proxies import backups
 from manager.proxies.admin_api import download, read_upload
 from manager.proxies.forms_ops import BackupForm, DnsRecordForm, RestoreForm
 from manager.proxies.models import Backup, DnsRecord, Proxy
+from manager.proxies.permissions import requires
 from proxyd.backup import BackupError
 
 
@@ -32,8 +32,7 @@ def _form_errors(form) -> str:  # type: ignore[no-untyped-def]
                     for k, v in form.errors.items())
 
 
-@login_required
-@require_POST
+@requires(POST="proxies.add_backup")
 def backup_create(request: HttpRequest, pk: int) -> HttpResponse:
     proxy = get_object_or_404(Proxy, pk=pk)
     form = BackupForm(request.POST)
@@ -49,13 +48,12 @@ def backup_create(request: HttpRequest, pk: int) -> HttpResponse:
     return _back(pk, "backup")
 
 
-@login_required
+@requires("proxies.view_backup")
 def backup_download(request: HttpRequest, pk: int, backup: int) -> HttpResponse:
     return download(get_object_or_404(Backup, pk=backup, proxy_id=pk))
 
 
-@login_required
-@require_POST
+@requires(POST="proxies.restore_backup")
 def backup_restore(request: HttpRequest, pk: int) -> HttpResponse:
     proxy = get_object_or_404(Proxy, pk=pk)
     form = RestoreForm(request.POST, request.FILES)
@@ -73,17 +71,19 @@ def backup_restore(request: HttpRequest, pk: int) -> HttpResponse:
     return _back(pk, "backup")
 
 
-@login_required
-@require_POST
+@requires(POST="proxies.change_dnsrecord")
 def dns_edit(request: HttpRequest, pk: int) -> HttpResponse:
     proxy = get_object_or_404(Proxy, pk=pk)
     record = DnsRecord.objects.filter(proxy=proxy).first() or DnsRecord(proxy=proxy)
     if request.POST.get("delete"):
+        if not request.user.has_perm("proxies.delete_dnsrecord"):
+            raise PermissionDenied("Your role does not allow removing DNS records.")
         if record.pk:
             record.delete()
         notice(request, "dns", "DNS record removed from the manager (the record in DNS is left as it is).", True)
         return _back(pk, "dns")
-    form = DnsRecordForm(request.POST, instance=record)
+    form = DnsRecordForm(request.POST, instance=record,
+                         account_allowed=request.user.has_perm("proxies.change_dns_account"))
     if not form.is_valid():
         request.session["panel-dns-form"] = {"data": {k: v for k, v in request.POST.items()
                                                        if k not in ("credentials", "csrfmiddlewaretoken")}}

@@ -16,7 +16,11 @@ from proxyd.agent.state import AgentState
 # httpx logs every request at INFO; a long-poll every minute plus heartbeats would flood the log.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
-REGISTER_PATH = re.compile(r"^(?P<prefix>.*)/api/v1/register/(?P<token>[A-Za-z0-9_\-]+)/?$")
+# The registration URL carries its one-time token in the fragment (`…/api/v1/register/#TOKEN`),
+# which is never sent in a request line and so never lands in an access log; the token travels in
+# the POST body. The older form with the token in the path is still read, and sent the same way.
+REGISTER_PATH = re.compile(r"^(?P<prefix>.*)/api/v1/register(?:/(?P<token>[A-Za-z0-9_\-]+))?/?$")
+TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 CONNECT_TIMEOUT = 10.0
 
 
@@ -32,23 +36,29 @@ class RegistrationError(Exception):
     """Registration failed; the message is meant for the operator."""
 
 
-def split_registration_url(url: str) -> str:
-    """The manager base URL from a registration URL; RegistrationError if it is not one."""
+def parse_registration_url(url: str) -> tuple[str, str]:
+    """(manager base URL, token) from a registration URL; RegistrationError if it is not one."""
     parts = urlsplit(url.strip())
     match = REGISTER_PATH.match(parts.path)
-    if parts.scheme not in ("http", "https") or not parts.netloc or match is None:
+    token = (match["token"] if match else None) or parts.fragment
+    if parts.scheme not in ("http", "https") or not parts.netloc or match is None or not TOKEN.match(token or ""):
         raise RegistrationError(
-            "this is not a registration URL (expected https://MANAGER/api/v1/register/TOKEN/ as shown by the manager)"
+            "this is not a registration URL (expected https://MANAGER/api/v1/register/#TOKEN as shown by the manager)"
         )
-    return f"{parts.scheme}://{parts.netloc}{match['prefix']}"
+    return f"{parts.scheme}://{parts.netloc}{match['prefix']}", token
+
+
+def split_registration_url(url: str) -> str:
+    """The manager base URL from a registration URL; RegistrationError if it is not one."""
+    return parse_registration_url(url)[0]
 
 
 def register(url: str, hostname: str, version: str, timeout: float = 15.0, ca_file: str | None = None) -> AgentState:
     """Use a one-time registration URL; returns what has to be stored in the state dir."""
-    base = split_registration_url(url)
+    base, token = parse_registration_url(url)
     try:
-        resp = httpx.post(url.strip(), json={"hostname": hostname, "version": version}, timeout=timeout,
-                          verify=tls_verify(ca_file))
+        resp = httpx.post(f"{base}/api/v1/register/", json={"token": token, "hostname": hostname, "version": version},
+                          timeout=timeout, verify=tls_verify(ca_file))
     except httpx.HTTPError as exc:
         raise RegistrationError(f"cannot reach the manager at {base}: {_reason(exc)}") from exc
     detail = _detail(resp)
@@ -58,6 +68,8 @@ def register(url: str, hostname: str, version: str, timeout: float = 15.0, ca_fi
         if "used" in detail:
             raise RegistrationError("this registration URL was already used; create a new registration in the manager")
         raise RegistrationError("this registration URL has expired; create a new registration in the manager")
+    if resp.status_code == 409:
+        raise RegistrationError(f"the manager refused: {detail or 'the proxy already has a registered agent'}")
     if resp.status_code != 201:
         reason = detail or resp.reason_phrase
         raise RegistrationError(f"the manager at {base} answered HTTP {resp.status_code}: {reason}")

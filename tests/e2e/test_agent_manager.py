@@ -152,7 +152,8 @@ def test_register_run_outage_and_recovery(manager: Manager, backend: int, tmp_pa
     ctl = Ctl(manager.env)
     web_port = free_port()
     ctl("setup", web_port=web_port, backend_port=backend, media_min=free_udp_range(100))
-    reg = f"{manager.url}/api/v1/register/{ctl('registration')['token']}/"
+    token = ctl("registration")["token"]
+    reg = f"{manager.url}/api/v1/register/#{token}"  # as the manager shows it
     state = tmp_path / "proxy"
 
     # Registration failures: expired, unknown token, wrong manager URL — then success, then reuse.
@@ -168,6 +169,11 @@ def test_register_run_outage_and_recovery(manager: Manager, backend: int, tmp_pa
     assert done.returncode == 0, done.stderr
     reused = proxyd("register", reg, "--state-dir", str(tmp_path / "p2"))
     assert reused.returncode == 1 and "already used" in reused.stderr
+    # a fresh URL does not take the proxy from the registered agent either (until an admin allows it)
+    again = proxyd("register", f"{manager.url}/api/v1/register/{ctl('registration')['token']}/",
+                   "--state-dir", str(tmp_path / "p5"))
+    assert again.returncode == 1 and "already has a registered agent" in again.stderr, again.stderr
+    assert token not in manager.log.read_text()  # not in an access log line: it never was in a request path
 
     args = [sys.executable, "-m", "proxyd", "run", "--state-dir", str(state), "--admin", "off",
             "--drain-timeout", "1", "--backoff-max", "1"]

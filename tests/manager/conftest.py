@@ -17,6 +17,9 @@ def _setup_django(data: str) -> None:
     import django
 
     django.setup()
+    from django.test.utils import setup_test_environment
+
+    setup_test_environment()  # as Django's test runner: the test client's host `testserver` is allowed
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)

@@ -23,7 +23,7 @@ def proxy_with_registration(name: str = "dmz", **kw):  # type: ignore[no-untyped
 
 
 def register(url: str, token: str) -> httpx.Response:
-    return httpx.post(f"{url}/api/v1/register/{token}/", json={"hostname": "h", "version": "t"}, timeout=30)
+    return httpx.post(f"{url}/api/v1/register/", json={"token": token, "hostname": "h", "version": "t"}, timeout=30)
 
 
 def test_registration_is_single_use_under_a_50_way_race(manager_url: str) -> None:
@@ -110,4 +110,4 @@ def test_openapi_schema_lists_the_proxy_api(manager_url: str) -> None:
     r = httpx.get(f"{manager_url}/api/schema/?format=json", timeout=30)
     assert r.status_code == 200
     paths = r.json()["paths"]
-    assert "/api/v1/register/{token}/" in paths and "/api/v1/proxy/heartbeat" in paths
+    assert "/api/v1/register/" in paths and "/api/v1/proxy/heartbeat" in paths

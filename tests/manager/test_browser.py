@@ -54,7 +54,7 @@ def test_admin_creates_instance_and_proxy_switches_sip_and_gets_a_registration(m
 
         page.click("text=Create Registration")
         url = page.locator("#registration-url").inner_text().strip()
-        assert url.startswith(f"{manager_url}/api/v1/register/")
+        assert url.startswith(f"{manager_url}/api/v1/register/#")  # the token in the fragment, in no request line
         page.screenshot(path=str(tmp_path / "proxy.png"), full_page=True)
 
         page.click("text=Add application")
@@ -68,7 +68,8 @@ def test_admin_creates_instance_and_proxy_switches_sip_and_gets_a_registration(m
         assert page.locator("a", has_text="edge").count() == 1
         assert page.locator("text=Never connected").count() >= 1
         browser.close()
-    r = httpx.post(url, json={"hostname": "ui", "version": "t"}, timeout=30)
+    base, _, token = url.partition("#")
+    r = httpx.post(base, json={"token": token, "hostname": "ui", "version": "t"}, timeout=30)
     assert r.status_code == 201 and r.json()["proxy"]["name"] == "edge"  # the page showed a real, usable URL
     import json
 

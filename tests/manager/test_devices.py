@@ -31,7 +31,7 @@ def test_device_urls_per_proxy_csv_and_key_change(admin_client) -> None:  # type
     page = admin_client.get(f"/instances/{inst.pk}/devices/").content.decode()
     assert "https://10.1.1.2:8884/p/mycompany/08C25A4F0321" in page
     assert "http://10.1.1.2:8880/p/mycompany/08C25A4F0321" in page
-    rows = list(csv.DictReader(io.StringIO(admin_client.get(f"/instances/{inst.pk}/devices/?format=csv")
+    rows = list(csv.DictReader(io.StringIO(admin_client.get(f"/instances/{inst.pk}/devices.csv")
                                            .content.decode())))
     assert {(r["proxy"], r["mac"]) for r in rows} == {("edge", "08C25A4F0321"), ("lan", "08C25A4F0321")}
     token_url = next(r["url"] for r in rows if r["proxy"] == "edge")
@@ -41,7 +41,7 @@ def test_device_urls_per_proxy_csv_and_key_change(admin_client) -> None:  # type
 
     edge.provisioning_key = new_provisioning_key()  # every earlier URL changes
     edge.save()
-    rows = list(csv.DictReader(io.StringIO(admin_client.get(f"/instances/{inst.pk}/devices/?format=csv")
+    rows = list(csv.DictReader(io.StringIO(admin_client.get(f"/instances/{inst.pk}/devices.csv")
                                            .content.decode())))
     assert next(r["url"] for r in rows if r["proxy"] == "edge") != token_url
 

@@ -110,7 +110,7 @@ def test_the_manager_runs_on_postgresql(pg_manager: tuple[str, dict[str, str]]) 
 
     def go() -> None:
         barrier.wait()
-        results.append(httpx.post(f"{url}/api/v1/register/{token}/", json={}, timeout=60).status_code)
+        results.append(httpx.post(f"{url}/api/v1/register/", json={"token": token}, timeout=60).status_code)
 
     threads = [threading.Thread(target=go) for _ in range(50)]
     for t in threads:

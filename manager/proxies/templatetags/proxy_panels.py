@@ -34,12 +34,13 @@ def dns_panel(context: template.Context, proxy: Proxy) -> dict[str, Any]:
     session = context["request"].session
     record = DnsRecord.objects.filter(proxy=proxy).first()
     failed = session.pop("panel-dns-form", None)
-    form = DnsRecordForm(failed["data"], instance=record or DnsRecord(proxy=proxy)) if failed else \
-        DnsRecordForm(instance=record)
+    account = context["request"].user.has_perm("proxies.change_dns_account")
+    form = DnsRecordForm(failed["data"], instance=record or DnsRecord(proxy=proxy), account_allowed=account) \
+        if failed else DnsRecordForm(instance=record, account_allowed=account)
     if failed:
         form.is_valid()  # show the errors next to the fields again
     last = proxy.last_heartbeat
     return {
         "proxy": proxy, "csrf_token": context.get("csrf_token"), "record": record, "form": form,
-        "seen": last.source if last else None, "notice": session.pop("panel-dns", None),
+        "perms": context.get("perms"), "seen": last.source if last else None, "notice": session.pop("panel-dns", None),
     }

@@ -22,7 +22,8 @@ class FakeManager:
         self.config: dict[str, Any] | None = None
         self.revision = 0
         self.api_keys = {"key-1"}
-        self.tokens: dict[str, str] = {}  # token -> "fresh" | "used" | "expired"
+        self.tokens: dict[str, str] = {}  # token -> "fresh" | "used" | "expired" | "taken" (agent registered)
+        self.register_paths: list[str] = []  # request paths of registrations: a token must never be in one
         self.heartbeats: list[dict[str, Any]] = []
         self.config_requests = 0
         self.parked_polls = 0  # config long-polls waiting for a newer revision right now
@@ -107,9 +108,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        m = re.fullmatch(r"/api/v1/register/([^/]+)/", self.path)
-        if m:
-            self._register(m[1])
+        if self.path == "/api/v1/register/":  # the token in the body, as the real manager takes it
+            self.mgr.register_paths.append(self.path)
+            self._register(str(body.get("token", "")))
         elif self.path == "/api/v1/proxy/heartbeat" and self._authorized():
             with self.mgr.cond:
                 self.mgr.heartbeats.append(body)
@@ -120,6 +121,9 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.mgr.tokens.get(token)
         if state is None:
             self._json(404, {"detail": "unknown registration"})
+        elif state == "taken":
+            self._json(409, {"detail": "proxy 'edge' already has a registered agent (key 7.abcdef…); an admin "
+                                       "must allow re-registration on the proxy's page in the manager first"})
         elif state != "fresh":
             self._json(410, {"detail": f"registration {'already used' if state == 'used' else 'expired'}"})
         else:

@@ -33,10 +33,11 @@ def proxyd(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[
 def test_register_from_stdin_stores_key_owner_only(manager: FakeManager, tmp_path: Path) -> None:
     manager.tokens["tok1"] = "fresh"
     state = tmp_path / "state"
-    url = f"{manager.url}/api/v1/register/tok1/"
+    url = f"{manager.url}/api/v1/register/#tok1"
     done = proxyd("register", "-", "--state-dir", str(state), stdin=url + "\n")
     assert done.returncode == 0, done.stderr
     assert "registered as proxy 'edge' (id 7)" in done.stdout
+    assert manager.register_paths == ["/api/v1/register/"]  # the token went in the body, not the path
     agent_file = state / "agent.json"
     assert stat.S_IMODE(agent_file.stat().st_mode) == 0o600
     assert json.loads(agent_file.read_text()) == {
@@ -49,13 +50,15 @@ def test_register_from_stdin_stores_key_owner_only(manager: FakeManager, tmp_pat
 def test_register_from_url_file(manager: FakeManager, tmp_path: Path) -> None:
     manager.tokens["tok2"] = "fresh"
     f = tmp_path / "url.txt"
-    f.write_text(f"{manager.url}/api/v1/register/tok2/\n")
+    f.write_text(f"{manager.url}/api/v1/register/tok2/\n")  # the older form: the token is sent in the body too
     done = proxyd("register", "--url-file", str(f), "--state-dir", str(tmp_path / "s"))
     assert done.returncode == 0, done.stderr
+    assert manager.register_paths == ["/api/v1/register/"]
 
 
 @pytest.mark.parametrize(("token_state", "message"), [
     ("expired", "has expired"), ("used", "already used"), (None, "unknown registration URL"),
+    ("taken", "the manager refused: proxy 'edge' already has a registered agent"),
 ])
 def test_register_failures_are_clear(manager: FakeManager, tmp_path: Path, token_state: str | None,
                                      message: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxyd.agent import state as agent_state
-from proxyd.agent.client import RegistrationError, revision_from_etag, split_registration_url
+from proxyd.agent.client import RegistrationError, parse_registration_url, revision_from_etag, split_registration_url
 from proxyd.statedir import StateDir
 
 
@@ -33,17 +33,21 @@ def test_missing_or_damaged_state_is_none(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("url", "base"), [
-    ("https://mgr.example/api/v1/register/abc_DEF-1/", "https://mgr.example"),
+    ("https://mgr.example/api/v1/register/#abc_DEF-1", "https://mgr.example"),
+    ("https://mgr.example/api/v1/register#abc_DEF-1", "https://mgr.example"),
+    ("https://mgr.example/api/v1/register/abc_DEF-1/", "https://mgr.example"),  # the older form, token in the path
     ("http://127.0.0.1:8000/sub/api/v1/register/tok/", "http://127.0.0.1:8000/sub"),
     ("  https://m:9/api/v1/register/tok  \n", "https://m:9"),
 ])
 def test_registration_url_gives_manager_base(url: str, base: str) -> None:
     assert split_registration_url(url) == base
+    assert parse_registration_url(url) == (base, "abc_DEF-1" if "abc" in url else "tok")
 
 
 @pytest.mark.parametrize("url", [
     "ftp://m/api/v1/register/t/", "https://m/api/v1/register//", "https://m/register/t/", "tok", "",
-    "https:///api/v1/register/t/",
+    "https:///api/v1/register/t/", "https://m/api/v1/register/", "https://m/api/v1/register/#",
+    "https://m/api/v1/register/#a b",
 ])
 def test_not_a_registration_url(url: str) -> None:
     with pytest.raises(RegistrationError, match="not a registration URL"):

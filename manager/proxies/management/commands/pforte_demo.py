@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import secrets
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from manager.proxies import roles
 from manager.proxies.models import Instance, Proxy, Registration
 
 
@@ -18,7 +20,7 @@ class Command(BaseCommand):
     help = "create the demo admin, instance, proxy and a registration URL"
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
-        parser.add_argument("--manager-url", default="http://127.0.0.1:8000")
+        parser.add_argument("--manager-url", default=None, help="default: PFORTE_PUBLIC_URL")
 
     def handle(self, *args, **opts):  # type: ignore[no-untyped-def]
         user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"is_staff": True,
@@ -26,6 +28,7 @@ class Command(BaseCommand):
         password = secrets.token_urlsafe(12)
         user.set_password(password)
         user.save()
+        roles.assign(user, roles.ADMIN)
         Instance.objects.update_or_create(name="demo", defaults={
             "web": "http://127.0.0.1:18080", "provisioning": "http://127.0.0.1:18080/prov/{mac}",
             "sip_transport": "udp", "sip_host": "127.0.0.1", "sip_port": 15060, "sip_domains": "demo.localhost",
@@ -41,4 +44,5 @@ class Command(BaseCommand):
             proxy.save()
         _, token = Registration.create_for(proxy)
         self.stdout.write(f"ADMIN_USER=admin\nADMIN_PASSWORD={password}")
-        self.stdout.write(f"REGISTRATION_URL={opts['manager_url'].rstrip('/')}/api/v1/register/{token}/")
+        base = (opts["manager_url"] or settings.PUBLIC_URL).rstrip("/")
+        self.stdout.write(f"REGISTRATION_URL={base}/api/v1/register/#{token}")

@@ -117,7 +117,10 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {"TITLE": "pforte manager API", "VERSION": "1"}
-LOGGING = {"version": 1, "handlers": {"console": {"class": "logging.StreamHandler"}},
+# Keep the loggers that exist when Django starts (uvicorn's access and error logs, and in tests the
+# proxy's own): dictConfig's default would silence every one of them.
+LOGGING = {"version": 1, "disable_existing_loggers": False,
+           "handlers": {"console": {"class": "logging.StreamHandler"}},
            "root": {"handlers": ["console"], "level": "INFO"},
            # axes logs every login at INFO; its lockouts are WARNING
            "loggers": {"axes": {"level": "WARNING"}}}

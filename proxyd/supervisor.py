@@ -195,6 +195,26 @@ class Supervisor:
             self.views.clear()
             await self.ctx.access.close()
 
+    def readiness(self) -> list[str]:
+        """Why this proxy cannot take traffic now (empty: it can): no config applied yet, the proxy
+        switched off, or a service the applied config asks for that is not running (a start that
+        failed, a rollback that could not restart it). A newer config that failed to apply does
+        not make it unready: the applied one is still served in full (`/status` says why)."""
+        cfg = self.config
+        if cfg is None:
+            reasons = ["no configuration applied yet"]
+            if self.last_error:
+                reasons.append(f"last attempt failed: {self.last_error}")
+            return reasons
+        if not cfg.proxy.enabled:
+            return [f"the proxy is disabled in revision {cfg.revision}"]
+        reasons = []
+        for cls in self.classes:
+            if cls.name not in self.running and cls.view(cfg) is not None:
+                why = self.failed.get(cls.name, "stopped")
+                reasons.append(f"{cls.name} should run in revision {cfg.revision} but is not running: {why}")
+        return reasons
+
     def status(self) -> dict[str, Any]:
         services = {}
         for cls in self.classes:

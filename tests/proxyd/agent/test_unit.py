@@ -152,3 +152,10 @@ def test_proxyd_runs_under_the_units_syscall_filter_and_mdwe(tmp_path: Path) -> 
     assert code == 0, out
     for bad in ("Traceback", "Operation not permitted", "PermissionError"):
         assert bad not in out, out
+
+
+def test_the_unit_waits_for_ready_and_watches_the_loop(tmp_path: Path) -> None:
+    """proxyd speaks sd_notify (tests/proxyd/test_sdnotify.py), so the unit asks for it."""
+    lines = install(tmp_path).splitlines()
+    assert "Type=notify" in lines and "NotifyAccess=main" in lines
+    assert "WatchdogSec=30s" in lines and "Restart=on-failure" in lines  # on-failure covers the watchdog

@@ -198,5 +198,8 @@ async def _load_and_apply(daemon: Daemon, path: Path, source: str) -> None:
                 await daemon.apply(last, "last_good")
         return
     if daemon.supervisor.config is not None and cfg == daemon.supervisor.config:
+        if daemon.supervisor.confirm(cfg):
+            log.info("event=config_current source=%s revision=%d detail=%r", source, cfg.revision,
+                     "the running config is the one asked for again; the failure before no longer stands")
         return
     await daemon.apply(cfg, source)

@@ -83,6 +83,20 @@ class Supervisor:
                 svc.last_error = None  # every service now runs this revision's view
             return report
 
+    def confirm(self, cfg: ProxyConfig) -> bool:
+        """`cfg` was asked for again and equals the running config: nothing to apply, but it is
+        applied as of now, and a failure of a config asked for in between no longer stands (the
+        operator put the file back). True when there was such a failure to clear."""
+        assert cfg == self.config
+        stale = self.last_error is not None or any(s.last_error for s in self.running.values())
+        self.applied_at, self.last_error = time.time(), None
+        for svc in self.running.values():
+            svc.last_error = None
+        for cls in self.classes:
+            if cls.name in self.failed and cls.view(cfg) is None:
+                del self.failed[cls.name]
+        return stale
+
     def record_failure(self, message: str) -> None:
         """A config was rejected (invalid) or failed to apply; the running one stays."""
         self.last_error, self.failed_at = message, time.time()

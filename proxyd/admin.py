@@ -1,7 +1,13 @@
-"""The local admin endpoint: `/status` (JSON) and `/metrics` (Prometheus text).
+"""The local admin endpoint: `/status` (JSON), `/metrics` (Prometheus text), and `/healthz` and
+`/readyz` for load balancers and probes.
 
 Served on the control socket in the state dir (what `proxyd status` reads) and, optionally, on a
-loopback TCP port for a Prometheus scraper. It answers GET only, one request per connection.
+loopback TCP port for a Prometheus scraper. It answers GET and HEAD, one request per connection.
+
+`/healthz` is liveness: it is answered by the event loop, so an answer means the loop turns.
+`/readyz` is readiness: 200 once a configuration is applied and every service it asks for runs;
+otherwise (and while draining on SIGTERM) 503 with the reasons, so a balancer takes the proxy out
+before it stops accepting.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ MAX_REQUEST = 4096  # a GET line and a few headers; anything longer is not ours
 
 
 class AdminServer:
-    def __init__(self, status: Callable[[], dict[str, Any]]):
+    def __init__(self, status: Callable[[], dict[str, Any]],
+                 readiness: Callable[[], dict[str, Any]] = lambda: {"ready": True}):
         self.status = status
+        self.readiness = readiness  # {"ready": bool, "reasons": [...] when not, ...}
         self.metrics = metrics.registry(status)
         self.servers: list[asyncio.Server] = []
 
@@ -65,20 +73,31 @@ class AdminServer:
             writer.close()
             return
         parts = head[:MAX_REQUEST].split(b" ", 2)
-        path = parts[1].decode("latin-1") if len(parts) > 2 and parts[0] == b"GET" else ""
-        if path == "/status":
-            body, ctype, code = json.dumps(self.status(), indent=2).encode(), "application/json", "200 OK"
-        elif path == "/metrics":
-            body, ctype, code = metrics.render(self.metrics), metrics.CONTENT_TYPE, "200 OK"
-        else:
-            body, ctype, code = b"not found\n", "text/plain", "404 Not Found"
+        method = parts[0] if len(parts) > 2 else b""
+        # a prober may add a query string (cache busting); the path alone selects the answer
+        path = parts[1].decode("latin-1").partition("?")[0] if method in (b"GET", b"HEAD") else ""
+        body, ctype, code = self._answer(path)
         writer.write(
             f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n".encode() + body
+            "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode() + (body if method != b"HEAD" else b"")
         )
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()
+
+
+    def _answer(self, path: str) -> tuple[bytes, str, str]:
+        if path == "/status":
+            return json.dumps(self.status(), indent=2).encode(), "application/json", "200 OK"
+        if path == "/metrics":
+            return metrics.render(self.metrics), metrics.CONTENT_TYPE, "200 OK"
+        if path == "/healthz":
+            return b'{"status": "alive"}\n', "application/json", "200 OK"
+        if path == "/readyz":
+            ready = self.readiness()
+            code = "200 OK" if ready["ready"] else "503 Service Unavailable"
+            return json.dumps(ready).encode() + b"\n", "application/json", code
+        return b"not found\n", "text/plain", "404 Not Found"
 
 
 def fetch_status(socket_path: Path, path: str = "/status", timeout: float = 5.0) -> tuple[int, bytes]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from proxyd import __version__
+from proxyd import __version__, sdnotify
 from proxyd.access import AccessList
 from proxyd.admin import AdminServer
 from proxyd.config import ConfigError, ProxyConfig, load_file
@@ -44,10 +44,13 @@ class Daemon:
         self.state = state.ensure()
         self.ctx = ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList())
         self.supervisor = Supervisor(self.ctx, classes if classes is not None else discover(), drain_timeout)
-        self.admin = AdminServer(self.status)
+        self.admin = AdminServer(self.status, self.ready_report)
         self.admin_tcp = admin_tcp
         self.started_at = time.time()
         self.stopping = asyncio.Event()
+        #: set by the config source once its first step is done (the startup config applied or
+        #: refused; managed: the last good one applied, or none there): then systemd hears READY=1
+        self.source_started = asyncio.Event()
         self.status_hooks: list[Callable[[], dict[str, Any]]] = []
         self.apply_listeners: list[Callable[[ProxyConfig | None, str | None], None]] = []
 
@@ -88,6 +91,31 @@ class Daemon:
             out.update(hook())
         return out
 
+    def readiness(self) -> list[str]:
+        """Why the proxy must not get traffic now (empty: ready); `/readyz` answers 503 with these."""
+        if self.stopping.is_set():
+            return ["stopping: established connections are draining"]
+        return self.supervisor.readiness()
+
+    def ready_report(self) -> dict[str, Any]:
+        """What `/readyz` answers: ready, the revision served, and the reasons when not ready."""
+        reasons, cfg = self.readiness(), self.supervisor.config
+        out: dict[str, Any] = {"ready": not reasons, "revision": cfg.revision if cfg else None}
+        if reasons:
+            out["reasons"] = reasons
+        return out
+
+    def _systemd_status(self, *_: object) -> None:
+        """`systemctl status` shows whether the proxy is ready and, if not, why."""
+        r = self.ready_report()
+        sdnotify.notify("STATUS=" + ("; ".join(r["reasons"]) if not r["ready"] else f"ready: revision {r['revision']}"))
+
+    async def _announce_ready(self) -> None:
+        await self.source_started.wait()
+        self._systemd_status()
+        sdnotify.notify("READY=1")
+        self.apply_listeners.append(self._systemd_status)
+
     # -- lifecycle -----------------------------------------------------------------------
     async def serve(self, source: Callable[[Daemon], Any]) -> None:
         """Run until SIGTERM/SIGINT; `source` is a coroutine function feeding configs."""
@@ -97,15 +125,23 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_stop_signal)
         feeder = asyncio.create_task(source(self))
         stop_wait = asyncio.create_task(self.stopping.wait())
+        helpers = [asyncio.create_task(self._announce_ready())]
+        if (interval := sdnotify.watchdog_interval()) is not None:
+            helpers.append(asyncio.create_task(sdnotify.watchdog(interval)))
         await asyncio.wait({feeder, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if feeder.done() and not stop_wait.done():
             stop_wait.cancel()
             feeder.result()  # a feeder that ends on its own has failed: surface it
         log.info("event=shutdown drain_timeout=%.1f", self.supervisor.drain_timeout)
+        sdnotify.notify("STOPPING=1", "STATUS=stopping: established connections are draining")
         feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await feeder
+        helpers[0].cancel()  # the watchdog keeps pinging while connections drain
         await self.supervisor.shutdown()
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         await self.admin.close()
         with contextlib.suppress(FileNotFoundError):
             self.state.control_socket.unlink()
@@ -128,6 +164,7 @@ def file_source(path: Path) -> Callable[[Daemon], Any]:
         loop.add_signal_handler(signal.SIGHUP, wake.set)
         seen = _stamp(path)
         await _load_and_apply(daemon, path, "startup")
+        daemon.source_started.set()
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), FILE_POLL_INTERVAL)
@@ -161,5 +198,8 @@ async def _load_and_apply(daemon: Daemon, path: Path, source: str) -> None:
                 await daemon.apply(last, "last_good")
         return
     if daemon.supervisor.config is not None and cfg == daemon.supervisor.config:
+        if daemon.supervisor.confirm(cfg):
+            log.info("event=config_current source=%s revision=%d detail=%r", source, cfg.revision,
+                     "the running config is the one asked for again; the failure before no longer stands")
         return
     await daemon.apply(cfg, source)

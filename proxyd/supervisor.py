@@ -83,6 +83,20 @@ class Supervisor:
                 svc.last_error = None  # every service now runs this revision's view
             return report
 
+    def confirm(self, cfg: ProxyConfig) -> bool:
+        """`cfg` was asked for again and equals the running config: nothing to apply, but it is
+        applied as of now, and a failure of a config asked for in between no longer stands (the
+        operator put the file back). True when there was such a failure to clear."""
+        assert cfg == self.config
+        stale = self.last_error is not None or any(s.last_error for s in self.running.values())
+        self.applied_at, self.last_error = time.time(), None
+        for svc in self.running.values():
+            svc.last_error = None
+        for cls in self.classes:
+            if cls.name in self.failed and cls.view(cfg) is None:
+                del self.failed[cls.name]
+        return stale
+
     def record_failure(self, message: str) -> None:
         """A config was rejected (invalid) or failed to apply; the running one stays."""
         self.last_error, self.failed_at = message, time.time()
@@ -194,6 +208,26 @@ class Supervisor:
             self.running.clear()
             self.views.clear()
             await self.ctx.access.close()
+
+    def readiness(self) -> list[str]:
+        """Why this proxy cannot take traffic now (empty: it can): no config applied yet, the proxy
+        switched off, or a service the applied config asks for that is not running (a start that
+        failed, a rollback that could not restart it). A newer config that failed to apply does
+        not make it unready: the applied one is still served in full (`/status` says why)."""
+        cfg = self.config
+        if cfg is None:
+            reasons = ["no configuration applied yet"]
+            if self.last_error:
+                reasons.append(f"last attempt failed: {self.last_error}")
+            return reasons
+        if not cfg.proxy.enabled:
+            return [f"the proxy is disabled in revision {cfg.revision}"]
+        reasons = []
+        for cls in self.classes:
+            if cls.name not in self.running and cls.view(cfg) is not None:
+                why = self.failed.get(cls.name, "stopped")
+                reasons.append(f"{cls.name} should run in revision {cfg.revision} but is not running: {why}")
+        return reasons
 
     def status(self) -> dict[str, Any]:
         services = {}

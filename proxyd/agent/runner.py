@@ -113,6 +113,9 @@ class Agent:
             await self.daemon.apply(last, "last_good")
         else:
             log.warning("event=no_last_good detail=%r", "nothing is served until the manager sends a config")
+        # started as far as systemd is concerned: a manager that is down must not block the boot
+        # (/readyz says "no configuration applied yet" until one arrives)
+        self.daemon.source_started.set()
         tasks = [asyncio.create_task(self.poll_loop()), asyncio.create_task(self.heartbeat_loop())]
         try:
             # The loops end only on a revoked key; then both stop (no request in flight may still

@@ -23,6 +23,9 @@ import httpx
 import pytest
 
 from proxyd.admin import fetch_status
+from proxyd.agent import state as agent_state
+from proxyd.statedir import StateDir
+from tests.e2e.secrets_in_logs import leaks, log_files
 from tests.support import free_port, free_udp_range, stop_process
 
 pytestmark = [
@@ -165,8 +168,8 @@ def test_register_run_outage_and_recovery(manager: Manager, backend: int, tmp_pa
     wrong = proxyd("register", reg.replace(f":{manager.port}/", f":{free_port()}/"),
                    "--state-dir", str(tmp_path / "p4"))
     assert wrong.returncode == 1 and "cannot reach the manager" in wrong.stderr
-    done = proxyd("register", "-", "--state-dir", str(state), stdin=reg)
-    assert done.returncode == 0, done.stderr
+    ok = proxyd("register", "-", "--state-dir", str(state), stdin=reg)
+    assert ok.returncode == 0, ok.stderr
     reused = proxyd("register", reg, "--state-dir", str(tmp_path / "p2"))
     assert reused.returncode == 1 and "already used" in reused.stderr
     # a fresh URL does not take the proxy from the registered agent either (until an admin allows it)
@@ -174,6 +177,9 @@ def test_register_run_outage_and_recovery(manager: Manager, backend: int, tmp_pa
                    "--state-dir", str(tmp_path / "p5"))
     assert again.returncode == 1 and "already has a registered agent" in again.stderr, again.stderr
     assert token not in manager.log.read_text()  # not in an access log line: it never was in a request path
+    # what an operator's terminal (or a provisioning script's log) shows is a log too
+    runs = (done, unknown, wrong, ok, reused, again)
+    (tmp_path / "register.out").write_text("".join(r.stdout + r.stderr for r in runs))
 
     args = [sys.executable, "-m", "proxyd", "run", "--state-dir", str(state), "--admin", "off",
             "--drain-timeout", "1", "--backoff-max", "1"]
@@ -207,6 +213,11 @@ def test_register_run_outage_and_recovery(manager: Manager, backend: int, tmp_pa
             p.wait(15)
         log.close()
         ctl.close()
+    used = {"registration URL": reg, "expired registration URL": expired,
+            "API key": agent_state.load(StateDir(state)).api_key}
+    files = log_files(tmp_path)
+    assert {tmp_path / "register.out", tmp_path / "proxyd.out", manager.log} <= set(files)
+    assert leaks(used, files) == []
 
 
 def measure_latency(ctl: Ctl, state: Path) -> None:

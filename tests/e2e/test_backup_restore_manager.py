@@ -20,8 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from proxyd.agent import state as agent_state
 from proxyd.backup import Archive, decrypt, encrypt
+from proxyd.statedir import StateDir
 from proxyd.tls import fingerprint
+from tests.e2e.secrets_in_logs import leaks, log_files
 from tests.e2e.test_agent_manager import Ctl, Manager, backend, manager, proxyd, status, wait_for  # noqa: F401
 from tests.support import free_port, free_udp_range
 
@@ -56,10 +59,14 @@ def test_backup_off_change_restore_on_serves_the_same_certificate_key_and_settin
     api = httpx.Client(base_url=f"{manager.url}/api/v1/proxies/{pid}", auth=ADMIN, timeout=30)
     state = tmp_path / "proxy"
     reg = f"{manager.url}/api/v1/register/{ctl('registration')['token']}/"
-    assert proxyd("register", reg, "--state-dir", str(state)).returncode == 0
+    done = proxyd("register", reg, "--state-dir", str(state))
+    assert done.returncode == 0
+    (tmp_path / "register.out").write_text(done.stdout + done.stderr)
     log = open(tmp_path / "proxyd.out", "ab")  # noqa: SIM115 - closed below
+    # DEBUG: the secrets check at the end covers every line proxyd can log
     p = subprocess.Popen([sys.executable, "-m", "proxyd", "run", "--state-dir", str(state), "--admin", "off",
-                          "--drain-timeout", "1", "--backoff-max", "1"], stdout=log, stderr=subprocess.STDOUT)
+                          "--drain-timeout", "1", "--backoff-max", "1", "--log-level", "DEBUG"],
+                         stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: ctl("status")["status"] == "Online", 15)
         wait_for(lambda: status(state)["enabled"] is True and status(state)["certificate"] is not None, 15)
@@ -67,6 +74,9 @@ def test_backup_off_change_restore_on_serves_the_same_certificate_key_and_settin
         assert original == status(state)["certificate"]
         url = ctl("provisioning_url", mac=MAC)["url"]
         wait_for(lambda: provisioning_ok(url), 10)
+        # refusals of token URLs are logged (a path beside it; a token one character off)
+        for bad_url in (url.rstrip("/") + "/../x", url.replace("/p/", "/p/A", 1)):
+            assert not provisioning_ok(bad_url)
         settings = ctl("settings")
 
         # on: restore refused (and said why); backup asked of the proxy and uploaded by it
@@ -131,3 +141,19 @@ def test_backup_off_change_restore_on_serves_the_same_certificate_key_and_settin
         log.close()
         ctl.close()
         api.close()
+
+    # no secret of this run in any log of the proxy or the manager (captured output, log files)
+    used = {
+        "registration URL": reg,
+        "API key": agent_state.load(StateDir(state)).api_key,
+        "provisioning URL": url,
+        "provisioning key (new)": new_key,
+        "provisioning key": settings["provisioning_key"],
+        "TLS private key": archive.files["certs/self-signed.key"].decode(),
+        "backup passphrase": PASS,
+        "admin password": ADMIN[1],
+    }
+    files = log_files(tmp_path)
+    assert {tmp_path / "register.out", tmp_path / "proxyd.out", state / "logs" / "proxyd.log", manager.log} \
+        <= set(files)
+    assert leaks(used, files) == []

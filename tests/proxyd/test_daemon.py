@@ -33,6 +33,29 @@ def test_sighup_with_broken_config_keeps_the_running_one(proxyd: Callable[..., P
     assert p.status()["last_error"] is None
 
 
+def test_putting_back_the_running_config_after_a_broken_one_clears_the_failure(
+        proxyd: Callable[..., ProxydProcess]) -> None:
+    """The operator fixes a typo by restoring the file as it was: nothing needs applying, but the
+    config asked for is the one running again, so the failure must stop showing (`last_error`,
+    and the `last apply > last failed apply` comparison the PforteConfigApplyFailing alert makes)."""
+    good = base_config(revision=1)
+    p = proxyd(good)
+    p.reload(base_config(revision=2, services={"web": {"mode": "sideways"}}), wait=False)
+    deadline = time.monotonic() + 10
+    while not p.status().get("failed_at") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    failed = p.status()
+    assert failed["failed_at"] > failed["applied_at"] and failed["last_error"]
+    p.reload(good, wait=False)
+    deadline = time.monotonic() + 10
+    while p.status()["applied_at"] <= failed["failed_at"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    st = p.status()
+    assert st["revision"] == 1 and st["applied_at"] > st["failed_at"] and st["last_error"] is None
+    assert st["apply_failures"] == 1  # the failure is still counted
+    assert "event=config_current source=sighup revision=1" in p.output()
+
+
 def test_file_change_is_picked_up_without_a_signal(proxyd: Callable[..., ProxydProcess]) -> None:
     p = proxyd(base_config(revision=1))
     p.write_config(base_config(revision=5))

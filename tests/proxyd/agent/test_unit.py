@@ -92,9 +92,10 @@ def test_protect_home_hides_homes_unless_something_needed_lives_there() -> None:
     assert ("ProtectHome=read-only" if under_home else "ProtectHome=yes") in unit.render(opt).splitlines()
 
 
-def test_proxyd_runs_under_the_units_syscall_filter_and_mdwe(tmp_path: Path) -> None:
-    """Every service up (TLS contexts, the C scanner, SRTP library, uvloop), a request forwarded, a
-    SIP request answered, /metrics read (process metrics come from /proc), then a clean stop."""
+def test_proxyd_runs_under_the_units_syscall_filter_and_mdwe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every service up (TLS contexts, the C scanner, SRTP library, uvloop), READY=1 and watchdog
+    pings sent to $NOTIFY_SOCKET, a request forwarded, a SIP request answered, /metrics read
+    (process metrics come from /proc), then a clean stop."""
     if not list(Path("/usr/lib/python3/dist-packages").glob("seccomp.cpython-311-*.so")):
         msg = "python3-seccomp is not installed (.ci/run installs it)"
         pytest.fail(msg) if IN_CI else pytest.skip(msg)
@@ -112,6 +113,11 @@ def test_proxyd_runs_under_the_units_syscall_filter_and_mdwe(tmp_path: Path) -> 
                   "xmpp": {"enabled": True, "port": free_port(), "direct_tls_port": free_port()},
                   "media": {"mode": "srtp"}})
     p = ProxydProcess(tmp_path / "run", cfg, ("--admin", f"127.0.0.1:{admin}"))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(15)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setenv("WATCHDOG_USEC", "500000")
     p.workdir.mkdir()
     p.write_config(cfg)
     log = open(p.log_path, "wb")  # noqa: SIM115 - closed below
@@ -123,6 +129,8 @@ def test_proxyd_runs_under_the_units_syscall_filter_and_mdwe(tmp_path: Path) -> 
         st = p.wait_revision(1, timeout=30)
         assert {n: s["state"] for n, s in st["services"].items()} == dict.fromkeys(
             ("http", "provisioning", "sip", "media", "xmpp"), "running"), st
+        got = [notify.recv(4096) for _ in range(4)]
+        assert b"READY=1" in got and b"WATCHDOG=1" in got, got
         with socket.create_connection(("127.0.0.1", app_port), timeout=10) as c:
             c.sendall(b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
             conn, _ = backend.accept()
@@ -148,7 +156,15 @@ def test_proxyd_runs_under_the_units_syscall_filter_and_mdwe(tmp_path: Path) -> 
         code = stop_process(p.proc)
         log.close()
         backend.close()
+        notify.close()
     out = p.output()
     assert code == 0, out
     for bad in ("Traceback", "Operation not permitted", "PermissionError"):
         assert bad not in out, out
+
+
+def test_the_unit_waits_for_ready_and_watches_the_loop(tmp_path: Path) -> None:
+    """proxyd speaks sd_notify (tests/proxyd/test_sdnotify.py), so the unit asks for it."""
+    lines = install(tmp_path).splitlines()
+    assert "Type=notify" in lines and "NotifyAccess=main" in lines
+    assert "WatchdogSec=30s" in lines and "Restart=on-failure" in lines  # on-failure covers the watchdog

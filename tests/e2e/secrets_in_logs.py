@@ -2,8 +2,9 @@
 
 A secret is looked for as given, and also in the shapes a log line would carry it in: a PEM
 private key by each line of its base64 body (a key logged as a repr or JSON string keeps those),
-a URL also by its path and by its last path segments (a logged request line or route has no
-scheme and host). Reported by secret name and file, never by the secret itself.
+a URL also by its path and path segments (a logged request line or route has no scheme and
+host) or, when it has one, by its fragment instead (where registration URLs carry their token).
+Reported by secret name and file, never by the secret itself.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def fragments(secret: str) -> set[str]:
         out |= {ln.strip() for ln in secret.splitlines() if not ln.startswith("-----")}
     elif re.match(r"https?://", secret):
         parts = urlsplit(secret)
-        out.add(parts.path)
-        out |= set(parts.path.split("/"))
+        # a token in the fragment (the manager's registration URLs) leaves the path public
+        out |= {parts.fragment} if parts.fragment else {parts.path, *parts.path.split("/")}
     return {f for f in out if len(f) >= MIN_FRAGMENT}
 
 

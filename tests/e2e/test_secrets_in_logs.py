@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.e2e.secrets_in_logs import leaks, log_files
+from tests.e2e.secrets_in_logs import fragments, leaks, log_files
 
 KEY = ec.generate_private_key(ec.SECP256R1()).private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
@@ -37,3 +37,8 @@ def test_each_shape_of_a_secret_is_found(tmp_path: Path) -> None:
                                    + [f"url in {tmp_path / n}" for n in ("path.log", "token.out")]
                                    + [f"api key in {tmp_path / 'header.log'}"])
     assert leaks(SECRETS, [tmp_path / "clean.log"]) == []
+
+
+def test_a_token_in_the_fragment_is_looked_for_and_the_public_path_is_not() -> None:
+    url = "http://127.0.0.1:8000/api/v1/register/#Zq3v9kP0aLmN4xYt7RbC2dEf"
+    assert fragments(url) >= {"Zq3v9kP0aLmN4xYt7RbC2dEf"} and "/api/v1/register/" not in fragments(url)

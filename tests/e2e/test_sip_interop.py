@@ -1,0 +1,172 @@
+"""The SIP row of the interop matrix: real softphones (baresip 1.0, linphonec 5.1) registered at a
+real kamailio 5.6 (registrar + record-route) through a running proxyd, calling each other.
+
+Both phones sit behind pforte, so every call spirals: phone -> pforte -> kamailio -> pforte ->
+phone (RFC 3261 §16.3 item 4: the request comes back with a changed Request-URI, not a loop).
+Two layouts: kamailio on another loopback address, and "all-in-one" with kamailio on the
+proxy's own address (other port), where only host *and* port tell its Record-Route from ours.
+Media comes from tone files; RTP is counted in the relay's streams in `proxyd status`."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.softphones import DOMAIN, Baresip, Kamailio, Linphone
+from tests.support import ProxydProcess, base_config, free_port, free_tcp_udp_port, free_udp_range, require_peer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.peer]
+#: a relay stream counts as flowing once this many RTP packets went each way (20 ms ptime: 1 s)
+FLOWING = 50
+#: where kamailio listens: another loopback address (A), or the proxy's own (B, all-in-one)
+LAYOUTS = {"separate": "127.0.0.2", "all-in-one": "127.0.0.1"}
+
+
+@dataclass
+class Site:
+    proxyd: ProxydProcess
+    kamailio: Kamailio
+    phone_side: tuple[str, int]  # where phones send to
+
+    def media(self) -> dict[str, Any]:
+        return dict(self.proxyd.status()["services"]["media"])
+
+    def diagnostics(self) -> str:
+        return f"--- proxyd\n{self.proxyd.output()[-4000:]}\n--- kamailio\n{self.kamailio.log()[-4000:]}"
+
+
+@pytest.fixture
+def site(proxyd: Callable[..., ProxydProcess], tmp_path: Path,
+         request: pytest.FixtureRequest) -> Iterator[Callable[..., Site]]:
+    """`site(layout, mode)`: kamailio for pbx.test plus a proxyd whose instance points at it."""
+    started: list[Kamailio] = []
+
+    def make(layout: str = "separate", mode: str = "udp") -> Site:
+        require_peer("kamailio")
+        host = LAYOUTS[layout]
+        kport = free_tcp_udp_port(host)
+        kam = Kamailio(tmp_path, host, kport)
+        started.append(kam)
+        kam.start()
+        base = free_udp_range(40)
+        sip = {"mode": mode, "udp_port": free_tcp_udp_port(), "tls_port": free_port()}
+        cfg = base_config(
+            instances=[{"name": "pbx", "sip": f"udp:{host}:{kport}", "sip_domains": [DOMAIN]}],
+            services={"sip": sip, "media": {"mode": "rtp", "port_min": base, "port_max": base + 39}})
+        p = proxyd(cfg)
+        return Site(p, kam, ("127.0.0.1", sip["tls_port"] if mode == "tls" else sip["udp_port"]))
+
+    yield make
+    for kam in started:
+        kam.stop()
+
+
+@contextlib.contextmanager
+def phones(*phones: Baresip | Linphone) -> Iterator[None]:
+    try:
+        for ph in phones:
+            ph.start()
+        yield
+    finally:
+        for ph in phones:
+            ph.stop()
+
+
+def wait_flowing(s: Site, streams: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The relay's streams once `streams` of them carry RTP both ways."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        seen = s.media().get("streams", [])
+        if len(seen) >= streams and all(st["rtp_phone"]["packets"] >= FLOWING and
+                                         st["rtp_instance"]["packets"] >= FLOWING for st in seen):
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"RTP not flowing both ways in {streams} relay streams: {seen}\n{s.diagnostics()}")
+
+
+def assert_relayed(streams: list[dict[str, Any]]) -> None:
+    """Each side latched on a peer, never on one of the relay's own ports: a relay port that
+    latches onto another port of the same stream sends the phone its own audio back."""
+    for st in streams:
+        own = {f"127.0.0.1:{st[k]['port']}" for k in ("rtp_phone", "rtp_instance")}
+        for k in ("rtp_phone", "rtp_instance"):
+            assert st[k]["latched"] not in own, streams
+
+
+def wait_idle(s: Site, start: dict[str, Any], timeout: float = 8.0) -> None:
+    """Media released: no stream left and the port gauges back where they started."""
+    deadline = time.monotonic() + timeout
+    gauges: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        gauges = s.media()["gauges"]
+        if gauges["active_streams"] == 0 and gauges["ports_in_use"] == start["ports_in_use"] \
+                and gauges["ports_available"] == start["ports_available"]:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"media not released: {gauges} (start {start})\n{s.diagnostics()}")
+
+
+def one_ssrc(ph: Baresip) -> None:
+    """The phone heard one stream, not its own audio mixed in (baresip logs every SSRC switch)."""
+    assert "SSRC changed" not in ph.log(), ph.log()
+
+
+def ring(a: Baresip, b: Baresip, timeout: float = 10.0) -> None:
+    """b rings; a call that a ends first (an error response) fails with what a was told."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.get("type") == "CALL_INCOMING" for e in b.events):
+            return
+        closed = [e for e in a.events if e.get("type") == "CALL_CLOSED"]
+        if closed:
+            raise AssertionError(f"{a.user}'s call to {b.aor} ended before ringing: {closed[0].get('param')}")
+        time.sleep(0.05)
+    raise AssertionError(f"{b.aor} did not ring in {timeout}s")
+
+
+def baresip_call(s: Site, a: Baresip, b: Baresip, *, bye_from: Baresip) -> None:
+    start = s.media()["gauges"]
+    a.wait_registered()
+    b.wait_registered()
+    a.command("dial", b.aor)
+    try:
+        ring(a, b)
+        b.command("accept")
+        a.wait_event("CALL_ESTABLISHED")
+        b.wait_event("CALL_ESTABLISHED")
+        streams = wait_flowing(s, 2)  # one relay stream per pass through pforte
+        assert_relayed(streams)
+        other = b if bye_from is a else a
+        bye_from.command("hangup")
+        bye_from.wait_event("CALL_CLOSED")
+        closed = other.wait_event("CALL_CLOSED")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- caller\n{a.log()}\n{s.diagnostics()}") from None
+    # the far end saw the BYE (not a timeout, not an error response)
+    assert closed.get("param") == "Connection reset by peer", closed
+    wait_idle(s, start)
+    one_ssrc(a)
+    one_ssrc(b)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_baresip_calls_baresip_bye_from_caller(site: Callable[..., Site], tmp_path: Path, layout: str) -> None:
+    s = site(layout)
+    a, b = Baresip(tmp_path, "alice", s.phone_side), Baresip(tmp_path, "bob", s.phone_side)
+    with phones(a, b):
+        baresip_call(s, a, b, bye_from=a)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_baresip_calls_baresip_bye_from_callee(site: Callable[..., Site], tmp_path: Path, layout: str) -> None:
+    s = site(layout)
+    a, b = Baresip(tmp_path, "alice", s.phone_side), Baresip(tmp_path, "bob", s.phone_side)
+    with phones(a, b):
+        baresip_call(s, a, b, bye_from=b)

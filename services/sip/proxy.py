@@ -20,7 +20,7 @@ from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
 from services.sip.protect import RateLimiter, is_scanner
 from services.sip.scan import Sip, Via, scan, tag
-from services.sip.uri import UriError, parse_name_addr, parse_uri
+from services.sip.uri import Uri, UriError, add_uri_param, parse_name_addr, parse_uri
 
 log = logging.getLogger("services.sip")
 BRANCH = "z9hG4bKpf"
@@ -112,6 +112,9 @@ class Relay:
         locals_ = [*phone.values(), *backend.values()]
         self.own = frozenset(x.hostport() for x in locals_)
         self.names = frozenset(n.lower() for n in names) | {x.host for x in locals_}
+        #: (transport, host, port) a Route URI names when it names us: a PBX may share our
+        #: address on another port (the all-in-one layout), and its Route is not ours (RFC 3261 §16.4)
+        self.own_routes = frozenset((x.transport, h, x.port) for x in locals_ for h in self.names)
 
     @property
     def domains(self) -> dict[str, Target]:
@@ -297,12 +300,25 @@ class Relay:
             except UriError:
                 break
             flow = self.signer.open(uri.user) if uri.user else None
-            if flow is None and uri.host not in self.names:
+            if flow is None and not self._names_us(uri):
                 break
             popped += 1
             if flow is not None and flow.side != src.side:
                 found = flow
         return popped, found, values[popped:]
+
+    def _names_us(self, uri: Uri) -> bool:
+        """Whether a Route URI without our token names one of our addresses: host, port and
+        transport, with the defaults RFC 3263 gives an absent port or transport."""
+        if uri.scheme == "sips":
+            transports: tuple[str, ...] = ("tls",)
+        else:
+            t = (uri.params.get("transport") or "").lower()
+            transports = (t,) if t else ("udp", "tcp")
+        port = uri.port or (5061 if transports == ("tls",) else 5060)
+        host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
+        own = self.own_routes
+        return any((t, host, port) in own for t in transports)
 
     def _branch(self, msg: Sip, inbound: str, sent_by: str, client_via: str) -> str:
         if inbound.startswith("z9hG4bK") and len(inbound) > 7:
@@ -331,11 +347,14 @@ class Relay:
         return uri
 
     def _contact_alias(self, msg: Sip, token: str) -> None:
-        """Contact alias for PBXs that ignore Path: the phone's flow rides in the Contact URI."""
+        """Contact alias for PBXs that ignore Path: the phone's flow rides in each Contact URI.
+        The parameter goes into the URI as the parser finds it: the header parameters after it
+        (RFC 5626 `+sip.instance="<urn:uuid:...>"`) hold "<", ">" and "," of their own."""
+        param = f"pf-flow={token}"
         for i in msg.contact_idx:
-            value = msg.lines[i].partition(":")[2].strip(" \t")
-            if value != "*" and "," not in value:
-                msg.lines[i] = "Contact: " + _add_uri_param(value, f"pf-flow={token}")
+            values = split_commas(msg.lines[i].partition(":")[2].strip(" \t"))
+            if values != ["*"]:  # the scanner checked each value with the same parser
+                msg.lines[i] = "Contact: " + ", ".join([v if v == "*" else add_uri_param(v, param) for v in values])
 
     def _dialog_request(self, msg: Sip, src: Flow, dest: Flow, now: float, data: bytes) -> list[Action]:
         call_id, method = msg.call_id, msg.method
@@ -436,10 +455,3 @@ def _is_ip(host: str) -> bool:
 def _is_sdp(msg: Sip) -> bool:
     return msg.ctype.lower().startswith("application/sdp")
 
-
-def _add_uri_param(value: str, param: str) -> str:
-    if "<" in value:
-        end = value.rfind(">")
-        return value[:end] + ";" + param + value[end:]
-    uri, sep, rest = value.partition(";")
-    return f"<{uri.strip()};{param}>" + (";" + rest if sep else "")

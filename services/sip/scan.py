@@ -26,7 +26,7 @@ from services.sip.message import (
     split_commas,
     valid_request_uri,
 )
-from services.sip.uri import UriError, parse_name_addr
+from services.sip.uri import UriError, parse_name_addr, split_params
 
 _STATUS = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?", re.S)
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
@@ -360,7 +360,7 @@ def tag(value: str) -> str:
     i = value.find(";")
     if i < 0:
         return ""
-    if value.startswith(";tag=", i):  # the usual shape: tag is the first parameter
+    if value.startswith(";tag=", i) and '"' not in value[:i]:  # the usual shape: tag is the first parameter
         j = value.find(";", i + 5)
         return (value[i + 5:] if j < 0 else value[i + 5:j]).strip()
     return _tag_general(value)
@@ -368,7 +368,7 @@ def tag(value: str) -> str:
 
 @lru_cache(maxsize=1024)
 def _tag_general(value: str) -> str:
-    for p in value.split(";")[1:]:
+    for p in split_params(value)[1:]:  # a ";tag=" inside quotes (display name, a value) is none
         k, _, v = p.partition("=")
         if k.strip().lower() == "tag":
             return v.strip()

@@ -90,27 +90,74 @@ class NameAddr:
 def parse_name_addr(value: str) -> NameAddr:
     """`display <uri>;params` or a bare addr-spec whose `;params` belong to the header."""
     value = value.strip(" \t")
-    display, i = _display(value)
-    if i < len(value) and value[i] == "<":
-        end = value.find(">", i)
-        if end == -1:
-            raise UriError("unterminated <")
-        uri_text, tail = value[i + 1: end], value[end + 1:]
-        if uri_text != uri_text.strip(" \t"):
-            raise UriError("space inside <>")
-    else:
-        if display:
-            raise UriError("display name without <>")
-        uri_text, _, tail = value.partition(";")
-        tail = ";" + tail if tail else ""
-        uri_text = uri_text.strip(" \t")
-        if any(c in uri_text for c in "?, "):
-            raise UriError("addr-spec with reserved characters must be enclosed in <>")
-    uri = parse_uri(uri_text)
-    tail = tail.strip(" \t")
+    display, start, end, after = _uri_span(value)
+    uri = parse_uri(value[start:end])
+    tail = value[after:].strip(" \t")
     if tail and not tail.startswith(";"):
         raise UriError("junk after URI")
-    return NameAddr(display, uri, _params(tail.split(";")[1:]) if tail else {})
+    return NameAddr(display, uri, _params(split_params(tail)[1:]) if tail else {})
+
+
+def _uri_span(value: str) -> tuple[str, int, int, int]:
+    """(display name, where the URI starts, where it ends, where the header parameters start)
+    in a stripped name-addr or addr-spec."""
+    display, i = _display(value)
+    if i < len(value) and value[i] == "<":
+        end = value.find(">", i)  # a URI holds no ">": the first one closes it
+        if end == -1:
+            raise UriError("unterminated <")
+        if value[i + 1:end] != value[i + 1:end].strip(" \t"):
+            raise UriError("space inside <>")
+        return display, i + 1, end, end + 1
+    if display:
+        raise UriError("display name without <>")
+    end = value.find(";")
+    end = len(value) if end == -1 else end
+    while end > 0 and value[end - 1] in " \t":
+        end -= 1
+    if any(c in value[:end] for c in "?, "):
+        raise UriError("addr-spec with reserved characters must be enclosed in <>")
+    return "", 0, end, end
+
+
+def split_params(tail: str) -> list[str]:
+    """`tail` split at the ";" outside quoted strings: a quoted value may hold ";" ("," "<>"),
+    as RFC 5627's `pub-gruu="sip:a@b;gr=urn:uuid:..."` does. The first item is what precedes
+    the first ";"."""
+    if '"' not in tail:
+        return tail.split(";")
+    out: list[str] = []
+    start, quote, esc = 0, False, False
+    for i, ch in enumerate(tail):
+        if esc:
+            esc = False
+        elif quote and ch == "\\":
+            esc = True
+        elif ch == '"':
+            quote = not quote
+        elif ch == ";" and not quote:
+            out.append(tail[start:i])
+            start = i + 1
+    out.append(tail[start:])
+    return out
+
+
+def add_uri_param(value: str, param: str) -> str:
+    """`value` (a name-addr or addr-spec) with `;param` added to its URI's parameters.
+
+    The URI is found as `parse_name_addr` finds it, and the parameter ends the URI's own
+    parameters (before any `?headers`); the display name and the header parameters after the
+    URI are left as they came. A bare addr-spec gets <> (its `;params` belong to the header)."""
+    value = value.strip(" \t")
+    _, start, end, _ = _uri_span(value)
+    uri = value[start:end]
+    parse_uri(uri)  # raises UriError as parse_name_addr would
+    at = uri.find("@")
+    q = uri.find("?", at + 1)
+    uri = uri + ";" + param if q == -1 else uri[:q] + ";" + param + uri[q:]
+    if start > 0:
+        return value[:start] + uri + value[end:]
+    return f"<{uri}>{value[end:]}"
 
 
 def _display(value: str) -> tuple[str, int]:
@@ -131,7 +178,8 @@ def _display(value: str) -> tuple[str, int]:
             i += 1
         raise UriError("unterminated quoted display name")
     lt = value.find("<")
-    if lt == -1:
+    semi = value.find(";")
+    if lt == -1 or -1 < semi < lt:  # an addr-spec: a "<" after its ";" is in a parameter's quoted value
         return "", 0
     words = value[:lt].split()
     if not all(_TOKEN.match(w) for w in words):

@@ -100,6 +100,14 @@ SIPP_RESPONSE = (b"SIP/2.0 200 OK\r\n"
     SIPP_RESPONSE.replace(b"\r\nFrom", b"\r\n\x85From"), SIPP_RESPONSE.replace(b"Via: ", b"Via: \xa0"),
     SIPP_RESPONSE.replace(b"Call-ID: ", b"Call-ID:\t"), SIPP_RESPONSE[:60], b"",
     SIPP_RESPONSE.replace(b"\r\n\r\n", b"\r\n\r\n" + b"x" * 65600),
+    # quoted header parameters (RFC 5626 instance ids, RFC 5627 GRUUs): ";" "," "<>" inside quotes
+    *(SIPP_RESPONSE.replace(b"transport=UDP>", b"transport=UDP>" + p) for p in (
+        b';+sip.instance="<urn:uuid:1-2>";reg-id=1', b';pub-gruu="sip:a@b;gr=urn:uuid:1-2"', b';x="a,b"',
+        b';x="a,b";y="<c;d>"', b';x="a\\";b"', b';x="open', b';x="a";"b"', b';x="a"b', b";x=a;b=")),
+    SIPP_RESPONSE.replace(b"tag=2", b'tag=2;x="<y;z>"'), SIPP_RESPONSE.replace(b"tag=1", b'x="a;tag=9";tag=1'),
+    SIPP_RESPONSE.replace(b"Contact: <sip:127.0.0.1:5080;transport=UDP>", b'Contact: sip:c@h;x="<u;v>"'),
+    SIPP_RESPONSE.replace(b"Contact: <sip:127.0.0.1:5080;transport=UDP>",
+                          b'Contact: <sip:c@h>;x="a,b", *, <sip:d@h>;y="<e>,f"'),
 ])
 def test_edge_cases(data: bytes) -> None:
     same(data)

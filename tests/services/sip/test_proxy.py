@@ -24,6 +24,8 @@ from services.sip.proxy import (
     _own_token_general,
 )
 from services.sip.scan import Via, scan
+from services.sip.uri import parse_name_addr
+from tests.services.sip.captured import INSTANCE, LINPHONE_REGISTER, kamailio_register_ok
 from tests.services.sip.torture import TORTURE, cases, relay_outcome
 
 DOMAINS = ["example.com", "example.net", "example.org", "chair-dnrc.example.com", "pbx.test",
@@ -239,3 +241,83 @@ def test_own_via_fast_shape_reads_like_the_general_case(params: str, more: str) 
         top = _scanned_top_via(p, more)
         if top is not None:
             assert _own_token(top) == _own_token_general(top)
+
+
+def test_linphone_registers_and_kamailio_answer_reaches_it() -> None:
+    """linphonec's REGISTER (RFC 5626 Contact) to kamailio and kamailio's 200 OK (RFC 5627 GRUUs)
+    back: the flow alias goes into the Contact URI, the instance id arrives unchanged, and the
+    200 OK, whose quoted GRUUs hold ";", is forwarded to the phone."""
+    r = make_relay()
+    phone = Flow("p", "udp", "127.0.0.2", 5070)
+    [send] = r.receive(LINPHONE_REGISTER.replace(b"sip:example.com", b"sip:pbx.test"), phone, 0.0)
+    assert isinstance(send, Send) and send.flow == Flow("b", "udp", "127.0.0.9", 5060)
+    contact = parse_name_addr(parse(send.data).get("Contact") or "")
+    assert contact.params["+sip.instance"] == f'"<{INSTANCE}>"' and contact.params["reg-id"] == "1"
+    assert r.signer.open(contact.uri.params["pf-flow"] or "") == phone
+    assert contact.uri.params["transport"] == "udp" and contact.uri.host == "127.0.0.2"
+    [back] = r.receive(kamailio_register_ok(send.data), Flow("b", "udp", "127.0.0.9", 5060), 0.0)
+    assert isinstance(back, Send) and back.flow == phone
+    assert f';pub-gruu="sip:alice@example.com;gr={INSTANCE}"'.encode() in back.data
+    assert r.counters["malformed"] == 0
+
+
+# ---- the all-in-one layout: the PBX on the proxy's address, another port -------------------
+ALL_IN_ONE_PBX = Flow("b", "udp", "127.0.0.1", 5080)
+
+
+def all_in_one_relay() -> Relay:
+    phone = {"udp": Local("udp", "127.0.0.1", 5060), "tcp": Local("tcp", "127.0.0.1", 5060)}
+    backend = {"udp": Local("udp", "127.0.0.1", 6000), "tcp": Local("tcp", "127.0.0.1", 6000)}
+    return Relay({"pbx.test": Target("udp", "127.0.0.1", 5080)}, phone, backend, frozenset({"proxy.test"}))
+
+
+def _answer(req: bytes, record_route: str, contact: str) -> bytes:
+    """The 200 OK a UAS behind a record-routing PBX sends back for `req` (as received by the PBX,
+    with the PBX's Record-Route on top of pforte's)."""
+    m = parse(req)
+    lines = ["SIP/2.0 200 OK", *(f"Via: {v}" for v in m.all("Via")), f"Record-Route: {record_route}",
+             *(f"Record-Route: {v}" for v in m.all("Record-Route")), f"From: {m.get('From')}",
+             f"To: {m.get('To')};tag=as5f1c", f"Call-ID: {m.get('Call-ID')}", f"CSeq: {m.get('CSeq')}",
+             f"Contact: {contact}", "Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def _in_dialog(ok: bytes, method: str, cseq: int, via: str) -> bytes:
+    """An in-dialog request as the UAC (baresip) builds it from the 200 OK it got: Request-URI
+    the remote Contact, Route the Record-Route reversed (RFC 3261 §12.1.2)."""
+    m = parse(ok)
+    target = parse_name_addr(m.get("Contact") or "").uri
+    routes = list(reversed(m.all("Record-Route")))
+    lines = [f"{method} {target} SIP/2.0", f"Via: {via}", "Max-Forwards: 70",
+             *(f"Route: {r}" for r in routes), f"From: {m.get('From')}", f"To: {m.get('To')}",
+             f"Call-ID: {m.get('Call-ID')}", f"CSeq: {cseq} {method}", "User-Agent: baresip v1.0.0",
+             "Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def test_all_in_one_ack_and_bye_keep_the_pbx_route() -> None:
+    """kamailio on 127.0.0.1:5080, pforte on 127.0.0.1:5060/6000: the phone's ACK and BYE name
+    pforte's two Record-Routes, then the PBX's. Only ours are popped: the PBX gets its own Route
+    (once it was taken for ours by its host alone: the PBX resent its 200 OK, the BYE got 404)."""
+    r = all_in_one_relay()
+    [inv] = r.receive(_invite(), PHONE, 0.0)
+    assert isinstance(inv, Send) and inv.flow == ALL_IN_ONE_PBX
+    pbx_rr = "<sip:127.0.0.1:5080;lr;ftag=1>"
+    [ok] = r.receive(_answer(inv.data, pbx_rr, "<sip:bob@127.0.0.1:5090>"), ALL_IN_ONE_PBX, 0.1)
+    assert isinstance(ok, Send) and ok.flow == PHONE
+    for method, cseq in (("ACK", 1), ("BYE", 2)):
+        req = _in_dialog(ok.data, method, cseq, f"SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bK{method};rport")
+        [fwd] = r.receive(req, PHONE, 0.2)
+        assert isinstance(fwd, Send) and fwd.flow == ALL_IN_ONE_PBX, method
+        got = parse(fwd.data)
+        assert got.all("Route") == [pbx_rr] and got.uri == "sip:bob@127.0.0.1:5090", method
+
+
+@pytest.mark.parametrize(("route", "ours"), [
+    ("<sip:127.0.0.1:5060;lr>", True), ("<sip:127.0.0.1;lr>", True), ("<sip:proxy.test;lr>", True),
+    ("<sip:127.0.0.1:6000;transport=tcp;lr>", True), ("<sip:127.0.0.1:5060;transport=TCP;lr>", True),
+    ("<sip:127.0.0.1:5080;lr>", False), ("<sip:127.0.0.1:5060;transport=tls;lr>", False),
+    ("<sips:127.0.0.1:5060;lr>", False), ("<sip:proxy.test:5080;lr>", False), ("<sip:127.0.0.9:5060;lr>", False),
+])
+def test_a_route_is_ours_by_host_port_and_transport(route: str, ours: bool) -> None:
+    assert all_in_one_relay()._names_us(parse_name_addr(route).uri) is ours

@@ -9,11 +9,13 @@ from hypothesis import strategies as st
 
 from services.sip.message import SipError, parse, parse_via
 from services.sip.scan import _NAME_ADDR, _VIA, _tag_general, _via, scan, tag
-from services.sip.uri import parse_name_addr
+from services.sip.uri import UriError, parse_name_addr
+from tests.services.sip.captured import KAMAILIO_REGISTER_OK, LINPHONE_REGISTER
 from tests.services.sip.test_message import TABLE, msg
 from tests.services.sip.torture import TORTURE, cases
 
-SAMPLES = [data for _, data, _ in TABLE] + [(TORTURE / c["file"]).read_bytes() for c in cases()]
+SAMPLES = [data for _, data, _ in TABLE] + [(TORTURE / c["file"]).read_bytes() for c in cases()] + [
+    LINPHONE_REGISTER, KAMAILIO_REGISTER_OK]
 
 
 def agree(data: bytes, datagram: bool = True) -> None:
@@ -58,6 +60,15 @@ def test_odd_input_goes_to_the_full_parser() -> None:
     assert scan(msg("To: <sip:x@y>\r\n")) is None  # duplicate
 
 
+def test_quoted_header_parameters_are_read() -> None:
+    """kamailio's 200 OK to REGISTER (GRUUs: quoted values with ";") and linphone's REGISTER
+    (a quoted instance id with "<>", a quoted list with ","): scanned, never dropped."""
+    for data in (KAMAILIO_REGISTER_OK, LINPHONE_REGISTER):
+        s = scan(data)
+        assert s is not None and len(s.contact_idx) == 1, data
+        agree(data)
+
+
 def test_joined_vias() -> None:
     data = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a:1;branch=z9hG4bKa, SIP/2.0/UDP b;branch=z9hG4bKb\r\n" \
            b"Via: SIP/2.0/TCP c;branch=z9hG4bKc\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\n" \
@@ -71,10 +82,18 @@ def test_joined_vias() -> None:
 def test_tag() -> None:
     assert tag("<sip:a@b>;tag=x1") == "x1" and tag("<sip:a@b>; TAG = y ") == "y" and tag("<sip:a@b>") == ""
     assert tag("<sip:a@b>;tag=x1;foo") == "x1" and tag("<sip:a@b>;x=1;Tag=z") == "z"
+    # a ";tag=" inside quotes is no tag
+    assert tag('"a;tag=x" <sip:a@b>;tag=y') == "y" and tag('<sip:a@b>;x="c;tag=9";tag=1') == "1"
 
 
-@given(st.text(alphabet=st.sampled_from(list(";=tagTAG <>@:x1 \t")), max_size=30))
+@given(st.text(alphabet=st.sampled_from(list(';=tagTAG <>@:x1 \t"')), max_size=30).map(lambda t: "<sip:a@b>" + t)
+       | st.text(alphabet=st.sampled_from(list(';=tagTAG <>@:x1 \t"')), max_size=30))
 def test_tag_reads_like_the_general_reader(value: str) -> None:
+    """On the values tag() is given: To and From the scanner accepted."""
+    try:
+        parse_name_addr(value)
+    except UriError:
+        return
     assert tag(value) == _tag_general(value)
 
 

@@ -5,6 +5,7 @@ loopback, plays a generated tone file instead of a sound card, and is stopped by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -269,6 +270,7 @@ class Linphone:
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self._cv = threading.Condition()
+        self._reader: threading.Thread | None = None
 
     def _write_rc(self) -> Path:
         host, port = self.proxy
@@ -282,7 +284,6 @@ sip_tls_port={sip_port if self.transport == 'tls' else -1}
 default_proxy=0
 register_only_when_network_is_up=0
 ipv6_enabled=0
-bind_address=127.0.0.1
 verify_server_certs=0
 verify_server_cn=0
 
@@ -323,12 +324,27 @@ enable_basic_to_client_group_chat_room_migration=0
         exe = require_peer("linphonec")
         rc = self._write_rc()
         env = dict(os.environ, HOME=str(self.dir))
+        (self.dir / ".local" / "share" / "linphone").mkdir(parents=True)  # its call-log database
         self.proc = subprocess.Popen([exe, "-c", str(rc), "-d", "6", "-l", str(self.log_path)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1, cwd=self.dir, env=env)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.send("soundcard use files")
+        self.send(f"play {self.audio or tone(self.dir / 'tone.wav')}")
         return self
+
+    def wait_registered(self, timeout: float = STEP_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            mark = len(self.lines)
+            self.send("status register")
+            line = self.wait_line(r"\bregistered[,=]", after=mark)  # "registered, identity=..." or "=0"
+            if "registered," in line:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"linphonec {self.user} not registered: {line}\n{self.log()}")
+            time.sleep(0.2)
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -368,3 +384,10 @@ enable_basic_to_client_group_chat_room_migration=0
             except (OSError, subprocess.TimeoutExpired):
                 pass
         stop_process(self.proc, timeout=5)
+        if self._reader is not None:
+            self._reader.join(5)  # stdout is at EOF once the process is gone
+        if self.proc is not None:
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()

@@ -78,14 +78,17 @@ def phones(*phones: Baresip | Linphone) -> Iterator[None]:
             ph.stop()
 
 
-def wait_flowing(s: Site, streams: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The relay's streams once `streams` of them carry RTP both ways."""
+def wait_flowing(s: Site, streams: int, since: list[dict[str, Any]] | None = None,
+                 timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The relay's streams once `streams` of them carry RTP both ways (FLOWING packets more
+    than in `since`, an earlier look at the same streams)."""
+    base = {(st["call_id"], k): st[k]["packets"] for st in since or [] for k in ("rtp_phone", "rtp_instance")}
     deadline = time.monotonic() + timeout
     seen: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         seen = s.media().get("streams", [])
-        if len(seen) >= streams and all(st["rtp_phone"]["packets"] >= FLOWING and
-                                         st["rtp_instance"]["packets"] >= FLOWING for st in seen):
+        if len(seen) >= streams and all(st[k]["packets"] >= base.get((st["call_id"], k), 0) + FLOWING
+                                        for st in seen for k in ("rtp_phone", "rtp_instance")):
             return seen
         time.sleep(0.2)
     raise AssertionError(f"RTP not flowing both ways in {streams} relay streams: {seen}\n{s.diagnostics()}")
@@ -168,5 +171,92 @@ def test_baresip_calls_baresip_bye_from_caller(site: Callable[..., Site], tmp_pa
 def test_baresip_calls_baresip_bye_from_callee(site: Callable[..., Site], tmp_path: Path, layout: str) -> None:
     s = site(layout)
     a, b = Baresip(tmp_path, "alice", s.phone_side), Baresip(tmp_path, "bob", s.phone_side)
+    with phones(a, b):
+        baresip_call(s, a, b, bye_from=b)
+
+
+def test_linphone_calls_baresip_hold_resume_bye(site: Callable[..., Site], tmp_path: Path) -> None:
+    """linphonec (RFC 5626 instance id in its Contact; kamailio answers with GRUUs) calls baresip,
+    puts it on hold and back (re-INVITEs through both passes), and hangs up."""
+    s = site("all-in-one")
+    start = s.media()["gauges"]
+    a, b = Linphone(tmp_path, "carol", s.phone_side), Baresip(tmp_path, "bob", s.phone_side)
+    with phones(a, b):
+        a.wait_registered()
+        b.wait_registered()
+        mark = len(a.lines)
+        a.send(f"call {b.aor}")
+        try:
+            b.wait_event("CALL_INCOMING")
+            b.command("accept")
+            a.wait_line(r"Call \d+ with .* connected", after=mark)
+            b.wait_event("CALL_ESTABLISHED")
+            assert_relayed(wait_flowing(s, 2))
+            a.send("pause")
+            a.wait_line(r"is now paused", after=mark)
+            a.send("resume")
+            a.wait_line(r"Media streams established", after=len(a.lines) - 1)
+            assert_relayed(wait_flowing(s, 2, since=s.media()["streams"]))  # flowing again, both ways
+            a.send("terminate")
+            a.wait_line(r"ended", after=mark)
+            closed = b.wait_event("CALL_CLOSED")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- linphonec\n{a.log()}\n--- baresip\n{b.log()}\n{s.diagnostics()}") \
+                from None
+        assert closed.get("param") == "Connection reset by peer", closed
+        wait_idle(s, start)
+        one_ssrc(b)
+
+
+def test_baresip_calls_linphone_bye_from_baresip(site: Callable[..., Site], tmp_path: Path) -> None:
+    s = site("separate")
+    start = s.media()["gauges"]
+    a, b = Baresip(tmp_path, "alice", s.phone_side), Linphone(tmp_path, "dave", s.phone_side)
+    with phones(a, b):
+        a.wait_registered()
+        b.wait_registered()
+        mark = len(b.lines)
+        a.command("dial", b.aor)
+        try:
+            b.wait_line(r"Receiving new incoming call", after=mark)
+            b.send("answer")
+            a.wait_event("CALL_ESTABLISHED")
+            assert_relayed(wait_flowing(s, 2))
+            a.command("hangup")
+            a.wait_event("CALL_CLOSED")
+            b.wait_line(r"ended", after=mark)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- baresip\n{a.log()}\n--- linphonec\n{b.log()}\n{s.diagnostics()}") \
+                from None
+        wait_idle(s, start)
+        one_ssrc(a)
+
+
+def test_baresip_cancel_before_answer(site: Callable[..., Site], tmp_path: Path) -> None:
+    """The caller gives up while the callee rings: CANCEL through both passes, nothing held."""
+    s = site("all-in-one")
+    start = s.media()["gauges"]
+    a, b = Baresip(tmp_path, "alice", s.phone_side), Baresip(tmp_path, "bob", s.phone_side)
+    with phones(a, b):
+        a.wait_registered()
+        b.wait_registered()
+        a.command("dial", b.aor)
+        try:
+            ring(a, b)
+            a.command("hangup")
+            a.wait_event("CALL_CLOSED")
+            closed = b.wait_event("CALL_CLOSED")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- caller\n{a.log()}\n--- callee\n{b.log()}\n{s.diagnostics()}") \
+                from None
+        assert "CANCEL" in b.log() or closed.get("param"), closed
+        wait_idle(s, start)
+
+
+def test_baresip_calls_baresip_over_tcp(site: Callable[..., Site], tmp_path: Path) -> None:
+    """Both phones on TCP to pforte (mode udp also listens on TCP); kamailio stays on UDP."""
+    s = site("separate")
+    a = Baresip(tmp_path, "alice", s.phone_side, transport="tcp")
+    b = Baresip(tmp_path, "bob", s.phone_side, transport="tcp")
     with phones(a, b):
         baresip_call(s, a, b, bye_from=b)

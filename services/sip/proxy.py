@@ -19,6 +19,7 @@ from services.sip.dialogs import SPIRAL, Dialogs
 from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
 from services.sip.protect import RateLimiter, is_scanner
+from services.sip.reasonlog import ReasonLog
 from services.sip.scan import Sip, Via, scan, tag
 from services.sip.uri import Uri, UriError, add_uri_param, parse_name_addr, parse_uri
 
@@ -29,6 +30,8 @@ SDP_METHODS = frozenset({"INVITE", "UPDATE", "ACK", "PRACK"})
 #: How the params of our own Via start as we write them (`;branch=<BRANCH...>;pf=<token>`)
 _OWN_START = ";branch=" + BRANCH
 _BLAKE2B = hashlib.blake2b(digest_size=10)
+#: 40 bits: a spiral taken for a loop once in a trillion
+_LOOP_HASH = hashlib.blake2b(digest_size=5, person=b"pforte-loop")
 _MAX_FORWARDS = [f"Max-Forwards: {n}" for n in range(256)]
 #: seconds a phone is told to wait (Retry-After) when its PBX cannot be reached; the service
 #: rests an unreachable TCP/TLS target as long
@@ -108,6 +111,8 @@ class Relay:
         #: PBX targets (transport, host, port) of instances with `rtp_only`
         self.rtp_only: frozenset[tuple[str, str, int]] = frozenset()
         self.counters: Counter[str] = Counter()
+        self.reasons = ReasonLog(log)
+        self.now = 0.0
         self.released: list[str] = []  # call ids whose media must be deleted
         locals_ = [*phone.values(), *backend.values()]
         self.own = frozenset(x.hostport() for x in locals_)
@@ -128,6 +133,7 @@ class Relay:
     # ---- entry point -------------------------------------------------------------------
     def receive(self, data: bytes, src: Flow, now: float) -> list[Action]:
         self.counters["received"] += 1
+        self.now = now  # the clock of the log lines that say why a message goes nowhere
         if data[:1] in (b"\r", b"\n") and not data.strip(b"\r\n"):
             self.counters["keepalives"] += 1
             return [Send(src, b"\r\n")] if data.startswith(b"\r\n\r\n") else []
@@ -138,6 +144,9 @@ class Relay:
             if self.limiter.just_blocked:
                 self.counters["sources_blocked"] += 1
                 log.warning("event=sip_source_blocked src=%s seconds=%s", src.ip, self.limiter.block)
+            else:
+                self.reasons.note("rate_limited", now, "event=sip_drop reason=rate_limited src=%s:%s",
+                                  src.ip, src.port)
             return []
         datagram = src.transport == "udp"
         msg = scan(data, datagram)
@@ -158,20 +167,26 @@ class Relay:
 
     def _drop(self, why: str, src: Flow) -> list[Action]:
         self.counters[f"dropped_{why}"] += 1
-        log.info("event=sip_drop reason=%s src=%s:%s", why, src.ip, src.port)
+        self.reasons.note(why, self.now, "event=sip_drop reason=%s src=%s:%s", why, src.ip, src.port)
         return []
 
     def _bad(self, exc: SipError, src: Flow) -> list[Action]:
         self.counters["malformed"] += 1
-        log.info("event=sip_malformed status=%s reason=%r src=%s:%s", exc.status, exc.reason, src.ip, src.port)
+        self.reasons.note(f"malformed {exc.status} {exc.reason}", self.now,
+                          "event=sip_malformed status=%s reason=%r src=%s:%s", exc.status, exc.reason, src.ip, src.port)
         req = exc.partial
         if req is None or not req.is_request or req.method == "ACK" or not req.get("Via"):
             return []
         self.counters[f"replied_{exc.status}"] += 1
         return [Send(src, response(req, exc.status, exc.reason, _to_tag(req.get("Call-ID") or "")).serialize())]
 
-    def _reply(self, msg: Sip, src: Flow, status: int, reason: str, extra: tuple[str, ...] = ()) -> list[Action]:
-        """A locally generated response (RFC 3261 §8.2.6): always to the source, never to a Via address."""
+    def _reply(self, msg: Sip, src: Flow, why: str, status: int, reason: str,
+               extra: tuple[str, ...] = ()) -> list[Action]:
+        """A locally generated response (RFC 3261 §8.2.6): always to the source, never to a Via
+        address; an ACK gets none. Logged with `why` either way."""
+        self.reasons.note(why, self.now, "event=sip_refused reason=%s status=%s method=%s uri=%s call_id=%s "
+                          "src=%s:%s%s", why, status, msg.method, msg.uri, msg.call_id, src.ip, src.port,
+                          " (an ACK: dropped without a response)" if msg.method == "ACK" else "")
         if msg.method == "ACK":
             return []
         self.counters[f"replied_{status}"] += 1
@@ -190,24 +205,35 @@ class Relay:
             return []
         self.counters[f"replied_{status}"] += 1
         req = parse(step.request)  # it passed once: the strict parser accepts it
+        self.reasons.note(f"media_{status}", self.now, "event=sip_refused reason=media status=%s method=%s "
+                          "call_id=%s src=%s:%s", status, req.method, step.call_id, step.src.ip, step.src.port)
         return [Send(step.src, response(req, status, reason, _to_tag(req.get("Call-ID") or "")).serialize())]
 
     # ---- requests ----------------------------------------------------------------------
     def _request(self, msg: Sip, src: Flow, now: float, data: bytes) -> list[Action]:
         if msg.mf == 0:
-            return self._reply(msg, src, 483, "Too Many Hops")
+            return self._reply(msg, src, "too_many_hops", 483, "Too Many Hops")
         if msg.proxy_require:
-            return self._reply(msg, src, 420, "Bad Extension", ("Unsupported: " + ", ".join(msg.proxy_require),))
-        own = self.own
+            return self._reply(msg, src, "proxy_require", 420, "Bad Extension",
+                               ("Unsupported: " + ", ".join(msg.proxy_require),))
+        dest = self._destination(msg, src)  # pops the Route values naming us
+        mark = self._loop_mark(msg)
+        own, spiral = self.own, False
         for v in msg.vias:
-            if BRANCH in v.params and v.hostport in own and (v.param_dict().get("branch") or "").startswith(BRANCH):
-                return self._reply(msg, src, 482, "Loop Detected")
-        dest = self._destination(msg, src)
-        if dest.__class__ is not Flow:  # (status, reason)
+            if BRANCH in v.params and v.hostport in own:  # we sent it on before: a loop or a spiral
+                branch = v.param_dict().get("branch") or ""
+                if branch.startswith(BRANCH) and branch.rpartition(".")[2] == mark:
+                    self.counters["loops"] += 1
+                    return self._reply(msg, src, "loop", 482, "Loop Detected")
+                spiral = True  # changed on its way since (Request-URI, Route): forwarded
+        if spiral:
+            self.counters["spirals"] += 1
+        if dest.__class__ is not Flow:  # (why, status, reason)
             return self._reply(msg, src, *dest)
         if dest.transport != "udp" and dest.side == "b" and self.unavailable(dest):
             self.counters["unavailable_backend"] += 1
-            return self._reply(msg, src, 503, "Service Unavailable", (f"Retry-After: {RETRY_AFTER}",))
+            return self._reply(msg, src, "backend_resting", 503, "Service Unavailable",
+                               (f"Retry-After: {RETRY_AFTER}",))
         # edits in place first, insertions above existing lines last (they share the line slots)
         lines = msg.lines
         if msg.mf is None:
@@ -223,7 +249,8 @@ class Relay:
         if register:
             self._contact_alias(msg, token)
         local = self._local(dest)
-        msg.insert_before(top_idx, f"{local.via}{self._branch(msg, inbound, sent_by, client_via)};pf={token}")
+        branch = self._branch(msg, inbound, sent_by, client_via)
+        msg.insert_before(top_idx, f"{local.via}{branch}.{mark};pf={token}")
         if register:  # Path (RFC 3327) with the phone's flow: requests to the phone come back over it
             msg.insert_before(msg.path_idx, f"Path: <sip:{token}@{local.hostport()};transport={local.transport};lr;ob>")
         if msg.method in DIALOG_METHODS and ";tag=" not in msg.to.replace(" ", ""):
@@ -234,12 +261,12 @@ class Relay:
         self.counters["forwarded_requests"] += 1
         return self._dialog_request(msg, src, dest, now, data)
 
-    def _destination(self, msg: Sip, src: Flow) -> Flow | tuple[int, str]:
+    def _destination(self, msg: Sip, src: Flow) -> Flow | tuple[str, int, str]:
         token_flow = self._pop_own_routes(msg, src)
         if token_flow is not None:
             return token_flow
         if msg.route_idx and src.side == "b":
-            return (403, "Forbidden")
+            return ("route_not_ours", 403, "Forbidden")  # a PBX's request must come back over our Route
         ruri = parse_uri(msg.uri)
         alias = ruri.params.get("pf-flow")
         if alias:  # Contact alias: a PBX that ignored Path sends to the Contact we rewrote
@@ -247,14 +274,14 @@ class Relay:
             if flow is not None and flow.side != src.side:
                 return flow
         if src.side == "b":
-            return (404, "Not Found")
+            return ("no_flow", 404, "Not Found")  # neither our Route nor a Contact alias names a phone
         target = self._route_domain(msg, ruri.host)
         if target is None:
             self.counters["unknown_domain"] += 1
-            return (404, "Not Found")
+            return ("unknown_domain", 404, "Not Found")
         if target.transport not in self.backend:
             self.counters["unsupported_backend_transport"] += 1
-            return (503, "Service Unavailable")
+            return ("unsupported_backend_transport", 503, "Service Unavailable")
         return target
 
     def _route_domain(self, msg: Sip, host: str) -> Flow | None:
@@ -319,6 +346,20 @@ class Relay:
         host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
         own = self.own_routes
         return any((t, host, port) in own for t in transports)
+
+    def _loop_mark(self, msg: Sip) -> str:
+        """What our branch ends with (after a "."): a hash of the request as we send it on, so
+        one that comes back to us unchanged has looped and one changed on its way (a PBX that
+        put a phone's Contact into the Request-URI and its Path into Route) is spiralling
+        (RFC 3261 §16.3 step 4, §16.6 step 8). Its Request-URI and the Route values left once
+        ours are popped, and what names the request: Call-ID, CSeq number (no method: a CANCEL
+        and the ACK of a failure share the INVITE's branch) and From tag. Proxy-Require, the
+        RFC's other input, is refused before (420). Max-Forwards and Via change on every hop."""
+        routes = ", ".join([msg.lines[i].partition(":")[2].strip(" \t") for i in msg.route_idx])
+        key = "|".join([msg.uri, routes, msg.call_id, msg.cseq.partition(" ")[0], tag(msg.from_)])
+        h = _LOOP_HASH.copy()
+        h.update(key.encode("latin-1"))
+        return h.hexdigest()
 
     def _branch(self, msg: Sip, inbound: str, sent_by: str, client_via: str) -> str:
         if inbound.startswith("z9hG4bK") and len(inbound) > 7:
@@ -403,6 +444,7 @@ class Relay:
         return src.side == "p" and bool(self.rtp_only) and (dest.transport, dest.ip, dest.port) in self.rtp_only
 
     def expire(self, now: float) -> list[str]:
+        self.reasons.flush(now)
         if self.limiter is not None:
             self.limiter.expire(now)
         return self.dialogs.expire(now)

@@ -30,6 +30,7 @@ from services.sip.framing import StreamFramer
 from services.sip.message import SipError
 from services.sip.protect import RateLimiter
 from services.sip.proxy import RETRY_AFTER, Local, MediaStep, Relay, Send, Target
+from services.sip.reasonlog import ReasonLog
 from services.sip.scan import SCANNER
 
 FLOW_KEY_FILE = "sip-flow.key"  # in certs/: 64 random bytes, hex
@@ -78,8 +79,8 @@ class _Udp(asyncio.DatagramProtocol):
             flow = self.flows[addr] = Flow(self.side, "udp", addr[0], addr[1])
         self.svc.on_data(data, flow)
 
-    def error_received(self, exc: Exception) -> None:
-        self.svc.relay_counter("udp_errors")
+    def error_received(self, exc: Exception) -> None:  # an ICMP error for a datagram we sent
+        self.svc.dropped("udp_errors", "side=%s error=%r", self.side, exc)
 
 
 class _Stream(asyncio.Protocol):
@@ -101,7 +102,7 @@ class _Stream(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment] # uvloop's SSL transport is no asyncio.Transport
         ip, port = transport.get_extra_info("peername")[:2]
         if self.side == "p" and not self.svc.ctx.access.allowed(ip, "sip"):
-            self.svc.relay_counter("refused_sources")
+            self.svc.dropped("refused_sources", "src=%s:%s transport=%s", ip, port, self.tname)
             transport.close()
             return
         key = self.pool_key  # set on connections we open to a PBX
@@ -120,7 +121,8 @@ class _Stream(asyncio.Protocol):
             if len(self.queued) < QUEUE_MAX:
                 self.queued.append(data)
             else:
-                self.svc.relay_counter("backend_queue_drops")
+                self.svc.dropped("backend_queue_drops", "target=%s queued=%d (the connection is not made yet)",
+                                 ":".join(map(str, self.pool_key or ())), QUEUE_MAX)
         else:
             self.transport.write(data)
 
@@ -133,8 +135,8 @@ class _Stream(asyncio.Protocol):
         try:
             messages = self.framer.feed(data)
         except SipError as exc:
-            self.svc.log.info("event=sip_framing_error reason=%r src=%s", exc.reason, self.flow.ip)
-            self.svc.relay_counter("framing_errors")
+            self.svc.dropped("framing_errors", "error=%r src=%s:%s (connection closed)", exc.reason, self.flow.ip,
+                             self.flow.port)
             self.transport.close()
             return
         if not self.spoke and any(m[:1] != b"\r" for m in messages):
@@ -171,6 +173,7 @@ class SipService(Service):
         self.tasks: set[asyncio.Task[None]] = set()
         self.timer: asyncio.Task[None] | None = None
         self.counters_extra: dict[str, int] = {}
+        self.reasons = ReasonLog(self.log)
         #: Call-ID -> last media step in flight: later messages of that call wait for it (order).
         self.pending: dict[str, asyncio.Task[None]] = {}
         self._media_seen: object = None
@@ -308,12 +311,18 @@ class SipService(Service):
     def relay_counter(self, name: str, n: int = 1) -> None:
         self.counters_extra[name] = self.counters_extra.get(name, 0) + n
 
+    def dropped(self, reason: str, fmt: str, *args: object, n: int = 1) -> None:
+        """Count a message or connection that goes nowhere and log why (per reason at most a
+        line and a summary per interval: `ReasonLog`)."""
+        self.relay_counter(reason, n)
+        self.reasons.note(reason, _monotonic(), "event=sip_drop reason=%s " + fmt, reason, *args)
+
     def on_data(self, data: bytes, src: Flow) -> None:
         relay = self.relay
         if relay is None:
             return
         if src.side == "p" and src.transport == "udp" and not self.ctx.access.allowed(src.ip, "sip"):
-            self.relay_counter("refused_sources")
+            self.dropped("refused_sources", "src=%s:%s transport=udp", src.ip, src.port)
             return
         for action in relay.receive(data, src, _monotonic()):
             if isinstance(action, Send):
@@ -384,9 +393,12 @@ class SipService(Service):
             if stream is not None:
                 stream.write(data)
             else:
-                self.relay_counter("backend_down_drops")
+                self.dropped("backend_down_drops", "target=%s:%s:%s (resting after a failed connect)",
+                             flow.transport, flow.ip, flow.port)
             return
-        self.relay_counter("unreachable_flows")
+        # a phone's connection that is gone, or a flow token minted under another mode
+        self.dropped("unreachable_flows", "flow=%s:%s:%s:%s side=%s", flow.transport, flow.ip, flow.port, flow.conn,
+                     flow.side)
 
     def _backend_stream(self, flow: Flow) -> _Stream | None:
         """The open (or opening) connection to a PBX; one per target, reused (RFC 3261 §18.1.1).
@@ -422,7 +434,8 @@ class SipService(Service):
         `conn` is out of use at once (a TLS close still takes its round trip)."""
         self.down[key] = _monotonic() + RETRY_AFTER
         if conn.queued:
-            self.relay_counter("backend_down_drops", len(conn.queued))
+            self.dropped("backend_down_drops", "target=%s:%s:%s messages=%d (the connection failed)", *key,
+                         len(conn.queued), n=len(conn.queued))
             conn.queued = []
         if self.out.get(key) is conn:
             del self.out[key]
@@ -464,10 +477,13 @@ class SipService(Service):
                     self.relay.dialogs.answered(step.call_id)
         except MediaError as exc:
             self.relay_counter(f"media_errors_{exc.status}")
-            self.log.info("event=sip_media_error call_id=%s status=%s", step.call_id, exc.status)
-            if self.relay is not None:
-                for send in self.relay.refuse(step, exc.status, exc.reason):
-                    self.send(send.flow, send.data)
+            refusal = self.relay.refuse(step, exc.status, exc.reason) if self.relay is not None else []
+            for send in refusal:  # the relay logs why it answers a request itself
+                self.send(send.flow, send.data)
+            if not refusal:  # a response (or an ACK) with SDP: nothing to answer, it goes nowhere
+                self.reasons.note(f"media_{exc.status}", _monotonic(), "event=sip_drop reason=media status=%s "
+                                  "error=%r call_id=%s side=%s src=%s", exc.status, exc.reason, step.call_id,
+                                  step.side, step.source_ip)
             return
         step.msg.body = sdp
         self.send(step.flow, step.msg.serialize())
@@ -486,6 +502,7 @@ class SipService(Service):
         while True:
             await asyncio.sleep(5.0)
             now = time.monotonic()
+            self.reasons.flush(now)
             if self.relay is not None:
                 self._release(self.relay.expire(now))
             self.close_silent(now)
@@ -494,7 +511,9 @@ class SipService(Service):
         """Close phone connections that sent no whole message within FIRST_MESSAGE_TIMEOUT."""
         for conn in list(self.conns.values()):
             if conn.side == "p" and not conn.spoke and now - conn.opened > FIRST_MESSAGE_TIMEOUT:
-                self.relay_counter("silent_connections_closed")
+                flow = conn.flow
+                self.dropped("silent_connections_closed", "src=%s:%s seconds=%g (no SIP message)",
+                             flow.ip if flow else "?", flow.port if flow else "?", FIRST_MESSAGE_TIMEOUT)
                 conn.close()
 
     def stats(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 
 import pytest
 from hypothesis import given
@@ -148,13 +149,11 @@ def test_requests_to_an_unavailable_stream_pbx_get_503() -> None:
     assert r.receive(ack, PHONE, 0.0) == []
 
 
-def test_forged_route_and_loop_and_unknown_domain() -> None:
+def test_forged_route_and_unknown_domain() -> None:
     r = make_relay()
     forged = "Route: <sip:" + FlowSigner().mint(Flow("b", "udp", "127.0.0.66", 9)) + "@127.0.0.1:5060;lr>\r\n"
     [sent] = r.receive(_invite(forged, ruri="sip:bob@127.0.0.66"), PHONE, 0.0)
     assert isinstance(sent, Send) and sent.flow.ip == PBX.host  # routed by To domain, never to the forged flow
-    looped = _invite(extra="Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKpfabc\r\n")
-    assert outcome(r.receive(looped, PHONE, 0.0))[0] == "482"
     assert outcome(r.receive(_invite(ruri="sip:bob@nowhere.test"), PHONE, 0.0))[0] == "404"
     assert r.counters["unknown_domain"] == 1
 
@@ -324,8 +323,6 @@ def test_a_route_is_ours_by_host_port_and_transport(route: str, ours: bool) -> N
 
 
 SDP = "v=0\r\nc=IN IP4 {ip}\r\nm=audio {port} RTP/AVP 0\r\n"
-BOB = Flow("p", "udp", "127.0.0.3", 5072)
-PBX_FLOW = Flow("b", "udp", "127.0.0.9", 5060)
 
 
 def _with_sdp(head: str, ip: str, port: int) -> bytes:
@@ -357,15 +354,15 @@ def test_a_spiral_is_two_dialogs_with_their_own_media() -> None:
     assert isinstance(step1, MediaStep) and step1.call_id == "c1" and step1.flow == PBX_FLOW
     # kamailio: its Via on top, the Request-URI bob's registered Contact (with our alias)
     pass1 = step1.msg.serialize().decode()
-    alias = r.signer.mint(BOB)
+    alias = r.signer.mint(PHONE_B)
     pass2 = pass1.replace("INVITE sip:bob@pbx.test", f"INVITE sip:bob@127.0.0.3:5072;pf-flow={alias}", 1).replace(
         "Via: ", "Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKkam1\r\nVia: ", 1)
     [step2] = r.receive(pass2.encode(), PBX_FLOW, 0.1)
     assert isinstance(step2, MediaStep) and step2.op == "offer" and step2.side == "instance"
-    assert step2.flow == BOB and step2.call_id == "c1;spiral"
+    assert step2.flow == PHONE_B and step2.call_id == "c1;spiral"
     # bob answers; the 200 goes back through both passes, each an answer for its own pass
     to_bob = step2.msg.serialize()
-    [ans2] = r.receive(_reply_to(to_bob, 0, "b0b", ("127.0.0.3", 5000)), BOB, 0.2)
+    [ans2] = r.receive(_reply_to(to_bob, 0, "b0b", ("127.0.0.3", 5000)), PHONE_B, 0.2)
     assert isinstance(ans2, MediaStep) and ans2.op == "answer" and ans2.call_id == "c1;spiral"
     assert ans2.flow == PBX_FLOW
     [ans1] = r.receive(_reply_to(ans2.msg.serialize(), 1, "b0b", ("127.0.0.1", 20002)), PBX_FLOW, 0.3)
@@ -373,12 +370,126 @@ def test_a_spiral_is_two_dialogs_with_their_own_media() -> None:
     # bob hangs up: his BYE reaches us first from his side (pass 2), then from the PBX (pass 1)
     bye = (f"BYE sip:a@127.0.0.2:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5072;branch=z9hG4bKbye\r\n"
            "From: <sip:bob@pbx.test>;tag=b0b\r\nTo: <sip:a@pbx.test>;tag=1\r\nCall-ID: c1\r\nCSeq: 1 BYE\r\n"
-           f"Route: {r._rr_uri(BOB)}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
-    [fwd] = r.receive(bye, BOB, 1.0)
+           f"Route: {r._rr_uri(PHONE_B)}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    [fwd] = r.receive(bye, PHONE_B, 1.0)
     assert isinstance(fwd, Send) and fwd.flow == PBX_FLOW and fwd.call_id == "c1;spiral"
     assert r.released == ["c1;spiral"]
     bye1 = bye.replace(b"Via: ", b"Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKkam2\r\nVia: ", 1).replace(
-        r._rr_uri(BOB).encode(), r._rr_uri(PHONE).encode())
+        r._rr_uri(PHONE_B).encode(), r._rr_uri(PHONE).encode())
     [fwd] = r.receive(bye1, PBX_FLOW, 1.1)
     assert isinstance(fwd, Send) and fwd.flow == PHONE and fwd.call_id == "c1"
     assert r.released == ["c1;spiral", "c1"] and not r.dialogs.calls
+# ---- spirals and loops: phone -> pforte -> PBX -> pforte -> phone ---------------------------
+PHONE_B = Flow("p", "udp", "127.0.0.3", 5072)
+PBX_FLOW = Flow("b", "udp", "127.0.0.9", 5060)
+
+
+def _pbx_forwards(req: bytes, ruri: str | None = None, route: str | None = None, rr: bool = False) -> bytes:
+    """`req` as kamailio sends it on (as received from pforte): its Via on top, Max-Forwards less
+    one, the Request-URI and Route replaced when given, its Record-Route added when `rr`."""
+    head, _, body = req.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, uri, version = lines[0].split(" ")
+    out = [f"{method} {ruri or uri} {version}", "Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKk1d.0"]
+    if rr:
+        out.append("Record-Route: <sip:127.0.0.9;lr;ftag=1>")
+    if route is not None:
+        out.append(f"Route: {route}")
+    for ln in lines[1:]:
+        name = ln.partition(":")[0]
+        if name == "Max-Forwards":
+            ln = f"Max-Forwards: {int(ln.partition(':')[2]) - 1}"
+        elif name == "Route" and route is not None:
+            continue
+        out.append(ln)
+    return "\r\n".join(out).encode("latin-1") + b"\r\n\r\n" + body
+
+
+def _pbx_answers(resp: bytes) -> bytes:
+    """A response kamailio sends back: its own (top) Via removed."""
+    head, _, body = resp.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    via = next(i for i, ln in enumerate(lines) if ln.startswith("Via:"))
+    return "\r\n".join(lines[:via] + lines[via + 1:]).encode("latin-1") + b"\r\n\r\n" + body
+
+
+def _register_b(r: Relay) -> tuple[str, str]:
+    """Phone B registers through pforte: (its Contact and Path as the PBX stored them)."""
+    reg = (b"REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5072;branch=z9hG4bKr1;rport\r\n"
+           b"From: <sip:bob@pbx.test>;tag=r1\r\nTo: <sip:bob@pbx.test>\r\nCall-ID: reg-b\r\nCSeq: 1 REGISTER\r\n"
+           b"Contact: <sip:bob@127.0.0.3:5072>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    [fwd] = r.receive(reg, PHONE_B, 0.0)
+    assert isinstance(fwd, Send)
+    m = parse(fwd.data)
+    return str(parse_name_addr(m.get("Contact") or "").uri), m.get("Path") or ""
+
+
+def test_extension_to_extension_call_spirals_through_pforte() -> None:
+    """Phone A calls phone B, both registered through pforte: the PBX sends the INVITE back to
+    pforte towards B's Contact over B's Path. Our Via is in it already, but the Request-URI and
+    Route changed: a spiral (RFC 3261 §16.3 step 4), forwarded, not answered with 482. The call
+    completes both ways through the two passes."""
+    r = make_relay()
+    contact_b, path_b = _register_b(r)
+    [inv1] = r.receive(_invite(), PHONE, 1.0)
+    assert isinstance(inv1, Send) and inv1.flow == PBX_FLOW
+    [inv2] = r.receive(_pbx_forwards(inv1.data, ruri=contact_b, route=path_b, rr=True), PBX_FLOW, 1.1)
+    assert isinstance(inv2, Send) and inv2.flow == PHONE_B, inv2.data[:200]
+    assert parse(inv2.data).uri == contact_b and r.counters["spirals"] == 1 and r.counters["loops"] == 0
+    # B answers; the 200 OK goes back over both passes to A
+    ok_b = _answer(inv2.data, "", "<sip:bob@127.0.0.3:5072>").replace(b"Record-Route: \r\n", b"")
+    [ok1] = r.receive(ok_b, PHONE_B, 1.2)
+    assert isinstance(ok1, Send) and ok1.flow == PBX_FLOW
+    [ok2] = r.receive(_pbx_answers(ok1.data), PBX_FLOW, 1.3)
+    assert isinstance(ok2, Send) and ok2.flow == PHONE and b"SIP/2.0 200 OK" in ok2.data
+    # A's ACK and B's BYE follow the Record-Route set through both passes
+    ack = _in_dialog(ok2.data, "ACK", 1, "SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKa1;rport")
+    [ack1] = r.receive(ack, PHONE, 1.4)
+    assert isinstance(ack1, Send) and ack1.flow == PBX_FLOW
+    assert parse(ack1.data).all("Route")[0] == "<sip:127.0.0.9;lr;ftag=1>"
+    pbx_ack = _pbx_forwards(ack1.data, route=", ".join(parse(ack1.data).all("Route")[1:]))
+    [ack2] = r.receive(pbx_ack, PBX_FLOW, 1.5)
+    assert isinstance(ack2, Send) and ack2.flow == PHONE_B
+    rr_b = ", ".join(parse(inv2.data).all("Record-Route"))
+    bye = (f"BYE sip:a@127.0.0.2:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5072;branch=z9hG4bKb1;rport\r\n"
+           f"Route: {rr_b}\r\nFrom: <sip:bob@pbx.test>;tag=as5f1c\r\nTo: <sip:a@pbx.test>;tag=1\r\n"
+           "Call-ID: c1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    [bye1] = r.receive(bye, PHONE_B, 2.0)
+    assert isinstance(bye1, Send) and bye1.flow == PBX_FLOW
+    [bye2] = r.receive(_pbx_forwards(bye1.data, route=", ".join(parse(bye1.data).all("Route")[1:])), PBX_FLOW, 2.1)
+    assert isinstance(bye2, Send) and bye2.flow == PHONE
+    assert r.counters["loops"] == 0 and r.counters["spirals"] == 3
+
+
+def test_a_real_loop_is_refused_with_482_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A PBX that sends the INVITE back unchanged (only its Via and Max-Forwards differ)."""
+    r = make_relay()
+    [inv1] = r.receive(_invite(), PHONE, 1.0)
+    assert isinstance(inv1, Send)
+    with caplog.at_level(logging.INFO, logger="services.sip"):
+        [reply] = r.receive(_pbx_forwards(inv1.data), PBX_FLOW, 1.1)
+    assert isinstance(reply, Send) and reply.flow == PBX_FLOW and reply.data.startswith(b"SIP/2.0 482 ")
+    assert r.counters["loops"] == 1
+    assert any("reason=loop" in rec.getMessage() and "c1" in rec.getMessage() for rec in caplog.records)
+    # an in-dialog request whose Route names the PBX: we send it on with that Route, and the
+    # PBX sends it back with the same Route, unchanged (it took the Route for someone else's)
+    bye = (b"BYE sip:bob@127.0.0.9:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKb2;rport\r\n"
+           b"Route: <sip:127.0.0.9;lr;ftag=1>\r\nFrom: <sip:a@pbx.test>;tag=1\r\nTo: <sip:bob@pbx.test>;tag=2\r\n"
+           b"Call-ID: c1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    [fwd] = r.receive(bye, PHONE, 2.0)
+    assert isinstance(fwd, Send) and fwd.flow == PBX_FLOW
+    [again] = r.receive(_pbx_forwards(fwd.data), PBX_FLOW, 2.1)
+    assert isinstance(again, Send) and again.data.startswith(b"SIP/2.0 482 ") and r.counters["loops"] == 2
+
+
+def test_cancel_and_failure_ack_share_the_invite_branch() -> None:
+    """A stateless proxy's CANCEL and non-2xx ACK must carry the INVITE's branch downstream
+    (RFC 3261 §16.11): the loop mark in it leaves out what differs between them."""
+    r = make_relay()
+    branches = []
+    for method, to in (("INVITE", ""), ("CANCEL", ""), ("ACK", ";tag=pbx9")):
+        data = (_invite().replace(b"INVITE sip", f"{method} sip".encode()).replace(b"1 INVITE", f"1 {method}".encode())
+                .replace(b"<sip:bob@pbx.test>\r\n", f"<sip:bob@pbx.test>{to}\r\n".encode()))
+        [fwd] = r.receive(data, PHONE, 0.0)
+        branches.append(parse(fwd.data).all("Via")[0])  # type: ignore[union-attr]
+    assert branches[0] == branches[1] == branches[2]

@@ -5,9 +5,12 @@ media released on BYE, and live reconfiguration of the domain table."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from pathlib import Path
+
+import pytest
 
 from proxyd.access import AccessList
 from proxyd.config import parse_config
@@ -54,7 +57,8 @@ def _invite(call_id: str, me: str, method: str = "INVITE", cseq: int = 1) -> byt
             f"CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{ctype}Content-Length: {len(body)}\r\n\r\n{body}").encode()
 
 
-async def test_media_offer_error_and_release(tmp_path: Path) -> None:
+async def test_media_offer_error_and_release(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="services.sip")
     pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     pbx.bind(("127.0.0.1", 0))
     pbx.setblocking(False)
@@ -86,6 +90,7 @@ async def test_media_offer_error_and_release(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
         assert media.ops[:2] == [("offer", "ok1"), ("offer", "no1")] and ("delete", "ok1") in media.ops
         assert svc.stats()["counters"]["media_errors_488"] == 1
+        assert any("reason=media status=488 method=INVITE call_id=no1" in r.getMessage() for r in caplog.records)
         # a later message of the same call waits for the earlier media step: order is kept
         phone.sendto(_invite("slow1", me), ("127.0.0.1", port))
         phone.sendto(_invite("slow1", me, "BYE", 2), ("127.0.0.1", port))
@@ -164,9 +169,12 @@ async def test_a_media_step_stepped_by_hand_then_resumed_sees_what_it_awaited() 
     assert seen == [488, "end"]
 
 
-async def test_phone_connections_that_never_send_a_message_are_closed(tmp_path: Path) -> None:
+async def test_phone_connections_that_never_send_a_message_are_closed(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
     """Mode udp takes phones over TCP too: a connection that sent nothing, or only keepalives,
-    within FIRST_MESSAGE_TIMEOUT is closed; one that sent a SIP message stays open."""
+    within FIRST_MESSAGE_TIMEOUT is closed (and logged, once for both); one that sent a SIP
+    message stays open."""
+    caplog.set_level(logging.INFO, logger="services.sip")
     from services.sip.service import FIRST_MESSAGE_TIMEOUT
 
     state = StateDir(tmp_path).ensure()
@@ -193,7 +201,37 @@ async def test_phone_connections_that_never_send_a_message_are_closed(tmp_path: 
             assert await asyncio.wait_for(reader.read(), 5) in (b"", b"\r\n")  # then EOF
         await asyncio.sleep(0.1)
         assert len(svc.conns) == 1 and svc.stats()["counters"]["silent_connections_closed"] == 2
+        logged = [r.getMessage() for r in caplog.records if "reason=silent_connections_closed" in r.getMessage()]
+        assert len(logged) == 1 and "src=127.0.0.1:" in logged[0]
     finally:
         for _, writer in conns:
             writer.close()
         await svc.stop(1)
+
+
+async def test_refused_sources_are_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A phone outside the access list: its datagrams and connections go nowhere, and the log says so."""
+    caplog.set_level(logging.INFO, logger="services.sip")
+    state = StateDir(tmp_path).ensure()
+    access = AccessList()
+    await access.update(("192.0.2.0/24",))
+    svc = SipService(ServiceContext(state=state, certs=CertStore(state.certs), access=access))
+    view = SipService.view(parse_config(sip_config("udp", 5999)))
+    assert view is not None
+    await svc.start(view)
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        phone.sendto(_invite("r1", "127.0.0.1:1"), ("127.0.0.1", view.udp_port))
+        _, writer = await asyncio.open_connection("127.0.0.1", view.udp_port)
+        for _ in range(50):
+            if svc.stats()["counters"].get("refused_sources", 0) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        writer.close()
+        assert svc.stats()["counters"]["refused_sources"] == 2
+        logged = [r.getMessage() for r in caplog.records if "reason=refused_sources" in r.getMessage()]
+        assert logged and "src=127.0.0.1:" in logged[0]
+    finally:
+        phone.close()
+        await svc.stop(1)
+        await access.close()

@@ -153,9 +153,8 @@ class Baresip:
             "", ""]))
         host, port = self.proxy
         tp = "" if self.transport == "udp" else f";transport={self.transport}"
-        scheme = "sips" if self.transport == "tls" else "sip"
         (self.dir / "accounts").write_text(
-            f'<{self.aor}{tp}>;outbound="{scheme}:{host}:{port}{tp};lr";regint=600;'
+            f'<{self.aor}{tp}>;outbound="sip:{host}:{port}{tp};lr";regint=600;'
             f"audio_codecs=PCMU,PCMA;answermode=manual;auth_pass=x\n")
         (self.dir / "contacts").write_text("")
 

@@ -260,3 +260,31 @@ def test_baresip_calls_baresip_over_tcp(site: Callable[..., Site], tmp_path: Pat
     b = Baresip(tmp_path, "bob", s.phone_side, transport="tcp")
     with phones(a, b):
         baresip_call(s, a, b, bye_from=b)
+
+
+def test_baresip_calls_linphone_over_tls(site: Callable[..., Site], tmp_path: Path) -> None:
+    """pforte in mode tls (its self-signed certificate; neither phone checks it here), kamailio
+    on UDP behind it; linphonec answers and hangs up."""
+    s = site("all-in-one", mode="tls")
+    start = s.media()["gauges"]
+    a = Baresip(tmp_path, "alice", s.phone_side, transport="tls")
+    b = Linphone(tmp_path, "dave", s.phone_side, transport="tls")
+    with phones(a, b):
+        a.wait_registered()
+        b.wait_registered()
+        mark = len(b.lines)
+        a.command("dial", b.aor)
+        try:
+            b.wait_line(r"Receiving new incoming call", after=mark)
+            b.send("answer")
+            a.wait_event("CALL_ESTABLISHED")
+            assert_relayed(wait_flowing(s, 2))
+            b.send("terminate")
+            b.wait_line(r"ended", after=mark)
+            closed = a.wait_event("CALL_CLOSED")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- baresip\n{a.log()}\n--- linphonec\n{b.log()}\n{s.diagnostics()}") \
+                from None
+        assert closed.get("param") == "Connection reset by peer", closed
+        wait_idle(s, start)
+        one_ssrc(a)

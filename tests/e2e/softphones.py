@@ -119,7 +119,8 @@ class Baresip:
     (`outbound=` pforte), driven over `ctrl_tcp`. `events` collects every event it reports."""
 
     def __init__(self, workdir: Path, user: str, proxy: tuple[str, int], transport: str = "udp",
-                 audio: Path | None = None):
+                 audio: Path | None = None, mediaenc: str | None = None):
+        self.mediaenc = mediaenc  # "srtp-mand": SDES-SRTP (RTP/SAVP + a=crypto) or no call
         self.dir = workdir / f"baresip-{user}"
         self.dir.mkdir()
         self.user, self.proxy, self.transport = user, proxy, transport
@@ -130,6 +131,7 @@ class Baresip:
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self.events: list[dict[str, object]] = []
+        self.calls = 0  # calls made or taken so far (the tests count them)
         self.responses: dict[str, dict[str, object]] = {}
         self._cv = threading.Condition()
         self._reader: threading.Thread | None = None
@@ -142,7 +144,8 @@ class Baresip:
             # port 0: each transport its own ephemeral port (baresip takes TLS at port + 1)
             "sip_listen 127.0.0.1:0",
             f"module_path {mods}",
-            "module g711.so", "module aufile.so", "module account.so", "module menu.so",
+            # srtp before account: an account naming mediaenc=srtp-mand needs it loaded
+            "module g711.so", "module aufile.so", "module srtp.so", "module account.so", "module menu.so",
             "module ctrl_tcp.so",
             f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}",
             f"audio_source aufile,{audio}",
@@ -155,7 +158,8 @@ class Baresip:
         tp = "" if self.transport == "udp" else f";transport={self.transport}"
         (self.dir / "accounts").write_text(
             f'<{self.aor}{tp}>;outbound="sip:{host}:{port}{tp};lr";regint=600;'
-            f"audio_codecs=PCMU,PCMA;answermode=manual;auth_pass=x\n")
+            f"audio_codecs=PCMU,PCMA;answermode=manual;auth_pass=x"
+            + (f";mediaenc={self.mediaenc}" if self.mediaenc else "") + "\n")
         (self.dir / "contacts").write_text("")
 
     def start(self) -> Baresip:
@@ -239,11 +243,14 @@ class Baresip:
             assert ev is not None
             return ev
 
-    def log(self) -> str:
+    def full_log(self) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def log(self) -> str:
+        text = self.full_log()
         # the SIP outcome first (what a user of the phone sees), then the tail
         outcome = [ln for ln in text.splitlines() if re.search(r"session closed|\d{3} [A-Z]|failed|error", ln)]
         return "\n".join(outcome[:20]) + "\n...\n" + text[-4000:]

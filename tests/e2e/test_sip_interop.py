@@ -10,6 +10,7 @@ Media comes from tone files; RTP is counted in the relay's streams in `proxyd st
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ def site(proxyd: Callable[..., ProxydProcess], tmp_path: Path,
     """`site(layout, mode)`: kamailio for pbx.test plus a proxyd whose instance points at it."""
     started: list[Kamailio] = []
 
-    def make(layout: str = "separate", mode: str = "udp") -> Site:
+    def make(layout: str = "separate", mode: str = "udp", media: str = "rtp", rtp_only: bool = False) -> Site:
         require_peer("kamailio")
         host = LAYOUTS[layout]
         kport = free_tcp_udp_port(host)
@@ -57,8 +58,8 @@ def site(proxyd: Callable[..., ProxydProcess], tmp_path: Path,
         base = free_udp_range(40)
         sip = {"mode": mode, "udp_port": free_tcp_udp_port(), "tls_port": free_port()}
         cfg = base_config(
-            instances=[{"name": "pbx", "sip": f"udp:{host}:{kport}", "sip_domains": [DOMAIN]}],
-            services={"sip": sip, "media": {"mode": "rtp", "port_min": base, "port_max": base + 39}})
+            instances=[{"name": "pbx", "sip": f"udp:{host}:{kport}", "sip_domains": [DOMAIN], "rtp_only": rtp_only}],
+            services={"sip": sip, "media": {"mode": media, "port_min": base, "port_max": base + 39}})
         p = proxyd(cfg)
         return Site(p, kam, ("127.0.0.1", sip["tls_port"] if mode == "tls" else sip["udp_port"]))
 
@@ -116,47 +117,64 @@ def wait_idle(s: Site, start: dict[str, Any], timeout: float = 8.0) -> None:
     raise AssertionError(f"media not released: {gauges} (start {start})\n{s.diagnostics()}")
 
 
-def one_ssrc(ph: Baresip) -> None:
-    """The phone heard one stream, not its own audio mixed in (baresip logs every SSRC switch)."""
-    assert "SSRC changed" not in ph.log(), ph.log()
+def heard(ph: Baresip, calls: int = 1, timeout: float = 5.0) -> None:
+    """The phone's own account of its `calls`-th call (baresip prints RTP stats when a call ends):
+    it received and decoded RTP, and from one stream only, not its own audio mixed in (it logs
+    every SSRC switch)."""
+    deadline = time.monotonic() + timeout
+    stats: list[tuple[str, str]] = []
+    while time.monotonic() < deadline:
+        stats = re.findall(r"^packets:\s+(\d+)\s+(\d+)", ph.full_log(), re.M)
+        if len(stats) >= calls:
+            break
+        time.sleep(0.1)
+    assert len(stats) >= calls, f"{ph.user}: no RTP stats for call {calls}\n{ph.log()}"
+    assert int(stats[calls - 1][1]) >= FLOWING // 2, f"{ph.user} received {stats[calls - 1][1]} packets\n{ph.log()}"
+    assert "SSRC changed" not in ph.full_log(), ph.log()
 
 
-def ring(a: Baresip, b: Baresip, timeout: float = 10.0) -> None:
-    """b rings; a call that a ends first (an error response) fails with what a was told."""
+def ring(a: Baresip, b: Baresip, timeout: float = 10.0, after: tuple[int, int] = (0, 0)) -> None:
+    """b rings; a call that a ends first (an error response) fails with what a was told.
+    `after`: events of a and b before this call (earlier calls' events) are not looked at."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(e.get("type") == "CALL_INCOMING" for e in b.events):
+        if any(e.get("type") == "CALL_INCOMING" for e in b.events[after[1]:]):
             return
-        closed = [e for e in a.events if e.get("type") == "CALL_CLOSED"]
+        closed = [e for e in a.events[after[0]:] if e.get("type") == "CALL_CLOSED"]
         if closed:
             raise AssertionError(f"{a.user}'s call to {b.aor} ended before ringing: {closed[0].get('param')}")
         time.sleep(0.05)
     raise AssertionError(f"{b.aor} did not ring in {timeout}s")
 
 
-def baresip_call(s: Site, a: Baresip, b: Baresip, *, bye_from: Baresip) -> None:
+def baresip_call(s: Site, a: Baresip, b: Baresip, *, bye_from: Baresip, passes: int = 2) -> list[dict[str, Any]]:
+    """a calls b, b answers, RTP both ways through `passes` relay streams, `bye_from` hangs up;
+    the relay's streams as they were during the call."""
     start = s.media()["gauges"]
     a.wait_registered()
     b.wait_registered()
+    mark = {a: len(a.events), b: len(b.events)}
+    a.calls, b.calls = a.calls + 1, b.calls + 1
     a.command("dial", b.aor)
     try:
-        ring(a, b)
+        ring(a, b, after=(mark[a], mark[b]))
         b.command("accept")
-        a.wait_event("CALL_ESTABLISHED")
-        b.wait_event("CALL_ESTABLISHED")
-        streams = wait_flowing(s, 2)  # one relay stream per pass through pforte
+        a.wait_event("CALL_ESTABLISHED", after=mark[a])
+        b.wait_event("CALL_ESTABLISHED", after=mark[b])
+        streams = wait_flowing(s, passes)  # one relay stream per pass through pforte
         assert_relayed(streams)
         other = b if bye_from is a else a
         bye_from.command("hangup")
-        bye_from.wait_event("CALL_CLOSED")
-        closed = other.wait_event("CALL_CLOSED")
+        bye_from.wait_event("CALL_CLOSED", after=mark[bye_from])
+        closed = other.wait_event("CALL_CLOSED", after=mark[other])
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- caller\n{a.log()}\n{s.diagnostics()}") from None
     # the far end saw the BYE (not a timeout, not an error response)
     assert closed.get("param") == "Connection reset by peer", closed
     wait_idle(s, start)
-    one_ssrc(a)
-    one_ssrc(b)
+    heard(a, calls=a.calls)
+    heard(b, calls=b.calls)
+    return streams
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -205,7 +223,7 @@ def test_linphone_calls_baresip_hold_resume_bye(site: Callable[..., Site], tmp_p
                 from None
         assert closed.get("param") == "Connection reset by peer", closed
         wait_idle(s, start)
-        one_ssrc(b)
+        heard(b)
 
 
 def test_baresip_calls_linphone_bye_from_baresip(site: Callable[..., Site], tmp_path: Path) -> None:
@@ -229,7 +247,7 @@ def test_baresip_calls_linphone_bye_from_baresip(site: Callable[..., Site], tmp_
             raise AssertionError(f"{exc}\n--- baresip\n{a.log()}\n--- linphonec\n{b.log()}\n{s.diagnostics()}") \
                 from None
         wait_idle(s, start)
-        one_ssrc(a)
+        heard(a)
 
 
 def test_baresip_cancel_before_answer(site: Callable[..., Site], tmp_path: Path) -> None:
@@ -287,4 +305,28 @@ def test_baresip_calls_linphone_over_tls(site: Callable[..., Site], tmp_path: Pa
                 from None
         assert closed.get("param") == "Connection reset by peer", closed
         wait_idle(s, start)
-        one_ssrc(a)
+        heard(a)
+
+
+def test_phone_behind_pforte_and_a_pbx_local_phone_call_each_other(site: Callable[..., Site], tmp_path: Path) -> None:
+    """eve is registered at kamailio directly (an office phone on the PBX's LAN): one pass
+    through pforte each way, the PBX's call to alice follows the Path of her registration."""
+    s = site("separate")
+    alice = Baresip(tmp_path, "alice", s.phone_side)
+    eve = Baresip(tmp_path, "eve", (s.kamailio.host, s.kamailio.port))
+    with phones(alice, eve):
+        baresip_call(s, alice, eve, bye_from=eve, passes=1)
+        baresip_call(s, eve, alice, bye_from=eve, passes=1)
+
+
+@pytest.mark.parametrize("rtp_only", [False, True], ids=["opaque", "bridged"])
+def test_srtp_phones(site: Callable[..., Site], tmp_path: Path, rtp_only: bool) -> None:
+    """Media mode srtp, both phones SDES-SRTP only. Opaque: SRTP end to end, keys never
+    touched. Bridged (the PBX marked rtp_only): each pass decrypts the phone's SRTP and speaks
+    plain RTP towards kamailio, and the phones still hear each other."""
+    s = site("separate", media="srtp", rtp_only=rtp_only)
+    a = Baresip(tmp_path, "alice", s.phone_side, mediaenc="srtp-mand")
+    b = Baresip(tmp_path, "bob", s.phone_side, mediaenc="srtp-mand")
+    with phones(a, b):
+        streams = baresip_call(s, a, b, bye_from=a)
+    assert [st["srtp_bridged"] for st in streams] == [rtp_only, rtp_only], streams

@@ -18,7 +18,7 @@ import time
 import wave
 from pathlib import Path
 
-from tests.support import free_port, require_peer, stop_process
+from tests.support import free_port, free_udp_range, require_peer, stop_process
 
 #: every wait in these helpers is bounded; a step that takes longer failed
 STEP_TIMEOUT = 10.0
@@ -280,8 +280,8 @@ class Linphone:
 
     def _write_rc(self) -> Path:
         host, port = self.proxy
-        sip_port = free_port()
-        rtp = free_port(socket.SOCK_DGRAM) & ~1
+        sip_port = free_port(socket.SOCK_DGRAM if self.transport == "udp" else socket.SOCK_STREAM)
+        rtp = free_udp_range(2)  # RTP and RTCP
         rc = self.dir / "linphonerc"
         rc.write_text(f"""[sip]
 sip_port={sip_port if self.transport == 'udp' else -1}

@@ -5,7 +5,13 @@ Both phones sit behind pforte, so every call spirals: phone -> pforte -> kamaili
 phone (RFC 3261 §16.3 item 4: the request comes back with a changed Request-URI, not a loop).
 Two layouts: kamailio on another loopback address, and "all-in-one" with kamailio on the
 proxy's own address (other port), where only host *and* port tell its Record-Route from ours.
-Media comes from tone files; RTP is counted in the relay's streams in `proxyd status`."""
+Media comes from tone files; RTP is counted in the relay's streams in `proxyd status`, and each
+baresip's own RTP stats say it heard the other phone (and only it).
+
+Scenarios: register; call and BYE from either side in both layouts; linphonec calling (with
+hold/resume) and called; CANCEL; phones over TCP and TLS; a phone registered at kamailio directly
+calling and called; SRTP phones, relayed opaque and bridged to an `rtp_only` PBX. Every call
+ends with the relay's ports back where they started."""
 
 from __future__ import annotations
 
@@ -43,9 +49,9 @@ class Site:
 
 
 @pytest.fixture
-def site(proxyd: Callable[..., ProxydProcess], tmp_path: Path,
-         request: pytest.FixtureRequest) -> Iterator[Callable[..., Site]]:
-    """`site(layout, mode)`: kamailio for pbx.test plus a proxyd whose instance points at it."""
+def site(proxyd: Callable[..., ProxydProcess], tmp_path: Path) -> Iterator[Callable[..., Site]]:
+    """`site(layout, mode, media, rtp_only)`: kamailio for pbx.test plus a proxyd (SIP `mode`,
+    media relay `media`) whose instance points at it; kamailio is stopped at teardown."""
     started: list[Kamailio] = []
 
     def make(layout: str = "separate", mode: str = "udp", media: str = "rtp", rtp_only: bool = False) -> Site:

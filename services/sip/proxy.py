@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
+from zlib import crc32
 
 from services.sip.dialogs import SPIRAL, Dialogs
 from services.sip.flow import Flow, FlowSigner
@@ -30,8 +31,6 @@ SDP_METHODS = frozenset({"INVITE", "UPDATE", "ACK", "PRACK"})
 #: How the params of our own Via start as we write them (`;branch=<BRANCH...>;pf=<token>`)
 _OWN_START = ";branch=" + BRANCH
 _BLAKE2B = hashlib.blake2b(digest_size=10)
-#: 40 bits: a spiral taken for a loop once in a trillion
-_LOOP_HASH = hashlib.blake2b(digest_size=5, person=b"pforte-loop")
 _MAX_FORWARDS = [f"Max-Forwards: {n}" for n in range(256)]
 #: seconds a phone is told to wait (Retry-After) when its PBX cannot be reached; the service
 #: rests an unreachable TCP/TLS target as long
@@ -348,18 +347,19 @@ class Relay:
         return any((t, host, port) in own for t in transports)
 
     def _loop_mark(self, msg: Sip) -> str:
-        """What our branch ends with (after a "."): a hash of the request as we send it on, so
-        one that comes back to us unchanged has looped and one changed on its way (a PBX that
-        put a phone's Contact into the Request-URI and its Path into Route) is spiralling
+        """What our branch ends with (after a "."): a checksum of the request as we send it on,
+        so one that comes back to us unchanged has looped and one changed on its way (a PBX
+        that put a phone's Contact into the Request-URI and its Path into Route) is spiralling
         (RFC 3261 §16.3 step 4, §16.6 step 8). Its Request-URI and the Route values left once
         ours are popped, and what names the request: Call-ID, CSeq number (no method: a CANCEL
-        and the ACK of a failure share the INVITE's branch) and From tag. Proxy-Require, the
-        RFC's other input, is refused before (420). Max-Forwards and Via change on every hop."""
-        routes = ", ".join([msg.lines[i].partition(":")[2].strip(" \t") for i in msg.route_idx])
-        key = "|".join([msg.uri, routes, msg.call_id, msg.cseq.partition(" ")[0], tag(msg.from_)])
-        h = _LOOP_HASH.copy()
-        h.update(key.encode("latin-1"))
-        return h.hexdigest()
+        and the ACK of a failure share the INVITE's branch) and From (no proxy changes it).
+        Proxy-Require, the RFC's other input, is refused before (420). Max-Forwards and Via
+        change on every hop. A CRC is enough: a forged mark only makes its sender's own request
+        fail, and a spiral taken for a loop by chance is one in four billion."""
+        idx = msg.route_idx
+        routes = ", ".join([msg.lines[i].partition(":")[2].strip(" \t") for i in idx]) if idx else ""
+        key = f"{msg.uri}|{routes}|{msg.call_id}|{msg.cseq.partition(' ')[0]}|{msg.from_}"
+        return f"{crc32(key.encode('latin-1')):08x}"
 
     def _branch(self, msg: Sip, inbound: str, sent_by: str, client_via: str) -> str:
         if inbound.startswith("z9hG4bK") and len(inbound) > 7:

@@ -138,6 +138,22 @@ def test_fuzz_name_addrs(line: bytes, value: str, junk: str) -> None:
         same(SIPP_RESPONSE.replace(line, new.replace(b"<sip:x@y>", v.encode())))
 
 
+_QUOTED = st.text(alphabet=st.sampled_from(list(';,<>=:@ "\\aZ9\xe9')), max_size=10).map(lambda t: f'"{t}"')
+_HPARAM = st.tuples(st.sampled_from(["+sip.instance", "pub-gruu", "reg-id", "x", "tag"]),
+                    st.one_of(st.none(), st.sampled_from(["1", "a.b"]), _QUOTED))
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(sorted(LINES)), st.lists(_HPARAM, max_size=4))
+def test_fuzz_quoted_header_parameters(line: bytes, params: list[tuple[str, str | None]]) -> None:
+    """Header parameters with quoted values (closed or not, escapes, ";" "," "<>" inside) after
+    To, From and Contact: both scanners give the same verdict and fields."""
+    tail = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params).encode("latin-1")
+    if line.endswith(b"Call-ID"):
+        line, tail = b"Contact: <sip:127.0.0.1:5080;transport=UDP>", b", <sip:a@b>" + tail
+    same(SIPP_RESPONSE.replace(line, line + tail))
+
+
 @settings(max_examples=200)
 @given(st.from_regex(_VIA, fullmatch=True), st.from_regex(_VIA, fullmatch=True), JUNK)
 def test_fuzz_vias(a: str, b: str, junk: str) -> None:

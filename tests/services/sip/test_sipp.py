@@ -1,5 +1,6 @@
 """sipp as phone and PBX through a real proxyd: REGISTER, calls over UDP and TLS, calls from the
-PBX to a registered phone over its Path flow, 404 for unknown domains, 483 at Max-Forwards 0."""
+PBX to a registered phone over its Path flow, a call between two phones spiralling through a
+PBX, 404 for unknown domains, 483 at Max-Forwards 0."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from proxyd.tls import fingerprint
 from services.sip.framing import StreamFramer
-from services.sip.message import split_commas
+from services.sip.message import parse, split_commas
 from services.sip.proxy import RETRY_AFTER
 from tests.services.sip.sipp_support import SCENARIOS, request, sip_config, sipp, sipp_bg, stop, udp_request
 from tests.support import free_port
@@ -422,3 +423,74 @@ def _tls_uas_conn(conn: ssl.SSLSocket, seen: list[str]) -> None:
                 resp = ["SIP/2.0 200 OK", *keep, to, f"Contact: <sip:pbx@{me[0]}:{me[1]};transport=tls>", *ctype,
                         f"Content-Length: {len(body)}", "", ""]
                 conn.sendall("\r\n".join(resp).encode() + body)
+
+
+def _spiralling_pbx(sock: socket.socket, contact: str, path: str, done: threading.Event, seen: list[str]) -> None:
+    """A record-routing PBX that knows one extension, registered through pforte: a request to
+    `…@pbx.test` goes back to pforte towards the phone's Contact over its Path (the spiral);
+    in-dialog requests lose our Route, responses our Via, and go back to pforte as well."""
+    me = f"127.0.0.1:{sock.getsockname()[1]}"
+    n = 0
+    while not done.is_set():
+        try:
+            data, relay = sock.recvfrom(65535)
+        except TimeoutError:
+            continue
+        msg = parse(data)
+        seen.append(f"{msg.method or msg.status} {msg.uri}".strip())
+        if msg.method is None:
+            msg.pop_first("Via")
+        else:
+            n += 1
+            if msg.uri.endswith("@pbx.test"):
+                msg.uri = contact
+                msg.insert("Route", path)
+                msg.insert("Record-Route", f"<sip:{me};lr>")
+            elif msg.get("Route") == f"<sip:{me};lr>":
+                msg.pop_first("Route")
+            msg.insert("Via", f"SIP/2.0/UDP {me};branch=z9hG4bKspiral{n}")
+            msg.set("Max-Forwards", str(int(msg.get("Max-Forwards") or 70) - 1))
+        sock.sendto(msg.serialize(), relay)
+
+
+def test_extension_calls_extension_through_a_spiral(proxyd, tmp_path: Path) -> None:
+    """Two sipp phones of one instance: phone -> pforte -> PBX -> pforte -> phone. The INVITE
+    comes back to pforte with its Via in it, but for another Request-URI: a spiral, forwarded;
+    the call (and its ACK, BYE and responses over both passes) completes. Once pforte answered
+    the second pass with 482."""
+    pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pbx.bind(("127.0.0.1", 0))
+    pbx.settimeout(0.2)
+    cfg = sip_config("udp", pbx.getsockname()[1])
+    p = proxyd(cfg)
+    port = cfg["services"]["sip"]["udp_port"]
+    # sipp takes a message for its call by Call-ID: the callee's INVITE must carry the Call-ID
+    # of its REGISTER, so both phones use the same one
+    cid = ["-cid_str", "spiral-%u"]
+    callee = sipp_bg(["-sf", str(SCENARIOS / "phone_register.xml"), f"127.0.0.1:{port}", "-i", "127.0.0.1",
+                      "-p", str(free_port()), "-m", "1", "-timeout", "40s", *cid], tmp_path, tmp_path / "callee.log")
+    done, seen = threading.Event(), []
+    pbx_thread: threading.Thread | None = None
+    try:
+        pbx.settimeout(20)
+        reg, relay = _recv(pbx)
+        path = _hdr(reg, "Path")[0]
+        contact = re.search(r"<([^>]+)>", _hdr(reg, "Contact")[0]).group(1)  # type: ignore[union-attr]
+        ok = reg.split("\r\n\r\n")[0].replace("REGISTER sip:pbx.test SIP/2.0", "SIP/2.0 200 OK", 1)
+        pbx.sendto((ok + "\r\n\r\n").encode(), relay)
+        pbx.settimeout(0.2)
+        pbx_thread = threading.Thread(target=_spiralling_pbx, args=(pbx, contact, path, done, seen), daemon=True)
+        pbx_thread.start()
+        res = sipp(["-sf", str(SCENARIOS / "call_uac.xml"), f"127.0.0.1:{port}", "-i", "127.0.0.1",
+                    "-p", str(free_port(socket.SOCK_DGRAM)), "-s", "phone", "-m", "1", *cid], tmp_path, timeout=40)
+        _assert_calls(res, 1)
+        assert callee.wait(30) == 0, (tmp_path / "callee.log").read_text()[-3000:]
+        counters = p.status()["services"]["sip"]["counters"]
+        assert counters["spirals"] >= 3 and "loops" not in counters, counters  # INVITE, ACK, BYE
+        assert seen[0] == "INVITE sip:phone@pbx.test" and "482 " not in " ".join(seen), seen
+    finally:
+        done.set()
+        if pbx_thread is not None:
+            pbx_thread.join(5)
+        stop(callee)
+        pbx.close()

@@ -339,3 +339,29 @@ def test_srtp_phones(site: Callable[..., Site], tmp_path: Path, rtp_only: bool) 
     with phones(a, b):
         streams = baresip_call(s, a, b, bye_from=a)
     assert [st["srtp_bridged"] for st in streams] == [rtp_only, rtp_only], streams
+
+
+def test_linphone_calls_linphone_over_tcp(site: Callable[..., Site], tmp_path: Path) -> None:
+    """Two linphonec over TCP in the all-in-one layout: instance ids and GRUUs on both ends; the
+    callee hangs up."""
+    s = site("all-in-one")
+    start = s.media()["gauges"]
+    a = Linphone(tmp_path, "carol", s.phone_side, transport="tcp")
+    b = Linphone(tmp_path, "dave", s.phone_side, transport="tcp")
+    with phones(a, b):
+        a.wait_registered()
+        b.wait_registered()
+        ma, mb = len(a.lines), len(b.lines)
+        a.send(f"call {b.aor}")
+        try:
+            b.wait_line(r"Receiving new incoming call", after=mb)
+            b.send("answer")
+            a.wait_line(r"Call \d+ with .* connected", after=ma)
+            assert_relayed(wait_flowing(s, 2))
+            b.send("terminate")
+            b.wait_line(r"ended", after=mb)
+            a.wait_line(r"ended", after=ma)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- caller\n{a.log()}\n--- callee\n{b.log()}\n{s.diagnostics()}") \
+                from None
+        wait_idle(s, start)

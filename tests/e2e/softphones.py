@@ -164,23 +164,39 @@ class Baresip:
 
     def start(self) -> Baresip:
         exe = require_peer("baresip")
-        self._write_config()
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([exe, "-4", "-n", "127.0.0.1", "-f", str(self.dir), "-v"],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
-        deadline = time.monotonic() + STEP_TIMEOUT
-        while True:
-            try:
-                self.sock = socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1)
+        # the control port was free a moment ago; another process (even this phone's own SIP
+        # sockets on ephemeral ports) may take it first: then baresip runs without ctrl_tcp
+        # and we would talk to a stranger. Start again on another port.
+        for _ in range(3):
+            if self._start(exe):
                 break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"baresip {self.user} did not start:\n{self.log()}") from None
-                time.sleep(0.1)
+            stop_process(self.proc, timeout=5)
+            self.ctrl_port = free_port()
+        else:
+            raise AssertionError(f"baresip {self.user}: ctrl_tcp did not listen:\n{self.log()}")
+        self.sock = socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=STEP_TIMEOUT)
         self.sock.settimeout(None)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         return self
+
+    def _start(self, exe: str) -> bool:
+        """Start baresip; True once its ctrl_tcp listens on our port, False if it could not."""
+        self._write_config()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([exe, "-4", "-n", "127.0.0.1", "-f", str(self.dir), "-v"],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        listening = f"ctrl_tcp: TCP socket listening on 127.0.0.1:{self.ctrl_port}"
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while True:
+            text = self.full_log()
+            if listening in text:
+                return True
+            if "ctrl_tcp: failed to listen" in text:
+                return False
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"baresip {self.user} did not start:\n{self.log()}")
+            time.sleep(0.05)
 
     def _read(self) -> None:
         assert self.sock is not None

@@ -2,11 +2,6 @@
 
 Decides for each SDP-carrying message whether it is an offer or an answer, and which calls
 must release their media (BYE, CANCEL, final error responses, timeouts).
-
-A call between two phones of one instance passes us twice with one Call-ID (a spiral: phone ->
-us -> PBX -> us -> phone): each pass is its own dialog here, with its own media, told apart by
-the side its initiating request came from (`leg()`). Keys are the Call-ID for the first pass
-and the Call-ID + SPIRAL for the second.
 """
 
 from __future__ import annotations
@@ -17,52 +12,51 @@ from dataclasses import dataclass
 SETUP_TIMEOUT = 200.0
 #: Confirmed dialogs without any signalling are dropped after this (no session timer here).
 IDLE_TIMEOUT = 4 * 3600.0
-#: the key suffix of a Call-ID's second pass through us; ';' cannot occur in a Call-ID (RFC 3261 §25.1 word)
-SPIRAL = ";spiral"
 
 
 @dataclass
 class Dialog:
     from_tag: str
-    #: the side ("p"/"b") the request that made the dialog came from
-    entry: str = "p"
     to_tag: str = ""
     offer_pending: bool = False
     confirmed: bool = False
     touched: float = 0.0
+    #: the phone (ip, port) whose leg carries the media relay: the one the call's first SDP
+    #: came from or went to (see `Dialogs.other_phone`)
+    phone: tuple[str, int] | None = None
 
 
 class Dialogs:
     def __init__(self) -> None:
         self.calls: dict[str, Dialog] = {}
 
-    def leg(self, call_id: str, from_tag: str, side: str, response: bool) -> str:
-        """The key of the pass of `call_id` a message from `side` belongs to: a request from the
-        dialog's initiator (its From tag) comes in on the pass's entry side, one from the other
-        party on the other side; responses the other way round. A message no pass claims starts
-        the next pass (the spiralled INVITE)."""
-        for key in (call_id, call_id + SPIRAL):
-            d = self.calls.get(key)
-            if d is not None and ((from_tag == d.from_tag) != response) == (side == d.entry):
-                return key
-        return call_id + SPIRAL if call_id in self.calls else call_id
+    def other_phone(self, call_id: str, phone: tuple[str, int]) -> bool:
+        """Whether an SDP message of this call is on another phone's leg than the media's.
 
-    def sdp_request(self, call_id: str, from_tag: str, method: str, now: float, entry: str = "p") -> str:
-        """'offer' or 'answer' for an SDP body in a request (from side `entry`)."""
+        A call between two phones of one instance passes pforte twice (phone -> pforte -> PBX
+        -> pforte -> phone, a spiral): the media is anchored once, on the leg of the phone the
+        call's first SDP came with; on the other leg SDP goes through as it is (it names the
+        relay's ports already, or the far phone's address the anchored leg relays to)."""
+        d = self.calls.get(call_id)
+        return d is not None and d.phone is not None and d.phone != phone
+
+    def sdp_request(self, call_id: str, from_tag: str, method: str, now: float,
+                    phone: tuple[str, int] | None = None) -> str:
+        """'offer' or 'answer' for an SDP body in a request."""
         d = self.calls.get(call_id)
         if d is None:
-            d = self.calls[call_id] = Dialog(from_tag, entry)
+            d = self.calls[call_id] = Dialog(from_tag, phone=phone)
         d.touched = now
         if method in ("ACK", "PRACK") and not d.offer_pending:
             return "answer"
         d.offer_pending = True
         return "offer"
 
-    def sdp_response(self, call_id: str, from_tag: str, to_tag: str, now: float, entry: str = "p") -> str:
-        """Like sdp_request for a response; `entry`: the side its request came from."""
+    def sdp_response(self, call_id: str, from_tag: str, to_tag: str, now: float,
+                     phone: tuple[str, int] | None = None) -> str:
         d = self.calls.get(call_id)
         if d is None:
-            d = self.calls[call_id] = Dialog(from_tag, entry)
+            d = self.calls[call_id] = Dialog(from_tag, phone=phone)
         d.touched, d.to_tag = now, to_tag or d.to_tag
         if d.offer_pending:
             return "answer"

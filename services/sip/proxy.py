@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from zlib import crc32
 
-from services.sip.dialogs import SPIRAL, Dialogs
+from services.sip.dialogs import Dialogs
 from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
 from services.sip.protect import RateLimiter, is_scanner
@@ -397,23 +397,19 @@ class Relay:
             if values != ["*"]:  # the scanner checked each value with the same parser
                 msg.lines[i] = "Contact: " + ", ".join([v if v == "*" else add_uri_param(v, param) for v in values])
 
-    def _leg(self, msg: Sip, side: str, response: bool) -> str:
-        """The dialog key of a message: its Call-ID, unless the call passes us twice (a spiral)."""
-        call_id, calls = msg.call_id, self.dialogs.calls
-        if call_id not in calls and call_id + SPIRAL not in calls:  # the usual case: no tag read
-            return call_id
-        return self.dialogs.leg(call_id, tag(msg.from_), side, response)
-
     def _dialog_request(self, msg: Sip, src: Flow, dest: Flow, now: float, data: bytes) -> list[Action]:
-        call_id, method = self._leg(msg, src.side, False), msg.method
+        call_id, method = msg.call_id, msg.method
         if method in ("BYE", "CANCEL"):
             if self.dialogs.end(call_id):
                 self.released.append(call_id)
         elif method == "ACK":
             self.dialogs.touch(call_id, now, confirmed=True)
         if msg.body and method in SDP_METHODS and _is_sdp(msg):
+            phone = (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port)
+            if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
+                return [Send(dest, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
-            op = self.dialogs.sdp_request(call_id, from_tag, method or "", now, src.side)
+            op = self.dialogs.sdp_request(call_id, from_tag, method or "", now, phone)
             side = "phone" if src.side == "p" else "instance"
             request = None if method == "ACK" else data
             return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, dest, request, src,
@@ -428,13 +424,16 @@ class Relay:
             return self._drop("stray_response", src)
         msg.set_top_via(None)  # our Via: the response goes to the flow it names
         self.counters["forwarded_responses"] += 1
-        call_id, method = self._leg(msg, src.side, True), msg.cseq_method
+        call_id, method = msg.call_id, msg.cseq_method
         if method == "INVITE" and msg.status >= 300:
             if self.dialogs.end(call_id):
                 self.released.append(call_id)
         if msg.body and 100 < msg.status < 300 and method in SDP_METHODS and _is_sdp(msg):
+            phone = (src.ip, src.port) if src.side == "p" else (flow.ip, flow.port)
+            if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
+                return [Send(flow, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
-            op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now, "b" if src.side == "p" else "p")
+            op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now, phone)
             side = "phone" if src.side == "p" else "instance"
             return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, flow, None, src,
                               self._rtp_only(src, flow))]

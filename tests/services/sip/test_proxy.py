@@ -326,63 +326,6 @@ def test_a_route_is_ours_by_host_port_and_transport(route: str, ours: bool) -> N
     assert all_in_one_relay()._names_us(parse_name_addr(route).uri) is ours
 
 
-SDP = "v=0\r\nc=IN IP4 {ip}\r\nm=audio {port} RTP/AVP 0\r\n"
-
-
-def _with_sdp(head: str, ip: str, port: int) -> bytes:
-    body = SDP.format(ip=ip, port=port)
-    return f"{head}Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
-
-
-def _reply_to(req: bytes, drop_vias: int, to_tag: str, body_from: tuple[str, int] | None) -> bytes:
-    """The 200 OK to `req` as it was forwarded, minus the first `drop_vias` Vias (the hops that
-    already took theirs off)."""
-    m = parse(req)
-    vias = m.all("Via")[drop_vias:]
-    head = ("SIP/2.0 200 OK\r\n" + "".join(f"Via: {v}\r\n" for v in vias) + f"From: {m.get('From')}\r\n"
-            f"To: {m.get('To')};tag={to_tag}\r\nCall-ID: {m.get('Call-ID')}\r\nCSeq: {m.get('CSeq')}\r\n")
-    if body_from is None:
-        return (head + "Content-Length: 0\r\n\r\n").encode()
-    return _with_sdp(head, *body_from)
-
-
-def test_a_spiral_is_two_dialogs_with_their_own_media() -> None:
-    """alice and bob both behind pforte: the INVITE passes us twice with one Call-ID (phone ->
-    pforte -> kamailio -> pforte -> phone). Each pass gets its own media key: with one, the
-    second offer (from the PBX side, naming our own relay port) was taken for a re-offer of the
-    first, and each phone got its own audio back mixed with the other's (baresip: 'SSRC changed'
-    at every packet; seen with real phones in tests/e2e/test_sip_interop.py)."""
-    r = make_relay()
-    head = _invite().decode().split("Content-Length")[0]
-    [step1] = r.receive(_with_sdp(head, "127.0.0.2", 4000), PHONE, 0.0)
-    assert isinstance(step1, MediaStep) and step1.call_id == "c1" and step1.flow == PBX_FLOW
-    # kamailio: its Via on top, the Request-URI bob's registered Contact (with our alias)
-    pass1 = step1.msg.serialize().decode()
-    alias = r.signer.mint(PHONE_B)
-    pass2 = pass1.replace("INVITE sip:bob@pbx.test", f"INVITE sip:bob@127.0.0.3:5072;pf-flow={alias}", 1).replace(
-        "Via: ", "Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKkam1\r\nVia: ", 1)
-    [step2] = r.receive(pass2.encode(), PBX_FLOW, 0.1)
-    assert isinstance(step2, MediaStep) and step2.op == "offer" and step2.side == "instance"
-    assert step2.flow == PHONE_B and step2.call_id == "c1;spiral"
-    # bob answers; the 200 goes back through both passes, each an answer for its own pass
-    to_bob = step2.msg.serialize()
-    [ans2] = r.receive(_reply_to(to_bob, 0, "b0b", ("127.0.0.3", 5000)), PHONE_B, 0.2)
-    assert isinstance(ans2, MediaStep) and ans2.op == "answer" and ans2.call_id == "c1;spiral"
-    assert ans2.flow == PBX_FLOW
-    [ans1] = r.receive(_reply_to(ans2.msg.serialize(), 1, "b0b", ("127.0.0.1", 20002)), PBX_FLOW, 0.3)
-    assert isinstance(ans1, MediaStep) and ans1.op == "answer" and ans1.call_id == "c1" and ans1.flow == PHONE
-    # bob hangs up: his BYE reaches us first from his side (pass 2), then from the PBX (pass 1)
-    bye = (f"BYE sip:a@127.0.0.2:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5072;branch=z9hG4bKbye\r\n"
-           "From: <sip:bob@pbx.test>;tag=b0b\r\nTo: <sip:a@pbx.test>;tag=1\r\nCall-ID: c1\r\nCSeq: 1 BYE\r\n"
-           f"Route: {r._rr_uri(PHONE_B)}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
-    [fwd] = r.receive(bye, PHONE_B, 1.0)
-    assert isinstance(fwd, Send) and fwd.flow == PBX_FLOW and fwd.call_id == "c1;spiral"
-    assert r.released == ["c1;spiral"]
-    bye1 = bye.replace(b"Via: ", b"Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKkam2\r\nVia: ", 1).replace(
-        r._rr_uri(PHONE_B).encode(), r._rr_uri(PHONE).encode())
-    [fwd] = r.receive(bye1, PBX_FLOW, 1.1)
-    assert isinstance(fwd, Send) and fwd.flow == PHONE and fwd.call_id == "c1"
-    assert r.released == ["c1;spiral", "c1"] and not r.dialogs.calls
 # ---- spirals and loops: phone -> pforte -> PBX -> pforte -> phone ---------------------------
 PHONE_B = Flow("p", "udp", "127.0.0.3", 5072)
 PBX_FLOW = Flow("b", "udp", "127.0.0.9", 5060)
@@ -497,3 +440,50 @@ def test_cancel_and_failure_ack_share_the_invite_branch() -> None:
         [fwd] = r.receive(data, PHONE, 0.0)
         branches.append(parse(fwd.data).all("Via")[0])  # type: ignore[union-attr]
     assert branches[0] == branches[1] == branches[2]
+
+
+def _with_sdp(data: bytes, ip: str, port: int = 4000) -> bytes:
+    body = f"v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
+    return data.replace(b"Content-Length: 0\r\n\r\n", f"Content-Type: application/sdp\r\nContent-Length: "
+                        f"{len(body)}\r\n\r\n{body}".encode())
+
+
+def _sent(actions: list[Send | MediaStep]) -> tuple[str, Flow, bytes]:
+    """("media <op> <side>" or "send", where to, what) — a MediaStep as a pass-through relay sends it."""
+    [a] = actions
+    if isinstance(a, MediaStep):
+        return f"media {a.op} {a.side}", a.flow, a.msg.serialize()
+    return "send", a.flow, a.data
+
+
+def test_a_spiralling_call_anchors_its_media_once() -> None:
+    """Both legs of a spiral carry the same SDP exchange: it goes to the media relay on the leg
+    of the phone whose SDP came first only (the other leg's SDP already names the relay's ports,
+    or the far phone the anchored leg relays to), whichever phone offers; released once."""
+    r = make_relay()
+    contact_b, path_b = _register_b(r)
+    got, _, inv1 = _sent(r.receive(_with_sdp(_invite(), "127.0.0.2"), PHONE, 1.0))
+    assert got == "media offer phone"
+    got, to, inv2 = _sent(r.receive(_pbx_forwards(inv1, ruri=contact_b, route=path_b, rr=True), PBX_FLOW, 1.1))
+    assert (got, to) == ("send", PHONE_B)
+    ok_b = _with_sdp(_answer(inv2, "<sip:127.0.0.9;lr;ftag=1>", "<sip:bob@127.0.0.3:5072>"), "127.0.0.3")
+    got, to, ok1 = _sent(r.receive(ok_b, PHONE_B, 1.2))
+    assert (got, to) == ("send", PBX_FLOW)
+    got, to, ok2 = _sent(r.receive(_pbx_answers(ok1), PBX_FLOW, 1.3))
+    assert (got, to) == ("media answer instance", PHONE)
+    r.dialogs.answered("c1")
+    # B puts the call on hold: its re-INVITE reaches the media relay on A's leg (its second pass)
+    rr_b = ", ".join(parse(inv2).all("Record-Route"))
+    in_dialog = (f"INVITE sip:a@127.0.0.2:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5072;branch=z9hG4bKh1\r\n"
+                 f"Route: {rr_b}\r\nFrom: <sip:bob@pbx.test>;tag=as5f1c\r\nTo: <sip:a@pbx.test>;tag=1\r\n"
+                 "Call-ID: c1\r\nCSeq: 2 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    reinvite = _with_sdp(in_dialog, "127.0.0.3")
+    got, to, re1 = _sent(r.receive(reinvite, PHONE_B, 2.0))
+    assert (got, to) == ("send", PBX_FLOW)
+    route = ", ".join(parse(re1).all("Route")[1:])
+    got, to, _ = _sent(r.receive(_pbx_forwards(re1, route=route), PBX_FLOW, 2.1))
+    assert (got, to) == ("media offer instance", PHONE)
+    bye = in_dialog.replace(b"INVITE sip", b"BYE sip").replace(b"2 INVITE", b"3 BYE")
+    got, to, bye1 = _sent(r.receive(bye, PHONE_B, 3.0))
+    _sent(r.receive(_pbx_forwards(bye1, route=", ".join(parse(bye1).all("Route")[1:])), PBX_FLOW, 3.1))
+    assert r.released == ["c1"]

@@ -235,3 +235,76 @@ async def test_refused_sources_are_logged(tmp_path: Path, caplog: pytest.LogCapt
         phone.close()
         await svc.stop(1)
         await access.close()
+
+
+async def test_rtp_flows_both_ways_through_a_spiralling_call(tmp_path: Path) -> None:
+    """The relay core and the real media relay, phones as RTP sockets: a call between two phones
+    of one instance through a PBX (a spiral, see test_proxy) is anchored once, on the caller's
+    leg, and voice reaches each phone from the other."""
+    from services.media.sdp import parse as parse_sdp
+    from services.media.service import MediaService, MediaView
+    from services.sip.proxy import MediaStep
+    from tests.services.sip.test_proxy import (
+        PBX_FLOW,
+        PHONE,
+        PHONE_B,
+        _answer,
+        _invite,
+        _pbx_answers,
+        _pbx_forwards,
+        _register_b,
+        _with_sdp,
+        make_relay,
+    )
+    from tests.support import free_udp_range
+
+    state = StateDir(tmp_path).ensure()
+    media = MediaService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+    base = free_udp_range(24)
+    await media.start(MediaView("rtp", base, base + 23, 30.0, "127.0.0.1", None))
+    relay = make_relay()
+
+    async def deliver(actions: list) -> tuple[object, bytes]:
+        """What reaches the wire for one received message, the media relay's rewrite included."""
+        [a] = actions
+        if not isinstance(a, MediaStep):
+            return a.flow, a.data
+        side = Side.PHONE if a.side == "phone" else Side.INSTANCE
+        if a.op == "offer":
+            a.msg.body = await media.offer(a.call_id, a.from_tag, a.msg.body, side=side, source_ip=a.source_ip)
+        else:
+            a.msg.body = await media.answer(a.call_id, a.from_tag, a.to_tag, a.msg.body, side=side,
+                                            source_ip=a.source_ip)
+            relay.dialogs.answered(a.call_id)
+        return a.flow, a.msg.serialize()
+
+    rtp_a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp_b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rtp_a.bind(("127.0.0.2", 0))
+        rtp_b.bind(("127.0.0.3", 0))
+        for s in (rtp_a, rtp_b):
+            s.setblocking(False)
+        loop = asyncio.get_running_loop()
+        contact_b, path_b = _register_b(relay)
+        offer = _with_sdp(_invite(), "127.0.0.2", rtp_a.getsockname()[1])
+        _, inv1 = await deliver(relay.receive(offer, PHONE, 1.0))
+        spiral = _pbx_forwards(inv1, ruri=contact_b, route=path_b, rr=True)
+        to, inv2 = await deliver(relay.receive(spiral, PBX_FLOW, 1.1))
+        assert to == PHONE_B
+        ok_b = _with_sdp(_answer(inv2, "<sip:127.0.0.9;lr;ftag=1>", "<sip:bob@127.0.0.3:5072>"), "127.0.0.3",
+                         rtp_b.getsockname()[1])
+        _, ok1 = await deliver(relay.receive(ok_b, PHONE_B, 1.2))
+        to, ok2 = await deliver(relay.receive(_pbx_answers(ok1), PBX_FLOW, 1.3))
+        assert to == PHONE
+        [for_b] = parse_sdp(inv2.partition(b"\r\n\r\n")[2])
+        [for_a] = parse_sdp(ok2.partition(b"\r\n\r\n")[2])
+        assert for_a.address == for_b.address == "127.0.0.1" and media.stats()["gauges"]["active_streams"] == 1
+        rtp_a.sendto(b"\x80\x00from-a" + b"x" * 40, (for_a.address, for_a.port))
+        assert (await asyncio.wait_for(loop.sock_recv(rtp_b, 2048), 5)).startswith(b"\x80\x00from-a")
+        rtp_b.sendto(b"\x80\x00from-b" + b"y" * 40, (for_b.address, for_b.port))
+        assert (await asyncio.wait_for(loop.sock_recv(rtp_a, 2048), 5)).startswith(b"\x80\x00from-b")
+    finally:
+        rtp_a.close()
+        rtp_b.close()
+        await media.stop(1)

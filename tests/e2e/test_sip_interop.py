@@ -372,3 +372,35 @@ def test_linphone_calls_linphone_over_tcp(site: Callable[..., Site], tmp_path: P
             raise AssertionError(f"{exc}\n--- caller\n{a.log()}\n--- callee\n{b.log()}\n{s.diagnostics()}") \
                 from None
         wait_idle(s, start)
+
+
+def test_baresip_callee_holds_and_resumes(site: Callable[..., Site], tmp_path: Path) -> None:
+    """The called phone puts the call on hold and back (re-INVITEs from the callee through both
+    passes of the spiral); media flows both ways again afterwards, then the caller hangs up."""
+    s = site("separate")
+    start = s.media()["gauges"]
+    a, b = Baresip(tmp_path, "alice", s.phone_side), Baresip(tmp_path, "bob", s.phone_side)
+    with phones(a, b):
+        a.wait_registered()
+        b.wait_registered()
+        a.command("dial", b.aor)
+        try:
+            ring(a, b)
+            b.command("accept")
+            a.wait_event("CALL_ESTABLISHED")
+            assert_relayed(wait_flowing(s))
+            for cmd in ("hold", "resume"):
+                mark = len(a.events)
+                got = b.command(cmd)
+                assert got.get("ok"), got
+                a.wait_event("CALL_REMOTE_SDP", after=mark)  # bob's re-INVITE reached alice
+            assert_relayed(wait_flowing(s, since=s.media()["streams"]))
+            a.command("hangup")
+            b.wait_event("CALL_CLOSED")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- caller\n{a.log()}\n--- callee\n{b.log()}\n{s.diagnostics()}") \
+                from None
+        wait_idle(s, start)
+        a.calls = b.calls = 1
+        heard(a)
+        heard(b)

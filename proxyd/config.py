@@ -122,6 +122,10 @@ class Instance:
     #: "rewrite": stripped, and the backend's redirects and cookie paths are mapped back under it;
     #: "forward_prefix": stripped and announced in X-Forwarded-Prefix, nothing rewritten
     web_prefix_mode: str = "rewrite"
+    #: CIDRs on the instance's side whose media the relay sends to and latches from like its PBX's
+    #: own address: media servers, and phones registered at a proxy-only PBX (kamailio, OpenSIPS)
+    #: directly; the PBX's signalling address and its `sip` host are always trusted, nothing else is
+    media_sources: tuple[str, ...] = ()
 
     @property
     def direct_tls_target(self) -> HostPort | None:
@@ -536,6 +540,21 @@ def _version(r: _Reader, v: Any, p: str) -> int | None:
     return VERSION
 
 
+def _network(r: _Reader) -> Callable[[Any, str], str | None]:
+    """A CIDR (an address alone is its /32 or /128), normalised; never a name."""
+    def check(v: Any, p: str) -> str | None:
+        s = r.string(v, p)
+        if s is None:
+            return None
+        try:
+            return str(ipaddress.ip_network(s, strict=False))
+        except ValueError:
+            r.fail(p, f"expected a CIDR such as 10.0.0.0/24, got {s!r}")
+            return None
+
+    return check
+
+
 def _source(r: _Reader) -> Callable[[Any, str], str | None]:
     def check(v: Any, p: str) -> str | None:
         s = r.string(v, p)
@@ -617,6 +636,7 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
     pin = r.get(d, path, "sip_tls_fingerprint", r.sha256_fingerprint, None)
     rtp_only = r.get(d, path, "rtp_only", r.boolean, False)
     prefix_mode = r.get(d, path, "web_prefix_mode", lambda v, p: r.choice(v, p, WEB_PREFIX_MODES), "rewrite")
+    media_sources = r.get(d, path, "media_sources", lambda v, p: r.str_list(v, p, _network(r)), ())
     if pin is not None and sip is not None and sip.transport != "tls":
         r.fail(f"{path}.sip_tls_fingerprint", f"only for a tls sip target, not {sip.transport}")
     if len(r.problems) > n0:
@@ -627,6 +647,7 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
         xmpp_domains=xmpp_domains or (), xmpp_default=bool(xmpp_default),
         xmpp_proxy_protocol=bool(xmpp_pp), xmpp_direct_tls=xmpp_direct, provisioning=prov,
         sip_tls_fingerprint=pin, rtp_only=bool(rtp_only), web_prefix_mode=prefix_mode,
+        media_sources=media_sources or (),
     )
 
 

@@ -50,7 +50,7 @@ def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
             "sip_domains": _split(inst.sip_domains), "xmpp": inst.xmpp or None,
             "xmpp_domains": _split(inst.xmpp_domains), "provisioning": inst.provisioning or None,
             "sip_tls_fingerprint": inst.sip_tls_fingerprint or None, "rtp_only": inst.rtp_only,
-            "web_prefix_mode": inst.web_prefix_mode,
+            "web_prefix_mode": inst.web_prefix_mode, "media_sources": _split(inst.media_sources),
         })
     net: dict[str, Any] = {"mode": proxy.network_mode}
     if proxy.network_mode == "manual":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import secrets
 from datetime import timedelta
 
@@ -56,6 +57,10 @@ class Instance(models.Model):
         "PBX speaks plain RTP only", default=False,
         help_text="the PBX refuses SRTP offers (488): with VoIP media SRTP, phones' offers reach it as plain RTP "
                   "and the proxy bridges SRTP to RTP")
+    media_sources = models.TextField(
+        "media sources", blank=True,
+        help_text="networks (CIDR, one per line) on the PBX's side whose media the proxy trusts like the PBX's "
+                  "own address: media servers, phones registered at a proxy-only PBX directly")
     web_prefix_mode = models.CharField(
         "web prefix", max_length=14, choices=choices.WEB_PREFIX_MODES, default="rewrite",
         help_text="rewrite: the proxy strips /<name> and maps the backend's redirects and cookie paths back under "
@@ -73,6 +78,12 @@ class Instance(models.Model):
 
         if self.provisioning and (why := template_problem(self.provisioning)):
             raise ValidationError({"provisioning": why[0].upper() + why[1:] + "."})
+        for line in self.media_sources.replace(",", " ").split():
+            try:
+                ipaddress.ip_network(line, strict=False)
+            except ValueError:
+                why = f"{line!r} is not a network (CIDR such as 10.0.0.0/24)."
+                raise ValidationError({"media_sources": why}) from None
         if self.sip_tls_fingerprint:
             norm = normalize_sha256_fingerprint(self.sip_tls_fingerprint)
             if norm is None:

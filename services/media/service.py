@@ -66,6 +66,8 @@ class MediaView:
     #: the instances' configured SIP hosts: besides its signalling source, the only addresses an
     #: instance's SDP may point the relay at
     instance_hosts: frozenset[str] = frozenset()
+    #: the instances' `media_sources`: networks whose SDP addresses are trusted on the instance side
+    instance_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 @dataclass
@@ -134,8 +136,9 @@ class MediaService(Service):
         if cfg.services.sip.mode == "off":
             return None
         hosts = frozenset(i.sip.host for i in cfg.instances if i.sip is not None)
+        nets = tuple(sorted({ipaddress.ip_network(n) for i in cfg.instances for n in i.media_sources}, key=str))
         return MediaView(m.mode, m.port_min, m.port_max, m.idle_timeout, cfg.bind_address, m.public_address,
-                         m.setup_timeout, m.max_streams, m.max_streams_per_source, hosts)
+                         m.setup_timeout, m.max_streams, m.max_streams_per_source, hosts, nets)
 
     async def start(self, view: MediaView) -> None:
         self.v = view
@@ -401,7 +404,8 @@ class MediaService(Service):
         # a phone's media must come from where its signalling came from (and only there is sent
         # to before it does); the instance's likewise, or from one of the configured instance hosts
         trusted = m.address == source_ip or (
-            side is Side.INSTANCE and (m.address in self.v.instance_hosts or m.address in vouched))
+            side is Side.INSTANCE and (m.address in self.v.instance_hosts or m.address in vouched
+                                       or _within(m.address, self.v.instance_networks)))
         ip = m.address if trusted and not _never(m.address) else source_ip
         for k, leg in enumerate(stream.legs):
             port = m.port if k == 0 or m.rtcp_mux else m.port + 1
@@ -555,6 +559,16 @@ def _stream_status(call_id: str, s: Stream) -> dict[str, Any]:
                                      "packets": ep.packets, "bytes": ep.bytes, "drops": ep.drops,
                                      "unsent": ep.unsent}
     return out
+
+
+def _within(ip: str, nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    if not nets:
+        return False
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(a in n for n in nets)
 
 
 def _never(ip: str) -> bool:

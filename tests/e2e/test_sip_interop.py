@@ -54,7 +54,8 @@ def site(proxyd: Callable[..., ProxydProcess], tmp_path: Path) -> Iterator[Calla
     media relay `media`) whose instance points at it; kamailio is stopped at teardown."""
     started: list[Kamailio] = []
 
-    def make(layout: str = "separate", mode: str = "udp", media: str = "rtp", rtp_only: bool = False) -> Site:
+    def make(layout: str = "separate", mode: str = "udp", media: str = "rtp", rtp_only: bool = False,
+             media_sources: tuple[str, ...] = ()) -> Site:
         require_peer("kamailio")
         host = LAYOUTS[layout]
         kport = free_tcp_udp_port(host)
@@ -64,7 +65,8 @@ def site(proxyd: Callable[..., ProxydProcess], tmp_path: Path) -> Iterator[Calla
         base = free_udp_range(40)
         sip = {"mode": mode, "udp_port": free_tcp_udp_port(), "tls_port": free_port()}
         cfg = base_config(
-            instances=[{"name": "pbx", "sip": f"udp:{host}:{kport}", "sip_domains": [DOMAIN], "rtp_only": rtp_only}],
+            instances=[{"name": "pbx", "sip": f"udp:{host}:{kport}", "sip_domains": [DOMAIN], "rtp_only": rtp_only,
+                        "media_sources": list(media_sources)}],
             services={"sip": sip, "media": {"mode": media, "port_min": base, "port_max": base + 39}})
         p = proxyd(cfg)
         return Site(p, kam, ("127.0.0.1", sip["tls_port"] if mode == "tls" else sip["udp_port"]))
@@ -319,8 +321,10 @@ def test_phone_behind_pforte_and_a_pbx_local_phone_call_each_other(site: Callabl
                                                                     layout: str) -> None:
     """eve is registered at kamailio directly (an office phone on the PBX's LAN): one pass
     through pforte each way, the PBX's call to alice follows the Path of her registration.
-    No spiral here, so all-in-one shows defect 2 of issue #19 alone (ACK/BYE lost the PBX's Route)."""
-    s = site(layout)
+    No spiral here, so all-in-one shows defect 2 of issue #19 alone (ACK/BYE lost the PBX's Route).
+    eve's media comes from her own address, not kamailio's (a proxy-only PBX relays no media): the
+    instance lists her network in `media_sources`, without which the relay trusts only the PBX's."""
+    s = site(layout, media_sources=("127.0.0.1/32",))
     alice = Baresip(tmp_path, "alice", s.phone_side)
     eve = Baresip(tmp_path, "eve", (s.kamailio.host, s.kamailio.port))
     with phones(alice, eve):

@@ -207,3 +207,19 @@ def test_provisioning_template_placeholders_are_checked() -> None:
     assert "Unknown placeholder {Mac}" in err.value.message_dict["provisioning"][0]
     inst.provisioning = "http://10.0.0.5/prov/{MAC-}.cfg"
     inst.full_clean()
+
+
+def test_media_sources_are_checked_and_compiled() -> None:
+    from manager.proxies.models import Instance
+
+    p = make_proxy()
+    inst = Instance(name="pbx", sip_transport="udp", sip_host="10.0.0.5", sip_port=5060, sip_domains="pbx.example.com",
+                    media_sources="10.20.0.0/16\npbx.local")
+    with pytest.raises(ValidationError) as err:
+        inst.full_clean()
+    assert "'pbx.local' is not a network" in err.value.message_dict["media_sources"][0]
+    inst.media_sources = "10.20.0.0/16, 192.0.2.7"
+    inst.full_clean()
+    inst.save()
+    compiled = json.loads(p.active_revision.config_json)["instances"]
+    assert compiled[0]["media_sources"] == ["10.20.0.0/16", "192.0.2.7/32"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import socket
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from proxyd.access import AccessList
+from proxyd.config import parse_config
 from proxyd.service import ServiceContext
 from proxyd.statedir import StateDir
 from proxyd.tls import CertStore
@@ -19,7 +21,7 @@ from services.media.ports import PortAllocator, PortsExhausted
 from services.media.relay import Endpoint
 from services.media.service import MediaService, MediaView
 from services.media_api import MediaError, Side
-from tests.support import free_udp_range
+from tests.support import base_config, free_udp_range
 
 
 def offer_sdp(ip: str, port: int, proto: str = "RTP/AVP", crypto: bool = False, mux: bool = False) -> bytes:
@@ -423,3 +425,29 @@ async def test_an_instance_sdp_is_sent_to_only_at_its_signalling_address_or_a_co
         assert (instance.remote == (address, 5000)) is sent and (instance.remote is None) is not sent
         assert instance.expected_ip == (address if sent else "127.0.0.3")  # and a latch only from there
         await media.delete(call)
+
+
+async def test_an_instance_sdp_inside_its_media_sources_is_trusted_and_outside_is_not(media: MediaService) -> None:
+    """A proxy-only PBX (kamailio) forwards the SDP of a phone registered at it directly: that
+    phone's address is trusted only when the operator listed its network in `media_sources`."""
+    nets = (ipaddress.ip_network("10.20.0.0/16"),)
+    await media.reconfigure(dataclasses.replace(media.v, instance_networks=nets))
+    for call, address, sent in (("a", "10.20.5.7", True), ("b", "10.21.0.1", False), ("c", "127.0.0.3", True)):
+        await media.offer(call, "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        await media.answer(call, "f", "t", offer_sdp(address, 5000), side=Side.INSTANCE, source_ip="127.0.0.3")
+        instance = media.calls[call].streams[0].legs[0].instance
+        assert (instance.remote == (address, 5000)) is sent
+        assert instance.expected_ip == (address if sent else "127.0.0.3")
+        await media.delete(call)
+    # a phone's own SDP is never trusted by the instance's networks
+    await media.offer("p", "f", offer_sdp("10.20.5.7", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    assert media.calls["p"].streams[0].legs[0].phone.remote is None
+    await media.delete("p")
+
+
+def test_media_sources_reach_the_view_from_the_config() -> None:
+    cfg = parse_config(base_config(instances=[
+        {"name": "a", "sip": "udp:127.0.0.1:5080", "media_sources": ["10.20.0.0/16", "192.0.2.7"]}],
+        services={"sip": {"mode": "udp"}}))
+    view = MediaService.view(cfg)
+    assert view is not None and [str(n) for n in view.instance_networks] == ["10.20.0.0/16", "192.0.2.7/32"]

@@ -355,6 +355,11 @@ class _Reader:
             return default
         return check(d[key], p)
 
+    def field(self, d: dict[str, Any], path: str, cls: type, key: str, check: Callable[[Any, str], T | None]) -> Any:
+        """`get` with the default the dataclass `cls` declares for `key`: defaults are written once,
+        in the dataclasses above (docs/config.md and the manager read them from there too)."""
+        return self.get(d, path, key, check, default_of(cls, key))
+
     # scalar checks -------------------------------------------------------------------
     def boolean(self, v: Any, p: str) -> bool | None:
         if isinstance(v, bool):
@@ -471,6 +476,16 @@ class _Reader:
         return tuple(x for x in out if x is not None)
 
 
+def default_of(cls: type, key: str) -> Any:
+    """The default a config dataclass declares for one of its fields (a required field has none)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == key)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{key} is required: it has no default")
+
+
 def _is_ip(s: str) -> bool:
     try:
         ipaddress.ip_address(s)
@@ -504,11 +519,11 @@ def parse_config(raw: Any) -> ProxyConfig:
     r = _Reader()
     top = r.obj(raw, "", _fields(ProxyConfig))
     version = r.get(top, "", "version", lambda v, p: _version(r, v, p))
-    revision = r.get(top, "", "revision", lambda v, p: r.integer(v, p, 0, 2**63 - 1), 0)
+    revision = r.field(top, "", ProxyConfig, "revision", lambda v, p: r.integer(v, p, 0, 2**63 - 1))
     proxy = _parse_proxy(r, top.get("proxy", _MISSING))
-    bind = r.get(top, "", "bind", r.ip, "0.0.0.0")
+    bind = r.field(top, "", ProxyConfig, "bind", r.ip)
     tls = _parse_tls(r, top.get("tls", {}))
-    allow = r.get(top, "", "allow_sources", lambda v, p: r.str_list(v, p, _source(r)), ())
+    allow = r.field(top, "", ProxyConfig, "allow_sources", lambda v, p: r.str_list(v, p, _source(r)))
     instances = _parse_list(r, top, "instances", _parse_instance)
     applications = _parse_list(r, top, "applications", _parse_application)
     services = _parse_services(r, top.get("services", {}))
@@ -516,12 +531,12 @@ def parse_config(raw: Any) -> ProxyConfig:
     if not r.problems:
         assert proxy and services and network and tls is not None
         cfg = ProxyConfig(
-            version=version or VERSION,
-            revision=revision or 0,
+            version=version,
+            revision=revision,
             proxy=proxy,
-            bind=bind or "0.0.0.0",
+            bind=bind,
             tls=tls,
-            allow_sources=allow or (),
+            allow_sources=allow,
             instances=tuple(instances),
             applications=tuple(applications),
             services=services,
@@ -588,7 +603,7 @@ def _parse_proxy(r: _Reader, raw: Any) -> ProxyInfo | None:
     d = r.obj(raw, "proxy", _fields(ProxyInfo))
     name = r.get(d, "proxy", "name", r.string)
     fqdn = r.get(d, "proxy", "fqdn", r.dns_name)
-    enabled = r.get(d, "proxy", "enabled", r.boolean, True)
+    enabled = r.field(d, "proxy", ProxyInfo, "enabled", r.boolean)
     if name is None or fqdn is None or enabled is None:
         return None
     return ProxyInfo(name=name, fqdn=fqdn, enabled=enabled)
@@ -598,9 +613,9 @@ def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:
     if raw is None:
         return TlsConfig()
     d = r.obj(raw, "tls", _fields(TlsConfig))
-    cert = r.get(d, "tls", "certificate_pem", lambda v, p: r.string(v, p, nullable=True), None)
-    key = r.get(d, "tls", "key_pem", lambda v, p: r.string(v, p, nullable=True), None)
-    kind = r.get(d, "tls", "key_type", lambda v, p: r.choice(v, p, TLS_KEY_TYPES), TLS_KEY_TYPES[0])
+    cert = r.field(d, "tls", TlsConfig, "certificate_pem", lambda v, p: r.string(v, p, nullable=True))
+    key = r.field(d, "tls", TlsConfig, "key_pem", lambda v, p: r.string(v, p, nullable=True))
+    kind = r.field(d, "tls", TlsConfig, "key_type", lambda v, p: r.choice(v, p, TLS_KEY_TYPES))
     if kind is None:
         return None
     if (cert is None) != (key is None):
@@ -622,21 +637,21 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
     name = r.get(d, path, "name", r.string)
     if name is not None and not INSTANCE_NAME_RE.match(name):
         r.fail(f"{path}.name", "expected a lowercase slug (a-z, 0-9, '-', '_'), at most 63 chars")
-    web = r.get(d, path, "web", lambda v, p: r.url(v, p, schemes=("http", "https"), nullable=True), None)
-    sip = r.get(d, path, "sip", r.sip_target, None)
-    sip_domains = r.get(d, path, "sip_domains", lambda v, p: r.str_list(v, p, r.dns_name), ())
-    xmpp = r.get(d, path, "xmpp", r.host_port, None)
-    xmpp_domains = r.get(d, path, "xmpp_domains", lambda v, p: r.str_list(v, p, r.dns_name), ())
-    xmpp_default = r.get(d, path, "xmpp_default", r.boolean, False)
-    xmpp_pp = r.get(d, path, "xmpp_proxy_protocol", r.boolean, False)
-    xmpp_direct = r.get(d, path, "xmpp_direct_tls", r.host_port, None)
-    prov = r.get(d, path, "provisioning", lambda v, p: r.url(v, p, schemes=("http", "https"), nullable=True), None)
+    web = r.field(d, path, Instance, "web", lambda v, p: r.url(v, p, schemes=("http", "https"), nullable=True))
+    sip = r.field(d, path, Instance, "sip", r.sip_target)
+    sip_domains = r.field(d, path, Instance, "sip_domains", lambda v, p: r.str_list(v, p, r.dns_name))
+    xmpp = r.field(d, path, Instance, "xmpp", r.host_port)
+    xmpp_domains = r.field(d, path, Instance, "xmpp_domains", lambda v, p: r.str_list(v, p, r.dns_name))
+    xmpp_default = r.field(d, path, Instance, "xmpp_default", r.boolean)
+    xmpp_pp = r.field(d, path, Instance, "xmpp_proxy_protocol", r.boolean)
+    xmpp_direct = r.field(d, path, Instance, "xmpp_direct_tls", r.host_port)
+    prov = r.field(d, path, Instance, "provisioning", lambda v, p: r.url(v, p, schemes=HTTP, nullable=True))
     if prov is not None and (why := template_problem(prov)):
         r.fail(f"{path}.provisioning", why)
-    pin = r.get(d, path, "sip_tls_fingerprint", r.sha256_fingerprint, None)
-    rtp_only = r.get(d, path, "rtp_only", r.boolean, False)
-    prefix_mode = r.get(d, path, "web_prefix_mode", lambda v, p: r.choice(v, p, WEB_PREFIX_MODES), "rewrite")
-    media_sources = r.get(d, path, "media_sources", lambda v, p: r.str_list(v, p, _network(r)), ())
+    pin = r.field(d, path, Instance, "sip_tls_fingerprint", r.sha256_fingerprint)
+    rtp_only = r.field(d, path, Instance, "rtp_only", r.boolean)
+    prefix_mode = r.field(d, path, Instance, "web_prefix_mode", lambda v, p: r.choice(v, p, WEB_PREFIX_MODES))
+    media_sources = r.field(d, path, Instance, "media_sources", lambda v, p: r.str_list(v, p, _network(r)))
     if pin is not None and sip is not None and sip.transport != "tls":
         r.fail(f"{path}.sip_tls_fingerprint", f"only for a tls sip target, not {sip.transport}")
     if len(r.problems) > n0:
@@ -656,12 +671,12 @@ def _parse_application(r: _Reader, raw: Any, path: str) -> Application | None:
     n0 = len(r.problems)
     name = r.get(d, path, "name", r.string)
     port = r.get(d, path, "port", r.port)
-    tls = r.get(d, path, "tls", r.boolean, True)
-    prefix = r.get(d, path, "public_prefix", r.string, "/api/")
+    tls = r.field(d, path, Application, "tls", r.boolean)
+    prefix = r.field(d, path, Application, "public_prefix", r.string)
     if prefix is not None and not (prefix.startswith("/") and prefix.endswith("/")):
         r.fail(f"{path}.public_prefix", "expected a path that starts and ends with '/'")
     upstream = r.get(d, path, "upstream", lambda v, p: r.url(v, p, schemes=("http", "https")))
-    verify = r.get(d, path, "verify_upstream", r.boolean, True)
+    verify = r.field(d, path, Application, "verify_upstream", r.boolean)
     if len(r.problems) > n0:
         return None
     assert name and port and upstream and prefix
@@ -678,28 +693,29 @@ def _parse_services(r: _Reader, raw: Any) -> Services | None:
 
     w, p = sub("web", _fields(WebService))
     web = WebService(
-        mode=r.get(w, p, "mode", lambda v, q: r.choice(v, q, ("web_and_rest", "rest_only", "off")), "web_and_rest"),
-        port=r.get(w, p, "port", r.port, 443),
-        redirect_url=r.get(w, p, "redirect_url", lambda v, q: r.url(v, q, schemes=HTTP, nullable=True), None),
-        upstream_timeout=r.get(w, p, "upstream_timeout", lambda v, q: r.number(v, q, 1, 3600), 60.0),
+        mode=r.field(w, p, WebService, "mode", lambda v, q: r.choice(v, q, ("web_and_rest", "rest_only", "off"))),
+        port=r.field(w, p, WebService, "port", r.port),
+        redirect_url=r.field(w, p, WebService, "redirect_url", lambda v, q: r.url(v, q, schemes=HTTP, nullable=True)),
+        upstream_timeout=r.field(w, p, WebService, "upstream_timeout", lambda v, q: r.number(v, q, 1, 3600)),
     )
     s, p = sub("sip", _fields(SipService))
     sip = SipService(
-        mode=r.get(s, p, "mode", lambda v, q: r.choice(v, q, ("tls", "udp", "off")), "tls"),
-        udp_port=r.get(s, p, "udp_port", r.port, 5060),
-        tls_port=r.get(s, p, "tls_port", r.port, 5061),
-        rate_limit=r.get(s, p, "rate_limit", lambda v, q: r.integer(v, q, 0, 1_000_000), 300),
+        mode=r.field(s, p, SipService, "mode", lambda v, q: r.choice(v, q, ("tls", "udp", "off"))),
+        udp_port=r.field(s, p, SipService, "udp_port", r.port),
+        tls_port=r.field(s, p, SipService, "tls_port", r.port),
+        rate_limit=r.field(s, p, SipService, "rate_limit", lambda v, q: r.integer(v, q, 0, 1_000_000)),
     )
     m, p = sub("media", _fields(MediaService))
     media = MediaService(
-        mode=r.get(m, p, "mode", lambda v, q: r.choice(v, q, ("srtp", "rtp")), "srtp"),
-        port_min=r.get(m, p, "port_min", r.port, 30000),
-        port_max=r.get(m, p, "port_max", r.port, 35000),
-        idle_timeout=r.get(m, p, "idle_timeout", lambda v, q: r.number(v, q, 1, 86400), 60.0),
-        setup_timeout=r.get(m, p, "setup_timeout", lambda v, q: r.number(v, q, 1, 3600), 20.0),
-        max_streams=r.get(m, p, "max_streams", lambda v, q: r.integer(v, q, 1, 64), 8),
-        max_streams_per_source=r.get(m, p, "max_streams_per_source", lambda v, q: r.integer(v, q, 1, 100_000), 64),
-        public_address=r.get(m, p, "public_address", lambda v, q: r.ip(v, q, nullable=True), None),
+        mode=r.field(m, p, MediaService, "mode", lambda v, q: r.choice(v, q, ("srtp", "rtp"))),
+        port_min=r.field(m, p, MediaService, "port_min", r.port),
+        port_max=r.field(m, p, MediaService, "port_max", r.port),
+        idle_timeout=r.field(m, p, MediaService, "idle_timeout", lambda v, q: r.number(v, q, 1, 86400)),
+        setup_timeout=r.field(m, p, MediaService, "setup_timeout", lambda v, q: r.number(v, q, 1, 3600)),
+        max_streams=r.field(m, p, MediaService, "max_streams", lambda v, q: r.integer(v, q, 1, 64)),
+        max_streams_per_source=r.field(m, p, MediaService, "max_streams_per_source",
+                                       lambda v, q: r.integer(v, q, 1, 100_000)),
+        public_address=r.field(m, p, MediaService, "public_address", lambda v, q: r.ip(v, q, nullable=True)),
     )
     if isinstance(media.port_min, int) and isinstance(media.port_max, int):
         if media.port_min % 2:
@@ -708,10 +724,10 @@ def _parse_services(r: _Reader, raw: Any) -> Services | None:
             r.fail(f"{p}.port_max", "expected port_max > port_min (at least one RTP/RTCP pair)")
     v, p = sub("provisioning", _fields(ProvisioningService))
     prov = ProvisioningService(
-        mode=r.get(v, p, "mode", lambda x, q: r.choice(x, q, PROVISIONING_MODES), "encrypted"),
-        https_port=r.get(v, p, "https_port", r.port, 8884),
-        http_port=r.get(v, p, "http_port", r.port, 8880),
-        key=r.get(v, p, "key", lambda x, q: _prov_key(r, x, q), None),
+        mode=r.field(v, p, ProvisioningService, "mode", lambda x, q: r.choice(x, q, PROVISIONING_MODES)),
+        https_port=r.field(v, p, ProvisioningService, "https_port", r.port),
+        http_port=r.field(v, p, ProvisioningService, "http_port", r.port),
+        key=r.field(v, p, ProvisioningService, "key", lambda x, q: _prov_key(r, x, q)),
     )
     if prov.mode == "encrypted" and prov.key is None and not any(
         x.startswith(f"{p}.key:") for x in r.problems
@@ -719,9 +735,9 @@ def _parse_services(r: _Reader, raw: Any) -> Services | None:
         r.fail(f"{p}.key", "required when mode is encrypted (base64 of 32 random bytes)")
     x, p = sub("xmpp", _fields(XmppService))
     xmpp = XmppService(
-        enabled=r.get(x, p, "enabled", r.boolean, True),
-        port=r.get(x, p, "port", r.port, 5222),
-        direct_tls_port=r.get(x, p, "direct_tls_port", r.port, 5223),
+        enabled=r.field(x, p, XmppService, "enabled", r.boolean),
+        port=r.field(x, p, XmppService, "port", r.port),
+        direct_tls_port=r.field(x, p, XmppService, "direct_tls_port", r.port),
     )
     if len(r.problems) > n0:
         return None
@@ -749,7 +765,7 @@ def _prov_key(r: _Reader, v: Any, p: str) -> str | None:
 def _parse_network(r: _Reader, raw: Any) -> Network | None:
     d = r.obj(raw, "network", _fields(Network))
     n0 = len(r.problems)
-    mode = r.get(d, "network", "mode", lambda v, p: r.choice(v, p, ("auto", "manual")), "auto")
+    mode = r.field(d, "network", Network, "mode", lambda v, p: r.choice(v, p, ("auto", "manual")))
     if mode == "auto":
         for key in ("interface", "address", "gateway", "table"):
             if d.get(key) is not None:

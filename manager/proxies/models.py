@@ -20,6 +20,19 @@ from django.utils import timezone
 
 from manager.proxies import choices
 from manager.proxies.crypto import decrypt, encrypt
+from proxyd.config import Application as Application_
+from proxyd.config import Instance as Instance_
+from proxyd.config import (
+    MediaService,
+    Network,
+    ProvisioningService,
+    ProxyConfig,
+    SipService,
+    TlsConfig,
+    WebService,
+    XmppService,
+)
+from proxyd.config import default_of as D  # noqa: N812 - every default below is the config's own
 
 PORT = [MinValueValidator(1), MaxValueValidator(65535)]
 slug = RegexValidator(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$", "lowercase letters, digits, '-' and '_'")
@@ -39,7 +52,7 @@ class Instance(models.Model):
     web = models.URLField("web backend", blank=True, help_text="e.g. http://10.0.0.5:8080")
     sip_transport = models.CharField(max_length=3, choices=choices.SIP_TRANSPORTS, default="udp")
     sip_host = models.CharField(max_length=253, blank=True)
-    sip_port = models.PositiveIntegerField(default=5060, validators=PORT)
+    sip_port = models.PositiveIntegerField(default=D(SipService, "udp_port"), validators=PORT)
     sip_domains = models.TextField(blank=True, help_text="one per line")
     xmpp = models.CharField("XMPP backend", max_length=260, blank=True, help_text="host:port")
     xmpp_domains = models.TextField(blank=True, help_text="one per line")
@@ -62,7 +75,7 @@ class Instance(models.Model):
         help_text="networks (CIDR, one per line) on the PBX's side whose media the proxy trusts like the PBX's "
                   "own address: media servers, phones registered at a proxy-only PBX directly")
     web_prefix_mode = models.CharField(
-        "web prefix", max_length=14, choices=choices.WEB_PREFIX_MODES, default="rewrite",
+        "web prefix", max_length=14, choices=choices.WEB_PREFIX_MODES, default=D(Instance_, "web_prefix_mode"),
         help_text="rewrite: the proxy strips /<name> and maps the backend's redirects and cookie paths back under "
                   "it; forward_prefix: the backend gets X-Forwarded-Prefix and writes its own URLs")
 
@@ -97,40 +110,44 @@ class Proxy(models.Model):
     name = models.CharField(max_length=100, unique=True)
     fqdn = models.CharField("Proxy DNS Name (FQDN)", max_length=253)
     enabled = models.BooleanField("on", default=True)
-    bind = models.GenericIPAddressField(default="0.0.0.0")
+    bind = models.GenericIPAddressField(default=D(ProxyConfig, "bind"))
     # services (seed 003)
-    sip_mode = models.CharField("VoIP SIP", max_length=3, choices=choices.SIP_MODES, default="tls")
-    sip_udp_port = models.PositiveIntegerField(default=5060, validators=PORT)
-    sip_tls_port = models.PositiveIntegerField(default=5061, validators=PORT)
+    sip_mode = models.CharField("VoIP SIP", max_length=3, choices=choices.SIP_MODES, default=D(SipService, "mode"))
+    sip_udp_port = models.PositiveIntegerField(default=D(SipService, "udp_port"), validators=PORT)
+    sip_tls_port = models.PositiveIntegerField(default=D(SipService, "tls_port"), validators=PORT)
     sip_rate_limit = models.PositiveIntegerField(
-        "SIP requests per second per source", default=300, validators=[MaxValueValidator(1_000_000)],
+        "SIP requests per second per source", default=D(SipService, "rate_limit"),
+        validators=[MaxValueValidator(1_000_000)],
         help_text="above this a source is blocked for a while (pike-like); 0 switches the limit off")
-    media_mode = models.CharField("VoIP media", max_length=4, choices=choices.MEDIA_MODES, default="srtp")
-    media_port_min = models.PositiveIntegerField(default=30000, validators=PORT)
-    media_port_max = models.PositiveIntegerField(default=35000, validators=PORT)
+    media_mode = models.CharField("VoIP media", max_length=4, choices=choices.MEDIA_MODES,
+                                  default=D(MediaService, "mode"))
+    media_port_min = models.PositiveIntegerField(default=D(MediaService, "port_min"), validators=PORT)
+    media_port_max = models.PositiveIntegerField(default=D(MediaService, "port_max"), validators=PORT)
     web_upstream_timeout = models.PositiveIntegerField(
-        "Backend answer timeout (s)", default=60, validators=[MinValueValidator(1), MaxValueValidator(3600)],
+        "Backend answer timeout (s)", default=int(D(WebService, "upstream_timeout")),
+        validators=[MinValueValidator(1), MaxValueValidator(3600)],
         help_text="a backend (instance, application, provisioning) that has not begun its answer by then: 504")
     provisioning_mode = models.CharField("Phone Provisioning", max_length=14, choices=choices.PROVISIONING_MODES,
-                                         default="encrypted")
-    provisioning_https_port = models.PositiveIntegerField(default=8884, validators=PORT)
-    provisioning_http_port = models.PositiveIntegerField(default=8880, validators=PORT)
+                                         default=D(ProvisioningService, "mode"))
+    provisioning_https_port = models.PositiveIntegerField(default=D(ProvisioningService, "https_port"), validators=PORT)
+    provisioning_http_port = models.PositiveIntegerField(default=D(ProvisioningService, "http_port"), validators=PORT)
     provisioning_key_enc = models.TextField(editable=False, default="")
     xmpp_enabled = models.BooleanField("Allow Client (XMPP) Connections", default=True)
-    xmpp_port = models.PositiveIntegerField(default=5222, validators=PORT)
-    xmpp_direct_tls_port = models.PositiveIntegerField(default=5223, validators=PORT)
-    web_mode = models.CharField("Manage Instances", max_length=12, choices=choices.WEB_MODES, default="web_and_rest")
-    web_port = models.PositiveIntegerField(default=443, validators=PORT)
+    xmpp_port = models.PositiveIntegerField(default=D(XmppService, "port"), validators=PORT)
+    xmpp_direct_tls_port = models.PositiveIntegerField(default=D(XmppService, "direct_tls_port"), validators=PORT)
+    web_mode = models.CharField("Manage Instances", max_length=12, choices=choices.WEB_MODES,
+                                default=D(WebService, "mode"))
+    web_port = models.PositiveIntegerField(default=D(WebService, "port"), validators=PORT)
     redirect_url = models.URLField("Redirection URL", blank=True)
     certificate_pem = models.TextField("Certificate PEM", blank=True, help_text="blank = self-signed")
     tls_key_type = models.CharField(
-        "Self-signed key type", max_length=10, choices=choices.TLS_KEY_TYPES, default=choices.TLS_KEY_TYPES[0][0],
+        "Self-signed key type", max_length=10, choices=choices.TLS_KEY_TYPES, default=D(TlsConfig, "key_type"),
         help_text="only while no certificate is given; many phone firmwares provision over RSA only. "
                   "A change makes a new self-signed certificate")
     key_pem_enc = models.TextField(editable=False, default="")
     allow_sources = models.TextField(blank=True, help_text="CIDRs or DNS names, one per line; empty = everyone")
     # network (seed 003 "Netzwerk Einstellungen")
-    network_mode = models.CharField(max_length=6, choices=choices.NETWORK_MODES, default="auto")
+    network_mode = models.CharField(max_length=6, choices=choices.NETWORK_MODES, default=D(Network, "mode"))
     network_interface = models.CharField(max_length=15, blank=True)
     network_address = models.CharField("IP address (CIDR)", max_length=43, blank=True)
     network_gateway = models.GenericIPAddressField(blank=True, null=True)
@@ -253,7 +270,7 @@ class Application(models.Model):
     name = models.CharField(max_length=63, validators=[slug])
     port = models.PositiveIntegerField("Server Port", validators=PORT)
     tls = models.BooleanField(default=True)
-    public_prefix = models.CharField(max_length=200, default="/api/")
+    public_prefix = models.CharField(max_length=200, default=D(Application_, "public_prefix"))
     upstream = models.URLField("Application URL", help_text="e.g. https://p5.school.local:8443/procurat/api/v1/")
     verify_upstream = models.BooleanField(default=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import subprocess
 import sys
@@ -334,3 +335,16 @@ def test_cli_check_reports_a_backend_pointing_at_the_proxy(tmp_path: Path) -> No
     assert res.returncode == 1
     assert "instances[0].xmpp_direct_tls: points at this proxy's own XMPP STARTTLS listener 127.0.0.1:15223" \
         in res.stderr
+
+
+def test_a_minimal_file_gets_the_dataclasses_defaults() -> None:
+    """The parser takes every default from the dataclasses (`default_of`): a file that names only
+    what is required equals the dataclasses' own defaults, section by section."""
+    from proxyd.config import Instance, ProxyInfo, Services, TlsConfig
+
+    cfg = parse_config({"version": 1, "proxy": {"name": "p", "fqdn": "p.example"},
+                        "instances": [{"name": "a"}], "services": {"provisioning": {"mode": "off"}}})
+    assert cfg.proxy == ProxyInfo("p", "p.example") and cfg.tls == TlsConfig()
+    assert cfg.instances == (Instance("a"),)
+    assert dataclasses.replace(cfg.services, provisioning=Services().provisioning) == Services()
+    assert (cfg.revision, cfg.bind, cfg.allow_sources) == (0, "0.0.0.0", ())

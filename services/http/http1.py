@@ -26,13 +26,27 @@ _VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # cache holds only lines that passed the check, is keyed by the exact bytes, and is bounded.
 # Only a refused block is taken apart again, to say exactly what is wrong.
 _LINE_OK = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*")
-F_OTHER, F_HOST, F_LENGTH, F_TE, F_CONNECTION, F_UPGRADE, F_SET_COOKIE, F_HOP, F_UNTRUSTED, F_URL = range(10)
+(F_OTHER, F_HOST, F_LENGTH, F_TE, F_CONNECTION, F_UPGRADE, F_SET_COOKIE, F_HOP, F_UNTRUSTED, F_URL,
+ F_RETARGET) = range(11)
 HOP_BY_HOP = (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-              b"upgrade", b"proxy-authorization", b"proxy-authenticate")
-# Clients must not be able to claim another origin: these are replaced, never passed on.
-UNTRUSTED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix",
-             b"x-forwarded-port", b"forwarded", b"x-real-ip")
+              b"upgrade", b"proxy-authorization", b"proxy-authenticate", b"http2-settings")
+# The one list of request fields a client must not set, because common backends and frameworks obey
+# them: they would re-target the request (path, method) or let the client claim another origin.
+# They are removed from every request; the proxy writes its own X-Forwarded-* (proxy.py).
+UNTRUSTED = (
+    # the client's claims about where it came from and what it addressed (Django, Rails, Spring,
+    # ASP.NET, Express "trust proxy", Werkzeug ProxyFix)
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix",
+    b"x-forwarded-port", b"x-forwarded-server", b"x-forwarded-ssl", b"x-forwarded-scheme", b"x-url-scheme",
+    b"front-end-https", b"forwarded", b"x-real-ip", b"x-client-ip", b"x-cluster-client-ip", b"true-client-ip",
+    b"x-original-host", b"x-host",
+)
+# ...and those that re-target a request (IIS/ASP.NET, Symfony, Laminas: URL; Express method-override,
+# Laravel, Rails, ASP.NET: method). Removing them is logged: a client sending them is probing.
+RETARGETING = (b"x-original-url", b"x-rewrite-url", b"x-override-url", b"x-original-uri",
+               b"x-http-method-override", b"x-http-method", b"x-method-override")
 _KINDS = {**dict.fromkeys(HOP_BY_HOP, F_HOP), **dict.fromkeys(UNTRUSTED, F_UNTRUSTED),
+          **dict.fromkeys(RETARGETING, F_RETARGET),
           b"host": F_HOST, b"content-length": F_LENGTH, b"transfer-encoding": F_TE, b"connection": F_CONNECTION,
           b"upgrade": F_UPGRADE, b"set-cookie": F_SET_COOKIE,
           # response fields carrying a URL the prefix rule may map (services/http/rewrite.py)
@@ -40,7 +54,7 @@ _KINDS = {**dict.fromkeys(HOP_BY_HOP, F_HOP), **dict.fromkeys(UNTRUSTED, F_UNTRU
 # what is not passed on: hop-by-hop fields (Connection, Transfer-Encoding and Upgrade are re-added
 # where they apply) and, in requests, the client's claims and its Content-Length (re-added)
 _DROP_RESPONSE = frozenset({F_HOP, F_CONNECTION, F_TE, F_UPGRADE})
-_DROP_REQUEST = _DROP_RESPONSE | {F_UNTRUSTED, F_LENGTH, F_HOST}
+_DROP_REQUEST = _DROP_RESPONSE | {F_UNTRUSTED, F_RETARGET, F_LENGTH, F_HOST}
 MAX_CACHED_LINES = 4096
 MAX_CACHED_LINE = 512
 _lines: dict[bytes, tuple[int, bytes]] = {}
@@ -99,6 +113,8 @@ class Head:
     urls: bool = False
     kept: bytes = b""
     host_line: bytes = b""
+    #: what the proxy removed that the client meant a backend to obey (for the log line)
+    stripped: list[bytes] | None = None
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -167,6 +183,8 @@ def _framing(h: Head, request: bool) -> None:
             h.urls = True
         elif kind == F_UPGRADE and upgrade is None:
             upgrade = f[1]
+        elif kind == F_RETARGET and request:
+            h.stripped = (h.stripped or []) + [line.partition(b":")[0]]
     if kept:
         kept.append(b"")
         h.kept = b"\r\n".join(kept)
@@ -192,6 +210,20 @@ def _framing(h: Head, request: bool) -> None:
     h.keep_alive = (b"keep-alive" in tokens) if h.version == b"HTTP/1.0" else (b"close" not in tokens)
     if b"upgrade" in tokens:
         h.upgrade = upgrade
+    named = tokens - _CONNECTION_OPTIONS
+    if named and h.kept:  # RFC 9110 §7.6.1: fields the Connection field names are for this hop only
+        h.kept = b"".join(line + b"\r\n" for line in h.kept.split(b"\r\n")[:-1]
+                          if not _connection_named(line, named))
+
+
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
+
+
+def _connection_named(line: bytes, named: set[bytes]) -> bool:
+    """Framing fields stay whatever Connection says: the proxy frames by them (a named Host or
+    Content-Length is re-added or refused elsewhere)."""
+    name = line.partition(b":")[0].lower()
+    return name in named and _KINDS.get(name, F_OTHER) == F_OTHER
 
 
 def parse_request_head(head: bytes) -> Head:
@@ -223,7 +255,29 @@ def parse_request_head(head: bytes) -> Head:
         raise HttpError(400, "OPTIONS * is not allowed")
     h = Head(method, target, version, head[i + 2 : -2])
     _framing(h, True)
+    if h.upgrade is not None:
+        _check_upgrade(h)
     return h
+
+
+_WS_KEY = re.compile(rb"[A-Za-z0-9+/]{21}[AQgw]==")  # base64 of 16 bytes (RFC 6455 §4.1)
+
+
+def _check_upgrade(h: Head) -> None:
+    """Only a WebSocket handshake may turn a request into a tunnel: one with a bad handshake is
+    refused; any other protocol (h2c, ...) is stripped, so the request is served as plain HTTP and
+    the connection can never become an unrouted tunnel (RFC 9110 §7.8 lets a server ignore Upgrade)."""
+    if h.upgrade.lower() != b"websocket":  # type: ignore[union-attr]
+        h.stripped = (h.stripped or []) + [b"Upgrade: " + h.upgrade]  # type: ignore[operator]
+        h.upgrade = None
+        return
+    if h.method != b"GET" or h.version != b"HTTP/1.1":
+        raise HttpError(400, "WebSocket upgrade needs GET and HTTP/1.1")
+    key = h.get(b"sec-websocket-key")
+    if key is None or _WS_KEY.fullmatch(key) is None:
+        raise HttpError(400, "WebSocket upgrade without a valid Sec-WebSocket-Key")
+    if h.get(b"sec-websocket-version") != b"13":
+        raise HttpError(400, "WebSocket upgrade with a version other than 13")
 
 
 def parse_response_head(head: bytes, request_method: bytes) -> Head:

@@ -260,6 +260,9 @@ class ClientConnection(asyncio.Protocol):
             return self._refuse(400, f"non-canonical path: {exc}")
         if req.content_length is not None and req.content_length > MAX_BODY:
             return self._refuse(413, "body too large")
+        if req.stripped:
+            log.warning("event=request_fields_removed fields=%r client=%s", b", ".join(req.stripped).decode("latin-1"),
+                        self.client_ip)
         self.keep = req.keep_alive and not shared.draining
         decision = shared.router.route(path, query, self.client_ip)
         if type(decision) is Forward:
@@ -539,8 +542,10 @@ class ClientConnection(asyncio.Protocol):
                     self.up.write(bytes(self.buf))
                     self.buf.clear()
                 return
+            if resp.status == 101:  # a switch nobody asked for (an Upgrade we stripped): never a tunnel
+                return self._upstream_failed(502, "101 Switching Protocols to a request without Upgrade")
             if resp.status < 200:  # interim answers (100 Continue) go to HTTP/1.1 clients as they are
-                if req.version == b"HTTP/1.1" and resp.status != 101:
+                if req.version == b"HTTP/1.1":
                     self.t.write(raw)
                 continue
             break

@@ -15,13 +15,62 @@ def req(*lines: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+WS_KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+
+
+@pytest.mark.parametrize("name", ["X-Original-URL", "X-Rewrite-URL", "X-Override-URL", "X-HTTP-Method-Override",
+                                  "X-HTTP-Method", "X-Method-Override", "x-original-uri"])
+def test_retargeting_fields_are_removed_and_named_for_the_log(name: str) -> None:
+    h = parse_request_head(req("GET /api/x HTTP/1.1", "Host: x", f"{name}: /admin", "X-Keep: 1"))
+    assert h.kept == b"X-Keep: 1\r\n"
+    assert h.stripped == [name.encode()]
+
+
+@pytest.mark.parametrize("name", ["X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Prefix", "X-Forwarded-Proto",
+                                  "X-Forwarded-Port", "Forwarded", "X-Real-IP", "True-Client-IP", "X-Forwarded-Server"])
+def test_clients_origin_claims_are_removed(name: str) -> None:
+    assert parse_request_head(req("GET / HTTP/1.1", "Host: x", f"{name}: evil", "X-Keep: 1")).kept == b"X-Keep: 1\r\n"
+
+
+def test_fields_named_in_connection_are_removed_but_framing_stays() -> None:
+    h = parse_request_head(req("POST / HTTP/1.1", "Host: x", "Connection: X-Auth, keep-alive, content-length, Cookie",
+                               "X-Auth: admin", "Cookie: a=1", "Content-Length: 2", "X-Keep: 1"))
+    assert h.kept == b"X-Keep: 1\r\n" and h.content_length == 2
+    r = parse_response_head(b"HTTP/1.1 200 OK\r\nConnection: x-secret, content-length\r\nX-Secret: 1\r\n"
+                            b"Content-Length: 0\r\n\r\n", b"GET")
+    assert r.kept == b"Content-Length: 0\r\n"
+
+
+@pytest.mark.parametrize("token", ["h2c", "HTTP/2.0", "TLS/1.2", "foo", "websocket2"])
+def test_upgrades_other_than_websocket_are_stripped(token: str) -> None:
+    h = parse_request_head(req("GET / HTTP/1.1", "Host: x", "Connection: Upgrade, HTTP2-Settings", f"Upgrade: {token}",
+                               "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA", WS_KEY, "Sec-WebSocket-Version: 13"))
+    assert h.upgrade is None
+    assert b"Upgrade" not in h.kept and b"HTTP2-Settings" not in h.kept
+    assert h.stripped == [f"Upgrade: {token}".encode()]
+
+
+@pytest.mark.parametrize("lines", [
+    ("POST /ws HTTP/1.1", WS_KEY, "Sec-WebSocket-Version: 13"),
+    ("GET /ws HTTP/1.1", "Sec-WebSocket-Version: 13"),
+    ("GET /ws HTTP/1.1", "Sec-WebSocket-Key: short==", "Sec-WebSocket-Version: 13"),
+    ("GET /ws HTTP/1.1", WS_KEY, "Sec-WebSocket-Version: 8"),
+    ("GET /ws HTTP/1.1", WS_KEY),
+])
+def test_a_websocket_upgrade_without_a_valid_handshake_is_refused(lines: tuple[str, ...]) -> None:
+    with pytest.raises(HttpError) as e:
+        parse_request_head(req(lines[0], "Host: x", "Connection: Upgrade", "Upgrade: websocket", *lines[1:]))
+    assert e.value.status == 400
+
+
 def test_request_head_fields_and_framing() -> None:
     h = parse_request_head(req("POST /a HTTP/1.1", "Host: x", "Content-Length: 5", "X-A:  b "))
     assert (h.method, h.target, h.content_length, h.keep_alive) == (b"POST", b"/a", 5, True)
     assert h.get(b"x-a") == b"b"
     h = parse_request_head(req("GET / HTTP/1.0"))
     assert not h.keep_alive
-    h = parse_request_head(req("GET /ws HTTP/1.1", "Host: x", "Connection: keep-alive, Upgrade", "Upgrade: WebSocket "))
+    h = parse_request_head(req("GET /ws HTTP/1.1", "Host: x", "Connection: keep-alive, Upgrade", "Upgrade: WebSocket ",
+                               WS_KEY, "Sec-WebSocket-Version: 13"))
     assert h.upgrade == b"WebSocket"  # as sent, without the trailing space
     assert parse_request_head(req("GET /ws HTTP/1.1", "Host: x", "Upgrade: websocket")).upgrade is None
 

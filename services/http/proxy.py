@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 
 from proxyd.service import LATENCY_BUCKETS, Histogram
+from services.http.authority import Names, request_target
 from services.http.canonical import BadPath, split_target
 from services.http.http1 import (
     MAX_HEAD,
@@ -43,6 +44,7 @@ MAX_PENDING = 256 * 1024  # request bytes held while the backend connection is b
 SMALL_WRITE = 16384  # below this, a head and the body bytes behind it go out in one write
 
 REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+           411: "Length Required", 417: "Expectation Failed", 421: "Misdirected Request", 503: "Service Unavailable",
            413: "Content Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
            501: "Not Implemented", 502: "Bad Gateway", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
            301: "Moved Permanently", 302: "Found"}
@@ -99,8 +101,9 @@ class Listener:
 
     def __init__(self, router: Router, pools: Pools, stats: Stats, tls: bool,
                  allowed: Callable[[str], bool], conns: set[ClientConnection], clock: Clock,
-                 upstream_timeout: float = UPSTREAM_TIMEOUT):
+                 upstream_timeout: float = UPSTREAM_TIMEOUT, names: Names | None = None):
         self.router, self.pools, self.stats, self.allowed, self.conns = router, pools, stats, allowed, conns
+        self.names = names  # None: any authority of valid grammar (tests of the connection code alone)
         self.upstream_timeout = upstream_timeout
         self.proto = b"https" if tls else b"http"
         self.default_port = b"443" if tls else b"80"
@@ -253,7 +256,7 @@ class ClientConnection(asyncio.Protocol):
         shared.stats.counters["requests"] += 1
         try:
             req = parse_request_head(raw)
-            path, query = split_target(req.target)
+            path, query = split_target(request_target(req.target, req.host, shared.names))
         except HttpError as exc:
             return self._refuse(exc.status, exc.reason)
         except BadPath as exc:

@@ -14,6 +14,7 @@ from typing import Any
 from proxyd.config import ProxyConfig
 from proxyd.service import Service
 from proxyd.tls_accept import create_tls_server
+from services.http.authority import Names
 from services.http.proxy import UPSTREAM_TIMEOUT, ClientConnection, Clock, Listener, Stats, sweep
 from services.http.routes import AppTable, Backend, Router, WebTable
 from services.http.upstream import Pools
@@ -32,6 +33,7 @@ class ListenerSpec:
 class HttpView:
     listeners: tuple[tuple[ListenerSpec, Router], ...]
     upstream_timeout: float = UPSTREAM_TIMEOUT
+    names: Names | None = None  # the authorities requests may address (services/http/authority.py)
 
 
 class HttpService(Service):
@@ -49,7 +51,7 @@ class HttpService(Service):
         for app in cfg.applications:
             table = AppTable(app.public_prefix, Backend.from_url(app.upstream, app.verify_upstream))
             out.append((ListenerSpec(host, app.port, app.tls), table))
-        return HttpView(tuple(out), web.upstream_timeout) if out else None
+        return HttpView(tuple(out), web.upstream_timeout, Names(cfg.proxy.fqdn, host)) if out else None
 
     async def start(self, view: HttpView) -> None:
         self.pools = Pools()
@@ -70,15 +72,16 @@ class HttpService(Service):
             if spec in self.listeners:
                 self.listeners[spec].router = table  # swap in place: the next request on any connection sees it
                 self.listeners[spec].upstream_timeout = view.upstream_timeout
+                self.listeners[spec].names = view.names
             else:
-                listener = self._listener(spec, table, view.upstream_timeout)
+                listener = self._listener(spec, table, view.upstream_timeout, view.names)
                 self.servers[spec] = await self._listen(spec, listener)
                 self.listeners[spec] = listener
 
-    def _listener(self, spec: ListenerSpec, table: Router, upstream_timeout: float) -> Listener:
+    def _listener(self, spec: ListenerSpec, table: Router, upstream_timeout: float, names: Names | None) -> Listener:
         access, name = self.ctx.access, self.name
         return Listener(table, self.pools, self.stats_, spec.tls, lambda ip: access.allowed(ip, name), self.conns,
-                        self.clock, upstream_timeout)
+                        self.clock, upstream_timeout, names)
 
     async def _listen(self, spec: ListenerSpec, listener: Listener) -> asyncio.Server:
         if spec.tls:

@@ -124,7 +124,7 @@ def test_proxyd_runs_under_the_units_syscall_filter_and_mdwe(tmp_path: Path) -> 
         assert {n: s["state"] for n, s in st["services"].items()} == dict.fromkeys(
             ("http", "provisioning", "sip", "media", "xmpp"), "running"), st
         with socket.create_connection(("127.0.0.1", app_port), timeout=10) as c:
-            c.sendall(b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            c.sendall(b"GET /api/x HTTP/1.1\r\nHost: proxy.test\r\nConnection: close\r\n\r\n")
             conn, _ = backend.accept()
             with conn:
                 conn.settimeout(10)

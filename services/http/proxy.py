@@ -28,6 +28,7 @@ from services.http.http1 import (
     ChunkScanner,
     Head,
     HttpError,
+    bare_cr_lf,
     parse_request_head,
     parse_response_head,
 )
@@ -183,17 +184,30 @@ class ClientConnection(asyncio.Protocol):
             if self.up.transport.can_write_eof():
                 self.up.transport.write_eof()
                 return True  # keep the other direction of the tunnel open
-        if self.state in (BODY, WAIT) and self.rstate != R_NONE:
+        if self.state == BODY:  # the body can never complete now: the backend must not get a truncated one
+            self._close(why="client ended its side before the request body was complete")
+            return None
+        if self.state == WAIT and self.rstate != R_NONE:
             self.keep = False
             return True  # a half-closed client still gets its response, then the connection closes
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.shared.conns.discard(self)
+        self._drop_upstream("client closed the connection")
         self.state = CLOSED
-        if self.up is not None:
-            self.up.close()
-            self.up = None
+
+    def _drop_upstream(self, why: str) -> None:
+        """Let go of the backend connection; reset it when the request body is still incomplete."""
+        up, self.up = self.up, None
+        if up is None:
+            return
+        if self.state == BODY:
+            log.warning("event=request_body_abandoned reason=%r client=%s backend_reset=1", why, self.client_ip)
+            self.shared.stats.counters["request_bodies_abandoned"] += 1
+            up.reset()
+        else:
+            up.close()
 
     def pause_writing(self) -> None:  # the client reads slower than the backend answers
         if self.up is not None and self.up.transport is not None:
@@ -214,16 +228,14 @@ class ClientConnection(asyncio.Protocol):
             if not self.paused and self.state != CLOSED:
                 self.t.resume_reading()
 
-    def _close(self, abort: bool = False) -> None:
+    def _close(self, abort: bool = False, why: str = "connection closed by the proxy") -> None:
+        self._drop_upstream(why)
         self.state = CLOSED
         self.shared.conns.discard(self)
         if abort:
             self.t.abort()
         else:
             self.t.close()
-        if self.up is not None:
-            self.up.close()
-            self.up = None
 
     # -- request head -----------------------------------------------------------------------------
 
@@ -231,7 +243,9 @@ class ClientConnection(asyncio.Protocol):
         buf = self.buf
         end = buf.find(b"\r\n\r\n")
         if end < 0:
-            if len(buf) > MAX_HEAD:
+            if bare_cr_lf(buf):  # would never complete: answer now, not after the head deadline
+                self._refuse(400, "bare LF or CR in head")
+            elif len(buf) > MAX_HEAD:
                 line_end = buf.find(b"\r\n")
                 self._refuse(414 if line_end < 0 or line_end > 8192 else 431, "request head too large")
             elif buf and self.state == IDLE:  # the head deadline runs from its first byte
@@ -418,9 +432,8 @@ class ClientConnection(asyncio.Protocol):
             try:
                 out = self._encode_chunks(data)
             except HttpError as exc:  # the client's body framing broke mid-stream
-                if self.up is not None:
-                    self.up.close()  # the backend sees an incomplete body, never a smuggled request
-                    self.up = None
+                # the backend sees a reset, never a truncated body it could take as whole, nor a smuggled request
+                self._drop_upstream(f"chunked framing broke: {exc.reason}")
                 if self.rstate == R_HEAD:
                     self._refuse(exc.status, exc.reason)
                 else:
@@ -627,7 +640,7 @@ class ClientConnection(asyncio.Protocol):
             self._upstream_failed(504, "no response in time")
         else:
             log.warning("event=connection_timeout client=%s", self.client_ip)
-            self._close()
+            self._close(why="request body timed out")
 
     def abort(self) -> None:
         self._close(abort=True)

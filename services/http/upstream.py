@@ -10,7 +10,9 @@ sees under load: a smaller pool churns backend connects for every request.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
 from time import perf_counter
 from typing import Protocol
 
@@ -76,6 +78,22 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
+
+    def reset(self) -> None:
+        """Abort with a TCP RST (SO_LINGER 0): a backend must not mistake a request body the client
+        abandoned for a complete one, as it could when it sees an orderly FIN after the last byte."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.owner = None
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.abort()
 
     def close(self) -> None:
         self.owner = None

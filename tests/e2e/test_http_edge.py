@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -244,3 +245,88 @@ def test_the_proxys_own_names_are_served(edge, host: bytes) -> None:  # type: ig
     absolute = b"http://" + host + b"/api/y"
     assert exchange(app_port, get(absolute, host)).startswith(b"HTTP/1.1 200 ")
     assert [h.split(b" ")[1] for h, _ in rec.take()] == [b"/base/x", b"/base/y"]
+
+
+# -- framing -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /api/x HTTP/1.1\nHost: proxy.test\n\n", b"GET /api/x HTTP/1.1\r\nHost: proxy.test\n\n",
+    b"GET /api/x HTTP/1.1\r\nHost: proxy.test\rX: y\r\n", b"GET /api/x\rHTTP/1.1\r\n",
+])
+def test_bare_lf_or_cr_in_a_head_is_400_at_once(edge, request_bytes: bytes) -> None:  # type: ignore[no-untyped-def]
+    _, rec, app_port, _ = edge
+    rec.take()
+    s = socket.create_connection(("127.0.0.1", app_port), timeout=3)  # far below the 10 s head deadline
+    s.sendall(request_bytes)
+    assert s.recv(1000).startswith(b"HTTP/1.1 400 ")
+    assert s.recv(1000) == b""  # and closed
+    s.close()
+    assert rec.take() == []
+
+
+CHUNKED = b"POST /api/x HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (CHUNKED + b"5;a\nb\r\nhello\r\n0\r\n\r\n", 400),
+    (CHUNKED + b"5;" + b"e" * 300
+     + b"\r\nhello\r\n0\r\n\r\n", 400),
+    (CHUNKED + b"5\r\nhello\r\n0\r\nX: a\nb\r\n\r\n", 400),
+    (b"PUT /api/x HTTP/1.1\r\nHost: proxy.test\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx", 417),
+    (b"POST /api/x HTTP/1.0\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"GET /api/x HTTP/2.0\r\nHost: proxy.test\r\n\r\n", 505),
+    (b"POST /api/x HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+])
+def test_framing_errors_get_their_status_and_no_complete_request_reaches_the_backend(
+        edge, request_bytes: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
+    _, rec, app_port, _ = edge
+    rec.take()
+    assert exchange(app_port, request_bytes).startswith(f"HTTP/1.1 {status} ".encode())
+    assert rec.take() == []  # the recorder only records a request whose body ended properly
+
+
+class Watcher:
+    """A backend that reads one request and reports how its connection ended: 'reset' or 'eof'."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.ended: list[str] = []
+        self.done = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        conn, _ = self.sock.accept()
+        conn.settimeout(30)
+        try:
+            while conn.recv(65536):
+                pass
+            self.ended.append("eof")
+        except ConnectionResetError:
+            self.ended.append("reset")
+        except OSError as exc:
+            self.ended.append(repr(exc))
+        conn.close()
+        self.done.set()
+
+
+@pytest.mark.parametrize("start", [
+    b"POST /api/x HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    b"POST /api/x HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 100\r\n\r\nhello",
+])
+def test_an_abandoned_body_resets_the_backend_connection(tmp_path: Path, start: bytes) -> None:
+    w = Watcher()
+    port = free_port()
+    p = ProxydProcess(tmp_path, base_config(applications=[
+        {"name": "a", "port": port, "tls": False, "upstream": f"http://127.0.0.1:{w.port}/"}])).start()
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(start)
+        time.sleep(0.5)  # the head and the first bytes are upstream
+        s.close()  # the client gives up half-way
+        assert w.done.wait(10)
+        assert w.ended == ["reset"]
+        assert "event=request_body_abandoned" in p.log_path.read_text(errors="replace")
+    finally:
+        p.stop()
+        w.sock.close()

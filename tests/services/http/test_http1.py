@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.http.http1 import ChunkedDecoder, HttpError, parse_request_head, parse_response_head
+from services.http.http1 import ChunkedDecoder, ChunkScanner, HttpError, parse_request_head, parse_response_head
 
 
 def req(*lines: str) -> bytes:
@@ -194,3 +194,57 @@ def test_field_lines_are_accepted_exactly_when_valid_cached_or_not(noise: list[b
             assert exc.status == 400
             accepted = False
         assert accepted == valid, head
+
+
+# -- chunk lines, extensions and trailers: one strict grammar for requests and responses ----------
+
+CHUNK_BAD = [
+    b"5;a\nb\r\nhello\r\n0\r\n\r\n",  # bare LF inside an extension (CVE-2025-55315 class)
+    b"5;a\rb\r\nhello\r\n0\r\n\r\n",  # bare CR inside an extension
+    b"5\n\r\nhello\r\n0\r\n\r\n", b"5\nhello\r\n0\r\n\r\n", b"5\r\nhello\r\n0\r\nX: a\nb\r\n\r\n",
+    b"5\r\nhello\r\n0\r\nX: a\rb\r\n\r\n", b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
+    b"5;\r\nhello\r\n0\r\n\r\n", b"5;=x\r\nhello\r\n0\r\n\r\n", b"5;a=\r\nhello\r\n0\r\n\r\n",
+    b"5;a=\"x\r\nhello\r\n0\r\n\r\n", b"5;a=b c\r\nhello\r\n0\r\n\r\n", b"5;a=\"\x00\"\r\nhello\r\n0\r\n\r\n",
+    b"5 ;" + b"a" * 300 + b"\r\nhello\r\n0\r\n\r\n",  # extension over the limit
+    b"5;" + b"a=b;" * 400 + b"x\r\nhello\r\n0\r\n\r\n",  # chunk line over the limit, CRLF present
+    b"0x5\r\nhello\r\n0\r\n\r\n", b"+5\r\nhello\r\n0\r\n\r\n", b"5 \r\nhello\r\n0\r\n\r\n",
+]
+CHUNK_OK = [b"5;a=b\r\nhello\r\n0\r\n\r\n", b"5 ; a = \"q\\\"x\"; b\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0;last\r\nX-T: 1\r\n\r\n", b"00005\r\nhello\r\n0\r\n\r\n"]
+
+
+@pytest.mark.parametrize("body", CHUNK_BAD)
+@pytest.mark.parametrize("step", [None, 1])
+def test_chunk_framing_outside_the_grammar_is_refused_by_both_readers(body: bytes, step: int | None) -> None:
+    with pytest.raises(HttpError) as e:
+        dec = ChunkedDecoder()
+        for i in range(0, len(body), step or len(body)):
+            dec.feed(body[i:i + (step or len(body))])
+        assert dec.done, "incomplete is not accepted either"
+    assert e.value.status in (400, 431)
+    with pytest.raises(HttpError) as e:
+        scan = ChunkScanner()
+        for i in range(0, len(body), step or len(body)):
+            scan.feed(body[i:i + (step or len(body))])
+        assert scan.done
+    assert e.value.status == 502
+
+
+@pytest.mark.parametrize("body", CHUNK_OK)
+def test_chunk_extensions_and_trailers_in_the_grammar_pass(body: bytes) -> None:
+    dec = ChunkedDecoder()
+    assert b"".join(dec.feed(body)) == b"hello" and dec.done
+    scan = ChunkScanner()
+    assert scan.feed(body + b"NEXT") == len(body) and scan.done
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (req("PUT /a HTTP/1.1", "Host: x", "Expect: 100-continue-please", "Content-Length: 1"), 417),
+    (req("PUT /a HTTP/1.1", "Host: x", "Expect: something", "Content-Length: 1"), 417),
+    (req("POST /a HTTP/1.0", "Host: x", "Transfer-Encoding: chunked"), 400),
+])
+def test_expectations_and_http10_chunked(head: bytes, status: int) -> None:
+    with pytest.raises(HttpError) as e:
+        parse_request_head(head)
+    assert e.value.status == status
+    assert parse_request_head(req("PUT /a HTTP/1.1", "Host: x", "Expect: 100-Continue", "Content-Length: 1"))

@@ -147,7 +147,7 @@ SMUGGLING = [
     (b"POST /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
     (b"POST /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
     (b"GET /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nX: a\r\n b\r\n\r\n", 400),
-    (b"GET /mycompany/x HTTP/1.1\nHost: x\n\n", None),  # bare LF never completes a head: 408/close
+    (b"GET /mycompany/x HTTP/1.1\nHost: proxy.test\n\n", 400),  # bare LF: 400 at once, not after the deadline
     (b"GET /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nX: a\x00\r\n\r\n", 400),
     (b"POST /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     (b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\nHost: proxy.test\r\n\r\n", 414),

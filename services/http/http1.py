@@ -113,6 +113,7 @@ class Head:
     urls: bool = False
     kept: bytes = b""
     host_line: bytes = b""
+    expect: bool = False  # Expect: 100-continue (the client waits for the go-ahead before its body)
     #: what the proxy removed that the client meant a backend to obey (for the log line)
     stripped: list[bytes] | None = None
 
@@ -183,8 +184,10 @@ def _framing(h: Head, request: bool) -> None:
             h.urls = True
         elif kind == F_UPGRADE and upgrade is None:
             upgrade = f[1]
-        elif kind == F_EXPECT and request and f[1] != b"100-continue":
-            raise HttpError(417, "unknown expectation")  # RFC 9110 §10.1.1
+        elif kind == F_EXPECT and request:
+            if f[1] != b"100-continue":
+                raise HttpError(417, "unknown expectation")  # RFC 9110 §10.1.1
+            h.expect = True
         elif kind == F_RETARGET and request:
             h.stripped = (h.stripped or []) + [line.partition(b":")[0]]
     if kept:

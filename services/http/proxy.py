@@ -32,6 +32,7 @@ from services.http.http1 import (
     parse_request_head,
     parse_response_head,
 )
+from services.http.limits import BUFFER_BODY, ConnectionGate, body_deadline
 from services.http.routes import Forward, Redirect, Refuse, Router
 from services.http.upstream import Pools, UpstreamConnection
 
@@ -51,8 +52,8 @@ REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408:
            301: "Moved Permanently", 302: "Found"}
 RESPONSE_KEYS = tuple(f"responses_{n}xx" for n in range(10))
 
-# Connection states
-IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED = range(6)
+# Connection states (BUFFERING: a small body is being received whole before a backend is taken)
+IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED, BUFFERING = range(7)
 # Response states
 R_NONE, R_HEAD, R_LENGTH, R_CHUNKED, R_UNTIL_CLOSE = range(5)
 
@@ -102,10 +103,13 @@ class Listener:
 
     def __init__(self, router: Router, pools: Pools, stats: Stats, tls: bool,
                  allowed: Callable[[str], bool], conns: set[ClientConnection], clock: Clock,
-                 upstream_timeout: float = UPSTREAM_TIMEOUT, names: Names | None = None):
+                 upstream_timeout: float = UPSTREAM_TIMEOUT, names: Names | None = None,
+                 gate: ConnectionGate | None = None):
         self.router, self.pools, self.stats, self.allowed, self.conns = router, pools, stats, allowed, conns
         self.names = names  # None: any authority of valid grammar (tests of the connection code alone)
+        self.gate = gate  # plain listeners count here; TLS ones at accept, before the handshake (tls_accept.py)
         self.upstream_timeout = upstream_timeout
+        self.tls = tls
         self.proto = b"https" if tls else b"http"
         self.default_port = b"443" if tls else b"80"
         self.loop = asyncio.get_running_loop()
@@ -139,6 +143,10 @@ class ClientConnection(asyncio.Protocol):
         self.rscan: ChunkScanner | None = None
         self.forwarded_at = 0.0  # perf_counter() when the current request was forwarded (the loop clock has ms steps)
         self.rkeep = False
+        self.gated = False  # counted by the listener's gate (released when the connection goes)
+        self.body_started = 0.0  # clock time the request body began, and its bytes so far (minimum rate)
+        self.body_received = 0
+        self.held = b""  # BUFFERING: the upstream head, sent once the body is whole
 
     # -- client transport events ------------------------------------------------------------------
 
@@ -151,6 +159,13 @@ class ClientConnection(asyncio.Protocol):
             self.state = CLOSED
             self.t.abort()
             return
+        gate = self.shared.gate
+        if gate is not None and not self.shared.tls:
+            if not gate.admit(self.client_ip):
+                self.state = CLOSED
+                self.t.abort()
+                return
+            self.gated = True
         self.shared.conns.add(self)
         self.deadline = self.shared.clock.now + HEADER_TIMEOUT
 
@@ -162,6 +177,12 @@ class ClientConnection(asyncio.Protocol):
             return
         if state == BODY:
             self._request_body(data)
+            return
+        if state == BUFFERING:
+            self.buf += data
+            self.deadline = body_deadline(self.body_started, len(self.buf), self.shared.clock.now, IDLE_TIMEOUT)
+            if len(self.buf) >= (self.req.content_length or 0):  # type: ignore[union-attr]
+                self._dispatch(self.held)
             return
         if state <= HEAD:
             if not self.buf:
@@ -184,7 +205,7 @@ class ClientConnection(asyncio.Protocol):
             if self.up.transport.can_write_eof():
                 self.up.transport.write_eof()
                 return True  # keep the other direction of the tunnel open
-        if self.state == BODY:  # the body can never complete now: the backend must not get a truncated one
+        if self.state in (BODY, BUFFERING):  # the body can never complete now: the backend must not get a truncated one
             self._close(why="client ended its side before the request body was complete")
             return None
         if self.state == WAIT and self.rstate != R_NONE:
@@ -193,6 +214,9 @@ class ClientConnection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.gated:
+            self.gated = False
+            self.shared.gate.release(self.client_ip)  # type: ignore[union-attr]
         self.shared.conns.discard(self)
         self._drop_upstream("client closed the connection")
         self.state = CLOSED
@@ -350,6 +374,21 @@ class ClientConnection(asyncio.Protocol):
         self.rstate = R_HEAD
         self.rbuf = b""
         self.retry_head = None
+        self.body_started, self.body_received = self.shared.clock.now, 0
+        n = req.content_length
+        if n and n <= BUFFER_BODY and len(self.buf) < n and not req.expect:
+            # a small body is received whole first: a client dripping it costs the backend nothing
+            self.state = BUFFERING
+            self.held = out
+            self.deadline = body_deadline(self.body_started, len(self.buf), self.shared.clock.now, IDLE_TIMEOUT)
+            return
+        self._dispatch(out)
+
+    def _dispatch(self, out: bytes) -> None:
+        """Take a backend connection and send it the head `out` and what the client sent of the body."""
+        req, fwd = self.req, self.fwd
+        assert req is not None and fwd is not None
+        self.held = b""
         self.state = BODY
         if req.chunked:
             self.body_dec = ChunkedDecoder()
@@ -371,10 +410,12 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.state = WAIT
             self.retry_head = out
+        now = self.shared.clock.now
         if self.state == WAIT:
-            self.deadline = self.shared.clock.now + self.shared.upstream_timeout
+            self.deadline = now + self.shared.upstream_timeout
         else:
-            self.deadline = self.shared.clock.now + IDLE_TIMEOUT
+            self.body_received = (req.content_length or 0) - self.body_left if not req.chunked else 0
+            self.deadline = body_deadline(self.body_started, self.body_received, now, IDLE_TIMEOUT)
         up = self.shared.pools.take(fwd.backend)
         if up is not None:
             self._attach(up, out)
@@ -427,7 +468,8 @@ class ClientConnection(asyncio.Protocol):
         return out
 
     def _request_body(self, data: bytes) -> None:
-        self.deadline = self.shared.clock.now + IDLE_TIMEOUT
+        self.body_received += len(data)
+        self.deadline = body_deadline(self.body_started, self.body_received, self.shared.clock.now, IDLE_TIMEOUT)
         if self.body_dec is not None:
             try:
                 out = self._encode_chunks(data)
@@ -638,6 +680,10 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(408, "request head not received in time")
         elif self.rstate == R_HEAD and state == WAIT:
             self._upstream_failed(504, "no response in time")
+        elif self.rstate == R_HEAD and state in (BODY, BUFFERING):
+            # slow POST: the backend (if one was taken) is reset, never handed a truncated body
+            self._drop_upstream("request body below the minimum rate or stalled")
+            self._refuse(408, "request body below the minimum rate or stalled")
         else:
             log.warning("event=connection_timeout client=%s", self.client_ip)
             self._close(why="request body timed out")

@@ -15,6 +15,7 @@ from proxyd.config import ProxyConfig
 from proxyd.service import Service
 from proxyd.tls_accept import create_tls_server
 from services.http.authority import Names
+from services.http.limits import TLS_HANDSHAKE_TIMEOUT, ConnectionGate
 from services.http.proxy import UPSTREAM_TIMEOUT, ClientConnection, Clock, Listener, Stats, sweep
 from services.http.routes import AppTable, Backend, Router, WebTable
 from services.http.upstream import Pools
@@ -59,6 +60,7 @@ class HttpService(Service):
         self.servers: dict[ListenerSpec, asyncio.Server] = {}
         self.listeners: dict[ListenerSpec, Listener] = {}
         self.conns: set[ClientConnection] = set()
+        self.gate = ConnectionGate(service=self.name)
         self.clock = Clock(asyncio.get_running_loop().time())
         self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
         await self.reconfigure(view)
@@ -81,12 +83,13 @@ class HttpService(Service):
     def _listener(self, spec: ListenerSpec, table: Router, upstream_timeout: float, names: Names | None) -> Listener:
         access, name = self.ctx.access, self.name
         return Listener(table, self.pools, self.stats_, spec.tls, lambda ip: access.allowed(ip, name), self.conns,
-                        self.clock, upstream_timeout, names)
+                        self.clock, upstream_timeout, names, self.gate)
 
     async def _listen(self, spec: ListenerSpec, listener: Listener) -> asyncio.Server:
         if spec.tls:
             return await create_tls_server(lambda: ClientConnection(listener), spec.host, spec.port,
                                            self.ctx.certs.server_context(alpn=["http/1.1"]), service=self.name,
+                                           handshake_timeout=TLS_HANDSHAKE_TIMEOUT, gate=self.gate,
                                            reuse_address=True, backlog=1024)
         loop = asyncio.get_running_loop()
         return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port,
@@ -119,9 +122,12 @@ class HttpService(Service):
     def stats(self) -> dict[str, Any]:
         return {
             "listeners": [f"{'https' if s.tls else 'http'}://{s.host}:{s.port}" for s in self.servers],
-            "counters": {**dict(self.stats_.counters), "backend_connects": self.pools.connects,
+            "counters": {**dict(self.stats_.counters), "connections_refused": self.gate.refused,
+                         "backend_connects": self.pools.connects,
                          "backend_connect_errors": self.pools.connect_errors},
-            "gauges": {"active_connections": len(self.conns), "idle_backend_connections": self.pools.idle_count},
+            "gauges": {"active_connections": len(self.conns), "idle_backend_connections": self.pools.idle_count,
+                       "connection_limit_per_address": self.gate.per_address,
+                       "connection_limit_total": self.gate.budget.total},
             "histograms": {"upstream_connect_seconds": self.pools.connect_seconds.to_json(),
                            "upstream_first_byte_seconds": self.stats_.first_byte.to_json(),
                            "request_duration_seconds": self.stats_.duration.to_json()},

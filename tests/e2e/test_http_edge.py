@@ -312,7 +312,7 @@ class Watcher:
 
 @pytest.mark.parametrize("start", [
     b"POST /api/x HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-    b"POST /api/x HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 100\r\n\r\nhello",
+    b"POST /api/x HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 1000000\r\n\r\nhello",  # above BUFFER_BODY
 ])
 def test_an_abandoned_body_resets_the_backend_connection(tmp_path: Path, start: bytes) -> None:
     w = Watcher()
@@ -330,3 +330,128 @@ def test_an_abandoned_body_resets_the_backend_connection(tmp_path: Path, start: 
     finally:
         p.stop()
         w.sock.close()
+
+
+# -- slow and greedy clients ---------------------------------------------------------------------
+
+class Counting:
+    """A backend that counts the connections it is given and how each ended."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.ended: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    def _drain(self, conn: socket.socket) -> None:
+        conn.settimeout(60)
+        try:
+            while conn.recv(65536):
+                pass
+            self.ended.append("eof")
+        except ConnectionResetError:
+            self.ended.append("reset")
+        except OSError as exc:
+            self.ended.append(repr(exc))
+        conn.close()
+
+
+def test_slow_clients_cost_only_themselves(tmp_path: Path) -> None:
+    """At once: a TCP connection that never starts TLS, a small POST body dripped a byte every 2 s,
+    a large one dripped likewise. After the deadlines (10 s) all three are gone; the small body never
+    took a backend connection, the large one's was reset."""
+    be = Counting()
+    app_port, tls_port = free_port(), free_port()
+    p = ProxydProcess(tmp_path, base_config(applications=[
+        {"name": "a", "port": app_port, "tls": False, "upstream": f"http://127.0.0.1:{be.port}/"},
+        {"name": "b", "port": tls_port, "tls": True, "upstream": f"http://127.0.0.1:{be.port}/"}])).start()
+    try:
+        silent = socket.create_connection(("127.0.0.1", tls_port), timeout=30)
+        small = socket.create_connection(("127.0.0.1", app_port), timeout=30)
+        large = socket.create_connection(("127.0.0.1", app_port), timeout=30)
+        small.sendall(b"POST /api/x HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 1000\r\n\r\n")
+        large.sendall(b"POST /api/x HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 10000000\r\n\r\n")
+        start = time.monotonic()
+        answers: dict[str, bytes] = {}
+        while time.monotonic() - start < 20 and len(answers) < 2:
+            for name, s in (("small", small), ("large", large)):
+                if name in answers:
+                    continue
+                try:
+                    s.sendall(b"x")
+                except OSError:
+                    answers[name] = b"closed"
+            time.sleep(2)
+            for name, s in (("small", small), ("large", large)):
+                s.settimeout(0.01)
+                try:
+                    got = s.recv(1000)
+                    answers.setdefault(name, got)
+                except TimeoutError:
+                    pass
+                except OSError:
+                    answers.setdefault(name, b"closed")
+        elapsed = time.monotonic() - start
+        assert answers["small"].startswith(b"HTTP/1.1 408 ") and answers["large"].startswith(b"HTTP/1.1 408 "), answers
+        assert elapsed < 16
+        silent.settimeout(5)
+        assert silent.recv(100) == b""  # closed by the handshake deadline (10 s) meanwhile
+        time.sleep(0.5)
+        assert be.accepted == 1 and be.ended == ["reset"]  # only the large body took (and lost) a backend
+        log = p.log_path.read_text(errors="replace")
+        assert "request body below the minimum rate" in log
+        for s in (silent, small, large):
+            s.close()
+    finally:
+        p.stop()
+        be.sock.close()
+
+
+def test_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
+    from services.http.limits import PER_ADDRESS
+
+    be = Counting()
+    port = free_port()
+    p = ProxydProcess(tmp_path, base_config(applications=[
+        {"name": "a", "port": port, "tls": False, "upstream": f"http://127.0.0.1:{be.port}/"}])).start()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(PER_ADDRESS):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        time.sleep(0.5)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+        extra.settimeout(5)
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            extra.sendall(get(b"/api/x"))
+            if extra.recv(100) == b"":
+                raise ConnectionResetError
+        extra.close()
+        assert "per-address connection limit 256 reached" in p.log_path.read_text(errors="replace")
+        # another loopback address is another client: it is served
+        other = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
+        other.sendall(get(b"/api/x"))
+        deadline = time.monotonic() + 5
+        while be.accepted == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert be.accepted == 1  # its request went upstream
+        other.close()
+        held.pop().close()
+        time.sleep(0.5)
+        st = p.status()["services"]["http"]
+        assert st["counters"]["connections_refused"] >= 1
+        assert st["gauges"]["connection_limit_per_address"] == PER_ADDRESS
+    finally:
+        for s in held:
+            s.close()
+        p.stop()
+        be.sock.close()

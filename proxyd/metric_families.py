@@ -73,7 +73,7 @@ HTTP_GAUGES = _rules(
                                     "Idle keep-alive connections to backends", "service")),
     ("connection_limit_per_address", _g("pforte_http_connection_limit_per_address",
                                         "Client connections one source address may hold", "service")),
-    ("connection_limit_total", _g("pforte_http_connection_limit_total",
+    ("connection_limit_total", _g("pforte_http_connection_limit_process",
                                   "Client connections all HTTP listeners of this process may hold", "service")),
     ("blocked_sources", _g("pforte_provisioning_blocked_sources",
                            "Sources currently blocked from provisioning lookups", "service")),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.http.http1 import HttpError
 
@@ -64,6 +64,7 @@ class Names:
 
     fqdn: str
     bind: str = ""
+    seen: dict[bytes, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = {self.fqdn.lower().rstrip(".")}
@@ -81,8 +82,18 @@ class Names:
         return host in self._names  # type: ignore[attr-defined]
 
 
+MAX_SEEN = 256  # Host values that passed, remembered: the usual request costs one dict lookup
+
+
 def request_target(target: bytes, host_field: bytes | None, names: Names | None) -> bytes:
-    """The origin-form target to route on, once the authority passed; HttpError(400/421) otherwise."""
+    """The origin-form target to route on, once the authority passed; HttpError(400/421) otherwise.
+
+    `names` None: no authority check at all (provisioning: phones are often configured with an IP;
+    the target must then be origin-form, as canonical.split_target requires)."""
+    if names is None:
+        return target
+    if target[:1] == b"/" and host_field is not None and host_field in names.seen:
+        return target
     authority = host_field
     m = _ABSOLUTE.fullmatch(target) if target[:1] != b"/" else None
     if m is not None:
@@ -96,12 +107,14 @@ def request_target(target: bytes, host_field: bytes | None, names: Names | None)
             raise HttpError(400, "request-target authority and Host disagree")
         authority = m[1]
     if authority is None:
-        if names is None:
-            return target
         raise HttpError(400, "no Host")
     host, _ = parse_authority(authority)
-    if names is not None and not names.serves(host):
+    if not names.serves(host):
         raise HttpError(421, f"{host!r} is not a name of this proxy")
+    if authority is host_field:
+        if len(names.seen) >= MAX_SEEN:
+            names.seen.clear()
+        names.seen[host_field] = True
     return target
 
 

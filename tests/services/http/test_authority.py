@@ -81,3 +81,20 @@ def test_any_bytes_are_a_name_of_ours_or_400_or_421(value: bytes) -> None:
         return
     host, _ = parse_authority(value)
     assert host.rstrip(".") in ("proxy.example", "127.0.0.1")
+
+
+def test_without_names_nothing_is_checked_and_absolute_form_stays_for_split_target() -> None:
+    from services.http.canonical import BadPath, split_target
+
+    assert request_target(b"/x", b"any name", None) == b"/x"
+    with pytest.raises(BadPath):
+        split_target(request_target(b"http://proxy.example/x", b"proxy.example", None))
+
+
+def test_a_remembered_host_is_only_one_that_passed() -> None:
+    names = Names("proxy.example")
+    request_target(b"/", b"proxy.example", names)
+    for _ in range(2):
+        with pytest.raises(HttpError):
+            request_target(b"/", b"evil.example", names)
+    assert list(names.seen) == [b"proxy.example"]

@@ -315,10 +315,12 @@ def parse_response_head(head: bytes, request_method: bytes) -> Head:
 
 MAX_CHUNK_EXT = 256  # chunk extensions carry nothing we use; a long one is only a way to burn CPU/memory
 # RFC 9112 §7.1.1: chunk-size [ chunk-ext ] with chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ),
-# name = token, value = token / quoted-string (qdtext or quoted-pair; no CR, LF or other controls)
+# name = token, value = token / quoted-string (qdtext or quoted-pair; no CR, LF or other controls).
+# BWS is refused too: no client needs it, and parsers disagree on it (h11 refuses it, others
+# accept it): a proxy accepts only what every reader frames alike.
 _CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,15})((?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-    rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|\"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]"
+    rb"([0-9A-Fa-f]{1,15})((?:;[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+    rb"(?:=(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|\"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]"
     rb"|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)")
 
 

@@ -208,8 +208,9 @@ CHUNK_BAD = [
     b"5 ;" + b"a" * 300 + b"\r\nhello\r\n0\r\n\r\n",  # extension over the limit
     b"5;" + b"a=b;" * 400 + b"x\r\nhello\r\n0\r\n\r\n",  # chunk line over the limit, CRLF present
     b"0x5\r\nhello\r\n0\r\n\r\n", b"+5\r\nhello\r\n0\r\n\r\n", b"5 \r\nhello\r\n0\r\n\r\n",
+    b"5 ;a\r\nhello\r\n0\r\n\r\n", b"5; a\r\nhello\r\n0\r\n\r\n", b"5;a =b\r\nhello\r\n0\r\n\r\n",  # BWS
 ]
-CHUNK_OK = [b"5;a=b\r\nhello\r\n0\r\n\r\n", b"5 ; a = \"q\\\"x\"; b\r\nhello\r\n0\r\n\r\n",
+CHUNK_OK = [b"5;a=b\r\nhello\r\n0\r\n\r\n", b"5;a=\"q\\\"x\";b\r\nhello\r\n0\r\n\r\n",
             b"5\r\nhello\r\n0;last\r\nX-T: 1\r\n\r\n", b"00005\r\nhello\r\n0\r\n\r\n"]
 
 

@@ -61,6 +61,9 @@ HTTP_COUNTERS = _rules(
                                   "service")),
     ("connections_refused", _c("pforte_http_connections_refused",
                                "Client connections closed at accept: per-address or total limit", "service")),
+    ("backend_saturated", _c("pforte_http_backend_saturated",
+                             "Requests answered 503 because their backend had its limit of requests in flight",
+                             "service")),
     ("request_bodies_abandoned", _c("pforte_http_request_bodies_abandoned",
                                     "Request bodies the client left incomplete; the backend connection was reset",
                                     "service")),
@@ -79,9 +82,9 @@ HTTP_GAUGES = _rules(
                            "Sources currently blocked from provisioning lookups", "service")),
 )
 _HTTP_KNOWN = ("requests", "redirects", "upgrades", "upstream_errors", "backend_connects", "backend_connect_errors",
-               "connections_refused", "request_bodies_abandoned",
+               "connections_refused", "request_bodies_abandoned", "backend_saturated",
                *(f"responses_{n}xx" for n in range(1, 6)),
-               *(f"refused_{c}" for c in (400, 404, 405, 408, 413, 414, 417, 421, 431, 501, 505)))
+               *(f"refused_{c}" for c in (400, 404, 405, 408, 413, 414, 417, 421, 431, 501, 503, 505)))
 
 HTTP_HISTOGRAMS = {
     "upstream_connect_seconds": Family("pforte_http_upstream_connect_seconds", "histogram",

@@ -34,7 +34,7 @@ from services.http.http1 import (
 )
 from services.http.limits import BUFFER_BODY, ConnectionGate, body_deadline
 from services.http.routes import Forward, Redirect, Refuse, Router
-from services.http.upstream import Pools, UpstreamConnection
+from services.http.upstream import MAX_INFLIGHT_PER_BACKEND, RETRY_AFTER, Pools, UpstreamConnection
 
 log = logging.getLogger("services.http")
 
@@ -147,6 +147,7 @@ class ClientConnection(asyncio.Protocol):
         self.body_started = 0.0  # clock time the request body began, and its bytes so far (minimum rate)
         self.body_received = 0
         self.held = b""  # BUFFERING: the upstream head, sent once the body is whole
+        self.slot: tuple | None = None  # the backend key this exchange counts against (Pools.inflight)
 
     # -- client transport events ------------------------------------------------------------------
 
@@ -213,7 +214,13 @@ class ClientConnection(asyncio.Protocol):
             return True  # a half-closed client still gets its response, then the connection closes
         return None
 
+    def _free_slot(self) -> None:
+        if self.slot is not None:
+            self.shared.pools.inflight[self.slot] -= 1
+            self.slot = None
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._free_slot()
         if self.gated:
             self.gated = False
             self.shared.gate.release(self.client_ip)  # type: ignore[union-attr]
@@ -253,6 +260,7 @@ class ClientConnection(asyncio.Protocol):
                 self.t.resume_reading()
 
     def _close(self, abort: bool = False, why: str = "connection closed by the proxy") -> None:
+        self._free_slot()
         self._drop_upstream(why)
         self.state = CLOSED
         self.shared.conns.discard(self)
@@ -280,10 +288,10 @@ class ClientConnection(asyncio.Protocol):
         del buf[: end + 4]
         self._request(head)
 
-    def _refuse(self, status: int, reason: str, *, close: bool = True) -> None:
+    def _refuse(self, status: int, reason: str, *, close: bool = True, extra: bytes = b"") -> None:
         self.shared.stats.counters[f"refused_{status}"] += 1
         log.warning("event=request_refused status=%d reason=%r client=%s", status, reason, self.client_ip)
-        self.t.write(simple_response(status, close=close))
+        self.t.write(simple_response(status, extra=extra, close=close))
         if close:
             self._close()
         else:
@@ -333,6 +341,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         """The exchange is over and the connection stays: serve what the client pipelined meanwhile."""
+        self._free_slot()
         self.state = IDLE
         self.req = self.fwd = None
         self.rstate = R_NONE
@@ -389,6 +398,14 @@ class ClientConnection(asyncio.Protocol):
         req, fwd = self.req, self.fwd
         assert req is not None and fwd is not None
         self.held = b""
+        pools, key = self.shared.pools, fwd.backend.key
+        if pools.inflight[key] >= MAX_INFLIGHT_PER_BACKEND:
+            pools.saturated += 1
+            return self._refuse(503, f"backend {fwd.backend.host}:{fwd.backend.port} has "
+                                f"{MAX_INFLIGHT_PER_BACKEND} requests in flight",
+                                extra=b"Retry-After: %d\r\n" % RETRY_AFTER)
+        pools.inflight[key] += 1
+        self.slot = key
         self.state = BODY
         if req.chunked:
             self.body_dec = ChunkedDecoder()
@@ -653,6 +670,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _response_done(self, clean: bool) -> None:
         """The response is complete. `clean`: no stray bytes followed it on the upstream connection."""
+        self._free_slot()
         up, self.up = self.up, None
         self.rstate = R_NONE
         self.rscan = None

@@ -123,6 +123,7 @@ class HttpService(Service):
         return {
             "listeners": [f"{'https' if s.tls else 'http'}://{s.host}:{s.port}" for s in self.servers],
             "counters": {**dict(self.stats_.counters), "connections_refused": self.gate.refused,
+                         "backend_saturated": self.pools.saturated,
                          "backend_connects": self.pools.connects,
                          "backend_connect_errors": self.pools.connect_errors},
             "gauges": {"active_connections": len(self.conns), "idle_backend_connections": self.pools.idle_count,

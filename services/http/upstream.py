@@ -13,6 +13,7 @@ import asyncio
 import socket
 import ssl
 import struct
+from collections import Counter
 from time import perf_counter
 from typing import Protocol
 
@@ -104,9 +105,18 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.close()
 
 
+# Exchanges one backend may have in flight at once (each holds one backend connection): beyond
+# this, requests get 503 with Retry-After instead of piling connections onto a backend that is
+# already slow, so one slow backend or one greedy client cannot take every descriptor.
+MAX_INFLIGHT_PER_BACKEND = 1024
+RETRY_AFTER = 1  # seconds, in the 503 when a backend is at its limit
+
+
 class Pools:
     def __init__(self) -> None:
         self.idle: dict[tuple, list[UpstreamConnection]] = {}
+        self.inflight: Counter[tuple] = Counter()  # backend key -> exchanges holding a connection to it
+        self.saturated = 0  # requests refused because their backend was at MAX_INFLIGHT_PER_BACKEND
         self.connects = 0
         self.connect_errors = 0
         self.connect_seconds = Histogram(LATENCY_BUCKETS)  # TCP (+ TLS) connects that succeeded

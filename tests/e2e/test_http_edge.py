@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -450,6 +451,50 @@ def test_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
         st = p.status()["services"]["http"]
         assert st["counters"]["connections_refused"] >= 1
         assert st["gauges"]["connection_limit_per_address"] == PER_ADDRESS
+    finally:
+        for s in held:
+            s.close()
+        p.stop()
+        be.sock.close()
+
+
+def test_a_backend_at_its_in_flight_limit_gets_no_more_connections(tmp_path: Path) -> None:
+    """A backend that never answers: MAX_INFLIGHT_PER_BACKEND requests hold connections to it, the
+    next is 503 with Retry-After at once, and a finished exchange frees its slot."""
+    from services.http.limits import PER_ADDRESS
+    from services.http.upstream import MAX_INFLIGHT_PER_BACKEND
+
+    be = Counting()
+    port = free_port()
+    p = ProxydProcess(tmp_path, base_config(applications=[
+        {"name": "a", "port": port, "tls": False, "upstream": f"http://127.0.0.1:{be.port}/"}])).start()
+    held: list[socket.socket] = []
+    try:
+        for i in range(MAX_INFLIGHT_PER_BACKEND):  # from several addresses: each has its own connection cap
+            s = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                         source_address=(f"127.0.0.{2 + i // (PER_ADDRESS - 1)}", 0))
+            s.sendall(get(b"/api/x"))
+            held.append(s)
+        deadline = time.monotonic() + 30
+        while be.accepted < MAX_INFLIGHT_PER_BACKEND and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert be.accepted == MAX_INFLIGHT_PER_BACKEND
+        resp = exchange(port, get(b"/api/x"))
+        assert resp.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1\r\n" in resp, resp[:200]
+        assert be.accepted == MAX_INFLIGHT_PER_BACKEND
+        gone = held.pop()  # its exchange ends (a reset: a half-closed client would still be waiting for its answer)
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()
+        time.sleep(0.5)
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(get(b"/api/x"))
+        held.append(s)
+        deadline = time.monotonic() + 10
+        while be.accepted == MAX_INFLIGHT_PER_BACKEND and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert be.accepted == MAX_INFLIGHT_PER_BACKEND + 1
+        assert p.status()["services"]["http"]["counters"]["backend_saturated"] == 1
+        assert "requests in flight" in p.log_path.read_text(errors="replace")
     finally:
         for s in held:
             s.close()

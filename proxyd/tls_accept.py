@@ -105,7 +105,7 @@ def _protocol_class(loop: asyncio.AbstractEventLoop) -> type:
                 if self.gate is not None:
                     self.admitted = self.gate.admit(str((self.peer or ("",))[0]))
                     if not self.admitted:
-                        transport.abort()
+                        transport.abort()  # type: ignore[attr-defined]  # a TCP transport
 
             def connection_lost(self, exc: Exception | None) -> None:
                 if self.admitted:

@@ -59,6 +59,14 @@ HTTP_COUNTERS = _rules(
     ("backend_connects", _c("pforte_http_upstream_connects", "Connections opened to backends", "service")),
     ("backend_connect_errors", _c("pforte_http_upstream_connect_errors", "Failed connection attempts to backends",
                                   "service")),
+    ("connections_refused", _c("pforte_http_connections_refused",
+                               "Client connections closed at accept: per-address or total limit", "service")),
+    ("backend_saturated", _c("pforte_http_backend_saturated",
+                             "Requests answered 503 because their backend had its limit of requests in flight",
+                             "service")),
+    ("request_bodies_abandoned", _c("pforte_http_request_bodies_abandoned",
+                                    "Request bodies the client left incomplete; the backend connection was reset",
+                                    "service")),
     ("source_blocks", _c("pforte_provisioning_source_blocks",
                          "Sources blocked for too many failed provisioning lookups", "service")),
 )
@@ -66,12 +74,17 @@ HTTP_GAUGES = _rules(
     ("active_connections", _g("pforte_http_client_connections", "Open client connections", "service")),
     ("idle_backend_connections", _g("pforte_http_upstream_idle_connections",
                                     "Idle keep-alive connections to backends", "service")),
+    ("connection_limit_per_address", _g("pforte_http_connection_limit_per_address",
+                                        "Client connections one source address may hold", "service")),
+    ("connection_limit_total", _g("pforte_http_connection_limit_process",
+                                  "Client connections all HTTP listeners of this process may hold", "service")),
     ("blocked_sources", _g("pforte_provisioning_blocked_sources",
                            "Sources currently blocked from provisioning lookups", "service")),
 )
 _HTTP_KNOWN = ("requests", "redirects", "upgrades", "upstream_errors", "backend_connects", "backend_connect_errors",
+               "connections_refused", "request_bodies_abandoned", "backend_saturated",
                *(f"responses_{n}xx" for n in range(1, 6)),
-               *(f"refused_{c}" for c in (400, 404, 405, 408, 413, 414, 431, 501, 505)))
+               *(f"refused_{c}" for c in (400, 404, 405, 408, 413, 414, 417, 421, 431, 501, 503, 505)))
 
 HTTP_HISTOGRAMS = {
     "upstream_connect_seconds": Family("pforte_http_upstream_connect_seconds", "histogram",

@@ -20,7 +20,7 @@ import asyncio.sslproto
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("proxyd.tls")
 
@@ -39,15 +39,20 @@ HINTS = {
 
 async def create_tls_server(
     factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, ctx: ssl.SSLContext, *,
-    service: str, **kwargs: Any,
+    service: str, handshake_timeout: float | None = None, gate: Gate | None = None, **kwargs: Any,
 ) -> asyncio.Server:
-    """`loop.create_server(factory, host, port, ssl=ctx, **kwargs)`, with failed handshakes logged."""
+    """`loop.create_server(factory, host, port, ssl=ctx, **kwargs)`, with failed handshakes logged.
+
+    `handshake_timeout`: seconds a client has to complete its handshake (None: asyncio's 60 s).
+    `gate`: asked on accept, before the handshake, whether this client may hold one more connection."""
     loop = asyncio.get_running_loop()
     tls_protocol = _protocol_class(loop)
 
     def accept() -> asyncio.BaseProtocol:
         waiter = loop.create_future()
-        proto = tls_protocol(loop, factory(), ctx, waiter, server_side=True)
+        proto = tls_protocol(loop, factory(), ctx, waiter, server_side=True,
+                             ssl_handshake_timeout=handshake_timeout)
+        proto.gate = gate
         waiter.add_done_callback(lambda w: _report(w, proto, service))
         return proto
 
@@ -67,6 +72,13 @@ def _report(waiter: asyncio.Future[None], proto: Any, service: str) -> None:
         log.info("event=tls_handshake_abandoned service=%s client=%s reason=%s", service, client, type(exc).__name__)
 
 
+class Gate(Protocol):
+    """Counts connections per client address (services/http/limits.py)."""
+
+    def admit(self, address: str) -> bool: ...
+    def release(self, address: str) -> None: ...
+
+
 _CLASSES: dict[type, type] = {}
 
 
@@ -84,10 +96,22 @@ def _protocol_class(loop: asyncio.AbstractEventLoop) -> type:
 
         class Remembering(base):
             peer: tuple[Any, ...] | None = None
+            gate: Gate | None = None
+            admitted = False
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 self.peer = transport.get_extra_info("peername")
                 super().connection_made(transport)
+                if self.gate is not None:
+                    self.admitted = self.gate.admit(str((self.peer or ("",))[0]))
+                    if not self.admitted:
+                        transport.abort()  # type: ignore[attr-defined]  # a TCP transport
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                if self.admitted:
+                    self.admitted = False
+                    self.gate.release(str((self.peer or ("",))[0]))  # type: ignore[union-attr]
+                super().connection_lost(exc)
 
         _CLASSES[base] = Remembering
     return _CLASSES[base]

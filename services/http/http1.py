@@ -26,21 +26,35 @@ _VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # cache holds only lines that passed the check, is keyed by the exact bytes, and is bounded.
 # Only a refused block is taken apart again, to say exactly what is wrong.
 _LINE_OK = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*")
-F_OTHER, F_HOST, F_LENGTH, F_TE, F_CONNECTION, F_UPGRADE, F_SET_COOKIE, F_HOP, F_UNTRUSTED, F_URL = range(10)
+(F_OTHER, F_HOST, F_LENGTH, F_TE, F_CONNECTION, F_UPGRADE, F_SET_COOKIE, F_HOP, F_UNTRUSTED, F_URL,
+ F_RETARGET, F_EXPECT) = range(12)
 HOP_BY_HOP = (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-              b"upgrade", b"proxy-authorization", b"proxy-authenticate")
-# Clients must not be able to claim another origin: these are replaced, never passed on.
-UNTRUSTED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix",
-             b"x-forwarded-port", b"forwarded", b"x-real-ip")
+              b"upgrade", b"proxy-authorization", b"proxy-authenticate", b"http2-settings")
+# The one list of request fields a client must not set, because common backends and frameworks obey
+# them: they would re-target the request (path, method) or let the client claim another origin.
+# They are removed from every request; the proxy writes its own X-Forwarded-* (proxy.py).
+UNTRUSTED = (
+    # the client's claims about where it came from and what it addressed (Django, Rails, Spring,
+    # ASP.NET, Express "trust proxy", Werkzeug ProxyFix)
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix",
+    b"x-forwarded-port", b"x-forwarded-server", b"x-forwarded-ssl", b"x-forwarded-scheme", b"x-url-scheme",
+    b"front-end-https", b"forwarded", b"x-real-ip", b"x-client-ip", b"x-cluster-client-ip", b"true-client-ip",
+    b"x-original-host", b"x-host",
+)
+# ...and those that re-target a request (IIS/ASP.NET, Symfony, Laminas: URL; Express method-override,
+# Laravel, Rails, ASP.NET: method). Removing them is logged: a client sending them is probing.
+RETARGETING = (b"x-original-url", b"x-rewrite-url", b"x-override-url", b"x-original-uri",
+               b"x-http-method-override", b"x-http-method", b"x-method-override")
 _KINDS = {**dict.fromkeys(HOP_BY_HOP, F_HOP), **dict.fromkeys(UNTRUSTED, F_UNTRUSTED),
+          **dict.fromkeys(RETARGETING, F_RETARGET),
           b"host": F_HOST, b"content-length": F_LENGTH, b"transfer-encoding": F_TE, b"connection": F_CONNECTION,
-          b"upgrade": F_UPGRADE, b"set-cookie": F_SET_COOKIE,
+          b"upgrade": F_UPGRADE, b"set-cookie": F_SET_COOKIE, b"expect": F_EXPECT,
           # response fields carrying a URL the prefix rule may map (services/http/rewrite.py)
           b"location": F_URL, b"content-location": F_URL, b"refresh": F_URL}
 # what is not passed on: hop-by-hop fields (Connection, Transfer-Encoding and Upgrade are re-added
 # where they apply) and, in requests, the client's claims and its Content-Length (re-added)
 _DROP_RESPONSE = frozenset({F_HOP, F_CONNECTION, F_TE, F_UPGRADE})
-_DROP_REQUEST = _DROP_RESPONSE | {F_UNTRUSTED, F_LENGTH, F_HOST}
+_DROP_REQUEST = _DROP_RESPONSE | {F_UNTRUSTED, F_RETARGET, F_LENGTH, F_HOST}
 MAX_CACHED_LINES = 4096
 MAX_CACHED_LINE = 512
 _lines: dict[bytes, tuple[int, bytes]] = {}
@@ -99,6 +113,9 @@ class Head:
     urls: bool = False
     kept: bytes = b""
     host_line: bytes = b""
+    expect: bool = False  # Expect: 100-continue (the client waits for the go-ahead before its body)
+    #: what the proxy removed that the client meant a backend to obey (for the log line)
+    stripped: list[bytes] | None = None
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -167,12 +184,20 @@ def _framing(h: Head, request: bool) -> None:
             h.urls = True
         elif kind == F_UPGRADE and upgrade is None:
             upgrade = f[1]
+        elif kind == F_EXPECT and request:
+            if f[1] != b"100-continue":
+                raise HttpError(417, "unknown expectation")  # RFC 9110 §10.1.1
+            h.expect = True
+        elif kind == F_RETARGET and request:
+            h.stripped = (h.stripped or []) + [line.partition(b":")[0]]
     if kept:
         kept.append(b"")
         h.kept = b"\r\n".join(kept)
     if request and (hosts > 1 or (not hosts and h.version == b"HTTP/1.1")):
         raise HttpError(400, "exactly one Host header is required")
     if te is not None:
+        if request and h.version == b"HTTP/1.0":
+            raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")  # RFC 9112 §6.1: faulty framing
         if cl is not None:
             raise HttpError(400, "both Content-Length and Transfer-Encoding")
         if te != b"chunked":
@@ -192,6 +217,27 @@ def _framing(h: Head, request: bool) -> None:
     h.keep_alive = (b"keep-alive" in tokens) if h.version == b"HTTP/1.0" else (b"close" not in tokens)
     if b"upgrade" in tokens:
         h.upgrade = upgrade
+    named = tokens - _CONNECTION_OPTIONS
+    if named and h.kept:  # RFC 9110 §7.6.1: fields the Connection field names are for this hop only
+        h.kept = b"".join(line + b"\r\n" for line in h.kept.split(b"\r\n")[:-1]
+                          if not _connection_named(line, named))
+
+
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
+
+
+def _connection_named(line: bytes, named: set[bytes]) -> bool:
+    """Framing fields stay whatever Connection says: the proxy frames by them (a named Host or
+    Content-Length is re-added or refused elsewhere)."""
+    name = line.partition(b":")[0].lower()
+    return name in named and _KINDS.get(name, F_OTHER) == F_OTHER
+
+
+def bare_cr_lf(partial: bytes | bytearray) -> bool:
+    """A head still being received holds a LF or CR outside CRLF (a CR at its very end may be
+    the first half of one)."""
+    crlf = partial.count(b"\r\n")
+    return partial.count(b"\n") != crlf or partial.count(b"\r") - partial.endswith(b"\r") != crlf
 
 
 def parse_request_head(head: bytes) -> Head:
@@ -223,7 +269,29 @@ def parse_request_head(head: bytes) -> Head:
         raise HttpError(400, "OPTIONS * is not allowed")
     h = Head(method, target, version, head[i + 2 : -2])
     _framing(h, True)
+    if h.upgrade is not None:
+        _check_upgrade(h)
     return h
+
+
+_WS_KEY = re.compile(rb"[A-Za-z0-9+/]{21}[AQgw]==")  # base64 of 16 bytes (RFC 6455 §4.1)
+
+
+def _check_upgrade(h: Head) -> None:
+    """Only a WebSocket handshake may turn a request into a tunnel: one with a bad handshake is
+    refused; any other protocol (h2c, ...) is stripped, so the request is served as plain HTTP and
+    the connection can never become an unrouted tunnel (RFC 9110 §7.8 lets a server ignore Upgrade)."""
+    if h.upgrade.lower() != b"websocket":  # type: ignore[union-attr]
+        h.stripped = (h.stripped or []) + [b"Upgrade: " + h.upgrade]  # type: ignore[operator]
+        h.upgrade = None
+        return
+    if h.method != b"GET" or h.version != b"HTTP/1.1":
+        raise HttpError(400, "WebSocket upgrade needs GET and HTTP/1.1")
+    key = h.get(b"sec-websocket-key")
+    if key is None or _WS_KEY.fullmatch(key) is None:
+        raise HttpError(400, "WebSocket upgrade without a valid Sec-WebSocket-Key")
+    if h.get(b"sec-websocket-version") != b"13":
+        raise HttpError(400, "WebSocket upgrade with a version other than 13")
 
 
 def parse_response_head(head: bytes, request_method: bytes) -> Head:
@@ -245,6 +313,36 @@ def parse_response_head(head: bytes, request_method: bytes) -> Head:
     return h
 
 
+MAX_CHUNK_EXT = 256  # chunk extensions carry nothing we use; a long one is only a way to burn CPU/memory
+# RFC 9112 §7.1.1: chunk-size [ chunk-ext ] with chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ),
+# name = token, value = token / quoted-string (qdtext or quoted-pair; no CR, LF or other controls).
+# BWS is refused too: no client needs it, and parsers disagree on it (h11 refuses it, others
+# accept it): a proxy accepts only what every reader frames alike.
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,15})((?:;[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+    rb"(?:=(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|\"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]"
+    rb"|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)")
+
+
+def chunk_size(line: bytes, status: int) -> int:
+    """The size of a chunk-size line (without its CRLF); HttpError(status) unless it is exactly the
+    RFC 9112 grammar: a bare CR or LF, a malformed extension or one over MAX_CHUNK_EXT is refused."""
+    m = _CHUNK_LINE.fullmatch(line)
+    if m is None:
+        if b"\r" in line or b"\n" in line:
+            raise HttpError(status, "bare CR or LF in chunked framing")
+        raise HttpError(status, "malformed chunk size or extension")
+    if len(m[2]) > MAX_CHUNK_EXT:
+        raise HttpError(status, "chunk extension too long")
+    return int(m[1], 16)
+
+
+def _trailer_line(line: bytes, status: int) -> None:
+    if _LINE_OK.fullmatch(line) is None:
+        raise HttpError(status, "bare CR or LF in trailer" if b"\r" in line or b"\n" in line
+                        else "malformed trailer field")
+
+
 class ChunkedDecoder:
     """Feed raw bytes; get chunk payloads. `done` once the last chunk and trailers are read."""
 
@@ -253,6 +351,7 @@ class ChunkedDecoder:
         self.remaining = 0  # bytes of chunk data still to come (+2 for its CRLF when >0)
         self.state = "size"
         self.done = False
+        self.trailer = 0  # bytes of trailer section read so far
 
     def feed(self, data: bytes) -> list[bytes]:
         self.buf += data
@@ -260,17 +359,17 @@ class ChunkedDecoder:
         while not self.done:
             if self.state == "size":
                 i = self.buf.find(b"\r\n")
-                if i < 0:
+                if i < 0 or i > MAX_CHUNK_LINE:
                     if len(self.buf) > MAX_CHUNK_LINE:
                         raise HttpError(400, "chunk size line too long")
+                    if b"\n" in self.buf or b"\r" in self.buf[:-1]:
+                        raise HttpError(400, "bare CR or LF in chunked framing")
                     break
                 line = bytes(self.buf[:i])
                 del self.buf[: i + 2]
-                size = line.split(b";", 1)[0]
-                if not size or len(size) > 15 or not all(c in b"0123456789abcdefABCDEF" for c in size):
-                    raise HttpError(400, "malformed chunk size")
-                self.remaining = int(size, 16)
+                self.remaining = chunk_size(line, 400)
                 self.state = "data" if self.remaining else "trailer"
+                self.trailer = 0
             elif self.state == "data":
                 if not self.buf:
                     break
@@ -287,16 +386,21 @@ class ChunkedDecoder:
                     raise HttpError(400, "chunk not followed by CRLF")
                 del self.buf[:2]
                 self.state = "size"
-            else:  # trailer section: lines until an empty one; trailers are dropped
+            else:  # trailer section: lines until an empty one; trailers are checked, then dropped
                 i = self.buf.find(b"\r\n")
-                if i < 0:
-                    if len(self.buf) > MAX_HEAD:
+                if i < 0 or self.trailer + i > MAX_HEAD:
+                    if self.trailer + len(self.buf) > MAX_HEAD:
                         raise HttpError(431, "trailers too large")
+                    if b"\n" in self.buf or b"\r" in self.buf[:-1]:
+                        raise HttpError(400, "bare CR or LF in trailer")
                     break
                 line = bytes(self.buf[:i])
                 del self.buf[: i + 2]
+                self.trailer += i + 2
                 if not line:
                     self.done = True
+                else:
+                    _trailer_line(line, 400)
         return out
 
     @property
@@ -340,10 +444,7 @@ class ChunkScanner:
             if not line.endswith(b"\r\n"):
                 raise HttpError(502, "bare LF in chunked framing")
             if self.state == 0:
-                size = line[:-2].split(b";", 1)[0].strip(b" \t")
-                if not size or len(size) > 15 or size.strip(b"0123456789abcdefABCDEF"):
-                    raise HttpError(502, "malformed chunk size")
-                self.remaining = int(size, 16)
+                self.remaining = chunk_size(line[:-2], 502)
                 self.state = 1 if self.remaining else 3
             elif self.state == 2:
                 if line != b"\r\n":
@@ -351,4 +452,6 @@ class ChunkScanner:
                 self.state = 0
             elif line == b"\r\n":
                 self.done = True
+            else:
+                _trailer_line(line[:-2], 502)
         return i

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 
 from proxyd.service import LATENCY_BUCKETS, Histogram
+from services.http.authority import Names, request_target
 from services.http.canonical import BadPath, split_target
 from services.http.http1 import (
     MAX_HEAD,
@@ -27,11 +28,13 @@ from services.http.http1 import (
     ChunkScanner,
     Head,
     HttpError,
+    bare_cr_lf,
     parse_request_head,
     parse_response_head,
 )
+from services.http.limits import BUFFER_BODY, ConnectionGate, body_deadline
 from services.http.routes import Forward, Redirect, Refuse, Router
-from services.http.upstream import Pools, UpstreamConnection
+from services.http.upstream import MAX_INFLIGHT_PER_BACKEND, RETRY_AFTER, Pools, UpstreamConnection
 
 log = logging.getLogger("services.http")
 
@@ -43,13 +46,14 @@ MAX_PENDING = 256 * 1024  # request bytes held while the backend connection is b
 SMALL_WRITE = 16384  # below this, a head and the body bytes behind it go out in one write
 
 REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+           411: "Length Required", 417: "Expectation Failed", 421: "Misdirected Request", 503: "Service Unavailable",
            413: "Content Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
            501: "Not Implemented", 502: "Bad Gateway", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
            301: "Moved Permanently", 302: "Found"}
 RESPONSE_KEYS = tuple(f"responses_{n}xx" for n in range(10))
 
-# Connection states
-IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED = range(6)
+# Connection states (BUFFERING: a small body is being received whole before a backend is taken)
+IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED, BUFFERING = range(7)
 # Response states
 R_NONE, R_HEAD, R_LENGTH, R_CHUNKED, R_UNTIL_CLOSE = range(5)
 
@@ -99,9 +103,13 @@ class Listener:
 
     def __init__(self, router: Router, pools: Pools, stats: Stats, tls: bool,
                  allowed: Callable[[str], bool], conns: set[ClientConnection], clock: Clock,
-                 upstream_timeout: float = UPSTREAM_TIMEOUT):
+                 upstream_timeout: float = UPSTREAM_TIMEOUT, names: Names | None = None,
+                 gate: ConnectionGate | None = None):
         self.router, self.pools, self.stats, self.allowed, self.conns = router, pools, stats, allowed, conns
+        self.names = names  # None: any authority of valid grammar (tests of the connection code alone)
+        self.gate = gate  # plain listeners count here; TLS ones at accept, before the handshake (tls_accept.py)
         self.upstream_timeout = upstream_timeout
+        self.tls = tls
         self.proto = b"https" if tls else b"http"
         self.default_port = b"443" if tls else b"80"
         self.loop = asyncio.get_running_loop()
@@ -135,6 +143,11 @@ class ClientConnection(asyncio.Protocol):
         self.rscan: ChunkScanner | None = None
         self.forwarded_at = 0.0  # perf_counter() when the current request was forwarded (the loop clock has ms steps)
         self.rkeep = False
+        self.gated = False  # counted by the listener's gate (released when the connection goes)
+        self.body_started = 0.0  # clock time the request body began, and its bytes so far (minimum rate)
+        self.body_received = 0
+        self.held = b""  # BUFFERING: the upstream head, sent once the body is whole
+        self.slot: tuple | None = None  # the backend key this exchange counts against (Pools.inflight)
 
     # -- client transport events ------------------------------------------------------------------
 
@@ -147,6 +160,13 @@ class ClientConnection(asyncio.Protocol):
             self.state = CLOSED
             self.t.abort()
             return
+        gate = self.shared.gate
+        if gate is not None and not self.shared.tls:
+            if not gate.admit(self.client_ip):
+                self.state = CLOSED
+                self.t.abort()
+                return
+            self.gated = True
         self.shared.conns.add(self)
         self.deadline = self.shared.clock.now + HEADER_TIMEOUT
 
@@ -158,6 +178,12 @@ class ClientConnection(asyncio.Protocol):
             return
         if state == BODY:
             self._request_body(data)
+            return
+        if state == BUFFERING:
+            self.buf += data
+            self.deadline = body_deadline(self.body_started, len(self.buf), self.shared.clock.now, IDLE_TIMEOUT)
+            if len(self.buf) >= (self.req.content_length or 0):  # type: ignore[union-attr]
+                self._dispatch(self.held)
             return
         if state <= HEAD:
             if not self.buf:
@@ -180,17 +206,39 @@ class ClientConnection(asyncio.Protocol):
             if self.up.transport.can_write_eof():
                 self.up.transport.write_eof()
                 return True  # keep the other direction of the tunnel open
-        if self.state in (BODY, WAIT) and self.rstate != R_NONE:
+        if self.state in (BODY, BUFFERING):  # the body can never complete now: the backend must not get a truncated one
+            self._close(why="client ended its side before the request body was complete")
+            return None
+        if self.state == WAIT and self.rstate != R_NONE:
             self.keep = False
             return True  # a half-closed client still gets its response, then the connection closes
         return None
 
+    def _free_slot(self) -> None:
+        if self.slot is not None:
+            self.shared.pools.inflight[self.slot] -= 1
+            self.slot = None
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._free_slot()
+        if self.gated:
+            self.gated = False
+            self.shared.gate.release(self.client_ip)  # type: ignore[union-attr]
         self.shared.conns.discard(self)
+        self._drop_upstream("client closed the connection")
         self.state = CLOSED
-        if self.up is not None:
-            self.up.close()
-            self.up = None
+
+    def _drop_upstream(self, why: str) -> None:
+        """Let go of the backend connection; reset it when the request body is still incomplete."""
+        up, self.up = self.up, None
+        if up is None:
+            return
+        if self.state == BODY:
+            log.warning("event=request_body_abandoned reason=%r client=%s backend_reset=1", why, self.client_ip)
+            self.shared.stats.counters["request_bodies_abandoned"] += 1
+            up.reset()
+        else:
+            up.close()
 
     def pause_writing(self) -> None:  # the client reads slower than the backend answers
         if self.up is not None and self.up.transport is not None:
@@ -211,16 +259,15 @@ class ClientConnection(asyncio.Protocol):
             if not self.paused and self.state != CLOSED:
                 self.t.resume_reading()
 
-    def _close(self, abort: bool = False) -> None:
+    def _close(self, abort: bool = False, why: str = "connection closed by the proxy") -> None:
+        self._free_slot()
+        self._drop_upstream(why)
         self.state = CLOSED
         self.shared.conns.discard(self)
         if abort:
             self.t.abort()
         else:
             self.t.close()
-        if self.up is not None:
-            self.up.close()
-            self.up = None
 
     # -- request head -----------------------------------------------------------------------------
 
@@ -228,7 +275,9 @@ class ClientConnection(asyncio.Protocol):
         buf = self.buf
         end = buf.find(b"\r\n\r\n")
         if end < 0:
-            if len(buf) > MAX_HEAD:
+            if bare_cr_lf(buf):  # would never complete: answer now, not after the head deadline
+                self._refuse(400, "bare LF or CR in head")
+            elif len(buf) > MAX_HEAD:
                 line_end = buf.find(b"\r\n")
                 self._refuse(414 if line_end < 0 or line_end > 8192 else 431, "request head too large")
             elif buf and self.state == IDLE:  # the head deadline runs from its first byte
@@ -239,10 +288,10 @@ class ClientConnection(asyncio.Protocol):
         del buf[: end + 4]
         self._request(head)
 
-    def _refuse(self, status: int, reason: str, *, close: bool = True) -> None:
+    def _refuse(self, status: int, reason: str, *, close: bool = True, extra: bytes = b"") -> None:
         self.shared.stats.counters[f"refused_{status}"] += 1
         log.warning("event=request_refused status=%d reason=%r client=%s", status, reason, self.client_ip)
-        self.t.write(simple_response(status, close=close))
+        self.t.write(simple_response(status, extra=extra, close=close))
         if close:
             self._close()
         else:
@@ -253,13 +302,16 @@ class ClientConnection(asyncio.Protocol):
         shared.stats.counters["requests"] += 1
         try:
             req = parse_request_head(raw)
-            path, query = split_target(req.target)
+            path, query = split_target(request_target(req.target, req.host, shared.names))
         except HttpError as exc:
             return self._refuse(exc.status, exc.reason)
         except BadPath as exc:
             return self._refuse(400, f"non-canonical path: {exc}")
         if req.content_length is not None and req.content_length > MAX_BODY:
             return self._refuse(413, "body too large")
+        if req.stripped:
+            log.warning("event=request_fields_removed fields=%r client=%s", b", ".join(req.stripped).decode("latin-1"),
+                        self.client_ip)
         self.keep = req.keep_alive and not shared.draining
         decision = shared.router.route(path, query, self.client_ip)
         if type(decision) is Forward:
@@ -289,6 +341,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         """The exchange is over and the connection stays: serve what the client pipelined meanwhile."""
+        self._free_slot()
         self.state = IDLE
         self.req = self.fwd = None
         self.rstate = R_NONE
@@ -330,6 +383,29 @@ class ClientConnection(asyncio.Protocol):
         self.rstate = R_HEAD
         self.rbuf = b""
         self.retry_head = None
+        self.body_started, self.body_received = self.shared.clock.now, 0
+        n = req.content_length
+        if n and n <= BUFFER_BODY and len(self.buf) < n and not req.expect:
+            # a small body is received whole first: a client dripping it costs the backend nothing
+            self.state = BUFFERING
+            self.held = out
+            self.deadline = body_deadline(self.body_started, len(self.buf), self.shared.clock.now, IDLE_TIMEOUT)
+            return
+        self._dispatch(out)
+
+    def _dispatch(self, out: bytes) -> None:
+        """Take a backend connection and send it the head `out` and what the client sent of the body."""
+        req, fwd = self.req, self.fwd
+        assert req is not None and fwd is not None
+        self.held = b""
+        pools, key = self.shared.pools, fwd.backend.key
+        if pools.inflight[key] >= MAX_INFLIGHT_PER_BACKEND:
+            pools.saturated += 1
+            return self._refuse(503, f"backend {fwd.backend.host}:{fwd.backend.port} has "
+                                f"{MAX_INFLIGHT_PER_BACKEND} requests in flight",
+                                extra=b"Retry-After: %d\r\n" % RETRY_AFTER)
+        pools.inflight[key] += 1
+        self.slot = key
         self.state = BODY
         if req.chunked:
             self.body_dec = ChunkedDecoder()
@@ -351,10 +427,12 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.state = WAIT
             self.retry_head = out
+        now = self.shared.clock.now
         if self.state == WAIT:
-            self.deadline = self.shared.clock.now + self.shared.upstream_timeout
+            self.deadline = now + self.shared.upstream_timeout
         else:
-            self.deadline = self.shared.clock.now + IDLE_TIMEOUT
+            self.body_received = (req.content_length or 0) - self.body_left if not req.chunked else 0
+            self.deadline = body_deadline(self.body_started, self.body_received, now, IDLE_TIMEOUT)
         up = self.shared.pools.take(fwd.backend)
         if up is not None:
             self._attach(up, out)
@@ -407,14 +485,14 @@ class ClientConnection(asyncio.Protocol):
         return out
 
     def _request_body(self, data: bytes) -> None:
-        self.deadline = self.shared.clock.now + IDLE_TIMEOUT
+        self.body_received += len(data)
+        self.deadline = body_deadline(self.body_started, self.body_received, self.shared.clock.now, IDLE_TIMEOUT)
         if self.body_dec is not None:
             try:
                 out = self._encode_chunks(data)
             except HttpError as exc:  # the client's body framing broke mid-stream
-                if self.up is not None:
-                    self.up.close()  # the backend sees an incomplete body, never a smuggled request
-                    self.up = None
+                # the backend sees a reset, never a truncated body it could take as whole, nor a smuggled request
+                self._drop_upstream(f"chunked framing broke: {exc.reason}")
                 if self.rstate == R_HEAD:
                     self._refuse(exc.status, exc.reason)
                 else:
@@ -539,8 +617,10 @@ class ClientConnection(asyncio.Protocol):
                     self.up.write(bytes(self.buf))
                     self.buf.clear()
                 return
+            if resp.status == 101:  # a switch nobody asked for (an Upgrade we stripped): never a tunnel
+                return self._upstream_failed(502, "101 Switching Protocols to a request without Upgrade")
             if resp.status < 200:  # interim answers (100 Continue) go to HTTP/1.1 clients as they are
-                if req.version == b"HTTP/1.1" and resp.status != 101:
+                if req.version == b"HTTP/1.1":
                     self.t.write(raw)
                 continue
             break
@@ -590,6 +670,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _response_done(self, clean: bool) -> None:
         """The response is complete. `clean`: no stray bytes followed it on the upstream connection."""
+        self._free_slot()
         up, self.up = self.up, None
         self.rstate = R_NONE
         self.rscan = None
@@ -617,9 +698,13 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(408, "request head not received in time")
         elif self.rstate == R_HEAD and state == WAIT:
             self._upstream_failed(504, "no response in time")
+        elif self.rstate == R_HEAD and state in (BODY, BUFFERING):
+            # slow POST: the backend (if one was taken) is reset, never handed a truncated body
+            self._drop_upstream("request body below the minimum rate or stalled")
+            self._refuse(408, "request body below the minimum rate or stalled")
         else:
             log.warning("event=connection_timeout client=%s", self.client_ip)
-            self._close()
+            self._close(why="request body timed out")
 
     def abort(self) -> None:
         self._close(abort=True)

@@ -14,6 +14,8 @@ from typing import Any
 from proxyd.config import ProxyConfig
 from proxyd.service import Service
 from proxyd.tls_accept import create_tls_server
+from services.http.authority import Names
+from services.http.limits import TLS_HANDSHAKE_TIMEOUT, ConnectionGate
 from services.http.proxy import UPSTREAM_TIMEOUT, ClientConnection, Clock, Listener, Stats, sweep
 from services.http.routes import AppTable, Backend, Router, WebTable
 from services.http.upstream import Pools
@@ -32,6 +34,7 @@ class ListenerSpec:
 class HttpView:
     listeners: tuple[tuple[ListenerSpec, Router], ...]
     upstream_timeout: float = UPSTREAM_TIMEOUT
+    names: Names | None = None  # the authorities requests may address (services/http/authority.py)
 
 
 class HttpService(Service):
@@ -49,7 +52,7 @@ class HttpService(Service):
         for app in cfg.applications:
             table = AppTable(app.public_prefix, Backend.from_url(app.upstream, app.verify_upstream))
             out.append((ListenerSpec(host, app.port, app.tls), table))
-        return HttpView(tuple(out), web.upstream_timeout) if out else None
+        return HttpView(tuple(out), web.upstream_timeout, Names(cfg.proxy.fqdn, host)) if out else None
 
     async def start(self, view: HttpView) -> None:
         self.pools = Pools()
@@ -57,6 +60,7 @@ class HttpService(Service):
         self.servers: dict[ListenerSpec, asyncio.Server] = {}
         self.listeners: dict[ListenerSpec, Listener] = {}
         self.conns: set[ClientConnection] = set()
+        self.gate = ConnectionGate(service=self.name)
         self.clock = Clock(asyncio.get_running_loop().time())
         self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
         await self.reconfigure(view)
@@ -70,20 +74,22 @@ class HttpService(Service):
             if spec in self.listeners:
                 self.listeners[spec].router = table  # swap in place: the next request on any connection sees it
                 self.listeners[spec].upstream_timeout = view.upstream_timeout
+                self.listeners[spec].names = view.names
             else:
-                listener = self._listener(spec, table, view.upstream_timeout)
+                listener = self._listener(spec, table, view.upstream_timeout, view.names)
                 self.servers[spec] = await self._listen(spec, listener)
                 self.listeners[spec] = listener
 
-    def _listener(self, spec: ListenerSpec, table: Router, upstream_timeout: float) -> Listener:
+    def _listener(self, spec: ListenerSpec, table: Router, upstream_timeout: float, names: Names | None) -> Listener:
         access, name = self.ctx.access, self.name
         return Listener(table, self.pools, self.stats_, spec.tls, lambda ip: access.allowed(ip, name), self.conns,
-                        self.clock, upstream_timeout)
+                        self.clock, upstream_timeout, names, self.gate)
 
     async def _listen(self, spec: ListenerSpec, listener: Listener) -> asyncio.Server:
         if spec.tls:
             return await create_tls_server(lambda: ClientConnection(listener), spec.host, spec.port,
                                            self.ctx.certs.server_context(alpn=["http/1.1"]), service=self.name,
+                                           handshake_timeout=TLS_HANDSHAKE_TIMEOUT, gate=self.gate,
                                            reuse_address=True, backlog=1024)
         loop = asyncio.get_running_loop()
         return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port,
@@ -116,9 +122,13 @@ class HttpService(Service):
     def stats(self) -> dict[str, Any]:
         return {
             "listeners": [f"{'https' if s.tls else 'http'}://{s.host}:{s.port}" for s in self.servers],
-            "counters": {**dict(self.stats_.counters), "backend_connects": self.pools.connects,
+            "counters": {**dict(self.stats_.counters), "connections_refused": self.gate.refused,
+                         "backend_saturated": self.pools.saturated,
+                         "backend_connects": self.pools.connects,
                          "backend_connect_errors": self.pools.connect_errors},
-            "gauges": {"active_connections": len(self.conns), "idle_backend_connections": self.pools.idle_count},
+            "gauges": {"active_connections": len(self.conns), "idle_backend_connections": self.pools.idle_count,
+                       "connection_limit_per_address": self.gate.per_address,
+                       "connection_limit_total": self.gate.budget.total},
             "histograms": {"upstream_connect_seconds": self.pools.connect_seconds.to_json(),
                            "upstream_first_byte_seconds": self.stats_.first_byte.to_json(),
                            "request_duration_seconds": self.stats_.duration.to_json()},

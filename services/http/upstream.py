@@ -10,7 +10,10 @@ sees under load: a smaller pool churns backend connects for every request.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
+from collections import Counter
 from time import perf_counter
 from typing import Protocol
 
@@ -77,6 +80,22 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
+    def reset(self) -> None:
+        """Abort with a TCP RST (SO_LINGER 0): a backend must not mistake a request body the client
+        abandoned for a complete one, as it could when it sees an orderly FIN after the last byte."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.owner = None
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.abort()
+
     def close(self) -> None:
         self.owner = None
         if not self.closed:
@@ -86,9 +105,18 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.close()
 
 
+# Exchanges one backend may have in flight at once (each holds one backend connection): beyond
+# this, requests get 503 with Retry-After instead of piling connections onto a backend that is
+# already slow, so one slow backend or one greedy client cannot take every descriptor.
+MAX_INFLIGHT_PER_BACKEND = 1024
+RETRY_AFTER = 1  # seconds, in the 503 when a backend is at its limit
+
+
 class Pools:
     def __init__(self) -> None:
         self.idle: dict[tuple, list[UpstreamConnection]] = {}
+        self.inflight: Counter[tuple] = Counter()  # backend key -> exchanges holding a connection to it
+        self.saturated = 0  # requests refused because their backend was at MAX_INFLIGHT_PER_BACKEND
         self.connects = 0
         self.connect_errors = 0
         self.connect_seconds = Histogram(LATENCY_BUCKETS)  # TCP (+ TLS) connects that succeeded

@@ -132,7 +132,7 @@ def test_proxyd_runs_under_the_units_syscall_filter_and_mdwe(tmp_path: Path, mon
         got = [notify.recv(4096) for _ in range(4)]
         assert b"READY=1" in got and b"WATCHDOG=1" in got, got
         with socket.create_connection(("127.0.0.1", app_port), timeout=10) as c:
-            c.sendall(b"GET /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            c.sendall(b"GET /api/x HTTP/1.1\r\nHost: proxy.test\r\nConnection: close\r\n\r\n")
             conn, _ = backend.accept()
             with conn:
                 conn.settimeout(10)

@@ -8,11 +8,59 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.http.http1 import ChunkedDecoder, HttpError, parse_request_head, parse_response_head
+from services.http.http1 import ChunkedDecoder, ChunkScanner, HttpError, parse_request_head, parse_response_head
 
 
 def req(*lines: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+WS_KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+
+
+@pytest.mark.parametrize("name", ["X-Original-URL", "X-Rewrite-URL", "X-Override-URL", "X-HTTP-Method-Override",
+                                  "X-HTTP-Method", "X-Method-Override", "x-original-uri"])
+def test_retargeting_fields_are_removed_and_named_for_the_log(name: str) -> None:
+    h = parse_request_head(req("GET /api/x HTTP/1.1", "Host: x", f"{name}: /admin", "X-Keep: 1"))
+    assert h.kept == b"X-Keep: 1\r\n"
+    assert h.stripped == [name.encode()]
+
+
+@pytest.mark.parametrize("name", ["X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Prefix", "X-Forwarded-Proto",
+                                  "X-Forwarded-Port", "Forwarded", "X-Real-IP", "True-Client-IP", "X-Forwarded-Server"])
+def test_clients_origin_claims_are_removed(name: str) -> None:
+    assert parse_request_head(req("GET / HTTP/1.1", "Host: x", f"{name}: evil", "X-Keep: 1")).kept == b"X-Keep: 1\r\n"
+
+
+def test_fields_named_in_connection_are_removed_but_framing_stays() -> None:
+    h = parse_request_head(req("POST / HTTP/1.1", "Host: x", "Connection: X-Auth, keep-alive, content-length, Cookie",
+                               "X-Auth: admin", "Cookie: a=1", "Content-Length: 2", "X-Keep: 1"))
+    assert h.kept == b"X-Keep: 1\r\n" and h.content_length == 2
+    r = parse_response_head(b"HTTP/1.1 200 OK\r\nConnection: x-secret, content-length\r\nX-Secret: 1\r\n"
+                            b"Content-Length: 0\r\n\r\n", b"GET")
+    assert r.kept == b"Content-Length: 0\r\n"
+
+
+@pytest.mark.parametrize("token", ["h2c", "HTTP/2.0", "TLS/1.2", "foo", "websocket2"])
+def test_upgrades_other_than_websocket_are_stripped(token: str) -> None:
+    h = parse_request_head(req("GET / HTTP/1.1", "Host: x", "Connection: Upgrade, HTTP2-Settings", f"Upgrade: {token}",
+                               "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA", WS_KEY, "Sec-WebSocket-Version: 13"))
+    assert h.upgrade is None
+    assert b"Upgrade" not in h.kept and b"HTTP2-Settings" not in h.kept
+    assert h.stripped == [f"Upgrade: {token}".encode()]
+
+
+@pytest.mark.parametrize("lines", [
+    ("POST /ws HTTP/1.1", WS_KEY, "Sec-WebSocket-Version: 13"),
+    ("GET /ws HTTP/1.1", "Sec-WebSocket-Version: 13"),
+    ("GET /ws HTTP/1.1", "Sec-WebSocket-Key: short==", "Sec-WebSocket-Version: 13"),
+    ("GET /ws HTTP/1.1", WS_KEY, "Sec-WebSocket-Version: 8"),
+    ("GET /ws HTTP/1.1", WS_KEY),
+])
+def test_a_websocket_upgrade_without_a_valid_handshake_is_refused(lines: tuple[str, ...]) -> None:
+    with pytest.raises(HttpError) as e:
+        parse_request_head(req(lines[0], "Host: x", "Connection: Upgrade", "Upgrade: websocket", *lines[1:]))
+    assert e.value.status == 400
 
 
 def test_request_head_fields_and_framing() -> None:
@@ -21,7 +69,8 @@ def test_request_head_fields_and_framing() -> None:
     assert h.get(b"x-a") == b"b"
     h = parse_request_head(req("GET / HTTP/1.0"))
     assert not h.keep_alive
-    h = parse_request_head(req("GET /ws HTTP/1.1", "Host: x", "Connection: keep-alive, Upgrade", "Upgrade: WebSocket "))
+    h = parse_request_head(req("GET /ws HTTP/1.1", "Host: x", "Connection: keep-alive, Upgrade", "Upgrade: WebSocket ",
+                               WS_KEY, "Sec-WebSocket-Version: 13"))
     assert h.upgrade == b"WebSocket"  # as sent, without the trailing space
     assert parse_request_head(req("GET /ws HTTP/1.1", "Host: x", "Upgrade: websocket")).upgrade is None
 
@@ -145,3 +194,58 @@ def test_field_lines_are_accepted_exactly_when_valid_cached_or_not(noise: list[b
             assert exc.status == 400
             accepted = False
         assert accepted == valid, head
+
+
+# -- chunk lines, extensions and trailers: one strict grammar for requests and responses ----------
+
+CHUNK_BAD = [
+    b"5;a\nb\r\nhello\r\n0\r\n\r\n",  # bare LF inside an extension (CVE-2025-55315 class)
+    b"5;a\rb\r\nhello\r\n0\r\n\r\n",  # bare CR inside an extension
+    b"5\n\r\nhello\r\n0\r\n\r\n", b"5\nhello\r\n0\r\n\r\n", b"5\r\nhello\r\n0\r\nX: a\nb\r\n\r\n",
+    b"5\r\nhello\r\n0\r\nX: a\rb\r\n\r\n", b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
+    b"5;\r\nhello\r\n0\r\n\r\n", b"5;=x\r\nhello\r\n0\r\n\r\n", b"5;a=\r\nhello\r\n0\r\n\r\n",
+    b"5;a=\"x\r\nhello\r\n0\r\n\r\n", b"5;a=b c\r\nhello\r\n0\r\n\r\n", b"5;a=\"\x00\"\r\nhello\r\n0\r\n\r\n",
+    b"5 ;" + b"a" * 300 + b"\r\nhello\r\n0\r\n\r\n",  # extension over the limit
+    b"5;" + b"a=b;" * 400 + b"x\r\nhello\r\n0\r\n\r\n",  # chunk line over the limit, CRLF present
+    b"0x5\r\nhello\r\n0\r\n\r\n", b"+5\r\nhello\r\n0\r\n\r\n", b"5 \r\nhello\r\n0\r\n\r\n",
+    b"5 ;a\r\nhello\r\n0\r\n\r\n", b"5; a\r\nhello\r\n0\r\n\r\n", b"5;a =b\r\nhello\r\n0\r\n\r\n",  # BWS
+]
+CHUNK_OK = [b"5;a=b\r\nhello\r\n0\r\n\r\n", b"5;a=\"q\\\"x\";b\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0;last\r\nX-T: 1\r\n\r\n", b"00005\r\nhello\r\n0\r\n\r\n"]
+
+
+@pytest.mark.parametrize("body", CHUNK_BAD)
+@pytest.mark.parametrize("step", [None, 1])
+def test_chunk_framing_outside_the_grammar_is_refused_by_both_readers(body: bytes, step: int | None) -> None:
+    with pytest.raises(HttpError) as e:
+        dec = ChunkedDecoder()
+        for i in range(0, len(body), step or len(body)):
+            dec.feed(body[i:i + (step or len(body))])
+        assert dec.done, "incomplete is not accepted either"
+    assert e.value.status in (400, 431)
+    with pytest.raises(HttpError) as e:
+        scan = ChunkScanner()
+        for i in range(0, len(body), step or len(body)):
+            scan.feed(body[i:i + (step or len(body))])
+        assert scan.done
+    assert e.value.status == 502
+
+
+@pytest.mark.parametrize("body", CHUNK_OK)
+def test_chunk_extensions_and_trailers_in_the_grammar_pass(body: bytes) -> None:
+    dec = ChunkedDecoder()
+    assert b"".join(dec.feed(body)) == b"hello" and dec.done
+    scan = ChunkScanner()
+    assert scan.feed(body + b"NEXT") == len(body) and scan.done
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (req("PUT /a HTTP/1.1", "Host: x", "Expect: 100-continue-please", "Content-Length: 1"), 417),
+    (req("PUT /a HTTP/1.1", "Host: x", "Expect: something", "Content-Length: 1"), 417),
+    (req("POST /a HTTP/1.0", "Host: x", "Transfer-Encoding: chunked"), 400),
+])
+def test_expectations_and_http10_chunked(head: bytes, status: int) -> None:
+    with pytest.raises(HttpError) as e:
+        parse_request_head(head)
+    assert e.value.status == status
+    assert parse_request_head(req("PUT /a HTTP/1.1", "Host: x", "Expect: 100-Continue", "Content-Length: 1"))

@@ -123,7 +123,7 @@ def keepalive_handler(answer: Callable[[bytes], bytes]) -> Handler:
 def test_pipelined_requests_are_answered_in_order_over_one_backend_connection(proxyd: Proxyd, scripted) -> None:  # type: ignore[no-untyped-def]
     be = scripted(keepalive_handler(lambda head: ok(head.split(b" ")[1])))
     p, port = app_proxy(proxyd, be)
-    reqs = b"".join(b"GET /api/r%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3))
+    reqs = b"".join(b"GET /api/r%d HTTP/1.1\r\nHost: proxy.test\r\n\r\n" % i for i in range(3))
     s, out = talk(port, reqs, lambda o: o.count(b"HTTP/1.1 200") == 3 and o.endswith(b"/r2"))
     s.close()
     assert out.count(b"HTTP/1.1 200") == 3
@@ -145,9 +145,10 @@ def test_chunked_response_cut_into_single_bytes_passes_and_the_connection_is_reu
 
     be = scripted(handler)
     p, port = app_proxy(proxyd, be)
-    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n", lambda o: o.endswith(b"\r\n\r\n") and b"0\r\n" in o)
+    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: proxy.test\r\n\r\n",
+                  lambda o: o.endswith(b"\r\n\r\n") and b"0\r\n" in o)
     assert out.endswith(body)
-    s.sendall(b"GET /api/b HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /api/b HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
     again = read_until(s, lambda o: o.endswith(body))
     s.close()
     assert again.startswith(b"HTTP/1.1 200") and again.endswith(body)
@@ -162,9 +163,9 @@ def test_head_response_has_no_body_even_with_a_content_length(proxyd: Proxyd, sc
 
     be = scripted(keepalive_handler(answer))
     p, port = app_proxy(proxyd, be)
-    s, out = talk(port, b"HEAD /api/a HTTP/1.1\r\nHost: x\r\n\r\n", lambda o: o.endswith(b"\r\n\r\n"))
+    s, out = talk(port, b"HEAD /api/a HTTP/1.1\r\nHost: proxy.test\r\n\r\n", lambda o: o.endswith(b"\r\n\r\n"))
     assert b"Content-Length: 1000" in out
-    s.sendall(b"GET /api/b HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /api/b HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
     assert read_until(s, lambda o: o.endswith(b"after")).endswith(b"after")
     s.close()
 
@@ -182,7 +183,7 @@ def test_expect_100_continue_is_relayed(proxyd: Proxyd, scripted) -> None:  # ty
     be = scripted(handler)
     p, port = app_proxy(proxyd, be)
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"PUT /api/a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+    s.sendall(b"PUT /api/a HTTP/1.1\r\nHost: proxy.test\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
     assert read_until(s, lambda o: o.endswith(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 Continue")
     s.sendall(b"data")
     assert read_until(s, lambda o: o.endswith(b"data")).startswith(b"HTTP/1.1 200")
@@ -199,9 +200,9 @@ def test_a_pooled_connection_the_backend_closed_is_retried_transparently(proxyd:
 
     be = scripted(handler)
     p, port = app_proxy(proxyd, be)
-    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n", lambda o: o.endswith(b"one"))
+    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: proxy.test\r\n\r\n", lambda o: o.endswith(b"one"))
     time.sleep(0.6)
-    s.sendall(b"GET /api/b HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /api/b HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
     assert read_until(s, lambda o: o.endswith(b"one")).startswith(b"HTTP/1.1 200")
     s.close()
     assert be.connections == 2
@@ -212,7 +213,7 @@ def test_hop_by_hop_response_fields_are_dropped(proxyd: Proxyd, scripted) -> Non
     extra = b"Connection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nX-Keep-Alive-Ok: yes\r\n"
     be = scripted(keepalive_handler(lambda head: ok(b"x", extra)))
     p, port = app_proxy(proxyd, be)
-    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n", lambda o: o.endswith(b"\r\n\r\nx"))
+    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: proxy.test\r\n\r\n", lambda o: o.endswith(b"\r\n\r\nx"))
     s.close()
     head = out.split(b"\r\n\r\n")[0].lower()
     assert b"\r\nconnection:" not in head and b"\r\nkeep-alive:" not in head
@@ -228,7 +229,7 @@ def test_hop_by_hop_response_fields_are_dropped(proxyd: Proxyd, scripted) -> Non
 def test_a_broken_response_is_a_502(proxyd: Proxyd, scripted, answer: bytes) -> None:  # type: ignore[no-untyped-def]
     be = scripted(keepalive_handler(lambda head: answer))
     p, port = app_proxy(proxyd, be)
-    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n", lambda o: b"\r\n\r\n" in o)
+    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: proxy.test\r\n\r\n", lambda o: b"\r\n\r\n" in o)
     s.close()
     assert out.startswith(b"HTTP/1.1 502 ")
 
@@ -240,7 +241,7 @@ def test_a_response_cut_short_closes_the_client_connection(proxyd: Proxyd, scrip
 
     be = scripted(handler)
     p, port = app_proxy(proxyd, be)
-    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n", lambda o: False)  # reads until closed
+    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: proxy.test\r\n\r\n", lambda o: False)  # reads until closed
     s.close()
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"only-part")
 
@@ -253,7 +254,7 @@ def test_response_until_close_is_passed_and_ends_the_client_connection(proxyd: P
 
     be = scripted(handler)
     p, port = app_proxy(proxyd, be)
-    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n", lambda o: False)
+    s, out = talk(port, b"GET /api/a HTTP/1.1\r\nHost: proxy.test\r\n\r\n", lambda o: False)
     s.close()
     assert out.endswith(b"stream until EOF")
     assert b"Connection: close" in out.split(b"\r\n\r\n")[0]
@@ -265,7 +266,7 @@ def test_thousands_of_pipelined_requests_answered_locally_in_one_read(proxyd: Pr
     be = scripted(keepalive_handler(lambda head: ok(b"fine")))
     p, port = app_proxy(proxyd, be)
     n = 3000
-    flood = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" * n + b"GET /api/ok HTTP/1.1\r\nHost: x\r\n\r\n"
+    flood = b"GET /nope HTTP/1.1\r\nHost: proxy.test\r\n\r\n" * n + b"GET /api/ok HTTP/1.1\r\nHost: proxy.test\r\n\r\n"
     s, out = talk(port, flood, lambda o: o.endswith(b"fine"), timeout=30)
     s.close()
     assert out.count(b"HTTP/1.1 404 ") == n and out.endswith(b"fine")
@@ -289,9 +290,9 @@ def test_a_slow_backend_is_a_504_after_upstream_timeout_and_others_keep_answerin
     try:
         started = time.monotonic()
         waiting = socket.create_connection(("127.0.0.1", slow_port), timeout=10)
-        waiting.sendall(b"GET /api/wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        waiting.sendall(b"GET /api/wait HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
         for _ in range(5):  # meanwhile the other application answers
-            s, out = talk(fast_port, b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n", lambda o: o.endswith(b"fast"))
+            s, out = talk(fast_port, b"GET /api/x HTTP/1.1\r\nHost: proxy.test\r\n\r\n", lambda o: o.endswith(b"fast"))
             s.close()
             assert out.startswith(b"HTTP/1.1 200 ")
         waiting.setblocking(False)

@@ -105,7 +105,7 @@ def test_application_exposes_only_its_prefix(proxyd: Proxyd, backend: str) -> No
         for path in ("/", "/api", "/procurat/api/v1/students", "/admin/", "/apix/y"):
             assert c.get(f"https://127.0.0.1:{port}{path}").status_code == 404, path
     for attack in (b"/api/../admin", b"/api/%2e%2e/admin", b"/api/..%2fadmin", b"/api//x", b"/api/x;y"):
-        resp = raw(port, b"GET " + attack + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = raw(port, b"GET " + attack + b" HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
         assert resp.startswith(b"HTTP/1.1 400 "), (attack, resp[:60])
 
 
@@ -142,18 +142,19 @@ def test_https_upstream_is_verified_by_default(proxyd: Proxyd) -> None:
 
 
 SMUGGLING = [
-    (b"POST /mycompany/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    (b"POST /mycompany/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
-    (b"POST /mycompany/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
-    (b"GET /mycompany/x HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400),
-    (b"GET /mycompany/x HTTP/1.1\nHost: x\n\n", None),  # bare LF never completes a head: 408/close
-    (b"GET /mycompany/x HTTP/1.1\r\nHost: x\r\nX: a\x00\r\n\r\n", 400),
-    (b"POST /mycompany/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-    (b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 40000 + b"\r\n\r\n", 431),
-    (b"GET http://evil.example/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-    (b"CONNECT evil.example:443 HTTP/1.1\r\nHost: x\r\n\r\n", 405),
-    (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"POST /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", 400),
+    (b"POST /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+    (b"POST /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
+    (b"GET /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nX: a\r\n b\r\n\r\n", 400),
+    (b"GET /mycompany/x HTTP/1.1\nHost: proxy.test\n\n", 400),  # bare LF: 400 at once, not after the deadline
+    (b"GET /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nX: a\x00\r\n\r\n", 400),
+    (b"POST /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    (b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\nHost: proxy.test\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: proxy.test\r\nCookie: " + b"c" * 40000 + b"\r\n\r\n", 431),
+    (b"GET http://evil.example/ HTTP/1.1\r\nHost: proxy.test\r\n\r\n", 400),
+    (b"CONNECT evil.example:443 HTTP/1.1\r\nHost: proxy.test\r\n\r\n", 405),
+    (b"OPTIONS * HTTP/1.1\r\nHost: proxy.test\r\n\r\n", 400),
 ]
 
 
@@ -184,7 +185,7 @@ def test_hardening_rules_on_raw_sockets(proxyd: Proxyd, backend: str, request_by
 def test_body_size_limit_and_header_timeout(proxyd: Proxyd, backend: str) -> None:
     p = proxyd(web_config(backend))
     port = p.config["services"]["web"]["port"]
-    resp = raw(port, b"POST /mycompany/x HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n")
+    resp = raw(port, b"POST /mycompany/x HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 99999999999\r\n\r\n")
     assert resp.startswith(b"HTTP/1.1 413 ")
 
 

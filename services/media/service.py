@@ -163,23 +163,11 @@ class MediaService(Service):
             await task
 
     # -- MediaRelay ------------------------------------------------------------------------
-    # The async methods are the contract's shape; they never wait: every decision and every port
-    # is taken synchronously (`offer_now` ...), sockets are bound at once and handed to the loop
-    # behind the SDP's back (`register`), so a caller stepping them (the SIP service) always
-    # finishes in one step, and no allocation can be interrupted half-way.
-    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
-                    instance_rtp_only: bool = False) -> bytes:
-        return self.offer_now(call_id, sdp, side=side, source_ip=source_ip, instance_rtp_only=instance_rtp_only)
-
-    async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
-                     source_ip: str) -> bytes:
-        return self.answer_now(call_id, sdp, side=side, source_ip=source_ip)
-
-    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
-        self.delete_now(call_id)
-
-    def offer_now(self, call_id: str, sdp: bytes, *, side: Side, source_ip: str,
-                  instance_rtp_only: bool = False) -> bytes:
+    # Synchronous, as the contract is: every decision and every port is taken at once, sockets
+    # are bound at once and handed to the loop behind the SDP's back (`register`), so no
+    # allocation can be interrupted half-way and the SIP relay keeps a call's order for free.
+    def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
+              instance_rtp_only: bool = False) -> bytes:
         """The offer rewritten towards the other side (MediaError: refused, no port taken)."""
         media = self._parse(sdp, side, call_id)
         call = self.calls.get(call_id)
@@ -193,7 +181,8 @@ class MediaService(Service):
         edits = [self._offer_edit(st, m, side, instance_rtp_only) for st, m in zip(call.streams, media, strict=True)]
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
-    def answer_now(self, call_id: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
+    def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
+               source_ip: str) -> bytes:
         """The answer rewritten towards the other side (MediaError: unusable, the call's ports go back)."""
         call = self.calls.get(call_id)
         if call is None:
@@ -209,7 +198,7 @@ class MediaService(Service):
         edits = [self._answer_edit(call_id, st, m, side) for st, m in zip(call.streams, media, strict=False)]
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
-    def delete_now(self, call_id: str) -> None:
+    def delete(self, call_id: str, from_tag: str | None = None) -> None:
         """Release the call's ports (idempotent); sockets not kept as spares close on the next loop turn."""
         self._release(call_id)
 

@@ -16,7 +16,6 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from time import monotonic as _monotonic
 from typing import Any
@@ -175,8 +174,6 @@ class SipService(Service):
         self.timer: asyncio.Task[None] | None = None
         self.counters_extra: dict[str, int] = {}
         self.reasons = ReasonLog(self.log)
-        #: Call-ID -> last media step in flight: later messages of that call wait for it (order).
-        self.pending: dict[str, asyncio.Task[None]] = {}
         self._media_seen: object = None
         self._media_impl: MediaRelay = _PASS_THROUGH
 
@@ -328,13 +325,9 @@ class SipService(Service):
             return
         for action in relay.receive(data, src, _monotonic()):
             if isinstance(action, Send):
-                if self.pending and action.call_id in self.pending:
-                    self._after(action.call_id, self._send_later(action))
-                else:
-                    self.send(action.flow, action.data)
+                self.send(action.flow, action.data)
             elif self.media() is not _PASS_THROUGH:
-                # the message is sent when the media relay answers: at once if it need not wait
-                self._after(action.call_id, self._media(action))
+                self._media(action)  # synchronous (`MediaRelay`): the call's messages keep their order
             else:  # no media relay: SDP unchanged, sent at once so a call's messages keep their order
                 if action.op == "answer":
                     relay.dialogs.answered(action.call_id)
@@ -342,44 +335,6 @@ class SipService(Service):
         if relay.released:
             self._release(relay.released)
             relay.released = []
-
-    def _after(self, call_id: str, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` once the call's earlier media step (if any) is done: a call keeps its order.
-        With nothing before it, it runs at once as far as it gets without waiting (usually to the
-        end: no task per media step); only work that must wait becomes a task, and later
-        messages of the call queue behind it."""
-        before = self.pending.get(call_id)
-        if before is None or before.done():
-            task = self._run(work)
-            if task is None:
-                return
-        else:
-            task = asyncio.create_task(_chain(before, work))
-        self.pending[call_id] = task
-        self.tasks.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self.tasks.discard(t)
-            if self.pending.get(call_id) is t:
-                del self.pending[call_id]
-
-        task.add_done_callback(done)
-
-    def _run(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-        """Step `work` until it first waits; None if it finished, else a task carrying it on.
-        Until it first waits it runs outside any task: a media relay must not need one there
-        (`asyncio.current_task()`, `asyncio.timeout()`), which ours does not."""
-        try:
-            waiting = work.send(None)
-        except StopIteration:
-            return None
-        except Exception:
-            self.log.exception("event=sip_media_step_failed")
-            return None
-        return asyncio.create_task(_resume(work, waiting))
-
-    async def _send_later(self, action: Send) -> None:
-        self.send(action.flow, action.data)
 
     def send(self, flow: Flow, data: bytes) -> None:
         if flow.transport == "udp":
@@ -466,15 +421,15 @@ class SipService(Service):
             self._media_impl = m if isinstance(m, MediaRelay) else _PASS_THROUGH
         return self._media_impl
 
-    async def _media(self, step: MediaStep) -> None:
+    def _media(self, step: MediaStep) -> None:
         side = Side.PHONE if step.side == "phone" else Side.INSTANCE
         try:
             if step.op == "offer":
-                sdp = await self.media().offer(step.call_id, step.from_tag, step.msg.body, side=side,
-                                               source_ip=step.source_ip, instance_rtp_only=step.instance_rtp_only)
+                sdp = self.media().offer(step.call_id, step.from_tag, step.msg.body, side=side,
+                                         source_ip=step.source_ip, instance_rtp_only=step.instance_rtp_only)
             else:
-                sdp = await self.media().answer(step.call_id, step.from_tag, step.to_tag, step.msg.body,
-                                                side=side, source_ip=step.source_ip)
+                sdp = self.media().answer(step.call_id, step.from_tag, step.to_tag, step.msg.body,
+                                          side=side, source_ip=step.source_ip)
                 if self.relay is not None:
                     self.relay.dialogs.answered(step.call_id)
         except MediaError as exc:
@@ -488,6 +443,10 @@ class SipService(Service):
                                   "error=%r call_id=%s side=%s src=%s", exc.status, exc.reason, step.call_id,
                                   step.side, step.source_ip)
             return
+        except Exception:  # a bug in the media relay: this message is lost, the relay goes on
+            self.relay_counter("media_step_failed")
+            self.log.exception("event=sip_drop reason=media_step_failed call_id=%s op=%s", step.call_id, step.op)
+            return
         step.msg.body = sdp
         self.send(step.flow, step.msg.serialize())
 
@@ -496,10 +455,10 @@ class SipService(Service):
         if media is _PASS_THROUGH:  # nothing held: no task per call
             return
         for cid in call_ids:
-            task = self._run(media.delete(cid))  # usually done at once: ports stay bound as spares
-            if task is not None:
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+            try:
+                media.delete(cid)  # ports stay bound as spares for the next call
+            except Exception:  # one call's failure must not keep the others' ports
+                self.log.exception("event=sip_media_delete_failed call_id=%s", cid)
 
     async def _tick(self) -> None:
         while True:
@@ -535,33 +494,6 @@ class SipService(Service):
             limiter = self.relay.limiter
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
-
-
-async def _resume(work: Coroutine[Any, Any, None], waiting: Any) -> None:
-    """Carry on a coroutine stepped by hand (`SipService._run`) that waits for `waiting`, as a
-    task would: wait for the future (None: one loop turn), then resume it; it sees the
-    future's result or exception itself (`Future.__await__` reads it once done)."""
-    while True:
-        try:
-            if waiting is None:
-                await asyncio.sleep(0)
-            else:
-                waiting._asyncio_future_blocking = False  # as a task does with what a coroutine yields
-                await waiting
-        except asyncio.CancelledError:
-            work.close()
-            raise
-        except Exception:  # noqa: S110 - the coroutine gets this exception when resumed
-            pass
-        try:
-            waiting = work.send(None)
-        except StopIteration:
-            return
-
-
-async def _chain(before: asyncio.Task[None], work: Coroutine[Any, Any, None]) -> None:
-    await asyncio.wait([before])  # whatever its outcome: the call's later messages still go
-    await work
 
 
 def _limiter(view: SipView) -> RateLimiter | None:

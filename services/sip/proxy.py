@@ -19,7 +19,7 @@ from zlib import crc32
 from services.sip.dialogs import Dialogs
 from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
-from services.sip.protect import RateLimiter, is_scanner
+from services.sip.protect import AuthGuard, RateLimiter, scanner
 from services.sip.reasonlog import ReasonLog
 from services.sip.scan import Sip, Via, scan, tag
 from services.sip.uri import Uri, UriError, add_uri_param, parse_name_addr, parse_uri
@@ -103,6 +103,7 @@ class Relay:
         self._routes: dict[tuple[str, str], tuple[int, Flow | None, list[str]]] = {}
         self.signer = signer or FlowSigner()
         self.limiter = limiter  # None: no per-source limit
+        self.auth = AuthGuard()
         self.dialogs = Dialogs()
         #: whether a PBX flow over TCP/TLS cannot take messages now (its connect failed a moment
         #: ago): the service knows, requests to it get a 503 instead of silence
@@ -141,11 +142,12 @@ class Relay:
         if src.side == "p" and self.limiter is not None and not self.limiter.allow(src.ip, now):
             self.counters["dropped_rate_limited"] += 1
             if self.limiter.just_blocked:
-                self.counters["sources_blocked"] += 1
-                log.warning("event=sip_source_blocked src=%s seconds=%s", src.ip, self.limiter.block)
+                self.counters[f"{self.limiter.blocked_by}s_blocked"] += 1
+                self.reasons.note(f"blocked_{self.limiter.blocked_by}", now, "event=sip_source_blocked by=%s "
+                                  "src=%s seconds=%s", self.limiter.blocked_by, src.ip, self.limiter.block)
             else:
-                self.reasons.note("rate_limited", now, "event=sip_drop reason=rate_limited src=%s:%s",
-                                  src.ip, src.port)
+                self.reasons.note("rate_limited", now, "event=sip_drop reason=rate_limited by=%s src=%s:%s",
+                                  self.limiter.blocked_by, src.ip, src.port)
             return []
         datagram = src.transport == "udp"
         msg = scan(data, datagram)
@@ -159,8 +161,11 @@ class Relay:
             if msg is None:  # parse accepted what scan cannot read: never forwarded
                 return self._drop("unscannable", src)
         if msg.method is not None:
-            if src.side == "p" and msg.ua is not None and is_scanner(msg.ua):
-                return self._drop("scanner", src)
+            if src.side == "p" and msg.ua is not None:
+                sig = scanner(msg.ua)
+                if sig is not None:
+                    self.counters["scanner_" + sig.replace("-", "_")] += 1
+                    return self._drop("scanner", src)
             return self._request(msg, src, now, data)
         return self._response(msg, src, now)
 
@@ -220,6 +225,11 @@ class Relay:
         if msg.proxy_require:
             return self._reply(msg, src, "proxy_require", 420, "Bad Extension",
                                ("Unsupported: " + ", ".join(msg.proxy_require),))
+        if src.side == "p" and msg.method not in ("ACK", "CANCEL"):
+            locked = self.auth.locked(_aor(msg.to if msg.method == "REGISTER" else msg.from_), src.ip, now)
+            if locked is not None:
+                self.counters["auth_locked_out"] += 1
+                return self._reply(msg, src, f"auth_locked_out_{locked}", 403, "Forbidden")
         dest = self._destination(msg, src)  # pops the Route values naming us
         mark = self._loop_mark(msg)
         own, spiral = self.own, False
@@ -430,6 +440,9 @@ class Relay:
         msg.set_top_via(None)  # our Via: the response goes to the flow it names
         self.counters["forwarded_responses"] += 1
         call_id, method = msg.call_id, msg.cseq_method
+        if flow.side == "p" and method not in ("ACK", "CANCEL") and (msg.status in (401, 403, 407) or
+                                                                     200 <= msg.status < 300):
+            self._auth_outcome(msg, flow, now)
         if method == "INVITE" and msg.status >= 300:
             if self.dialogs.end(call_id):
                 self.released.append(call_id)
@@ -444,6 +457,20 @@ class Relay:
                               self._rtp_only(src, flow))]
         return [Send(flow, msg.serialize(), call_id)]
 
+    def _auth_outcome(self, msg: Sip, phone: Flow, now: float) -> None:
+        """Count the PBX's 401/403/407 to a phone's request per AOR and per source; a 2xx clears both."""
+        aor = _aor(msg.to if msg.cseq_method == "REGISTER" else msg.from_)
+        if msg.status >= 300:
+            self.counters["auth_failures"] += 1
+            started = self.auth.failed(aor, phone.ip, now)
+            if started is not None:
+                self.counters["auth_lockouts"] += 1
+                log.warning("event=sip_auth_lockout by=%s aor=%s src=%s failures=%d seconds=%g", started, aor,
+                            phone.ip, self.auth.per_aor if started == "aor" else self.auth.per_source,
+                            self.auth._locked.seconds)
+        else:
+            self.auth.succeeded(aor, phone.ip)
+
     def _rtp_only(self, src: Flow, dest: Flow) -> bool:
         return src.side == "p" and bool(self.rtp_only) and (dest.transport, dest.ip, dest.port) in self.rtp_only
 
@@ -451,6 +478,7 @@ class Relay:
         self.reasons.flush(now)
         if self.limiter is not None:
             self.limiter.expire(now)
+        self.auth.expire(now)
         return self.dialogs.expire(now)
 
 
@@ -495,6 +523,15 @@ def _own_token_general(top: Via) -> str | None:
 def _to_tag(call_id: str) -> str:
     """The To tag of our own responses: stable per call so retransmissions get the same one."""
     return "pf" + hashlib.blake2b(call_id.encode("latin-1"), digest_size=4).hexdigest()
+
+
+def _aor(name_addr: str) -> str:
+    """user@host of a From/To value (lower case host), the value itself if it does not parse."""
+    try:
+        uri = parse_name_addr(name_addr).uri
+    except UriError:
+        return name_addr
+    return f"{uri.user}@{uri.host.lower()}"
 
 
 def _is_ip(host: str) -> bool:

@@ -493,6 +493,7 @@ class SipService(Service):
             gauges["dialogs"] = len(self.relay.dialogs.calls)
             limiter = self.relay.limiter
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
+            gauges["locked_out"] = self.relay.auth.locked_out(time.monotonic())
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
 
 

@@ -165,7 +165,7 @@ def test_forged_route_and_unknown_domain() -> None:
 def test_scanner_dropped_and_keepalive_answered() -> None:
     r = make_relay()
     assert r.receive(_invite(extra="User-Agent: friendly-scanner\r\n"), PHONE, 0.0) == []
-    assert r.counters["dropped_scanner"] == 1
+    assert r.counters["dropped_scanner"] == 1 and r.counters["scanner_friendly_scanner"] == 1
     assert [a.data for a in r.receive(b"\r\n\r\n", PHONE, 0.0)] == [b"\r\n"]  # type: ignore[union-attr]
 
 

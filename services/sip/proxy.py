@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from zlib import crc32
 
+from services.sip.calls import IN_CALL, Calls
 from services.sip.dialogs import Dialogs
 from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
@@ -35,6 +36,19 @@ _MAX_FORWARDS = [f"Max-Forwards: {n}" for n in range(256)]
 #: seconds a phone is told to wait (Retry-After) when its PBX cannot be reached; the service
 #: rests an unreachable TCP/TLS target as long
 RETRY_AFTER = 5
+#: Limits on a phone's request, each answered 400 with its reason (a log line says which):
+#: Call-IDs of real UAs are 20-80 bytes, tags 8-40 (RFC 4475 has longer); a request crosses a
+#: few proxies, has a Route set of one or two, registers a few Contacts. These bounds are well
+#: above what real traffic (and RFC 4475's well-formed torture messages) carries and cap the
+#: state (Call-ID, tags kept per call) and the work one message makes (each Via, Route, Contact
+#: is read, and forwarded).
+MAX_CALL_ID = 256
+MAX_TAG = 256  # RFC 4475 longreq, well-formed, carries a 155-byte tag
+MAX_VIA = 64  # RFC 4475 longreq, well-formed, carries 34
+MAX_ROUTE = 16
+MAX_CONTACT = 16
+#: header lines in one message
+MAX_HEADERS = 128
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,7 @@ class Relay:
         self.limiter = limiter  # None: no per-source limit
         self.auth = AuthGuard()
         self.dialogs = Dialogs()
+        self.calls = Calls()
         #: whether a PBX flow over TCP/TLS cannot take messages now (its connect failed a moment
         #: ago): the service knows, requests to it get a 503 instead of silence
         self.unavailable: Callable[[Flow], bool] = _never
@@ -225,6 +240,10 @@ class Relay:
         if msg.proxy_require:
             return self._reply(msg, src, "proxy_require", 420, "Bad Extension",
                                ("Unsupported: " + ", ".join(msg.proxy_require),))
+        if src.side == "p":
+            refusal = self._limits(msg, src)
+            if refusal is not None:
+                return refusal
         if src.side == "p" and msg.method not in ("ACK", "CANCEL"):
             locked = self.auth.locked(_aor(msg.to if msg.method == "REGISTER" else msg.from_), src.ip, now)
             if locked is not None:
@@ -244,6 +263,9 @@ class Relay:
             self.counters["spirals"] += 1
         if dest.__class__ is not Flow:  # (why, status, reason)
             return self._reply(msg, src, *dest)
+        if msg.method == "INVITE" and not self.calls.known(msg.call_id) and len(self.calls) >= self.calls.max_calls:
+            self.counters["calls_full"] += 1
+            return self._reply(msg, src, "calls_full", 503, "Service Unavailable", (f"Retry-After: {RETRY_AFTER}",))
         if dest.transport != "udp" and dest.side == "b" and self.unavailable(dest):
             self.counters["unavailable_backend"] += 1
             return self._reply(msg, src, "backend_resting", 503, "Service Unavailable",
@@ -274,6 +296,32 @@ class Relay:
             msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(dest))
         self.counters["forwarded_requests"] += 1
         return self._dialog_request(msg, src, dest, now, data)
+
+    def _limits(self, msg: Sip, src: Flow) -> list[Action] | None:
+        """A phone's request past a limit (400), or a stray one (481; an ACK dropped): the
+        answer, else None."""
+        why = None
+        if len(msg.call_id) > MAX_CALL_ID:
+            why = "call_id_too_long"
+        elif len(msg.vias) > MAX_VIA:
+            why = "too_many_via"
+        elif len(msg.lines) > MAX_HEADERS:
+            why = "too_many_headers"
+        elif msg.route_idx and _values(msg, msg.route_idx) > MAX_ROUTE:
+            why = "too_many_route"
+        elif msg.contact_idx and _values(msg, msg.contact_idx) > MAX_CONTACT:
+            why = "too_many_contact"
+        elif len(tag(msg.from_)) > MAX_TAG or len(tag(msg.to)) > MAX_TAG:
+            why = "tag_too_long"
+        if why is not None:
+            self.counters[f"refused_{why}"] += 1
+            return self._reply(msg, src, why, 400, "Bad Request (" + why.replace("_", " ") + ")")
+        method = msg.method
+        if (method in IN_CALL or method == "INVITE" and ";tag=" in msg.to.replace(" ", "")) and \
+                not self.calls.known(msg.call_id):
+            self.counters["refused_stray"] += 1
+            return self._reply(msg, src, f"stray_{(method or '').lower()}", 481, "Call/Transaction Does Not Exist")
+        return None
 
     def _destination(self, msg: Sip, src: Flow) -> Flow | tuple[str, int, str]:
         token_flow = self._pop_own_routes(msg, src)
@@ -414,6 +462,12 @@ class Relay:
 
     def _dialog_request(self, msg: Sip, src: Flow, dest: Flow, now: float, data: bytes) -> list[Action]:
         call_id, method = msg.call_id, msg.method
+        if method == "INVITE":
+            self.calls.invite(call_id, now)  # room was checked before: see `_request`
+        elif method == "BYE":
+            self.calls.end(call_id, now)
+        else:
+            self.calls.touch(call_id, now)
         if method in ("BYE", "CANCEL"):
             if self.dialogs.end(call_id):
                 self.released.append(call_id)
@@ -443,6 +497,8 @@ class Relay:
         if flow.side == "p" and method not in ("ACK", "CANCEL") and (msg.status in (401, 403, 407) or
                                                                      200 <= msg.status < 300):
             self._auth_outcome(msg, flow, now)
+        if method == "INVITE" and msg.status >= 200:
+            self.calls.final(call_id, msg.status, now)
         if method == "INVITE" and msg.status >= 300:
             if self.dialogs.end(call_id):
                 self.released.append(call_id)
@@ -479,6 +535,9 @@ class Relay:
         if self.limiter is not None:
             self.limiter.expire(now)
         self.auth.expire(now)
+        gone = self.calls.expire(now)
+        if gone:
+            self.counters["calls_expired"] += len(gone)
         return self.dialogs.expire(now)
 
 
@@ -523,6 +582,13 @@ def _own_token_general(top: Via) -> str | None:
 def _to_tag(call_id: str) -> str:
     """The To tag of our own responses: stable per call so retransmissions get the same one."""
     return "pf" + hashlib.blake2b(call_id.encode("latin-1"), digest_size=4).hexdigest()
+
+
+def _values(msg: Sip, idx: list[int]) -> int:
+    """How many comma-separated values the lines `idx` carry (a comma in a quoted display name
+    counts too: an over-count only matters near the limit, far above real traffic)."""
+    lines = msg.lines
+    return sum(lines[i].count(",") + 1 for i in idx)
 
 
 def _aor(name_addr: str) -> str:

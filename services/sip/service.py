@@ -491,6 +491,7 @@ class SipService(Service):
         if self.relay is not None:
             counters.update(self.relay.counters)
             gauges["dialogs"] = len(self.relay.dialogs.calls)
+            gauges["calls"] = len(self.relay.calls)
             limiter = self.relay.limiter
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
             gauges["locked_out"] = self.relay.auth.locked_out(time.monotonic())

@@ -18,6 +18,7 @@ PARSER: dict[str, int | None] = {
 RELAY: dict[str, str] = {
     "scalarlg": "drop", "bigcode": "drop", "unreason": "drop", "noreason": "drop", "bcast": "drop",
     "bext01": "420", "zeromf": "483", "test": "drop",
+    "wsinv": "481",  # a re-INVITE (To tag) of a call the relay never saw: stray (issue 20 §2)
 }
 
 

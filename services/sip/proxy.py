@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,11 @@ MAX_ROUTE = 16
 MAX_CONTACT = 16
 #: header lines in one message
 MAX_HEADERS = 128
+#: RFC 3325: phones are no trust domain: identity they assert is removed, in every spelling of
+#: the name (case, whitespace before the colon; neither header has a compact form).
+_IDENTITY = re.compile(rb"^[Pp]-(?:[Aa][Ss][Ss][Ee][Rr][Tt][Ee][Dd]|[Pp][Rr][Ee][Ff][Ee][Rr][Rr][Ee][Dd])-"
+                       rb"[Ii][Dd][Ee][Nn][Tt][Ii][Tt][Yy][ \t]*:", re.M)
+_IDENTITY_NAMES = frozenset({"p-asserted-identity", "p-preferred-identity"})
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,7 @@ class Relay:
         self.signer = signer or FlowSigner()
         self.limiter = limiter  # None: no per-source limit
         self.auth = AuthGuard()
+        self._popped = 0  # Route values `_pop_own_routes` popped from the request at hand
         self.dialogs = Dialogs()
         self.calls = Calls()
         #: whether a PBX flow over TCP/TLS cannot take messages now (its connect failed a moment
@@ -144,6 +151,8 @@ class Relay:
     def domains(self, value: dict[str, Target]) -> None:  # swapped on reconfigure
         self._domains = value
         self._targets = {d: Flow("b", t.transport, t.host, t.port) for d, t in value.items()}
+        self._target_hosts = frozenset(t.host for t in value.values())
+        self._target_ports = frozenset((t.host, t.port) for t in value.values())
 
     # ---- entry point -------------------------------------------------------------------
     def receive(self, data: bytes, src: Flow, now: float) -> list[Action]:
@@ -244,6 +253,8 @@ class Relay:
             refusal = self._limits(msg, src)
             if refusal is not None:
                 return refusal
+        if src.side == "p" and _IDENTITY.search(data) is not None:
+            self._strip_identity(msg, src)
         if src.side == "p" and msg.method not in ("ACK", "CANCEL"):
             locked = self.auth.locked(_aor(msg.to if msg.method == "REGISTER" else msg.from_), src.ip, now)
             if locked is not None:
@@ -297,6 +308,16 @@ class Relay:
         self.counters["forwarded_requests"] += 1
         return self._dialog_request(msg, src, dest, now, data)
 
+    def _strip_identity(self, msg: Sip, src: Flow) -> None:
+        lines = msg.lines
+        for i, line in enumerate(lines):
+            if line and line.partition(":")[0].strip(" \t").lower() in _IDENTITY_NAMES:
+                lines[i] = ""
+                self.counters["identity_removed"] += 1
+                self.reasons.note("identity_removed", self.now, "event=sip_header_removed reason=identity_from_phone "
+                                  "header=%r call_id=%s src=%s:%s", line.partition(":")[0], msg.call_id, src.ip,
+                                  src.port)
+
     def _limits(self, msg: Sip, src: Flow) -> list[Action] | None:
         """A phone's request past a limit (400), or a stray one (481; an ACK dropped): the
         answer, else None."""
@@ -325,11 +346,19 @@ class Relay:
 
     def _destination(self, msg: Sip, src: Flow) -> Flow | tuple[str, int, str]:
         token_flow = self._pop_own_routes(msg, src)
+        ruri = parse_uri(msg.uri)
+        if src.side == "p":
+            refusal = self._phone_uris(msg, src, ruri)
+            if refusal is not None:
+                return refusal
         if token_flow is not None:
+            if ruri.scheme == "sips" and token_flow.transport != "tls":
+                return ("sips_over_non_tls", 480, "Temporarily Unavailable")  # RFC 5630 §3.1.3
             return token_flow
         if msg.route_idx and src.side == "b":
             return ("route_not_ours", 403, "Forbidden")  # a PBX's request must come back over our Route
-        ruri = parse_uri(msg.uri)
+        if src.side == "p" and not self._host_allowed(ruri):  # an in-dialog one names the PBX's Contact
+            return ("request_uri_not_allowed", 403, "Forbidden")
         alias = ruri.params.get("pf-flow")
         if alias:  # Contact alias: a PBX that ignored Path sends to the Contact we rewrote
             flow = self.signer.open(alias)
@@ -344,7 +373,52 @@ class Relay:
         if target.transport not in self.backend:
             self.counters["unsupported_backend_transport"] += 1
             return ("unsupported_backend_transport", 503, "Service Unavailable")
+        if ruri.scheme == "sips" and target.transport != "tls":
+            return ("sips_over_non_tls", 480, "Temporarily Unavailable")  # never over a non-TLS hop
+        for name, value in (("to", msg.to), ("from", msg.from_)):
+            if not self._of_instance(value, target):
+                self.counters["foreign_domain"] += 1
+                return (f"{name}_domain_not_of_instance", 403, "Forbidden")
         return target
+
+    def _of_instance(self, name_addr: str, target: Flow) -> bool:
+        """Whether a To/From value names a domain of the instance at `target` (or one of our
+        own names: it names no other instance)."""
+        try:
+            host = parse_name_addr(name_addr).uri.host.lower()
+        except UriError:
+            return False
+        return self._targets.get(host) == target or host in self.names
+
+    def _phone_uris(self, msg: Sip, src: Flow, ruri: Uri) -> tuple[str, int, str] | None:
+        """Routing a phone may not choose: sips over a non-TLS hop (RFC 5630: 416), Route
+        values left after ours on an initial request or without ours first (preloaded: 403).
+        `maddr` is removed from the Request-URI (RFC 3261 §16.5: only the proxy chooses where a
+        request goes)."""
+        if ruri.scheme == "sips" and src.transport != "tls":
+            return ("sips_over_non_tls", 416, "Unsupported URI Scheme")
+        if msg.route_idx and (not self._popped or ";tag=" not in msg.to.replace(" ", "")):
+            self.counters["preloaded_route"] += 1
+            return ("preloaded_route", 403, "Forbidden")
+        if any(k.lower() == "maddr" for k in ruri.params):
+            ruri.params = {k: v for k, v in ruri.params.items() if k.lower() != "maddr"}
+            msg.uri = str(ruri)
+            msg.start = f"{msg.method} {msg.uri} SIP/2.0"
+            self.counters["maddr_removed"] += 1
+        return None
+
+    def _host_allowed(self, uri: Uri) -> bool:
+        """Whether an initial request's Request-URI host may be routed by domain: a name, our
+        own address on our own ports, or an instance's PBX address; never loopback, internal
+        hosts or third parties."""
+        host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
+        if not _is_ip(host.partition("%")[0]):
+            return True  # a name: routed by the domain table, or refused as unknown
+        if host in self._target_hosts and (uri.port is None or (host, uri.port) in self._target_ports):
+            return True  # an instance's PBX by its address (loopback too: the all-in-one layout)
+        if host in self.names:  # our own address: only on our own ports
+            return uri.port is None or any(x.endswith(f":{uri.port}") for x in self.own)
+        return False  # any other address (loopback, internal, a third party's) is not the instance's
 
     def _route_domain(self, msg: Sip, host: str) -> Flow | None:
         target = self._targets.get(host)
@@ -357,7 +431,9 @@ class Relay:
         return target
 
     def _pop_own_routes(self, msg: Sip, src: Flow) -> Flow | None:
-        """Pop the leading Route values that name us; the flow of the other side if one carries it."""
+        """Pop the leading Route values that name us; the flow of the other side if one carries it.
+        `self._popped`: how many were popped."""
+        self._popped = 0
         if not msg.route_idx:
             return None
         idx = msg.route_idx
@@ -369,6 +445,7 @@ class Relay:
                 self._routes.clear()
             self._routes[key] = known
         popped, found, rest = known
+        self._popped = popped
         if popped:
             first = msg.route_idx[0]
             for i in msg.route_idx:

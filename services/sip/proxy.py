@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
@@ -125,6 +125,10 @@ class Relay:
         self.limiter = limiter  # None: no per-source limit
         self.auth = AuthGuard()
         self._popped = 0  # Route values `_pop_own_routes` popped from the request at hand
+        #: (Call-ID, CSeq) of a UDP phone's request -> [requests received, challenges sent]: a
+        #: PBX's retransmitted 401/407 beyond one per request is absorbed (no amplification
+        #: towards an unverified source); bounded LRU
+        self._challenges: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
         self.dialogs = Dialogs()
         self.calls = Calls()
         #: whether a PBX flow over TCP/TLS cannot take messages now (its connect failed a moment
@@ -292,6 +296,8 @@ class Relay:
         inbound, client_via = _client_via(top, sent_by, src)
         msg.set_top_via(client_via)
         register = src.side == "p" and msg.method == "REGISTER"
+        if src.side == "p" and src.transport == "udp" and msg.method != "ACK":
+            self._count_request(msg)
         token = self.signer.mint(src)
         if register:
             self._contact_alias(msg, token)
@@ -571,6 +577,12 @@ class Relay:
         msg.set_top_via(None)  # our Via: the response goes to the flow it names
         self.counters["forwarded_responses"] += 1
         call_id, method = msg.call_id, msg.cseq_method
+        if flow.side == "p" and flow.transport == "udp" and msg.status in (401, 407) and not self._challenge_due(msg):
+            self.counters["absorbed_retransmissions"] += 1
+            self.reasons.note("retransmitted_challenge", now, "event=sip_drop reason=retransmitted_challenge "
+                              "status=%s call_id=%s dst=%s:%s (one per request towards a UDP phone)", msg.status,
+                              call_id, flow.ip, flow.port)
+            return []
         if flow.side == "p" and method not in ("ACK", "CANCEL") and (msg.status in (401, 403, 407) or
                                                                      200 <= msg.status < 300):
             self._auth_outcome(msg, flow, now)
@@ -589,6 +601,26 @@ class Relay:
             return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, flow, None, src,
                               self._rtp_only(src, flow))]
         return [Send(flow, msg.serialize(), call_id)]
+
+    def _count_request(self, msg: Sip) -> None:
+        key = (msg.call_id, msg.cseq)
+        seen = self._challenges.get(key)
+        if seen is None:
+            if len(self._challenges) >= 4096:
+                self._challenges.popitem(last=False)
+            self._challenges[key] = [1, 0]
+        else:
+            seen[0] += 1
+
+    def _challenge_due(self, msg: Sip) -> bool:
+        """Whether a 401/407 towards a UDP phone answers a request not answered yet."""
+        seen = self._challenges.get((msg.call_id, msg.cseq))
+        if seen is None:
+            return True  # its request is older than what we remember: let it through
+        if seen[1] >= seen[0]:
+            return False
+        seen[1] += 1
+        return True
 
     def _auth_outcome(self, msg: Sip, phone: Flow, now: float) -> None:
         """Count the PBX's 401/403/407 to a phone's request per AOR and per source; a 2xx clears both."""

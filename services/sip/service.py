@@ -45,6 +45,13 @@ QUEUE_MAX = 256
 #: have carried a message stay open as long as the phone keeps them (registered phones idle
 #: between keepalives).
 FIRST_MESSAGE_TIMEOUT = 30.0
+#: CRLF keep-alives on a connection (RFC 5626 §4.4.1): answered at most once per
+#: KEEPALIVE_INTERVAL (clients ping every 25-120 s; extra pings are absorbed, counted), and a
+#: connection sending more than KEEPALIVE_MAX within KEEPALIVE_WINDOW is flooding and is closed
+#: (main answered 244,402 pongs to 1 MB of CRLF and kept the connection).
+KEEPALIVE_INTERVAL = 1.0
+KEEPALIVE_WINDOW = 10.0
+KEEPALIVE_MAX = 20
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ class _Stream(asyncio.Protocol):
         self.queued: list[bytes] = []
         self.opened = _monotonic()
         self.spoke = False  # has sent a whole SIP message (a keepalive alone does not count)
+        self.pings = 0  # keep-alives in the window that started at `pings_since`
+        self.pings_since = self.ponged = -KEEPALIVE_INTERVAL
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment] # uvloop's SSL transport is no asyncio.Transport
@@ -142,7 +151,30 @@ class _Stream(asyncio.Protocol):
         if not self.spoke and any(m[:1] != b"\r" for m in messages):
             self.spoke = True
         for m in messages:
+            if m[:1] == b"\r" and not self._keepalive():
+                if self.transport.is_closing():
+                    return
+                continue
             self.svc.on_data(m, self.flow)
+
+    def _keepalive(self) -> bool:
+        """Whether this keep-alive is answered; a flood closes the connection."""
+        assert self.flow is not None and self.transport is not None
+        now = _monotonic()
+        if now - self.pings_since > KEEPALIVE_WINDOW:
+            self.pings_since, self.pings = now, 0
+        self.pings += 1
+        if self.pings > KEEPALIVE_MAX:
+            self.svc.dropped("keepalive_floods_closed", "src=%s:%s keepalives=%d seconds=%g (connection closed)",
+                             self.flow.ip, self.flow.port, self.pings, KEEPALIVE_WINDOW)
+            self.transport.close()
+            return False
+        if now - self.ponged < KEEPALIVE_INTERVAL:
+            self.svc.dropped("keepalives_absorbed", "src=%s:%s (one pong per %g s)", self.flow.ip, self.flow.port,
+                             KEEPALIVE_INTERVAL)
+            return False
+        self.ponged = now
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.svc.conns.pop(self.conn, None)

@@ -118,3 +118,18 @@ def test_one_source_guessing_many_users_is_locked_out() -> None:
     assert started[-1] == "source" and started.count(None) == 29
     assert guard.locked("new@pbx.test", "192.0.2.7", 2.0) == "source"
     assert guard.locked("new@pbx.test", "192.0.2.8", 2.0) is None
+
+
+def test_a_pbxs_retransmitted_challenge_reaches_a_udp_phone_once_per_request(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """No amplification towards an unverified UDP source: one 401 per request it sent."""
+    caplog.set_level(logging.INFO, logger="services.sip")
+    r = make_relay()
+    [a] = r.receive(_register(1), PHONE, 0.0)
+    assert isinstance(a, Send)
+    challenge = _pbx_answer(a.data, 401, "Unauthorized")
+    to_phone = [x for _ in range(3) for x in r.receive(challenge, PBX, 0.5)]
+    assert len(to_phone) == 1 and r.counters["absorbed_retransmissions"] == 2
+    assert any("reason=retransmitted_challenge" in m.getMessage() for m in caplog.records)
+    r.receive(_register(1), PHONE, 1.0)  # the phone lost it and sent its request again: answered again
+    assert len(r.receive(challenge, PBX, 1.5)) == 1

@@ -288,3 +288,31 @@ async def test_rtp_flows_both_ways_through_a_spiralling_call(tmp_path: Path) -> 
         rtp_a.close()
         rtp_b.close()
         await media.stop(1)
+
+
+async def test_a_crlf_keepalive_flood_gets_one_pong_and_is_closed(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """main answered 244,402 pongs to 1 MB of CRLF keep-alives and kept the connection open: now
+    one pong per KEEPALIVE_INTERVAL (RFC 5626 §4.4.1), and the flood closes the connection, logged."""
+    caplog.set_level(logging.INFO, logger="services.sip")
+    state = StateDir(tmp_path).ensure()
+    svc = SipService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+    view = SipService.view(parse_config(sip_config("udp", 5999)))
+    assert view is not None
+    await svc.start(view)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", view.udp_port)
+        writer.write(b"\r\n\r\n")  # a phone's ping: answered
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+        writer.write(b"\r\n\r\n" * 262_144)  # 1 MB
+        try:  # then EOF or a reset (closed with the flood unread): the connection is closed
+            got = await asyncio.wait_for(reader.read(), 10)
+        except ConnectionResetError:
+            got = b""
+        assert len(got) <= 2
+        counters = svc.stats()["counters"]
+        assert counters["keepalive_floods_closed"] == 1 and counters["keepalives_absorbed"] >= 1
+        assert any("reason=keepalive_floods_closed" in r.getMessage() for r in caplog.records)
+        writer.close()
+    finally:
+        await svc.stop(1)

@@ -55,6 +55,11 @@ MAX_HEADERS = 128
 _IDENTITY = re.compile(rb"^[Pp]-(?:[Aa][Ss][Ss][Ee][Rr][Tt][Ee][Dd]|[Pp][Rr][Ee][Ff][Ee][Rr][Rr][Ee][Dd])-"
                        rb"[Ii][Dd][Ee][Nn][Tt][Ii][Tt][Yy][ \t]*:", re.M)
 _IDENTITY_NAMES = frozenset({"p-asserted-identity", "p-preferred-identity"})
+#: an Authorization or Proxy-Authorization header line, in any case
+_CREDENTIALS = re.compile(rb"^(?:proxy-)?authorization[ \t]*:", re.M | re.I)
+#: phone requests remembered for challenge accounting (a request's challenge comes within
+#: seconds; 4,096 covers every request in flight at the relay's full rate)
+MAX_REMEMBERED = 4096
 
 
 @dataclass(frozen=True)
@@ -125,9 +130,10 @@ class Relay:
         self.limiter = limiter  # None: no per-source limit
         self.auth = AuthGuard()
         self._popped = 0  # Route values `_pop_own_routes` popped from the request at hand
-        #: (Call-ID, CSeq) of a UDP phone's request -> [requests received, challenges sent]: a
-        #: PBX's retransmitted 401/407 beyond one per request is absorbed (no amplification
-        #: towards an unverified source); bounded LRU
+        #: (Call-ID, CSeq) of a phone's request -> [requests received, challenges sent, carried
+        #: credentials]: a PBX's retransmitted 401/407 beyond one per request is absorbed towards
+        #: a UDP phone (no amplification towards an unverified source), and only a request with
+        #: credentials counts as a failed (or a successful) authentication; bounded LRU
         self._challenges: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
         self.dialogs = Dialogs()
         self.calls = Calls()
@@ -296,8 +302,8 @@ class Relay:
         inbound, client_via = _client_via(top, sent_by, src)
         msg.set_top_via(client_via)
         register = src.side == "p" and msg.method == "REGISTER"
-        if src.side == "p" and src.transport == "udp" and msg.method != "ACK":
-            self._count_request(msg)
+        if src.side == "p" and msg.method != "ACK":
+            self._count_request(msg, data)
         token = self.signer.mint(src)
         if register:
             self._contact_alias(msg, token)
@@ -602,13 +608,13 @@ class Relay:
                               self._rtp_only(src, flow))]
         return [Send(flow, msg.serialize(), call_id)]
 
-    def _count_request(self, msg: Sip) -> None:
+    def _count_request(self, msg: Sip, data: bytes) -> None:
         key = (msg.call_id, msg.cseq)
         seen = self._challenges.get(key)
         if seen is None:
-            if len(self._challenges) >= 4096:
+            if len(self._challenges) >= MAX_REMEMBERED:
                 self._challenges.popitem(last=False)
-            self._challenges[key] = [1, 0]
+            self._challenges[key] = [1, 0, _CREDENTIALS.search(data) is not None]
         else:
             seen[0] += 1
 
@@ -623,7 +629,12 @@ class Relay:
         return True
 
     def _auth_outcome(self, msg: Sip, phone: Flow, now: float) -> None:
-        """Count the PBX's 401/403/407 to a phone's request per AOR and per source; a 2xx clears both."""
+        """Count the PBX's 401/403/407 to a phone's request that carried credentials per AOR and
+        per source (the challenge to a request without any is how digest starts, not a failure);
+        a 2xx to one with credentials clears both (one without, an OPTIONS, proves nothing)."""
+        seen = self._challenges.get((msg.call_id, msg.cseq))
+        if seen is not None and not seen[2] and msg.status != 403:
+            return
         aor = _aor(msg.to if msg.cseq_method == "REGISTER" else msg.from_)
         if msg.status >= 300:
             self.counters["auth_failures"] += 1

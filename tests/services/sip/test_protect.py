@@ -57,11 +57,13 @@ def test_scanner_signatures(ua: str) -> None:
     assert scanner("Linphone/5.2 (belle-sip/5.2)") is None
 
 
-def _register(n: int, user: str = "alice", ip: str = "127.0.0.2") -> bytes:
-    return (f"REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:5070;branch=z9hG4bKreg{n}\r\n"
+def _register(n: int, user: str = "alice", ip: str = "127.0.0.2", creds: bool = True) -> bytes:
+    data = (f"REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:5070;branch=z9hG4bKreg{n}\r\n"
             f"From: <sip:{user}@pbx.test>;tag=r{n}\r\nTo: <sip:{user}@pbx.test>\r\nCall-ID: reg-{user}\r\n"
             f"CSeq: {n} REGISTER\r\nContact: <sip:{user}@{ip}:5070>\r\nMax-Forwards: 70\r\n"
             f"Authorization: Digest username=\"{user}\", response=\"{n:032x}\"\r\nContent-Length: 0\r\n\r\n").encode()
+    return data if creds else data.replace(f"Authorization: Digest username=\"{user}\", response=\"{n:032x}\"\r\n"
+                                           .encode(), b"")
 
 
 def _pbx_answer(forwarded: bytes, status: int, reason: str) -> bytes:
@@ -100,16 +102,33 @@ def test_brute_force_registers_are_locked_out_and_never_reach_the_pbx(caplog: py
 
 
 def test_a_phone_challenged_then_registered_is_never_locked_out() -> None:
-    """Digest: every request is challenged once (401) and then succeeds; a success clears the count."""
+    """Digest: every request is challenged once (401) and then succeeds; the challenge to a
+    request without credentials is no failure, a success clears the count."""
     r = make_relay()
     for n in range(1, 60, 2):
-        [a] = r.receive(_register(n), PHONE, float(n))
+        [a] = r.receive(_register(n, creds=False), PHONE, float(n))
         assert isinstance(a, Send) and a.flow != PHONE
         r.receive(_pbx_answer(a.data, 401, "Unauthorized"), PBX, float(n))
         [b] = r.receive(_register(n + 1), PHONE, float(n))
         assert isinstance(b, Send) and b.flow != PHONE, b.data[:40]
         r.receive(_pbx_answer(b.data, 200, "OK"), PBX, float(n))
-    assert r.counters["auth_lockouts"] == 0
+    assert r.counters["auth_lockouts"] == 0 and r.counters["auth_failures"] == 0
+
+
+def test_a_success_without_credentials_does_not_clear_the_count() -> None:
+    """An OPTIONS the PBX answers 200 without authentication proves no password."""
+    r = make_relay()
+    for n in range(1, 10):
+        [a] = r.receive(_register(n), PHONE, 1.0)
+        assert isinstance(a, Send)
+        r.receive(_pbx_answer(a.data, 401, "Unauthorized"), PBX, 1.0)
+        [o] = r.receive(_register(100 + n, creds=False).replace(b"REGISTER", b"OPTIONS"), PHONE, 1.0)
+        assert isinstance(o, Send)
+        r.receive(_pbx_answer(o.data, 200, "OK"), PBX, 1.0)
+    [a] = r.receive(_register(10), PHONE, 1.0)
+    assert isinstance(a, Send)
+    r.receive(_pbx_answer(a.data, 401, "Unauthorized"), PBX, 1.0)
+    assert r.counters["auth_lockouts"] == 1
 
 
 def test_one_source_guessing_many_users_is_locked_out() -> None:

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--attack", action="store_true", help="only the spoofed-source flood (bench/sip_attack.py)")
     ap.add_argument("--sources", type=int, default=1_000_000)
-    ap.add_argument("--attack-rate", type=int, default=5_000)
+    ap.add_argument("--attack-rate", type=int, default=2_000)
     args = ap.parse_args(argv if argv is not None else [])
     if args.attack:
         from bench import sip_attack

@@ -172,7 +172,7 @@ def inside(sources: int, rate: int) -> dict[str, object]:
             "rss_after_mib": round(rss_after / 1024, 1), "rss_growth_mib": round((rss_after - rss_before) / 1024, 1)}
 
 
-def main(sources: int = 1_000_000, rate: int = 5_000) -> None:
+def main(sources: int = 1_000_000, rate: int = 2_000) -> None:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         print("sip attack bench skipped: needs root and unshare for a private network namespace")
         return
@@ -199,6 +199,6 @@ if __name__ == "__main__":
     if "--inside" in args:
         args.remove("--inside")
         opts = {k: int(v) for k, v in zip(args[::2], args[1::2], strict=False)}
-        print(json.dumps(inside(opts.get("--sources", 1_000_000), opts.get("--rate", 5_000))))
+        print(json.dumps(inside(opts.get("--sources", 1_000_000), opts.get("--rate", 2_000))))
     else:
-        main(opts.get("--sources", 1_000_000), opts.get("--rate", 5_000))
+        main(opts.get("--sources", 1_000_000), opts.get("--rate", 2_000))

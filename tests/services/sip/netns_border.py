@@ -92,8 +92,9 @@ def main() -> None:
                 results[name] = {"answer": answers(phone, 0.5), **{k: r.take() for k, r in recorders.items()}}
             # brute force: 60 wrong-password REGISTERs for one user, 20 a second
             for n in range(60):
-                phone.sendto(req("REGISTER", "sip:a.test", "brute", frm="alice@a.test", to="alice@a.test", cseq=n + 1),
-                             ("127.0.0.1", port))
+                guess = f'Authorization: Digest username="alice", realm="a.test", response="{n:032x}"\r\n'
+                phone.sendto(req("REGISTER", "sip:a.test", "brute", frm="alice@a.test", to="alice@a.test", cseq=n + 1,
+                                 extra=guess), ("127.0.0.1", port))
                 time.sleep(0.05)
             time.sleep(0.3)
             results["brute_force"] = {"answer": answers(phone, 0.5), **{k: r.take() for k, r in recorders.items()}}

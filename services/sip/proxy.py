@@ -570,7 +570,8 @@ class Relay:
             op = self.dialogs.sdp_request(call_id, from_tag, method or "", now, phone)
             side = "phone" if src.side == "p" else "instance"
             request = None if method == "ACK" else data
-            return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, dest, request, src,
+            source = self.dialogs.media_source(call_id, side, src.ip)
+            return [MediaStep(op, call_id, from_tag, to_tag, side, source, msg, dest, request, src,
                               self._rtp_only(src, dest))]
         return [Send(dest, msg.serialize(), call_id)]
 
@@ -604,7 +605,8 @@ class Relay:
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
             op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now, phone)
             side = "phone" if src.side == "p" else "instance"
-            return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, flow, None, src,
+            source = self.dialogs.media_source(call_id, side, src.ip)
+            return [MediaStep(op, call_id, from_tag, to_tag, side, source, msg, flow, None, src,
                               self._rtp_only(src, flow))]
         return [Send(flow, msg.serialize(), call_id)]
 

@@ -110,6 +110,8 @@ SIP_COUNTERS = _rules(
     ("auth_locked_out", _c("pforte_sip_auth_locked_out_requests", "Requests answered 403 during a lock-out")),
     ("media_step_failed", _SIP_DROPPED, ("media_step_failed",)),
     ("keepalives_absorbed", _SIP_DROPPED, ("keepalive_absorbed",)),
+    ("connections_refused", _c("pforte_sip_connections_refused",
+                               "Phone connections closed at once: over the cap per address or in all")),
     ("keepalive_floods_closed", _c("pforte_sip_keepalive_floods_closed",
                                    "Phone connections closed for flooding CRLF keep-alives")),
     (r"refused_(\w+)", _c("pforte_sip_refused_requests", "Requests refused by a border rule, by rule", "rule")),

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import itertools
+import resource
 import secrets
 import socket
 import ssl
@@ -50,6 +51,11 @@ FIRST_MESSAGE_TIMEOUT = 30.0
 #: connection sending more than KEEPALIVE_MAX within KEEPALIVE_WINDOW is flooding and is closed
 #: (main answered 244,402 pongs to 1 MB of CRLF and kept the connection).
 KEEPALIVE_INTERVAL = 1.0
+#: Phone TCP/TLS connections from one address, and in all: a phone keeps one (RFC 5626 flows),
+#: an office's NAT a few dozen; the total stays below the process's file limit with a reserve
+#: for PBX connections, media sockets and the admin side (closed at once beyond, logged).
+MAX_CONNECTIONS_PER_ADDRESS = 64
+CONNECTION_RESERVE = 1024
 KEEPALIVE_WINDOW = 10.0
 KEEPALIVE_MAX = 20
 
@@ -104,6 +110,7 @@ class _Stream(asyncio.Protocol):
         self.queued: list[bytes] = []
         self.opened = _monotonic()
         self.spoke = False  # has sent a whole SIP message (a keepalive alone does not count)
+        self.counted = False  # holds a place in `SipService.per_address`
         self.pings = 0  # keep-alives in the window that started at `pings_since`
         self.pings_since = self.ponged = -KEEPALIVE_INTERVAL
 
@@ -114,6 +121,12 @@ class _Stream(asyncio.Protocol):
             self.svc.dropped("refused_sources", "src=%s:%s transport=%s", ip, port, self.tname)
             transport.close()
             return
+        if self.side == "p" and not self.svc.admit(ip):
+            self.svc.dropped("connections_refused", "src=%s:%s transport=%s (over %d from this address or %d in all)",
+                             ip, port, self.tname, MAX_CONNECTIONS_PER_ADDRESS, self.svc.max_connections)
+            transport.close()
+            return
+        self.counted = self.side == "p"
         key = self.pool_key  # set on connections we open to a PBX
         if key is not None and self.tname == "tls" and not self.svc.pbx_certificate_ok(key, transport):
             self.svc.rest(key, self)  # nothing goes to a PBX that is not the one configured
@@ -178,6 +191,9 @@ class _Stream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.svc.conns.pop(self.conn, None)
+        if self.counted and self.flow is not None:
+            self.svc.release(self.flow.ip)
+            self.counted = False
         if self.pool_key is not None and self.svc.out.get(self.pool_key) is self:
             del self.svc.out[self.pool_key]
 
@@ -206,6 +222,11 @@ class SipService(Service):
         self.timer: asyncio.Task[None] | None = None
         self.counters_extra: dict[str, int] = {}
         self.reasons = ReasonLog(self.log)
+        #: phone connections per source address, and the cap on all of them
+        self.per_address: dict[str, int] = {}
+        self.phone_connections = 0
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_connections = max(64, (soft if soft != resource.RLIM_INFINITY else 65536) - CONNECTION_RESERVE)
         self._media_seen: object = None
         self._media_impl: MediaRelay = _PASS_THROUGH
 
@@ -417,6 +438,23 @@ class SipService(Service):
                              transport, host, port, exc if str(exc) else f"no connection in {CONNECT_TIMEOUT:g} s",
                              RETRY_AFTER)
             self.rest(key, conn)
+
+    def admit(self, ip: str) -> bool:
+        """Take a place for a phone connection from `ip`, if under both caps."""
+        n = self.per_address.get(ip, 0)
+        if n >= MAX_CONNECTIONS_PER_ADDRESS or self.phone_connections >= self.max_connections:
+            return False
+        self.per_address[ip] = n + 1
+        self.phone_connections += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        n = self.per_address.get(ip, 0) - 1
+        if n > 0:
+            self.per_address[ip] = n
+        else:
+            self.per_address.pop(ip, None)
+        self.phone_connections -= 1
 
     def rest(self, key: tuple[str, str, int], conn: _Stream) -> None:
         """No new connection to this PBX for RETRY_AFTER: what waited for `conn` is dropped, and

@@ -316,3 +316,39 @@ async def test_a_crlf_keepalive_flood_gets_one_pong_and_is_closed(tmp_path: Path
         writer.close()
     finally:
         await svc.stop(1)
+
+
+async def test_phone_connections_are_capped_per_address(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond MAX_CONNECTIONS_PER_ADDRESS a phone's new connection is closed at once (logged);
+    a place comes back when one of its connections closes."""
+    caplog.set_level(logging.INFO, logger="services.sip")
+    monkeypatch.setattr("services.sip.service.MAX_CONNECTIONS_PER_ADDRESS", 3)
+    state = StateDir(tmp_path).ensure()
+    svc = SipService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+    view = SipService.view(parse_config(sip_config("udp", 5999)))
+    assert view is not None
+    await svc.start(view)
+    conns = []
+    try:
+        for _ in range(4):
+            conns.append(await asyncio.open_connection("127.0.0.1", view.udp_port))
+        try:
+            assert await asyncio.wait_for(conns[3][0].read(), 5) == b""  # the fourth: closed
+        except ConnectionResetError:
+            pass
+        assert len(svc.conns) == 3 and svc.stats()["counters"]["connections_refused"] == 1
+        assert any("reason=connections_refused src=127.0.0.1:" in r.getMessage() for r in caplog.records)
+        conns[0][1].close()
+        for _ in range(50):
+            if len(svc.conns) == 2:
+                break
+            await asyncio.sleep(0.02)
+        conns.append(await asyncio.open_connection("127.0.0.1", view.udp_port))
+        conns[-1][1].write(b"\r\n\r\n")
+        assert await asyncio.wait_for(conns[-1][0].readexactly(2), 5) == b"\r\n"  # served
+        assert svc.per_address == {"127.0.0.1": 3}
+    finally:
+        for _, writer in conns:
+            writer.close()
+        await svc.stop(1)

@@ -554,8 +554,8 @@ async def serve() -> None:
     await svc.start(MediaView("srtp", spec["lo"], spec["hi"], 3600.0, "127.0.0.1", None))
     out = []
     for i, (phone, pbx) in enumerate(spec["calls"]):
-        to_pbx = await svc.offer(f"b{i}", "f", sdp(phone, srtp=True).encode(), side=Side.PHONE, source_ip="127.0.0.1")
-        to_phone = await svc.answer(f"b{i}", "f", "t", sdp(pbx, srtp=True).encode(), side=Side.INSTANCE,
+        to_pbx = svc.offer(f"b{i}", "f", sdp(phone, srtp=True).encode(), side=Side.PHONE, source_ip="127.0.0.1")
+        to_phone = svc.answer(f"b{i}", "f", "t", sdp(pbx, srtp=True).encode(), side=Side.INSTANCE,
                                     source_ip="127.0.0.1")
         out.append((m_port(to_phone), m_port(to_pbx)))
     print(json.dumps(out), flush=True)

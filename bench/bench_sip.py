@@ -172,7 +172,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rates", default=",".join(map(str, RATES)))
     ap.add_argument("--only", default="pforte,pforte+rtp,bare-uvloop,kamailio")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--attack", action="store_true", help="only the spoofed-source flood (bench/sip_attack.py)")
+    ap.add_argument("--sources", type=int, default=1_000_000)
+    ap.add_argument("--attack-rate", type=int, default=2_000)
     args = ap.parse_args(argv if argv is not None else [])
+    if args.attack:
+        from bench import sip_attack
+
+        sip_attack.main(args.sources, args.attack_rate)
+        return
     DURATION = args.duration
     rates = tuple(int(r) for r in args.rates.split(","))
     if not (shutil.which("sipp") and shutil.which("taskset")):
@@ -202,6 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, rs in ratios.items():
         print(f"ratio {name}/kamailio per core: {statistics.median(rs):.2f}x "
               f"(median of {len(rs)}: {', '.join(f'{x:.2f}' for x in rs)}; noisy shared machine)")
+    if argv is None:  # `make bench`: the flood too
+        from bench import sip_attack
+
+        sip_attack.main(args.sources, args.attack_rate)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ backend side). It is the media relay's job to point each side at relay ports and
 
 Until the media service runs, SIP uses `PassThroughMedia` (SDP unchanged). The media service,
 when running, is found by `ctx.lookup("media")` and implements `MediaRelay`.
+
+The methods are synchronous: the SIP relay calls them once per message on its hot path, and a
+call's messages must leave in the order they came; an implementation decides and takes its
+ports at once (sockets bound and handed to the loop behind the caller's back), never waits.
 """
 
 from __future__ import annotations
@@ -35,44 +39,35 @@ class MediaError(Exception):
 
 @runtime_checkable
 class MediaRelay(Protocol):
-    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
+    def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
                     instance_rtp_only: bool = False) -> bytes:
         """Rewrite an SDP offer coming from `side`; raise MediaError to refuse the call.
         `instance_rtp_only`: the instance that gets this phone offer refuses SRTP offers (the
         instance's `rtp_only`), so an SRTP relay offers it plain RTP and bridges."""
         ...
 
-    async def answer(
+    def answer(
         self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side, source_ip: str
     ) -> bytes:
         """Rewrite the SDP answer to an earlier offer of the same call."""
         ...
 
-    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
+    def delete(self, call_id: str, from_tag: str | None = None) -> None:
         """Release every stream of the call (or of the one leg), idempotently."""
-        ...
-
-    async def vouch(self, call_id: str, ip: str) -> None:
-        """The signalling vouches for `ip` on the call's instance side: a phone the call reached
-        through the PBX (a spiral), whose media goes to and comes from the relay's instance-side
-        ports. `ip` is that phone's signalling source, never an address read from SDP."""
         ...
 
 
 class PassThroughMedia:
     """SDP goes through unchanged: used when no media relay is running."""
 
-    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
+    def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
                     instance_rtp_only: bool = False) -> bytes:
         return sdp
 
-    async def answer(
+    def answer(
         self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side, source_ip: str
     ) -> bytes:
         return sdp
 
-    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
-        return None
-
-    async def vouch(self, call_id: str, ip: str) -> None:
+    def delete(self, call_id: str, from_tag: str | None = None) -> None:
         return None

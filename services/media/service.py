@@ -122,8 +122,6 @@ class Call:
     owner: str = ""  # the phone address whose offer took the ports ('' for an instance's offer)
     held: int = 0  # streams with ports, counted against the owner
     answered: float | None = None  # when the first answer went through (the set-up timeout runs)
-    #: instance-side addresses the signalling vouched for: phones the call spiralled to (`vouch`)
-    vouched: set[str] = field(default_factory=set)
 
 
 class MediaService(Service):
@@ -168,33 +166,11 @@ class MediaService(Service):
             await task
 
     # -- MediaRelay ------------------------------------------------------------------------
-    # The async methods are the contract's shape; they never wait: every decision and every port
-    # is taken synchronously (`offer_now` ...), sockets are bound at once and handed to the loop
-    # behind the SDP's back (`register`), so a caller stepping them (the SIP service) always
-    # finishes in one step, and no allocation can be interrupted half-way.
-    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
-                    instance_rtp_only: bool = False) -> bytes:
-        return self.offer_now(call_id, sdp, side=side, source_ip=source_ip, instance_rtp_only=instance_rtp_only)
-
-    async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
-                     source_ip: str) -> bytes:
-        return self.answer_now(call_id, sdp, side=side, source_ip=source_ip)
-
-    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
-        self.delete_now(call_id)
-
-    async def vouch(self, call_id: str, ip: str) -> None:
-        self.vouch_now(call_id, ip)
-
-    def vouch_now(self, call_id: str, ip: str) -> None:
-        """Trust `ip` on the instance side of the call like its PBX's own address (bounded: a call
-        spirals through a handful of phones at most)."""
-        call = self.calls.get(call_id)
-        if call is not None and len(call.vouched) < 4 and not _never(ip):
-            call.vouched.add(ip)
-
-    def offer_now(self, call_id: str, sdp: bytes, *, side: Side, source_ip: str,
-                  instance_rtp_only: bool = False) -> bytes:
+    # Synchronous, as the contract is: every decision and every port is taken at once, sockets
+    # are bound at once and handed to the loop behind the SDP's back (`register`), so no
+    # allocation can be interrupted half-way and the SIP relay keeps a call's order for free.
+    def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
+              instance_rtp_only: bool = False) -> bytes:
         """The offer rewritten towards the other side (MediaError: refused, no port taken)."""
         media = self._parse(sdp, side, call_id)
         call = self.calls.get(call_id)
@@ -208,7 +184,8 @@ class MediaService(Service):
         edits = [self._offer_edit(st, m, side, instance_rtp_only) for st, m in zip(call.streams, media, strict=True)]
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
-    def answer_now(self, call_id: str, sdp: bytes, *, side: Side, source_ip: str) -> bytes:
+    def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
+               source_ip: str) -> bytes:
         """The answer rewritten towards the other side (MediaError: unusable, the call's ports go back)."""
         call = self.calls.get(call_id)
         if call is None:
@@ -224,7 +201,7 @@ class MediaService(Service):
         edits = [self._answer_edit(call_id, st, m, side) for st, m in zip(call.streams, media, strict=False)]
         return self._rewrite(sdp, call, toward=_other(side), peer_ip=source_ip, edits=edits)
 
-    def delete_now(self, call_id: str) -> None:
+    def delete(self, call_id: str, from_tag: str | None = None) -> None:
         """Release the call's ports (idempotent); sockets not kept as spares close on the next loop turn."""
         self._release(call_id)
 
@@ -392,10 +369,9 @@ class MediaService(Service):
 
     def _learn(self, call: Call, media: list[sdplib.Media], side: Side, source_ip: str) -> None:
         for stream, m in zip(call.streams, media, strict=False):
-            self._learn_stream(stream, m, side, source_ip, call.vouched)
+            self._learn_stream(stream, m, side, source_ip)
 
-    def _learn_stream(self, stream: Stream, m: sdplib.Media, side: Side, source_ip: str,
-                      vouched: set[str] | frozenset[str] = frozenset()) -> None:
+    def _learn_stream(self, stream: Stream, m: sdplib.Media, side: Side, source_ip: str) -> None:
         if not stream.legs:
             return
         stream.mux = stream.mux or m.rtcp_mux
@@ -404,7 +380,7 @@ class MediaService(Service):
         # a phone's media must come from where its signalling came from (and only there is sent
         # to before it does); the instance's likewise, or from one of the configured instance hosts
         trusted = m.address == source_ip or (
-            side is Side.INSTANCE and (m.address in self.v.instance_hosts or m.address in vouched
+            side is Side.INSTANCE and (m.address in self.v.instance_hosts
                                        or _within(m.address, self.v.instance_networks)))
         ip = m.address if trusted and not _never(m.address) else source_ip
         for k, leg in enumerate(stream.legs):

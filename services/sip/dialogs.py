@@ -24,6 +24,9 @@ class Dialog:
     #: the phone (ip, port) whose leg carries the media relay: the one the call's first SDP
     #: came from or went to (see `Dialogs.other_phone`)
     phone: tuple[str, int] | None = None
+    #: in a spiral, the other leg's phone: its SDP reaches the media relay from the PBX (side
+    #: instance), and the media relay must take that phone's address for the signalling one
+    far: str | None = None
 
 
 class Dialogs:
@@ -38,7 +41,19 @@ class Dialogs:
         call's first SDP came with; on the other leg SDP goes through as it is (it names the
         relay's ports already, or the far phone's address the anchored leg relays to)."""
         d = self.calls.get(call_id)
-        return d is not None and d.phone is not None and d.phone != phone
+        if d is not None and d.phone is not None and d.phone != phone:
+            d.far = phone[0]
+            return True
+        return False
+
+    def media_source(self, call_id: str, side: str, ip: str) -> str:
+        """The address the media relay is told an SDP came from: the far phone's for SDP that
+        came from the PBX in a spiral (the PBX only passed it on), else the sender's."""
+        if side == "instance":
+            d = self.calls.get(call_id)
+            if d is not None and d.far is not None:
+                return d.far
+        return ip
 
     def sdp_request(self, call_id: str, from_tag: str, method: str, now: float,
                     phone: tuple[str, int] | None = None) -> str:

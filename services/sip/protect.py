@@ -1,54 +1,233 @@
-"""Pike-like per-source request rate limiting and scanner detection — sans-IO, time passed in."""
+"""Per-source accounting at the border — sans-IO, time passed in, fixed memory, O(1) per message.
+
+`RateLimiter`: pike-like message rate per source address and per prefix (IPv4 /24, IPv6 /64).
+`AuthGuard`: failed authentications (401/403/407 from the PBX) per address-of-record and per
+source, with a lock-out answered by the relay itself.
+
+Every table is a bounded LRU (an insertion-ordered dict: a hit moves the key to the end, a new
+key past the bound evicts the oldest in O(1)). A flood of spoofed sources only ever evicts the
+least recently seen buckets: a source evicted that way starts again from zero, which is what a
+new source gets anyway, and work per message does not grow with the number of sources (the
+table of main was rebuilt on every new source once full: 10 s p99 for a phone under a flood).
+Blocks and lock-outs live in their own bounded tables, so a flood of new sources cannot evict
+a blocked one to set it free before its time (their entries end in the order they began: all
+last as long, so expiry pops from the front).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from ipaddress import IPv6Address
 
-SCANNERS = ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sundayddr", "iwar", "sipsak")
+#: User-Agent substrings (lower case) of SIP scanning and attack tools: their requests are
+#: dropped without an answer (an answer confirms a live target) and counted per signature
+#: (`scanner_<signature>`, "-" as "_"). Sources: SIPVicious (friendly-scanner, its default UA, and
+#: sipvicious), sipcli, sip-scan, sundayddr, iWar, sipsak, SIVuS, smap, SIP Army Knife, and the
+#: VaxSIPUserAgent/pplsip brute forcers seen in honeypot logs. Kept here, one list, documented
+#: in docs/security.md.
+SCANNERS = ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sundayddr", "iwar", "sipsak",
+            "sivus", "smap", "siparmyknife", "vaxsipuseragent", "pplsip")
+
+#: Sources (and prefixes) whose message rate is tracked at once: 65,536 × ~150 bytes ≈ 10 MiB
+#: per table; a source seen less recently than the 65,536 last starts again from zero.
+MAX_SOURCES = 65_536
+#: Blocks held at once (sources and prefixes): beyond it the oldest block ends early.
+MAX_BLOCKED = 16_384
+#: A /24 (IPv4) or /64 (IPv6) may send this many times a source's limit: one customer's office
+#: behind one NAT is one source; many addresses of one prefix together past it are one attacker
+#: spreading a flood (or spoofing within a prefix).
+PREFIX_FACTOR = 4
+
+
+def scanner(user_agent: str | None) -> str | None:
+    """The signature in SCANNERS that `user_agent` carries, or None."""
+    ua = (user_agent or "").lower()
+    for s in SCANNERS:
+        if s in ua:
+            return s
+    return None
 
 
 def is_scanner(user_agent: str | None) -> bool:
-    ua = (user_agent or "").lower()
-    return any(s in ua for s in SCANNERS)
+    return scanner(user_agent) is not None
 
 
-@dataclass
-class _Bucket:
-    start: float
-    count: int
-    blocked_until: float = 0.0
+def prefix_of(ip: str) -> str:
+    """The /24 of an IPv4 address, the /64 of an IPv6 one (as a short key)."""
+    if ":" not in ip:
+        return ip.rpartition(".")[0]
+    try:
+        return IPv6Address(ip.partition("%")[0]).packed[:8].hex()
+    except ValueError:
+        return ip
+
+
+class _Window:
+    """Counts per key in fixed windows, in a bounded LRU."""
+
+    def __init__(self, window: float, max_keys: int):
+        self.window, self.max_keys = window, max_keys
+        self.t: OrderedDict[str, list[float]] = OrderedDict()  # key -> [window start, count]
+
+    def add(self, key: str, now: float) -> float:
+        """Count one for `key`; its count in the current window."""
+        t = self.t
+        b = t.get(key)
+        if b is None:
+            if len(t) >= self.max_keys:
+                t.popitem(last=False)
+            t[key] = [now, 1.0]
+            return 1.0
+        t.move_to_end(key)
+        if now - b[0] >= self.window:
+            b[0], b[1] = now, 0.0
+        b[1] += 1
+        return b[1]
+
+    def forget(self, key: str) -> None:
+        self.t.pop(key, None)
+
+    def expire(self, now: float) -> None:
+        """Drop the least recently used buckets whose window is over (amortised O(1))."""
+        t = self.t
+        while t:
+            key, b = next(iter(t.items()))
+            if now - b[0] < self.window:
+                return
+            del t[key]
+
+
+class _Blocks:
+    """key -> blocked until, bounded; every block lasts as long, so insertion order is expiry order."""
+
+    def __init__(self, seconds: float, max_keys: int):
+        self.seconds, self.max_keys = seconds, max_keys
+        self.t: OrderedDict[str, float] = OrderedDict()
+
+    def blocked(self, key: str, now: float) -> bool:
+        until = self.t.get(key)
+        return until is not None and until > now
+
+    def block(self, key: str, now: float) -> None:
+        t = self.t
+        t.pop(key, None)
+        if len(t) >= self.max_keys:
+            t.popitem(last=False)
+        t[key] = now + self.seconds
+
+    def count(self, now: float) -> int:
+        self.expire(now)
+        return len(self.t)
+
+    def expire(self, now: float) -> None:
+        t = self.t
+        while t:
+            key, until = next(iter(t.items()))
+            if until > now:
+                return
+            del t[key]
 
 
 class RateLimiter:
-    """At most `limit` messages per `window` seconds per source IP, else blocked for `block`."""
+    """At most `limit` messages per `window` seconds per source IP (and PREFIX_FACTOR × `limit`
+    per prefix), else that source (or prefix) is blocked for `block` seconds."""
 
-    def __init__(self, limit: int = 200, window: float = 1.0, block: float = 30.0, max_sources: int = 100_000):
+    def __init__(self, limit: int = 200, window: float = 1.0, block: float = 30.0, max_sources: int = MAX_SOURCES,
+                 prefix_factor: int = PREFIX_FACTOR):
         self.limit, self.window, self.block, self.max_sources = limit, window, block, max_sources
-        self._b: dict[str, _Bucket] = {}
+        self.prefix_limit = limit * prefix_factor
+        self._src = _Window(window, max_sources)
+        self._prefix = _Window(window, max_sources)
+        self._blocks = _Blocks(block, MAX_BLOCKED)
         self.just_blocked = False  # the last refused allow() started a block
+        self.blocked_by = ""  # "source" or "prefix": what the last refused allow() was blocked by
 
     def allow(self, ip: str, now: float) -> bool:
-        b = self._b.get(ip)
-        if b is None:
-            if len(self._b) >= self.max_sources:
-                self.expire(now)
-            self._b[ip] = _Bucket(now, 1)
-            return True
         self.just_blocked = False
-        if b.blocked_until > now:
+        prefix = "/" + prefix_of(ip)
+        blocks = self._blocks
+        if blocks.t:
+            if blocks.blocked(ip, now):
+                self.blocked_by = "source"
+                return False
+            if blocks.blocked(prefix, now):
+                self.blocked_by = "prefix"
+                return False
+        if self._src.add(ip, now) > self.limit:
+            blocks.block(ip, now)
+            self._src.forget(ip)
+            self.just_blocked, self.blocked_by = True, "source"
             return False
-        if now - b.start >= self.window:
-            b.start, b.count = now, 0
-        b.count += 1
-        if b.count > self.limit:
-            b.blocked_until = now + self.block
-            self.just_blocked = True
+        if self._prefix.add(prefix, now) > self.prefix_limit:
+            blocks.block(prefix, now)
+            self._prefix.forget(prefix)
+            self.just_blocked, self.blocked_by = True, "prefix"
             return False
         return True
 
     def blocked(self, now: float) -> int:
-        return sum(1 for b in self._b.values() if b.blocked_until > now)
+        return self._blocks.count(now)
 
     def expire(self, now: float) -> None:
-        horizon = max(self.window, self.block)
-        self._b = {ip: b for ip, b in self._b.items() if now - b.start < horizon or b.blocked_until > now}
+        self._src.expire(now)
+        self._prefix.expire(now)
+        self._blocks.expire(now)
+
+
+#: Failed authentications (401, 403, 407 from the PBX) that lock an address-of-record out: a
+#: phone with the right password is challenged once per request and then succeeds (a success
+#: clears its count), so 10 without one is a wrong password being guessed.
+AUTH_FAILURES_PER_AOR = 10
+#: ... and a source address (higher: one NAT may carry many phones, each challenged).
+AUTH_FAILURES_PER_SOURCE = 30
+#: The window the failures are counted in, and how long a lock-out lasts (seconds).
+AUTH_WINDOW = 300.0
+AUTH_LOCKOUT = 600.0
+
+
+class AuthGuard:
+    """Failed authentications per AOR and per source; `locked` says whether a request is answered
+    403 by the relay instead of reaching the PBX."""
+
+    def __init__(self, per_aor: int = AUTH_FAILURES_PER_AOR, per_source: int = AUTH_FAILURES_PER_SOURCE,
+                 window: float = AUTH_WINDOW, lockout: float = AUTH_LOCKOUT, max_keys: int = MAX_SOURCES):
+        self.per_aor, self.per_source = per_aor, per_source
+        self._aor = _Window(window, max_keys)
+        self._src = _Window(window, max_keys)
+        self._locked = _Blocks(lockout, MAX_BLOCKED)
+
+    def locked(self, aor: str, ip: str, now: float) -> str | None:
+        """"aor" or "source" if a lock-out holds for this request, else None."""
+        t = self._locked
+        if not t.t:
+            return None
+        if t.blocked("a" + aor, now):
+            return "aor"
+        if t.blocked("s" + ip, now):
+            return "source"
+        return None
+
+    def failed(self, aor: str, ip: str, now: float) -> str | None:
+        """Count a failure; "aor"/"source" if it starts a lock-out."""
+        started = None
+        if self._src.add(ip, now) >= self.per_source:
+            self._locked.block("s" + ip, now)
+            self._src.forget(ip)
+            started = "source"
+        if self._aor.add(aor, now) >= self.per_aor:
+            self._locked.block("a" + aor, now)
+            self._aor.forget(aor)
+            started = "aor"
+        return started
+
+    def succeeded(self, aor: str, ip: str) -> None:
+        self._aor.forget(aor)
+        self._src.forget(ip)
+
+    def locked_out(self, now: float) -> int:
+        return self._locked.count(now)
+
+    def expire(self, now: float) -> None:
+        self._aor.expire(now)
+        self._src.expire(now)
+        self._locked.expire(now)

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
+import re
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from zlib import crc32
 
+from services.sip.calls import IN_CALL, Calls
 from services.sip.dialogs import Dialogs
 from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
-from services.sip.protect import RateLimiter, is_scanner
+from services.sip.protect import AuthGuard, RateLimiter, scanner
 from services.sip.reasonlog import ReasonLog
 from services.sip.scan import Sip, Via, scan, tag
 from services.sip.uri import Uri, UriError, add_uri_param, parse_name_addr, parse_uri
@@ -35,6 +37,29 @@ _MAX_FORWARDS = [f"Max-Forwards: {n}" for n in range(256)]
 #: seconds a phone is told to wait (Retry-After) when its PBX cannot be reached; the service
 #: rests an unreachable TCP/TLS target as long
 RETRY_AFTER = 5
+#: Limits on a phone's request, each answered 400 with its reason (a log line says which):
+#: Call-IDs of real UAs are 20-80 bytes, tags 8-40 (RFC 4475 has longer); a request crosses a
+#: few proxies, has a Route set of one or two, registers a few Contacts. These bounds are well
+#: above what real traffic (and RFC 4475's well-formed torture messages) carries and cap the
+#: state (Call-ID, tags kept per call) and the work one message makes (each Via, Route, Contact
+#: is read, and forwarded).
+MAX_CALL_ID = 256
+MAX_TAG = 256  # RFC 4475 longreq, well-formed, carries a 155-byte tag
+MAX_VIA = 64  # RFC 4475 longreq, well-formed, carries 34
+MAX_ROUTE = 16
+MAX_CONTACT = 16
+#: header lines in one message
+MAX_HEADERS = 128
+#: RFC 3325: phones are no trust domain: identity they assert is removed, in every spelling of
+#: the name (case, whitespace before the colon; neither header has a compact form).
+_IDENTITY = re.compile(rb"^[Pp]-(?:[Aa][Ss][Ss][Ee][Rr][Tt][Ee][Dd]|[Pp][Rr][Ee][Ff][Ee][Rr][Rr][Ee][Dd])-"
+                       rb"[Ii][Dd][Ee][Nn][Tt][Ii][Tt][Yy][ \t]*:", re.M)
+_IDENTITY_NAMES = frozenset({"p-asserted-identity", "p-preferred-identity"})
+#: an Authorization or Proxy-Authorization header line, in any case
+_CREDENTIALS = re.compile(rb"^(?:proxy-)?authorization[ \t]*:", re.M | re.I)
+#: phone requests remembered for challenge accounting (a request's challenge comes within
+#: seconds; 4,096 covers every request in flight at the relay's full rate)
+MAX_REMEMBERED = 4096
 
 
 @dataclass(frozen=True)
@@ -72,9 +97,7 @@ class Send:
 class MediaStep:
     """SDP to hand to the media relay before `msg` is serialised and sent to `flow`."""
 
-    #: offer | answer | vouch (a spiral's other phone: its SDP goes through unchanged, its
-    #: signalling address is trusted on the instance side of the anchored leg)
-    op: str
+    op: str  # offer | answer
     call_id: str
     from_tag: str
     to_tag: str
@@ -105,7 +128,15 @@ class Relay:
         self._routes: dict[tuple[str, str], tuple[int, Flow | None, list[str]]] = {}
         self.signer = signer or FlowSigner()
         self.limiter = limiter  # None: no per-source limit
+        self.auth = AuthGuard()
+        self._popped = 0  # Route values `_pop_own_routes` popped from the request at hand
+        #: (Call-ID, CSeq) of a phone's request -> [requests received, challenges sent, carried
+        #: credentials]: a PBX's retransmitted 401/407 beyond one per request is absorbed towards
+        #: a UDP phone (no amplification towards an unverified source), and only a request with
+        #: credentials counts as a failed (or a successful) authentication; bounded LRU
+        self._challenges: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
         self.dialogs = Dialogs()
+        self.calls = Calls()
         #: whether a PBX flow over TCP/TLS cannot take messages now (its connect failed a moment
         #: ago): the service knows, requests to it get a 503 instead of silence
         self.unavailable: Callable[[Flow], bool] = _never
@@ -130,6 +161,8 @@ class Relay:
     def domains(self, value: dict[str, Target]) -> None:  # swapped on reconfigure
         self._domains = value
         self._targets = {d: Flow("b", t.transport, t.host, t.port) for d, t in value.items()}
+        self._target_hosts = frozenset(t.host for t in value.values())
+        self._target_ports = frozenset((t.host, t.port) for t in value.values())
 
     # ---- entry point -------------------------------------------------------------------
     def receive(self, data: bytes, src: Flow, now: float) -> list[Action]:
@@ -143,11 +176,12 @@ class Relay:
         if src.side == "p" and self.limiter is not None and not self.limiter.allow(src.ip, now):
             self.counters["dropped_rate_limited"] += 1
             if self.limiter.just_blocked:
-                self.counters["sources_blocked"] += 1
-                log.warning("event=sip_source_blocked src=%s seconds=%s", src.ip, self.limiter.block)
+                self.counters[f"{self.limiter.blocked_by}s_blocked"] += 1
+                self.reasons.note(f"blocked_{self.limiter.blocked_by}", now, "event=sip_source_blocked by=%s "
+                                  "src=%s seconds=%s", self.limiter.blocked_by, src.ip, self.limiter.block)
             else:
-                self.reasons.note("rate_limited", now, "event=sip_drop reason=rate_limited src=%s:%s",
-                                  src.ip, src.port)
+                self.reasons.note("rate_limited", now, "event=sip_drop reason=rate_limited by=%s src=%s:%s",
+                                  self.limiter.blocked_by, src.ip, src.port)
             return []
         datagram = src.transport == "udp"
         msg = scan(data, datagram)
@@ -161,8 +195,11 @@ class Relay:
             if msg is None:  # parse accepted what scan cannot read: never forwarded
                 return self._drop("unscannable", src)
         if msg.method is not None:
-            if src.side == "p" and msg.ua is not None and is_scanner(msg.ua):
-                return self._drop("scanner", src)
+            if src.side == "p" and msg.ua is not None:
+                sig = scanner(msg.ua)
+                if sig is not None:
+                    self.counters["scanner_" + sig.replace("-", "_")] += 1
+                    return self._drop("scanner", src)
             return self._request(msg, src, now, data)
         return self._response(msg, src, now)
 
@@ -222,6 +259,17 @@ class Relay:
         if msg.proxy_require:
             return self._reply(msg, src, "proxy_require", 420, "Bad Extension",
                                ("Unsupported: " + ", ".join(msg.proxy_require),))
+        if src.side == "p":
+            refusal = self._limits(msg, src)
+            if refusal is not None:
+                return refusal
+        if src.side == "p" and _IDENTITY.search(data) is not None:
+            self._strip_identity(msg, src)
+        if src.side == "p" and msg.method not in ("ACK", "CANCEL"):
+            locked = self.auth.locked(_aor(msg.to if msg.method == "REGISTER" else msg.from_), src.ip, now)
+            if locked is not None:
+                self.counters["auth_locked_out"] += 1
+                return self._reply(msg, src, f"auth_locked_out_{locked}", 403, "Forbidden")
         dest = self._destination(msg, src)  # pops the Route values naming us
         mark = self._loop_mark(msg)
         own, spiral = self.own, False
@@ -236,6 +284,9 @@ class Relay:
             self.counters["spirals"] += 1
         if dest.__class__ is not Flow:  # (why, status, reason)
             return self._reply(msg, src, *dest)
+        if msg.method == "INVITE" and not self.calls.known(msg.call_id) and len(self.calls) >= self.calls.max_calls:
+            self.counters["calls_full"] += 1
+            return self._reply(msg, src, "calls_full", 503, "Service Unavailable", (f"Retry-After: {RETRY_AFTER}",))
         if dest.transport != "udp" and dest.side == "b" and self.unavailable(dest):
             self.counters["unavailable_backend"] += 1
             return self._reply(msg, src, "backend_resting", 503, "Service Unavailable",
@@ -251,6 +302,8 @@ class Relay:
         inbound, client_via = _client_via(top, sent_by, src)
         msg.set_top_via(client_via)
         register = src.side == "p" and msg.method == "REGISTER"
+        if src.side == "p" and msg.method != "ACK":
+            self._count_request(msg, data)
         token = self.signer.mint(src)
         if register:
             self._contact_alias(msg, token)
@@ -267,13 +320,57 @@ class Relay:
         self.counters["forwarded_requests"] += 1
         return self._dialog_request(msg, src, dest, now, data)
 
+    def _strip_identity(self, msg: Sip, src: Flow) -> None:
+        lines = msg.lines
+        for i, line in enumerate(lines):
+            if line and line.partition(":")[0].strip(" \t").lower() in _IDENTITY_NAMES:
+                lines[i] = ""
+                self.counters["identity_removed"] += 1
+                self.reasons.note("identity_removed", self.now, "event=sip_header_removed reason=identity_from_phone "
+                                  "header=%r call_id=%s src=%s:%s", line.partition(":")[0], msg.call_id, src.ip,
+                                  src.port)
+
+    def _limits(self, msg: Sip, src: Flow) -> list[Action] | None:
+        """A phone's request past a limit (400), or a stray one (481; an ACK dropped): the
+        answer, else None."""
+        why = None
+        if len(msg.call_id) > MAX_CALL_ID:
+            why = "call_id_too_long"
+        elif len(msg.vias) > MAX_VIA:
+            why = "too_many_via"
+        elif len(msg.lines) > MAX_HEADERS:
+            why = "too_many_headers"
+        elif msg.route_idx and _values(msg, msg.route_idx) > MAX_ROUTE:
+            why = "too_many_route"
+        elif msg.contact_idx and _values(msg, msg.contact_idx) > MAX_CONTACT:
+            why = "too_many_contact"
+        elif len(tag(msg.from_)) > MAX_TAG or len(tag(msg.to)) > MAX_TAG:
+            why = "tag_too_long"
+        if why is not None:
+            self.counters[f"refused_{why}"] += 1
+            return self._reply(msg, src, why, 400, "Bad Request (" + why.replace("_", " ") + ")")
+        method = msg.method
+        if (method in IN_CALL or method == "INVITE" and ";tag=" in msg.to.replace(" ", "")) and \
+                not self.calls.known(msg.call_id):
+            self.counters["refused_stray"] += 1
+            return self._reply(msg, src, f"stray_{(method or '').lower()}", 481, "Call/Transaction Does Not Exist")
+        return None
+
     def _destination(self, msg: Sip, src: Flow) -> Flow | tuple[str, int, str]:
         token_flow = self._pop_own_routes(msg, src)
+        ruri = parse_uri(msg.uri)
+        if src.side == "p":
+            refusal = self._phone_uris(msg, src, ruri)
+            if refusal is not None:
+                return refusal
         if token_flow is not None:
+            if ruri.scheme == "sips" and token_flow.transport != "tls":
+                return ("sips_over_non_tls", 480, "Temporarily Unavailable")  # RFC 5630 §3.1.3
             return token_flow
         if msg.route_idx and src.side == "b":
             return ("route_not_ours", 403, "Forbidden")  # a PBX's request must come back over our Route
-        ruri = parse_uri(msg.uri)
+        if src.side == "p" and not self._host_allowed(ruri):  # an in-dialog one names the PBX's Contact
+            return ("request_uri_not_allowed", 403, "Forbidden")
         alias = ruri.params.get("pf-flow")
         if alias:  # Contact alias: a PBX that ignored Path sends to the Contact we rewrote
             flow = self.signer.open(alias)
@@ -288,7 +385,52 @@ class Relay:
         if target.transport not in self.backend:
             self.counters["unsupported_backend_transport"] += 1
             return ("unsupported_backend_transport", 503, "Service Unavailable")
+        if ruri.scheme == "sips" and target.transport != "tls":
+            return ("sips_over_non_tls", 480, "Temporarily Unavailable")  # never over a non-TLS hop
+        for name, value in (("to", msg.to), ("from", msg.from_)):
+            if not self._of_instance(value, target):
+                self.counters["foreign_domain"] += 1
+                return (f"{name}_domain_not_of_instance", 403, "Forbidden")
         return target
+
+    def _of_instance(self, name_addr: str, target: Flow) -> bool:
+        """Whether a To/From value names a domain of the instance at `target` (or one of our
+        own names: it names no other instance)."""
+        try:
+            host = parse_name_addr(name_addr).uri.host.lower()
+        except UriError:
+            return False
+        return self._targets.get(host) == target or host in self.names
+
+    def _phone_uris(self, msg: Sip, src: Flow, ruri: Uri) -> tuple[str, int, str] | None:
+        """Routing a phone may not choose: sips over a non-TLS hop (RFC 5630: 416), Route
+        values left after ours on an initial request or without ours first (preloaded: 403).
+        `maddr` is removed from the Request-URI (RFC 3261 §16.5: only the proxy chooses where a
+        request goes)."""
+        if ruri.scheme == "sips" and src.transport != "tls":
+            return ("sips_over_non_tls", 416, "Unsupported URI Scheme")
+        if msg.route_idx and (not self._popped or ";tag=" not in msg.to.replace(" ", "")):
+            self.counters["preloaded_route"] += 1
+            return ("preloaded_route", 403, "Forbidden")
+        if any(k.lower() == "maddr" for k in ruri.params):
+            ruri.params = {k: v for k, v in ruri.params.items() if k.lower() != "maddr"}
+            msg.uri = str(ruri)
+            msg.start = f"{msg.method} {msg.uri} SIP/2.0"
+            self.counters["maddr_removed"] += 1
+        return None
+
+    def _host_allowed(self, uri: Uri) -> bool:
+        """Whether an initial request's Request-URI host may be routed by domain: a name, our
+        own address on our own ports, or an instance's PBX address; never loopback, internal
+        hosts or third parties."""
+        host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
+        if not _is_ip(host.partition("%")[0]):
+            return True  # a name: routed by the domain table, or refused as unknown
+        if host in self._target_hosts and (uri.port is None or (host, uri.port) in self._target_ports):
+            return True  # an instance's PBX by its address (loopback too: the all-in-one layout)
+        if host in self.names:  # our own address: only on our own ports
+            return uri.port is None or any(x.endswith(f":{uri.port}") for x in self.own)
+        return False  # any other address (loopback, internal, a third party's) is not the instance's
 
     def _route_domain(self, msg: Sip, host: str) -> Flow | None:
         target = self._targets.get(host)
@@ -301,7 +443,9 @@ class Relay:
         return target
 
     def _pop_own_routes(self, msg: Sip, src: Flow) -> Flow | None:
-        """Pop the leading Route values that name us; the flow of the other side if one carries it."""
+        """Pop the leading Route values that name us; the flow of the other side if one carries it.
+        `self._popped`: how many were popped."""
+        self._popped = 0
         if not msg.route_idx:
             return None
         idx = msg.route_idx
@@ -313,6 +457,7 @@ class Relay:
                 self._routes.clear()
             self._routes[key] = known
         popped, found, rest = known
+        self._popped = popped
         if popped:
             first = msg.route_idx[0]
             for i in msg.route_idx:
@@ -406,6 +551,12 @@ class Relay:
 
     def _dialog_request(self, msg: Sip, src: Flow, dest: Flow, now: float, data: bytes) -> list[Action]:
         call_id, method = msg.call_id, msg.method
+        if method == "INVITE":
+            self.calls.invite(call_id, now)  # room was checked before: see `_request`
+        elif method == "BYE":
+            self.calls.end(call_id, now)
+        else:
+            self.calls.touch(call_id, now)
         if method in ("BYE", "CANCEL"):
             if self.dialogs.end(call_id):
                 self.released.append(call_id)
@@ -414,12 +565,13 @@ class Relay:
         if msg.body and method in SDP_METHODS and _is_sdp(msg):
             phone = (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port)
             if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
-                return [MediaStep("vouch", call_id, "", "", "instance", phone[0], msg, dest, None, src)]
+                return [Send(dest, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
             op = self.dialogs.sdp_request(call_id, from_tag, method or "", now, phone)
             side = "phone" if src.side == "p" else "instance"
             request = None if method == "ACK" else data
-            return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, dest, request, src,
+            source = self.dialogs.media_source(call_id, side, src.ip)
+            return [MediaStep(op, call_id, from_tag, to_tag, side, source, msg, dest, request, src,
                               self._rtp_only(src, dest))]
         return [Send(dest, msg.serialize(), call_id)]
 
@@ -432,19 +584,70 @@ class Relay:
         msg.set_top_via(None)  # our Via: the response goes to the flow it names
         self.counters["forwarded_responses"] += 1
         call_id, method = msg.call_id, msg.cseq_method
+        if flow.side == "p" and flow.transport == "udp" and msg.status in (401, 407) and not self._challenge_due(msg):
+            self.counters["absorbed_retransmissions"] += 1
+            self.reasons.note("retransmitted_challenge", now, "event=sip_drop reason=retransmitted_challenge "
+                              "status=%s call_id=%s dst=%s:%s (one per request towards a UDP phone)", msg.status,
+                              call_id, flow.ip, flow.port)
+            return []
+        if flow.side == "p" and method not in ("ACK", "CANCEL") and (msg.status in (401, 403, 407) or
+                                                                     200 <= msg.status < 300):
+            self._auth_outcome(msg, flow, now)
+        if method == "INVITE" and msg.status >= 200:
+            self.calls.final(call_id, msg.status, now)
         if method == "INVITE" and msg.status >= 300:
             if self.dialogs.end(call_id):
                 self.released.append(call_id)
         if msg.body and 100 < msg.status < 300 and method in SDP_METHODS and _is_sdp(msg):
             phone = (src.ip, src.port) if src.side == "p" else (flow.ip, flow.port)
             if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
-                return [MediaStep("vouch", call_id, "", "", "instance", phone[0], msg, flow, None, src)]
+                return [Send(flow, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
             op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now, phone)
             side = "phone" if src.side == "p" else "instance"
-            return [MediaStep(op, call_id, from_tag, to_tag, side, src.ip, msg, flow, None, src,
+            source = self.dialogs.media_source(call_id, side, src.ip)
+            return [MediaStep(op, call_id, from_tag, to_tag, side, source, msg, flow, None, src,
                               self._rtp_only(src, flow))]
         return [Send(flow, msg.serialize(), call_id)]
+
+    def _count_request(self, msg: Sip, data: bytes) -> None:
+        key = (msg.call_id, msg.cseq)
+        seen = self._challenges.get(key)
+        if seen is None:
+            if len(self._challenges) >= MAX_REMEMBERED:
+                self._challenges.popitem(last=False)
+            self._challenges[key] = [1, 0, _CREDENTIALS.search(data) is not None]
+        else:
+            seen[0] += 1
+
+    def _challenge_due(self, msg: Sip) -> bool:
+        """Whether a 401/407 towards a UDP phone answers a request not answered yet."""
+        seen = self._challenges.get((msg.call_id, msg.cseq))
+        if seen is None:
+            return True  # its request is older than what we remember: let it through
+        if seen[1] >= seen[0]:
+            return False
+        seen[1] += 1
+        return True
+
+    def _auth_outcome(self, msg: Sip, phone: Flow, now: float) -> None:
+        """Count the PBX's 401/403/407 to a phone's request that carried credentials per AOR and
+        per source (the challenge to a request without any is how digest starts, not a failure);
+        a 2xx to one with credentials clears both (one without, an OPTIONS, proves nothing)."""
+        seen = self._challenges.get((msg.call_id, msg.cseq))
+        if seen is not None and not seen[2] and msg.status != 403:
+            return
+        aor = _aor(msg.to if msg.cseq_method == "REGISTER" else msg.from_)
+        if msg.status >= 300:
+            self.counters["auth_failures"] += 1
+            started = self.auth.failed(aor, phone.ip, now)
+            if started is not None:
+                self.counters["auth_lockouts"] += 1
+                log.warning("event=sip_auth_lockout by=%s aor=%s src=%s failures=%d seconds=%g", started, aor,
+                            phone.ip, self.auth.per_aor if started == "aor" else self.auth.per_source,
+                            self.auth._locked.seconds)
+        else:
+            self.auth.succeeded(aor, phone.ip)
 
     def _rtp_only(self, src: Flow, dest: Flow) -> bool:
         return src.side == "p" and bool(self.rtp_only) and (dest.transport, dest.ip, dest.port) in self.rtp_only
@@ -453,6 +656,10 @@ class Relay:
         self.reasons.flush(now)
         if self.limiter is not None:
             self.limiter.expire(now)
+        self.auth.expire(now)
+        gone = self.calls.expire(now)
+        if gone:
+            self.counters["calls_expired"] += len(gone)
         return self.dialogs.expire(now)
 
 
@@ -497,6 +704,22 @@ def _own_token_general(top: Via) -> str | None:
 def _to_tag(call_id: str) -> str:
     """The To tag of our own responses: stable per call so retransmissions get the same one."""
     return "pf" + hashlib.blake2b(call_id.encode("latin-1"), digest_size=4).hexdigest()
+
+
+def _values(msg: Sip, idx: list[int]) -> int:
+    """How many comma-separated values the lines `idx` carry (a comma in a quoted display name
+    counts too: an over-count only matters near the limit, far above real traffic)."""
+    lines = msg.lines
+    return sum(lines[i].count(",") + 1 for i in idx)
+
+
+def _aor(name_addr: str) -> str:
+    """user@host of a From/To value (lower case host), the value itself if it does not parse."""
+    try:
+        uri = parse_name_addr(name_addr).uri
+    except UriError:
+        return name_addr
+    return f"{uri.user}@{uri.host.lower()}"
 
 
 def _is_ip(host: str) -> bool:

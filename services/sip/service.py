@@ -12,11 +12,11 @@ import asyncio
 import hashlib
 import hmac
 import itertools
+import resource
 import secrets
 import socket
 import ssl
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from time import monotonic as _monotonic
 from typing import Any
@@ -46,6 +46,18 @@ QUEUE_MAX = 256
 #: have carried a message stay open as long as the phone keeps them (registered phones idle
 #: between keepalives).
 FIRST_MESSAGE_TIMEOUT = 30.0
+#: CRLF keep-alives on a connection (RFC 5626 §4.4.1): answered at most once per
+#: KEEPALIVE_INTERVAL (clients ping every 25-120 s; extra pings are absorbed, counted), and a
+#: connection sending more than KEEPALIVE_MAX within KEEPALIVE_WINDOW is flooding and is closed
+#: (main answered 244,402 pongs to 1 MB of CRLF and kept the connection).
+KEEPALIVE_INTERVAL = 1.0
+#: Phone TCP/TLS connections from one address, and in all: a phone keeps one (RFC 5626 flows),
+#: an office's NAT a few dozen; the total stays below the process's file limit with a reserve
+#: for PBX connections, media sockets and the admin side (closed at once beyond, logged).
+MAX_CONNECTIONS_PER_ADDRESS = 64
+CONNECTION_RESERVE = 1024
+KEEPALIVE_WINDOW = 10.0
+KEEPALIVE_MAX = 20
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,9 @@ class _Stream(asyncio.Protocol):
         self.queued: list[bytes] = []
         self.opened = _monotonic()
         self.spoke = False  # has sent a whole SIP message (a keepalive alone does not count)
+        self.counted = False  # holds a place in `SipService.per_address`
+        self.pings = 0  # keep-alives in the window that started at `pings_since`
+        self.pings_since = self.ponged = -KEEPALIVE_INTERVAL
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment] # uvloop's SSL transport is no asyncio.Transport
@@ -106,6 +121,12 @@ class _Stream(asyncio.Protocol):
             self.svc.dropped("refused_sources", "src=%s:%s transport=%s", ip, port, self.tname)
             transport.close()
             return
+        if self.side == "p" and not self.svc.admit(ip):
+            self.svc.dropped("connections_refused", "src=%s:%s transport=%s (over %d from this address or %d in all)",
+                             ip, port, self.tname, MAX_CONNECTIONS_PER_ADDRESS, self.svc.max_connections)
+            transport.close()
+            return
+        self.counted = self.side == "p"
         key = self.pool_key  # set on connections we open to a PBX
         if key is not None and self.tname == "tls" and not self.svc.pbx_certificate_ok(key, transport):
             self.svc.rest(key, self)  # nothing goes to a PBX that is not the one configured
@@ -143,10 +164,36 @@ class _Stream(asyncio.Protocol):
         if not self.spoke and any(m[:1] != b"\r" for m in messages):
             self.spoke = True
         for m in messages:
+            if m[:1] == b"\r" and not self._keepalive():
+                if self.transport.is_closing():
+                    return
+                continue
             self.svc.on_data(m, self.flow)
+
+    def _keepalive(self) -> bool:
+        """Whether this keep-alive is answered; a flood closes the connection."""
+        assert self.flow is not None and self.transport is not None
+        now = _monotonic()
+        if now - self.pings_since > KEEPALIVE_WINDOW:
+            self.pings_since, self.pings = now, 0
+        self.pings += 1
+        if self.pings > KEEPALIVE_MAX:
+            self.svc.dropped("keepalive_floods_closed", "src=%s:%s keepalives=%d seconds=%g (connection closed)",
+                             self.flow.ip, self.flow.port, self.pings, KEEPALIVE_WINDOW)
+            self.transport.close()
+            return False
+        if now - self.ponged < KEEPALIVE_INTERVAL:
+            self.svc.dropped("keepalives_absorbed", "src=%s:%s (one pong per %g s)", self.flow.ip, self.flow.port,
+                             KEEPALIVE_INTERVAL)
+            return False
+        self.ponged = now
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.svc.conns.pop(self.conn, None)
+        if self.counted and self.flow is not None:
+            self.svc.release(self.flow.ip)
+            self.counted = False
         if self.pool_key is not None and self.svc.out.get(self.pool_key) is self:
             del self.svc.out[self.pool_key]
 
@@ -175,8 +222,11 @@ class SipService(Service):
         self.timer: asyncio.Task[None] | None = None
         self.counters_extra: dict[str, int] = {}
         self.reasons = ReasonLog(self.log)
-        #: Call-ID -> last media step in flight: later messages of that call wait for it (order).
-        self.pending: dict[str, asyncio.Task[None]] = {}
+        #: phone connections per source address, and the cap on all of them
+        self.per_address: dict[str, int] = {}
+        self.phone_connections = 0
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_connections = max(64, (soft if soft != resource.RLIM_INFINITY else 65536) - CONNECTION_RESERVE)
         self._media_seen: object = None
         self._media_impl: MediaRelay = _PASS_THROUGH
 
@@ -328,13 +378,9 @@ class SipService(Service):
             return
         for action in relay.receive(data, src, _monotonic()):
             if isinstance(action, Send):
-                if self.pending and action.call_id in self.pending:
-                    self._after(action.call_id, self._send_later(action))
-                else:
-                    self.send(action.flow, action.data)
+                self.send(action.flow, action.data)
             elif self.media() is not _PASS_THROUGH:
-                # the message is sent when the media relay answers: at once if it need not wait
-                self._after(action.call_id, self._media(action))
+                self._media(action)  # synchronous (`MediaRelay`): the call's messages keep their order
             else:  # no media relay: SDP unchanged, sent at once so a call's messages keep their order
                 if action.op == "answer":
                     relay.dialogs.answered(action.call_id)
@@ -342,44 +388,6 @@ class SipService(Service):
         if relay.released:
             self._release(relay.released)
             relay.released = []
-
-    def _after(self, call_id: str, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` once the call's earlier media step (if any) is done: a call keeps its order.
-        With nothing before it, it runs at once as far as it gets without waiting (usually to the
-        end: no task per media step); only work that must wait becomes a task, and later
-        messages of the call queue behind it."""
-        before = self.pending.get(call_id)
-        if before is None or before.done():
-            task = self._run(work)
-            if task is None:
-                return
-        else:
-            task = asyncio.create_task(_chain(before, work))
-        self.pending[call_id] = task
-        self.tasks.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self.tasks.discard(t)
-            if self.pending.get(call_id) is t:
-                del self.pending[call_id]
-
-        task.add_done_callback(done)
-
-    def _run(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-        """Step `work` until it first waits; None if it finished, else a task carrying it on.
-        Until it first waits it runs outside any task: a media relay must not need one there
-        (`asyncio.current_task()`, `asyncio.timeout()`), which ours does not."""
-        try:
-            waiting = work.send(None)
-        except StopIteration:
-            return None
-        except Exception:
-            self.log.exception("event=sip_media_step_failed")
-            return None
-        return asyncio.create_task(_resume(work, waiting))
-
-    async def _send_later(self, action: Send) -> None:
-        self.send(action.flow, action.data)
 
     def send(self, flow: Flow, data: bytes) -> None:
         if flow.transport == "udp":
@@ -431,6 +439,23 @@ class SipService(Service):
                              RETRY_AFTER)
             self.rest(key, conn)
 
+    def admit(self, ip: str) -> bool:
+        """Take a place for a phone connection from `ip`, if under both caps."""
+        n = self.per_address.get(ip, 0)
+        if n >= MAX_CONNECTIONS_PER_ADDRESS or self.phone_connections >= self.max_connections:
+            return False
+        self.per_address[ip] = n + 1
+        self.phone_connections += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        n = self.per_address.get(ip, 0) - 1
+        if n > 0:
+            self.per_address[ip] = n
+        else:
+            self.per_address.pop(ip, None)
+        self.phone_connections -= 1
+
     def rest(self, key: tuple[str, str, int], conn: _Stream) -> None:
         """No new connection to this PBX for RETRY_AFTER: what waited for `conn` is dropped, and
         `conn` is out of use at once (a TLS close still takes its round trip)."""
@@ -466,19 +491,15 @@ class SipService(Service):
             self._media_impl = m if isinstance(m, MediaRelay) else _PASS_THROUGH
         return self._media_impl
 
-    async def _media(self, step: MediaStep) -> None:
+    def _media(self, step: MediaStep) -> None:
         side = Side.PHONE if step.side == "phone" else Side.INSTANCE
-        if step.op == "vouch":
-            await self.media().vouch(step.call_id, step.source_ip)
-            self.send(step.flow, step.msg.serialize())
-            return
         try:
             if step.op == "offer":
-                sdp = await self.media().offer(step.call_id, step.from_tag, step.msg.body, side=side,
-                                               source_ip=step.source_ip, instance_rtp_only=step.instance_rtp_only)
+                sdp = self.media().offer(step.call_id, step.from_tag, step.msg.body, side=side,
+                                         source_ip=step.source_ip, instance_rtp_only=step.instance_rtp_only)
             else:
-                sdp = await self.media().answer(step.call_id, step.from_tag, step.to_tag, step.msg.body,
-                                                side=side, source_ip=step.source_ip)
+                sdp = self.media().answer(step.call_id, step.from_tag, step.to_tag, step.msg.body,
+                                          side=side, source_ip=step.source_ip)
                 if self.relay is not None:
                     self.relay.dialogs.answered(step.call_id)
         except MediaError as exc:
@@ -492,6 +513,10 @@ class SipService(Service):
                                   "error=%r call_id=%s side=%s src=%s", exc.status, exc.reason, step.call_id,
                                   step.side, step.source_ip)
             return
+        except Exception:  # a bug in the media relay: this message is lost, the relay goes on
+            self.relay_counter("media_step_failed")
+            self.log.exception("event=sip_drop reason=media_step_failed call_id=%s op=%s", step.call_id, step.op)
+            return
         step.msg.body = sdp
         self.send(step.flow, step.msg.serialize())
 
@@ -500,10 +525,10 @@ class SipService(Service):
         if media is _PASS_THROUGH:  # nothing held: no task per call
             return
         for cid in call_ids:
-            task = self._run(media.delete(cid))  # usually done at once: ports stay bound as spares
-            if task is not None:
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+            try:
+                media.delete(cid)  # ports stay bound as spares for the next call
+            except Exception:  # one call's failure must not keep the others' ports
+                self.log.exception("event=sip_media_delete_failed call_id=%s", cid)
 
     async def _tick(self) -> None:
         while True:
@@ -536,36 +561,11 @@ class SipService(Service):
         if self.relay is not None:
             counters.update(self.relay.counters)
             gauges["dialogs"] = len(self.relay.dialogs.calls)
+            gauges["calls"] = len(self.relay.calls)
             limiter = self.relay.limiter
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
+            gauges["locked_out"] = self.relay.auth.locked_out(time.monotonic())
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
-
-
-async def _resume(work: Coroutine[Any, Any, None], waiting: Any) -> None:
-    """Carry on a coroutine stepped by hand (`SipService._run`) that waits for `waiting`, as a
-    task would: wait for the future (None: one loop turn), then resume it; it sees the
-    future's result or exception itself (`Future.__await__` reads it once done)."""
-    while True:
-        try:
-            if waiting is None:
-                await asyncio.sleep(0)
-            else:
-                waiting._asyncio_future_blocking = False  # as a task does with what a coroutine yields
-                await waiting
-        except asyncio.CancelledError:
-            work.close()
-            raise
-        except Exception:  # noqa: S110 - the coroutine gets this exception when resumed
-            pass
-        try:
-            waiting = work.send(None)
-        except StopIteration:
-            return
-
-
-async def _chain(before: asyncio.Task[None], work: Coroutine[Any, Any, None]) -> None:
-    await asyncio.wait([before])  # whatever its outcome: the call's later messages still go
-    await work
 
 
 def _limiter(view: SipView) -> RateLimiter | None:

@@ -122,8 +122,8 @@ def port_of(sdp: bytes) -> int:
 async def test_rtp_flows_both_ways_third_party_dropped_rebinding_relatched(media: MediaService) -> None:
     phone_t, phone, phone_port = await udp("127.0.0.2")
     pbx_t, pbx, pbx_port = await udp("127.0.0.3")
-    to_pbx = await media.offer("c1", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
-    to_phone = await media.answer("c1", "f", "t", offer_sdp("127.0.0.3", pbx_port), side=Side.INSTANCE,
+    to_pbx = media.offer("c1", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+    to_phone = media.answer("c1", "f", "t", offer_sdp("127.0.0.3", pbx_port), side=Side.INSTANCE,
                                   source_ip="127.0.0.3")
     relay_for_pbx, relay_for_phone = port_of(to_pbx), port_of(to_phone)
     assert relay_for_pbx != relay_for_phone and b"c=IN IP4 127.0.0.1" in to_pbx
@@ -156,14 +156,14 @@ async def test_rtp_flows_both_ways_third_party_dropped_rebinding_relatched(media
     assert (await asyncio.wait_for(phone2.got.get(), 5))[0] == rtp(b"to-new-port")
     assert media.stats()["gauges"]["active_streams"] == 1
 
-    await media.delete("c1")
+    media.delete("c1")
     assert media.stats()["gauges"]["ports_in_use"] == 0
     for t in (phone_t, pbx_t, evil_t, phone2_t):
         t.close()
 
 
 async def test_idle_timeout_releases_ports(media: MediaService) -> None:
-    await media.offer("idle", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    media.offer("idle", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     assert media.stats()["gauges"]["ports_in_use"] == 4
     for _ in range(60):
         await asyncio.sleep(0.1)
@@ -174,7 +174,7 @@ async def test_idle_timeout_releases_ports(media: MediaService) -> None:
 
 async def test_idle_rule_with_an_injected_clock(media: MediaService) -> None:
     phone_t, _, phone_port = await udp("127.0.0.2")
-    await media.offer("c", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+    media.offer("c", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
     t0 = media.calls["c"].since  # idle_timeout is 2 s
     media.expire_idle(t0 + 1.5)
     assert "c" in media.calls
@@ -197,17 +197,17 @@ async def test_exhaustion_is_503_and_srtp_mode_requires_srtp(media: MediaService
     held = []
     with pytest.raises(MediaError) as info:
         for i in range(100):
-            await media.offer(f"x{i}", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+            media.offer(f"x{i}", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
             held.append(i)
     assert info.value.status == 503 and len(held) == 6  # 24 ports = 12 pairs; a call takes a pair per side
     assert media.stats()["counters"]["ports_exhausted"] == 1
     await media.reconfigure(MediaView("srtp", media.v.port_min, media.v.port_max, 2.0, "127.0.0.1", None))
     for i in held:
-        await media.delete(f"x{i}")
+        media.delete(f"x{i}")
     with pytest.raises(MediaError) as info:
-        await media.offer("plain", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        media.offer("plain", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     assert info.value.status == 488
-    sdp = await media.offer("sec", "f", offer_sdp("127.0.0.2", 4000, "RTP/SAVP", crypto=True), side=Side.PHONE,
+    sdp = media.offer("sec", "f", offer_sdp("127.0.0.2", 4000, "RTP/SAVP", crypto=True), side=Side.PHONE,
                             source_ip="127.0.0.2")
     assert b"a=crypto:1 AES_CM_128_HMAC_SHA1_80" in sdp  # keys pass end to end, untouched
 
@@ -221,7 +221,7 @@ def test_a_busy_port_in_the_range_is_skipped(tmp_path: Path) -> None:
         state = StateDir(tmp_path).ensure()
         svc = MediaService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
         await svc.start(MediaView("rtp", base, base + 7, 60, "127.0.0.1", None))
-        sdp = await svc.offer("c", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        sdp = svc.offer("c", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
         await svc.stop(1)
         return port_of(sdp)
 
@@ -249,8 +249,8 @@ async def test_reconfigure_shrinking_the_range_keeps_established_calls(media: Me
     base = media.v.port_min
     phone_t, phone, phone_port = await udp("127.0.0.2")
     pbx_t, pbx, pbx_port = await udp("127.0.0.3")
-    to_pbx = await media.offer("old", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
-    to_phone = await media.answer("old", "f", "t", offer_sdp("127.0.0.3", pbx_port), side=Side.INSTANCE,
+    to_pbx = media.offer("old", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+    to_phone = media.answer("old", "f", "t", offer_sdp("127.0.0.3", pbx_port), side=Side.INSTANCE,
                                   source_ip="127.0.0.3")
     old_ports = {port_of(to_pbx), port_of(to_phone)}
     assert old_ports == {base, base + 2}
@@ -264,16 +264,16 @@ async def test_reconfigure_shrinking_the_range_keeps_established_calls(media: Me
     gauges = media.stats()["gauges"]
     assert gauges["ports_in_use"] == 4 and gauges["ports_available"] == 4  # the new range is all free
 
-    new = await media.offer("new", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    new = media.offer("new", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     assert base + 12 <= port_of(new) <= base + 15
     with pytest.raises(MediaError) as info:  # 4 ports = one call's worth
-        await media.offer("full", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        media.offer("full", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     assert info.value.status == 503
-    await media.delete("old")
+    media.delete("old")
     assert media.stats()["gauges"] == {"active_calls": 1, "active_streams": 1, "ports_in_use": 4,
                                        "ports_available": 0}
     with pytest.raises(MediaError):  # the old call's ports are outside the range now: never handed out again
-        await media.offer("full", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        media.offer("full", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     for t in (phone_t, pbx_t):
         t.close()
 
@@ -289,9 +289,9 @@ def test_an_unreachable_sdp_address_drops_and_counts(tmp_path: Path) -> None:
         svc = MediaService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
         await svc.start(MediaView("rtp", base, base + 7, 60, "127.0.0.1", None, instance_hosts=frozenset({"::1"})))
         phone_t, _, phone_port = await udp("127.0.0.2")
-        await svc.offer("v6", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+        svc.offer("v6", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
         v6 = offer_sdp("127.0.0.3", 4000).replace(b"IN IP4 127.0.0.3", b"IN IP6 ::1")
-        to_phone = await svc.answer("v6", "f", "t", v6, side=Side.INSTANCE, source_ip="127.0.0.3")
+        to_phone = svc.answer("v6", "f", "t", v6, side=Side.INSTANCE, source_ip="127.0.0.3")
         for _ in range(3):
             phone_t.sendto(rtp(b"voice"), ("127.0.0.1", port_of(to_phone)))
         for _ in range(50):
@@ -308,18 +308,18 @@ def test_an_unreachable_sdp_address_drops_and_counts(tmp_path: Path) -> None:
 
 async def test_ports_of_an_ended_call_serve_the_next_call_with_nothing_carried_over(media: MediaService) -> None:
     old_phone_t, _, old_phone_port = await udp("127.0.0.2")
-    await media.offer("a", "f", offer_sdp("127.0.0.2", old_phone_port), side=Side.PHONE, source_ip="127.0.0.2")
-    to_old_phone = await media.answer("a", "f", "t", offer_sdp("127.0.0.3", 4000), side=Side.INSTANCE,
+    media.offer("a", "f", offer_sdp("127.0.0.2", old_phone_port), side=Side.PHONE, source_ip="127.0.0.2")
+    to_old_phone = media.answer("a", "f", "t", offer_sdp("127.0.0.3", 4000), side=Side.INSTANCE,
                                       source_ip="127.0.0.3")
     old_phone_t.sendto(rtp(b"latch"), ("127.0.0.1", port_of(to_old_phone)))
     await asyncio.sleep(0.1)
-    await media.delete("a")
+    media.delete("a")
     assert media.stats()["gauges"]["ports_in_use"] == 0
 
     phone_t, phone, phone_port = await udp("127.0.0.5")
     pbx_t, pbx, pbx_port = await udp("127.0.0.6")
-    to_pbx = await media.offer("b", "f", offer_sdp("127.0.0.5", phone_port), side=Side.PHONE, source_ip="127.0.0.5")
-    to_phone = await media.answer("b", "f", "t", offer_sdp("127.0.0.6", pbx_port), side=Side.INSTANCE,
+    to_pbx = media.offer("b", "f", offer_sdp("127.0.0.5", phone_port), side=Side.PHONE, source_ip="127.0.0.5")
+    to_phone = media.answer("b", "f", "t", offer_sdp("127.0.0.6", pbx_port), side=Side.INSTANCE,
                                   source_ip="127.0.0.6")
     assert port_of(to_phone) == port_of(to_old_phone)  # the same sockets, still bound
     assert media.stats()["gauges"]["ports_in_use"] == 4
@@ -353,10 +353,10 @@ def test_sdp_ice_is_removed_and_m_lines_are_limited_while_reading() -> None:
 
 
 async def test_an_unusable_answer_gives_the_ports_back(media: MediaService) -> None:
-    await media.offer("u", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    media.offer("u", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     assert media.stats()["gauges"]["ports_in_use"] == 4
     with pytest.raises(MediaError) as info:
-        await media.answer("u", "f", "t", b"v=0\r\nm=audio x RTP/AVP 0\r\n", side=Side.INSTANCE,
+        media.answer("u", "f", "t", b"v=0\r\nm=audio x RTP/AVP 0\r\n", side=Side.INSTANCE,
                            source_ip="127.0.0.3")
     assert info.value.status == 488 and "u" not in media.calls
     assert media.stats()["gauges"]["ports_in_use"] == 0
@@ -364,22 +364,22 @@ async def test_an_unusable_answer_gives_the_ports_back(media: MediaService) -> N
 
 async def test_limits_per_sdp_and_per_source_refuse_before_taking_ports(media: MediaService) -> None:
     await media.reconfigure(dataclasses.replace(media.v, max_streams=2, max_streams_per_source=3))
-    await media.offer("m3", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    media.offer("m3", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     with pytest.raises(MediaError) as info:  # a re-offer with 3 m= lines: refused, the call keeps its stream
-        await media.offer("m3", "f", b"v=0\r\nc=IN IP4 127.0.0.2\r\n" + b"m=audio 4000 RTP/AVP 0\r\n" * 3,
+        media.offer("m3", "f", b"v=0\r\nc=IN IP4 127.0.0.2\r\n" + b"m=audio 4000 RTP/AVP 0\r\n" * 3,
                           side=Side.PHONE, source_ip="127.0.0.2")
     assert info.value.status == 488 and info.value.retry_after is None
-    await media.offer("two", "f", b"v=0\r\nc=IN IP4 127.0.0.2\r\n" + b"m=audio 4000 RTP/AVP 0\r\n" * 2,
+    media.offer("two", "f", b"v=0\r\nc=IN IP4 127.0.0.2\r\n" + b"m=audio 4000 RTP/AVP 0\r\n" * 2,
                       side=Side.PHONE, source_ip="127.0.0.2")
     with pytest.raises(MediaError) as info:  # 1 + 2 + 1 streams > 3
-        await media.offer("one", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        media.offer("one", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     assert info.value.status == 503 and info.value.retry_after == 10
     assert media.stats()["counters"]["refused_source_limit"] == 1
-    await media.offer("other", "f", offer_sdp("127.0.0.7", 4000), side=Side.PHONE, source_ip="127.0.0.7")
-    await media.offer("pbx", "f", offer_sdp("127.0.0.3", 4000), side=Side.INSTANCE, source_ip="127.0.0.3")
+    media.offer("other", "f", offer_sdp("127.0.0.7", 4000), side=Side.PHONE, source_ip="127.0.0.7")
+    media.offer("pbx", "f", offer_sdp("127.0.0.3", 4000), side=Side.INSTANCE, source_ip="127.0.0.3")
     assert media.by_source == {"127.0.0.2": 3, "127.0.0.7": 1}  # an instance's offer counts against no phone
-    await media.delete("m3")
-    await media.offer("one", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    media.delete("m3")
+    media.offer("one", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
 
 
 @pytest.mark.parametrize(("address", "sent"), [("127.0.0.2", True), ("127.0.0.1", False), ("0.0.0.0", False),
@@ -389,7 +389,7 @@ async def test_limits_per_sdp_and_per_source_refuse_before_taking_ports(media: M
 async def test_before_a_latch_only_the_signalling_address_is_sent_to(media: MediaService, address: str,
                                                                      sent: bool) -> None:
     body = offer_sdp("127.0.0.2", 4000).replace(b"c=IN IP4 127.0.0.2", f"c=IN IP4 {address}".encode())
-    await media.offer("c", "f", body, side=Side.PHONE, source_ip="127.0.0.2")
+    media.offer("c", "f", body, side=Side.PHONE, source_ip="127.0.0.2")
     legs = media.calls["c"].streams[0].legs
     assert (legs[0].phone.remote, legs[1].phone.remote) == ((("127.0.0.2", 4000), ("127.0.0.2", 4001)) if sent
                                                             else (None, None))
@@ -398,19 +398,19 @@ async def test_before_a_latch_only_the_signalling_address_is_sent_to(media: Medi
 
 async def test_an_sdp_pointing_at_the_relays_own_ports_is_never_sent_to(media: MediaService) -> None:
     own = media.v.port_min + 10
-    await media.offer("c", "f", offer_sdp("127.0.0.1", own), side=Side.PHONE, source_ip="127.0.0.1")
+    media.offer("c", "f", offer_sdp("127.0.0.1", own), side=Side.PHONE, source_ip="127.0.0.1")
     assert media.calls["c"].streams[0].legs[0].phone.remote is None
-    await media.answer("c", "f", "t", offer_sdp("127.0.0.1", own + 2), side=Side.INSTANCE, source_ip="127.0.0.1")
+    media.answer("c", "f", "t", offer_sdp("127.0.0.1", own + 2), side=Side.INSTANCE, source_ip="127.0.0.1")
     assert media.calls["c"].streams[0].legs[0].instance.remote is None
     assert media.stats()["counters"]["sdp_address_refused"] == 2
 
 
 async def test_an_instance_reoffer_with_other_streams_stays_counted_against_the_phone(media: MediaService) -> None:
-    await media.offer("c", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    media.offer("c", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     two = b"v=0\r\nc=IN IP4 127.0.0.3\r\n" + b"m=audio 5000 RTP/AVP 0\r\n" * 2
-    await media.offer("c", "t", two, side=Side.INSTANCE, source_ip="127.0.0.3")
+    media.offer("c", "t", two, side=Side.INSTANCE, source_ip="127.0.0.3")
     assert media.by_source == {"127.0.0.2": 2}
-    await media.delete("c")
+    media.delete("c")
     assert not media.by_source
 
 
@@ -419,12 +419,12 @@ async def test_an_instance_sdp_is_sent_to_only_at_its_signalling_address_or_a_co
     await media.reconfigure(dataclasses.replace(media.v, instance_hosts=frozenset({"127.0.0.8"})))
     for call, address, sent in (("a", "127.0.0.3", True), ("b", "127.0.0.8", True), ("c", "192.0.2.66", False),
                                 ("d", "10.9.9.9", False)):
-        await media.offer(call, "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
-        await media.answer(call, "f", "t", offer_sdp(address, 5000), side=Side.INSTANCE, source_ip="127.0.0.3")
+        media.offer(call, "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        media.answer(call, "f", "t", offer_sdp(address, 5000), side=Side.INSTANCE, source_ip="127.0.0.3")
         instance = media.calls[call].streams[0].legs[0].instance
         assert (instance.remote == (address, 5000)) is sent and (instance.remote is None) is not sent
         assert instance.expected_ip == (address if sent else "127.0.0.3")  # and a latch only from there
-        await media.delete(call)
+        media.delete(call)
 
 
 async def test_an_instance_sdp_inside_its_media_sources_is_trusted_and_outside_is_not(media: MediaService) -> None:
@@ -433,16 +433,16 @@ async def test_an_instance_sdp_inside_its_media_sources_is_trusted_and_outside_i
     nets = (ipaddress.ip_network("10.20.0.0/16"),)
     await media.reconfigure(dataclasses.replace(media.v, instance_networks=nets))
     for call, address, sent in (("a", "10.20.5.7", True), ("b", "10.21.0.1", False), ("c", "127.0.0.3", True)):
-        await media.offer(call, "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
-        await media.answer(call, "f", "t", offer_sdp(address, 5000), side=Side.INSTANCE, source_ip="127.0.0.3")
+        media.offer(call, "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        media.answer(call, "f", "t", offer_sdp(address, 5000), side=Side.INSTANCE, source_ip="127.0.0.3")
         instance = media.calls[call].streams[0].legs[0].instance
         assert (instance.remote == (address, 5000)) is sent
         assert instance.expected_ip == (address if sent else "127.0.0.3")
-        await media.delete(call)
+        media.delete(call)
     # a phone's own SDP is never trusted by the instance's networks
-    await media.offer("p", "f", offer_sdp("10.20.5.7", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    media.offer("p", "f", offer_sdp("10.20.5.7", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     assert media.calls["p"].streams[0].legs[0].phone.remote is None
-    await media.delete("p")
+    media.delete("p")
 
 
 def test_media_sources_reach_the_view_from_the_config() -> None:

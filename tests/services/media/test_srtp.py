@@ -79,9 +79,9 @@ async def test_srtp_both_sides_is_relayed_opaque(media: MediaService) -> None:
     phone_t, phone, phone_port = await udp("127.0.0.2")
     pbx_t, pbx, pbx_port = await udp("127.0.0.3")
     k_phone, k_pbx = os.urandom(30), os.urandom(30)
-    to_pbx = await media.offer("o1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone), side=Side.PHONE,
+    to_pbx = media.offer("o1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone), side=Side.PHONE,
                                source_ip="127.0.0.2")
-    to_phone = await media.answer("o1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/SAVP", k_pbx),
+    to_phone = media.answer("o1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/SAVP", k_pbx),
                                   side=Side.INSTANCE, source_ip="127.0.0.3")
     # keys pass end to end untouched: the relay cannot read the media
     assert media_of(to_pbx).cryptos == media_of(sdp("x", 1, "RTP/SAVP", k_phone)).cryptos
@@ -103,9 +103,9 @@ async def test_phone_srtp_bridged_to_plain_rtp_instance(media: MediaService, mux
     phone_t, phone, phone_port = await udp("127.0.0.2")
     pbx_t, pbx, pbx_port = await udp("127.0.0.3")
     k_phone = os.urandom(30)
-    await media.offer("b1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone, mux), side=Side.PHONE,
+    media.offer("b1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone, mux), side=Side.PHONE,
                       source_ip="127.0.0.2")
-    to_phone = await media.answer("b1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP", None, mux),
+    to_phone = media.answer("b1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP", None, mux),
                                   side=Side.INSTANCE, source_ip="127.0.0.3")
     answer = media_of(to_phone)
     assert answer.proto == "RTP/SAVP" and len(answer.cryptos) == 1  # the phone hears SRTP with the relay's key
@@ -123,10 +123,10 @@ async def test_phone_srtp_bridged_to_plain_rtp_instance(media: MediaService, mux
 
     # a re-INVITE from the phone: the instance keeps hearing plain RTP, the relay keeps its key and its
     # libsrtp sessions (no rollover-counter restart under the same key, the replay window stays)
-    again = await media.offer("b1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone, mux), side=Side.PHONE,
+    again = media.offer("b1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone, mux), side=Side.PHONE,
                               source_ip="127.0.0.2")
     assert media_of(again).proto == "RTP/AVP" and not media_of(again).cryptos
-    to_phone = await media.answer("b1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP", None, mux),
+    to_phone = media.answer("b1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP", None, mux),
                                   side=Side.INSTANCE, source_ip="127.0.0.3")
     assert sdes.parse(media_of(to_phone).cryptos[0]) == relay_key
     replayed = phone_tx.protect(rtp(4, 0xAAAA, b"r" * 160))
@@ -163,10 +163,10 @@ async def test_rtp_only_instance_is_offered_plain_rtp_and_bridged(media: MediaSe
     phone_t, phone, phone_port = await udp("127.0.0.2")
     pbx_t, pbx, pbx_port = await udp("127.0.0.3")
     k_phone = os.urandom(30)
-    to_pbx = media_of(await media.offer("r1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone),
+    to_pbx = media_of(media.offer("r1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone),
                                         side=Side.PHONE, source_ip="127.0.0.2", instance_rtp_only=True))
     assert to_pbx.proto == "RTP/AVP" and not to_pbx.cryptos
-    to_phone = media_of(await media.answer("r1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP"),
+    to_phone = media_of(media.answer("r1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP"),
                                            side=Side.INSTANCE, source_ip="127.0.0.3"))
     relay_key = sdes.parse(to_phone.cryptos[0])
     assert to_phone.proto == "RTP/SAVP" and relay_key is not None and relay_key.key != k_phone
@@ -182,13 +182,13 @@ async def test_rtp_only_instance_is_offered_plain_rtp_and_bridged(media: MediaSe
 async def test_plain_rtp_instance_offer_is_bridged_towards_the_phone(media: MediaService) -> None:
     phone_t, phone, phone_port = await udp("127.0.0.2")
     pbx_t, pbx, pbx_port = await udp("127.0.0.3")
-    to_phone = await media.offer("b2", "f", sdp("127.0.0.3", pbx_port, "RTP/AVP"), side=Side.INSTANCE,
+    to_phone = media.offer("b2", "f", sdp("127.0.0.3", pbx_port, "RTP/AVP"), side=Side.INSTANCE,
                                  source_ip="127.0.0.3")
     offer = media_of(to_phone)
     relay_key = sdes.parse(offer.cryptos[0])
     assert offer.proto == "RTP/SAVP" and relay_key is not None
     k_phone = os.urandom(30)
-    to_pbx = await media.answer("b2", "f", "t", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone),
+    to_pbx = media.answer("b2", "f", "t", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone),
                                 side=Side.PHONE, source_ip="127.0.0.2")
     assert media_of(to_pbx).proto == "RTP/AVP" and not media_of(to_pbx).cryptos  # the instance hears plain RTP
     phone_t.sendto(tx(k_phone).protect(rtp(1, 0xAAAA, b"p" * 160)), ("127.0.0.1", offer.port))
@@ -240,9 +240,9 @@ async def test_bridged_stream_relatches_only_to_an_authenticated_packet_after_si
     phone_t, phone, phone_port = await udp("127.0.0.2")
     pbx_t, pbx, pbx_port = await udp("127.0.0.3")
     k_phone = os.urandom(30)
-    await media.offer("r1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone), side=Side.PHONE,
+    media.offer("r1", "f", sdp("127.0.0.2", phone_port, "RTP/SAVP", k_phone), side=Side.PHONE,
                       source_ip="127.0.0.2")
-    to_phone = await media.answer("r1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP"), side=Side.INSTANCE,
+    to_phone = media.answer("r1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP"), side=Side.INSTANCE,
                                   source_ip="127.0.0.3")
     relay_for_phone, relay_for_pbx = media_of(to_phone).port, media.calls["r1"].streams[0].legs[0].instance_port
     phone_tx = tx(k_phone)

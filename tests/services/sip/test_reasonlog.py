@@ -52,7 +52,7 @@ def test_relay_drops_and_refusals_are_logged_with_their_reason(caplog: pytest.Lo
         (_invite(), Flow("b", "udp", "127.0.0.9", 5060), "reason=no_flow status=404"),
         (_invite("Route: <sip:127.0.0.9;lr>\r\n"), Flow("b", "udp", "127.0.0.9", 5060), "reason=route_not_ours"),
         (_invite(ruri="sip:bob@nowhere.test").replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK"),
-         PHONE, "reason=unknown_domain status=404 method=ACK"),
+         PHONE, "reason=stray_ack status=481 method=ACK"),
         (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.9;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
          b"To: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n", PHONE, "reason=stray_response"),
         (b"INVITE sip:bob@pbx.test SIP/2.0\r\nVia: x\r\n\r\n", PHONE, "event=sip_malformed status=400"),

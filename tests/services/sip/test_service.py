@@ -18,7 +18,7 @@ from proxyd.service import ServiceContext
 from proxyd.statedir import StateDir
 from proxyd.tls import CertStore
 from services.media_api import MediaError, Side
-from services.sip.service import SipService, _resume
+from services.sip.service import SipService
 from tests.services.sip.sipp_support import sip_config
 from tests.support import base_config
 
@@ -29,25 +29,22 @@ class RecordingMedia:
     def __init__(self) -> None:
         self.ops: list[tuple[str, str]] = []
 
-    async def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
-                    instance_rtp_only: bool = False) -> bytes:
+    def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
+              instance_rtp_only: bool = False) -> bytes:
         self.ops.append(("offer", call_id))
         if call_id.startswith("no"):
             raise MediaError(488, "Not Acceptable Here")
-        if call_id.startswith("slow"):
-            await asyncio.sleep(0.3)
+        if call_id.startswith("bug"):
+            raise RuntimeError("a bug in the media relay")
         return sdp.replace(b"c=IN IP4 127.0.0.2", b"c=IN IP4 127.0.0.1")
 
-    async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
-                     source_ip: str) -> bytes:
+    def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, *, side: Side,
+               source_ip: str) -> bytes:
         self.ops.append(("answer", call_id))
         return sdp
 
-    async def delete(self, call_id: str, from_tag: str | None = None) -> None:
+    def delete(self, call_id: str, from_tag: str | None = None) -> None:
         self.ops.append(("delete", call_id))
-
-    async def vouch(self, call_id: str, ip: str) -> None:
-        self.ops.append(("vouch", call_id))
 
 
 def _invite(call_id: str, me: str, method: str = "INVITE", cseq: int = 1) -> bytes:
@@ -94,12 +91,12 @@ async def test_media_offer_error_and_release(tmp_path: Path, caplog: pytest.LogC
         assert media.ops[:2] == [("offer", "ok1"), ("offer", "no1")] and ("delete", "ok1") in media.ops
         assert svc.stats()["counters"]["media_errors_488"] == 1
         assert any("reason=media status=488 method=INVITE call_id=no1" in r.getMessage() for r in caplog.records)
-        # a later message of the same call waits for the earlier media step: order is kept
-        phone.sendto(_invite("slow1", me), ("127.0.0.1", port))
-        phone.sendto(_invite("slow1", me, "BYE", 2), ("127.0.0.1", port))
-        first = await asyncio.wait_for(loop.sock_recv(pbx, 65535), 10)
-        second = await asyncio.wait_for(loop.sock_recv(pbx, 65535), 10)
-        assert first.startswith(b"INVITE ") and second.startswith(b"BYE ")
+        # a media relay that fails with a bug loses that message (logged), and the relay goes on
+        phone.sendto(_invite("bug1", me), ("127.0.0.1", port))
+        phone.sendto(_invite("ok3", me), ("127.0.0.1", port))
+        fwd = await asyncio.wait_for(loop.sock_recv(pbx, 65535), 10)
+        assert b"Call-ID: ok3" in fwd and svc.stats()["counters"]["media_step_failed"] == 1
+        assert any("reason=media_step_failed call_id=bug1" in r.getMessage() for r in caplog.records)
         # reconfigure without the domain: same socket, now 404
         cfg2 = parse_config(sip_config("udp", pbx.getsockname()[1]) | {"instances": []})
         view2 = SipService.view(cfg2)
@@ -150,26 +147,6 @@ async def test_flow_tokens_survive_a_restart_with_the_same_state_dir(tmp_path: P
     finally:
         await svc.stop(1)
     assert len(bytes.fromhex(key.read_text())) == 64
-
-
-async def test_a_media_step_stepped_by_hand_then_resumed_sees_what_it_awaited() -> None:
-    """SipService runs media steps at once and only resumes those that wait in a task (`_resume`):
-    they must see the awaited future's exception, and loop turns, as they would in a task."""
-    seen: list[object] = []
-
-    async def work() -> None:
-        fut = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_later(0.01, fut.set_exception, MediaError(488, "Not Acceptable Here"))
-        try:
-            await fut
-        except MediaError as exc:
-            seen.append(exc.status)
-        await asyncio.sleep(0)
-        seen.append("end")
-
-    w = work()
-    await _resume(w, w.send(None))
-    assert seen == [488, "end"]
 
 
 async def test_phone_connections_that_never_send_a_message_are_closed(tmp_path: Path,
@@ -273,13 +250,11 @@ async def test_rtp_flows_both_ways_through_a_spiralling_call(tmp_path: Path) -> 
         if not isinstance(a, MediaStep):
             return a.flow, a.data
         side = Side.PHONE if a.side == "phone" else Side.INSTANCE
-        if a.op == "vouch":
-            await media.vouch(a.call_id, a.source_ip)
-        elif a.op == "offer":
-            a.msg.body = await media.offer(a.call_id, a.from_tag, a.msg.body, side=side, source_ip=a.source_ip)
+        if a.op == "offer":
+            a.msg.body = media.offer(a.call_id, a.from_tag, a.msg.body, side=side, source_ip=a.source_ip)
         else:
-            a.msg.body = await media.answer(a.call_id, a.from_tag, a.to_tag, a.msg.body, side=side,
-                                            source_ip=a.source_ip)
+            a.msg.body = media.answer(a.call_id, a.from_tag, a.to_tag, a.msg.body, side=side,
+                                      source_ip=a.source_ip)
             relay.dialogs.answered(a.call_id)
         return a.flow, a.msg.serialize()
 
@@ -313,3 +288,67 @@ async def test_rtp_flows_both_ways_through_a_spiralling_call(tmp_path: Path) -> 
         rtp_a.close()
         rtp_b.close()
         await media.stop(1)
+
+
+async def test_a_crlf_keepalive_flood_gets_one_pong_and_is_closed(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """main answered 244,402 pongs to 1 MB of CRLF keep-alives and kept the connection open: now
+    one pong per KEEPALIVE_INTERVAL (RFC 5626 §4.4.1), and the flood closes the connection, logged."""
+    caplog.set_level(logging.INFO, logger="services.sip")
+    state = StateDir(tmp_path).ensure()
+    svc = SipService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+    view = SipService.view(parse_config(sip_config("udp", 5999)))
+    assert view is not None
+    await svc.start(view)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", view.udp_port)
+        writer.write(b"\r\n\r\n")  # a phone's ping: answered
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+        writer.write(b"\r\n\r\n" * 262_144)  # 1 MB
+        try:  # then EOF or a reset (closed with the flood unread): the connection is closed
+            got = await asyncio.wait_for(reader.read(), 10)
+        except ConnectionResetError:
+            got = b""
+        assert len(got) <= 2
+        counters = svc.stats()["counters"]
+        assert counters["keepalive_floods_closed"] == 1 and counters["keepalives_absorbed"] >= 1
+        assert any("reason=keepalive_floods_closed" in r.getMessage() for r in caplog.records)
+        writer.close()
+    finally:
+        await svc.stop(1)
+
+
+async def test_phone_connections_are_capped_per_address(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond MAX_CONNECTIONS_PER_ADDRESS a phone's new connection is closed at once (logged);
+    a place comes back when one of its connections closes."""
+    caplog.set_level(logging.INFO, logger="services.sip")
+    monkeypatch.setattr("services.sip.service.MAX_CONNECTIONS_PER_ADDRESS", 3)
+    state = StateDir(tmp_path).ensure()
+    svc = SipService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+    view = SipService.view(parse_config(sip_config("udp", 5999)))
+    assert view is not None
+    await svc.start(view)
+    conns = []
+    try:
+        for _ in range(4):
+            conns.append(await asyncio.open_connection("127.0.0.1", view.udp_port))
+        try:
+            assert await asyncio.wait_for(conns[3][0].read(), 5) == b""  # the fourth: closed
+        except ConnectionResetError:
+            pass
+        assert len(svc.conns) == 3 and svc.stats()["counters"]["connections_refused"] == 1
+        assert any("reason=connections_refused src=127.0.0.1:" in r.getMessage() for r in caplog.records)
+        conns[0][1].close()
+        for _ in range(50):
+            if len(svc.conns) == 2:
+                break
+            await asyncio.sleep(0.02)
+        conns.append(await asyncio.open_connection("127.0.0.1", view.udp_port))
+        conns[-1][1].write(b"\r\n\r\n")
+        assert await asyncio.wait_for(conns[-1][0].readexactly(2), 5) == b"\r\n"  # served
+        assert svc.per_address == {"127.0.0.1": 3}
+    finally:
+        for _, writer in conns:
+            writer.close()
+        await svc.stop(1)

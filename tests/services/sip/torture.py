@@ -18,6 +18,10 @@ PARSER: dict[str, int | None] = {
 RELAY: dict[str, str] = {
     "scalarlg": "drop", "bigcode": "drop", "unreason": "drop", "noreason": "drop", "bcast": "drop",
     "bext01": "420", "zeromf": "483", "test": "drop",
+    "wsinv": "481",  # a re-INVITE (To tag) of a call the relay never saw: stray (issue 20 §2)
+    # issue 20 §3: a phone's preloaded Route to a loopback port; To/From naming no domain of the
+    # instance the Request-URI routes to (isbn: AOR; a third party's domains)
+    "mpart01": "403", "unksm2": "403", "inv2543": "403",
 }
 
 

@@ -1,0 +1,88 @@
+"""INVITE dialogs as RFC 3261 creates them, bounded — sans-IO, time passed in.
+
+Only an initial INVITE (no To tag) that the relay forwards creates an entry; an ACK, BYE,
+CANCEL, PRACK, UPDATE or re-INVITE from a phone whose Call-ID has none is stray: 481 (an ACK is
+dropped), never forwarded (main forwarded them, and made a dialog of every bare ACK pair).
+Entries end at timer C if no final response came, at SESSION_TIMEOUT without any message once
+confirmed, and LINGER after a BYE, CANCEL or failure (retransmissions, the ACK of a failure).
+
+A restart forgets every call: a phone's BYE for a call set up before it gets 481 (the phone
+ends the call; the PBX ends it at its own session timer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Calls tracked at once; a new INVITE beyond gets 503 + Retry-After. 20,000 × ~400 bytes
+#: (Call-ID at most MAX_CALL_ID) ≈ 8 MiB: far more calls than the media port range can carry.
+MAX_CALLS = 20_000
+#: Timer C (RFC 3261 §16.6 step 11: more than 3 minutes): an INVITE without a final response.
+TIMER_C = 200.0
+#: A confirmed call without any message for this long is forgotten (no session timer of its
+#: own in the call: RFC 4028 refreshes, when used, come far more often).
+SESSION_TIMEOUT = 4 * 3600.0
+#: After a BYE, a CANCEL or a failure: retransmissions and the ACK of a failure still pass
+#: (64 × T1, RFC 3261 timers H and J).
+LINGER = 32.0
+#: Methods that only exist within an INVITE transaction or dialog.
+IN_CALL = frozenset({"ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "INFO"})
+
+
+@dataclass(slots=True)
+class _Call:
+    touched: float
+    confirmed: bool = False
+    ending: float = 0.0  # when it ended (BYE, CANCEL, failure), 0 while live
+
+
+class Calls:
+    def __init__(self, max_calls: int = MAX_CALLS):
+        self.max_calls = max_calls
+        self.t: dict[str, _Call] = {}
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def known(self, call_id: str) -> bool:
+        return call_id in self.t
+
+    def invite(self, call_id: str, now: float) -> bool:
+        """An initial INVITE: False when the table is full (answer 503)."""
+        c = self.t.get(call_id)
+        if c is not None:
+            c.touched = now
+            return True
+        if len(self.t) >= self.max_calls:
+            return False
+        self.t[call_id] = _Call(now)
+        return True
+
+    def touch(self, call_id: str, now: float) -> None:
+        c = self.t.get(call_id)
+        if c is not None:
+            c.touched = now
+
+    def final(self, call_id: str, status: int, now: float) -> None:
+        """A final response to the call's INVITE."""
+        c = self.t.get(call_id)
+        if c is None:
+            return
+        c.touched = now
+        if status < 300:
+            c.confirmed = True
+        elif not c.confirmed:  # a failed initial INVITE (a failed re-INVITE leaves the call)
+            c.ending = c.ending or now
+
+    def end(self, call_id: str, now: float) -> None:
+        c = self.t.get(call_id)
+        if c is not None and not c.ending:
+            c.ending = now
+
+    def expire(self, now: float) -> list[str]:
+        gone = [cid for cid, c in self.t.items()
+                if (c.ending and now - c.ending > LINGER)
+                or now - c.touched > (SESSION_TIMEOUT if c.confirmed else TIMER_C)]
+        for cid in gone:
+            del self.t[cid]
+        return gone

@@ -1,0 +1,55 @@
+"""The attacks of issue 20 against a running proxyd in a private network namespace (only `lo`
+up, plus 10.0.0.5 on it for an internal host): the recorders on every address the messages name
+fail the test when one receives what the border must stop (`netns_border.py`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.netns
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _run() -> dict[str, dict[str, list[str]]]:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare for a private network namespace")
+    script = ("ip link set lo up && ip addr add 10.0.0.5/32 dev lo && "
+              f"exec {sys.executable} -m tests.services.sip.netns_border")
+    res = subprocess.run(["unshare", "-n", "--", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_the_border_stops_what_must_not_reach_a_pbx() -> None:
+    got = _run()
+    nothing = {"pbx_a": [], "pbx_b": [], "loopback": [], "internal": []}
+    refused = {
+        "preloaded_route": "403", "ruri_internal": "403", "ruri_loopback": "403", "other_tenant_register": "403",
+        "sips_over_udp": "416", "stray_bye": "481", "stray_cancel": "481", "many_via": "400",
+    }
+    for name, status in refused.items():
+        r = got[name]
+        assert [a.split(" ")[1] for a in r["answer"]] == [status], (name, r["answer"])
+        assert {k: r[k] for k in nothing} == nothing, (name, "reached a recorder")
+    ack = got["stray_ack"]
+    assert ack["answer"] == [] and {k: ack[k] for k in nothing} == nothing
+    # what is forwarded reaches only tenant a's PBX, cleaned
+    [inv] = got["identity"]["pbx_a"]
+    assert "identity" not in inv.lower() and "ceo@" not in inv
+    [inv] = got["maddr"]["pbx_a"]
+    assert inv.startswith("INVITE sip:bob@a.test SIP/2.0\r\n") and "10.0.0.5" not in inv
+    for name in ("identity", "maddr"):
+        assert not got[name]["internal"] and not got[name]["loopback"] and not got[name]["pbx_b"]
+    # 60 wrong passwords: the PBX sees 10, then the border answers 403 itself
+    brute = got["brute_force"]
+    assert len(brute["pbx_a"]) == 10 and all(m.startswith("REGISTER ") for m in brute["pbx_a"])
+    assert brute["answer"].count("SIP/2.0 401 Unauthorized") == 10
+    assert brute["answer"].count("SIP/2.0 403 Forbidden") == 50

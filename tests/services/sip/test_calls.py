@@ -1,0 +1,127 @@
+"""State only where RFC 3261 creates it: the attacks of issue 20 §2 as real bytes through the
+relay (a stray ACK/BYE/CANCEL never reaches the PBX, bare ACKs create nothing, the table is
+capped, timer C and the linger end entries) and the limits on sizes and counts (400 + a log line)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from services.sip.calls import LINGER, SESSION_TIMEOUT, TIMER_C
+from services.sip.flow import Flow
+from services.sip.framing import StreamFramer
+from services.sip.message import parse, response
+from services.sip.proxy import Send
+from tests.services.sip.test_proxy import make_relay
+
+PHONE = Flow("p", "udp", "127.0.0.2", 5070)
+PHONE_TCP = Flow("p", "tcp", "127.0.0.2", 5070, 1)
+PBX = Flow("b", "udp", "127.0.0.9", 5060)
+
+
+def _req(method: str, call_id: str = "c1", to_tag: str = "", cseq: int = 1, extra: str = "",
+         vias: int = 1) -> bytes:
+    via = "".join(f"Via: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bK{call_id[:8]}{cseq}x{i}\r\n" for i in range(vias))
+    to = "<sip:bob@pbx.test>" + (f";tag={to_tag}" if to_tag else "")
+    return (f"{method} sip:bob@pbx.test SIP/2.0\r\n{via}From: <sip:a@pbx.test>;tag=1\r\nTo: {to}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+def _to_pbx(actions: list) -> bool:
+    return any(isinstance(a, Send) and a.flow.side == "b" for a in actions)
+
+
+def _answer(actions: list, status: int) -> str:
+    [a] = actions
+    assert isinstance(a, Send) and a.flow == PHONE, a
+    assert a.data.startswith(f"SIP/2.0 {status} ".encode()), a.data[:60]
+    return a.data.decode("latin-1")
+
+
+def test_bare_ack_pairs_create_nothing_and_never_reach_the_pbx(caplog: pytest.LogCaptureFixture) -> None:
+    """main made a dialog of each of 1,200 bare ACK pairs (60 KB Call-IDs: +69 MiB) and forwarded them."""
+    caplog.set_level(logging.INFO, logger="services.sip")
+    r = make_relay(limit=100_000)
+    for i in range(1_200):
+        body = "v=0\r\nc=IN IP4 127.0.0.2\r\nm=audio 4000 RTP/AVP 0\r\n"
+        ack = _req("ACK", f"ack{i}", "t", extra="Content-Type: application/sdp\r\n").replace(
+            b"Content-Length: 0\r\n\r\n", f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+        assert r.receive(ack, PHONE, 1.0) == []
+    assert not r.dialogs.calls and not len(r.calls) and r.counters["refused_stray"] == 1_200
+    assert any("reason=stray_ack" in m.getMessage() and "dropped without a response" in m.getMessage()
+               for m in caplog.records)
+
+
+@pytest.mark.parametrize("method", ["BYE", "CANCEL", "PRACK", "UPDATE"])
+def test_stray_in_call_requests_get_481_and_never_reach_the_pbx(method: str) -> None:
+    r = make_relay()
+    _answer(r.receive(_req(method, "nothing-here", "t" if method != "CANCEL" else ""), PHONE, 1.0), 481)
+    _answer(r.receive(_req("INVITE", "nothing-here", "t"), PHONE, 1.0), 481)  # a re-INVITE too
+
+
+def test_a_call_lives_from_its_invite_to_the_linger_after_bye() -> None:
+    r = make_relay()
+    [inv] = r.receive(_req("INVITE"), PHONE, 0.0)
+    assert isinstance(inv, Send) and inv.flow.side == "b"
+    ok = response(parse(inv.data), 200, "OK", "t").serialize()
+    r.receive(ok, PBX, 0.5)
+    assert _to_pbx(r.receive(_req("ACK", to_tag="t"), PHONE, 1.0))
+    assert _to_pbx(r.receive(_req("BYE", to_tag="t", cseq=2), PHONE, 10.0))
+    assert _to_pbx(r.receive(_req("BYE", to_tag="t", cseq=2), PHONE, 10.5))  # a retransmission
+    r.expire(10.0 + LINGER + 1)
+    _answer(r.receive(_req("BYE", to_tag="t", cseq=3), PHONE, 10.0 + LINGER + 2), 481)
+
+
+def test_timer_c_and_the_session_timeout_end_calls() -> None:
+    r = make_relay()
+    r.receive(_req("INVITE", "unanswered"), PHONE, 0.0)
+    [inv] = r.receive(_req("INVITE", "answered"), PHONE, 0.0)
+    assert isinstance(inv, Send)
+    r.receive(response(parse(inv.data), 200, "OK", "t").serialize(), PBX, 1.0)
+    r.expire(TIMER_C + 1)
+    assert not r.calls.known("unanswered") and r.calls.known("answered")
+    r.expire(1.0 + SESSION_TIMEOUT + 1)
+    assert not r.calls.known("answered") and r.counters["calls_expired"] == 2
+
+
+def test_a_full_call_table_answers_503_with_retry_after() -> None:
+    r = make_relay()
+    r.calls.max_calls = 3
+    for i in range(3):
+        assert _to_pbx(r.receive(_req("INVITE", f"c{i}"), PHONE, 0.0))
+    text = _answer(r.receive(_req("INVITE", "c9"), PHONE, 0.0), 503)
+    assert "Retry-After: 5" in text
+    assert _to_pbx(r.receive(_req("INVITE", "c0", cseq=2), PHONE, 0.0))  # a known call is no new one
+
+
+@pytest.mark.parametrize(("why", "data"), [
+    ("call_id_too_long", _req("INVITE", "x" * 300)),
+    ("too_many_via", _req("OPTIONS", vias=1_000)),
+    ("too_many_route", _req("OPTIONS", extra="".join(f"Route: <sip:h{i}.example.com;lr>\r\n" for i in range(20)))),
+    ("too_many_contact", _req("REGISTER", extra="Contact: " + ", ".join(f"<sip:a@10.0.0.{i}>" for i in range(30))
+                              + "\r\n")),
+    ("tag_too_long", _req("OPTIONS", to_tag="t" * 300)),
+    ("too_many_headers", _req("OPTIONS", extra="".join(f"X-H{i}: {i}\r\n" for i in range(200)))),
+])
+def test_sizes_and_counts_are_answered_400_and_logged(why: str, data: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """main forwarded 1,000 Via headers (56 KB); each limit now answers 400 naming it."""
+    caplog.set_level(logging.INFO, logger="services.sip")
+    text = _answer(make_relay().receive(data, PHONE, 0.0), 400)
+    assert why.replace("_", " ") in text.partition("\r\n")[0]
+    assert any(f"reason={why} status=400" in m.getMessage() for m in caplog.records)
+
+
+def test_a_register_with_1000_contacts_over_tcp_is_answered() -> None:
+    """main let it vanish without a response or a log line."""
+    contacts = "".join(f"Contact: <sip:a@10.0.{i >> 8}.{i & 255}:5060>\r\n" for i in range(1_000))
+    data = _req("REGISTER", extra=contacts).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+    framer = StreamFramer()
+    try:
+        messages = framer.feed(data)
+    except Exception as exc:  # the framer refuses it: the service answers or logs (see test_service)
+        pytest.fail(f"framing refused a 1,000-Contact REGISTER without an answer: {exc!r}")
+    [m] = messages
+    [a] = make_relay().receive(m, PHONE_TCP, 0.0)
+    assert isinstance(a, Send) and a.flow == PHONE_TCP and a.data.startswith(b"SIP/2.0 400 ")

@@ -164,4 +164,5 @@ def test_every_metric_the_alerts_and_dashboard_read_is_scraped(traffic: Traffic,
                        "pforte_sip_silent_connections_closed", "pforte_sip_udp_errors",
                        "pforte_sip_backend_certificate_mismatches", "pforte_media_srtp_unusable_keys",
                        "pforte_xmpp_instance_active_sessions", "pforte_http_events", "pforte_sip_events",
-                       "pforte_media_events", "pforte_xmpp_events"}, unshown
+                       "pforte_media_events", "pforte_xmpp_events", "pforte_http_values", "pforte_sip_values",
+                       "pforte_media_values", "pforte_xmpp_values"}, unshown

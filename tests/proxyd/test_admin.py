@@ -90,12 +90,13 @@ def test_readyz_turns_503_as_soon_as_draining_starts(proxyd: Callable[..., Proxy
     """A balancer polling /readyz takes the proxy out while established requests still finish."""
     admin, app_port = free_port(), free_port()
     backend = socket.create_server(("127.0.0.1", 0))  # accepts, never answers: a request in flight
+    backend.settimeout(15)  # a request the proxy refused never arrives: fail, not hang
     client: socket.socket | None = None
     try:
         p = proxyd(app_config(app_port, backend.getsockname()[1]),
                    extra_args=("--admin", f"127.0.0.1:{admin}", "--drain-timeout", "10"))
         client = socket.create_connection(("127.0.0.1", app_port), timeout=10)
-        client.sendall(b"GET /api/slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        client.sendall(b"GET /api/slow HTTP/1.1\r\nHost: proxy.test\r\n\r\n")  # the fqdn: others get 421
         conn, _ = backend.accept()
         assert p.proc is not None
         p.proc.send_signal(signal.SIGTERM)

@@ -555,17 +555,24 @@ def _version(r: _Reader, v: Any, p: str) -> int | None:
     return VERSION
 
 
+def _cidr(s: str) -> str | None:
+    """`s` as a normalised network (an address alone is its /32 or /128), or None."""
+    try:
+        return str(ipaddress.ip_network(s, strict=False))
+    except ValueError:
+        return None
+
+
 def _network(r: _Reader) -> Callable[[Any, str], str | None]:
-    """A CIDR (an address alone is its /32 or /128), normalised; never a name."""
+    """A CIDR, never a name."""
     def check(v: Any, p: str) -> str | None:
         s = r.string(v, p)
         if s is None:
             return None
-        try:
-            return str(ipaddress.ip_network(s, strict=False))
-        except ValueError:
+        net = _cidr(s)
+        if net is None:
             r.fail(p, f"expected a CIDR such as 10.0.0.0/24, got {s!r}")
-            return None
+        return net
 
     return check
 
@@ -575,10 +582,8 @@ def _source(r: _Reader) -> Callable[[Any, str], str | None]:
         s = r.string(v, p)
         if s is None:
             return None
-        try:
-            return str(ipaddress.ip_network(s, strict=False))
-        except ValueError:
-            pass
+        if (net := _cidr(s)) is not None:
+            return net
         if DNS_NAME_RE.match(s):
             return s.lower().rstrip(".")
         r.fail(p, f"expected a CIDR or DNS name, got {s!r}")

@@ -57,6 +57,9 @@ class ProxyInfo:
     fqdn: str
     #: false: every listener stops, the daemon and its link to the manager stay up
     enabled: bool = True
+    #: further names (DNS names or IP literals) clients may address the HTTPS router and the
+    #: applications by; any other Host gets 421 (the certificate must cover them: configure one)
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -609,9 +612,10 @@ def _parse_proxy(r: _Reader, raw: Any) -> ProxyInfo | None:
     name = r.get(d, "proxy", "name", r.string)
     fqdn = r.get(d, "proxy", "fqdn", r.dns_name)
     enabled = r.field(d, "proxy", ProxyInfo, "enabled", r.boolean)
+    aliases = r.field(d, "proxy", ProxyInfo, "aliases", lambda v, p: r.str_list(v, p, r.dns_name))
     if name is None or fqdn is None or enabled is None:
         return None
-    return ProxyInfo(name=name, fqdn=fqdn, enabled=enabled)
+    return ProxyInfo(name=name, fqdn=fqdn, enabled=enabled, aliases=aliases)
 
 
 def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:

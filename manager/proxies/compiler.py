@@ -27,6 +27,7 @@ FIELD_MAP = {
     "services.provisioning.http_port": "provisioning_http_port",
     "services.xmpp.port": "xmpp_port", "services.xmpp.direct_tls_port": "xmpp_direct_tls_port",
     "tls.key_type": "tls_key_type", "tls": "certificate_pem", "allow_sources": "allow_sources", "proxy.fqdn": "fqdn",
+    "proxy.aliases": "aliases",
     "network.interface": "network_interface", "network.address": "network_address",
     "network.gateway": "network_gateway", "network.table": "network_table", "bind": "bind",
 }
@@ -61,7 +62,7 @@ def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
             for a in proxy.applications.all()] if proxy.pk else []
     return {
         "version": 1, "revision": revision,
-        "proxy": {"name": proxy.name, "fqdn": proxy.fqdn, "enabled": proxy.enabled},
+        "proxy": {"name": proxy.name, "fqdn": proxy.fqdn, "enabled": proxy.enabled, "aliases": _split(proxy.aliases)},
         "bind": proxy.bind,
         "tls": {"certificate_pem": proxy.certificate_pem or None, "key_pem": proxy.key_pem or None,
                 "key_type": proxy.tls_key_type},

@@ -13,7 +13,7 @@ def _formfield(field: models.Field, **kwargs):  # type: ignore[no-untyped-def]
 
 
 PROXY_GROUPS = [
-    ("Proxy", ["name", "fqdn", "enabled", "bind"]),
+    ("Proxy", ["name", "fqdn", "aliases", "enabled", "bind"]),
     ("Services", ["sip_mode", "sip_udp_port", "sip_tls_port", "sip_rate_limit", "media_mode", "media_port_min",
                   "media_port_max",
                   "provisioning_mode", "provisioning_https_port", "provisioning_http_port",
@@ -38,7 +38,7 @@ class ProxyForm(forms.ModelForm):
         formfield_callback = _formfield
         fields = [f for _, group in PROXY_GROUPS for f in group if f != "key_pem"]
         widgets = {"certificate_pem": forms.Textarea(attrs={"rows": 3}),
-                   "allow_sources": forms.Textarea(attrs={"rows": 2})}
+                   "allow_sources": forms.Textarea(attrs={"rows": 2}), "aliases": forms.Textarea(attrs={"rows": 2})}
 
     # the proxy's secrets: set only by those allowed to change keys (proxies.change_proxy_keys)
     KEY_FIELDS = ("certificate_pem", "key_pem", "regenerate_provisioning_key")

@@ -109,6 +109,10 @@ class Instance(models.Model):
 class Proxy(models.Model):
     name = models.CharField(max_length=100, unique=True)
     fqdn = models.CharField("Proxy DNS Name (FQDN)", max_length=253)
+    aliases = models.TextField(
+        "Further names", blank=True,
+        help_text="other DNS names or IP addresses clients use for the web router (one per line); any other "
+                  "name gets 421 Misdirected Request")
     enabled = models.BooleanField("on", default=True)
     bind = models.GenericIPAddressField(default=D(ProxyConfig, "bind"))
     # services (seed 003)

@@ -8,7 +8,7 @@ Request and never reaches a route: no default host, so a backend never serves a 
 a name it was not published under (DNS rebinding, Host-header poisoning of absolute links and
 password-reset mails).
 
-The proxy's names: `proxy.fqdn` (one trailing dot allowed), and the bind address as a literal only
+The proxy's names: `proxy.fqdn` and `proxy.aliases` (one trailing dot allowed), and the bind address as a literal only
 when the proxy binds to a loopback address (local tests and `make run`, where clients address the
 proxy as `127.0.0.1`). `localhost` or any IP literal is a name of the proxy only when it is the
 configured fqdn. The port is not compared: port forwarding may put the proxy behind another port.
@@ -64,10 +64,17 @@ class Names:
 
     fqdn: str
     bind: str = ""
+    aliases: tuple[str, ...] = ()
     seen: dict[bytes, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = {self.fqdn.lower().rstrip(".")}
+        for alias in self.aliases:
+            try:  # an IP literal as parse_authority writes it: normalised, IPv6 bracketed
+                ip = ipaddress.ip_address(alias)
+                names.add(f"[{ip}]" if ip.version == 6 else str(ip))
+            except ValueError:
+                names.add(alias.lower().rstrip("."))
         try:
             addr = ipaddress.ip_address(self.bind)
         except ValueError:

@@ -52,7 +52,8 @@ class HttpService(Service):
         for app in cfg.applications:
             table = AppTable(app.public_prefix, Backend.from_url(app.upstream, app.verify_upstream))
             out.append((ListenerSpec(host, app.port, app.tls), table))
-        return HttpView(tuple(out), web.upstream_timeout, Names(cfg.proxy.fqdn, host)) if out else None
+        names = Names(cfg.proxy.fqdn, host, cfg.proxy.aliases)
+        return HttpView(tuple(out), web.upstream_timeout, names) if out else None
 
     async def start(self, view: HttpView) -> None:
         self.pools = Pools()

@@ -223,3 +223,15 @@ def test_media_sources_are_checked_and_compiled() -> None:
     inst.save()
     compiled = json.loads(p.active_revision.config_json)["instances"]
     assert compiled[0]["media_sources"] == ["10.20.0.0/16", "192.0.2.7/32"]
+
+
+def test_proxy_aliases_are_compiled_and_a_bad_one_is_a_form_error() -> None:
+    p = make_proxy()
+    p.aliases = "portal.example\n192.0.2.10"
+    p.full_clean()
+    p.save()
+    assert json.loads(p.active_revision.config_json)["proxy"]["aliases"] == ["portal.example", "192.0.2.10"]
+    p.aliases = "portal example"
+    with pytest.raises(ValidationError) as err:
+        p.full_clean()
+    assert "aliases" in err.value.message_dict

@@ -135,6 +135,8 @@ def test_all_problems_reported_at_once_with_field_paths() -> None:
          "instances[0].media_sources[0]: expected a CIDR such as 10.0.0.0/24, got '10.0.0.0/33'"),
         (("instances", 0, "media_sources"), ["pbx.local"],
          "instances[0].media_sources[0]: expected a CIDR such as 10.0.0.0/24, got 'pbx.local'"),
+        (("proxy", "aliases"), ["portal example"],
+         "proxy.aliases[0]: expected a DNS name or IP address, got 'portal example'"),
         (("instances", 0, "web_prefix_mode"), "strip",
          "instances[0].web_prefix_mode: expected one of rewrite, forward_prefix"),
     ],

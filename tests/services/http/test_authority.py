@@ -98,3 +98,24 @@ def test_a_remembered_host_is_only_one_that_passed() -> None:
         with pytest.raises(HttpError):
             request_target(b"/", b"evil.example", names)
     assert list(names.seen) == [b"proxy.example"]
+
+
+def test_aliases_are_names_of_ours_and_nothing_else_is() -> None:
+    names = Names("proxy.example", "0.0.0.0", ("Portal.Example", "192.0.2.10", "2001:DB8::1"))
+    for host in (b"portal.example", b"PORTAL.example.:443", b"192.0.2.10", b"[2001:db8:0::1]:8443", b"proxy.example"):
+        assert request_target(b"/x", host, names) == b"/x", host
+    for host in (b"evil.example", b"192.0.2.11", b"[2001:db8::2]", b"127.0.0.1"):
+        with pytest.raises(HttpError) as e:
+            request_target(b"/x", host, names)
+        assert e.value.status == 421
+
+
+def test_aliases_come_from_the_config() -> None:
+    from proxyd.config import parse_config
+    from services.http.service import HttpService
+    from tests.support import base_config
+
+    cfg = parse_config(base_config(proxy={"aliases": ["portal.example", "192.0.2.10"]},
+                                   services={"web": {"mode": "web_and_rest", "port": 8443}}))
+    view = HttpService.view(cfg)
+    assert view is not None and view.names is not None and view.names.serves("portal.example")

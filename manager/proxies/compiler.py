@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from django.apps import apps as registry
 from django.db import transaction
 
+from manager.proxies.crypto import new_provisioning_key
+from manager.proxies.notify import changed
 from proxyd.config import ConfigError, ProxyConfig, parse_config
 
 if TYPE_CHECKING:
@@ -38,7 +41,9 @@ def _split(text: str) -> list[str]:
 
 
 def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
-    from manager.proxies.models import Instance
+    # models are looked up through the app registry, never imported: models.py calls this module
+    # to check a whole config, so an import back would close a circle
+    Instance = registry.get_model("proxies", "Instance")  # noqa: N806 - a model class
 
     instances = []
     for inst in Instance.objects.prefetch_related("proxies"):
@@ -89,8 +94,6 @@ def compile_config(proxy: Proxy, revision: int = 0) -> ProxyConfig:
 
 def field_errors(proxy: Proxy) -> dict[str, list[str]]:
     if not proxy.provisioning_key_enc:
-        from manager.proxies.models import new_provisioning_key
-
         proxy.provisioning_key = new_provisioning_key()
     try:
         compile_config(proxy)
@@ -106,9 +109,6 @@ def field_errors(proxy: Proxy) -> dict[str, list[str]]:
 
 def publish(proxy: Proxy) -> int | None:
     """Store a new revision if the compiled config changed; returns its number (None: unchanged)."""
-    from manager.proxies.models import ConfigRevision
-    from manager.proxies.notify import changed
-
     with transaction.atomic():
         active = proxy.revisions.select_for_update().order_by("-number").first()
         number = (active.number + 1) if active else 1
@@ -121,6 +121,6 @@ def publish(proxy: Proxy) -> int | None:
             old["revision"] = number
             if old == cfg.to_dict():
                 return None
-        ConfigRevision.objects.create(proxy=proxy, number=number, config_json=cfg.to_json(indent=None))
+        proxy.revisions.create(number=number, config_json=cfg.to_json(indent=None))
     changed(proxy.pk, number)
     return number

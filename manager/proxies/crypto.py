@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
+
 from cryptography.fernet import Fernet
 from django.conf import settings
 
@@ -16,3 +19,8 @@ def encrypt(value: str) -> str:
 
 def decrypt(token: str) -> str:
     return _fernet().decrypt(token.encode()).decode()
+
+
+def new_provisioning_key() -> str:
+    """A fresh provisioning key: base64 of 32 random bytes, as ProxyConfig wants it."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()

@@ -57,7 +57,7 @@ class ProxyForm(forms.ModelForm):
         if data.get("key_pem"):
             self.instance.key_pem = data["key_pem"]
         if data.get("regenerate_provisioning_key"):
-            from manager.proxies.models import new_provisioning_key
+            from manager.proxies.crypto import new_provisioning_key
 
             self.instance.provisioning_key = new_provisioning_key()
         return data

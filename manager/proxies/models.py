@@ -7,7 +7,6 @@ compiler's (`compiler.compile_config`), whose problems are mapped back onto fiel
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import ipaddress
 import secrets
@@ -19,7 +18,7 @@ from django.db import models
 from django.utils import timezone
 
 from manager.proxies import choices
-from manager.proxies.crypto import decrypt, encrypt
+from manager.proxies.crypto import decrypt, encrypt, new_provisioning_key
 from proxyd.config import Application as Application_
 from proxyd.config import Instance as Instance_
 from proxyd.config import (
@@ -37,10 +36,6 @@ from proxyd.config import default_of as D  # noqa: N812 - every default below is
 PORT = [MinValueValidator(1), MaxValueValidator(65535)]
 slug = RegexValidator(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$", "lowercase letters, digits, '-' and '_'")
 REGISTRATION_LIFETIME = timedelta(hours=24)
-
-
-def new_provisioning_key() -> str:
-    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def lines(text: str) -> list[str]:

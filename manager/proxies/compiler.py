@@ -36,7 +36,8 @@ FIELD_MAP = {
 }
 
 
-def _split(text: str) -> list[str]:
+def lines(text: str) -> list[str]:
+    """A list field as the forms take it: one value per line or comma-separated."""
     return [x.strip() for x in text.replace(",", "\n").splitlines() if x.strip()]
 
 
@@ -53,10 +54,10 @@ def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
         instances.append({
             "name": inst.name, "web": inst.web or None,
             "sip": f"{inst.sip_transport}:{inst.sip_host}:{inst.sip_port}" if inst.sip_host else None,
-            "sip_domains": _split(inst.sip_domains), "xmpp": inst.xmpp or None,
-            "xmpp_domains": _split(inst.xmpp_domains), "provisioning": inst.provisioning or None,
+            "sip_domains": lines(inst.sip_domains), "xmpp": inst.xmpp or None,
+            "xmpp_domains": lines(inst.xmpp_domains), "provisioning": inst.provisioning or None,
             "sip_tls_fingerprint": inst.sip_tls_fingerprint or None, "rtp_only": inst.rtp_only,
-            "web_prefix_mode": inst.web_prefix_mode, "media_sources": _split(inst.media_sources),
+            "web_prefix_mode": inst.web_prefix_mode, "media_sources": lines(inst.media_sources),
         })
     net: dict[str, Any] = {"mode": proxy.network_mode}
     if proxy.network_mode == "manual":
@@ -67,11 +68,11 @@ def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
             for a in proxy.applications.all()] if proxy.pk else []
     return {
         "version": 1, "revision": revision,
-        "proxy": {"name": proxy.name, "fqdn": proxy.fqdn, "enabled": proxy.enabled, "aliases": _split(proxy.aliases)},
+        "proxy": {"name": proxy.name, "fqdn": proxy.fqdn, "enabled": proxy.enabled, "aliases": lines(proxy.aliases)},
         "bind": proxy.bind,
         "tls": {"certificate_pem": proxy.certificate_pem or None, "key_pem": proxy.key_pem or None,
                 "key_type": proxy.tls_key_type},
-        "allow_sources": _split(proxy.allow_sources),
+        "allow_sources": lines(proxy.allow_sources),
         "instances": instances, "applications": apps,
         "services": {
             "web": {"mode": proxy.web_mode, "port": proxy.web_port, "redirect_url": proxy.redirect_url or None,

@@ -38,10 +38,6 @@ slug = RegexValidator(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$", "lowercase let
 REGISTRATION_LIFETIME = timedelta(hours=24)
 
 
-def lines(text: str) -> list[str]:
-    return [x.strip() for x in text.replace(",", "\n").splitlines() if x.strip()]
-
-
 class Instance(models.Model):
     name = models.CharField(max_length=63, unique=True, validators=[slug])
     web = models.URLField("web backend", blank=True, help_text="e.g. http://10.0.0.5:8080")
@@ -86,7 +82,9 @@ class Instance(models.Model):
 
         if self.provisioning and (why := template_problem(self.provisioning)):
             raise ValidationError({"provisioning": why[0].upper() + why[1:] + "."})
-        for line in self.media_sources.replace(",", " ").split():
+        from manager.proxies.compiler import lines  # the values exactly as they are compiled
+
+        for line in lines(self.media_sources):
             try:
                 ipaddress.ip_network(line, strict=False)
             except ValueError:

@@ -218,6 +218,10 @@ def test_media_sources_are_checked_and_compiled() -> None:
     with pytest.raises(ValidationError) as err:
         inst.full_clean()
     assert "'pbx.local' is not a network" in err.value.message_dict["media_sources"][0]
+    inst.media_sources = "10.20.0.0/16 192.0.2.7"  # one line is one value, as the compiler reads it
+    with pytest.raises(ValidationError) as err:
+        inst.full_clean()
+    assert "is not a network" in err.value.message_dict["media_sources"][0]
     inst.media_sources = "10.20.0.0/16, 192.0.2.7"
     inst.full_clean()
     inst.save()

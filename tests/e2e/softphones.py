@@ -296,13 +296,15 @@ class Linphone:
 
     def _write_rc(self) -> Path:
         host, port = self.proxy
-        sip_port = free_port(socket.SOCK_DGRAM if self.transport == "udp" else socket.SOCK_STREAM)
         rtp = free_udp_range(2)  # RTP and RTCP
         rc = self.dir / "linphonerc"
+        # -1: belle-sip binds port 0 and the kernel picks. A port we picked as free a moment ago
+        # can be taken before linphonec binds it (CI once saw "TCP bind() failed ... in use" and
+        # a phone that never registered); the phone reports its port in Via/Contact anyway.
         rc.write_text(f"""[sip]
-sip_port={sip_port if self.transport == 'udp' else -1}
-sip_tcp_port={sip_port if self.transport == 'tcp' else -1}
-sip_tls_port={sip_port if self.transport == 'tls' else -1}
+sip_port=-1
+sip_tcp_port=-1
+sip_tls_port=-1
 default_proxy=0
 register_only_when_network_is_up=0
 ipv6_enabled=0

@@ -46,6 +46,18 @@ QUEUE_MAX = 256
 #: have carried a message stay open as long as the phone keeps them (registered phones idle
 #: between keepalives).
 FIRST_MESSAGE_TIMEOUT = 30.0
+#: A phone's TLS handshake must be done within this (asyncio's default is 60 s): until then the
+#: connection is no phone the first-message deadline can see, and a descriptor is held. It
+#: counts against the per-address and total caps from the accept on (`tls_accept` gate).
+TLS_HANDSHAKE_TIMEOUT = 10.0
+#: A phone connection that has carried a message is closed after this long with no byte either
+#: way (not even a keep-alive): a phone on TCP/TLS pings every 25-120 s (RFC 5626 §4.4.1) or
+#: re-registers within its expiry (3,600 s is the common default and what PBXs grant at most);
+#: a connection silent longer is gone at the far end (NAT binding lost, phone unplugged).
+IDLE_TIMEOUT = 3660.0
+#: Backend connections (ours to a PBX, a PBX's to us) idle this long are closed: the next message
+#: opens a new one (a PBX reaches us on the listener our Record-Route/Path names).
+BACKEND_IDLE_TIMEOUT = 300.0
 #: CRLF keep-alives on a connection (RFC 5626 §4.4.1): answered at most once per
 #: KEEPALIVE_INTERVAL (clients ping every 25-120 s; extra pings are absorbed, counted), and a
 #: connection sending more than KEEPALIVE_MAX within KEEPALIVE_WINDOW is flooding and is closed
@@ -108,7 +120,7 @@ class _Stream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.flow: Flow | None = None
         self.queued: list[bytes] = []
-        self.opened = _monotonic()
+        self.opened = self.last = _monotonic()  # `last`: the last byte either way (idle timeouts)
         self.spoke = False  # has sent a whole SIP message (a keepalive alone does not count)
         self.counted = False  # holds a place in `SipService.per_address`
         self.pings = 0  # keep-alives in the window that started at `pings_since`
@@ -121,12 +133,12 @@ class _Stream(asyncio.Protocol):
             self.svc.dropped("refused_sources", "src=%s:%s transport=%s", ip, port, self.tname)
             transport.close()
             return
-        if self.side == "p" and not self.svc.admit(ip):
-            self.svc.dropped("connections_refused", "src=%s:%s transport=%s (over %d from this address or %d in all)",
-                             ip, port, self.tname, MAX_CONNECTIONS_PER_ADDRESS, self.svc.max_connections)
-            transport.close()
-            return
-        self.counted = self.side == "p"
+        if self.side == "p" and self.tname != "tls":  # TLS: counted by the listener's gate, at accept
+            if not self.svc.admit(ip):
+                self.svc.refused_connection(ip, port, self.tname)
+                transport.close()
+                return
+            self.counted = True
         key = self.pool_key  # set on connections we open to a PBX
         if key is not None and self.tname == "tls" and not self.svc.pbx_certificate_ok(key, transport):
             self.svc.rest(key, self)  # nothing goes to a PBX that is not the one configured
@@ -146,6 +158,7 @@ class _Stream(asyncio.Protocol):
                 self.svc.dropped("backend_queue_drops", "target=%s queued=%d (the connection is not made yet)",
                                  ":".join(map(str, self.pool_key or ())), QUEUE_MAX)
         else:
+            self.last = _monotonic()
             self.transport.write(data)
 
     def close(self) -> None:
@@ -154,6 +167,7 @@ class _Stream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.flow is not None and self.transport is not None
+        self.last = _monotonic()
         try:
             messages = self.framer.feed(data)
         except SipError as exc:
@@ -261,7 +275,7 @@ class SipService(Service):
             else:
                 self.server = await create_tls_server(
                     lambda: _Stream(self, "p", "tls"), view.bind, view.tls_port, self.ctx.certs.server_context(),
-                    service="sip")
+                    service="sip", handshake_timeout=TLS_HANDSHAKE_TIMEOUT, gate=_TlsGate(self))
             _big_buffer(self.back_udp)
             back_port = self.back_udp.get_extra_info("sockname")[1]
             try:
@@ -448,6 +462,10 @@ class SipService(Service):
         self.phone_connections += 1
         return True
 
+    def refused_connection(self, ip: str, port: object, transport: str) -> None:
+        self.dropped("connections_refused", "src=%s:%s transport=%s (over %d from this address or %d in all)",
+                     ip, port, transport, MAX_CONNECTIONS_PER_ADDRESS, self.max_connections)
+
     def release(self, ip: str) -> None:
         n = self.per_address.get(ip, 0) - 1
         if n > 0:
@@ -537,16 +555,25 @@ class SipService(Service):
             self.reasons.flush(now)
             if self.relay is not None:
                 self._release(self.relay.expire(now))
-            self.close_silent(now)
+            self.close_idle(now)
 
-    def close_silent(self, now: float) -> None:
-        """Close phone connections that sent no whole message within FIRST_MESSAGE_TIMEOUT."""
-        for conn in list(self.conns.values()):
+    def close_idle(self, now: float) -> None:
+        """Close phone connections that sent no whole message within FIRST_MESSAGE_TIMEOUT, phone
+        connections idle for IDLE_TIMEOUT and backend ones idle for BACKEND_IDLE_TIMEOUT."""
+        for conn in list({**self.conns, **{c.conn: c for c in self.out.values()}}.values()):
+            flow = conn.flow
+            where = (flow.ip, flow.port) if flow is not None else ("?", "?")
             if conn.side == "p" and not conn.spoke and now - conn.opened > FIRST_MESSAGE_TIMEOUT:
-                flow = conn.flow
-                self.dropped("silent_connections_closed", "src=%s:%s seconds=%g (no SIP message)",
-                             flow.ip if flow else "?", flow.port if flow else "?", FIRST_MESSAGE_TIMEOUT)
-                conn.close()
+                self.dropped("silent_connections_closed", "src=%s:%s seconds=%g (no SIP message)", *where,
+                             FIRST_MESSAGE_TIMEOUT)
+            elif now - conn.last > (IDLE_TIMEOUT if conn.side == "p" else BACKEND_IDLE_TIMEOUT):
+                self.dropped("idle_connections_closed", "side=%s peer=%s:%s seconds=%g", conn.side, *where,
+                             IDLE_TIMEOUT if conn.side == "p" else BACKEND_IDLE_TIMEOUT)
+                if conn.pool_key is not None and self.out.get(conn.pool_key) is conn:
+                    del self.out[conn.pool_key]  # the next message opens a new one at once
+            else:
+                continue
+            conn.close()
 
     def stats(self) -> dict[str, Any]:
         listeners: list[str] = []
@@ -566,6 +593,23 @@ class SipService(Service):
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
             gauges["locked_out"] = self.relay.auth.locked_out(time.monotonic())
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
+
+
+class _TlsGate:
+    """Phone TLS connections count against the caps from the accept, before the handshake
+    (`proxyd.tls_accept.Gate`): a flood of handshakes that never finish cannot exceed them."""
+
+    def __init__(self, svc: SipService):
+        self.svc = svc
+
+    def admit(self, address: str) -> bool:
+        if self.svc.admit(address):
+            return True
+        self.svc.refused_connection(address, "?", "tls")
+        return False
+
+    def release(self, address: str) -> None:
+        self.svc.release(address)
 
 
 def _limiter(view: SipView) -> RateLimiter | None:

@@ -48,6 +48,8 @@ MAX_TAG = 256  # RFC 4475 longreq, well-formed, carries a 155-byte tag
 MAX_VIA = 64  # RFC 4475 longreq, well-formed, carries 34
 MAX_ROUTE = 16
 MAX_CONTACT = 16
+#: a phone's request carries Record-Route only from proxies in front of it (none, or one or two)
+MAX_RECORD_ROUTE = 16
 #: header lines in one message
 MAX_HEADERS = 128
 #: RFC 3325: phones are no trust domain: identity they assert is removed, in every spelling of
@@ -208,6 +210,11 @@ class Relay:
         self.reasons.note(why, self.now, "event=sip_drop reason=%s src=%s:%s", why, src.ip, src.port)
         return []
 
+    def bad(self, exc: SipError, src: Flow) -> list[Action]:
+        """The answer to a message the stream framer refused (413/513/400; its head parsed into
+        `exc.partial` when it could): logged and counted like any malformed message."""
+        return self._bad(exc, src)
+
     def _bad(self, exc: SipError, src: Flow) -> list[Action]:
         self.counters["malformed"] += 1
         self.reasons.note(f"malformed {exc.status} {exc.reason}", self.now,
@@ -344,6 +351,8 @@ class Relay:
             why = "too_many_route"
         elif msg.contact_idx and _values(msg, msg.contact_idx) > MAX_CONTACT:
             why = "too_many_contact"
+        elif msg.rr_idx >= 0 and _record_routes(msg) > MAX_RECORD_ROUTE:
+            why = "too_many_record_route"
         elif len(tag(msg.from_)) > MAX_TAG or len(tag(msg.to)) > MAX_TAG:
             why = "tag_too_long"
         if why is not None:
@@ -711,6 +720,14 @@ def _values(msg: Sip, idx: list[int]) -> int:
     counts too: an over-count only matters near the limit, far above real traffic)."""
     lines = msg.lines
     return sum(lines[i].count(",") + 1 for i in idx)
+
+
+def _record_routes(msg: Sip) -> int:
+    """How many Record-Route values the message carries (the scanner keeps only the first line's
+    index; the name has no compact form)."""
+    lines = msg.lines
+    return sum(lines[i].count(",") + 1 for i in range(msg.rr_idx, len(lines))
+               if lines[i].partition(":")[0].rstrip(" \t").lower() == "record-route")
 
 
 def _aor(name_addr: str) -> str:

@@ -173,6 +173,10 @@ class _Stream(asyncio.Protocol):
         except SipError as exc:
             self.svc.dropped("framing_errors", "error=%r src=%s:%s (connection closed)", exc.reason, self.flow.ip,
                              self.flow.port)
+            relay = self.svc.relay
+            for action in relay.bad(exc, self.flow) if relay is not None else ():
+                if isinstance(action, Send):
+                    self.transport.write(action.data)  # close() sends it before the FIN
             self.transport.close()
             return
         if not self.spoke and any(m[:1] != b"\r" for m in messages):

@@ -104,6 +104,9 @@ def test_a_full_call_table_answers_503_with_retry_after() -> None:
                               + "\r\n")),
     ("tag_too_long", _req("OPTIONS", to_tag="t" * 300)),
     ("too_many_headers", _req("OPTIONS", extra="".join(f"X-H{i}: {i}\r\n" for i in range(200)))),
+    ("too_many_record_route", _req("OPTIONS", extra="Record-Route: " + ", ".join(
+        f"<sip:h{i}.example.com;lr>" for i in range(10)) + "\r\nrecord-route : " + ", ".join(
+        f"<sip:g{i}.example.com;lr>" for i in range(7)) + "\r\n")),
 ])
 def test_sizes_and_counts_are_answered_400_and_logged(why: str, data: bytes, caplog: pytest.LogCaptureFixture) -> None:
     """main forwarded 1,000 Via headers (56 KB); each limit now answers 400 naming it."""

@@ -18,6 +18,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from time import monotonic as _monotonic
 from typing import Any
 
@@ -85,6 +86,10 @@ class SipView:
     pins: tuple[tuple[tuple[str, int], str], ...] = ()
     #: PBX targets (transport, host, port) of instances that refuse SRTP offers
     rtp_only: frozenset[tuple[str, str, int]] = frozenset()
+    #: addresses the backend side takes datagrams and connections from: each instance's `sip`
+    #: host and its `media_sources` networks; None when a `sip` host is a DNS name (its address
+    #: can change under us: then every source is taken, as before)
+    backend_sources: tuple[str, ...] | None = ()
 
 
 _PASS_THROUGH = PassThroughMedia()
@@ -99,6 +104,10 @@ class _Udp(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         flow = self.flows.get(addr)
         if flow is None:
+            if self.side == "b" and not self.svc.backend_source(addr[0]):
+                self.svc.dropped("backend_foreign_sources", "src=%s:%s transport=udp (no instance's address)",
+                                 addr[0], addr[1])
+                return
             if len(self.flows) >= 4096:
                 self.flows.clear()
             flow = self.flows[addr] = Flow(self.side, "udp", addr[0], addr[1])
@@ -131,6 +140,11 @@ class _Stream(asyncio.Protocol):
         ip, port = transport.get_extra_info("peername")[:2]
         if self.side == "p" and not self.svc.ctx.access.allowed(ip, "sip"):
             self.svc.dropped("refused_sources", "src=%s:%s transport=%s", ip, port, self.tname)
+            transport.close()
+            return
+        if self.side == "b" and self.pool_key is None and not self.svc.backend_source(ip):
+            self.svc.dropped("backend_foreign_sources", "src=%s:%s transport=%s (no instance's address)", ip, port,
+                             self.tname)
             transport.close()
             return
         if self.side == "p" and self.tname != "tls":  # TLS: counted by the listener's gate, at accept
@@ -245,6 +259,7 @@ class SipService(Service):
         self.phone_connections = 0
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.max_connections = max(64, (soft if soft != resource.RLIM_INFINITY else 65536) - CONNECTION_RESERVE)
+        self._backend_nets: tuple[IPv4Network | IPv6Network, ...] | None = ()
         self._media_seen: object = None
         self._media_impl: MediaRelay = _PASS_THROUGH
 
@@ -261,8 +276,13 @@ class SipService(Service):
                      for i in cfg.instances if i.sip is not None and i.sip_tls_fingerprint)
         rtp_only = frozenset((i.sip.transport, i.sip.host, i.sip.port)
                              for i in cfg.instances if i.sip is not None and i.rtp_only)
+        hosts = [i.sip.host for i in cfg.instances if i.sip is not None]
+        sources: tuple[str, ...] | None = tuple(
+            dict.fromkeys([*hosts, *(n for i in cfg.instances if i.sip is not None for n in i.media_sources)]))
+        if not all(_is_ip(h) for h in hosts):
+            sources = None
         return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit,
-                       pins, rtp_only)
+                       pins, rtp_only, sources)
 
     async def start(self, view: SipView) -> None:
         loop = asyncio.get_running_loop()
@@ -294,6 +314,7 @@ class SipService(Service):
             await self.stop(0)
             raise ServiceError(f"sip: cannot bind {view.bind}: {exc} (is another SIP server running?)") from exc
         self.relay = self._make_relay(view)
+        self._backend_nets = _networks(view.backend_sources)
         self.timer = asyncio.create_task(self._tick())
         self.log.info("event=sip_started mode=%s bind=%s scanner=%s", view.mode, view.bind, SCANNER)
         if SCANNER != "c":
@@ -345,6 +366,11 @@ class SipService(Service):
         if old is not None and self.relay is not None and same_sockets:
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
             self.relay.rtp_only = view.rtp_only
+            self._backend_nets = _networks(view.backend_sources)
+            if self.back_udp is not None:
+                proto = self.back_udp.get_protocol()
+                if isinstance(proto, _Udp):
+                    proto.flows.clear()  # a removed instance's address is checked again
             if view.pins != old.pins:  # connections checked against another pin: check again
                 old_pins, new_pins = dict(old.pins), dict(view.pins)
                 for key in {*self.out, *self.down}:
@@ -465,6 +491,11 @@ class SipService(Service):
         self.per_address[ip] = n + 1
         self.phone_connections += 1
         return True
+
+    def backend_source(self, ip: str) -> bool:
+        """Whether the backend side takes a datagram or connection from `ip` (an instance's)."""
+        nets = self._backend_nets
+        return nets is None or any(_in(ip, n) for n in nets)
 
     def refused_connection(self, ip: str, port: object, transport: str) -> None:
         self.dropped("connections_refused", "src=%s:%s transport=%s (over %d from this address or %d in all)",
@@ -614,6 +645,27 @@ class _TlsGate:
 
     def release(self, address: str) -> None:
         self.svc.release(address)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def _networks(sources: tuple[str, ...] | None) -> tuple[IPv4Network | IPv6Network, ...] | None:
+    if sources is None:
+        return None
+    return tuple(ip_network(s.strip("[]"), strict=False) for s in sources)
+
+
+def _in(ip: str, net: IPv4Network | IPv6Network) -> bool:
+    try:
+        return ip_address(ip.partition("%")[0]) in net
+    except ValueError:
+        return False
 
 
 def _limiter(view: SipView) -> RateLimiter | None:

@@ -469,3 +469,52 @@ async def test_an_oversized_message_over_tcp_is_answered_513_before_the_close(
         writer.close()
     finally:
         await svc.stop(1)
+
+
+def _ping_udp(src: str, port: int) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((src, 0))
+        s.settimeout(0.5)
+        s.sendto(b"\r\n\r\n", ("127.0.0.1", port))
+        try:
+            return s.recvfrom(100)[0]
+        except TimeoutError:
+            return b""
+
+
+async def test_the_backend_side_takes_only_the_instances_addresses(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The backend UDP socket and TCP listener answer the PBX (127.0.0.1 here) and nobody else:
+    a datagram or a connection from 127.0.0.2 goes nowhere, logged; a `media_sources` network
+    counts as the instance's."""
+    caplog.set_level(logging.INFO, logger="services.sip")
+    state = StateDir(tmp_path).ensure()
+    svc = SipService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+    cfg = sip_config("udp", 5999)
+    view = SipService.view(parse_config(cfg))
+    assert view is not None and view.backend_sources == ("127.0.0.1",)
+    await svc.start(view)
+    try:
+        assert svc.back_udp is not None
+        udp_port = svc.back_udp.get_extra_info("sockname")[1]
+        tcp_port = svc.back_servers["tcp"].sockets[0].getsockname()[1]
+        for src, answered in (("127.0.0.2", False), ("127.0.0.1", True)):
+            got = await asyncio.to_thread(_ping_udp, src, udp_port)  # blocking: off the service's loop
+            assert got == (b"\r\n" if answered else b"")
+            reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port, local_addr=(src, 0))
+            writer.write(b"\r\n\r\n")
+            try:
+                got = await asyncio.wait_for(reader.read(2), 5)
+            except ConnectionResetError:
+                got = b""
+            assert got == (b"\r\n" if answered else b"")
+            writer.close()
+        assert svc.stats()["counters"]["backend_foreign_sources"] == 2
+        assert any("reason=backend_foreign_sources src=127.0.0.2:" in r.getMessage() for r in caplog.records)
+        cfg["instances"][0]["media_sources"] = ["127.0.0.2/32"]
+        new = SipService.view(parse_config(cfg))
+        assert new is not None
+        await svc.reconfigure(new)
+        assert svc.backend_source("127.0.0.2") and not svc.backend_source("127.0.0.3")
+    finally:
+        await svc.stop(1)

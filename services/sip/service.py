@@ -90,6 +90,8 @@ class SipView:
     #: host and its `media_sources` networks; None when a `sip` host is a DNS name (its address
     #: can change under us: then every source is taken, as before)
     backend_sources: tuple[str, ...] | None = ()
+    #: PBX target (transport, host, port) -> instance name (the call-end log line)
+    instances: tuple[tuple[tuple[str, str, int], str], ...] = ()
 
 
 _PASS_THROUGH = PassThroughMedia()
@@ -282,7 +284,8 @@ class SipService(Service):
         if not all(_is_ip(h) for h in hosts):
             sources = None
         return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit,
-                       pins, rtp_only, sources)
+                       pins, rtp_only, sources,
+                       tuple(((i.sip.transport, i.sip.host, i.sip.port), i.name) for i in cfg.instances if i.sip))
 
     async def start(self, view: SipView) -> None:
         loop = asyncio.get_running_loop()
@@ -334,6 +337,7 @@ class SipService(Service):
                       FlowSigner(self._flow_key()))
         relay.unavailable = self._resting
         relay.rtp_only = view.rtp_only
+        relay.instances = dict(view.instances)
         return relay
 
     def _resting(self, flow: Flow) -> bool:
@@ -366,6 +370,7 @@ class SipService(Service):
         if old is not None and self.relay is not None and same_sockets:
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
             self.relay.rtp_only = view.rtp_only
+            self.relay.instances = dict(view.instances)
             self._backend_nets = _networks(view.backend_sources)
             if self.back_udp is not None:
                 proto = self.back_udp.get_protocol()
@@ -432,6 +437,8 @@ class SipService(Service):
         if relay.released:
             self._release(relay.released)
             relay.released = []
+        if relay.calls.ended:
+            relay.log_call_ends()
 
     def send(self, flow: Flow, data: bytes) -> None:
         if flow.transport == "udp":
@@ -590,6 +597,7 @@ class SipService(Service):
             self.reasons.flush(now)
             if self.relay is not None:
                 self._release(self.relay.expire(now))
+                self.relay.log_call_ends()
             self.close_idle(now)
 
     def close_idle(self, now: float) -> None:

@@ -593,8 +593,8 @@ class Relay:
     def _dialog_request(self, msg: Sip, src: Flow, dest: Flow, now: float, data: bytes) -> list[Action]:
         call_id, method = msg.call_id, msg.method
         if method == "INVITE":  # room was checked before: see `_request`
-            phone, pbx = (src, dest) if src.side == "p" else (dest, src)
-            self.calls.invite(call_id, now, f"{phone.ip}:{phone.port}",
+            caller, pbx = (src, dest) if src.side == "p" else (dest, src)
+            self.calls.invite(call_id, now, f"{caller.ip}:{caller.port}",
                               self.instances.get((pbx.transport, pbx.ip, pbx.port), ""))
         elif method == "BYE":
             self.calls.end(call_id, now)

@@ -54,11 +54,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_filters",
     "axes",
     "manager.proxies",  # last: its post_migrate gives the admin role every permission, so all exist by then
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from the manager itself, in every mode
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -67,6 +70,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
     "manager.proxies.permissions.RequireDeclaredPermission",
+    "manager.proxies.changelog.CurrentUser",
 ]
 # Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins an account, and separately
 # a source address, is locked for the cool-off time; a successful login resets the account's count.
@@ -108,6 +112,11 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_TZ = True
 STATIC_URL = "static/"
+# whitenoise serves the apps' static files straight from their directories (no collectstatic step), with
+# DEBUG on or off, under uvicorn as under the test client
+WHITENOISE_USE_FINDERS = True
+STORAGES = {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 REST_FRAMEWORK = {

@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -545,3 +546,31 @@ class DnsRecord(models.Model):
                     errors[f] = "Required for RFC 2136."
         if errors:
             raise ValidationError(errors)
+
+
+# change log (issue #25 §3: who changed what and when, with the diff) --------------------------
+class ObjectChange(models.Model):
+    """One create, update or delete of a tracked object (manager.proxies.changelog records them).
+
+    `before`/`after` hold the object's fields as text; secret fields only as "(set)", "(empty)" or
+    "(changed)", so the log can be shown to every role that may read it."""
+
+    CREATE, UPDATE, DELETE = "create", "update", "delete"
+    time = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150, blank=True, help_text="kept when the user is deleted; "
+                                                                     "'' = no user (an agent, a command)")
+    action = models.CharField(max_length=6, choices=[(CREATE, "created"), (UPDATE, "changed"), (DELETE, "deleted")])
+    object_type = models.CharField(max_length=40, db_index=True)  # model label: proxies.proxy, auth.user
+    object_id = models.BigIntegerField(db_index=True)
+    object_repr = models.CharField(max_length=200)
+    before = models.JSONField(default=dict)
+    after = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-time", "-pk"]
+
+    def diff(self) -> list[tuple[str, Any, Any]]:
+        """(field, before, after) for every field that differs."""
+        keys = [k for k in {**self.before, **self.after} if self.before.get(k) != self.after.get(k)]
+        return [(k, self.before.get(k), self.after.get(k)) for k in keys]

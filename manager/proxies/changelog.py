@@ -61,6 +61,8 @@ def snapshot(obj: Model) -> dict[str, Any]:
         if f.primary_key or f.attname in deferred:
             continue
         value = getattr(obj, f.attname)
+        if value == "" and f.null:
+            value = None  # what the database stores for it
         if f.name in SECRET:
             out[f.name] = "(set)" if value else "(empty)"
             out[f"_{f.name}"] = _fingerprint(value)

@@ -8,9 +8,34 @@ from manager.proxies.models import Application, Device, Instance, Proxy
 from manager.proxies.roles import ROLE_HELP, ROLES, assign, role_of
 
 
+def _fits(value: object) -> bool:
+    """A primary key the database can compare: a posted 10**20 made SQLite raise OverflowError (a 500)."""
+    return not str(value).isdigit() or int(str(value)) < 2**63
+
+
+class ModelChoiceField(forms.ModelChoiceField):
+    def to_python(self, value):  # type: ignore[no-untyped-def]
+        if value not in self.empty_values and not _fits(value):
+            raise forms.ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
+        return super().to_python(value)
+
+
+class ModelMultipleChoiceField(forms.ModelMultipleChoiceField):
+    def _check_values(self, value):  # type: ignore[no-untyped-def]
+        for v in value or ():
+            if not _fits(v):
+                raise forms.ValidationError(self.error_messages["invalid_pk_value"], code="invalid_pk_value",
+                                            params={"pk": str(v)[:20]})
+        return super()._check_values(value)
+
+
 def _formfield(field: models.Field, **kwargs):  # type: ignore[no-untyped-def]
     if isinstance(field, models.URLField):
         kwargs.setdefault("assume_scheme", "https")  # what Django 6 does; said explicitly now
+    if isinstance(field, models.ManyToManyField):
+        kwargs.setdefault("form_class", ModelMultipleChoiceField)
+    elif isinstance(field, models.ForeignKey):
+        kwargs.setdefault("form_class", ModelChoiceField)
     return field.formfield(**kwargs)
 
 
@@ -50,6 +75,12 @@ class ProxyForm(forms.ModelForm):
             for name in self.KEY_FIELDS:  # disabled: a posted value is ignored, the stored one kept
                 self.fields[name].disabled = True
                 self.fields[name].help_text = "Only an admin can change this."
+
+    def clean_certificate_pem(self) -> str:
+        """PEM as the proxy writes it: browsers post a textarea with CRLF and the field strips the last
+        newline, so every save changed the stored certificate (and the change log said so)."""
+        pem = "\n".join(self.cleaned_data.get("certificate_pem", "").splitlines()).strip()
+        return pem + "\n" if pem else ""
 
     def clean(self):  # type: ignore[no-untyped-def]
         data = super().clean()

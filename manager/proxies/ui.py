@@ -61,6 +61,12 @@ class Listing:
     intro: str = ""
 
 
+def posted(request: HttpRequest) -> Any:
+    """A form's data: the POST even when it is empty (`request.POST or None` showed an empty POST an
+    unbound form, so a submit without fields looked like a fresh page instead of saying what is missing)."""
+    return request.POST if request.method == "POST" else None
+
+
 def list_page(request: HttpRequest, qs: QuerySet[Any], listing: Listing) -> HttpResponse:
     params = request.GET
     q = params.get("q", "").strip()[:MAX_QUERY]
@@ -105,13 +111,13 @@ def list_page(request: HttpRequest, qs: QuerySet[Any], listing: Listing) -> Http
 
 
 def detail_page(request: HttpRequest, title: str, rows: Iterable[tuple[str, Any]], *,
-                actions: Sequence[tuple[str, str]] = (), sections: Sequence[tuple[str, Any]] = (),
-                obj: Model | None = None) -> HttpResponse:
+                actions: Sequence[tuple[str, str]] = (), obj: Model | None = None) -> HttpResponse:
     """A table of label/value rows, links for the actions the user may take, and the object's changes."""
     from manager.proxies.changelog import changes_of
 
     return render(request, "proxies/object_detail.html", {
-        "title": title, "rows": [(label, v if isinstance(v, Cell) else Cell(v)) for label, v in rows], "actions": actions, "sections": sections,
+        "title": title, "actions": actions,
+        "rows": [(label, v if isinstance(v, Cell) else Cell(v)) for label, v in rows],
         "changes": changes_of(obj)[:20] if obj is not None and request.user.has_perm("proxies.view_objectchange")
         else None,
     })

@@ -23,7 +23,7 @@ from manager.proxies.crypto import new_provisioning_key
 from manager.proxies.forms import ApplicationForm, DeviceForm, InstanceForm, ProxyForm
 from manager.proxies.models import Application, Device, Instance, Proxy, Registration
 from manager.proxies.permissions import requires
-from manager.proxies.ui import Cell, Column, Filter, Listing, confirm_page, detail_page, form_page, list_page
+from manager.proxies.ui import Cell, Column, Filter, Listing, confirm_page, detail_page, form_page, list_page, posted
 
 log = logging.getLogger("manager.access")
 
@@ -59,7 +59,7 @@ def proxy_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _proxy_form(request: HttpRequest, proxy: Proxy) -> HttpResponse:
-    form = ProxyForm(request.POST or None, instance=proxy,
+    form = ProxyForm(posted(request), instance=proxy,
                      keys_allowed=request.user.has_perm("proxies.change_proxy_keys"))
     if request.method == "POST" and form.is_valid():
         created = not proxy.pk
@@ -165,7 +165,7 @@ def _application_form(request: HttpRequest, pk: int, app: int | None) -> HttpRes
     """Add or change one application of a proxy (the /api/*-only exposure of one upstream)."""
     proxy = get_object_or_404(Proxy, pk=pk)
     obj = get_object_or_404(Application, pk=app, proxy=proxy) if app else Application(proxy=proxy)
-    form = ApplicationForm(request.POST or None, instance=obj)
+    form = ApplicationForm(posted(request), instance=obj)
     return form_page(request, form, title=f"{proxy.name}: application {obj.name}" if app else
                      f"{proxy.name}: new application",
                      intro="Only paths under the public prefix pass, rewritten onto the upstream URL's path; "
@@ -209,7 +209,8 @@ def registration_detail(request: HttpRequest, pk: int, reg: int) -> HttpResponse
     actions = [("Revoke", reverse("registration-delete", args=[pk, reg]))] \
         if not r.used and request.user.has_perm("proxies.delete_registration") else []
     return detail_page(request, f"Registration #{r.pk} of {r.proxy.name}", [
-        ("Proxy", Cell(r.proxy.name, reverse("proxy-detail", args=[pk]))), ("Created", f"{r.created:%Y-%m-%d %H:%M:%S} UTC"),
+        ("Proxy", Cell(r.proxy.name, reverse("proxy-detail", args=[pk]))),
+        ("Created", f"{r.created:%Y-%m-%d %H:%M:%S} UTC"),
         ("Expires", f"{r.expires:%Y-%m-%d %H:%M:%S} UTC"), ("State", r.state),
         ("Used", f"{r.used:%Y-%m-%d %H:%M:%S} UTC from {r.used_from}" if r.used else "-"),
         ("URL", "shown once when it was made; only its hash is stored"),
@@ -303,7 +304,7 @@ def instance_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _instance_form(request: HttpRequest, inst: Instance) -> HttpResponse:
-    form = InstanceForm(request.POST or None, instance=inst)
+    form = InstanceForm(posted(request), instance=inst)
     return form_page(request, form, title=f"Instance {inst.name}" if inst.pk else "New instance",
                      done=lambda i: reverse("instance-detail", args=[i.pk]),
                      saved=lambda i: f"Instance {i.name} saved; every proxy gets a new revision.",
@@ -344,7 +345,7 @@ def device_list(request: HttpRequest) -> HttpResponse:
 def devices(request: HttpRequest, pk: int) -> HttpResponse:
     """An instance's phones, with the provisioning URL of every proxy for those who may see them; add."""
     inst = get_object_or_404(Instance, pk=pk)
-    form = DeviceForm(request.POST or None, instance=Device(instance=inst))
+    form = DeviceForm(posted(request), instance=Device(instance=inst))
     if request.method == "POST":
         if form.is_valid():
             d = form.save()
@@ -373,7 +374,7 @@ def device_detail(request: HttpRequest, pk: int, device: int) -> HttpResponse:
 @requires("proxies.change_device")
 def device_edit(request: HttpRequest, pk: int, device: int) -> HttpResponse:
     d = get_object_or_404(Device, pk=device, instance_id=pk)
-    return form_page(request, DeviceForm(request.POST or None, instance=d), title=f"Phone {d.mac}",
+    return form_page(request, DeviceForm(posted(request), instance=d), title=f"Phone {d.mac}",
                      done=lambda x: reverse("device-detail", args=[pk, x.pk]), saved=lambda x: f"Phone {x.mac} saved.",
                      cancel=reverse("device-detail", args=[pk, device]))
 

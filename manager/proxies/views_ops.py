@@ -23,7 +23,7 @@ from manager.proxies.forms_ops import BackupForm, DnsRecordForm, RestoreForm
 from manager.proxies.models import DDNS_PROVIDERS, Backup, DnsRecord, ObjectChange, Proxy
 from manager.proxies.permissions import requires
 from manager.proxies.roles import ROLES, role_of
-from manager.proxies.ui import Cell, Column, Filter, Listing, confirm_page, detail_page, form_page, list_page
+from manager.proxies.ui import Cell, Column, Filter, Listing, confirm_page, detail_page, form_page, list_page, posted
 from proxyd.backup import BackupError
 
 
@@ -156,7 +156,7 @@ class StoredRestoreForm(forms.Form):
 def backup_restore_stored(request: HttpRequest, pk: int, backup: int) -> HttpResponse:
     b = get_object_or_404(Backup, pk=backup, proxy_id=pk)
     proxy = b.proxy
-    form = StoredRestoreForm(request.POST or None)
+    form = StoredRestoreForm(posted(request))
 
     def act() -> str:
         try:
@@ -223,7 +223,7 @@ class NewDnsRecordForm(DnsRecordForm):
 def dns_new(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm("proxies.add_dnsrecord"):
         raise PermissionDenied("Your role does not allow adding DNS records.")
-    form = NewDnsRecordForm(request.POST or None, initial={"proxy": request.GET.get("proxy")})
+    form = NewDnsRecordForm(posted(request), initial={"proxy": request.GET.get("proxy")})
     return form_page(request, form, title="New DNS record", save=_save_dns_record, cancel=reverse("dns-list"),
                      done=lambda r: reverse("dns-detail", args=[r.pk]), saved=lambda r: r.saved_text)
 
@@ -231,7 +231,7 @@ def dns_new(request: HttpRequest) -> HttpResponse:
 @requires("proxies.change_dnsrecord")
 def dns_edit_record(request: HttpRequest, pk: int) -> HttpResponse:
     r = get_object_or_404(DnsRecord, pk=pk)
-    form = DnsRecordForm(request.POST or None, instance=r,
+    form = DnsRecordForm(posted(request), instance=r,
                          account_allowed=request.user.has_perm("proxies.change_dns_account"))
     return form_page(request, form, title=f"DNS record {r.name}", save=_save_dns_record,
                      cancel=reverse("dns-detail", args=[pk]), done=lambda x: reverse("dns-detail", args=[x.pk]),
@@ -300,7 +300,7 @@ def user_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _user_form(request: HttpRequest, user) -> HttpResponse:  # type: ignore[no-untyped-def]
-    form = UserForm(request.POST or None, instance=user)
+    form = UserForm(posted(request), instance=user)
     if request.method == "POST" and user.pk == request.user.pk and form.is_valid() and (
             form.cleaned_data["role"] != role_of(user) or not form.cleaned_data["is_active"]):
         form.add_error("role", "You cannot take your own admin role or deactivate yourself; another admin can.")

@@ -137,7 +137,8 @@ def seed() -> Seed:
     from manager.proxies.models import ObjectChange
 
     change = ObjectChange.objects.filter(object_type="proxies.proxy", object_id=p.pk).first()
-    ids = {"user": other.pk, "change": change.pk, "proxy": p.pk, "instance": inst.pk, "application": app.pk, "device": device.pk, "registration": reg.pk,
+    ids = {"user": other.pk, "change": change.pk,
+           "proxy": p.pk, "instance": inst.pk, "application": app.pk, "device": device.pk, "registration": reg.pk,
            "backup": backup.pk, "action": action.pk, "dnsrecord": dns.pk,
            "configrevision": p.active_revision.pk, "heartbeat": p.last_heartbeat.pk}
     return Seed(ids, {"private key": PEM_MARKER, "provisioning key": p.provisioning_key, "DNS token": DNS_TOKEN,

@@ -37,6 +37,8 @@ from proxyd.config import default_of as D  # noqa: N812 - every default below is
 PORT = [MinValueValidator(1), MaxValueValidator(65535)]
 slug = RegexValidator(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$", "lowercase letters, digits, '-' and '_'")
 REGISTRATION_LIFETIME = timedelta(hours=24)
+# a proxy whose agent went silent is Offline after 2.5 heartbeat intervals, and never later than 150 s
+HEARTBEAT_GRACE_FACTOR, HEARTBEAT_GRACE_MAX = 2.5, 150.0
 
 
 class Instance(models.Model):
@@ -157,11 +159,13 @@ class Proxy(models.Model):
     api_key_from = models.GenericIPAddressField(null=True, blank=True, editable=False)
     api_key_hostname = models.CharField(max_length=255, blank=True, editable=False)
     reregistration_allowed = models.BooleanField(default=False, editable=False)
+    # when the agent last said it is stopping (a clean proxyd shutdown); a later heartbeat outweighs it
+    agent_stopped = models.DateTimeField(null=True, blank=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)
 
     # written only by registration and the admin's re-registration action, never by a settings save
     AGENT_FIELDS = ("api_key_hash", "api_key_prefix", "api_key_issued", "api_key_from", "api_key_hostname",
-                    "reregistration_allowed")
+                    "reregistration_allowed", "agent_stopped")
 
     class Meta:
         ordering = ["name"]
@@ -246,13 +250,17 @@ class Proxy(models.Model):
         return self.heartbeats.order_by("-received").first()
 
     def status(self) -> tuple[str, str]:
-        """(Online | Degraded | Offline | Never connected, reason)."""
+        """(Online | Degraded | Offline | Disabled | Never connected, reason)."""
+        if not self.enabled:
+            return "Disabled", "switched off in the manager: the proxy serves nothing"
         hb = self.last_heartbeat
         if hb is None:
             return "Never connected", ""
+        if self.agent_stopped is not None and self.agent_stopped >= hb.received:
+            return "Offline", f"proxyd stopped at {self.agent_stopped:%Y-%m-%d %H:%M:%S} UTC"
         age = (timezone.now() - hb.received).total_seconds()
-        if age > 2.5 * hb.interval:
-            return "Offline", f"last heartbeat {int(age)} s ago"
+        if age > min(HEARTBEAT_GRACE_FACTOR * hb.interval, HEARTBEAT_GRACE_MAX):
+            return "Offline", f"no heartbeat for {int(age)} s"
         active = self.active_revision
         if hb.last_error:
             return "Degraded", hb.last_error

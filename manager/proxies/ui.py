@@ -59,6 +59,7 @@ class Listing:
     filters: Sequence[Filter] = ()
     actions: list[tuple[str, str]] = field(default_factory=list)  # (label, url) above the table
     intro: str = ""
+    live: bool = False  # poll the rows every few seconds (status columns)
 
 
 def posted(request: HttpRequest) -> Any:
@@ -104,7 +105,7 @@ def list_page(request: HttpRequest, qs: QuerySet[Any], listing: Listing) -> Http
                      active.get(f.name) == value) for value, label in f.choices]) for f in listing.filters]
     return render(request, "proxies/object_list.html", {
         "listing": listing, "headers": headers, "rows": [listing.row(o) for o in page], "page": page,
-        "q": q, "filters": filters, "kept": kept,
+        "q": q, "filters": filters, "kept": kept, "self_url": url(page=page.number if page.number > 1 else None),
         "prev_url": url(page=page.previous_page_number()) if page.has_previous() else "",
         "next_url": url(page=page.next_page_number()) if page.has_next() else "",
     })

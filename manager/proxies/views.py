@@ -45,6 +45,7 @@ def proxy_list(request: HttpRequest) -> HttpResponse:
                                Filter("web_mode", "Web", "web_mode", WEB_MODES)])
     if request.user.has_perm("proxies.add_proxy"):
         listing.actions.append(("Add proxy", reverse("proxy-new")))
+    listing.live = True  # the rows are polled (htmx) so status changes show without a reload
     return list_page(request, Proxy.objects.all(), listing)
 
 
@@ -77,14 +78,27 @@ def proxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     from manager.proxies.changelog import changes_of
 
     proxy = get_object_or_404(Proxy, pk=pk)
-    status, reason = proxy.status()
     new_url = request.session.pop("new_registration_url", None)
     return render(request, "proxies/proxy_detail.html", {
-        "proxy": proxy, "status": status, "reason": reason, "new_url": new_url, "sip_label": labels.sip(proxy),
+        **_status_context(proxy), "new_url": new_url, "sip_label": labels.sip(proxy),
         "registrations": proxy.registrations.all()[:20], "heartbeats": proxy.heartbeats.all()[:10],
         "active": proxy.active_revision, "last_heartbeat": proxy.last_heartbeat,
         "changes": changes_of(proxy)[:20] if request.user.has_perm("proxies.view_objectchange") else None,
     })
+
+
+@requires("proxies.view_proxy")
+def proxy_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """The proxy page's live status (htmx polls it): state, reason, last seen, applied vs latest revision."""
+    proxy = get_object_or_404(Proxy, pk=pk)
+    return render(request, "proxies/_status.html", _status_context(proxy))
+
+
+def _status_context(proxy: Proxy) -> dict[str, object]:
+    status, reason = proxy.status()
+    hb, active = proxy.last_heartbeat, proxy.active_revision
+    return {"proxy": proxy, "status": status, "reason": reason, "last_heartbeat": hb,
+            "applied": hb.applied_revision if hb else None, "active": active}
 
 
 @requires("proxies.delete_proxy")

@@ -146,9 +146,8 @@ def test_labels_say_what_is_real(admin_client) -> None:  # type: ignore[no-untyp
 def test_the_change_log_records_who_changed_what_with_the_diff(admin_client) -> None:  # type: ignore[no-untyped-def]
     from manager.proxies.forms import ProxyForm
     from manager.proxies.models import ObjectChange
-    from tests.manager.test_forms_hostile import _baseline
-
     from proxyd.tls import make_self_signed
+    from tests.manager.test_forms_hostile import _baseline
 
     p = _proxy()
     p.certificate_pem, p.key_pem = make_self_signed("edge.example.com", [])

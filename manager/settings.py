@@ -124,8 +124,15 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["manager.proxies.permissions.Nobody"],  # each view names its own
     "UNAUTHENTICATED_USER": None,
+    "SEARCH_PARAM": "q",  # as the UI's lists and NetBox's API
 }
-SPECTACULAR_SETTINGS = {"TITLE": "pforte manager API", "VERSION": "1"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "pforte manager API", "VERSION": "1",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "manager.proxies.api_schema.add_agent_config"],
+    # Swagger UI and ReDoc from the sidecar package, served by the manager itself: no CDN
+    "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR",
+}
 # Keep the loggers that exist when Django starts (uvicorn's access and error logs, and in tests the
 # proxy's own): dictConfig's default would silence every one of them.
 LOGGING = {"version": 1, "disable_existing_loggers": False,

@@ -3,15 +3,23 @@ tests/manager/test_permissions.py walks this list with every role."""
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from manager.proxies import admin_api, api, views, views_ops
+from manager.proxies import admin_api, api, api_objects, views, views_ops
 from manager.proxies.permissions import PUBLIC
 
 
 class SchemaView(SpectacularAPIView):
     required_permission = PUBLIC  # the API's description, no data
+
+
+class SwaggerView(SpectacularSwaggerView):
+    required_permission = PUBLIC  # the API's description, no data
+
+
+class RedocView(SpectacularRedocView):
+    required_permission = PUBLIC
 
 
 class LoginView(auth_views.LoginView):
@@ -83,7 +91,10 @@ urlpatterns = [
     path("api/v1/proxies/<int:pk>/backups/", admin_api.proxy_backups, name="api-backups"),
     path("api/v1/proxies/<int:pk>/backups/<int:backup>/", admin_api.backup_download, name="api-backup-download"),
     path("api/v1/proxies/<int:pk>/restore/", admin_api.proxy_restore, name="api-restore"),
+    path("api/v1/objects/", include(api_objects.urls())),
     path("api/schema/", SchemaView.as_view(), name="api-schema"),
+    path("api/docs/", SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/redoc/", RedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

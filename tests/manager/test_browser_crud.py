@@ -1,6 +1,6 @@
 """The UI's object pages in a real browser (Debian chromium driven by Playwright) against a served
 manager: create -> edit -> delete behind its confirmation page, a duplicate MAC shown as a form
-error, the change log entry of an edit, live status switching without a reload."""
+error, the change log entry of an edit, live status switching without a reload, Swagger UI loading."""
 
 from __future__ import annotations
 
@@ -99,4 +99,9 @@ def test_create_edit_delete_duplicate_mac_change_log_and_live_status(manager_url
         page.wait_for_selector("#object-list >> td.status.Offline")
         Heartbeat.objects.create(proxy=p, source="127.0.0.1", applied_revision=p.active_revision.number)
         page.wait_for_selector("#object-list >> td.status.Online", timeout=5000)  # the list polls too
+
+        # Swagger UI loads (its assets from the manager itself) and shows the API
+        page.goto(f"{manager_url}/api/docs/")
+        page.wait_for_selector(".swagger-ui .info >> text=pforte manager API")
+        page.wait_for_selector("text=/api/v1/objects/proxies/")
         browser.close()

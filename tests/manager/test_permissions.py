@@ -80,6 +80,16 @@ REQUIRED: dict[str, Any] = {
     "api-backup-download": {"GET": "proxies.view_backup"},
     "api-restore": {"POST": "proxies.restore_backup"},
     "api-schema": PUBLIC,
+    "api-docs": PUBLIC,
+    "api-redoc": PUBLIC,
+    **{f"api-{name}-{kind}": {m: f"{app}.{verb}_{model}" for m, verb in
+                              (("GET", "view"), ("POST", "add"), ("PUT", "change"), ("PATCH", "change"),
+                               ("DELETE", "delete"))}
+       for name, app, model in (("proxies", "proxies", "proxy"), ("instances", "proxies", "instance"),
+                                ("applications", "proxies", "application"), ("devices", "proxies", "device"),
+                                ("registrations", "proxies", "registration"), ("backups", "proxies", "backup"),
+                                ("dns-records", "proxies", "dnsrecord"), ("users", "auth", "user"))
+       for kind in ("list", "detail")},
     "login": PUBLIC,
     "logout": PUBLIC,
     "admin:login": PUBLIC,
@@ -202,8 +212,11 @@ def url_of(p: Pattern, seed: Seed) -> str:
     return reverse(p.name, kwargs=values)
 
 
-PK_OF = [("instances/", "instance"), ("api/v1/proxy/actions/", "action"), ("dns/", "dnsrecord"), ("users/", "user"),
-         ("changes/", "change")]
+PK_OF = [("api/v1/objects/instances/", "instance"), ("api/v1/objects/applications/", "application"),
+         ("api/v1/objects/devices/", "device"), ("api/v1/objects/registrations/", "registration"),
+         ("api/v1/objects/backups/", "backup"), ("api/v1/objects/dns-records/", "dnsrecord"),
+         ("api/v1/objects/users/", "user"), ("instances/", "instance"), ("api/v1/proxy/actions/", "action"),
+         ("dns/", "dnsrecord"), ("users/", "user"), ("changes/", "change")]
 
 
 def all_patterns() -> list[Pattern]:

@@ -54,11 +54,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_filters",
     "axes",
     "manager.proxies",  # last: its post_migrate gives the admin role every permission, so all exist by then
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from the manager itself, in every mode
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -67,6 +70,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
     "manager.proxies.permissions.RequireDeclaredPermission",
+    "manager.proxies.changelog.CurrentUser",
 ]
 # Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins an account, and separately
 # a source address, is locked for the cool-off time; a successful login resets the account's count.
@@ -108,6 +112,11 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_TZ = True
 STATIC_URL = "static/"
+# whitenoise serves the apps' static files straight from their directories (no collectstatic step), with
+# DEBUG on or off, under uvicorn as under the test client
+WHITENOISE_USE_FINDERS = True
+STORAGES = {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 REST_FRAMEWORK = {
@@ -115,8 +124,15 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["manager.proxies.permissions.Nobody"],  # each view names its own
     "UNAUTHENTICATED_USER": None,
+    "SEARCH_PARAM": "q",  # as the UI's lists and NetBox's API
 }
-SPECTACULAR_SETTINGS = {"TITLE": "pforte manager API", "VERSION": "1"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "pforte manager API", "VERSION": "1",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "manager.proxies.api_schema.add_agent_config"],
+    # Swagger UI and ReDoc from the sidecar package, served by the manager itself: no CDN
+    "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR",
+}
 # Keep the loggers that exist when Django starts (uvicorn's access and error logs, and in tests the
 # proxy's own): dictConfig's default would silence every one of them.
 LOGGING = {"version": 1, "disable_existing_loggers": False,

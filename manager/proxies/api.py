@@ -310,6 +310,26 @@ def heartbeat(request: Request) -> Response:
                      "actions": actions})
 
 
+class GoodbyeOut(serializers.Serializer):
+    stopped = serializers.DateTimeField()
+
+
+@extend_schema(request=None, responses={200: GoodbyeOut})
+@api_view(["POST"])
+@permission_classes([AgentKey])
+@serialized_writes
+def goodbye(request: Request) -> Response:
+    """The agent is stopping cleanly (proxyd shut down): the proxy shows Offline now, not after the
+    heartbeat grace. Its next heartbeat makes it Online again."""
+    proxy = authenticate(request._request)
+    if proxy is None:
+        return Response({"detail": "invalid or revoked API key"}, status=401)
+    now = timezone.now()
+    Proxy.objects.filter(pk=proxy.pk).update(agent_stopped=now)  # no settings save: no new revision
+    log.info("proxy %s: agent stopping", proxy.name)
+    return Response({"stopped": now})
+
+
 def _own_action(request: Request, pk: int, kind: str | None) -> ProxyAction | Response:
     """The calling proxy's open action `pk` (of this kind), or the answer saying why there is none."""
     proxy = authenticate(request._request)

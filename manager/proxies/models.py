@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -36,6 +37,8 @@ from proxyd.config import default_of as D  # noqa: N812 - every default below is
 PORT = [MinValueValidator(1), MaxValueValidator(65535)]
 slug = RegexValidator(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$", "lowercase letters, digits, '-' and '_'")
 REGISTRATION_LIFETIME = timedelta(hours=24)
+# a proxy whose agent went silent is Offline after 2.5 heartbeat intervals, and never later than 150 s
+HEARTBEAT_GRACE_FACTOR, HEARTBEAT_GRACE_MAX = 2.5, 150.0
 
 
 class Instance(models.Model):
@@ -156,11 +159,13 @@ class Proxy(models.Model):
     api_key_from = models.GenericIPAddressField(null=True, blank=True, editable=False)
     api_key_hostname = models.CharField(max_length=255, blank=True, editable=False)
     reregistration_allowed = models.BooleanField(default=False, editable=False)
+    # when the agent last said it is stopping (a clean proxyd shutdown); a later heartbeat outweighs it
+    agent_stopped = models.DateTimeField(null=True, blank=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)
 
     # written only by registration and the admin's re-registration action, never by a settings save
     AGENT_FIELDS = ("api_key_hash", "api_key_prefix", "api_key_issued", "api_key_from", "api_key_hostname",
-                    "reregistration_allowed")
+                    "reregistration_allowed", "agent_stopped")
 
     class Meta:
         ordering = ["name"]
@@ -245,13 +250,17 @@ class Proxy(models.Model):
         return self.heartbeats.order_by("-received").first()
 
     def status(self) -> tuple[str, str]:
-        """(Online | Degraded | Offline | Never connected, reason)."""
+        """(Online | Degraded | Offline | Disabled | Never connected, reason)."""
+        if not self.enabled:
+            return "Disabled", "switched off in the manager: the proxy serves nothing"
         hb = self.last_heartbeat
         if hb is None:
             return "Never connected", ""
+        if self.agent_stopped is not None and self.agent_stopped >= hb.received:
+            return "Offline", f"proxyd stopped at {self.agent_stopped:%Y-%m-%d %H:%M:%S} UTC"
         age = (timezone.now() - hb.received).total_seconds()
-        if age > 2.5 * hb.interval:
-            return "Offline", f"last heartbeat {int(age)} s ago"
+        if age > min(HEARTBEAT_GRACE_FACTOR * hb.interval, HEARTBEAT_GRACE_MAX):
+            return "Offline", f"no heartbeat for {int(age)} s"
         active = self.active_revision
         if hb.last_error:
             return "Degraded", hb.last_error
@@ -545,3 +554,31 @@ class DnsRecord(models.Model):
                     errors[f] = "Required for RFC 2136."
         if errors:
             raise ValidationError(errors)
+
+
+# change log (issue #25 §3: who changed what and when, with the diff) --------------------------
+class ObjectChange(models.Model):
+    """One create, update or delete of a tracked object (manager.proxies.changelog records them).
+
+    `before`/`after` hold the object's fields as text; secret fields only as "(set)", "(empty)" or
+    "(changed)", so the log can be shown to every role that may read it."""
+
+    CREATE, UPDATE, DELETE = "create", "update", "delete"
+    time = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150, blank=True, help_text="kept when the user is deleted; "
+                                                                     "'' = no user (an agent, a command)")
+    action = models.CharField(max_length=6, choices=[(CREATE, "created"), (UPDATE, "changed"), (DELETE, "deleted")])
+    object_type = models.CharField(max_length=40, db_index=True)  # model label: proxies.proxy, auth.user
+    object_id = models.BigIntegerField(db_index=True)
+    object_repr = models.CharField(max_length=200)
+    before = models.JSONField(default=dict)
+    after = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-time", "-pk"]
+
+    def diff(self) -> list[tuple[str, Any, Any]]:
+        """(field, before, after) for every field that differs."""
+        keys = [k for k in {**self.before, **self.after} if self.before.get(k) != self.after.get(k)]
+        return [(k, self.before.get(k), self.after.get(k)) for k in keys]

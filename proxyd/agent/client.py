@@ -24,6 +24,9 @@ TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 CONNECT_TIMEOUT = 10.0
 
 
+GOODBYE_TIMEOUT = 2.0  # a shutdown waits no longer than this for a manager that does not answer
+
+
 class ManagerError(Exception):
     """The manager could not be reached or answered something unusable (retry later)."""
 
@@ -164,6 +167,10 @@ class ManagerClient:
     async def heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
         resp = await self._request("POST", "/api/v1/proxy/heartbeat", json=body)
         return _json_object(resp, "heartbeat")
+
+    async def goodbye(self) -> None:
+        """Tell the manager this agent is stopping, so it shows the proxy Offline at once."""
+        await self._request("POST", "/api/v1/proxy/goodbye", timeout=httpx.Timeout(GOODBYE_TIMEOUT))
 
     async def upload_backup(self, action: int, files: dict[str, str]) -> None:
         resp = await self._request("POST", f"/api/v1/proxy/actions/{action}/backup", json={"files": files})

@@ -133,6 +133,11 @@ class Agent:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            if not self.revoked.is_set():
+                try:
+                    await self.client.goodbye()
+                except (ManagerError, Unauthorized) as exc:
+                    log.info("event=goodbye_failed detail=%r", str(exc))
             await self.client.close()
 
     def _etag(self) -> str | None:

@@ -98,6 +98,8 @@ AXES_VERBOSE = False
 # Sessions end 12 h after login (PFORTE_SESSION_HOURS), and with the browser when PFORTE_SESSION_BROWSER=1.
 SESSION_COOKIE_AGE = int(float(os.environ.get("PFORTE_SESSION_HOURS", "12")) * 3600)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = os.environ.get("PFORTE_SESSION_BROWSER") == "1"
+# Config revisions kept per proxy (the newest is the one served; older ones are history).
+PFORTE_REVISIONS_KEEP = max(1, int(os.environ.get("PFORTE_REVISIONS_KEEP", "20")))
 ROOT_URLCONF = "manager.urls"
 TEMPLATES = [{
     "BACKEND": "django.template.backends.django.DjangoTemplates",

@@ -43,7 +43,8 @@ def test_data_dir_and_sqlite_file_are_owner_only(tmp_path: Path) -> None:
 
 def test_ssl_header_comes_from_configuration(tmp_path: Path) -> None:
     code = "import django; django.setup(); from django.conf import settings as s; print(s.SECURE_PROXY_SSL_HEADER)"
-    env = {"PATH": os.environ["PATH"], "PFORTE_MANAGER_DATA": str(tmp_path), "DJANGO_SETTINGS_MODULE": "manager.settings"}
+    env = {"PATH": os.environ["PATH"], "PFORTE_MANAGER_DATA": str(tmp_path),
+           "DJANGO_SETTINGS_MODULE": "manager.settings"}
     run = [sys.executable, "-c", code]
     assert subprocess.run(run, env=env, capture_output=True, text=True).stdout.strip() == "None"
     out = subprocess.run(run, env={**env, "PFORTE_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"},

@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "manager.proxies",  # last: its post_migrate gives the admin role every permission, so all exist by then
 ]
 MIDDLEWARE = [
+    "manager.observe.request_metrics",  # first: its duration covers every other middleware
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -6,6 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
+from manager import observe
 from manager.proxies import admin_api, api, views, views_ops
 from manager.proxies.permissions import PUBLIC
 
@@ -56,5 +57,8 @@ urlpatterns = [
     path("api/schema/", SchemaView.as_view(), name="api-schema"),
     path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
+    path("healthz", observe.healthz, name="healthz"),
+    path("readyz", observe.readyz, name="readyz"),
+    path("metrics", observe.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

@@ -143,9 +143,13 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {"TITLE": "pforte manager API", "VERSION": "1"}
 # Keep the loggers that exist when Django starts (uvicorn's access and error logs, and in tests the
-# proxy's own): dictConfig's default would silence every one of them.
+# proxy's own): dictConfig's default would silence every one of them. Django's (django.request
+# errors) and uvicorn's (access lines) reach the root handler: one format for all, text or JSON
+# (PFORTE_LOG_FORMAT, or `serve --log-format`), with journald priorities under systemd.
 LOGGING = {"version": 1, "disable_existing_loggers": False,
-           "handlers": {"console": {"class": "logging.StreamHandler"}},
-           "root": {"handlers": ["console"], "level": "INFO"},
+           "formatters": {"pforte": {"()": "proxyd.logs.stream_formatter",
+                                     "fmt": os.environ.get("PFORTE_LOG_FORMAT", "text")}},
+           "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "pforte"}},
+           "root": {"handlers": ["console"], "level": os.environ.get("PFORTE_LOG_LEVEL", "INFO")},
            # axes logs every login at INFO; its lockouts are WARNING
            "loggers": {"axes": {"level": "WARNING"}}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -17,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
         ap = argparse.ArgumentParser(prog="pforte-manager serve")
         ap.add_argument("--host", default="127.0.0.1")
         ap.add_argument("--port", type=int, default=8000)
+        ap.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("PFORTE_LOG_FORMAT", "text"))
         args = ap.parse_args(argv[1:])
+        os.environ["PFORTE_LOG_FORMAT"] = args.log_format
         host = f"[{args.host}]" if ":" in args.host else args.host
         # without a configured public URL the manager is where it listens (right on loopback, as `make run`)
         if "PFORTE_PUBLIC_URL" not in os.environ:
@@ -27,13 +30,24 @@ def main(argv: list[str] | None = None) -> int:
                       "proxies and browsers use (registration URLs are built from it; other Host names are "
                       "refused)", file=sys.stderr)
         # long-polls are async views: one process serves many waiting proxies
+        # log_config=None: uvicorn's loggers get no handlers of their own and propagate to the root
+        # handler Django's LOGGING sets up, so access lines share the manager's format
+        logging.basicConfig(level=logging.INFO, handlers=[_stderr_handler(args.log_format)])
         uvicorn.run("manager.asgi:application", host=args.host, port=args.port, log_level="info",
-                    proxy_headers=False, lifespan="off")
+                    proxy_headers=False, lifespan="off", log_config=None)
         return 0
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(["pforte-manager", *argv])
     return 0
+
+
+def _stderr_handler(fmt: str) -> logging.Handler:
+    from proxyd.logs import stream_formatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(stream_formatter(fmt))
+    return handler
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from manager import observe
 from manager.proxies import admin_api, api, api_objects, views, views_ops
 from manager.proxies.permissions import PUBLIC
 
@@ -97,5 +98,8 @@ urlpatterns = [
     path("api/docs/redoc/", RedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
+    path("healthz", observe.healthz, name="healthz"),
+    path("readyz", observe.readyz, name="readyz"),
+    path("metrics", observe.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

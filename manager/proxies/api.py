@@ -247,7 +247,7 @@ async def config(request: HttpRequest) -> HttpResponse:
     if str(rev.number) == etag:
         resp = HttpResponse(status=304)
     else:
-        resp = HttpResponse(rev.config_json, content_type="application/json")
+        resp = HttpResponse(rev.served_json(), content_type="application/json")
     resp["ETag"] = f'"{rev.number}"'
     # read after the revision: restored files are committed with (before) the settings they belong to
     pending = await sync_to_async(_pending_actions, thread_sensitive=False)(proxy_id, True)

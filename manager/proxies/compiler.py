@@ -7,10 +7,10 @@ when the compiled config differs from the active one.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps as registry
+from django.conf import settings
 from django.db import transaction
 
 from manager.proxies.crypto import new_provisioning_key
@@ -118,10 +118,16 @@ def publish(proxy: Proxy) -> int | None:
         except ConfigError:
             return None  # an invalid combination (e.g. instance edit) keeps the last good revision
         if active is not None:
-            old = json.loads(active.config_json)
+            old = active.full_config()
             old["revision"] = number
             if old == cfg.to_dict():
                 return None
-        proxy.revisions.create(number=number, config_json=cfg.to_json(indent=None))
+        # secrets go into the revision encrypted (ConfigRevision.fields_for), never as plaintext JSON
+        proxy.revisions.create(number=number, **proxy.revisions.model.fields_for(cfg.to_dict()))
+        # older revisions are kept for the change history only up to a bound
+        keep = settings.PFORTE_REVISIONS_KEEP
+        stale = list(proxy.revisions.order_by("-number").values_list("pk", flat=True)[keep:])
+        if stale:
+            proxy.revisions.filter(pk__in=stale).delete()
     changed(proxy.pk, number)
     return number

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 from manager.proxies import notify
 from manager.proxies.api import MAX_WAIT, authenticate_cached
+from manager.proxies.permissions import key_transport_ok
 
 CONFIG_PATH = "/api/v1/proxy/config"
 
@@ -36,6 +37,9 @@ async def park(scope: dict[str, Any]) -> tuple[bool, int] | None:
         return None
     if not wait > 0:
         return None
+    client = scope.get("client") or (None,)
+    if not key_transport_ok(scope.get("scheme") == "https", client[0]):
+        return None  # Django refuses it (or trusts a TLS-terminating proxy's header: SECURE_PROXY_SSL_HEADER)
     proxy_id = authenticate_cached(_header(scope, b"authorization"))
     if proxy_id is None:
         return None

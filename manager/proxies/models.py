@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -353,17 +354,57 @@ class Registration(models.Model):
         return "expired" if self.expires <= timezone.now() else "valid"
 
 
+#: the config paths that hold secrets: a revision stores them encrypted in `secrets_enc`, never in `config_json`
+REVISION_SECRETS = (("tls", "key_pem"), ("services", "provisioning", "key"))
+
+
+def split_secrets(cfg: dict) -> tuple[dict, dict[str, str]]:
+    """(config with every secret set to None, {"tls.key_pem": value, ...} for the ones present)."""
+    out = json.loads(json.dumps(cfg))
+    found: dict[str, str] = {}
+    for path in REVISION_SECRETS:
+        node = out
+        for key in path[:-1]:
+            node = node.get(key) or {}
+        if node.get(path[-1]):
+            found[".".join(path)] = node[path[-1]]
+            node[path[-1]] = None
+    return out, found
+
+
 class ConfigRevision(models.Model):
-    """A compiled ProxyConfig; the newest per proxy is the active one."""
+    """A compiled ProxyConfig; the newest per proxy is the active one. `config_json` has its secrets
+    taken out (None); they are kept encrypted in `secrets_enc` and put back when the config is served."""
 
     proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="revisions")
     number = models.PositiveIntegerField()
     config_json = models.TextField()
+    secrets_enc = models.TextField(blank=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         unique_together = [("proxy", "number")]
         ordering = ["-number"]
+
+    @classmethod
+    def fields_for(cls, cfg: dict) -> dict[str, str]:
+        public, found = split_secrets(cfg)
+        return {"config_json": json.dumps(public, separators=(",", ":")),
+                "secrets_enc": encrypt(json.dumps(found)) if found else ""}
+
+    def full_config(self) -> dict:
+        """The config as the proxy gets it, secrets included."""
+        cfg = json.loads(self.config_json)
+        for dotted, value in (json.loads(decrypt(self.secrets_enc)) if self.secrets_enc else {}).items():
+            *parents, leaf = dotted.split(".")
+            node = cfg
+            for key in parents:
+                node = node[key]
+            node[leaf] = value
+        return cfg
+
+    def served_json(self) -> str:
+        return json.dumps(self.full_config(), separators=(",", ":"))
 
 
 class Heartbeat(models.Model):

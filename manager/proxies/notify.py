@@ -34,6 +34,12 @@ def changed(proxy_id: int, revision: int) -> None:
         loop.call_soon_threadsafe(_wake, fut)
 
 
+def waiting() -> int:
+    """Long-polls parked in this process right now (for /metrics)."""
+    with _lock:
+        return sum(len(w) for w in _waiters.values())
+
+
 def known(proxy_id: int) -> int | None:
     with _lock:
         return _latest.get(proxy_id)

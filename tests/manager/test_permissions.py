@@ -94,6 +94,11 @@ REQUIRED: dict[str, Any] = {
     "logout": PUBLIC,
     "admin:login": PUBLIC,
     "admin:logout": PUBLIC,
+    # health for load balancers and systemd: no data; metrics: counts only, loopback or token
+    # (manager/observe.py; checked in tests/manager/test_observe.py)
+    "healthz": PUBLIC,
+    "readyz": PUBLIC,
+    "metrics": PUBLIC,
 }
 # Every other pattern of the admin site is the admin site's: admins only (manager/proxies/admin.py).
 ADMIN_NAMESPACE = "admin"
@@ -339,7 +344,9 @@ def test_the_walk_sees_secrets_where_the_admin_may(seed: Seed) -> None:
     assert BACKUP_MARKER in admin.get(f"/proxies/{pid}/backups/{seed.ids['backup']}/download/").content
     assert seed.provisioning_url in admin.get(f"/instances/{iid}/devices.csv").content.decode()
     revision = admin.get(f"/admin/proxies/configrevision/{seed.ids['configrevision']}/change/").content.decode()
-    assert PEM_MARKER in revision and seed.secrets["provisioning key"] in revision
+    # a stored revision holds its secrets encrypted: not even an admin sees them in it
+    assert "ConfigRevision" in revision
+    assert PEM_MARKER not in revision and seed.secrets["provisioning key"] not in revision
     operator = client_for("operator")
     assert seed.provisioning_url in operator.get(f"/instances/{iid}/devices/").content.decode()
     assert seed.provisioning_url not in client_for("viewer").get(f"/instances/{iid}/devices/").content.decode()

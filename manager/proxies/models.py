@@ -390,7 +390,7 @@ class Device(models.Model):
 
         norm = normalize_mac(self.mac)
         if norm is None:
-            raise ValidationError({"mac": "12 hex digits, optionally separated by ':' or '-'"})
+            raise ValidationError({"mac": "a unicast MAC: 12 hex digits, or six pairs joined by ':' or by '-'"})
         self.mac = norm
 
     def urls(self) -> list[tuple[Proxy, str]]:

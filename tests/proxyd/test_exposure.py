@@ -14,7 +14,6 @@ from tests.services.http.test_proxy import (
     Backend,
     keepalive_handler,
     ok,
-    scripted,  # noqa: F401  (fixture)
 )
 from tests.support import ProxydProcess, base_config, free_port
 

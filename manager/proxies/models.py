@@ -395,8 +395,10 @@ class Device(models.Model):
 
     def urls(self) -> list[tuple[Proxy, str]]:
         """(proxy, URL) for every proxy that exposes this instance and offers provisioning."""
-        from services.provisioning import provisioning_url, trusted_url
+        from services.provisioning import normalize_mac, provisioning_url, trusted_url
 
+        if normalize_mac(self.mac) is None:  # saved before group-bit/all-zero MACs were refused: no proxy serves it
+            return []
         chosen = list(self.instance.proxies.all())
         out = []
         for p in Proxy.objects.exclude(provisioning_mode="off"):

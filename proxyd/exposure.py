@@ -187,6 +187,22 @@ def outcome(response: bytes) -> str:
     return FORWARDED if m is not None else "garbled"
 
 
+RESULT_FILE = "exposure.json"  # in the state dir: the last self-test, read by the daemon's status
+SERVICE_OF = {"router": "http", "application": "http", "provisioning": "provisioning"}
+
+
+def degraded(result: dict | None, revision: int | None) -> dict[str, str]:
+    """service name -> why it is Degraded, from the last self-test of the revision now applied."""
+    if not result or result.get("revision") != revision:
+        return {}
+    out: dict[str, str] = {}
+    for f in result.get("failed", []):
+        svc = SERVICE_OF.get(str(f.get("listener", "")).split(" ")[0], "http")
+        out.setdefault(svc, f"exposure self-test: {f.get('listener')} {f.get('class')} {f.get('what')!r} "
+                            f"expected {'/'.join(f.get('expect', []))}, got {f.get('got')}")
+    return out
+
+
 def judge(probe: Probe, response: bytes) -> tuple[bool, str]:
     got = outcome(response)
     return got in probe.expect, got

@@ -2,7 +2,9 @@
 
 Reads the configuration the daemon last applied (the last good config in the state dir), prints
 the listing of `proxyd.exposure`, then sends its probes to the live listeners over loopback and
-prints for each whether the outcome matches the config. Exit status 1 when any probe does not."""
+prints for each whether the outcome matches the config. Exit status 1 when any probe does not.
+The result is kept in the state dir; while it is for the applied revision, a failing probe makes
+its service Degraded in `proxyd status` with the reason."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import ssl
 import sys
 
 from proxyd.commands import state_dir_arg
-from proxyd.exposure import Probe, judge, listing, probes
+from proxyd.exposure import RESULT_FILE, Probe, judge, listing, probes
 from proxyd.statedir import StateDir
 
 PROBE_TIMEOUT = 5.0
@@ -59,6 +61,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     results = [] if args.no_probe else [(p, *judge(p, send(p, cfg.proxy.fqdn))) for p in probes(cfg)]
     failed = [r for r in results if not r[1]]
+    if results:  # the daemon's status shows a failing self-test as Degraded (proxyd.exposure.degraded)
+        record = {"revision": cfg.revision, "failed": [
+            {"listener": p.listener.name, "class": p.klass, "what": p.what, "expect": list(p.expect), "got": got}
+            for p, _, got in failed]}
+        try:
+            StateDir(args.state_dir).write_json_private(RESULT_FILE, record)
+        except OSError as exc:
+            print(f"could not record the result in {args.state_dir}: {exc}", file=sys.stderr)
     if args.json:
         print(json.dumps({
             "revision": cfg.revision,

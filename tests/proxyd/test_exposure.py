@@ -8,8 +8,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from proxyd.admin import fetch_status
 from proxyd.config import loads
 from proxyd.exposure import CLOSED, FORWARDED, outcome, probes
+from proxyd.statedir import StateDir
 from tests.services.http.test_proxy import (
     Backend,
     keepalive_handler,
@@ -43,6 +45,7 @@ def test_every_probe_matches_the_config_and_refused_ones_never_reach_the_backend
     p = proxyd(config(backend.port, "rest_only"))
     code, report = exposure(p)
     assert code == 0 and report["failed"] == 0, [x for x in report["probes"] if not x["ok"]]
+    assert json.loads(fetch_status(StateDir(p.state_dir).control_socket)[1])["services"]["http"]["state"] == "running"
     kinds = {x["class"] for x in report["probes"]}
     assert kinds == {"allowed", "path", "authority", "override", "upgrade", "framing", "denial"}
     names = [li["name"].split(" ")[0] for li in report["listeners"]]
@@ -63,6 +66,10 @@ def test_a_probe_that_does_not_match_fails_the_command(proxyd: Proxyd, scripted)
     code, report = exposure(p)
     failed = [x for x in report["probes"] if not x["ok"]]
     assert code == 1 and failed and all(x["class"] in ("allowed", "upgrade") for x in failed)
+    status = json.loads(fetch_status(StateDir(p.state_dir).control_socket)[1])
+    http = status["services"]["http"]
+    assert http["state"] == "degraded" and "exposure self-test" in http["degraded"], http
+    assert status["services"]["provisioning"]["state"] == "running"  # its denials still matched
 
 
 def test_outside_the_allow_list_everything_is_closed() -> None:

@@ -244,6 +244,13 @@ class Proxy(models.Model):
     def last_heartbeat(self) -> Heartbeat | None:
         return self.heartbeats.order_by("-received").first()
 
+    def exposure_failures(self) -> list[tuple[str, str]]:
+        """(service, reason) for each service whose `proxyd exposure` self-test failed, per the last heartbeat."""
+        hb = self.last_heartbeat
+        services = hb.services if hb is not None and isinstance(hb.services, dict) else {}
+        return [(str(name), str(svc.get("degraded"))) for name, svc in services.items()
+                if isinstance(svc, dict) and svc.get("state") == "degraded"]
+
     def status(self) -> tuple[str, str]:
         """(Online | Degraded | Offline | Never connected, reason)."""
         hb = self.last_heartbeat
@@ -255,6 +262,9 @@ class Proxy(models.Model):
         active = self.active_revision
         if hb.last_error:
             return "Degraded", hb.last_error
+        exposure = self.exposure_failures()
+        if exposure:
+            return "Degraded", exposure[0][1]
         if active and hb.applied_revision != active.number:
             return "Degraded", f"applied revision {hb.applied_revision}, active {active.number}"
         return "Online", ""

@@ -51,6 +51,7 @@ def proxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "proxy": proxy, "status": status, "reason": reason, "new_url": new_url,
         "registrations": proxy.registrations.all()[:20], "heartbeats": proxy.heartbeats.all()[:10],
         "active": proxy.active_revision, "last_heartbeat": proxy.last_heartbeat,
+        "exposure_failures": proxy.exposure_failures(),
     })
 
 

@@ -250,6 +250,13 @@ class Proxy(models.Model):
     def last_heartbeat(self) -> Heartbeat | None:
         return self.heartbeats.order_by("-received").first()
 
+    def exposure_failures(self) -> list[tuple[str, str]]:
+        """(service, reason) for each service whose `proxyd exposure` self-test failed, per the last heartbeat."""
+        hb = self.last_heartbeat
+        services = hb.services if hb is not None and isinstance(hb.services, dict) else {}
+        return [(str(name), str(svc.get("degraded"))) for name, svc in services.items()
+                if isinstance(svc, dict) and svc.get("state") == "degraded"]
+
     def status(self) -> tuple[str, str]:
         """(Online | Degraded | Offline | Disabled | Never connected, reason)."""
         if not self.enabled:
@@ -265,6 +272,9 @@ class Proxy(models.Model):
         active = self.active_revision
         if hb.last_error:
             return "Degraded", hb.last_error
+        exposure = self.exposure_failures()
+        if exposure:
+            return "Degraded", exposure[0][1]
         if active and hb.applied_revision != active.number:
             return "Degraded", f"applied revision {hb.applied_revision}, active {active.number}"
         return "Online", ""
@@ -440,13 +450,15 @@ class Device(models.Model):
 
         norm = normalize_mac(self.mac)
         if norm is None:
-            raise ValidationError({"mac": "12 hex digits, optionally separated by ':' or '-'"})
+            raise ValidationError({"mac": "a unicast MAC: 12 hex digits, or six pairs joined by ':' or by '-'"})
         self.mac = norm
 
     def urls(self) -> list[tuple[Proxy, str]]:
         """(proxy, URL) for every proxy that exposes this instance and offers provisioning."""
-        from services.provisioning import provisioning_url, trusted_url
+        from services.provisioning import normalize_mac, provisioning_url, trusted_url
 
+        if normalize_mac(self.mac) is None:  # saved before group-bit/all-zero MACs were refused: no proxy serves it
+            return []
         chosen = list(self.instance.proxies.all())
         out = []
         for p in Proxy.objects.exclude(provisioning_mode="off"):

@@ -233,7 +233,7 @@ class Agent:
                 await asyncio.wait_for(self.heartbeat_due.wait(), self.opts.heartbeat_interval)
 
     def heartbeat_body(self) -> dict[str, Any]:
-        st = self.daemon.supervisor.status()
+        st = self.daemon.status()  # the daemon's view: services include a failing exposure self-test (degraded)
         cfg = self.daemon.supervisor.config
         return {
             "applied_revision": cfg.revision if cfg else None,

@@ -29,8 +29,7 @@ from proxyd.config import ProxyConfig
 from proxyd.service import Service
 from services.media.ports import PortPool
 from services.media.relay import Addr, Endpoint, Leg, bind_udp, endpoints, register
-from services.media.session import (RETRY_AFTER, Action, Close, Latch, MediaView, Open, Refused, Sessions,
-                                    Stream)
+from services.media.session import RETRY_AFTER, Action, Close, Latch, MediaView, Open, Refused, Sessions, Stream
 from services.media_api import MediaError, Side
 
 __all__ = ["MediaService", "MediaView"]
@@ -192,7 +191,7 @@ class MediaService(Service):
         if rec is None:
             return
         for leg in rec[1:]:
-            for name, ep in (("phone", leg.phone), ("instance", leg.instance)):  # type: ignore[union-attr]
+            for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
                 self.counters[f"packets_from_{name}"] += ep.packets
                 self.counters[f"bytes_from_{name}"] += ep.bytes
                 self.counters["drops"] += ep.drops

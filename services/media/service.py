@@ -10,7 +10,7 @@ opaque with the endpoints' own keys. When the instance speaks plain RTP, the str
 the relay decrypts with the phone's key and encrypts towards the phone with a key of its own,
 which it announces to the phone in place of the instance's (missing) a=crypto.
 
-Sockets of ended calls are kept bound as spares (`SPARE_PAIRS`) for the pool's next take; a
+Sockets of ended calls are kept bound as spares (`_put_pair`) for the pool's next take; a
 port another process holds is reported back to the core (`Sessions.unbindable`) and the offer
 is tried again on other ports.
 """
@@ -36,10 +36,6 @@ __all__ = ["MediaService", "MediaView"]
 
 IDLE_CHECK = 1.0
 STATUS_STREAMS = 100  # per-stream detail in status is for people; the gauges cover the rest
-#: Port pairs of ended calls kept bound and registered for the next call (the pool hands the
-#: last given back first): binding, registering and closing 4 sockets per side per call cost
-#: more than the relaying.
-SPARE_PAIRS = 64
 #: Offers tried on fresh ports when some of the drawn ones turn out held by another process.
 BIND_TRIES = 3
 
@@ -203,9 +199,13 @@ class MediaService(Service):
             self._put_pair(pair)
 
     def _put_pair(self, pair: Pair) -> None:
-        """Keep a pair whose call ended bound for the next call while the spares have room and
-        the port is still in the range, else close it."""
-        if (len(self.spare) < SPARE_PAIRS and self.core.pool.in_range(pair[0].port)
+        """Keep a pair whose call ended bound for the next call while its port is in the range,
+        else close it. Binding, registering and closing 4 sockets per call cost more than the
+        relaying; and a transport closes its socket only on a later loop turn, so a port closed
+        now could not be bound again at once, while the pool hands the last port given back out
+        first. The pool's stack keeps the spares few: as many as calls were live at the peak,
+        never more sockets than a full range holds."""
+        if (self.core.pool.in_range(pair[0].port)
                 and all(ep.transport is not None and not ep.transport.is_closing() for ep in pair)):
             for ep in pair:
                 ep.reset()

@@ -95,7 +95,9 @@ def start_pforte(uas_port: int, port: int, workdir: Path, media: bool = True) ->
                                                "sip_domains": ["pbx.test"]}],
            "services": {"web": {"mode": "off"}, "sip": {"mode": "udp", "udp_port": port, "rate_limit": 0},
                         # below the ephemeral range, where free_tcp_udp_port() picks the SIP port
-                        "media": {"mode": "rtp", "port_min": 20000, "port_max": 29998},
+                        # all calls come from one sipp to one PBX: the per-source/instance caps would refuse them
+                        "media": {"mode": "rtp", "port_min": 20000, "port_max": 29998,
+                                  "max_streams_per_source": 100_000, "max_streams_per_instance": 100_000},
                         "provisioning": {"mode": "off"}, "xmpp": {"enabled": False}}}
     (workdir / "proxy.json").write_text(json.dumps(cfg))
     # without the media service SDP goes to the pass-through media interface (dialogs still tracked)

@@ -209,6 +209,10 @@ class MediaService:
     #: streams held at once by calls offered from one phone IP address (an office behind one
     #: NAT address has many phones); more are refused with 503 and Retry-After
     max_streams_per_source: int = 64
+    #: streams held at once by calls to or from one instance's PBX (its SIP host:port): about half
+    #: the default range (1,250 streams), so one tenant's flood or runaway PBX leaves the others
+    #: room; more are refused with 503 and Retry-After
+    max_streams_per_instance: int = 600
     #: the address written into SDP towards peers; null: the bind address (or `proxy.fqdn`'s address)
     public_address: str | None = None
 
@@ -740,6 +744,8 @@ def _parse_services(r: _Reader, raw: Any) -> Services | None:
         max_streams=r.field(m, p, MediaService, "max_streams", lambda v, q: r.integer(v, q, 1, 64)),
         max_streams_per_source=r.field(m, p, MediaService, "max_streams_per_source",
                                        lambda v, q: r.integer(v, q, 1, 100_000)),
+        max_streams_per_instance=r.field(m, p, MediaService, "max_streams_per_instance",
+                                         lambda v, q: r.integer(v, q, 1, 100_000)),
         public_address=r.field(m, p, MediaService, "public_address", lambda v, q: r.ip(v, q, nullable=True)),
     )
     if isinstance(media.port_min, int) and isinstance(media.port_max, int):

@@ -40,10 +40,12 @@ class MediaError(Exception):
 @runtime_checkable
 class MediaRelay(Protocol):
     def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
-                    instance_rtp_only: bool = False) -> bytes:
+              instance_rtp_only: bool = False, instance: str = "") -> bytes:
         """Rewrite an SDP offer coming from `side`; raise MediaError to refuse the call.
         `instance_rtp_only`: the instance that gets this phone offer refuses SRTP offers (the
-        instance's `rtp_only`), so an SRTP relay offers it plain RTP and bridges."""
+        instance's `rtp_only`), so an SRTP relay offers it plain RTP and bridges. `instance`: the
+        PBX the call goes to or comes from (its "host:port"), whose streams are counted against
+        the per-instance limit."""
         ...
 
     def answer(
@@ -61,7 +63,7 @@ class PassThroughMedia:
     """SDP goes through unchanged: used when no media relay is running."""
 
     def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
-                    instance_rtp_only: bool = False) -> bytes:
+              instance_rtp_only: bool = False, instance: str = "") -> bytes:
         return sdp
 
     def answer(

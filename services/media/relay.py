@@ -1,8 +1,9 @@
 """Relay legs: one UDP socket facing the phone and one facing the instance, per RTP (and RTCP) port.
 
 Each socket is an `Endpoint`. Sending: an endpoint sends its side's packets to `remote`, which
-is None until the service has an address it may send to before latching (only the address the
-side's signalling came from, see `MediaService._learn_stream`), and the latched source after.
+is None until the session core has an address it may send to before latching (only the address
+the side's signalling came from, see `Sessions._learn_stream`; set by `apply`), and the latched
+source after.
 
 Latching (symmetric RTP) is earned, not taken: a packet from a source other than the latched one
 latches only if it comes from `expected_ip` (where the side's signalling came from), the endpoint
@@ -23,6 +24,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 
+from services.media.session import Latch
 from services.media.srtp import XFORM_ERRORS
 
 Addr = tuple[str, int]
@@ -79,6 +81,13 @@ class Endpoint(asyncio.DatagramProtocol):
         self.quiet = False  # the latched source has been silent for RELATCH_SILENCE
         self.on_drop: Callable[[Endpoint, str, Addr], None] | None = None  # logs (1st, 2nd, 4th ... drop)
         self.seen, self.seen_at = 0, 0.0  # proven packets at the service's last check, and since when
+
+    def apply(self, latch: Latch) -> None:
+        """What the session core says this socket accepts, proves and sends to before a latch."""
+        self.expected_ip, self.pts, self.mux = latch.expected_ip, latch.pts, latch.mux
+        self.verify, self.xform = latch.verify, latch.xform
+        if self.src is None:  # a latched source stays: it proved itself, an SDP did not
+            self.remote = latch.remote
 
     def check(self, now: float) -> None:
         """Once a second (the service's idle loop): is the latched source silent enough to be replaced?"""

@@ -555,8 +555,10 @@ class SipService(Service):
         side = Side.PHONE if step.side == "phone" else Side.INSTANCE
         try:
             if step.op == "offer":
+                pbx = step.src if step.src.side == "b" else step.flow  # counted against its limit
                 sdp = self.media().offer(step.call_id, step.from_tag, step.msg.body, side=side,
-                                         source_ip=step.source_ip, instance_rtp_only=step.instance_rtp_only)
+                                         source_ip=step.source_ip, instance_rtp_only=step.instance_rtp_only,
+                                         instance=f"{pbx.ip}:{pbx.port}")
             else:
                 sdp = self.media().answer(step.call_id, step.from_tag, step.to_tag, step.msg.body,
                                           side=side, source_ip=step.source_ip)

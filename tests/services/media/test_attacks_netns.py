@@ -60,7 +60,7 @@ def test_junk_from_a_third_party_does_not_keep_a_call_alive(seen: dict[str, Any]
 
 def test_an_offer_takes_all_its_ports_or_none_and_every_exit_gives_them_back(seen: dict[str, Any]) -> None:
     ex = seen["exhaustion"]
-    free = {"active_calls": 0, "active_streams": 0, "ports_in_use": 0, "ports_available": 12}
+    free = {"active_calls": 0, "active_streams": 0, "ports_in_use": 0, "ports_available": 12, "ports_blocked": 0}
     assert ex["start"] == free
     assert ex["four_m"]["status"] == "SIP/2.0 503 no media ports available" and ex["four_m"]["retry_after"]
     assert ex["four_m"]["gauges"] == free  # the pairs of the streams that fitted were given back

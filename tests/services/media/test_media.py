@@ -17,7 +17,7 @@ from proxyd.service import ServiceContext
 from proxyd.statedir import StateDir
 from proxyd.tls import CertStore
 from services.media import sdp as sdplib
-from services.media.ports import PortAllocator, PortsExhausted
+from services.media.ports import PortPool
 from services.media.relay import Endpoint
 from services.media.service import MediaService, MediaView
 from services.media_api import MediaError, Side
@@ -39,19 +39,31 @@ def rtp(payload: bytes, ssrc: bytes = b"SSRC", pt: int = 0, seq: int = 1) -> byt
     return bytes([0x80, pt]) + seq.to_bytes(2, "big") + b"\0\0\0\0" + ssrc + payload
 
 
-def test_allocator_no_double_allocation_release_and_exhaustion() -> None:
-    a = PortAllocator(40000, 40009)
-    got = [a.allocate() for _ in range(5)]
-    assert sorted(got) == [40000, 40002, 40004, 40006, 40008]
-    with pytest.raises(PortsExhausted):
-        a.allocate()
-    a.release(40004)
-    assert a.allocate() == 40004
+def test_pool_takes_all_or_nothing_gives_back_and_blocks() -> None:
+    pool = PortPool(40000, 40009)
+    assert pool.capacity == pool.available == 5
+    got = pool.take(3)
+    assert got == [40000, 40002, 40004] and pool.used == set(got)
+    assert pool.take(3) is None and pool.available == 2  # all or nothing: nothing taken
+    pool.give(40002)
+    pool.give(40002)  # idempotent
+    assert pool.take(1) == [40002]  # the pair given back last is taken first (the adapter's spares)
+    pool.block(40004, until=10.0)
+    assert 40004 not in pool.used and pool.available == 2
+    pool.unblock(9.0)
+    assert pool.available == 2
+    pool.unblock(10.0)
+    assert pool.available == 3
+    pool.resize(40000, 40005)  # in use outside the new range: forgotten when given back
+    pool.give(40000)
+    pool.give(40002)
+    assert pool.used == set() and pool.available == 3 and pool.take(4) is None
     for _ in range(1000):  # churn
-        p = a.allocate() if len(a.used) < 5 else None
-        if p is None:
-            a.release(sorted(a.used)[0])
-    assert len(a.used) == len(set(a.used))
+        taken = pool.take(2)
+        assert taken is not None and len(set(taken)) == 2
+        for p in taken:
+            pool.give(p)
+    assert pool.available == 3
 
 
 def test_sdp_rewrite_changes_only_addresses_and_ports() -> None:
@@ -178,11 +190,11 @@ async def test_idle_rule_with_an_injected_clock(media: MediaService) -> None:
     t0 = media.calls["c"].since  # idle_timeout is 2 s
     media.expire_idle(t0 + 1.5)
     assert "c" in media.calls
-    relay_for_phone = media.calls["c"].streams[0].legs[0].phone_port
+    relay_for_phone = media.legs("c")[0].phone_port
     phone_t.sendto(rtp(b"x"), ("127.0.0.1", relay_for_phone))  # a packet (dropped: no instance yet) is life
     for _ in range(50):
         await asyncio.sleep(0.02)
-        if media.calls["c"].streams[0].legs[0].received():
+        if media.legs("c")[0].received():
             break
     media.expire_idle(t0 + 3.0)
     assert "c" in media.calls  # the packet restarted the idle time at t0 + 3
@@ -231,18 +243,16 @@ def test_a_busy_port_in_the_range_is_skipped(tmp_path: Path) -> None:
         blocker.close()
 
 
-def test_allocator_shrink_keeps_ports_in_use_and_allocates_only_from_the_new_range() -> None:
-    a = PortAllocator(40000, 40019)
-    held = [a.allocate(), a.allocate()]
+def test_pool_shrink_keeps_ports_in_use_and_takes_only_from_the_new_range() -> None:
+    a = PortPool(40000, 40019)
+    held = a.take(2)
     assert held == [40000, 40002]
     a.resize(40010, 40015)
     assert a.used == {40000, 40002}  # established calls keep their ports
-    assert sorted(a.allocate() for _ in range(3)) == [40010, 40012, 40014]
-    with pytest.raises(PortsExhausted):
-        a.allocate()
-    a.release(40000)  # the call ends: its port is gone for good, never reused outside the range
-    with pytest.raises(PortsExhausted):
-        a.allocate()
+    assert sorted(a.take(3) or ()) == [40010, 40012, 40014]
+    assert a.take(1) is None
+    a.give(40000)  # the call ends: its port is gone for good, never reused outside the range
+    assert a.take(1) is None and a.used == {40002, 40010, 40012, 40014}
 
 
 async def test_reconfigure_shrinking_the_range_keeps_established_calls(media: MediaService) -> None:
@@ -271,7 +281,7 @@ async def test_reconfigure_shrinking_the_range_keeps_established_calls(media: Me
     assert info.value.status == 503
     media.delete("old")
     assert media.stats()["gauges"] == {"active_calls": 1, "active_streams": 1, "ports_in_use": 4,
-                                       "ports_available": 0}
+                                       "ports_available": 0, "ports_blocked": 0}
     with pytest.raises(MediaError):  # the old call's ports are outside the range now: never handed out again
         media.offer("full", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     for t in (phone_t, pbx_t):
@@ -330,8 +340,8 @@ async def test_ports_of_an_ended_call_serve_the_next_call_with_nothing_carried_o
     assert (await asyncio.wait_for(phone.got.get(), 5))[0] == rtp(b"back")
     await asyncio.sleep(0.1)
     assert pbx.got.empty()
-    stream = media.calls["b"].streams[0]
-    assert stream.legs[0].phone.drops == 1 and stream.legs[0].phone.packets == 1  # counters start afresh
+    leg = media.legs("b")[0]
+    assert leg.phone.drops == 1 and leg.phone.packets == 1  # counters start afresh
     for t in (old_phone_t, phone_t, pbx_t):
         t.close()
 
@@ -377,9 +387,51 @@ async def test_limits_per_sdp_and_per_source_refuse_before_taking_ports(media: M
     assert media.stats()["counters"]["refused_source_limit"] == 1
     media.offer("other", "f", offer_sdp("127.0.0.7", 4000), side=Side.PHONE, source_ip="127.0.0.7")
     media.offer("pbx", "f", offer_sdp("127.0.0.3", 4000), side=Side.INSTANCE, source_ip="127.0.0.3")
-    assert media.by_source == {"127.0.0.2": 3, "127.0.0.7": 1}  # an instance's offer counts against no phone
+    assert media.core.by_source == {"127.0.0.2": 3, "127.0.0.7": 1}  # an instance's offer counts against no phone
     media.delete("m3")
     media.offer("one", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+
+
+async def test_limit_per_instance_refuses_with_retry_after_and_leaves_other_instances_room(
+        media: MediaService) -> None:
+    await media.reconfigure(dataclasses.replace(media.v, max_streams_per_instance=2))
+    two = b"v=0\r\nc=IN IP4 127.0.0.2\r\n" + b"m=audio 4000 RTP/AVP 0\r\n" * 2
+    media.offer("a", "f", two, side=Side.PHONE, source_ip="127.0.0.2", instance="10.0.0.1:5060")
+    free = media.stats()["gauges"]["ports_available"]
+    with pytest.raises(MediaError) as info:  # from another phone, to the same PBX
+        media.offer("b", "f", offer_sdp("127.0.0.4", 4000), side=Side.PHONE, source_ip="127.0.0.4",
+                    instance="10.0.0.1:5060")
+    assert (info.value.status, info.value.retry_after) == (503, 10) and "b" not in media.calls
+    assert media.stats()["gauges"]["ports_available"] == free  # refused before a port was taken
+    assert media.stats()["counters"]["refused_instance_limit"] == 1
+    # the PBX's own offer (a call to a phone) counts against it too; another PBX has room
+    with pytest.raises(MediaError):
+        media.offer("c", "f", offer_sdp("127.0.0.3", 4000), side=Side.INSTANCE, source_ip="127.0.0.3",
+                    instance="10.0.0.1:5060")
+    media.offer("d", "f", offer_sdp("127.0.0.4", 4000), side=Side.PHONE, source_ip="127.0.0.4",
+                instance="10.0.0.2:5060")
+    assert media.core.by_instance == {"10.0.0.1:5060": 2, "10.0.0.2:5060": 1}
+    media.delete("a")
+    media.offer("b", "f", offer_sdp("127.0.0.4", 4000), side=Side.PHONE, source_ip="127.0.0.4",
+                instance="10.0.0.1:5060")
+    assert media.core.by_instance == {"10.0.0.1:5060": 1, "10.0.0.2:5060": 1}
+
+
+async def test_a_port_held_by_another_process_is_skipped_and_the_offer_succeeds(media: MediaService) -> None:
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.bind(("127.0.0.1", media.v.port_min + 1))  # the RTCP port of the first pair the pool hands out
+    try:
+        out = media.offer("a", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+        assert port_of(out) != media.v.port_min
+        gauges = media.stats()["gauges"]
+        assert gauges["ports_blocked"] == 2 and gauges["ports_in_use"] == 4
+        assert gauges["ports_available"] == 24 - 4 - 2
+        assert media.stats()["counters"]["ports_unbindable"] == 1
+    finally:
+        squatter.close()
+    media.delete("a")
+    media.expire_idle(time.monotonic() + 61)  # the blocked pair gets another try after BLOCKED_FOR
+    assert media.stats()["gauges"]["ports_available"] == 24
 
 
 @pytest.mark.parametrize(("address", "sent"), [("127.0.0.2", True), ("127.0.0.1", False), ("0.0.0.0", False),
@@ -390,7 +442,7 @@ async def test_before_a_latch_only_the_signalling_address_is_sent_to(media: Medi
                                                                      sent: bool) -> None:
     body = offer_sdp("127.0.0.2", 4000).replace(b"c=IN IP4 127.0.0.2", f"c=IN IP4 {address}".encode())
     media.offer("c", "f", body, side=Side.PHONE, source_ip="127.0.0.2")
-    legs = media.calls["c"].streams[0].legs
+    legs = media.legs("c")
     assert (legs[0].phone.remote, legs[1].phone.remote) == ((("127.0.0.2", 4000), ("127.0.0.2", 4001)) if sent
                                                             else (None, None))
     assert legs[0].phone.expected_ip == "127.0.0.2"  # and only from there is a latch taken
@@ -399,9 +451,9 @@ async def test_before_a_latch_only_the_signalling_address_is_sent_to(media: Medi
 async def test_an_sdp_pointing_at_the_relays_own_ports_is_never_sent_to(media: MediaService) -> None:
     own = media.v.port_min + 10
     media.offer("c", "f", offer_sdp("127.0.0.1", own), side=Side.PHONE, source_ip="127.0.0.1")
-    assert media.calls["c"].streams[0].legs[0].phone.remote is None
+    assert media.legs("c")[0].phone.remote is None
     media.answer("c", "f", "t", offer_sdp("127.0.0.1", own + 2), side=Side.INSTANCE, source_ip="127.0.0.1")
-    assert media.calls["c"].streams[0].legs[0].instance.remote is None
+    assert media.legs("c")[0].instance.remote is None
     assert media.stats()["counters"]["sdp_address_refused"] == 2
 
 
@@ -409,9 +461,9 @@ async def test_an_instance_reoffer_with_other_streams_stays_counted_against_the_
     media.offer("c", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
     two = b"v=0\r\nc=IN IP4 127.0.0.3\r\n" + b"m=audio 5000 RTP/AVP 0\r\n" * 2
     media.offer("c", "t", two, side=Side.INSTANCE, source_ip="127.0.0.3")
-    assert media.by_source == {"127.0.0.2": 2}
+    assert media.core.by_source == {"127.0.0.2": 2}
     media.delete("c")
-    assert not media.by_source
+    assert not media.core.by_source
 
 
 async def test_an_instance_sdp_is_sent_to_only_at_its_signalling_address_or_a_configured_instance_host(
@@ -421,7 +473,7 @@ async def test_an_instance_sdp_is_sent_to_only_at_its_signalling_address_or_a_co
                                 ("d", "10.9.9.9", False)):
         media.offer(call, "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
         media.answer(call, "f", "t", offer_sdp(address, 5000), side=Side.INSTANCE, source_ip="127.0.0.3")
-        instance = media.calls[call].streams[0].legs[0].instance
+        instance = media.legs(call)[0].instance
         assert (instance.remote == (address, 5000)) is sent and (instance.remote is None) is not sent
         assert instance.expected_ip == (address if sent else "127.0.0.3")  # and a latch only from there
         media.delete(call)
@@ -435,13 +487,13 @@ async def test_an_instance_sdp_inside_its_media_sources_is_trusted_and_outside_i
     for call, address, sent in (("a", "10.20.5.7", True), ("b", "10.21.0.1", False), ("c", "127.0.0.3", True)):
         media.offer(call, "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
         media.answer(call, "f", "t", offer_sdp(address, 5000), side=Side.INSTANCE, source_ip="127.0.0.3")
-        instance = media.calls[call].streams[0].legs[0].instance
+        instance = media.legs(call)[0].instance
         assert (instance.remote == (address, 5000)) is sent
         assert instance.expected_ip == (address if sent else "127.0.0.3")
         media.delete(call)
     # a phone's own SDP is never trusted by the instance's networks
     media.offer("p", "f", offer_sdp("10.20.5.7", 4000), side=Side.PHONE, source_ip="127.0.0.2")
-    assert media.calls["p"].streams[0].legs[0].phone.remote is None
+    assert media.legs("p")[0].phone.remote is None
     media.delete("p")
 
 

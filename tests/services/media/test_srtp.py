@@ -111,7 +111,7 @@ async def test_phone_srtp_bridged_to_plain_rtp_instance(media: MediaService, mux
     assert answer.proto == "RTP/SAVP" and len(answer.cryptos) == 1  # the phone hears SRTP with the relay's key
     relay_key = sdes.parse(answer.cryptos[0])
     assert relay_key is not None and relay_key.key != k_phone and relay_key.suite == SUITE
-    relay_for_pbx = media.calls["b1"].streams[0].legs[0].instance_port
+    relay_for_pbx = media.legs("b1")[0].instance_port
     relay_for_phone = answer.port
 
     phone_tx, phone_rx = tx(k_phone), rx(relay_key.key)
@@ -244,7 +244,7 @@ async def test_bridged_stream_relatches_only_to_an_authenticated_packet_after_si
                       source_ip="127.0.0.2")
     to_phone = media.answer("r1", "f", "t", sdp("127.0.0.3", pbx_port, "RTP/AVP"), side=Side.INSTANCE,
                                   source_ip="127.0.0.3")
-    relay_for_phone, relay_for_pbx = media_of(to_phone).port, media.calls["r1"].streams[0].legs[0].instance_port
+    relay_for_phone, relay_for_pbx = media_of(to_phone).port, media.legs("r1")[0].instance_port
     phone_tx = tx(k_phone)
     phone_t.sendto(phone_tx.protect(rtp(1, 0xAAAA, b"a" * 160)), ("127.0.0.1", relay_for_phone))
     assert await recv(pbx) == rtp(1, 0xAAAA, b"a" * 160)
@@ -262,7 +262,7 @@ async def test_bridged_stream_relatches_only_to_an_authenticated_packet_after_si
     pbx_t.sendto(rtp(1, 0xBBBB, b"pbx" * 50), ("127.0.0.1", relay_for_pbx))
     await recv(phone)
     assert pbx.got.empty() and other.got.empty()
-    assert media.calls["r1"].streams[0].legs[0].phone.drops == 20
+    assert media.legs("r1")[0].phone.drops == 20
 
     # the phone's NAT rebinds: its own authenticated packet from the new port takes the stream
     other_t.sendto(phone_tx.protect(rtp(2, 0xAAAA, b"n" * 160)), ("127.0.0.1", relay_for_phone))

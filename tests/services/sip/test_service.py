@@ -28,10 +28,12 @@ class RecordingMedia:
 
     def __init__(self) -> None:
         self.ops: list[tuple[str, str]] = []
+        self.instances: list[str] = []  # the PBX each offer is counted against
 
     def offer(self, call_id: str, from_tag: str, sdp: bytes, *, side: Side, source_ip: str,
-              instance_rtp_only: bool = False) -> bytes:
+              instance_rtp_only: bool = False, instance: str = "") -> bytes:
         self.ops.append(("offer", call_id))
+        self.instances.append(instance)
         if call_id.startswith("no"):
             raise MediaError(488, "Not Acceptable Here")
         if call_id.startswith("bug"):
@@ -89,6 +91,7 @@ async def test_media_offer_error_and_release(tmp_path: Path, caplog: pytest.LogC
                 break
             await asyncio.sleep(0.05)
         assert media.ops[:2] == [("offer", "ok1"), ("offer", "no1")] and ("delete", "ok1") in media.ops
+        assert media.instances[:2] == ["127.0.0.1:%d" % pbx.getsockname()[1]] * 2  # noqa: UP031
         assert svc.stats()["counters"]["media_errors_488"] == 1
         assert any("reason=media status=488 method=INVITE call_id=no1" in r.getMessage() for r in caplog.records)
         # a media relay that fails with a bug loses that message (logged), and the relay goes on

@@ -1,14 +1,11 @@
 """What one client may hold: connection caps per address and in total, and the body-rate rule. Sans-IO.
 
-Limits, and why:
-- `PER_ADDRESS` 256 connections: a browser opens 6 per origin; 256 leaves room for a few dozen
-  users behind one NAT address while one source can no longer take every slot.
-- total: the process's file limit minus a reserve, halved (a forwarded request holds two
-  descriptors), at most `MAX_TOTAL`: accept() must never hit EMFILE, which would stall every
-  listener of every service in this process (SIP, media and XMPP keep the reserve).
-- `TLS_HANDSHAKE_TIMEOUT` 10 s (asyncio's default is 60 s): a connection that never finishes
-  its handshake is not yet a client the head deadline or the idle sweep can see.
-- body rate: after `BODY_GRACE` seconds a request body must have averaged `MIN_BODY_RATE`
+The numbers are config (`services.web.limits`, proxyd/config.py `WebLimits`, which says why each
+default). Here:
+- total: the configured cap, and at most the process's file limit minus a reserve, halved (a
+  forwarded request holds two descriptors): accept() must never hit EMFILE, which would stall
+  every listener of every service in this process (SIP, media and XMPP keep the reserve).
+- body rate: after `body_grace` seconds a request body must have averaged `min_body_rate`
   bytes/s; a slow-POST client is answered 408 and its backend connection reset.
 - bodies up to `BUFFER_BODY` bytes are received whole before a backend connection is taken, so a
   client dripping a small body costs the backend nothing.
@@ -20,23 +17,22 @@ import logging
 import resource
 from collections import Counter
 
+from proxyd.config import WebLimits
+
+DEFAULT = WebLimits()
+
 log = logging.getLogger("services.http")
 
-PER_ADDRESS = 256
-MAX_TOTAL = 50_000
 FD_RESERVE = 1024  # descriptors kept for listeners, logs, SIP, media and XMPP sockets
-TLS_HANDSHAKE_TIMEOUT = 10.0
-BODY_GRACE = 10.0
-MIN_BODY_RATE = 1024  # bytes per second, averaged from the body's start
 BUFFER_BODY = 64 * 1024
 
 
-def total_from_fd_limit(soft: int | None = None) -> int:
+def total_from_fd_limit(cap: int = DEFAULT.connections_total, soft: int | None = None) -> int:
     if soft is None:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if soft == resource.RLIM_INFINITY:
-            soft = 2 * MAX_TOTAL + FD_RESERVE
-    return max(64, min(MAX_TOTAL, (soft - FD_RESERVE) // 2))
+            soft = 2 * cap + FD_RESERVE
+    return max(64, min(cap, (soft - FD_RESERVE) // 2))
 
 
 class Budget:
@@ -61,7 +57,7 @@ class ConnectionGate:
     """Counts one service's client connections per address, and all of them against the budget;
     `admit()` says whether one more may stay."""
 
-    def __init__(self, per_address: int = PER_ADDRESS, budget: Budget | None = None, service: str = "http") -> None:
+    def __init__(self, per_address: int = DEFAULT.connections_per_address, budget: Budget | None = None, service: str = "http") -> None:
         self.per_address = per_address
         self.budget = process_budget() if budget is None else budget
         self.service = service
@@ -94,7 +90,13 @@ class ConnectionGate:
             del self.by_address[address]
 
 
-def body_deadline(started: float, received: int, now: float, idle: float) -> float:
+def configure(gate: ConnectionGate, limits: WebLimits) -> None:
+    """Apply a new config's caps: connections already open stay, new ones count against the new numbers."""
+    gate.per_address = limits.connections_per_address
+    gate.budget.total = total_from_fd_limit(limits.connections_total)
+
+
+def body_deadline(started: float, received: int, now: float, limits: WebLimits) -> float:
     """When a body that began at `started` and has `received` bytes so far is too slow: it must keep
-    the average rate after the grace period, and never stall longer than `idle`."""
-    return min(started + BODY_GRACE + received / MIN_BODY_RATE, now + idle)
+    the average rate after the grace period, and never stall longer than the idle timeout."""
+    return min(started + limits.body_grace + received / limits.min_body_rate, now + limits.idle_timeout)

@@ -32,14 +32,13 @@ from services.http.http1 import (
     parse_request_head,
     parse_response_head,
 )
-from services.http.limits import BUFFER_BODY, ConnectionGate, body_deadline
+from proxyd.config import WebLimits
+from services.http.limits import BUFFER_BODY, DEFAULT, ConnectionGate, body_deadline
 from services.http.routes import Forward, Redirect, Refuse, Router
-from services.http.upstream import MAX_INFLIGHT_PER_BACKEND, RETRY_AFTER, Pools, UpstreamConnection
+from services.http.upstream import Pools, UpstreamConnection
 
 log = logging.getLogger("services.http")
 
-HEADER_TIMEOUT = 10.0  # slowloris: a head must arrive within 10 s of its first byte / of connect
-IDLE_TIMEOUT = 60.0  # keep-alive connections idle longer than this are closed; also body inactivity
 UPSTREAM_TIMEOUT = 60.0  # default: a backend must start answering within 60 s (504 otherwise), as nginx
 MAX_BODY = 4 * 2**30  # 4 GiB request bodies at most (413 above)
 MAX_PENDING = 256 * 1024  # request bytes held while the backend connection is being opened
@@ -53,8 +52,9 @@ REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408:
            301: "Moved Permanently", 302: "Found"}
 RESPONSE_KEYS = tuple(f"responses_{n}xx" for n in range(10))
 
-# Connection states (BUFFERING: a small body is being received whole before a backend is taken)
-IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED, BUFFERING = range(7)
+# Connection states (BUFFERING: a small body is being received whole before a backend is taken;
+# QUEUED: the request waits for one of its backend's slots, services/http/upstream.py Pools)
+IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED, BUFFERING, QUEUED = range(8)
 # Response states
 R_NONE, R_HEAD, R_LENGTH, R_CHUNKED, R_UNTIL_CLOSE = range(5)
 
@@ -105,11 +105,12 @@ class Listener:
     def __init__(self, router: Router, pools: Pools, stats: Stats, tls: bool,
                  allowed: Callable[[str], bool], conns: set[ClientConnection], clock: Clock,
                  upstream_timeout: float = UPSTREAM_TIMEOUT, names: Names | None = None,
-                 gate: ConnectionGate | None = None):
+                 gate: ConnectionGate | None = None, limits: WebLimits = DEFAULT):
         self.router, self.pools, self.stats, self.allowed, self.conns = router, pools, stats, allowed, conns
         self.names = names  # None: any authority of valid grammar (tests of the connection code alone)
         self.gate = gate  # plain listeners count here; TLS ones at accept, before the handshake (tls_accept.py)
         self.upstream_timeout = upstream_timeout
+        self.limits = limits  # deadlines and rates (connection caps live in `gate`, backend slots in `pools`)
         self.tls = tls
         self.proto = b"https" if tls else b"http"
         self.default_port = b"443" if tls else b"80"
@@ -169,7 +170,7 @@ class ClientConnection(asyncio.Protocol):
                 return
             self.gated = True
         self.shared.conns.add(self)
-        self.deadline = self.shared.clock.now + HEADER_TIMEOUT
+        self.deadline = self.shared.clock.now + self.shared.limits.head_timeout
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -182,7 +183,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if state == BUFFERING:
             self.buf += data
-            self.deadline = body_deadline(self.body_started, len(self.buf), self.shared.clock.now, IDLE_TIMEOUT)
+            self.deadline = body_deadline(self.body_started, len(self.buf), self.shared.clock.now, self.shared.limits)
             if len(self.buf) >= (self.req.content_length or 0):  # type: ignore[union-attr]
                 self._dispatch(self.held)
             return
@@ -216,9 +217,23 @@ class ClientConnection(asyncio.Protocol):
         return None
 
     def _free_slot(self) -> None:
-        if self.slot is not None:
-            self.shared.pools.inflight[self.slot] -= 1
-            self.slot = None
+        key = self.slot
+        if key is None:
+            if self.state == QUEUED and self.fwd is not None:
+                self.shared.pools.leave_queue(self.fwd.backend.key, self)
+            return
+        self.slot = None
+        waiter = self.shared.pools.hand_over(key)
+        if waiter is not None:
+            waiter.slot = key
+            # not from inside this connection's callback: the waiter's dispatch may refuse, close, free again
+            self.shared.loop.call_soon(waiter._slot_granted)
+
+    def _slot_granted(self) -> None:
+        if self.state == QUEUED:
+            self._dispatch(self.held)
+            if self.state == BODY:  # what arrived while queued may have paused reading
+                self._resume("pipeline")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._free_slot()
@@ -283,7 +298,7 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(414 if line_end < 0 or line_end > 8192 else 431, "request head too large")
             elif buf and self.state == IDLE:  # the head deadline runs from its first byte
                 self.state = HEAD
-                self.deadline = self.shared.clock.now + HEADER_TIMEOUT
+                self.deadline = self.shared.clock.now + self.shared.limits.head_timeout
             return
         head = bytes(buf[: end + 4])
         del buf[: end + 4]
@@ -348,7 +363,7 @@ class ClientConnection(asyncio.Protocol):
         self.state = IDLE
         self.req = self.fwd = None
         self.rstate = R_NONE
-        self.deadline = self.shared.clock.now + IDLE_TIMEOUT
+        self.deadline = self.shared.clock.now + self.shared.limits.idle_timeout
         if self.paused:
             self._resume("pipeline")
         if self.buf:
@@ -392,7 +407,7 @@ class ClientConnection(asyncio.Protocol):
             # a small body is received whole first: a client dripping it costs the backend nothing
             self.state = BUFFERING
             self.held = out
-            self.deadline = body_deadline(self.body_started, len(self.buf), self.shared.clock.now, IDLE_TIMEOUT)
+            self.deadline = body_deadline(self.body_started, len(self.buf), self.shared.clock.now, self.shared.limits)
             return
         self._dispatch(out)
 
@@ -402,13 +417,17 @@ class ClientConnection(asyncio.Protocol):
         assert req is not None and fwd is not None
         self.held = b""
         pools, key = self.shared.pools, fwd.backend.key
-        if pools.inflight[key] >= MAX_INFLIGHT_PER_BACKEND:
-            pools.saturated += 1
-            return self._refuse(503, f"backend {fwd.backend.host}:{fwd.backend.port} has "
-                                f"{MAX_INFLIGHT_PER_BACKEND} requests in flight",
-                                extra=b"Retry-After: %d\r\n" % RETRY_AFTER)
-        pools.inflight[key] += 1
-        self.slot = key
+        if self.slot is None:  # else the slot was handed over while the request was QUEUED
+            got = pools.acquire(key, self)
+            if got == "queued":
+                self.state = QUEUED
+                self.held = out
+                self.deadline = self.shared.clock.now + self.shared.limits.backend_queue_timeout
+                return
+            if got == "full":
+                return self._backend_busy(f"{pools.per_backend} requests in flight and "
+                                          f"{pools.queue} waiting")
+            self.slot = key
         self.state = BODY
         if req.chunked:
             self.body_dec = ChunkedDecoder()
@@ -435,7 +454,7 @@ class ClientConnection(asyncio.Protocol):
             self.deadline = now + self.shared.upstream_timeout
         else:
             self.body_received = (req.content_length or 0) - self.body_left if not req.chunked else 0
-            self.deadline = body_deadline(self.body_started, self.body_received, now, IDLE_TIMEOUT)
+            self.deadline = body_deadline(self.body_started, self.body_received, now, self.shared.limits)
         up = self.shared.pools.take(fwd.backend)
         if up is not None:
             self._attach(up, out)
@@ -489,7 +508,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _request_body(self, data: bytes) -> None:
         self.body_received += len(data)
-        self.deadline = body_deadline(self.body_started, self.body_received, self.shared.clock.now, IDLE_TIMEOUT)
+        self.deadline = body_deadline(self.body_started, self.body_received, self.shared.clock.now, self.shared.limits)
         if self.body_dec is not None:
             try:
                 out = self._encode_chunks(data)
@@ -637,7 +656,7 @@ class ClientConnection(asyncio.Protocol):
     def _start_response(self, resp: Head, raw: bytes, rest: bytes) -> None:
         fwd = self.fwd
         assert fwd is not None
-        self.deadline = self.shared.clock.now + IDLE_TIMEOUT
+        self.deadline = self.shared.clock.now + self.shared.limits.idle_timeout
         self.shared.stats.counters[RESPONSE_KEYS[resp.status // 100]] += 1
         self.shared.stats.first_byte.observe(perf_counter() - self.forwarded_at)
         keep = self.keep and (resp.chunked or resp.content_length is not None)
@@ -695,6 +714,12 @@ class ClientConnection(asyncio.Protocol):
             return
         self._next()
 
+    def _backend_busy(self, why: str) -> None:
+        fwd = self.fwd
+        assert fwd is not None
+        self._refuse(503, f"backend {fwd.backend.host}:{fwd.backend.port}: {why}",
+                     extra=b"Retry-After: %d\r\n" % self.shared.limits.retry_after)
+
     # -- timeouts and draining --------------------------------------------------------------------
 
     def expire(self) -> None:
@@ -704,6 +729,9 @@ class ClientConnection(asyncio.Protocol):
             self._close()
         elif state == HEAD:
             self._refuse(408, "request head not received in time")
+        elif state == QUEUED:
+            self.shared.pools.saturated += 1
+            self._backend_busy("no free slot within the queue timeout")
         elif self.rstate == R_HEAD and state == WAIT:
             self._upstream_failed(504, "no response in time")
         elif self.rstate == R_HEAD and state in (BODY, BUFFERING):

@@ -11,11 +11,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from proxyd.config import ProxyConfig
+from proxyd.config import ProxyConfig, WebLimits
 from proxyd.service import Service
 from proxyd.tls_accept import create_tls_server
 from services.http.authority import Names
-from services.http.limits import TLS_HANDSHAKE_TIMEOUT, ConnectionGate
+from services.http.limits import ConnectionGate, configure
 from services.http.proxy import UPSTREAM_TIMEOUT, ClientConnection, Clock, Listener, Stats, sweep
 from services.http.routes import AppTable, Backend, Router, WebTable
 from services.http.upstream import Pools
@@ -35,6 +35,7 @@ class HttpView:
     listeners: tuple[tuple[ListenerSpec, Router], ...]
     upstream_timeout: float = UPSTREAM_TIMEOUT
     names: Names | None = None  # the authorities requests may address (services/http/authority.py)
+    limits: WebLimits = WebLimits()
 
 
 class HttpService(Service):
@@ -53,10 +54,10 @@ class HttpService(Service):
             table = AppTable(app.public_prefix, Backend.from_url(app.upstream, app.verify_upstream))
             out.append((ListenerSpec(host, app.port, app.tls), table))
         names = Names(cfg.proxy.fqdn, host, cfg.proxy.aliases)
-        return HttpView(tuple(out), web.upstream_timeout, names) if out else None
+        return HttpView(tuple(out), web.upstream_timeout, names, web.limits) if out else None
 
     async def start(self, view: HttpView) -> None:
-        self.pools = Pools()
+        self.pools = Pools(view.limits.backend_connections, view.limits.backend_queue)
         self.stats_ = Stats()
         self.servers: dict[ListenerSpec, asyncio.Server] = {}
         self.listeners: dict[ListenerSpec, Listener] = {}
@@ -67,6 +68,9 @@ class HttpService(Service):
         await self.reconfigure(view)
 
     async def reconfigure(self, view: HttpView) -> None:
+        self.limits = view.limits
+        configure(self.gate, view.limits)
+        self.pools.per_backend, self.pools.queue = view.limits.backend_connections, view.limits.backend_queue
         wanted = dict(view.listeners)
         for spec in [s for s in self.servers if s not in wanted]:
             self.servers.pop(spec).close()
@@ -76,6 +80,7 @@ class HttpService(Service):
                 self.listeners[spec].router = table  # swap in place: the next request on any connection sees it
                 self.listeners[spec].upstream_timeout = view.upstream_timeout
                 self.listeners[spec].names = view.names
+                self.listeners[spec].limits = view.limits
             else:
                 listener = self._listener(spec, table, view.upstream_timeout, view.names)
                 self.servers[spec] = await self._listen(spec, listener)
@@ -84,13 +89,13 @@ class HttpService(Service):
     def _listener(self, spec: ListenerSpec, table: Router, upstream_timeout: float, names: Names | None) -> Listener:
         access, name = self.ctx.access, self.name
         return Listener(table, self.pools, self.stats_, spec.tls, lambda ip: access.allowed(ip, name), self.conns,
-                        self.clock, upstream_timeout, names, self.gate)
+                        self.clock, upstream_timeout, names, self.gate, self.limits)
 
     async def _listen(self, spec: ListenerSpec, listener: Listener) -> asyncio.Server:
         if spec.tls:
             return await create_tls_server(lambda: ClientConnection(listener), spec.host, spec.port,
                                            self.ctx.certs.server_context(alpn=["http/1.1"]), service=self.name,
-                                           handshake_timeout=TLS_HANDSHAKE_TIMEOUT, gate=self.gate,
+                                           handshake_timeout=self.limits.tls_handshake_timeout, gate=self.gate,
                                            reuse_address=True, backlog=1024)
         loop = asyncio.get_running_loop()
         return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port,
@@ -125,11 +130,19 @@ class HttpService(Service):
             "listeners": [f"{'https' if s.tls else 'http'}://{s.host}:{s.port}" for s in self.servers],
             "counters": {**dict(self.stats_.counters), "connections_refused": self.gate.refused,
                          "backend_saturated": self.pools.saturated,
+                         "backend_queued": self.pools.queued,
                          "backend_connects": self.pools.connects,
                          "backend_connect_errors": self.pools.connect_errors},
             "gauges": {"active_connections": len(self.conns), "idle_backend_connections": self.pools.idle_count,
                        "connection_limit_per_address": self.gate.per_address,
-                       "connection_limit_total": self.gate.budget.total},
+                       "connection_limit_total": self.gate.budget.total,
+                       "backend_queue_waiting": self.pools.waiting_count,
+                       "backend_connection_limit": self.pools.per_backend,
+                       "backend_queue_limit": self.pools.queue,
+                       "tls_handshake_timeout_seconds": self.limits.tls_handshake_timeout,
+                       "head_timeout_seconds": self.limits.head_timeout,
+                       "idle_timeout_seconds": self.limits.idle_timeout,
+                       "min_body_rate_bytes": self.limits.min_body_rate},
             "histograms": {"upstream_connect_seconds": self.pools.connect_seconds.to_json(),
                            "upstream_first_byte_seconds": self.stats_.first_byte.to_json(),
                            "request_duration_seconds": self.stats_.duration.to_json()},

@@ -15,7 +15,7 @@ import ssl
 import struct
 from collections import Counter
 from time import perf_counter
-from typing import Protocol
+from typing import Any, Protocol
 
 from proxyd.service import LATENCY_BUCKETS, Histogram
 from services.http.routes import Backend
@@ -105,18 +105,24 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.close()
 
 
-# Exchanges one backend may have in flight at once (each holds one backend connection): beyond
-# this, requests get 503 with Retry-After instead of piling connections onto a backend that is
-# already slow, so one slow backend or one greedy client cannot take every descriptor.
-MAX_INFLIGHT_PER_BACKEND = 1024
-RETRY_AFTER = 1  # seconds, in the 503 when a backend is at its limit
-
-
 class Pools:
-    def __init__(self) -> None:
+    """Backend connections: the idle ones per backend, and the in-flight count with its queue.
+
+    A backend has at most `per_backend` exchanges in flight (each holds one backend connection);
+    up to `queue` more wait in arrival order for a slot, and beyond that requests get 503 with
+    Retry-After instead of piling connections onto a backend that is already slow, so one slow
+    backend or one greedy client cannot take every descriptor. A freed slot passes straight to the
+    oldest waiter (`hand_over`), so a newcomer never overtakes the queue.
+    """
+
+    def __init__(self, per_backend: int = 1024, queue: int = 256) -> None:
+        self.per_backend, self.queue = per_backend, queue
         self.idle: dict[tuple, list[UpstreamConnection]] = {}
         self.inflight: Counter[tuple] = Counter()  # backend key -> exchanges holding a connection to it
-        self.saturated = 0  # requests refused because their backend was at MAX_INFLIGHT_PER_BACKEND
+        # backend key -> the exchanges waiting for a slot, oldest first (a dict: O(1) removal of one that gives up)
+        self.waiting: dict[tuple, dict[Any, None]] = {}
+        self.saturated = 0  # requests refused because their backend's queue was full (or timed out in it)
+        self.queued = 0  # requests that had to wait for a slot
         self.connects = 0
         self.connect_errors = 0
         self.connect_seconds = Histogram(LATENCY_BUCKETS)  # TCP (+ TLS) connects that succeeded
@@ -124,6 +130,43 @@ class Pools:
         self._noverify = ssl.create_default_context()
         self._noverify.check_hostname = False
         self._noverify.verify_mode = ssl.CERT_NONE
+
+    def acquire(self, key: tuple, waiter: Any) -> str:
+        """`"slot"`: the caller holds one of the backend's slots now; `"queued"`: it waits, and the
+        slot comes with `hand_over`; `"full"`: neither (answer 503)."""
+        if self.inflight[key] < self.per_backend:
+            self.inflight[key] += 1
+            return "slot"
+        q = self.waiting.setdefault(key, {})
+        if len(q) >= self.queue:
+            self.saturated += 1
+            return "full"
+        q[waiter] = None
+        self.queued += 1
+        return "queued"
+
+    def leave_queue(self, key: tuple, waiter: Any) -> None:
+        q = self.waiting.get(key)
+        if q is not None:
+            q.pop(waiter, None)
+            if not q:
+                del self.waiting[key]
+
+    def hand_over(self, key: tuple) -> Any:
+        """A slot of `key` is free: the oldest waiter, which now holds it, or None (the slot is released)."""
+        q = self.waiting.get(key)
+        if q:
+            waiter = next(iter(q))
+            del q[waiter]
+            if not q:
+                del self.waiting[key]
+            return waiter
+        self.inflight[key] -= 1
+        return None
+
+    @property
+    def waiting_count(self) -> int:
+        return sum(len(q) for q in self.waiting.values())
 
     def take(self, b: Backend) -> UpstreamConnection | None:
         idle = self.idle.get(b.key)

@@ -26,7 +26,7 @@ class ProvisioningService(HttpService):
         listeners: list[tuple[ListenerSpec, Router]] = [(ListenerSpec(host, prov.https_port, True), table)]
         if prov.mode == "http_and_https":
             listeners.append((ListenerSpec(host, prov.http_port, False), table))
-        return HttpView(tuple(listeners), cfg.services.web.upstream_timeout)
+        return HttpView(tuple(listeners), cfg.services.web.upstream_timeout, limits=cfg.services.web.limits)
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()

@@ -419,12 +419,15 @@ def test_slow_clients_cost_only_themselves(tmp_path: Path) -> None:
 
 
 def test_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
-    from services.http.limits import PER_ADDRESS
-
+    """`services.web.limits.connections_per_address` (set to 40 here) closes one address's next
+    connection at accept; another address is served."""
+    PER_ADDRESS = 40
     be = Counting()
     port = free_port()
-    p = ProxydProcess(tmp_path, base_config(applications=[
-        {"name": "a", "port": port, "tls": False, "upstream": f"http://127.0.0.1:{be.port}/"}])).start()
+    cfg = base_config(applications=[
+        {"name": "a", "port": port, "tls": False, "upstream": f"http://127.0.0.1:{be.port}/"}])
+    cfg["services"]["web"]["limits"] = {"connections_per_address": PER_ADDRESS}
+    p = ProxydProcess(tmp_path, cfg).start()
     held: list[socket.socket] = []
     try:
         for _ in range(PER_ADDRESS):
@@ -437,7 +440,7 @@ def test_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
             if extra.recv(100) == b"":
                 raise ConnectionResetError
         extra.close()
-        assert "per-address connection limit 256 reached" in p.log_path.read_text(errors="replace")
+        assert "per-address connection limit 40 reached" in p.log_path.read_text(errors="replace")
         # another loopback address is another client: it is served
         other = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
         other.sendall(get(b"/api/x"))
@@ -458,43 +461,58 @@ def test_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
         be.sock.close()
 
 
-def test_a_backend_at_its_in_flight_limit_gets_no_more_connections(tmp_path: Path) -> None:
-    """A backend that never answers: MAX_INFLIGHT_PER_BACKEND requests hold connections to it, the
-    next is 503 with Retry-After at once, and a finished exchange frees its slot."""
-    from services.http.limits import PER_ADDRESS
-    from services.http.upstream import MAX_INFLIGHT_PER_BACKEND
-
+def test_a_backend_at_its_in_flight_limit_queues_then_refuses(tmp_path: Path) -> None:
+    """A backend that never answers, with `backend_connections` 4 and `backend_queue` 2: four
+    requests hold connections to it, the next two wait, the seventh is 503 with Retry-After at
+    once; a finished exchange passes its slot to the oldest waiter, and a waiter whose queue
+    timeout passes gets 503 with Retry-After, never a backend connection."""
     be = Counting()
     port = free_port()
-    p = ProxydProcess(tmp_path, base_config(applications=[
-        {"name": "a", "port": port, "tls": False, "upstream": f"http://127.0.0.1:{be.port}/"}])).start()
+    cfg = base_config(applications=[
+        {"name": "a", "port": port, "tls": False, "upstream": f"http://127.0.0.1:{be.port}/"}])
+    cfg["services"]["web"]["limits"] = {"backend_connections": 4, "backend_queue": 2,
+                                        "backend_queue_timeout": 3, "retry_after": 7}
+    p = ProxydProcess(tmp_path, cfg).start()
     held: list[socket.socket] = []
-    try:
-        for i in range(MAX_INFLIGHT_PER_BACKEND):  # from several addresses: each has its own connection cap
-            s = socket.create_connection(("127.0.0.1", port), timeout=10,
-                                         source_address=(f"127.0.0.{2 + i // (PER_ADDRESS - 1)}", 0))
-            s.sendall(get(b"/api/x"))
-            held.append(s)
-        deadline = time.monotonic() + 30
-        while be.accepted < MAX_INFLIGHT_PER_BACKEND and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert be.accepted == MAX_INFLIGHT_PER_BACKEND
-        resp = exchange(port, get(b"/api/x"))
-        assert resp.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1\r\n" in resp, resp[:200]
-        assert be.accepted == MAX_INFLIGHT_PER_BACKEND
-        gone = held.pop()  # its exchange ends (a reset: a half-closed client would still be waiting for its answer)
-        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        gone.close()
-        time.sleep(0.5)
+
+    def send() -> socket.socket:
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.sendall(get(b"/api/x"))
         held.append(s)
+        return s
+
+    def accepted(n: int) -> int:
         deadline = time.monotonic() + 10
-        while be.accepted == MAX_INFLIGHT_PER_BACKEND and time.monotonic() < deadline:
+        while be.accepted < n and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert be.accepted == MAX_INFLIGHT_PER_BACKEND + 1
-        assert p.status()["services"]["http"]["counters"]["backend_saturated"] == 1
-        assert "requests in flight" in p.log_path.read_text(errors="replace")
+        return be.accepted
+
+    try:
+        for _ in range(4):
+            send()
+        assert accepted(4) == 4
+        first, second = send(), send()  # queued
+        time.sleep(0.5)
+        resp = exchange(port, get(b"/api/x"))
+        assert resp.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 7\r\n" in resp, resp[:200]
+        st = p.status()["services"]["http"]
+        assert st["gauges"]["backend_queue_waiting"] == 2 and st["gauges"]["backend_connection_limit"] == 4
+        assert be.accepted == 4
+        gone = held.pop(0)  # its exchange ends (a reset: a half-closed client would still be waiting for its answer)
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()
+        assert accepted(5) == 5  # the oldest waiter got the slot
+        second.settimeout(10)
+        late = second.recv(1000)
+        assert late.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 7\r\n" in late, late[:200]
+        time.sleep(0.3)
+        assert be.accepted == 5
+        st = p.status()["services"]["http"]
+        assert st["counters"]["backend_saturated"] == 2 and st["counters"]["backend_queued"] == 2
+        assert st["gauges"]["backend_queue_waiting"] == 0
+        log = p.log_path.read_text(errors="replace")
+        assert "4 requests in flight and 2 waiting" in log and "no free slot within the queue timeout" in log
+        del first
     finally:
         for s in held:
             s.close()

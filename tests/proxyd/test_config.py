@@ -150,6 +150,39 @@ def test_each_bad_field_is_named(path: tuple, value: object, expected: str) -> N
     assert any(p.startswith(expected) for p in problems(raw)), problems(raw)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("connections_per_address", 0, "expected 1..1000000, got 0"),
+        ("connections_total", 10, "expected 64..1000000, got 10"),
+        ("tls_handshake_timeout", "10", "expected a number"),
+        ("head_timeout", 0, "expected 1..300, got 0"),
+        ("idle_timeout", 7200, "expected 1..3600, got 7200"),
+        ("min_body_rate", 1.5, "expected an integer"),
+        ("backend_connections", 0, "expected 1..100000, got 0"),
+        ("backend_queue", -1, "expected 0..100000, got -1"),
+        ("backend_queue_timeout", 0, "expected 0.1..300, got 0"),
+        ("retry_after", 0, "expected 1..3600, got 0"),
+        ("surprise", 1, "unknown field"),
+    ],
+)
+def test_a_bad_http_limit_is_named(key: str, value: object, expected: str) -> None:
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    raw["services"]["web"]["limits"] = {key: value}
+    assert f"services.web.limits.{key}: {expected}" in problems(raw), problems(raw)
+
+
+def test_http_limits_default_from_the_dataclass_and_round_trip() -> None:
+    from proxyd.config import WebLimits
+
+    assert parse_config(DESIGN_EXAMPLE).services.web.limits == WebLimits()
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    raw["services"]["web"]["limits"] = {"backend_queue": 0, "head_timeout": 5}
+    cfg = parse_config(raw)
+    assert cfg.services.web.limits.backend_queue == 0 and cfg.services.web.limits.head_timeout == 5.0
+    assert cfg.services.web.limits.idle_timeout == WebLimits().idle_timeout and loads(cfg.to_json()) == cfg
+
+
 def test_web_prefix_mode_defaults_to_rewrite_and_round_trips() -> None:
     assert parse_config(DESIGN_EXAMPLE).instances[0].web_prefix_mode == "rewrite"
     raw = json.loads(json.dumps(DESIGN_EXAMPLE))

@@ -52,6 +52,7 @@ class AcmeRenewer:
         self.state = self._load_state()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
 
     # -- kept state -----------------------------------------------------------------
     def _load_state(self) -> AcmeState:
@@ -89,6 +90,8 @@ class AcmeRenewer:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -102,12 +105,14 @@ class AcmeRenewer:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             wait = next_step(self.state, time.time())
             if wait > 0:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancel that meets a wake-up
                 try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
                 continue

@@ -84,6 +84,11 @@ class TlsConfig:
     acme_email: str | None = None
     #: mode acme: further DNS names the certificate covers besides `proxy.fqdn`
     acme_names: tuple[str, ...] = ()
+    #: mode acme: the plain-HTTP port the HTTP-01 challenge is answered on, only while an order is
+    #: in flight (CAs validate on 80; only /.well-known/acme-challenge/ is answered there)
+    acme_http_port: int = 80
+    #: mode acme: a CA bundle file (PEM) that verifies the directory's HTTPS; null: the system's
+    acme_ca_bundle: str | None = None
 
 
 @dataclass(frozen=True)
@@ -644,6 +649,8 @@ def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:
                         lambda v, p: r.url(v, p, schemes=("https",), nullable=True))
     email = r.field(d, "tls", TlsConfig, "acme_email", lambda v, p: r.string(v, p, nullable=True))
     names = r.field(d, "tls", TlsConfig, "acme_names", lambda v, p: r.str_list(v, p, r.dns_name))
+    http_port = r.field(d, "tls", TlsConfig, "acme_http_port", r.port)
+    bundle = r.field(d, "tls", TlsConfig, "acme_ca_bundle", lambda v, p: r.string(v, p, nullable=True))
     if kind is None or mode is None:
         return None
     if (cert is None) != (key is None):
@@ -671,7 +678,7 @@ def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:
         if problem:
             r.fail("tls.certificate_pem", problem)
             return None
-    return TlsConfig(cert, key, kind, mode, directory, email, tuple(names or ()))
+    return TlsConfig(cert, key, kind, mode, directory, email, tuple(names or ()), http_port or 80, bundle)
 
 
 def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:

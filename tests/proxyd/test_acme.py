@@ -144,3 +144,37 @@ async def test_ca_unavailable_keeps_serving_the_current_certificate_and_backs_of
     assert status["retry_at"] - status["last_attempt"] >= 60
     assert status["degraded"] is True  # an hour-long certificate expires within 14 days, renewal failed
     shutil.rmtree(tmp_path / "pebble", ignore_errors=True)
+
+
+async def test_mode_acme_in_the_config_issues_and_status_and_metrics_say_so(tmp_path, pebble):
+    from proxyd.access import AccessList
+    from proxyd.config import parse_config
+    from proxyd.metrics import registry, render
+    from proxyd.service import ServiceContext
+    from proxyd.statedir import StateDir
+    from proxyd.supervisor import Supervisor
+    from tests.support import base_config
+
+    state = StateDir(tmp_path / "state").ensure()
+    sup = Supervisor(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()), [])
+    cfg = parse_config(base_config(proxy={"fqdn": "localhost"}, bind="127.0.0.1", tls={
+        "mode": "acme", "acme_directory": pebble.directory, "acme_email": "ops@example.net",
+        "acme_http_port": pebble.http_port, "acme_ca_bundle": pebble.tls_ca, "key_type": "rsa-2048"}))
+    await sup.apply(cfg)
+    assert sup.ctx.certs.current.self_signed  # served at once, until the CA has answered
+    for _ in range(75):  # 15 s at most
+        if not sup.ctx.certs.current.self_signed:
+            break
+        await asyncio.sleep(0.2)
+    st = sup.status()
+    assert not sup.ctx.certs.current.self_signed, st["acme"]
+    assert "Pebble Intermediate" in st["certificates"][0]["issuer"] and st["degraded"] == []
+    assert st["acme"]["not_after"] == st["certificates"][0]["not_after"]
+    text = render(registry(lambda: st)).decode()
+    assert 'pforte_acme_consecutive_failures{name="localhost"} 0.0' in text
+    assert 'pforte_acme_degraded{name="localhost"} 0.0' in text
+    stamp = float(text.split('pforte_acme_last_attempt_timestamp_seconds{name="localhost"} ')[1].split()[0])
+    assert abs(stamp - st["acme"]["last_attempt"]) < 1
+    await sup.apply(cfg)  # a re-apply keeps the issued certificate
+    assert not sup.ctx.certs.current.self_signed
+    await sup.shutdown()

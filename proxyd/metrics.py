@@ -114,6 +114,11 @@ FAILED_AT = _g("pforte_config_last_failed_apply_timestamp_seconds",
 FAILURES = _c("pforte_config_apply_failures", "Configurations rejected as invalid or failed to apply")
 CERT_NOT_AFTER = _g("pforte_tls_certificate_not_after_timestamp_seconds",
                     "Expiry of the server certificate (seconds since epoch)", "certificate", "self_signed")
+ACME_LAST_ATTEMPT = _g("pforte_acme_last_attempt_timestamp_seconds",
+                      "When proxyd last asked the ACME CA for a certificate (seconds since epoch; 0: never)", "name")
+ACME_FAILURES = _g("pforte_acme_consecutive_failures", "ACME issuance attempts failed since the last success", "name")
+ACME_DEGRADED = _g("pforte_acme_degraded", "1 when ACME renewal keeps failing and the certificate expires "
+                   "within 14 days", "name")
 MANAGER_STATE = _g("pforte_manager_state", "Connection to the manager: 1 for the current state", "state")
 MANAGER_HEARTBEAT = _g("pforte_manager_last_heartbeat_timestamp_seconds",
                        "When the manager last accepted a heartbeat (seconds since epoch; 0: never)")
@@ -153,6 +158,11 @@ def _config(st: dict[str, Any], out: Families) -> None:
 def _certificates(st: dict[str, Any], out: Families) -> None:
     for cert in st.get("certificates") or []:
         out.add(CERT_NOT_AFTER, (cert["name"], str(bool(cert["self_signed"])).lower()), cert["not_after"])
+    acme = st.get("acme") or {}
+    for name in acme.get("names", []):
+        out.add(ACME_LAST_ATTEMPT, (name,), acme["last_attempt"] or 0)
+        out.add(ACME_FAILURES, (name,), acme["failures"])
+        out.add(ACME_DEGRADED, (name,), int(bool(acme["degraded"])))
 
 
 def _manager(st: dict[str, Any], out: Families) -> None:

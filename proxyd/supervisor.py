@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from proxyd.acme_task import AcmeRenewer, AcmeSpec
 from proxyd.config import ProxyConfig
 from proxyd.network import NetworkError, NetworkState
 from proxyd.service import Service, ServiceContext, ServiceError
@@ -68,6 +69,7 @@ class Supervisor:
         self.failed: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self.network = NetworkState()
+        self.acme: AcmeRenewer | None = None
         ctx.lookup = self.running.get
 
     async def apply(self, cfg: ProxyConfig) -> ApplyReport:
@@ -163,8 +165,13 @@ class Supervisor:
         except NetworkError as exc:
             raise ApplyError({"network": str(exc)}) from exc
         addresses = [cfg.bind] if cfg.bind not in ("0.0.0.0", "::") else []
+        cert, key = cfg.tls.certificate_pem, cfg.tls.key_pem
+        acme = self._acme(cfg)
+        if acme is not None:
+            # the issued pair while it is valid; self-signed until the CA has answered
+            cert, key = acme.kept_pair() or (None, None)
         try:
-            self.ctx.certs.use(cfg.tls.certificate_pem, cfg.tls.key_pem, cfg.proxy.fqdn, addresses, cfg.tls.key_type)
+            self.ctx.certs.use(cert, key, cfg.proxy.fqdn, addresses, cfg.tls.key_type)
         except (OSError, ValueError) as exc:
             raise ApplyError({"tls": _describe(exc)}) from exc
         await self.ctx.access.update(cfg.allow_sources)
@@ -199,8 +206,28 @@ class Supervisor:
         self.views.pop(name, None)
         await _quiet_stop(svc, self.drain_timeout)
 
+    def _acme(self, cfg: ProxyConfig) -> AcmeRenewer | None:
+        """The renewer for mode acme (made, updated or stopped to match cfg)."""
+        t = cfg.tls
+        if t.mode != "acme" or t.acme_directory is None:
+            if self.acme is not None:
+                asyncio.get_running_loop().create_task(self.acme.stop())
+                self.acme = None
+            return None
+        names = tuple(dict.fromkeys((cfg.proxy.fqdn, *t.acme_names)))
+        spec = AcmeSpec(t.acme_directory, t.acme_email, names, t.key_type, cfg.bind_address, t.acme_http_port,
+                        t.acme_ca_bundle or True)
+        if self.acme is None:
+            self.acme = AcmeRenewer(self.ctx.state.root / "acme", self.ctx.certs, spec)
+            self.acme.start()
+        else:
+            self.acme.update(spec)
+        return self.acme
+
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop every service (reverse start order), each draining for up to `timeout`."""
+        if self.acme is not None:
+            await self.acme.stop()
         async with self._lock:
             names = list(self.running)
             drain = timeout if timeout is not None else self.drain_timeout
@@ -257,7 +284,10 @@ class Supervisor:
             "certificate": current.fingerprint if current else None,
             "certificates": [] if current is None else [
                 {"name": "server", "fingerprint": current.fingerprint, "self_signed": current.self_signed,
-                 "not_after": current.not_after}],
+                 "not_after": current.not_after, "issuer": current.issuer}],
+            "acme": self.acme.status() if self.acme else None,
+            "degraded": ["certificate: ACME renewal keeps failing and the certificate expires within 14 days"]
+            if self.acme and self.acme.status()["degraded"] else [],
             "access_refused": dict(self.ctx.access.refused),
             "network": self.network.last_result,
             "services": services,

@@ -146,6 +146,10 @@ class CertPair:
         """Expiry of the leaf certificate, seconds since epoch."""
         return x509.load_pem_x509_certificate(self.cert_pem.encode()).not_valid_after_utc.timestamp()
 
+    @cached_property
+    def issuer(self) -> str:
+        return x509.load_pem_x509_certificate(self.cert_pem.encode()).issuer.rfc4514_string()
+
 
 class CertStore:
     """Holds the proxy's current server certificate and every listener context made from it."""

@@ -383,3 +383,29 @@ def test_a_minimal_file_gets_the_dataclasses_defaults() -> None:
     assert cfg.instances == (Instance("a"),)
     assert dataclasses.replace(cfg.services, provisioning=Services().provisioning) == Services()
     assert (cfg.revision, cfg.bind, cfg.allow_sources) == (0, "0.0.0.0", ())
+
+
+def test_tls_modes_are_checked_once_naming_the_field():
+    acme = {"mode": "acme", "acme_directory": "https://127.0.0.1:14000/dir", "acme_email": "ops@example.net",
+            "acme_names": ["prov.example.net"], "key_type": "rsa-2048"}
+    cfg = parse_config(base_config(tls=acme))
+    assert (cfg.tls.mode, cfg.tls.acme_names, cfg.tls.key_type) == ("acme", ("prov.example.net",), "rsa-2048")
+    assert parse_config(base_config(tls={})).tls.mode == "self-signed"
+    assert "tls.acme_directory: mode acme needs the CA's directory URL" in problems(base_config(tls={"mode": "acme"}))
+    assert any(p.startswith("tls.acme_directory:") for p in problems(
+        base_config(tls={**acme, "acme_directory": "http://ca.example/dir"})))
+    assert any(p.startswith("tls.acme_email:") for p in problems(base_config(tls={**acme, "acme_email": "nobody"})))
+    assert any(p.startswith("tls.acme_names:") for p in problems(base_config(tls={**acme, "acme_names": ["10.0.0.1"]})))
+    assert any(p.startswith("tls.certificate_pem: mode uploaded needs") for p in problems(
+        base_config(tls={"mode": "uploaded"})))
+    assert any(p.startswith("tls.mode:") for p in problems(base_config(tls={"mode": "bogus"})))
+
+
+def test_a_given_pair_without_mode_is_uploaded_and_acme_refuses_one():
+    from proxyd.tls import make_self_signed
+
+    cert, key = make_self_signed("proxy.example.net", [])
+    assert parse_config(base_config(tls={"certificate_pem": cert, "key_pem": key})).tls.mode == "uploaded"
+    raw = base_config(tls={"mode": "acme", "acme_directory": "https://ca.example/dir",
+                           "certificate_pem": cert, "key_pem": key})
+    assert any(p.startswith("tls.mode: mode acme makes its own certificate") for p in problems(raw))

@@ -1,0 +1,181 @@
+"""The asyncio side of ACME: sleep as proxyd/acme_schedule.py says, issue in a worker thread, swap.
+
+State in the state dir (`<state>/acme/`): `account.key` (0600), `cert.pem` + `key.pem` (0600) of the
+certificate in use, `state.json` (the schedule). A restart reads them and carries on: a kept,
+unexpired certificate is used at once and renewed when its 2/3 point comes.
+The new certificate goes live through CertStore.use(), the same swap as a config change: handshakes
+after it get the new one, established connections keep theirs; the old pair stays current until
+the new one is installed.
+
+HTTP-01 is answered by a tiny listener on `http_port` that exists only while an order is in
+flight and answers nothing but /.well-known/acme-challenge/<token> (404 otherwise, 4 KiB and 5 s
+per request at most).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxyd import acme_client
+from proxyd.acme_schedule import AcmeState, after_failure, after_success, degraded, next_step
+from proxyd.tls import CertStore, check_pair, write_private
+
+log = logging.getLogger("proxyd.acme")
+
+REQUEST_LIMIT = 4096  # a challenge GET is one short line and a few headers
+REQUEST_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class AcmeSpec:
+    directory: str
+    email: str | None
+    names: tuple[str, ...]
+    key_type: str
+    http_host: str
+    http_port: int
+    #: the CA bundle that verifies the directory's HTTPS (True: the system's)
+    ca_bundle: str | bool = True
+
+
+class AcmeRenewer:
+    def __init__(self, state_dir: Path, certs: CertStore, spec: AcmeSpec):
+        self.dir = state_dir
+        self.certs = certs
+        self.spec = spec
+        self.tokens = acme_client.Http01Tokens()
+        self.state = self._load_state()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # -- kept state -----------------------------------------------------------------
+    def _load_state(self) -> AcmeState:
+        path = self.dir / "state.json"
+        try:
+            return AcmeState.from_json(path.read_text())
+        except (OSError, ValueError, TypeError):
+            return AcmeState()
+
+    def _save_state(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(self.state.to_json())
+        tmp.replace(self.dir / "state.json")
+
+    def kept_pair(self) -> tuple[str, str] | None:
+        """The issued pair from the state dir when it is intact and not expired."""
+        try:
+            cert, key = (self.dir / "cert.pem").read_text(), (self.dir / "key.pem").read_text()
+        except OSError:
+            return None
+        if check_pair(cert, key) or (self.state.not_after or 0) <= time.time():
+            return None
+        return cert, key
+
+    # -- status ---------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        s = self.state
+        return {"names": list(self.spec.names), "issuer": s.issuer, "not_after": s.not_after,
+                "last_attempt": s.last_attempt, "last_error": s.last_error, "failures": s.failures,
+                "retry_at": s.retry_at, "degraded": degraded(s, time.time())}
+
+    # -- the loop -------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def update(self, spec: AcmeSpec) -> None:
+        """A new config: other names or key type need a new certificate now."""
+        if (spec.names, spec.key_type, spec.directory) != (self.spec.names, self.spec.key_type, self.spec.directory):
+            self.state = AcmeState(last_attempt=self.state.last_attempt)
+        self.spec = spec
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            wait = next_step(self.state, time.time())
+            if wait > 0:
+                self._wake.clear()
+                # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancel that meets a wake-up
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                continue
+            await self.attempt()
+
+    async def attempt(self) -> None:
+        """One issuance; the outcome lands in the state (and the certificate store on success)."""
+        spec, now = self.spec, time.time()
+        try:
+            async with self._http01():
+                issued = await asyncio.to_thread(
+                    acme_client.issue, spec.directory, self.dir / "account.key", spec.email,
+                    list(spec.names), spec.key_type, self.tokens, spec.ca_bundle)
+        except (acme_client.AcmeError, OSError) as exc:
+            retry_after = getattr(exc, "retry_after", None)
+            self.state = after_failure(self.state, now, str(exc)[:300], random.random(), retry_after)
+            self._save_state()
+            log.warning("event=acme_failed names=%s error=%r failures=%d retry_in=%.0f",
+                        ",".join(spec.names), self.state.last_error, self.state.failures,
+                        (self.state.retry_at or now) - now)
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_private(self.dir / "key.pem", issued.key_pem)
+        (self.dir / "cert.pem").write_text(issued.fullchain_pem)
+        self.certs.use(issued.fullchain_pem, issued.key_pem, spec.names[0], [])
+        self.state = after_success(self.state, now, issued.not_before, issued.not_after, issued.issuer)
+        self._save_state()
+        log.info("event=acme_issued names=%s issuer=%r not_after=%.0f seconds=%.1f", ",".join(spec.names),
+                 issued.issuer, issued.not_after, time.time() - now)
+
+    # -- HTTP-01 --------------------------------------------------------------------
+    def _http01(self) -> _Http01Listener:
+        return _Http01Listener(self.tokens, self.spec.http_host, self.spec.http_port)
+
+
+class _Http01Listener:
+    def __init__(self, tokens: acme_client.Http01Tokens, host: str, port: int):
+        self.tokens, self.host, self.port = tokens, host, port
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Http01Listener:
+        self.server = await asyncio.start_server(self._serve, self.host, self.port, limit=REQUEST_LIMIT)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+            method, _, rest = head.partition(b" ")
+            path = rest.partition(b" ")[0].decode("ascii", "replace")
+            body = self.tokens.answer(path) if method == b"GET" else None
+            if body is None:
+                writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            else:
+                data = body.encode()
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+                             b"connection: close\r\n\r\n%s" % (len(data), data))
+            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()

@@ -1,0 +1,180 @@
+"""ACME against a real pebble on loopback: issue (RSA, ECDSA), renew, revoke, CA down.
+
+Every issuance here is validated for real over HTTP-01 (pebble fetches the token from the
+renewer's own challenge listener); none sets PEBBLE_VA_ALWAYS_VALID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from proxyd.acme_client import revoke
+from proxyd.acme_task import AcmeRenewer, AcmeSpec
+from proxyd.tls import CertStore, key_type
+from tests.proxyd.pebble import PEBBLE, start_pebble
+
+pytestmark = pytest.mark.skipif(PEBBLE is None, reason="pebble is not installed (.ci/run installs it)")
+
+
+def spec(pebble, kind="ecdsa-p256"):
+    return AcmeSpec(pebble.directory, "ops@example.net", ("localhost",), kind, "127.0.0.1", pebble.http_port,
+                    pebble.tls_ca)
+
+
+async def serve(certs: CertStore) -> tuple[asyncio.Server, int]:
+    async def echo(reader, writer):
+        writer.write(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await reader.read(1)
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=certs.server_context(["http/1.1"]))
+    return server, server.sockets[0].getsockname()[1]
+
+
+def peer_cert(port: int, root: Path) -> x509.Certificate:
+    ctx = ssl.create_default_context(cafile=str(root))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        der = tls.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der)
+
+
+@pytest.fixture
+def pebble(tmp_path):
+    p = start_pebble(tmp_path / "pebble", validity=3600)
+    yield p
+    p.stop()
+
+
+@pytest.mark.parametrize("kind", ["ecdsa-p256", "rsa-2048"])
+async def test_issue_serves_a_certificate_that_curl_verifies_with_the_pebble_root(tmp_path, pebble, kind):
+    certs = CertStore(tmp_path / "certs")
+    certs.use(None, None, "localhost", [], kind)  # self-signed until the CA has answered
+    renewer = AcmeRenewer(tmp_path / "acme", certs, spec(pebble, kind))
+    server, port = await serve(certs)
+    root = tmp_path / "root.pem"
+    root.write_text(pebble.root_pem())
+    started = time.monotonic()
+    await renewer.attempt()
+    took = time.monotonic() - started
+    status = renewer.status()
+    assert status["last_error"] is None and "Pebble Intermediate" in status["issuer"], status
+    assert took < 15
+    assert key_type(certs.current.cert_pem) == kind
+    # a phone-like client: curl trusting only pebble's root, no --insecure
+    out = await asyncio.to_thread(subprocess.run, [
+        "curl", "-sS", "--cacert", str(root), "--resolve", f"localhost:{port}:127.0.0.1",
+        f"https://localhost:{port}/"], capture_output=True, timeout=10, text=True)
+    assert (out.returncode, out.stdout) == (0, "ok"), out.stderr
+    served = await asyncio.to_thread(peer_cert, port, root)
+    assert abs(served.not_valid_after_utc.timestamp() - status["not_after"]) < 1
+    server.close()
+
+
+async def test_a_restart_keeps_the_issued_certificate_and_revoke_reaches_the_ca(tmp_path, pebble):
+    certs = CertStore(tmp_path / "certs")
+    certs.use(None, None, "localhost", [])
+    renewer = AcmeRenewer(tmp_path / "acme", certs, spec(pebble))
+    await renewer.attempt()
+    again = AcmeRenewer(tmp_path / "acme", CertStore(tmp_path / "certs2"), spec(pebble))
+    assert again.kept_pair() == (certs.current.cert_pem, certs.current.key_pem)
+    assert again.state == renewer.state
+    serial = format(x509.load_pem_x509_certificate(certs.current.cert_pem.encode()).serial_number, "x")
+    await asyncio.to_thread(revoke, pebble.directory, tmp_path / "acme" / "account.key", None,
+                            certs.current.cert_pem, pebble.tls_ca)
+    assert json.loads(await asyncio.to_thread(pebble.get, f"/cert-status-by-serial/{serial}"))["Status"] == "Revoked"
+
+
+async def test_short_lived_certificate_is_renewed_at_two_thirds_and_open_connections_stay(tmp_path):
+    p = start_pebble(tmp_path / "pebble", validity=9)
+    try:
+        certs = CertStore(tmp_path / "certs")
+        certs.use(None, None, "localhost", [])
+        renewer = AcmeRenewer(tmp_path / "acme", certs, spec(p))
+        server, port = await serve(certs)
+        root = tmp_path / "root.pem"
+        root.write_text(p.root_pem())
+        renewer.start()
+        deadline = time.monotonic() + 20
+        serials: list[int] = []
+        held = None
+        while time.monotonic() < deadline and len(set(serials)) < 2:
+            if certs.current and not certs.current.self_signed:
+                serials.append((await asyncio.to_thread(peer_cert, port, root)).serial_number)
+                if held is None:  # one connection opened on the first certificate stays open throughout
+                    held = await asyncio.open_connection("127.0.0.1", port, ssl=ssl.create_default_context(
+                        cafile=str(root)), server_hostname="localhost")
+            await asyncio.sleep(0.5)
+        await renewer.stop()
+        assert len(set(serials)) >= 2, serials  # the first and its renewal (9 s life, renewed after 6 s)
+        assert held is not None  # opened before both swaps, it still talks to its handshake's peer
+        assert await held[0].readuntil(b"ok") and held[0].at_eof() is False
+        held[1].write(b"x")
+        await held[1].drain()
+        assert await held[0].read() == b""  # the server read our byte and closed: alive until then
+        assert renewer.state.failures == 0
+        server.close()
+    finally:
+        p.stop()
+
+
+async def test_ca_unavailable_keeps_serving_the_current_certificate_and_backs_off(tmp_path):
+    p = start_pebble(tmp_path / "pebble", validity=3600)
+    certs = CertStore(tmp_path / "certs")
+    certs.use(None, None, "localhost", [])
+    renewer = AcmeRenewer(tmp_path / "acme", certs, spec(p))
+    await renewer.attempt()
+    good = certs.current
+    p.stop()
+    await renewer.attempt()
+    status = renewer.status()
+    assert certs.current is good
+    assert status["failures"] == 1 and "unreachable" in status["last_error"], status
+    assert status["retry_at"] - status["last_attempt"] >= 60
+    assert status["degraded"] is True  # an hour-long certificate expires within 14 days, renewal failed
+    shutil.rmtree(tmp_path / "pebble", ignore_errors=True)
+
+
+async def test_mode_acme_in_the_config_issues_and_status_and_metrics_say_so(tmp_path, pebble):
+    from proxyd.access import AccessList
+    from proxyd.config import parse_config
+    from proxyd.metrics import registry, render
+    from proxyd.service import ServiceContext
+    from proxyd.statedir import StateDir
+    from proxyd.supervisor import Supervisor
+    from tests.support import base_config
+
+    state = StateDir(tmp_path / "state").ensure()
+    sup = Supervisor(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()), [])
+    cfg = parse_config(base_config(proxy={"fqdn": "localhost"}, bind="127.0.0.1", tls={
+        "mode": "acme", "acme_directory": pebble.directory, "acme_email": "ops@example.net",
+        "acme_http_port": pebble.http_port, "acme_ca_bundle": pebble.tls_ca, "key_type": "rsa-2048"}))
+    await sup.apply(cfg)
+    assert sup.ctx.certs.current.self_signed  # served at once, until the CA has answered
+    for _ in range(75):  # 15 s at most
+        if not sup.ctx.certs.current.self_signed:
+            break
+        await asyncio.sleep(0.2)
+    st = sup.status()
+    assert not sup.ctx.certs.current.self_signed, st["acme"]
+    assert "Pebble Intermediate" in st["certificates"][0]["issuer"] and st["degraded"] == []
+    assert st["acme"]["not_after"] == st["certificates"][0]["not_after"]
+    text = render(registry(lambda: st)).decode()
+    assert 'pforte_acme_consecutive_failures{name="localhost"} 0.0' in text
+    assert 'pforte_acme_degraded{name="localhost"} 0.0' in text
+    stamp = float(text.split('pforte_acme_last_attempt_timestamp_seconds{name="localhost"} ')[1].split()[0])
+    assert abs(stamp - st["acme"]["last_attempt"]) < 1
+    await sup.apply(cfg)  # a re-apply keeps the issued certificate
+    assert not sup.ctx.certs.current.self_signed
+    await sup.shutdown()

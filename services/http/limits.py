@@ -57,7 +57,8 @@ class ConnectionGate:
     """Counts one service's client connections per address, and all of them against the budget;
     `admit()` says whether one more may stay."""
 
-    def __init__(self, per_address: int = DEFAULT.connections_per_address, budget: Budget | None = None, service: str = "http") -> None:
+    def __init__(self, per_address: int = DEFAULT.connections_per_address, budget: Budget | None = None,
+                 service: str = "http") -> None:
         self.per_address = per_address
         self.budget = process_budget() if budget is None else budget
         self.service = service

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 
+from proxyd.config import WebLimits
 from proxyd.service import LATENCY_BUCKETS, Histogram
 from services.http.authority import Names, request_target
 from services.http.canonical import BadPath, split_target
@@ -32,7 +33,6 @@ from services.http.http1 import (
     parse_request_head,
     parse_response_head,
 )
-from proxyd.config import WebLimits
 from services.http.limits import BUFFER_BODY, DEFAULT, ConnectionGate, body_deadline
 from services.http.routes import Forward, Redirect, Refuse, Router
 from services.http.upstream import Pools, UpstreamConnection

@@ -99,11 +99,25 @@ def test_config_etag_long_poll_heartbeat_and_isolation(manager_url: str) -> None
                           "network": {"mode": "manual", "interface": "eth1"}})
     assert hb.status_code == 200, hb.text
     assert hb.json()["active_revision"] == r.json()["revision"]
-    assert p.status() == ("Online", "")
+    assert written(lambda: p.status() == ("Online", ""))  # heartbeats are written in batches, once a second
     assert p.heartbeats.first().services["network"]["interface"] == "eth1"
     httpx.post(f"{manager_url}/api/v1/proxy/heartbeat", headers=h, json={"applied_revision": 1, "last_error": "boom"})
-    assert p.status() == ("Degraded", "boom")
+    assert written(lambda: p.status() == ("Degraded", "boom"))
     assert p.heartbeats.first().source == "127.0.0.1"
+    for bad_body, status in ((b"[1]", 400), (b"{", 400), (b'{"uptime": "x"}', 400), (b"x" * 70_000, 413)):
+        r = httpx.post(f"{manager_url}/api/v1/proxy/heartbeat", headers={**h, "Content-Type": "application/json"},
+                       content=bad_body)
+        assert r.status_code == status, (bad_body[:20], r.text)
+    assert p.heartbeats.count() == 2  # nothing of the refused ones was written
+
+
+def written(check, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def test_openapi_schema_lists_the_proxy_api(manager_url: str) -> None:

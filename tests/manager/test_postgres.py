@@ -157,7 +157,7 @@ def test_two_manager_processes_share_changes_through_listen_notify(pg_manager: t
                ".delete(); get_user_model().objects.create_superuser('pgadm', 'a@example.invalid', 'pg-admin-pass-1');"
                " print('ok')")
     h = {"Authorization": f"Bearer {key}"}
-    with served_manager({**env, "PFORTE_MANAGER_DATA": str(tmp_path)}, tmp_path / "serve-b.log") as url_b:
+    with served_manager(env, tmp_path / "serve-b.log") as url_b:  # the same data dir: the same secrets key
         r = httpx.get(f"{url_a}/api/v1/proxy/config", headers=h, timeout=30)
         etag = r.headers["etag"]
         # a renewal with nothing new waits in A (answered from A's memory, 304 at the end)

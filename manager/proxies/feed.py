@@ -31,6 +31,13 @@ PG_RECHECK = 30.0  # PostgreSQL: a look without a NOTIFY too, in case the listen
 KEYS_RECHECK = 30.0  # key hashes changed by another process take effect within this
 
 
+def _model(name: str) -> Any:
+    # through the app registry: the compiler (which models.py calls) imports this module
+    from django.apps import apps
+
+    return apps.get_model("proxies", name)
+
+
 def notify_others() -> None:
     """Inside a writer's transaction: tell the other manager processes to look (PostgreSQL only)."""
     from django.db import connection
@@ -44,7 +51,7 @@ def _latest_rows(after_pk: int = 0) -> list[tuple[int, int, int, str]]:
     """(pk, proxy, number, config JSON) of the newest revision of each proxy, or those after `after_pk`."""
     from django.db.models import OuterRef, Subquery
 
-    from manager.proxies.models import ConfigRevision
+    ConfigRevision = _model("ConfigRevision")  # noqa: N806 - a model class
 
     qs = ConfigRevision.objects.filter(pk__gt=after_pk)
     if not after_pk:
@@ -54,13 +61,13 @@ def _latest_rows(after_pk: int = 0) -> list[tuple[int, int, int, str]]:
 
 
 def _keys() -> dict[int, str]:
-    from manager.proxies.models import Proxy
+    Proxy = _model("Proxy")  # noqa: N806 - a model class
 
     return dict(Proxy.objects.exclude(api_key_hash="").values_list("pk", "api_key_hash"))
 
 
 def _actions_after(pk: int) -> list[tuple[int, int]]:
-    from manager.proxies.models import ProxyAction
+    ProxyAction = _model("ProxyAction")  # noqa: N806 - a model class
 
     return list(ProxyAction.objects.filter(pk__gt=pk).order_by("pk").values_list("pk", "proxy_id"))
 
@@ -69,7 +76,7 @@ def _open_actions() -> tuple[int, list[int]]:
     """(newest action pk, proxies with an action not finished yet)."""
     from django.db.models import Q
 
-    from manager.proxies.models import ProxyAction
+    ProxyAction = _model("ProxyAction")  # noqa: N806 - a model class
 
     last = ProxyAction.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     open_ = ProxyAction.objects.filter(Q(finished__isnull=True)).values_list("proxy_id", flat=True).distinct()
@@ -193,7 +200,7 @@ class Feed:
         with self._lock:
             self._keys = keys
             self._keys_read = time.monotonic()
-        for pk, proxy_id, number, body in rows:
+        for _pk, proxy_id, number, body in rows:
             self.changed(proxy_id, number, body)
         self._last_rev = max((r[0] for r in rows), default=0)
         self._last_action = last_action

@@ -184,6 +184,8 @@ class Http:
 
     async def request(self, method: str, path: str, headers: dict[str, str],
                       body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+        if self.r is not None and self.r.at_eof():
+            self.close()  # the server closed the idle keep-alive connection: a new one, as httpx's pool does
         if self.w is None:
             self.r, self.w = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.r is not None
@@ -212,6 +214,7 @@ class Stats:
         self.change_at: float | None = None
         self.seen: list[float] = []  # seconds from the change to each agent's new revision
         self.up = 0  # agents that got their first config
+        self.why: dict[str, int] = {}  # failed heartbeats by reason
 
 
 async def agent(port: int, key: str, start_in: float, end: float, st: Stats, first_rev: dict[str, int]) -> None:
@@ -233,8 +236,10 @@ async def agent(port: int, key: str, start_in: float, end: float, st: Stats, fir
                     "POST", "/api/v1/proxy/heartbeat", {**auth, "Content-Type": "application/json"}, body), TIMEOUT)
                 if status != 200:
                     st.beats_failed += 1
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+                    st.why[f"HTTP {status}"] = st.why.get(f"HTTP {status}", 0) + 1
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
                 st.beats_failed += 1
+                st.why[type(exc).__name__] = st.why.get(type(exc).__name__, 0) + 1
                 beat.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(due.wait(), HEARTBEAT_EVERY)
@@ -352,7 +357,7 @@ def run(database_url: str | None) -> None:
                   if "Traceback" in line or "ERROR" in line]
     never = PROXIES - len(st.seen)
     print(f"agents up before the steady phase: {int(res['up'])} of {PROXIES}; the change was saved in "
-          f"{res['saved']:.2f} s; load generator CPU {client_cpu:.0f} s; manager log errors: {len(errors)}")
+          f"{res['saved']:.2f} s; failed heartbeats: {st.why or 'none'}; load generator CPU {client_cpu:.0f} s; manager log errors: {len(errors)}")
     print("| proxies | DB | workers | change seen p50 / p95 / max | never | heartbeats failed | polls failed "
           "| manager CPU steady / after | peak RSS |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import logging
 import threading
-import time
 from typing import Any
 
 log = logging.getLogger("manager.feed")
@@ -28,7 +27,6 @@ log = logging.getLogger("manager.feed")
 CHANNEL = "pforte_feed"
 SQLITE_RECHECK = 1.0  # seconds between looks at the database for revisions made by another process
 PG_RECHECK = 30.0  # PostgreSQL: a look without a NOTIFY too, in case the listening connection was lost
-KEYS_RECHECK = 30.0  # key hashes changed by another process take effect within this
 
 
 def _model(name: str) -> Any:
@@ -94,7 +92,6 @@ class Feed:
         self._ready: asyncio.Future[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._last_rev = self._last_action = 0
-        self._keys_read = 0.0
 
     # -- writers (any thread) ----------------------------------------------------------------
     def changed(self, proxy_id: int, revision: int, body: str | bytes | None = None) -> None:
@@ -199,7 +196,6 @@ class Feed:
         rows, keys, (last_action, open_) = _latest_rows(), _keys(), _open_actions()
         with self._lock:
             self._keys = keys
-            self._keys_read = time.monotonic()
         for _pk, proxy_id, number, body in rows:
             self.changed(proxy_id, number, body)
         self._last_rev = max((r[0] for r in rows), default=0)
@@ -217,10 +213,11 @@ class Feed:
         for pk, proxy_id in _actions_after(self._last_action):
             self.action(proxy_id)
             self._last_action = max(self._last_action, pk)
-        if time.monotonic() - self._keys_read > KEYS_RECHECK:
-            keys = _keys()
-            with self._lock:
-                self._keys, self._keys_read = keys, time.monotonic()
+        # the key hashes too (one small query): a key re-minted or revoked elsewhere counts here
+        # from this look on; this process's own changes count at once (key_changed)
+        keys = _keys()
+        with self._lock:
+            self._keys = keys
 
     async def _watch(self) -> None:
         from django.db import connection
@@ -239,16 +236,11 @@ class Feed:
                     await asyncio.wait_for(woke.wait(), recheck)
                 woke.clear()
                 try:
-                    await asyncio.to_thread(self._look_keys_now if listener else self._look)
+                    await asyncio.to_thread(self._look)
                 except Exception:  # noqa: BLE001 - a database hiccup must not end the watching
                     log.exception("event=feed_look_failed")
         finally:
             stop.set()
-
-    def _look_keys_now(self) -> None:
-        # on PostgreSQL a NOTIFY also follows key changes: read them with every look
-        self._keys_read = 0.0
-        self._look()
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

@@ -39,8 +39,9 @@ def instance_changed(sender: Any, **kw: Any) -> None:
 
 
 @receiver(m2m_changed, sender=Instance.proxies.through)
-def exposure_changed(sender: Any, **kw: Any) -> None:
-    _all()
+def exposure_changed(sender: Any, action: str = "", **kw: Any) -> None:
+    if action.startswith("post_"):  # the pre_ signals come first with the same change: compile once
+        _all()
 
 
 @receiver([post_save, post_delete], sender=Application)

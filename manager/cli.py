@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -20,12 +21,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--workers", type=int, default=1,
                         help="manager processes on the one port (PostgreSQL only: they share changes through "
                              "LISTEN/NOTIFY; SQLite is one process)")
+        ap.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("PFORTE_LOG_FORMAT", "text"))
         args = ap.parse_args(argv[1:])
         if args.workers < 1:
             ap.error("--workers: at least 1")
         if args.workers > 1 and not os.environ.get("DATABASE_URL", "").startswith(("postgres:", "postgresql:")):
             ap.error("--workers above 1 needs PostgreSQL (DATABASE_URL=postgres://…): on SQLite the manager "
                      "is one process")
+        os.environ["PFORTE_LOG_FORMAT"] = args.log_format
         host = f"[{args.host}]" if ":" in args.host else args.host
         # without a configured public URL the manager is where it listens (right on loopback, as `make run`)
         if "PFORTE_PUBLIC_URL" not in os.environ:
@@ -36,13 +39,24 @@ def main(argv: list[str] | None = None) -> int:
                       "refused)", file=sys.stderr)
         # agents' polls and heartbeats are served by an async front (agent_front.py): one process
         # serves thousands of waiting proxies; --workers adds processes on the same socket
+        # log_config=None: uvicorn's loggers get no handlers of their own and propagate to the root
+        # handler Django's LOGGING sets up, so access lines share the manager's format
+        logging.basicConfig(level=logging.INFO, handlers=[_stderr_handler(args.log_format)])
         uvicorn.run("manager.asgi:application", host=args.host, port=args.port, log_level="info",
-                    proxy_headers=False, lifespan="off", workers=args.workers)
+                    proxy_headers=False, lifespan="off", workers=args.workers, log_config=None)
         return 0
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(["pforte-manager", *argv])
     return 0
+
+
+def _stderr_handler(fmt: str) -> logging.Handler:
+    from proxyd.logs import stream_formatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(stream_formatter(fmt))
+    return handler
 
 
 if __name__ == "__main__":

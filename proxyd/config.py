@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from proxyd import wirejson
 from proxyd.provisioning_template import problem as template_problem
+from proxyd.wirejson import MAX_CONFIG_BYTES
 
 VERSION = 1
 
@@ -38,11 +40,20 @@ PROVISIONING_MODES = ("encrypted", "https", "http_and_https", "off")
 TLS_KEY_TYPES = ("ecdsa-p256", "rsa-2048", "rsa-3072")
 
 
+#: problems named one by one in a ConfigError; a hostile document can make millions of them
+MAX_PROBLEMS = 50
+_MORE = "(further problems)"  # one shared string: what the reader keeps past MAX_PROBLEMS
+
+
 class ConfigError(ValueError):
-    """A config failed validation; `problems` lists `path: message` strings, all of them."""
+    """A config failed validation; `problems` lists `path: message` strings, the first MAX_PROBLEMS
+    of them and then how many more there were."""
 
     def __init__(self, problems: Iterable[str]):
-        self.problems = list(problems)
+        listed = list(problems)
+        if len(listed) > MAX_PROBLEMS:
+            listed = [*listed[:MAX_PROBLEMS], f"... and {len(listed) - MAX_PROBLEMS} more problems"]
+        self.problems = listed
         super().__init__("; ".join(self.problems))
 
 
@@ -330,7 +341,12 @@ class _Reader:
         self.problems: list[str] = []
 
     def fail(self, path: str, msg: str) -> None:
-        self.problems.append(f"{path or '(top level)'}: {msg}")
+        if len(self.problems) >= MAX_PROBLEMS:
+            self.problems.append(_MORE)  # still counted (callers compare lengths), costs one pointer
+            return
+        line = f"{path or '(top level)'}: {msg}"
+        # field names and values are whatever the document says: keep a log line a line
+        self.problems.append(line if len(line) <= 300 else line[:300] + "...")
 
     def obj(self, raw: Any, path: str, allowed: Iterable[str]) -> dict[str, Any]:
         if not isinstance(raw, dict):
@@ -956,17 +972,19 @@ def _reaches_proxy(host: str, cfg: ProxyConfig, bind: ipaddress.IPv4Address | ip
 
 
 def load_file(path: str | Path) -> ProxyConfig:
-    """Read and validate a standalone config file (JSON)."""
+    """Read and validate a standalone config file (JSON), read no further than the size bound."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
-    return loads(text, source=str(path))
+    return loads(data, source=str(path))
 
 
 def loads(text: str | bytes, *, source: str = "config") -> ProxyConfig:
+    """Decode within the wire bounds (size, depth), then validate: one ConfigError for any problem."""
     try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{source}: not valid JSON: {exc}"]) from exc
+        raw = wirejson.decode(text)
+    except wirejson.WireJsonError as exc:
+        raise ConfigError([f"{source}: {exc}"]) from exc
     return parse_config(raw)

@@ -21,6 +21,7 @@ from proxyd import __version__, sdnotify
 from proxyd.access import AccessList
 from proxyd.admin import AdminServer
 from proxyd.config import ConfigError, ProxyConfig, load_file
+from proxyd.exposure import RESULT_FILE, degraded
 from proxyd.loop import loop_name
 from proxyd.service import Service, ServiceContext
 from proxyd.statedir import StateDir
@@ -89,6 +90,10 @@ class Daemon:
         }
         for hook in self.status_hooks:
             out.update(hook())
+        for name, why in degraded(self.state.read_json(RESULT_FILE), out.get("revision")).items():
+            entry = out.get("services", {}).get(name)
+            if entry is not None and entry.get("state") == "running":
+                entry.update(state="degraded", degraded=why)
         return out
 
     def readiness(self) -> list[str]:

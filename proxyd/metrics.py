@@ -36,7 +36,7 @@ from proxyd.metric_families import (
 # The classic text format, which generate_latest() writes with our (all-ASCII) names; newer
 # prometheus_client calls it 1.0.0, which Prometheus before 3.0 does not know.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-SERVICE_STATES = ("running", "stopped", "failed")
+SERVICE_STATES = ("running", "degraded", "stopped", "failed")  # degraded: running, self-test failing
 MANAGER_STATES = ("connecting", "online", "unreachable", "revoked")  # proxyd.agent.runner
 
 
@@ -85,7 +85,7 @@ class PforteCollector(Collector):
         _certificates(st, out)
         _manager(st, out)
         for name, data in st.get("services", {}).items():
-            if data.get("state") == "running":
+            if data.get("state") in ("running", "degraded"):
                 _service(name, data, out)
         yield from out
 
@@ -134,7 +134,7 @@ def _daemon(st: dict[str, Any], out: Families) -> None:
     refused = st.get("access_refused", {})
     for name, data in services.items():
         state = data.get("state", "stopped")
-        out.add(SERVICE_UP, (name,), int(state == "running"))
+        out.add(SERVICE_UP, (name,), int(state in ("running", "degraded")))
         for s in SERVICE_STATES:
             out.add(SERVICE_STATE, (name, s), int(state == s))
         out.add(SERVICE_ERROR, (name,), int(bool(data.get("last_error"))))

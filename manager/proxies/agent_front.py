@@ -8,7 +8,8 @@ own database work. Here, for a proxy whose key `FEED` knows and which has no act
   (after waiting up to `wait` seconds for a newer one), the newest config JSON otherwise;
 - a heartbeat is checked (size, JSON, fields), queued in `heartbeats.BATCH` and answered at once.
 
-Everything else, and these two for a proxy the feed does not know yet or with an action pending,
+Everything else, and these two for a proxy the feed does not know yet, with an action pending or
+with its key sent over plain HTTP from another host,
 goes to Django unchanged, which answers them the slow, complete way.
 """
 
@@ -19,8 +20,10 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
+from manager.observe import HEARTBEATS, REVISIONS_SERVED
 from manager.proxies.feed import FEED
 from manager.proxies.heartbeats import BATCH, INTERVAL
+from manager.proxies.permissions import key_transport_ok
 
 CONFIG_PATH = "/api/v1/proxy/config"
 HEARTBEAT_PATH = "/api/v1/proxy/heartbeat"
@@ -93,6 +96,7 @@ async def _config(scope: dict[str, Any], receive: Replay, send: Any, proxy_id: i
     if body is None:
         return WAITED  # known only by number (published before the body was read): Django reads it
     await _answer(send, 200, body, tag)
+    REVISIONS_SERVED.inc()
     return DONE
 
 
@@ -139,13 +143,18 @@ async def _heartbeat(scope: dict[str, Any], receive: Any, send: Any, proxy_id: i
         return
     client = scope.get("client")
     BATCH.add(proxy_id, client[0] if client else None, valid)
+    HEARTBEATS.inc()
     await _answer(send, 200, json.dumps({"active_revision": FEED.known(proxy_id), "interval": INTERVAL,
                                          "actions": []}).encode())
 
 
 def in_front_of(django_app: Any) -> Any:
     async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in (CONFIG_PATH, HEARTBEAT_PATH):
+        client = scope.get("client") or (None,)
+        # a key over plain HTTP from another host is not looked at here: Django refuses it (or trusts
+        # a TLS-terminating proxy's header, SECURE_PROXY_SSL_HEADER, which this front does not read)
+        if (scope["type"] == "http" and scope["path"] in (CONFIG_PATH, HEARTBEAT_PATH)
+                and key_transport_ok(scope.get("scheme") == "https", client[0])):
             await FEED.ready()
             proxy_id = FEED.authenticate(_header(scope, b"authorization"))
             if proxy_id is not None and not FEED.actions_seen(proxy_id):

@@ -184,7 +184,7 @@ async def config(request: HttpRequest) -> HttpResponse:
     if str(rev.number) == etag:
         resp = HttpResponse(status=304)
     else:
-        resp = HttpResponse(rev.config_json, content_type="application/json")
+        resp = HttpResponse(rev.served_json(), content_type="application/json")
     resp["ETag"] = f'"{rev.number}"'
     # read after the revision: restored files are committed with (before) the settings they belong to
     pending = await sync_to_async(_pending_actions, thread_sensitive=False)(proxy_id, True)
@@ -240,11 +240,12 @@ def heartbeat(request: Request) -> Response:
     services = dict(d.get("services", {}))
     if d.get("network"):
         services["network"] = d["network"]  # the proxy's netconf result, kept with its services
-    Heartbeat.objects.create(
+    hb = Heartbeat.objects.create(
         proxy=proxy, source=request.META.get("REMOTE_ADDR"), applied_revision=d.get("applied_revision"),
         version=d.get("version", ""), uptime=d.get("uptime", 0), last_error=d.get("last_error") or "",
         services=json.loads(json.dumps(services)), interval=INTERVAL,
     )
+    Proxy.objects.filter(pk=proxy.pk, agent_stopped__lt=hb.received).update(agent_stopped=None)  # it is back
     old = proxy.heartbeats.order_by("-received").values_list("pk", flat=True)[HISTORY:]
     Heartbeat.objects.filter(pk__in=list(old)).delete()
     updater.on_heartbeat(proxy.pk, request.META.get("REMOTE_ADDR"))  # DNS update, if any, runs in the background
@@ -252,6 +253,26 @@ def heartbeat(request: Request) -> Response:
     actions = [{"id": pk, "kind": kind} for pk, kind, _ in _pending_actions(proxy.pk, True)]
     return Response({"active_revision": active.number if active else None, "interval": INTERVAL,
                      "actions": actions})
+
+
+class GoodbyeOut(serializers.Serializer):
+    stopped = serializers.DateTimeField()
+
+
+@extend_schema(request=None, responses={200: GoodbyeOut})
+@api_view(["POST"])
+@permission_classes([AgentKey])
+@serialized_writes
+def goodbye(request: Request) -> Response:
+    """The agent is stopping cleanly (proxyd shut down): the proxy shows Offline now, not after the
+    heartbeat grace. Its next heartbeat makes it Online again."""
+    proxy = authenticate(request._request)
+    if proxy is None:
+        return Response({"detail": "invalid or revoked API key"}, status=401)
+    now = timezone.now()
+    Proxy.objects.filter(pk=proxy.pk).update(agent_stopped=now)  # no settings save: no new revision
+    log.info("proxy %s: agent stopping", proxy.name)
+    return Response({"stopped": now})
 
 
 def _own_action(request: Request, pk: int, kind: str | None) -> ProxyAction | Response:

@@ -2,7 +2,7 @@
 
 from proxyd.config import TLS_KEY_TYPES as _TLS_KEY_TYPES
 
-SIP_MODES = [("tls", "TLS (TCP 5061)"), ("udp", "UDP (5060)"), ("off", "off")]
+SIP_MODES = [("tls", "TLS"), ("udp", "UDP and TCP"), ("off", "off")]  # the ports are fields of their own
 MEDIA_MODES = [("srtp", "SRTP"), ("rtp", "RTP")]
 PROVISIONING_MODES = [("encrypted", "HTTPS only, encrypted URL"), ("https", "HTTPS only"),
                       ("http_and_https", "HTTP and HTTPS"), ("off", "off")]

@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps as registry
+from django.conf import settings
 from django.db import transaction
 
 from manager.proxies.crypto import new_provisioning_key
@@ -123,15 +124,45 @@ def publish(proxy: Proxy) -> int | None:
         except ConfigError:
             return None  # an invalid combination (e.g. instance edit) keeps the last good revision
         if active is not None:
-            old = json.loads(active.config_json)
+            old = active.full_config()
             old["revision"] = number
             if old == cfg.to_dict():
                 return None
-        body = cfg.to_json(indent=None)
-        proxy.revisions.create(number=number, config_json=body)
+        # secrets go into the revision encrypted (ConfigRevision.fields_for), never as plaintext JSON;
+        # the feed gets the config as served, secrets included, and only in memory
+        full = cfg.to_dict()
+        proxy.revisions.create(number=number, **proxy.revisions.model.fields_for(full))
+        prune([proxy.pk])
         notify_others()
-    FEED.changed(proxy.pk, number, body)
+    FEED.changed(proxy.pk, number, served(full))
     return number
+
+
+def served(cfg: dict[str, Any]) -> str:
+    """The config JSON a proxy gets (as `ConfigRevision.served_json()` writes it)."""
+    return json.dumps(cfg, separators=(",", ":"))
+
+
+def prune(proxy_ids: list[int]) -> None:
+    """Older revisions are kept for the change history only up to PFORTE_REVISIONS_KEEP per proxy."""
+    ConfigRevision = registry.get_model("proxies", "ConfigRevision")  # noqa: N806 - a model class
+
+    keep = settings.PFORTE_REVISIONS_KEEP
+    for i in range(0, len(proxy_ids), 500):
+        chunk = proxy_ids[i:i + 500]
+        # one query for the chunk (a publish_many of thousands of proxies must not prune one by one)
+        stale = [pk for pid, pks in _by_proxy(ConfigRevision.objects.filter(proxy_id__in=chunk)
+                                                .order_by("proxy_id", "-number").values_list("proxy_id", "pk"))
+                 for pk in pks[keep:]]
+        if stale:
+            ConfigRevision.objects.filter(pk__in=stale).delete()
+
+
+def _by_proxy(rows: Any) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for pid, pk in rows:
+        out.setdefault(pid, []).append(pk)
+    return out
 
 
 def publish_many(proxies: list[Proxy]) -> int:
@@ -151,27 +182,31 @@ def publish_many(proxies: list[Proxy]) -> int:
         # the proxies' rows locked: two processes publishing at once queue here, not on the unique number
         list(Proxy.objects.filter(pk__in=ids).select_for_update().values_list("pk", flat=True))
         newest = ConfigRevision.objects.filter(proxy_id=OuterRef("proxy_id")).order_by("-number").values("number")[:1]
-        active: dict[int, tuple[int, str]] = {}
+        active: dict[int, Any] = {}
         for i in range(0, len(ids), 500):
-            active.update((pid, (n, body)) for pid, n, body in ConfigRevision.objects.filter(
-                proxy_id__in=ids[i:i + 500], number=Subquery(newest)).values_list("proxy_id", "number", "config_json"))
+            active.update((r.proxy_id, r) for r in ConfigRevision.objects.filter(
+                proxy_id__in=ids[i:i + 500], number=Subquery(newest)).only("proxy_id", "number", "config_json",
+                                                                          "secrets_enc"))
+        bodies: dict[int, str] = {}
         for proxy in proxies:
             old = active.get(proxy.pk)
-            number = old[0] + 1 if old else 1
+            number = old.number + 1 if old else 1
             try:
                 cfg = parse_config(raw_config(proxy, number, instances))
             except ConfigError:
                 continue
             new = cfg.to_dict()
             if old is not None:
-                was = json.loads(old[1])
+                was = old.full_config()  # secrets included: a changed key is a change, an unchanged one not
                 was["revision"] = number
                 if was == new:
                     continue
-            rows.append(ConfigRevision(proxy_id=proxy.pk, number=number, config_json=cfg.to_json(indent=None)))
+            rows.append(ConfigRevision(proxy_id=proxy.pk, number=number, **ConfigRevision.fields_for(new)))
+            bodies[proxy.pk] = served(new)
         ConfigRevision.objects.bulk_create(rows, batch_size=500)
         if rows:
+            prune([r.proxy_id for r in rows])
             notify_others()
     for r in rows:
-        FEED.changed(r.proxy_id, r.number, r.config_json)
+        FEED.changed(r.proxy_id, r.number, bodies[r.proxy_id])
     return len(rows)

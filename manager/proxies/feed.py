@@ -46,7 +46,8 @@ def notify_others() -> None:
 
 
 def _latest_rows(after_pk: int = 0) -> list[tuple[int, int, int, str]]:
-    """(pk, proxy, number, config JSON) of the newest revision of each proxy, or those after `after_pk`."""
+    """(pk, proxy, number, config JSON as served: secrets decrypted) of the newest revision of each
+    proxy, or of those after `after_pk`."""
     from django.db.models import OuterRef, Subquery
 
     ConfigRevision = _model("ConfigRevision")  # noqa: N806 - a model class
@@ -55,7 +56,8 @@ def _latest_rows(after_pk: int = 0) -> list[tuple[int, int, int, str]]:
     if not after_pk:
         newest = ConfigRevision.objects.filter(proxy_id=OuterRef("proxy_id")).order_by("-number").values("number")[:1]
         qs = qs.filter(number=Subquery(newest))
-    return list(qs.order_by("pk").values_list("pk", "proxy_id", "number", "config_json"))
+    return [(r.pk, r.proxy_id, r.number, r.served_json())
+            for r in qs.order_by("pk").only("pk", "proxy_id", "number", "config_json", "secrets_enc")]
 
 
 def _keys() -> dict[int, str]:
@@ -149,6 +151,11 @@ class Feed:
     def current(self, proxy_id: int) -> tuple[int | None, bytes | None]:
         with self._lock:
             return self._latest.get(proxy_id), self._bodies.get(proxy_id)
+
+    def waiting(self) -> int:
+        """Config long-polls parked in this process right now (for /metrics)."""
+        with self._lock:
+            return sum(len(w) for w in self._waiters.values())
 
     def actions_seen(self, proxy_id: int) -> int:
         with self._lock:

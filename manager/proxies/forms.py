@@ -1,14 +1,41 @@
 from __future__ import annotations
 
 from django import forms
+from django.contrib.auth import get_user_model, password_validation
 from django.db import models
 
 from manager.proxies.models import Application, Device, Instance, Proxy
+from manager.proxies.roles import ROLE_HELP, ROLES, assign, role_of
+
+
+def _fits(value: object) -> bool:
+    """A primary key the database can compare: a posted 10**20 made SQLite raise OverflowError (a 500)."""
+    return not str(value).isdigit() or int(str(value)) < 2**63
+
+
+class ModelChoiceField(forms.ModelChoiceField):
+    def to_python(self, value):  # type: ignore[no-untyped-def]
+        if value not in self.empty_values and not _fits(value):
+            raise forms.ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
+        return super().to_python(value)
+
+
+class ModelMultipleChoiceField(forms.ModelMultipleChoiceField):
+    def _check_values(self, value):  # type: ignore[no-untyped-def]
+        for v in value or ():
+            if not _fits(v):
+                raise forms.ValidationError(self.error_messages["invalid_pk_value"], code="invalid_pk_value",
+                                            params={"pk": str(v)[:20]})
+        return super()._check_values(value)
 
 
 def _formfield(field: models.Field, **kwargs):  # type: ignore[no-untyped-def]
     if isinstance(field, models.URLField):
         kwargs.setdefault("assume_scheme", "https")  # what Django 6 does; said explicitly now
+    if isinstance(field, models.ManyToManyField):
+        kwargs.setdefault("form_class", ModelMultipleChoiceField)
+    elif isinstance(field, models.ForeignKey):
+        kwargs.setdefault("form_class", ModelChoiceField)
     return field.formfield(**kwargs)
 
 
@@ -29,9 +56,6 @@ PROXY_GROUPS = [
 class ProxyForm(forms.ModelForm):
     key_pem = forms.CharField(label="Certificate Key", required=False, widget=forms.Textarea(attrs={"rows": 3}),
                               help_text="stored encrypted; leave blank to keep the current key")
-    regenerate_provisioning_key = forms.BooleanField(
-        required=False, label="Generate a new provisioning key",
-        help_text="Every provisioning URL issued so far becomes invalid and must be given to the phones again!")
 
     class Meta:
         model = Proxy
@@ -41,7 +65,7 @@ class ProxyForm(forms.ModelForm):
                    "allow_sources": forms.Textarea(attrs={"rows": 2}), "aliases": forms.Textarea(attrs={"rows": 2})}
 
     # the proxy's secrets: set only by those allowed to change keys (proxies.change_proxy_keys)
-    KEY_FIELDS = ("certificate_pem", "key_pem", "regenerate_provisioning_key")
+    KEY_FIELDS = ("certificate_pem", "key_pem")
 
     def __init__(self, *args, keys_allowed: bool = True, **kwargs):  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -52,14 +76,16 @@ class ProxyForm(forms.ModelForm):
                 self.fields[name].disabled = True
                 self.fields[name].help_text = "Only an admin can change this."
 
+    def clean_certificate_pem(self) -> str:
+        """PEM as the proxy writes it: browsers post a textarea with CRLF and the field strips the last
+        newline, so every save changed the stored certificate (and the change log said so)."""
+        pem = "\n".join(self.cleaned_data.get("certificate_pem", "").splitlines()).strip()
+        return pem + "\n" if pem else ""
+
     def clean(self):  # type: ignore[no-untyped-def]
         data = super().clean()
         if data.get("key_pem"):
             self.instance.key_pem = data["key_pem"]
-        if data.get("regenerate_provisioning_key"):
-            from manager.proxies.crypto import new_provisioning_key
-
-            self.instance.provisioning_key = new_provisioning_key()
         return data
 
     def groups(self):  # type: ignore[no-untyped-def]
@@ -76,15 +102,63 @@ class InstanceForm(forms.ModelForm):
                    "media_sources": forms.Textarea(attrs={"rows": 2})}
 
 
-class DeviceForm(forms.ModelForm):
+class ParentForm(forms.ModelForm):
+    """A form for an object of one parent (a device of an instance, an application of a proxy) that
+    does not show the parent: Django leaves a unique-together rule that names a field not on the
+    form unchecked, so a duplicate reached the database and was a 500. Here it is a form error."""
+
+    parent_field = ""
+
+    def _get_validation_exclusions(self):  # type: ignore[no-untyped-def]
+        return super()._get_validation_exclusions() - {self.parent_field}
+
+
+class DeviceForm(ParentForm):
+    parent_field = "instance"
+
     class Meta:
         model = Device
         fields = ["mac", "label"]
 
 
-class ApplicationForm(forms.ModelForm):
+class ApplicationForm(ParentForm):
+    parent_field = "proxy"
+
     class Meta:
         model = Application
         formfield_callback = _formfield
         fields = list(Application.FIELDS)
         labels = {"tls": "TLS on the server port", "verify_upstream": "Verify the upstream's certificate"}
+
+
+class UserForm(forms.ModelForm):
+    """A manager account and its one role; the password is set here (create) or replaced (edit)."""
+
+    role = forms.ChoiceField(choices=[(r, r) for r in ROLES], help_text=ROLE_HELP)
+    password = forms.CharField(widget=forms.PasswordInput, required=False, strip=False,
+                               help_text="at least 8 characters; when editing, leave blank to keep the password")
+
+    class Meta:
+        model = get_user_model()
+        fields = ["username", "email", "is_active"]
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["role"].initial = role_of(self.instance)
+        else:
+            self.fields["password"].required = True
+
+    def clean_password(self) -> str:
+        value = self.cleaned_data.get("password", "")
+        if value:
+            password_validation.validate_password(value, self.instance)
+        return value
+
+    def save(self, commit: bool = True):  # type: ignore[no-untyped-def]
+        user = super().save(commit=False)
+        if self.cleaned_data.get("password"):
+            user.set_password(self.cleaned_data["password"])
+        user.save()
+        assign(user, self.cleaned_data["role"])
+        return user

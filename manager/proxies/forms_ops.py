@@ -12,9 +12,9 @@ from proxyd.backup import MIN_PASSPHRASE
 
 
 class BackupForm(forms.Form):
-    passphrase = forms.CharField(widget=forms.PasswordInput, min_length=MIN_PASSPHRASE, strip=False,
+    passphrase = forms.CharField(widget=forms.PasswordInput, min_length=MIN_PASSPHRASE, max_length=1024, strip=False,
                                  help_text="Needed to restore; it is not stored anywhere.")
-    passphrase2 = forms.CharField(label="Repeat passphrase", widget=forms.PasswordInput, strip=False)
+    passphrase2 = forms.CharField(label="Repeat passphrase", widget=forms.PasswordInput, strip=False, max_length=1024)
 
     def clean(self):  # type: ignore[no-untyped-def]
         data = super().clean()
@@ -25,7 +25,7 @@ class BackupForm(forms.Form):
 
 class RestoreForm(forms.Form):
     file = forms.FileField(label="Backup file")
-    passphrase = forms.CharField(widget=forms.PasswordInput, strip=False)
+    passphrase = forms.CharField(widget=forms.PasswordInput, strip=False, max_length=1024)
     into_this_proxy = forms.BooleanField(
         required=False, label="Restore into this proxy",
         help_text="Needed when the backup was made of another proxy: its settings and certificate replace this one's.")

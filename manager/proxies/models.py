@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -36,6 +38,8 @@ from proxyd.config import default_of as D  # noqa: N812 - every default below is
 PORT = [MinValueValidator(1), MaxValueValidator(65535)]
 slug = RegexValidator(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$", "lowercase letters, digits, '-' and '_'")
 REGISTRATION_LIFETIME = timedelta(hours=24)
+# a proxy whose agent went silent is Offline after 2.5 heartbeat intervals, and never later than 150 s
+HEARTBEAT_GRACE_FACTOR, HEARTBEAT_GRACE_MAX = 2.5, 150.0
 
 
 class Instance(models.Model):
@@ -156,11 +160,13 @@ class Proxy(models.Model):
     api_key_from = models.GenericIPAddressField(null=True, blank=True, editable=False)
     api_key_hostname = models.CharField(max_length=255, blank=True, editable=False)
     reregistration_allowed = models.BooleanField(default=False, editable=False)
+    # when the agent last said it is stopping (a clean proxyd shutdown); a later heartbeat outweighs it
+    agent_stopped = models.DateTimeField(null=True, blank=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)
 
     # written only by registration and the admin's re-registration action, never by a settings save
     AGENT_FIELDS = ("api_key_hash", "api_key_prefix", "api_key_issued", "api_key_from", "api_key_hostname",
-                    "reregistration_allowed")
+                    "reregistration_allowed", "agent_stopped")
 
     class Meta:
         ordering = ["name"]
@@ -244,17 +250,31 @@ class Proxy(models.Model):
     def last_heartbeat(self) -> Heartbeat | None:
         return self.heartbeats.order_by("-received").first()
 
+    def exposure_failures(self) -> list[tuple[str, str]]:
+        """(service, reason) for each service whose `proxyd exposure` self-test failed, per the last heartbeat."""
+        hb = self.last_heartbeat
+        services = hb.services if hb is not None and isinstance(hb.services, dict) else {}
+        return [(str(name), str(svc.get("degraded"))) for name, svc in services.items()
+                if isinstance(svc, dict) and svc.get("state") == "degraded"]
+
     def status(self) -> tuple[str, str]:
-        """(Online | Degraded | Offline | Never connected, reason)."""
+        """(Online | Degraded | Offline | Disabled | Never connected, reason)."""
+        if not self.enabled:
+            return "Disabled", "switched off in the manager: the proxy serves nothing"
         hb = self.last_heartbeat
         if hb is None:
             return "Never connected", ""
+        if self.agent_stopped is not None and self.agent_stopped >= hb.received:
+            return "Offline", f"proxyd stopped at {self.agent_stopped:%Y-%m-%d %H:%M:%S} UTC"
         age = (timezone.now() - hb.received).total_seconds()
-        if age > 2.5 * hb.interval:
-            return "Offline", f"last heartbeat {int(age)} s ago"
+        if age > min(HEARTBEAT_GRACE_FACTOR * hb.interval, HEARTBEAT_GRACE_MAX):
+            return "Offline", f"no heartbeat for {int(age)} s"
         active = self.active_revision
         if hb.last_error:
             return "Degraded", hb.last_error
+        exposure = self.exposure_failures()
+        if exposure:
+            return "Degraded", exposure[0][1]
         if active and hb.applied_revision != active.number:
             return "Degraded", f"applied revision {hb.applied_revision}, active {active.number}"
         return "Online", ""
@@ -344,22 +364,64 @@ class Registration(models.Model):
         return "expired" if self.expires <= timezone.now() else "valid"
 
 
+#: the config paths that hold secrets: a revision stores them encrypted in `secrets_enc`, never in `config_json`
+REVISION_SECRETS = (("tls", "key_pem"), ("services", "provisioning", "key"))
+
+
+def split_secrets(cfg: dict) -> tuple[dict, dict[str, str]]:
+    """(config with every secret set to None, {"tls.key_pem": value, ...} for the ones present)."""
+    out = json.loads(json.dumps(cfg))
+    found: dict[str, str] = {}
+    for path in REVISION_SECRETS:
+        node = out
+        for key in path[:-1]:
+            node = node.get(key) or {}
+        if node.get(path[-1]):
+            found[".".join(path)] = node[path[-1]]
+            node[path[-1]] = None
+    return out, found
+
+
 class ConfigRevision(models.Model):
-    """A compiled ProxyConfig; the newest per proxy is the active one."""
+    """A compiled ProxyConfig; the newest per proxy is the active one. `config_json` has its secrets
+    taken out (None); they are kept encrypted in `secrets_enc` and put back when the config is served."""
 
     proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="revisions")
     number = models.PositiveIntegerField()
     config_json = models.TextField()
+    secrets_enc = models.TextField(blank=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         unique_together = [("proxy", "number")]
         ordering = ["-number"]
 
+    @classmethod
+    def fields_for(cls, cfg: dict) -> dict[str, str]:
+        public, found = split_secrets(cfg)
+        return {"config_json": json.dumps(public, separators=(",", ":")),
+                "secrets_enc": encrypt(json.dumps(found)) if found else ""}
+
+    def full_config(self) -> dict:
+        """The config as the proxy gets it, secrets included."""
+        cfg = json.loads(self.config_json)
+        for dotted, value in (json.loads(decrypt(self.secrets_enc)) if self.secrets_enc else {}).items():
+            *parents, leaf = dotted.split(".")
+            node = cfg
+            for key in parents:
+                node = node[key]
+            node[leaf] = value
+        return cfg
+
+    def served_json(self) -> str:
+        return json.dumps(self.full_config(), separators=(",", ":"))
+
 
 class Heartbeat(models.Model):
     proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="heartbeats")
-    received = models.DateTimeField(auto_now_add=True, db_index=True)
+    # when the manager got it (set by the batch writer to the arrival, not the write a second later:
+    # compared with agent_stopped)
+    received = models.DateTimeField(default=timezone.now, db_index=True)
     source = models.GenericIPAddressField(null=True)
     applied_revision = models.IntegerField(null=True)
     version = models.CharField(max_length=50, blank=True)
@@ -390,13 +452,15 @@ class Device(models.Model):
 
         norm = normalize_mac(self.mac)
         if norm is None:
-            raise ValidationError({"mac": "12 hex digits, optionally separated by ':' or '-'"})
+            raise ValidationError({"mac": "a unicast MAC: 12 hex digits, or six pairs joined by ':' or by '-'"})
         self.mac = norm
 
     def urls(self) -> list[tuple[Proxy, str]]:
         """(proxy, URL) for every proxy that exposes this instance and offers provisioning."""
-        from services.provisioning import provisioning_url, trusted_url
+        from services.provisioning import normalize_mac, provisioning_url, trusted_url
 
+        if normalize_mac(self.mac) is None:  # saved before group-bit/all-zero MACs were refused: no proxy serves it
+            return []
         chosen = list(self.instance.proxies.all())
         out = []
         for p in Proxy.objects.exclude(provisioning_mode="off"):
@@ -545,3 +609,31 @@ class DnsRecord(models.Model):
                     errors[f] = "Required for RFC 2136."
         if errors:
             raise ValidationError(errors)
+
+
+# change log (issue #25 §3: who changed what and when, with the diff) --------------------------
+class ObjectChange(models.Model):
+    """One create, update or delete of a tracked object (manager.proxies.changelog records them).
+
+    `before`/`after` hold the object's fields as text; secret fields only as "(set)", "(empty)" or
+    "(changed)", so the log can be shown to every role that may read it."""
+
+    CREATE, UPDATE, DELETE = "create", "update", "delete"
+    time = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150, blank=True, help_text="kept when the user is deleted; "
+                                                                     "'' = no user (an agent, a command)")
+    action = models.CharField(max_length=6, choices=[(CREATE, "created"), (UPDATE, "changed"), (DELETE, "deleted")])
+    object_type = models.CharField(max_length=40, db_index=True)  # model label: proxies.proxy, auth.user
+    object_id = models.BigIntegerField(db_index=True)
+    object_repr = models.CharField(max_length=200)
+    before = models.JSONField(default=dict)
+    after = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-time", "-pk"]
+
+    def diff(self) -> list[tuple[str, Any, Any]]:
+        """(field, before, after) for every field that differs."""
+        keys = [k for k in {**self.before, **self.after} if self.before.get(k) != self.after.get(k)]
+        return [(k, self.before.get(k), self.after.get(k)) for k in keys]

@@ -17,13 +17,14 @@ checks model permissions itself, and `admin.py` lets only admins in.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseNotAllowed
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseNotAllowed, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 from rest_framework.permissions import BasePermission
 
@@ -139,8 +140,24 @@ class RequireDeclaredPermission(MiddlewareMixin):
         match = request.resolver_match
         if match is not None and "admin" in match.namespaces:
             return None
-        if declared(view) is None:
+        needed = declared(view)
+        if needed is None:
             log.error("refused %s %s: the view %s declares no permission", request.method, request.path,
                       getattr(view, "__qualname__", view))
             return HttpResponseForbidden("This page declares no permission and is closed.")
+        if needed == AGENT_KEY and not key_transport_ok(request.is_secure(), request.META.get("REMOTE_ADDR")):
+            log.warning("refused %s %s from %s: agent keys and registration tokens only over TLS",
+                        request.method, request.path, request.META.get("REMOTE_ADDR"))
+            return JsonResponse({"detail": "the proxy API is served only over https (or on loopback)"}, status=403)
         return None
+
+
+def key_transport_ok(secure: bool, peer: str | None) -> bool:
+    """Agent keys and registration tokens travel only over TLS, or where no network can see them:
+    between processes on one host (`request.is_secure()` honours SECURE_PROXY_SSL_HEADER)."""
+    if secure:
+        return True
+    try:
+        return peer is not None and ipaddress.ip_address(peer.removeprefix("::ffff:")).is_loopback
+    except ValueError:
+        return False

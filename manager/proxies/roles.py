@@ -23,7 +23,7 @@ VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 ROLES = (VIEWER, OPERATOR, ADMIN)
 
 _VIEWER = {f"view_{m}" for m in ("proxy", "instance", "application", "device", "heartbeat", "registration",
-                                 "dnsrecord")}
+                                 "dnsrecord", "objectchange")}
 _OPERATOR = _VIEWER | {f"{verb}_{m}" for verb in ("add", "change", "delete")
                        for m in ("proxy", "instance", "application", "device", "dnsrecord")} | {
     "view_provisioning_url"}
@@ -60,3 +60,14 @@ def assign(user: Any, role: str) -> None:
 
 def is_admin(user: Any) -> bool:
     return bool(user.is_active and (user.is_superuser or user.groups.filter(name=ADMIN).exists()))
+
+
+ROLE_HELP = ("viewer: sees proxies, instances and status, no secrets; operator: changes configuration; "
+             "admin: also keys, registrations, backups, DNS accounts and users")
+
+
+def role_of(user: Any) -> str:
+    if user.is_superuser:
+        return ADMIN
+    names = set(user.groups.values_list("name", flat=True))
+    return next((r for r in reversed(ROLES) if r in names), "")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from proxyd import __version__
 from proxyd.agent.actions import ActionRunner
 from proxyd.agent.backoff import Backoff
-from proxyd.agent.client import ManagerClient, ManagerError, Unauthorized, revision_from_etag
+from proxyd.agent.client import BadAnswer, ManagerClient, ManagerError, Unauthorized, revision_from_etag
 from proxyd.agent.state import AgentState, load
 from proxyd.config import ConfigError, ProxyConfig, loads
 
@@ -63,6 +63,7 @@ class Agent:
         self.last_heartbeat: float | None = None  # when the manager last accepted one
         self.revoked = asyncio.Event()
         self._last_body: bytes | None = None
+        self._bad: dict[str, str] = {}  # request kind -> reason its answer was last refused for
         self.actions = ActionRunner(daemon.state, self.client, self._enabled)
         daemon.status_hooks.append(self.status)
         daemon.apply_listeners.append(self._on_apply)
@@ -138,6 +139,11 @@ class Agent:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            if not self.revoked.is_set():
+                try:
+                    await self.client.goodbye()
+                except (ManagerError, Unauthorized) as exc:
+                    log.info("event=goodbye_failed detail=%r", str(exc))
             await self.client.close()
 
     def _etag(self) -> str | None:
@@ -152,38 +158,61 @@ class Agent:
             except Unauthorized as exc:
                 self.set_state(REVOKED, str(exc))
                 return
+            except BadAnswer as exc:
+                self.bad_answer("config", str(exc))
+                await asyncio.sleep(self.backoff.next())
+                continue
             except ManagerError as exc:
                 self.set_state(UNREACHABLE, str(exc))
                 await asyncio.sleep(self.backoff.next())
+                continue
+            if answer.body is not None and answer.body == self._last_body:
+                # A manager that ignores If-None-Match must not turn the long poll into a busy loop.
+                await asyncio.sleep(max(REPEAT_PAUSE, self.backoff.next()))
                 continue
             self.set_state(ONLINE)
             if answer.actions:
                 # before the config: restored files must be in place when it switches the proxy on
                 await self.actions.run(answer.actions)
             if answer.body is None:
-                continue
-            if answer.body == self._last_body:
-                # A manager that ignores If-None-Match must not turn the long poll into a busy loop.
-                await asyncio.sleep(REPEAT_PAUSE)
+                self.good_answer("config")
                 continue
             self._last_body = answer.body
-            await self.handle_config(answer.body, revision_from_etag(answer.etag))
+            if await self.handle_config(answer.body, revision_from_etag(answer.etag)):
+                self.good_answer("config")
+            else:
+                await asyncio.sleep(self.backoff.next())
 
-    async def handle_config(self, body: bytes, etag_revision: int | None) -> None:
+    def bad_answer(self, kind: str, reason: str) -> None:
+        """An answer we do not take: the running config stays; logged once while the reason is the same."""
+        self.last_error = f"manager answer refused: {kind}: {reason}"
+        if self._bad.get(kind) != reason:
+            log.error("event=manager_answer_refused url=%s request=%s reason=%r", self.agent.manager_url, kind, reason)
+        self._bad[kind] = reason
+        self.heartbeat_due.set()
+
+    def good_answer(self, kind: str) -> None:
+        if self._bad.pop(kind, None) is not None and (self.last_error or "").startswith(
+                f"manager answer refused: {kind}:"):
+            self.last_error = None
+
+    async def handle_config(self, body: bytes, etag_revision: int | None) -> bool:
+        """Validate and apply a revision; False (and `last_error`) when it was refused."""
         try:
             cfg = loads(body, source="manager")
         except ConfigError as exc:
             self.offered_revision = etag_revision
-            self.last_error = f"revision {etag_revision}: " + "; ".join(exc.problems)
+            self.last_error = f"revision {etag_revision}: " + "; ".join(exc.problems)[:2000]
             self.daemon.reject("manager", exc)
             self.heartbeat_due.set()
-            return
+            return False
         self.offered_revision = cfg.revision
         running = self.daemon.supervisor.config
         if running is not None and cfg == running:
-            return
+            return True
         if await self.daemon.apply(cfg, "manager") is not None:
             self.last_error = None
+        return True
 
     async def heartbeat_loop(self) -> None:
         while self.state != REVOKED:
@@ -193,10 +222,13 @@ class Agent:
             except Unauthorized as exc:
                 self.set_state(REVOKED, str(exc))
                 return
+            except BadAnswer as exc:
+                self.bad_answer("heartbeat", str(exc))
             except ManagerError as exc:
                 # The poller owns the backoff; a failed heartbeat just waits for the next turn.
                 log.debug("event=heartbeat_failed error=%r", str(exc))
             else:
+                self.good_answer("heartbeat")
                 self.heartbeats += 1
                 self.last_heartbeat = time.time()
                 self.set_state(ONLINE)
@@ -206,7 +238,7 @@ class Agent:
                 await asyncio.wait_for(self.heartbeat_due.wait(), self.opts.heartbeat_interval)
 
     def heartbeat_body(self) -> dict[str, Any]:
-        st = self.daemon.supervisor.status()
+        st = self.daemon.status()  # the daemon's view: services include a failing exposure self-test (degraded)
         cfg = self.daemon.supervisor.config
         return {
             "applied_revision": cfg.revision if cfg else None,

@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"no instance {args.instance!r} with a provisioning URL in {args.config}", file=sys.stderr)
         return 1
     if normalize_mac(args.mac) is None:
-        print(f"invalid MAC address {args.mac!r} (12 hex digits, ':' or '-' allowed)", file=sys.stderr)
+        print(f"invalid MAC address {args.mac!r} (a unicast MAC: 12 hex digits, or six pairs joined by ':' "
+              "or by '-')", file=sys.stderr)
         return 1
     if prov.mode == "off":
         print("provisioning is off on this proxy (services.provisioning.mode)", file=sys.stderr)

@@ -57,4 +57,6 @@ def render(st: dict) -> str:
                 lines.append("      " + "  ".join(f"{k}={v}" for k, v in items.items()))
         if svc.get("last_error"):
             lines.append(f"      last error: {svc['last_error']}")
+        if svc.get("degraded"):
+            lines.append(f"      degraded: {svc['degraded']}")
     return "\n".join(lines)

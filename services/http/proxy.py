@@ -46,7 +46,8 @@ MAX_PENDING = 256 * 1024  # request bytes held while the backend connection is b
 SMALL_WRITE = 16384  # below this, a head and the body bytes behind it go out in one write
 
 REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-           411: "Length Required", 417: "Expectation Failed", 421: "Misdirected Request", 503: "Service Unavailable",
+           411: "Length Required", 417: "Expectation Failed", 429: "Too Many Requests",
+           421: "Misdirected Request", 503: "Service Unavailable",
            413: "Content Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
            501: "Not Implemented", 502: "Bad Gateway", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
            301: "Moved Permanently", 302: "Found"}
@@ -306,20 +307,22 @@ class ClientConnection(asyncio.Protocol):
         except HttpError as exc:
             return self._refuse(exc.status, exc.reason)
         except BadPath as exc:
-            return self._refuse(400, f"non-canonical path: {exc}")
+            refusal = shared.router.unreadable(str(exc), self.client_ip)
+            return self._refuse(refusal.status, refusal.reason, extra=refusal.extra)
         if req.content_length is not None and req.content_length > MAX_BODY:
             return self._refuse(413, "body too large")
         if req.stripped:
             log.warning("event=request_fields_removed fields=%r client=%s", b", ".join(req.stripped).decode("latin-1"),
                         self.client_ip)
         self.keep = req.keep_alive and not shared.draining
-        decision = shared.router.route(path, query, self.client_ip)
+        decision = shared.router.route(path, query, self.client_ip, req)
         if type(decision) is Forward:
             return self._forward(req, decision)
         if not self._skip_body(req):
             self.keep = False
         if isinstance(decision, Refuse):
-            return self._refuse(decision.status, decision.reason, close=not self.keep)
+            return self._refuse(decision.status, decision.reason, close=decision.close or not self.keep,
+                                extra=decision.extra)
         assert isinstance(decision, Redirect)
         shared.stats.counters["redirects"] += 1
         loc = decision.location.encode("latin-1")
@@ -624,6 +627,11 @@ class ClientConnection(asyncio.Protocol):
                     self.t.write(raw)
                 continue
             break
+        deny = self.fwd.deny if self.fwd is not None else None
+        if deny is not None and resp.status in deny.statuses:  # the backend's own "no" looks like the route's
+            refusal = deny.denied(self.client_ip)
+            return self._refuse(refusal.status, f"backend answered {resp.status}: {refusal.reason}",
+                                extra=refusal.extra)
         self._start_response(resp, raw, buf)
 
     def _start_response(self, resp: Head, raw: bytes, rest: bytes) -> None:

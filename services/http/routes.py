@@ -8,10 +8,13 @@ instances without a web backend all give the same 404: nothing reveals which ins
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from services.http.rewrite import PrefixRule
+
+if TYPE_CHECKING:
+    from services.http.http1 import Head
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Forward:
     path: str  # path + query as sent upstream
     rule: PrefixRule | None  # how the public prefix maps onto the upstream's paths; None: no prefix
     host: str | None  # Host header to send; None keeps the client's
+    #: upstream answers (403/404...) the client never sees: they are replaced by `deny.denied()`
+    deny: UpstreamDenial | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,16 @@ class Redirect:
 class Refuse:
     status: int
     reason: str
+    close: bool = False  # the connection closes after it even when the client asked to keep it
+    extra: bytes = b""  # further header lines, each ending in CRLF (Retry-After)
+
+
+class UpstreamDenial(Protocol):
+    """A route whose backend's "no such thing" answers must look like the proxy's own denial."""
+
+    statuses: frozenset[int]
+
+    def denied(self, client: str) -> Refuse: ...
 
 
 Decision = Forward | Redirect | Refuse
@@ -75,7 +90,15 @@ NOT_FOUND = Refuse(404, "not found")
 class Router(Protocol):
     """What a listener asks per request: where this canonical path (from this client) goes."""
 
-    def route(self, path: str, query: str, client: str = "") -> Decision: ...
+    def route(self, path: str, query: str, client: str = "", head: Head | None = None) -> Decision: ...
+
+    def unreadable(self, reason: str, client: str) -> Refuse:
+        """What a path that cannot be read as one canonical path gets (canonical.BadPath)."""
+        ...
+
+
+def non_canonical(reason: str, client: str = "") -> Refuse:
+    return Refuse(400, f"non-canonical path: {reason}", close=True)
 
 
 @dataclass(frozen=True)
@@ -86,13 +109,15 @@ class WebTable:
     #: instance name -> web_prefix_mode, where it is not "rewrite"
     prefix_modes: tuple[tuple[str, str], ...] = ()
 
+    unreadable = staticmethod(non_canonical)
+
     def __post_init__(self) -> None:
         modes = dict(self.prefix_modes)
         object.__setattr__(self, "_by_name", {
             name: (b, b.prefix_rule(f"/{name}", modes.get(name, "rewrite"), instance=True))
             for name, b in self.instances})
 
-    def route(self, path: str, query: str, client: str = "") -> Decision:
+    def route(self, path: str, query: str, client: str = "", head: Head | None = None) -> Decision:
         if path == "/":
             return Redirect(self.redirect_url) if self.redirect_url else NOT_FOUND
         name, sep, rest = path[1:].partition("/")  # '/<instance>/<rest...>'
@@ -113,10 +138,12 @@ class AppTable:
     public_prefix: str
     backend: Backend
 
+    unreadable = staticmethod(non_canonical)
+
     def __post_init__(self) -> None:  # an application's upstream never knows the public prefix
         object.__setattr__(self, "_rule", self.backend.prefix_rule(self.public_prefix.rstrip("/")))
 
-    def route(self, path: str, query: str, client: str = "") -> Decision:
+    def route(self, path: str, query: str, client: str = "", head: Head | None = None) -> Decision:
         prefix = self.public_prefix
         if not path.startswith(prefix):
             return NOT_FOUND

@@ -34,5 +34,5 @@ class ProvisioningService(HttpService):
         if tables:
             lim = tables[0].limiter
             out["counters"]["source_blocks"] = lim.blocks
-            out["gauges"]["blocked_sources"] = len(lim.blocked_until)
+            out["gauges"]["blocked_sources"] = lim.blocked_count()
         return out

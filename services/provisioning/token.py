@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 # Binds tokens to this use and format version; a future format changes it.
 ASSOCIATED_DATA = b"pforte provisioning token v1"
 MAC_RE = re.compile(r"^[0-9A-F]{12}$")
+# the documented spellings: 12 hex digits, or six pairs all joined by ':' or all by '-' (any case)
+_SPELLINGS = re.compile(r"[0-9A-Fa-f]{12}|[0-9A-Fa-f]{2}(?:([:-])[0-9A-Fa-f]{2})(?:\1[0-9A-Fa-f]{2}){4}")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,200}$")
 
 
@@ -35,9 +37,16 @@ def decode_key(key: str) -> bytes:
 
 
 def normalize_mac(mac: str) -> str | None:
-    """`08:c2:5a:4f:03:21`, `08-C2-5A-4F-03-21`, `08c25a4f0321` -> `08C25A4F0321`; else None."""
+    """`08:c2:5a:4f:03:21`, `08-C2-5A-4F-03-21`, `08c25a4f0321` -> `08C25A4F0321`; else None.
+
+    Only a unicast device address identifies a phone: the group bit (I/G, the lowest bit of the
+    first octet) clear, which also excludes broadcast, and not all zero."""
+    if not _SPELLINGS.fullmatch(mac):
+        return None
     flat = mac.replace(":", "").replace("-", "").upper()
-    return flat if MAC_RE.match(flat) else None
+    if int(flat[:2], 16) & 1 or flat == "000000000000":
+        return None
+    return flat
 
 
 def encode_token(key: str | bytes, instance: str, mac: str) -> str:

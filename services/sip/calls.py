@@ -34,12 +34,29 @@ class _Call:
     touched: float
     confirmed: bool = False
     ending: float = 0.0  # when it ended (BYE, CANCEL, failure), 0 while live
+    started: float = 0.0
+    client: str = ""  # ip:port of the side that sent the INVITE
+    instance: str = ""
+    status: int = 0  # the final response to the initial INVITE, 0 before
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    """One call's end, for its log line (issue #22 §4)."""
+
+    call_id: str
+    client: str
+    instance: str
+    outcome: str  # completed | failed | timer_c | session_timeout
+    status: int
+    duration: float
 
 
 class Calls:
     def __init__(self, max_calls: int = MAX_CALLS):
         self.max_calls = max_calls
         self.t: dict[str, _Call] = {}
+        self.ended: list[CallEnd] = []  # calls that ended since the caller last took them
 
     def __len__(self) -> int:
         return len(self.t)
@@ -47,7 +64,7 @@ class Calls:
     def known(self, call_id: str) -> bool:
         return call_id in self.t
 
-    def invite(self, call_id: str, now: float) -> bool:
+    def invite(self, call_id: str, now: float, client: str = "", instance: str = "") -> bool:
         """An initial INVITE: False when the table is full (answer 503)."""
         c = self.t.get(call_id)
         if c is not None:
@@ -55,8 +72,13 @@ class Calls:
             return True
         if len(self.t) >= self.max_calls:
             return False
-        self.t[call_id] = _Call(now)
+        self.t[call_id] = _Call(now, started=now, client=client, instance=instance)
         return True
+
+    def _ended(self, call_id: str, c: _Call, outcome: str, now: float) -> None:
+        if len(self.ended) >= MAX_CALLS:  # nobody takes them (a bare core in a bench): bounded
+            self.ended.clear()
+        self.ended.append(CallEnd(call_id, c.client, c.instance, outcome, c.status, now - c.started))
 
     def touch(self, call_id: str, now: float) -> None:
         c = self.t.get(call_id)
@@ -71,18 +93,23 @@ class Calls:
         c.touched = now
         if status < 300:
             c.confirmed = True
-        elif not c.confirmed:  # a failed initial INVITE (a failed re-INVITE leaves the call)
-            c.ending = c.ending or now
+            c.status = c.status or status
+        elif not c.confirmed and not c.ending:  # a failed initial INVITE (a failed re-INVITE leaves the call)
+            c.ending, c.status = now, status
+            self._ended(call_id, c, "failed", now)
 
     def end(self, call_id: str, now: float) -> None:
         c = self.t.get(call_id)
         if c is not None and not c.ending:
             c.ending = now
+            self._ended(call_id, c, "completed", now)
 
     def expire(self, now: float) -> list[str]:
         gone = [cid for cid, c in self.t.items()
                 if (c.ending and now - c.ending > LINGER)
                 or now - c.touched > (SESSION_TIMEOUT if c.confirmed else TIMER_C)]
         for cid in gone:
-            del self.t[cid]
+            c = self.t.pop(cid)
+            if not c.ending:
+                self._ended(cid, c, "session_timeout" if c.confirmed else "timer_c", now)
         return gone

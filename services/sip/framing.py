@@ -3,7 +3,7 @@ their header section and a mandatory Content-Length; CRLF keepalives are passed 
 
 from __future__ import annotations
 
-from services.sip.message import MAX_MESSAGE, SipError, header_end
+from services.sip.message import MAX_MESSAGE, SipError, head_of, header_end
 
 
 class StreamFramer:
@@ -11,7 +11,9 @@ class StreamFramer:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Complete messages (and b"\\r\\n\\r\\n" pings) found so far; raises SipError on a framing error."""
+        """Complete messages (and b"\\r\\n\\r\\n" pings) found so far; raises SipError on a framing
+        error, with the head of the message in `partial` when it can be answered (the stream is
+        lost either way: where the next message starts is unknown, or not worth reading to)."""
         self._buf += data
         out: list[bytes] = []
         while self._buf:
@@ -24,13 +26,18 @@ class StreamFramer:
                 continue
             end, sep = header_end(self._buf)
             if end == -1:
-                if len(self._buf) > MAX_MESSAGE:
-                    raise SipError(513, "Message Too Large")
+                if len(self._buf) > MAX_MESSAGE:  # the header lines read so far may still name it
+                    raise SipError(513, "Message Too Large", head_of(self._buf[:self._buf.rfind(b"\n")]))
                 break
-            length = _content_length(bytes(self._buf[:end]))
+            head = self._buf[:end]
+            try:
+                length = _content_length(bytes(head))
+            except SipError as exc:
+                exc.partial = head_of(head)
+                raise
             total = end + sep + length
             if total > MAX_MESSAGE:
-                raise SipError(513, "Message Too Large")
+                raise SipError(513, "Message Too Large", head_of(head))
             if len(self._buf) < total:
                 break
             out.append(bytes(self._buf[:total]))

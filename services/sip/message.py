@@ -169,6 +169,20 @@ def header_end(data: bytes | bytearray) -> tuple[int, int]:
     return (i, 4) if i != -1 else (-1, 0)
 
 
+def head_of(head: bytes | bytearray) -> Message | None:
+    """The start line and whole header lines of `head` (a message too large or badly framed to
+    be read whole), enough to answer it (RFC 3261 §8.2.6); None if they do not parse."""
+    text = bytes(head).decode("latin-1")
+    lines = text.replace("\r\n", "\n").split("\n")
+    msg = Message()
+    try:
+        _start_line(msg, lines[0])
+        _headers(msg, [line for line in lines[1:] if line])
+    except SipError:
+        return None
+    return msg if msg.method is not None and all(msg.get(h) for h in MANDATORY) else None
+
+
 def parse(data: bytes, *, datagram: bool = True) -> Message:
     """Parse one whole message; on a datagram trailing octets beyond Content-Length are dropped."""
     if len(data) > MAX_MESSAGE:

@@ -48,6 +48,8 @@ MAX_TAG = 256  # RFC 4475 longreq, well-formed, carries a 155-byte tag
 MAX_VIA = 64  # RFC 4475 longreq, well-formed, carries 34
 MAX_ROUTE = 16
 MAX_CONTACT = 16
+#: a phone's request carries Record-Route only from proxies in front of it (none, or one or two)
+MAX_RECORD_ROUTE = 16
 #: header lines in one message
 MAX_HEADERS = 128
 #: RFC 3325: phones are no trust domain: identity they assert is removed, in every spelling of
@@ -57,6 +59,9 @@ _IDENTITY = re.compile(rb"^[Pp]-(?:[Aa][Ss][Ss][Ee][Rr][Tt][Ee][Dd]|[Pp][Rr][Ee]
 _IDENTITY_NAMES = frozenset({"p-asserted-identity", "p-preferred-identity"})
 #: an Authorization or Proxy-Authorization header line, in any case
 _CREDENTIALS = re.compile(rb"^(?:proxy-)?authorization[ \t]*:", re.M | re.I)
+#: refused initial INVITEs logged as call ends per second; beyond, counted
+#: (`call_end_lines_suppressed`): a flood must not turn into a log flood
+MAX_REFUSED_CALL_LINES = 50
 #: phone requests remembered for challenge accounting (a request's challenge comes within
 #: seconds; 4,096 covers every request in flight at the relay's full rate)
 MAX_REMEMBERED = 4096
@@ -142,6 +147,10 @@ class Relay:
         self.unavailable: Callable[[Flow], bool] = _never
         #: PBX targets (transport, host, port) of instances with `rtp_only`
         self.rtp_only: frozenset[tuple[str, str, int]] = frozenset()
+        #: PBX target (transport, host, port) -> instance name, for the call-end log line
+        self.instances: dict[tuple[str, str, int], str] = {}
+        #: refused initial INVITEs logged as call ends in the current second (`MAX_REFUSED_CALL_LINES`)
+        self._refused_lines = [0.0, 0]
         self.counters: Counter[str] = Counter()
         self.reasons = ReasonLog(log)
         self.now = 0.0
@@ -208,6 +217,11 @@ class Relay:
         self.reasons.note(why, self.now, "event=sip_drop reason=%s src=%s:%s", why, src.ip, src.port)
         return []
 
+    def bad(self, exc: SipError, src: Flow) -> list[Action]:
+        """The answer to a message the stream framer refused (413/513/400; its head parsed into
+        `exc.partial` when it could): logged and counted like any malformed message."""
+        return self._bad(exc, src)
+
     def _bad(self, exc: SipError, src: Flow) -> list[Action]:
         self.counters["malformed"] += 1
         self.reasons.note(f"malformed {exc.status} {exc.reason}", self.now,
@@ -229,6 +243,8 @@ class Relay:
             return []
         self.counters[f"replied_{status}"] += 1
         to = msg.to
+        if msg.method == "INVITE" and ";tag=" not in to.replace(" ", ""):
+            self._refused_call(msg, src, why, status)
         if ";tag=" not in to.replace(" ", ""):
             to += ";tag=" + _to_tag(msg.call_id)
         lines = [f"SIP/2.0 {status} {reason}"]
@@ -236,6 +252,29 @@ class Relay:
         lines += [f"From: {msg.from_}", f"To: {to}", f"Call-ID: {msg.call_id}", f"CSeq: {msg.cseq}", *extra]
         lines.append("Content-Length: 0\r\n\r\n")
         return [Send(src, "\r\n".join(lines).encode("latin-1"))]
+
+    def _refused_call(self, msg: Sip, src: Flow, why: str, status: int) -> None:
+        """The call-end line of an initial INVITE refused here: one per call, at most
+        MAX_REFUSED_CALL_LINES a second (a flood of INVITEs is summed up by the ReasonLog)."""
+        window = self._refused_lines
+        if self.now - window[0] >= 1.0:
+            window[0], window[1] = self.now, 0
+        window[1] += 1
+        if window[1] > MAX_REFUSED_CALL_LINES:
+            self.counters["call_end_lines_suppressed"] += 1
+            return
+        target = self._targets.get(_host_of(msg.uri))
+        instance = self.instances.get((target.transport, target.ip, target.port), "") if target else ""
+        log.info("event=sip_call_end service=sip client=%s:%s instance=%s outcome=refused status=%s duration=0.000 "
+                 "reason=%s call_id=%s", src.ip, src.port, instance or "-", status, why, msg.call_id)
+
+    def log_call_ends(self) -> None:
+        """One line per call that ended (BYE, failure, timer C, session timeout) since the last call."""
+        for end in self.calls.ended:
+            log.info("event=sip_call_end service=sip client=%s instance=%s outcome=%s status=%s duration=%.3f "
+                     "reason=%s call_id=%s", end.client, end.instance or "-", end.outcome, end.status, end.duration,
+                     "-" if end.outcome == "completed" else end.outcome, end.call_id)
+        self.calls.ended.clear()
 
     def refuse(self, step: MediaStep, status: int, reason: str, extra: tuple[str, ...] = ()) -> list[Send]:
         """The response to a request whose media the media relay refused; `extra`: header lines
@@ -344,6 +383,8 @@ class Relay:
             why = "too_many_route"
         elif msg.contact_idx and _values(msg, msg.contact_idx) > MAX_CONTACT:
             why = "too_many_contact"
+        elif msg.rr_idx >= 0 and _record_routes(msg) > MAX_RECORD_ROUTE:
+            why = "too_many_record_route"
         elif len(tag(msg.from_)) > MAX_TAG or len(tag(msg.to)) > MAX_TAG:
             why = "tag_too_long"
         if why is not None:
@@ -551,8 +592,10 @@ class Relay:
 
     def _dialog_request(self, msg: Sip, src: Flow, dest: Flow, now: float, data: bytes) -> list[Action]:
         call_id, method = msg.call_id, msg.method
-        if method == "INVITE":
-            self.calls.invite(call_id, now)  # room was checked before: see `_request`
+        if method == "INVITE":  # room was checked before: see `_request`
+            caller, pbx = (src, dest) if src.side == "p" else (dest, src)
+            self.calls.invite(call_id, now, f"{caller.ip}:{caller.port}",
+                              self.instances.get((pbx.transport, pbx.ip, pbx.port), ""))
         elif method == "BYE":
             self.calls.end(call_id, now)
         else:
@@ -711,6 +754,21 @@ def _values(msg: Sip, idx: list[int]) -> int:
     counts too: an over-count only matters near the limit, far above real traffic)."""
     lines = msg.lines
     return sum(lines[i].count(",") + 1 for i in idx)
+
+
+def _record_routes(msg: Sip) -> int:
+    """How many Record-Route values the message carries (the scanner keeps only the first line's
+    index; the name has no compact form)."""
+    lines = msg.lines
+    return sum(lines[i].count(",") + 1 for i in range(msg.rr_idx, len(lines))
+               if lines[i].partition(":")[0].rstrip(" \t").lower() == "record-route")
+
+
+def _host_of(uri: str) -> str:
+    try:
+        return parse_uri(uri).host.lower()
+    except UriError:
+        return ""
 
 
 def _aor(name_addr: str) -> str:

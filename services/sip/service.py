@@ -18,6 +18,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from time import monotonic as _monotonic
 from typing import Any
 
@@ -46,6 +47,18 @@ QUEUE_MAX = 256
 #: have carried a message stay open as long as the phone keeps them (registered phones idle
 #: between keepalives).
 FIRST_MESSAGE_TIMEOUT = 30.0
+#: A phone's TLS handshake must be done within this (asyncio's default is 60 s): until then the
+#: connection is no phone the first-message deadline can see, and a descriptor is held. It
+#: counts against the per-address and total caps from the accept on (`tls_accept` gate).
+TLS_HANDSHAKE_TIMEOUT = 10.0
+#: A phone connection that has carried a message is closed after this long with no byte either
+#: way (not even a keep-alive): a phone on TCP/TLS pings every 25-120 s (RFC 5626 §4.4.1) or
+#: re-registers within its expiry (3,600 s is the common default and what PBXs grant at most);
+#: a connection silent longer is gone at the far end (NAT binding lost, phone unplugged).
+IDLE_TIMEOUT = 3660.0
+#: Backend connections (ours to a PBX, a PBX's to us) idle this long are closed: the next message
+#: opens a new one (a PBX reaches us on the listener our Record-Route/Path names).
+BACKEND_IDLE_TIMEOUT = 300.0
 #: CRLF keep-alives on a connection (RFC 5626 §4.4.1): answered at most once per
 #: KEEPALIVE_INTERVAL (clients ping every 25-120 s; extra pings are absorbed, counted), and a
 #: connection sending more than KEEPALIVE_MAX within KEEPALIVE_WINDOW is flooding and is closed
@@ -73,6 +86,12 @@ class SipView:
     pins: tuple[tuple[tuple[str, int], str], ...] = ()
     #: PBX targets (transport, host, port) of instances that refuse SRTP offers
     rtp_only: frozenset[tuple[str, str, int]] = frozenset()
+    #: addresses the backend side takes datagrams and connections from: each instance's `sip`
+    #: host and its `media_sources` networks; None when a `sip` host is a DNS name (its address
+    #: can change under us: then every source is taken, as before)
+    backend_sources: tuple[str, ...] | None = ()
+    #: PBX target (transport, host, port) -> instance name (the call-end log line)
+    instances: tuple[tuple[tuple[str, str, int], str], ...] = ()
 
 
 _PASS_THROUGH = PassThroughMedia()
@@ -87,6 +106,10 @@ class _Udp(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         flow = self.flows.get(addr)
         if flow is None:
+            if self.side == "b" and not self.svc.backend_source(addr[0]):
+                self.svc.dropped("backend_foreign_sources", "src=%s:%s transport=udp (no instance's address)",
+                                 addr[0], addr[1])
+                return
             if len(self.flows) >= 4096:
                 self.flows.clear()
             flow = self.flows[addr] = Flow(self.side, "udp", addr[0], addr[1])
@@ -108,7 +131,7 @@ class _Stream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.flow: Flow | None = None
         self.queued: list[bytes] = []
-        self.opened = _monotonic()
+        self.opened = self.last = _monotonic()  # `last`: the last byte either way (idle timeouts)
         self.spoke = False  # has sent a whole SIP message (a keepalive alone does not count)
         self.counted = False  # holds a place in `SipService.per_address`
         self.pings = 0  # keep-alives in the window that started at `pings_since`
@@ -121,12 +144,17 @@ class _Stream(asyncio.Protocol):
             self.svc.dropped("refused_sources", "src=%s:%s transport=%s", ip, port, self.tname)
             transport.close()
             return
-        if self.side == "p" and not self.svc.admit(ip):
-            self.svc.dropped("connections_refused", "src=%s:%s transport=%s (over %d from this address or %d in all)",
-                             ip, port, self.tname, MAX_CONNECTIONS_PER_ADDRESS, self.svc.max_connections)
+        if self.side == "b" and self.pool_key is None and not self.svc.backend_source(ip):
+            self.svc.dropped("backend_foreign_sources", "src=%s:%s transport=%s (no instance's address)", ip, port,
+                             self.tname)
             transport.close()
             return
-        self.counted = self.side == "p"
+        if self.side == "p" and self.tname != "tls":  # TLS: counted by the listener's gate, at accept
+            if not self.svc.admit(ip):
+                self.svc.refused_connection(ip, port, self.tname)
+                transport.close()
+                return
+            self.counted = True
         key = self.pool_key  # set on connections we open to a PBX
         if key is not None and self.tname == "tls" and not self.svc.pbx_certificate_ok(key, transport):
             self.svc.rest(key, self)  # nothing goes to a PBX that is not the one configured
@@ -146,6 +174,7 @@ class _Stream(asyncio.Protocol):
                 self.svc.dropped("backend_queue_drops", "target=%s queued=%d (the connection is not made yet)",
                                  ":".join(map(str, self.pool_key or ())), QUEUE_MAX)
         else:
+            self.last = _monotonic()
             self.transport.write(data)
 
     def close(self) -> None:
@@ -154,11 +183,16 @@ class _Stream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.flow is not None and self.transport is not None
+        self.last = _monotonic()
         try:
             messages = self.framer.feed(data)
         except SipError as exc:
             self.svc.dropped("framing_errors", "error=%r src=%s:%s (connection closed)", exc.reason, self.flow.ip,
                              self.flow.port)
+            relay = self.svc.relay
+            for action in relay.bad(exc, self.flow) if relay is not None else ():
+                if isinstance(action, Send):
+                    self.transport.write(action.data)  # close() sends it before the FIN
             self.transport.close()
             return
         if not self.spoke and any(m[:1] != b"\r" for m in messages):
@@ -227,6 +261,7 @@ class SipService(Service):
         self.phone_connections = 0
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.max_connections = max(64, (soft if soft != resource.RLIM_INFINITY else 65536) - CONNECTION_RESERVE)
+        self._backend_nets: tuple[IPv4Network | IPv6Network, ...] | None = ()
         self._media_seen: object = None
         self._media_impl: MediaRelay = _PASS_THROUGH
 
@@ -243,8 +278,14 @@ class SipService(Service):
                      for i in cfg.instances if i.sip is not None and i.sip_tls_fingerprint)
         rtp_only = frozenset((i.sip.transport, i.sip.host, i.sip.port)
                              for i in cfg.instances if i.sip is not None and i.rtp_only)
+        hosts = [i.sip.host for i in cfg.instances if i.sip is not None]
+        sources: tuple[str, ...] | None = tuple(
+            dict.fromkeys([*hosts, *(n for i in cfg.instances if i.sip is not None for n in i.media_sources)]))
+        if not all(_is_ip(h) for h in hosts):
+            sources = None
         return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit,
-                       pins, rtp_only)
+                       pins, rtp_only, sources,
+                       tuple(((i.sip.transport, i.sip.host, i.sip.port), i.name) for i in cfg.instances if i.sip))
 
     async def start(self, view: SipView) -> None:
         loop = asyncio.get_running_loop()
@@ -261,7 +302,7 @@ class SipService(Service):
             else:
                 self.server = await create_tls_server(
                     lambda: _Stream(self, "p", "tls"), view.bind, view.tls_port, self.ctx.certs.server_context(),
-                    service="sip")
+                    service="sip", handshake_timeout=TLS_HANDSHAKE_TIMEOUT, gate=_TlsGate(self))
             _big_buffer(self.back_udp)
             back_port = self.back_udp.get_extra_info("sockname")[1]
             try:
@@ -276,6 +317,7 @@ class SipService(Service):
             await self.stop(0)
             raise ServiceError(f"sip: cannot bind {view.bind}: {exc} (is another SIP server running?)") from exc
         self.relay = self._make_relay(view)
+        self._backend_nets = _networks(view.backend_sources)
         self.timer = asyncio.create_task(self._tick())
         self.log.info("event=sip_started mode=%s bind=%s scanner=%s", view.mode, view.bind, SCANNER)
         if SCANNER != "c":
@@ -295,6 +337,7 @@ class SipService(Service):
                       FlowSigner(self._flow_key()))
         relay.unavailable = self._resting
         relay.rtp_only = view.rtp_only
+        relay.instances = dict(view.instances)
         return relay
 
     def _resting(self, flow: Flow) -> bool:
@@ -327,6 +370,12 @@ class SipService(Service):
         if old is not None and self.relay is not None and same_sockets:
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
             self.relay.rtp_only = view.rtp_only
+            self.relay.instances = dict(view.instances)
+            self._backend_nets = _networks(view.backend_sources)
+            if self.back_udp is not None:
+                proto = self.back_udp.get_protocol()
+                if isinstance(proto, _Udp):
+                    proto.flows.clear()  # a removed instance's address is checked again
             if view.pins != old.pins:  # connections checked against another pin: check again
                 old_pins, new_pins = dict(old.pins), dict(view.pins)
                 for key in {*self.out, *self.down}:
@@ -388,6 +437,8 @@ class SipService(Service):
         if relay.released:
             self._release(relay.released)
             relay.released = []
+        if relay.calls.ended:
+            relay.log_call_ends()
 
     def send(self, flow: Flow, data: bytes) -> None:
         if flow.transport == "udp":
@@ -447,6 +498,15 @@ class SipService(Service):
         self.per_address[ip] = n + 1
         self.phone_connections += 1
         return True
+
+    def backend_source(self, ip: str) -> bool:
+        """Whether the backend side takes a datagram or connection from `ip` (an instance's)."""
+        nets = self._backend_nets
+        return nets is None or any(_in(ip, n) for n in nets)
+
+    def refused_connection(self, ip: str, port: object, transport: str) -> None:
+        self.dropped("connections_refused", "src=%s:%s transport=%s (over %d from this address or %d in all)",
+                     ip, port, transport, MAX_CONNECTIONS_PER_ADDRESS, self.max_connections)
 
     def release(self, ip: str) -> None:
         n = self.per_address.get(ip, 0) - 1
@@ -537,16 +597,26 @@ class SipService(Service):
             self.reasons.flush(now)
             if self.relay is not None:
                 self._release(self.relay.expire(now))
-            self.close_silent(now)
+                self.relay.log_call_ends()
+            self.close_idle(now)
 
-    def close_silent(self, now: float) -> None:
-        """Close phone connections that sent no whole message within FIRST_MESSAGE_TIMEOUT."""
-        for conn in list(self.conns.values()):
+    def close_idle(self, now: float) -> None:
+        """Close phone connections that sent no whole message within FIRST_MESSAGE_TIMEOUT, phone
+        connections idle for IDLE_TIMEOUT and backend ones idle for BACKEND_IDLE_TIMEOUT."""
+        for conn in list({**self.conns, **{c.conn: c for c in self.out.values()}}.values()):
+            flow = conn.flow
+            where = (flow.ip, flow.port) if flow is not None else ("?", "?")
             if conn.side == "p" and not conn.spoke and now - conn.opened > FIRST_MESSAGE_TIMEOUT:
-                flow = conn.flow
-                self.dropped("silent_connections_closed", "src=%s:%s seconds=%g (no SIP message)",
-                             flow.ip if flow else "?", flow.port if flow else "?", FIRST_MESSAGE_TIMEOUT)
-                conn.close()
+                self.dropped("silent_connections_closed", "src=%s:%s seconds=%g (no SIP message)", *where,
+                             FIRST_MESSAGE_TIMEOUT)
+            elif now - conn.last > (IDLE_TIMEOUT if conn.side == "p" else BACKEND_IDLE_TIMEOUT):
+                self.dropped("idle_connections_closed", "side=%s peer=%s:%s seconds=%g", conn.side, *where,
+                             IDLE_TIMEOUT if conn.side == "p" else BACKEND_IDLE_TIMEOUT)
+                if conn.pool_key is not None and self.out.get(conn.pool_key) is conn:
+                    del self.out[conn.pool_key]  # the next message opens a new one at once
+            else:
+                continue
+            conn.close()
 
     def stats(self) -> dict[str, Any]:
         listeners: list[str] = []
@@ -566,6 +636,44 @@ class SipService(Service):
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
             gauges["locked_out"] = self.relay.auth.locked_out(time.monotonic())
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
+
+
+class _TlsGate:
+    """Phone TLS connections count against the caps from the accept, before the handshake
+    (`proxyd.tls_accept.Gate`): a flood of handshakes that never finish cannot exceed them."""
+
+    def __init__(self, svc: SipService):
+        self.svc = svc
+
+    def admit(self, address: str) -> bool:
+        if self.svc.admit(address):
+            return True
+        self.svc.refused_connection(address, "?", "tls")
+        return False
+
+    def release(self, address: str) -> None:
+        self.svc.release(address)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def _networks(sources: tuple[str, ...] | None) -> tuple[IPv4Network | IPv6Network, ...] | None:
+    if sources is None:
+        return None
+    return tuple(ip_network(s.strip("[]"), strict=False) for s in sources)
+
+
+def _in(ip: str, net: IPv4Network | IPv6Network) -> bool:
+    try:
+        return ip_address(ip.partition("%")[0]) in net
+    except ValueError:
+        return False
 
 
 def _limiter(view: SipView) -> RateLimiter | None:

@@ -207,6 +207,17 @@ def test_register_run_outage_and_recovery(manager: Manager, backend: int, tmp_pa
 
         manager.start()
         wait_for(lambda: ctl("status")["status"] == "Online", 15)
+
+        # a clean stop tells the manager (goodbye): Offline within 5 s, not after the heartbeat grace
+        t0 = time.monotonic()
+        p.terminate()
+        wait_for(lambda: ctl("status")["status"] == "Offline", 5)
+        print(f"proxyd stopped -> Offline in the manager: {time.monotonic() - t0:.2f} s")
+        assert p.wait(15) == 0
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: ctl("status")["status"] == "Online", 15)  # its next heartbeat outweighs the goodbye
+        ctl("set", enabled=False)
+        assert ctl("status")["status"] == "Disabled"  # switched off: not Online, whatever the agent says
     finally:
         if p.poll() is None:
             p.terminate()

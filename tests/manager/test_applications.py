@@ -30,7 +30,7 @@ def test_add_change_and_delete_an_application_publishes_revisions(admin_client) 
     assert "procurat" in page and "9443" in page
 
     form.pop("verify_upstream")  # unchecked box
-    assert admin_client.post(f"/proxies/{proxy.pk}/applications/{app.pk}/", form).status_code == 302
+    assert admin_client.post(f"/proxies/{proxy.pk}/applications/{app.pk}/edit/", form).status_code == 302
     assert json.loads(proxy.active_revision.config_json)["applications"][0]["verify_upstream"] is False
 
     assert admin_client.post(f"/proxies/{proxy.pk}/applications/{app.pk}/delete/").status_code == 302

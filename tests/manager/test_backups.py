@@ -64,7 +64,7 @@ def backup_through_proxy(admin, p, key: str) -> bytes:  # type: ignore[no-untype
     assert up.status_code == 201, up.content
     assert "X-Pforte-Actions" not in proxy.get("/api/v1/proxy/config")  # done: not offered again
     b = p.backups.get(pk=up.json()["backup"])
-    download = admin.get(f"/proxies/{p.pk}/backups/{b.pk}/")
+    download = admin.get(f"/proxies/{p.pk}/backups/{b.pk}/download/")
     assert download["Content-Disposition"].startswith(f'attachment; filename="{p.name}-')
     return b"".join(download.streaming_content) if download.streaming else download.content
 

@@ -38,8 +38,8 @@ def test_admin_creates_instance_and_proxy_switches_sip_and_gets_a_registration(m
         page.fill("#id_name", "acme")
         page.fill("#id_web", "http://127.0.0.1:9/")
         page.click("button[type=submit]")
-        page.wait_for_url(f"{manager_url}/instances/")
-        assert page.locator("text=acme").count() >= 1
+        page.wait_for_selector("#messages >> text=Instance acme saved")
+        assert page.locator("h1 >> text=acme").count() >= 1
 
         page.goto(f"{manager_url}/proxies/new/")
         page.fill("#id_name", "edge")
@@ -50,7 +50,7 @@ def test_admin_creates_instance_and_proxy_switches_sip_and_gets_a_registration(m
         page.select_option("#id_sip_mode", "udp")
         page.click("button[type=submit]")
         page.wait_for_selector("text=Create Registration")
-        assert page.locator("text=UDP (5060)").count() == 1
+        assert page.locator("#sip-label >> text=UDP and TCP 5060").count() == 1
 
         page.click("text=Create Registration")
         url = page.locator("#registration-url").inner_text().strip()

@@ -46,24 +46,27 @@ def test_device_urls_per_proxy_csv_and_key_change(admin_client) -> None:  # type
     assert next(r["url"] for r in rows if r["proxy"] == "edge") != token_url
 
 
-def test_key_change_in_the_form_needs_the_explicit_checkbox(admin_client) -> None:  # type: ignore[no-untyped-def]
+def test_key_rotation_goes_through_a_confirmation_page(admin_client) -> None:  # type: ignore[no-untyped-def]
     from manager.proxies.models import Proxy
 
     p = Proxy(name="edge", fqdn="edge.example.com")
     p.full_clean()
     p.save()
-    page = admin_client.get(f"/proxies/{p.pk}/edit/").content.decode()
-    assert "Every provisioning URL issued so far becomes invalid" in page
     key = p.provisioning_key
     form = {f: getattr(p, f) for f in ("name", "fqdn", "bind", "sip_mode", "sip_udp_port", "sip_tls_port",
                                        "sip_rate_limit", "media_mode", "media_port_min", "media_port_max",
                                        "provisioning_mode", "provisioning_https_port", "provisioning_http_port",
                                        "xmpp_port", "xmpp_direct_tls_port", "web_mode", "web_port",
                                        "web_upstream_timeout", "tls_key_type")}
-    form.update(enabled="on", xmpp_enabled="on")
+    form.update(enabled="on", xmpp_enabled="on", regenerate_provisioning_key="on")  # the old checkbox: ignored
     assert admin_client.post(f"/proxies/{p.pk}/edit/", form).status_code == 302
     p.refresh_from_db()
     assert p.provisioning_key == key  # saving settings keeps the key
-    assert admin_client.post(f"/proxies/{p.pk}/edit/", {**form, "regenerate_provisioning_key": "on"}).status_code == 302
+    confirm = admin_client.get(f"/proxies/{p.pk}/provisioning-key/").content.decode()
+    assert "Every provisioning URL issued so far for this proxy stops working at once." in confirm
+    p.refresh_from_db()
+    assert p.provisioning_key == key  # looking at the confirmation changes nothing
+    r = admin_client.post(f"/proxies/{p.pk}/provisioning-key/", {"confirm": "1"}, follow=True)
     p.refresh_from_db()
     assert p.provisioning_key != key
+    assert "New provisioning key made" in r.content.decode()

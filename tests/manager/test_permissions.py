@@ -25,25 +25,54 @@ REQUIRED: dict[str, Any] = {
     "proxy-new": "proxies.add_proxy",
     "proxy-detail": "proxies.view_proxy",
     "proxy-edit": "proxies.change_proxy",
+    "proxy-delete": "proxies.delete_proxy",
+    "proxy-status": "proxies.view_proxy",
+    "provisioning-key-rotate": "proxies.change_proxy_keys",
     "registration-create": {"POST": "proxies.add_registration"},
-    "registration-delete": {"POST": "proxies.delete_registration"},
+    "registration-list": "proxies.view_registration",
+    "registration-detail": "proxies.view_registration",
+    "registration-delete": "proxies.delete_registration",
     "reregistration": {"POST": "proxies.allow_reregistration"},
+    "application-list": "proxies.view_application",
     "application-new": "proxies.add_application",
+    "application-detail": "proxies.view_application",
     "application-edit": "proxies.change_application",
-    "application-delete": {"POST": "proxies.delete_application"},
+    "application-delete": "proxies.delete_application",
     "backup-create": {"POST": "proxies.add_backup"},
+    "backup-list": "proxies.view_backup",
+    "backup-detail": "proxies.view_backup",
     "backup-download": "proxies.view_backup",
+    "backup-restore-stored": "proxies.restore_backup",
+    "backup-delete": "proxies.delete_backup",
     "backup-restore": {"POST": "proxies.restore_backup"},
     "dns-edit": {"POST": "proxies.change_dnsrecord"},
+    "dns-list": "proxies.view_dnsrecord",
+    "dns-new": "proxies.change_dns_account",
+    "dns-detail": "proxies.view_dnsrecord",
+    "dns-edit-record": "proxies.change_dnsrecord",
+    "dns-delete": "proxies.delete_dnsrecord",
     "instance-list": "proxies.view_instance",
     "instance-new": "proxies.add_instance",
+    "instance-detail": "proxies.view_instance",
     "instance-edit": "proxies.change_instance",
+    "instance-delete": "proxies.delete_instance",
     "instance-devices": {"GET": "proxies.view_device", "POST": "proxies.add_device"},
     "instance-devices-csv": "proxies.view_provisioning_url",
-    "device-delete": {"POST": "proxies.delete_device"},
+    "device-list": "proxies.view_device",
+    "device-detail": "proxies.view_device",
+    "device-edit": "proxies.change_device",
+    "device-delete": "proxies.delete_device",
+    "user-list": "auth.view_user",
+    "user-new": "auth.add_user",
+    "user-detail": "auth.view_user",
+    "user-edit": "auth.change_user",
+    "user-delete": "auth.delete_user",
+    "change-list": "proxies.view_objectchange",
+    "change-detail": "proxies.view_objectchange",
     "api-register": AGENT_KEY,
     "api-config": AGENT_KEY,
     "api-heartbeat": AGENT_KEY,
+    "api-goodbye": AGENT_KEY,
     "api-action-backup": AGENT_KEY,
     "api-action-restore": AGENT_KEY,
     "api-action-done": AGENT_KEY,
@@ -51,10 +80,25 @@ REQUIRED: dict[str, Any] = {
     "api-backup-download": {"GET": "proxies.view_backup"},
     "api-restore": {"POST": "proxies.restore_backup"},
     "api-schema": PUBLIC,
+    "api-docs": PUBLIC,
+    "api-redoc": PUBLIC,
+    **{f"api-{name}-{kind}": {m: f"{app}.{verb}_{model}" for m, verb in
+                              (("GET", "view"), ("POST", "add"), ("PUT", "change"), ("PATCH", "change"),
+                               ("DELETE", "delete"))}
+       for name, app, model in (("proxies", "proxies", "proxy"), ("instances", "proxies", "instance"),
+                                ("applications", "proxies", "application"), ("devices", "proxies", "device"),
+                                ("registrations", "proxies", "registration"), ("backups", "proxies", "backup"),
+                                ("dns-records", "proxies", "dnsrecord"), ("users", "auth", "user"))
+       for kind in ("list", "detail")},
     "login": PUBLIC,
     "logout": PUBLIC,
     "admin:login": PUBLIC,
     "admin:logout": PUBLIC,
+    # health for load balancers and systemd: no data; metrics: counts only, loopback or token
+    # (manager/observe.py; checked in tests/manager/test_observe.py)
+    "healthz": PUBLIC,
+    "readyz": PUBLIC,
+    "metrics": PUBLIC,
 }
 # Every other pattern of the admin site is the admin site's: admins only (manager/proxies/admin.py).
 ADMIN_NAMESPACE = "admin"
@@ -103,7 +147,15 @@ def seed() -> Seed:
     dns.credentials = DNS_TOKEN
     dns.save()
     (url,) = [u for _, u in device.urls()]
-    ids = {"proxy": p.pk, "instance": inst.pk, "application": app.pk, "device": device.pk, "registration": reg.pk,
+    from django.contrib.auth import get_user_model
+
+    other = get_user_model().objects.filter(username="walk-other").first() or \
+        get_user_model().objects.create_user("walk-other", password="another-walk-password")
+    from manager.proxies.models import ObjectChange
+
+    change = ObjectChange.objects.filter(object_type="proxies.proxy", object_id=p.pk).first()
+    ids = {"user": other.pk, "change": change.pk,
+           "proxy": p.pk, "instance": inst.pk, "application": app.pk, "device": device.pk, "registration": reg.pk,
            "backup": backup.pk, "action": action.pk, "dnsrecord": dns.pk,
            "configrevision": p.active_revision.pk, "heartbeat": p.last_heartbeat.pk}
     return Seed(ids, {"private key": PEM_MARKER, "provisioning key": p.provisioning_key, "DNS token": DNS_TOKEN,
@@ -153,8 +205,7 @@ def url_of(p: Pattern, seed: Seed) -> str:
     values: dict[str, Any] = {}
     for k in p.kwargs:
         if k == "pk":
-            values[k] = seed.ids["instance" if p.route.startswith("instances/") else
-                                  "action" if p.route.startswith("api/v1/proxy/actions/") else "proxy"]
+            values[k] = seed.ids[next((kind for prefix, kind in PK_OF if p.route.startswith(prefix)), "proxy")]
         elif k in ("reg", "app", "backup", "device"):
             values[k] = seed.ids[{"reg": "registration", "app": "application"}.get(k, k)]
         elif k == "object_id":
@@ -164,6 +215,13 @@ def url_of(p: Pattern, seed: Seed) -> str:
         else:
             values[k] = "1"
     return reverse(p.name, kwargs=values)
+
+
+PK_OF = [("api/v1/objects/instances/", "instance"), ("api/v1/objects/applications/", "application"),
+         ("api/v1/objects/devices/", "device"), ("api/v1/objects/registrations/", "registration"),
+         ("api/v1/objects/backups/", "backup"), ("api/v1/objects/dns-records/", "dnsrecord"),
+         ("api/v1/objects/users/", "user"), ("instances/", "instance"), ("api/v1/proxy/actions/", "action"),
+         ("dns/", "dnsrecord"), ("users/", "user"), ("changes/", "change")]
 
 
 def all_patterns() -> list[Pattern]:
@@ -283,10 +341,12 @@ def test_the_walk_sees_secrets_where_the_admin_may(seed: Seed) -> None:
     """The walk's secret search can find something: the admin's answers do carry the secrets."""
     admin = client_for("admin")
     pid, iid = seed.ids["proxy"], seed.ids["instance"]
-    assert BACKUP_MARKER in admin.get(f"/proxies/{pid}/backups/{seed.ids['backup']}/").content
+    assert BACKUP_MARKER in admin.get(f"/proxies/{pid}/backups/{seed.ids['backup']}/download/").content
     assert seed.provisioning_url in admin.get(f"/instances/{iid}/devices.csv").content.decode()
     revision = admin.get(f"/admin/proxies/configrevision/{seed.ids['configrevision']}/change/").content.decode()
-    assert PEM_MARKER in revision and seed.secrets["provisioning key"] in revision
+    # a stored revision holds its secrets encrypted: not even an admin sees them in it
+    assert "ConfigRevision" in revision
+    assert PEM_MARKER not in revision and seed.secrets["provisioning key"] not in revision
     operator = client_for("operator")
     assert seed.provisioning_url in operator.get(f"/instances/{iid}/devices/").content.decode()
     assert seed.provisioning_url not in client_for("viewer").get(f"/instances/{iid}/devices/").content.decode()

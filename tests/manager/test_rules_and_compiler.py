@@ -80,6 +80,35 @@ def test_secrets_are_encrypted_at_rest() -> None:
     assert Proxy.objects.get(pk=p.pk).key_pem == key
 
 
+def test_revisions_hold_no_plaintext_secret_and_are_pruned() -> None:
+    from django.db import connection
+    from django.test import override_settings
+
+    from proxyd.tls import make_self_signed
+
+    cert, key = make_self_signed("mobydick.example.com", [])
+    p = make_proxy()
+    p.certificate_pem, p.key_pem = cert, key
+    p.save()
+    with connection.cursor() as c:
+        c.execute("SELECT config_json, secrets_enc FROM proxies_configrevision WHERE proxy_id=%s", [p.pk])
+        rows = c.fetchall()
+    for config_json, secrets_enc in rows:
+        assert "PRIVATE KEY" not in config_json and p.provisioning_key not in config_json
+        assert "PRIVATE KEY" not in secrets_enc and p.provisioning_key not in secrets_enc
+    served = json.loads(p.active_revision.served_json())  # what the proxy gets: the secrets put back
+    assert served["tls"]["key_pem"] == key and served["services"]["provisioning"]["key"] == p.provisioning_key
+    assert p.active_revision.full_config()["tls"]["certificate_pem"] == cert
+    number = p.active_revision.number
+    p.save()  # the same config, secrets included: no new revision
+    assert p.active_revision.number == number
+    with override_settings(PFORTE_REVISIONS_KEEP=3):
+        for port in (8443, 8444, 8445, 8446):
+            p.web_port = port
+            p.save()
+    assert list(p.revisions.values_list("number", flat=True)) == [number + 4, number + 3, number + 2]
+
+
 def test_changes_publish_revisions_and_compiled_config_passes_proxyd_check(tmp_path: Path) -> None:
     from manager.proxies.models import Instance
 
@@ -98,7 +127,7 @@ def test_changes_publish_revisions_and_compiled_config_passes_proxyd_check(tmp_p
     assert cfg["revision"] == 3 and cfg["services"]["sip"]["mode"] == "udp"
     assert cfg["instances"][0]["sip"] == "udp:10.0.0.5:5060"
     path = tmp_path / "compiled.json"
-    path.write_text(active.config_json)
+    path.write_text(active.served_json())
     res = subprocess.run([sys.executable, "-m", "proxyd", "check", "--config", str(path)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -134,3 +135,22 @@ def test_reload_with_a_backend_pointing_at_the_proxy_keeps_the_running_config(
     assert st["revision"] == 1
     assert f"instances[0].xmpp_direct_tls: points at this proxy's own XMPP STARTTLS listener " \
            f"127.0.0.1:{xmpp['port']}" in st["last_error"]
+
+
+def test_sighup_with_a_hostile_file_keeps_the_running_one(proxyd: Callable[..., ProxydProcess]) -> None:
+    """A config file goes through the same bounded loader as a manager's answer: nesting that made
+    json recurse to death and a file larger than any config are each one error, never an exit."""
+    p = proxyd(base_config(revision=1))
+    for body, reason in ((b"[" * 200_000 + b"]" * 200_000, "nested deeper than 32 levels"),
+                         (b'{"x": "' + b"a" * (9 * 1024 * 1024) + b'"}', "larger than 8388608 bytes")):
+        p.config_path.write_bytes(body)
+        assert p.proc is not None
+        p.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while reason not in (p.status().get("last_error") or "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = p.status()
+        assert reason in (st["last_error"] or "") and st["revision"] == 1
+        assert p.proc.poll() is None and "Traceback" not in p.output()
+    p.reload(base_config(revision=2))
+    assert p.status()["last_error"] is None

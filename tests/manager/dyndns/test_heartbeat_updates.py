@@ -152,7 +152,10 @@ def test_editing_the_record_keeps_the_secret_unless_a_new_one_is_typed(admin) ->
     admin.post(f"/proxies/{p.pk}/dns/", {"name": "x.elsewhere.test", "zone": ZONE, "provider": "cloudflare",
                                              "port": 53, "algorithm": "hmac-sha256", "api_url": "https://x.invalid/"})
     assert "is not inside zone" in admin.get(f"/proxies/{p.pk}/").content.decode()
-    admin.post(f"/proxies/{p.pk}/dns/", {"delete": "1"})
     from manager.proxies.models import DnsRecord
+
+    confirm = admin.get(f"/dns/{rec.pk}/delete/").content.decode()
+    assert "The record in DNS itself is left as it is." in confirm and DnsRecord.objects.filter(proxy=p).exists()
+    admin.post(f"/dns/{rec.pk}/delete/", {"confirm": "1"})
 
     assert not DnsRecord.objects.filter(proxy=p).exists()

@@ -28,6 +28,9 @@ class FakeManager:
         self.config_requests = 0
         self.parked_polls = 0  # config long-polls waiting for a newer revision right now
         self.ignore_etag = False  # misbehave: answer 200 with the same revision every time
+        # misbehave: a handler writing whatever it likes as the answer to config / heartbeat requests
+        self.hostile_config: Any = None
+        self.hostile_heartbeat: Any = None
         self.port = port
         self.server: ThreadingHTTPServer | None = None
 
@@ -115,6 +118,9 @@ class _Handler(BaseHTTPRequestHandler):
             with self.mgr.cond:
                 self.mgr.heartbeats.append(body)
                 self.mgr.cond.notify_all()
+            if self.mgr.hostile_heartbeat is not None:
+                self.mgr.hostile_heartbeat(self)
+                return
             self._json(200, {"active_revision": self.mgr.revision, "interval": 60})
 
     def _register(self, token: str) -> None:
@@ -136,6 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
         m = re.search(r"wait=(\d+)", self.path)
         wait = min(int(m[1]) if m else 0, 60)
         self.mgr.config_requests += 1
+        if self.mgr.hostile_config is not None:
+            self.mgr.hostile_config(self)
+            return
         seen = None if self.mgr.ignore_etag else self.headers.get("If-None-Match")
         deadline = time.monotonic() + wait
         with self.mgr.cond:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from proxyd.provisioning_template import problem as template_problem
 from services.http.routes import Forward, Refuse
-from services.provisioning.routes import FailLimiter, ProvisioningTable, table_for
+from services.provisioning.routes import DENIED, FailLimiter, ProvisioningTable, table_for
 from services.provisioning.token import InvalidToken, decode_token, encode_token, normalize_mac
 
 KEY = base64.b64encode(secrets.token_bytes(32)).decode()
@@ -66,7 +66,7 @@ def test_encrypted_routes_and_same_404_for_every_failure() -> None:
     other = encode_token(KEY, "unknown", "08C25A4F0321")
     failures = [table.route(p, "", "1.1.1.1") for p in
                 (f"/p/{other}", f"/p/{t[:-2]}", "/p/mycompany/08C25A4F0321", "/p/", f"/p/{t}/a/b")]
-    assert all(f == Refuse(404, "not found") for f in failures)
+    assert all(f == DENIED for f in failures)
 
 
 def test_trusted_routes_with_mac_formats_and_files() -> None:
@@ -79,7 +79,7 @@ def test_trusted_routes_with_mac_formats_and_files() -> None:
         fwd = table.route(path, "", "")
         assert isinstance(fwd, Forward) and fwd.path == target, path
     for path in ("/p/other/08C25A4F0321", "/p/mycompany/nomac.cfg", "/p/mycompany/08C25A4F032", "/x/mycompany/a"):
-        assert table.route(path, "", "") == Refuse(404, "not found"), path
+        assert table.route(path, "", "") == DENIED, path
 
 
 def test_failed_lookups_block_a_source_for_a_while() -> None:
@@ -89,7 +89,7 @@ def test_failed_lookups_block_a_source_for_a_while() -> None:
     for _ in range(5):
         assert table.route("/p/guess/08C25A4F0321", "", "6.6.6.6").status == 404  # type: ignore[union-attr]
     blocked = table.route("/p/mycompany/08C25A4F0321", "", "6.6.6.6")
-    assert blocked == Refuse(429, "too many failed provisioning lookups")
+    assert isinstance(blocked, Refuse) and blocked.status == 429 and blocked.extra == b"Retry-After: 300\r\n"
     assert isinstance(table.route("/p/mycompany/08C25A4F0321", "", "7.7.7.7"), Forward)  # others unaffected
     now[0] = 301
     assert isinstance(table.route("/p/mycompany/08C25A4F0321", "", "6.6.6.6"), Forward)

@@ -104,6 +104,9 @@ def test_a_full_call_table_answers_503_with_retry_after() -> None:
                               + "\r\n")),
     ("tag_too_long", _req("OPTIONS", to_tag="t" * 300)),
     ("too_many_headers", _req("OPTIONS", extra="".join(f"X-H{i}: {i}\r\n" for i in range(200)))),
+    ("too_many_record_route", _req("OPTIONS", extra="Record-Route: " + ", ".join(
+        f"<sip:h{i}.example.com;lr>" for i in range(10)) + "\r\nrecord-route : " + ", ".join(
+        f"<sip:g{i}.example.com;lr>" for i in range(7)) + "\r\n")),
 ])
 def test_sizes_and_counts_are_answered_400_and_logged(why: str, data: bytes, caplog: pytest.LogCaptureFixture) -> None:
     """main forwarded 1,000 Via headers (56 KB); each limit now answers 400 naming it."""
@@ -125,3 +128,32 @@ def test_a_register_with_1000_contacts_over_tcp_is_answered() -> None:
     [m] = messages
     [a] = make_relay().receive(m, PHONE_TCP, 0.0)
     assert isinstance(a, Send) and a.flow == PHONE_TCP and a.data.startswith(b"SIP/2.0 400 ")
+
+
+def test_every_call_end_is_one_structured_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue #22 §4: one `event=sip_call_end` per call, whatever ends it: a BYE, a failure, timer
+    C, the session timeout, or a refusal by pforte itself (with its reason)."""
+    caplog.set_level(logging.INFO, logger="services.sip")
+    r = make_relay()
+    r.instances = {("udp", "127.0.0.9", 5060): "pbx"}
+    for call_id, status in (("done", 200), ("busy", 486)):
+        [inv] = r.receive(_req("INVITE", call_id), PHONE, 0.0)
+        assert isinstance(inv, Send)
+        r.receive(response(parse(inv.data), status, "x", "t").serialize(), PBX, 1.0)
+    r.receive(_req("ACK", "done", to_tag="t"), PHONE, 1.0)
+    r.receive(_req("BYE", "done", to_tag="t", cseq=2), PHONE, 61.0)
+    r.receive(_req("BYE", "done", to_tag="t", cseq=2), PHONE, 61.5)  # a retransmission: no second line
+    r.receive(_req("INVITE", "silent"), PHONE, 0.0)
+    r.receive(_req("INVITE", "gone").replace(b"sip:bob@pbx.test SIP", b"sip:bob@nowhere.test SIP"), PHONE, 0.0)
+    r.log_call_ends()
+    r.expire(TIMER_C + 1)
+    r.log_call_ends()
+    lines = {m.getMessage().rpartition("call_id=")[2]: m.getMessage() for m in caplog.records
+             if m.getMessage().startswith("event=sip_call_end")}
+    assert sorted(lines) == ["busy", "done", "gone", "silent"]
+    assert "service=sip client=127.0.0.2:5070 instance=pbx outcome=completed status=200 duration=61.000 " \
+           "reason=-" in lines["done"]
+    assert "outcome=failed status=486 duration=1.000 reason=failed" in lines["busy"]
+    assert f"outcome=timer_c status=0 duration={TIMER_C + 1:.3f}" in lines["silent"]
+    assert "outcome=refused status=404 duration=0.000 reason=unknown_domain" in lines["gone"]
+    assert not r.calls.ended

@@ -73,6 +73,28 @@ def test_stream_framing_errors() -> None:
         StreamFramer().feed(msg().replace(b"Content-Length: 0", b"Content-Length: -1"))
 
 
+def test_a_stream_message_too_large_or_badly_framed_keeps_its_head_for_an_answer() -> None:
+    """The framer cannot read such a message whole, but its header lines name it: the service
+    answers 513 (or 400) to them instead of closing without a word."""
+    for data, status in ((msg(cl=70_000), 513),  # announced beyond MAX_MESSAGE
+                         (msg().replace(b"Content-Length: 0\r\n\r\n", b"X-Pad: " + b"p" * 80 + b"\r\n") * 1, 0),
+                         (msg().replace(b"Content-Length: 0\r\n\r\n", b"".join(  # headers that never end
+                             b"X-Pad-%d: %s\r\n" % (i, b"p" * 60) for i in range(1_200))), 513),
+                         (msg().replace(b"Content-Length: 0", b"Content-Length: x"), 400)):
+        framer = StreamFramer()
+        if status == 0:  # an incomplete head under the limit: wait for more
+            assert framer.feed(data) == []
+            continue
+        with pytest.raises(SipError) as info:
+            framer.feed(data)
+        assert info.value.status == status
+        assert info.value.partial is not None and info.value.partial.get("Call-ID") == "c1"
+        assert info.value.partial.get("Via") == "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1"
+    with pytest.raises(SipError) as info:  # no header lines that name it: nothing to answer
+        StreamFramer().feed(b"INVITE sip:bob@pbx.test SIP/2.0\r\n" + b"X" * 70_000)
+    assert info.value.partial is None
+
+
 def test_headers_values_and_uris() -> None:
     m = parse(msg("Via: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bKa, SIP/2.0/TCP 127.0.0.3;branch=z9hG4bKb\r\n"))
     assert len(m.all("Via")) == 3

@@ -151,9 +151,8 @@ def prune(proxy_ids: list[int]) -> None:
     for i in range(0, len(proxy_ids), 500):
         chunk = proxy_ids[i:i + 500]
         # one query for the chunk (a publish_many of thousands of proxies must not prune one by one)
-        stale = [pk for pid, pks in _by_proxy(ConfigRevision.objects.filter(proxy_id__in=chunk)
-                                                .order_by("proxy_id", "-number").values_list("proxy_id", "pk"))
-                 for pk in pks[keep:]]
+        rows = ConfigRevision.objects.filter(proxy_id__in=chunk).order_by("proxy_id", "-number")
+        stale = [pk for pks in _by_proxy(rows.values_list("proxy_id", "pk")).values() for pk in pks[keep:]]
         if stale:
             ConfigRevision.objects.filter(pk__in=stale).delete()
 

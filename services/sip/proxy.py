@@ -465,7 +465,7 @@ class Relay:
         own address on our own ports, or an instance's PBX address; never loopback, internal
         hosts or third parties."""
         host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
-        if not _is_ip(host.partition("%")[0]):
+        if not is_ip(host.partition("%")[0]):
             return True  # a name: routed by the domain table, or refused as unknown
         if host in self._target_hosts and (uri.port is None or (host, uri.port) in self._target_ports):
             return True  # an instance's PBX by its address (loopback too: the all-in-one layout)
@@ -475,7 +475,7 @@ class Relay:
 
     def _route_domain(self, msg: Sip, host: str) -> Flow | None:
         target = self._targets.get(host)
-        if target is None and msg.method != "REGISTER" and (_is_ip(host) or host in self.names):
+        if target is None and msg.method != "REGISTER" and (is_ip(host) or host in self.names):
             try:
                 to_host = parse_name_addr(msg.to).uri.host
             except UriError:
@@ -780,7 +780,8 @@ def _aor(name_addr: str) -> str:
     return f"{uri.user}@{uri.host.lower()}"
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """An IP literal (brackets allowed), not a DNS name."""
     try:
         ip_address(host.strip("[]"))
         return True

@@ -31,7 +31,7 @@ from services.sip.flow import Flow, FlowSigner
 from services.sip.framing import StreamFramer
 from services.sip.message import SipError
 from services.sip.protect import RateLimiter
-from services.sip.proxy import RETRY_AFTER, Local, MediaStep, Relay, Send, Target
+from services.sip.proxy import RETRY_AFTER, Local, MediaStep, Relay, Send, Target, is_ip
 from services.sip.reasonlog import ReasonLog
 from services.sip.scan import SCANNER
 
@@ -281,7 +281,7 @@ class SipService(Service):
         hosts = [i.sip.host for i in cfg.instances if i.sip is not None]
         sources: tuple[str, ...] | None = tuple(
             dict.fromkeys([*hosts, *(n for i in cfg.instances if i.sip is not None for n in i.media_sources)]))
-        if not all(_is_ip(h) for h in hosts):
+        if not all(is_ip(h) for h in hosts):
             sources = None
         return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit,
                        pins, rtp_only, sources,
@@ -655,14 +655,6 @@ class _TlsGate:
 
     def release(self, address: str) -> None:
         self.svc.release(address)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ip_address(host.strip("[]"))
-        return True
-    except ValueError:
-        return False
 
 
 def _networks(sources: tuple[str, ...] | None) -> tuple[IPv4Network | IPv6Network, ...] | None:

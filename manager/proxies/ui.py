@@ -163,3 +163,15 @@ def confirm_page(request: HttpRequest, *, title: str, consequences: Sequence[str
             return redirect(done)
     return render(request, "proxies/confirm.html", {"title": title, "consequences": consequences,
                                                     "button": button, "cancel": cancel, "form": form})
+
+
+def delete_page(request: HttpRequest, obj: Model, *, message: str, title: str, consequences: Sequence[str],
+                button: str, done: str, cancel: str) -> HttpResponse:
+    """`confirm_page` whose action deletes `obj` and says `message` (written before the delete, while
+    the object still has its fields)."""
+    def act() -> str:
+        obj.delete()
+        return message
+
+    return confirm_page(request, title=title, consequences=consequences, button=button, act=act, done=done,
+                        cancel=cancel)

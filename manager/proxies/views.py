@@ -23,7 +23,18 @@ from manager.proxies.crypto import new_provisioning_key
 from manager.proxies.forms import ApplicationForm, DeviceForm, InstanceForm, ProxyForm
 from manager.proxies.models import Application, Device, Instance, Proxy, Registration
 from manager.proxies.permissions import requires
-from manager.proxies.ui import Cell, Column, Filter, Listing, confirm_page, detail_page, form_page, list_page, posted
+from manager.proxies.ui import (
+    Cell,
+    Column,
+    Filter,
+    Listing,
+    confirm_page,
+    delete_page,
+    detail_page,
+    form_page,
+    list_page,
+    posted,
+)
 
 log = logging.getLogger("manager.access")
 
@@ -193,14 +204,11 @@ def _application_form(request: HttpRequest, pk: int, app: int | None) -> HttpRes
 def application_delete(request: HttpRequest, pk: int, app: int) -> HttpResponse:
     a = get_object_or_404(Application, pk=app, proxy_id=pk)
 
-    def act() -> str:
-        a.delete()
-        return f"Application {a.name} deleted."
-
-    return confirm_page(request, title=f"Delete application {a.name}?", button="Delete application", act=act,
-                        done=reverse("proxy-detail", args=[pk]), cancel=reverse("application-detail", args=[pk, app]),
-                        consequences=[f"Port {a.port} of {a.proxy.name} stops answering for {a.upstream} "
-                                      "once the proxy applies the new revision (within seconds)."])
+    return delete_page(request, a, message=f"Application {a.name} deleted.",
+                       title=f"Delete application {a.name}?", button="Delete application",
+                       done=reverse("proxy-detail", args=[pk]), cancel=reverse("application-detail", args=[pk, app]),
+                       consequences=[f"Port {a.port} of {a.proxy.name} stops answering for {a.upstream} "
+                                     "once the proxy applies the new revision (within seconds)."])
 
 
 # registrations -----------------------------------------------------------------------------
@@ -330,15 +338,12 @@ def _instance_form(request: HttpRequest, inst: Instance) -> HttpResponse:
 def instance_delete(request: HttpRequest, pk: int) -> HttpResponse:
     i = get_object_or_404(Instance, pk=pk)
 
-    def act() -> str:
-        i.delete()
-        return f"Instance {i.name} deleted."
-
-    return confirm_page(request, title=f"Delete instance {i.name}?", button="Delete instance", act=act,
-                        done=reverse("instance-list"), cancel=reverse("instance-detail", args=[pk]), consequences=[
-                            f"Every proxy stops routing /{i.name}/, its SIP and XMPP domains once it applies "
-                            "the new revision.",
-                            f"Its {i.devices.count()} phones are deleted; their provisioning URLs stop working."])
+    return delete_page(request, i, message=f"Instance {i.name} deleted.",
+                       title=f"Delete instance {i.name}?", button="Delete instance",
+                       done=reverse("instance-list"), cancel=reverse("instance-detail", args=[pk]), consequences=[
+                           f"Every proxy stops routing /{i.name}/, its SIP and XMPP domains once it applies "
+                           "the new revision.",
+                           f"Its {i.devices.count()} phones are deleted; their provisioning URLs stop working."])
 
 
 # devices -----------------------------------------------------------------------------------
@@ -398,15 +403,12 @@ def device_edit(request: HttpRequest, pk: int, device: int) -> HttpResponse:
 def device_delete(request: HttpRequest, pk: int, device: int) -> HttpResponse:
     d = get_object_or_404(Device, pk=device, instance_id=pk)
 
-    def act() -> str:
-        d.delete()
-        return f"Phone {d.mac} deleted."
-
-    return confirm_page(request, title=f"Delete phone {d.mac}?", button="Delete phone", act=act,
-                        done=reverse("instance-devices", args=[pk]), cancel=reverse("device-detail", args=[pk, device]),
-                        consequences=[f"The phone is removed from instance {d.instance.name}. Its provisioning URLs "
-                                      "are derived, so a URL already given out keeps working until the provisioning "
-                                      "key is rotated."])
+    return delete_page(request, d, message=f"Phone {d.mac} deleted.",
+                       title=f"Delete phone {d.mac}?", button="Delete phone",
+                       done=reverse("instance-devices", args=[pk]), cancel=reverse("device-detail", args=[pk, device]),
+                       consequences=[f"The phone is removed from instance {d.instance.name}. Its provisioning URLs "
+                                     "are derived, so a URL already given out keeps working until the provisioning "
+                                     "key is rotated."])
 
 
 @requires("proxies.view_provisioning_url")

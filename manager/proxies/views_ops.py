@@ -23,7 +23,18 @@ from manager.proxies.forms_ops import BackupForm, DnsRecordForm, RestoreForm
 from manager.proxies.models import DDNS_PROVIDERS, Backup, DnsRecord, ObjectChange, Proxy
 from manager.proxies.permissions import requires
 from manager.proxies.roles import ROLES, role_of
-from manager.proxies.ui import Cell, Column, Filter, Listing, confirm_page, detail_page, form_page, list_page, posted
+from manager.proxies.ui import (
+    Cell,
+    Column,
+    Filter,
+    Listing,
+    confirm_page,
+    delete_page,
+    detail_page,
+    form_page,
+    list_page,
+    posted,
+)
 from proxyd.backup import BackupError
 
 
@@ -139,13 +150,10 @@ def backup_detail(request: HttpRequest, pk: int, backup: int) -> HttpResponse:
 def backup_delete(request: HttpRequest, pk: int, backup: int) -> HttpResponse:
     b = get_object_or_404(Backup.objects.defer("data"), pk=backup, proxy_id=pk)
 
-    def act() -> str:
-        b.delete()
-        return f"Backup {b.filename} deleted."
-
-    return confirm_page(request, title=f"Delete backup {b.filename}?", button="Delete backup", act=act,
-                        done=reverse("backup-list"), cancel=reverse("backup-detail", args=[pk, backup]),
-                        consequences=["The archive is removed from the manager; a downloaded copy is not affected."])
+    return delete_page(request, b, message=f"Backup {b.filename} deleted.",
+                       title=f"Delete backup {b.filename}?", button="Delete backup",
+                       done=reverse("backup-list"), cancel=reverse("backup-detail", args=[pk, backup]),
+                       consequences=["The archive is removed from the manager; a downloaded copy is not affected."])
 
 
 class StoredRestoreForm(forms.Form):
@@ -249,14 +257,12 @@ def _save_dns_record(form: DnsRecordForm) -> DnsRecord:
 def dns_delete(request: HttpRequest, pk: int) -> HttpResponse:
     r = get_object_or_404(DnsRecord, pk=pk)
 
-    def act() -> str:
-        r.delete()
-        return f"DNS record {r.name} removed from the manager (the record in DNS is left as it is)."
-
-    return confirm_page(request, title=f"Remove DNS record {r.name}?", button="Remove", act=act,
-                        done=reverse("dns-list"), cancel=reverse("dns-detail", args=[pk]), consequences=[
-                            "The manager stops updating the record and forgets the DNS account's credentials.",
-                            "The record in DNS itself is left as it is."])
+    return delete_page(request, r,
+                       message=f"DNS record {r.name} removed from the manager (the record in DNS is left as it is).",
+                       title=f"Remove DNS record {r.name}?", button="Remove",
+                       done=reverse("dns-list"), cancel=reverse("dns-detail", args=[pk]), consequences=[
+                           "The manager stops updating the record and forgets the DNS account's credentials.",
+                           "The record in DNS itself is left as it is."])
 
 
 # users -------------------------------------------------------------------------------------

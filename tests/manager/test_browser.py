@@ -2,37 +2,25 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import require_peer
+from tests.manager.browser import chromium, log_in
 
 pytestmark = [pytest.mark.peer, pytest.mark.usefixtures("db")]
 
 
 def test_admin_creates_instance_and_proxy_switches_sip_and_gets_a_registration(manager_url: str,
                                                                                  tmp_path: Path) -> None:
-    chromium = require_peer("chromium")
     from django.contrib.auth import get_user_model
-    from playwright.sync_api import sync_playwright
 
     User = get_user_model()  # noqa: N806
     User.objects.filter(username="ui-admin").delete()
     User.objects.create_superuser("ui-admin", "a@example.invalid", "a-long-ui-password")
-    os.environ.setdefault("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path))  # never download a browser
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page()
-        page.goto(f"{manager_url}/accounts/login/")
-        page.fill("#id_username", "ui-admin")
-        page.fill("#id_password", "a-long-ui-password")
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{manager_url}/")
+    with chromium(tmp_path) as browser:
+        page = log_in(browser, manager_url, "ui-admin", "a-long-ui-password")
 
         page.goto(f"{manager_url}/instances/new/")
         page.fill("#id_name", "acme")
@@ -67,7 +55,6 @@ def test_admin_creates_instance_and_proxy_switches_sip_and_gets_a_registration(m
         page.goto(f"{manager_url}/")
         assert page.locator("a", has_text="edge").count() == 1
         assert page.locator("text=Never connected").count() >= 1
-        browser.close()
     base, _, token = url.partition("#")
     r = httpx.post(base, json={"token": token, "hostname": "ui", "version": "t"}, timeout=30)
     assert r.status_code == 201 and r.json()["proxy"]["name"] == "edge"  # the page showed a real, usable URL

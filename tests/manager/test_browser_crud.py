@@ -4,12 +4,11 @@ error, the change log entry of an edit, live status switching without a reload, 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.support import require_peer
+from tests.manager.browser import chromium, log_in
 
 pytestmark = [pytest.mark.peer, pytest.mark.usefixtures("db")]
 PASSWORD = "a-long-crud-password"
@@ -20,10 +19,8 @@ def test_create_edit_delete_duplicate_mac_change_log_and_live_status(manager_url
     # the test's own database reads run between Playwright calls, in this thread; Playwright's loop
     # in it makes Django think they are async code
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    chromium = require_peer("chromium")
     from axes.utils import reset
     from django.contrib.auth import get_user_model
-    from playwright.sync_api import sync_playwright
 
     from manager.proxies.models import Heartbeat, Instance, Proxy
 
@@ -31,17 +28,8 @@ def test_create_edit_delete_duplicate_mac_change_log_and_live_status(manager_url
     User = get_user_model()  # noqa: N806
     User.objects.filter(username="crud-admin").delete()
     User.objects.create_superuser("crud-admin", "c@example.invalid", PASSWORD)
-    os.environ.setdefault("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path))  # never download a browser
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_context().new_page()
-        page.goto(f"{manager_url}/accounts/login/")
-        page.fill("#id_username", "crud-admin")
-        page.fill("#id_password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{manager_url}/")
+    with chromium(tmp_path) as browser:
+        page = log_in(browser, manager_url, "crud-admin", PASSWORD)
 
         # create -> edit -> delete (with its confirmation page), each ending with a message
         page.goto(f"{manager_url}/instances/new/")
@@ -104,4 +92,3 @@ def test_create_edit_delete_duplicate_mac_change_log_and_live_status(manager_url
         page.goto(f"{manager_url}/api/docs/")
         page.wait_for_selector(".swagger-ui .info >> text=pforte manager API")
         page.wait_for_selector("text=/api/v1/objects/proxies/")
-        browser.close()

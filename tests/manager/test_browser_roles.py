@@ -4,13 +4,12 @@ not is absent, and no secret reaches a viewer's or operator's page."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import require_peer
+from tests.manager.browser import chromium, log_in
 
 pytestmark = [pytest.mark.peer, pytest.mark.usefixtures("db")]
 PASSWORD = "a-long-role-password"
@@ -46,27 +45,15 @@ def seed() -> dict[str, Any]:
 
 
 def test_viewer_operator_and_admin_see_the_same_proxy(manager_url: str, tmp_path: Path) -> None:
-    chromium = require_peer("chromium")
     from axes.utils import reset
-    from playwright.sync_api import sync_playwright
 
     reset()  # a lockout left from another test must not stop these logins
     s = seed()
     pid, iid = s["proxy"].pk, s["instance"].pk
-    os.environ.setdefault("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path))  # never download a browser
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+    with chromium(tmp_path) as browser:
 
         def login(role: str):  # type: ignore[no-untyped-def]
-            page = browser.new_context().new_page()
-            page.goto(f"{manager_url}/accounts/login/")
-            page.fill("#id_username", f"ui-{role}")
-            page.fill("#id_password", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{manager_url}/")
-            return page
+            return log_in(browser, manager_url, f"ui-{role}", PASSWORD)
 
         def look(page, path: str) -> str:  # type: ignore[no-untyped-def]
             page.goto(f"{manager_url}{path}")
@@ -105,7 +92,6 @@ def test_viewer_operator_and_admin_see_the_same_proxy(manager_url: str, tmp_path
             assert present in html, present
         admin.click("text=Allow re-registration")
         admin.wait_for_selector("#reregistration >> text=allowed")
-        browser.close()
     from manager.proxies.models import Proxy
 
     assert Proxy.objects.get(pk=pid).reregistration_allowed

@@ -105,7 +105,7 @@ class HttpService(Service):
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            sweep(self.conns, self.clock, loop.time())
+            sweep(self.conns, self.clock, loop.time(), SWEEP_INTERVAL)
 
     async def stop(self, timeout: float) -> None:
         for srv in self.servers.values():

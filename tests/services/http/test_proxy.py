@@ -303,7 +303,7 @@ def test_a_slow_backend_is_a_504_after_upstream_timeout_and_others_keep_answerin
         waited = time.monotonic() - started
         waiting.close()
         assert out.startswith(b"HTTP/1.1 504 ")
-        assert 1.4 <= waited < 4.0  # the deadline, checked by the sweeper every 0.5 s
+        assert 1.5 <= waited < 4.0  # never before the deadline; the sweeper looks every 0.5 s
         assert p.status()["services"]["http"]["counters"]["upstream_errors"] == 1
     finally:
         release.set()

@@ -25,6 +25,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)  # an end-of-exchange event's fields (proxyd/events.py)
+        if fields:
+            out.update((k, v) for k, v in fields.items() if k not in out)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from proxyd.events import METHOD_CLASSES, PROVISIONING_DENIALS, REFUSAL_REASONS, ROUTE_KINDS, http_counter_keys
+
 
 @dataclass(frozen=True)
 class Family:
@@ -47,8 +49,16 @@ def _rules(*items: tuple[str, Family | None] | tuple[str, Family, tuple[str, ...
 # Every HTTP family carries `service` first: "http" or "provisioning".
 _HTTP_DROPPED = _c("pforte_http_refused_requests", "Requests answered by the proxy itself with an error status "
                    "(never forwarded), by status code", "service", "code")
+_ROUTES = "|".join(ROUTE_KINDS)
 HTTP_COUNTERS = _rules(
     ("requests", _c("pforte_http_requests", "Request heads received (forwarded, redirected or refused)", "service")),
+    (rf"handled_({_ROUTES})_({'|'.join(METHOD_CLASSES)})_(\dxx|none)",
+     _c("pforte_http_requests_handled", "Requests ended, by route kind, method class (read: GET HEAD OPTIONS, write: "
+        "POST PUT PATCH DELETE) and status class of the answer (499: the client left first)",
+        "service", "route", "method", "code_class")),
+    (rf"refusal_({_ROUTES})_({'|'.join(dict.fromkeys((*REFUSAL_REASONS, *PROVISIONING_DENIALS)))})",
+     _c("pforte_http_refusals", "Requests the proxy answered itself, by route kind and reason class (provisioning: "
+        "why the lookup was denied)", "service", "route", "reason")),
     (r"responses_(\dxx)", _c("pforte_http_responses", "Backend responses passed to clients, by status class",
                              "service", "code_class")),
     (r"refused_(\d{3})", _HTTP_DROPPED),
@@ -225,10 +235,14 @@ class ServiceTable:
     histograms: dict[str, Family] | None = None
 
 
-HTTP = ServiceTable(HTTP_COUNTERS, HTTP_GAUGES, _HTTP_KNOWN, service_label=True, histograms=HTTP_HISTOGRAMS)
+HTTP = ServiceTable(HTTP_COUNTERS, HTTP_GAUGES,
+                   (*_HTTP_KNOWN, *http_counter_keys("instance"), *http_counter_keys("application")),
+                   service_label=True, histograms=HTTP_HISTOGRAMS)
+PROVISIONING = ServiceTable(HTTP_COUNTERS, HTTP_GAUGES, (*_HTTP_KNOWN, *http_counter_keys("provisioning")),
+                            service_label=True, histograms=HTTP_HISTOGRAMS)
 TABLES: dict[str, ServiceTable] = {
     "http": HTTP,
-    "provisioning": HTTP,
+    "provisioning": PROVISIONING,
     "sip": ServiceTable(SIP_COUNTERS, SIP_GAUGES, _SIP_KNOWN),
     "media": ServiceTable(MEDIA_COUNTERS, MEDIA_GAUGES, _MEDIA_KNOWN),
     "xmpp": ServiceTable(XMPP_COUNTERS, XMPP_GAUGES, _XMPP_KNOWN),

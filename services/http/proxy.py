@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 
 from proxyd.config import WebLimits
+from proxyd.events import HttpEvents
 from proxyd.service import LATENCY_BUCKETS, Histogram
 from services.http.authority import Names, request_target
 from services.http.canonical import BadPath, split_target
@@ -105,8 +106,9 @@ class Listener:
     def __init__(self, router: Router, pools: Pools, stats: Stats, tls: bool,
                  allowed: Callable[[str], bool], conns: set[ClientConnection], clock: Clock,
                  upstream_timeout: float = UPSTREAM_TIMEOUT, names: Names | None = None,
-                 gate: ConnectionGate | None = None, limits: WebLimits = DEFAULT):
+                 gate: ConnectionGate | None = None, limits: WebLimits = DEFAULT, events: HttpEvents | None = None):
         self.router, self.pools, self.stats, self.allowed, self.conns = router, pools, stats, allowed, conns
+        self.events = events or HttpEvents("http")  # the per-request log line and its counters
         self.names = names  # None: any authority of valid grammar (tests of the connection code alone)
         self.gate = gate  # plain listeners count here; TLS ones at accept, before the handshake (tls_accept.py)
         self.upstream_timeout = upstream_timeout
@@ -150,6 +152,15 @@ class ClientConnection(asyncio.Protocol):
         self.body_received = 0
         self.held = b""  # BUFFERING: the upstream head, sent once the body is whole
         self.slot: tuple | None = None  # the backend key this exchange counts against (Pools.inflight)
+        # the exchange for its end event (proxyd/events.py): open from its first head byte read
+        self.ex_open = False
+        self.ex_t0 = 0.0
+        self.ex_status = 0
+        self.ex_sent = 0
+        self.ex_reason: str | None = None
+        self.ex_error: str | None = None
+        self.ex_method: bytes | None = None
+        self.ex_rid: str | None = None
 
     # -- client transport events ------------------------------------------------------------------
 
@@ -236,6 +247,7 @@ class ClientConnection(asyncio.Protocol):
                 self._resume("pipeline")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
         self._free_slot()
         if self.gated:
             self.gated = False
@@ -276,6 +288,7 @@ class ClientConnection(asyncio.Protocol):
                 self.t.resume_reading()
 
     def _close(self, abort: bool = False, why: str = "connection closed by the proxy") -> None:
+        self._finish()
         self._free_slot()
         self._drop_upstream(why)
         self.state = CLOSED
@@ -306,18 +319,43 @@ class ClientConnection(asyncio.Protocol):
 
     def _refuse(self, status: int, reason: str, *, close: bool = True, extra: bytes = b"") -> None:
         self.shared.stats.counters[f"refused_{status}"] += 1
-        log.warning("event=request_refused status=%d reason=%r client=%s", status, reason, self.client_ip)
-        self.t.write(simple_response(status, extra=extra, close=close))
+        if not self.ex_open:
+            self._begin()
+        self.ex_status, self.ex_reason = status, reason  # logged once, by _finish
+        out = simple_response(status, extra=extra, close=close)
+        self.ex_sent += len(out)
+        self.t.write(out)
         if close:
             self._close()
         else:
             self._next()
 
+    def _begin(self) -> None:
+        self.ex_open, self.ex_t0, self.ex_status, self.ex_sent = True, perf_counter(), 0, 0
+        self.ex_reason = self.ex_error = self.ex_method = self.ex_rid = None
+
+    def _finish(self) -> None:
+        """The exchange ended (answered, refused, failed or cut off): its one event and count."""
+        if not self.ex_open:
+            return
+        self.ex_open = False
+        fwd = self.fwd
+        shared = self.shared
+        shared.events.request_end(
+            route=getattr(shared.router, "kind", "instance"), client=self.client_ip, method=self.ex_method,
+            status=self.ex_status or 499,  # 499: the client went away before an answer (as nginx logs it)
+            sent=self.ex_sent, duration=perf_counter() - self.ex_t0, request_id=self.ex_rid,
+            instance=fwd.instance if fwd is not None else None, reason=self.ex_reason, error=self.ex_error,
+            upstream=fwd.backend.host_header if fwd is not None else None)
+
     def _request(self, raw: bytes) -> None:
         shared = self.shared
         shared.stats.counters["requests"] += 1
+        self._begin()
         try:
             req = parse_request_head(raw)
+            self.ex_method = req.method
+            self.ex_rid, req.kept = shared.events.ids.take(req.kept)
             path, query = split_target(request_target(req.target, req.host, shared.names))
         except HttpError as exc:
             return self._refuse(exc.status, exc.reason)
@@ -341,7 +379,9 @@ class ClientConnection(asyncio.Protocol):
         assert isinstance(decision, Redirect)
         shared.stats.counters["redirects"] += 1
         loc = decision.location.encode("latin-1")
-        self.t.write(simple_response(decision.status, b"", b"Location: " + loc + b"\r\n", close=not self.keep))
+        out = simple_response(decision.status, b"", b"Location: " + loc + b"\r\n", close=not self.keep)
+        self.ex_status, self.ex_sent = decision.status, len(out)
+        self.t.write(out)
         if self.keep:
             self._next()
         else:
@@ -359,6 +399,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         """The exchange is over and the connection stays: serve what the client pipelined meanwhile."""
+        self._finish()
         self._free_slot()
         self.state = IDLE
         self.req = self.fwd = None
@@ -545,7 +586,9 @@ class ClientConnection(asyncio.Protocol):
             log.warning("event=upstream_failed backend=%s:%d status=%d reason=%s", fwd.backend.host,
                         fwd.backend.port, status, why)
         if self.state != CLOSED:
-            self.t.write(simple_response(status, close=True))
+            out = simple_response(status, close=True)
+            self.ex_status, self.ex_error, self.ex_sent = status, why, self.ex_sent + len(out)
+            self.t.write(out)
         self._close()
 
     # -- upstream events (this connection is the owner of self.up) --------------------------------
@@ -584,16 +627,17 @@ class ClientConnection(asyncio.Protocol):
             n = self.rleft
             if len(data) < n:
                 self.rleft = n - len(data)
+                self.ex_sent += len(data)
                 self.t.write(data)
                 return
             self.rleft = 0
+            self.ex_sent += n
             self.t.write(data[:n] if len(data) > n else data)
             self._response_done(len(data) == n)
         elif rstate == R_CHUNKED:
             self._chunked(data)
-        elif rstate == R_UNTIL_CLOSE:
-            self.t.write(data)
-        elif self.state == TUNNEL:
+        elif rstate == R_UNTIL_CLOSE or self.state == TUNNEL:
+            self.ex_sent += len(data)
             self.t.write(data)
         elif self.up is not None:  # bytes nobody asked for: the connection is out of step
             self.up.close()
@@ -607,6 +651,7 @@ class ClientConnection(asyncio.Protocol):
         except HttpError:
             self._close()  # the response is cut off here; the client sees the connection end
             return
+        self.ex_sent += used
         self.t.write(data if used == len(data) else data[:used])
         if scan.done:
             self._response_done(used == len(data))
@@ -630,6 +675,7 @@ class ClientConnection(asyncio.Protocol):
                 return self._upstream_failed(502, exc.reason)
             if resp.status == 101 and req.upgrade is not None:
                 self.shared.stats.counters["upgrades"] += 1
+                self.ex_status, self.ex_sent = 101, self.ex_sent + len(raw) + len(buf)
                 self.state = TUNNEL
                 self.rstate = R_NONE
                 self.deadline = float("inf")
@@ -672,6 +718,7 @@ class ClientConnection(asyncio.Protocol):
         if not keep:
             head += b"Connection: close\r\n"
         head += b"\r\n"
+        self.ex_status, self.ex_sent = resp.status, self.ex_sent + len(head)
         if resp.chunked:
             self.rstate = R_CHUNKED
             self.rscan = ChunkScanner()
@@ -687,6 +734,7 @@ class ClientConnection(asyncio.Protocol):
         if not rest:
             self.t.write(head)
         elif len(rest) < SMALL_WRITE and self.rstate == R_LENGTH and len(rest) <= self.rleft:
+            self.ex_sent += len(rest)
             self.t.write(head + rest)  # the common case: head and whole body in one write
             self.rleft -= len(rest)
             if not self.rleft:

@@ -8,7 +8,7 @@ instances without a web backend all give the same 404: nothing reveals which ins
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 from services.http.rewrite import PrefixRule
@@ -59,6 +59,7 @@ class Forward:
     host: str | None  # Host header to send; None keeps the client's
     #: upstream answers (403/404...) the client never sees: they are replaced by `deny.denied()`
     deny: UpstreamDenial | None = None
+    instance: str | None = None  # the instance or application it reaches, for the request's log line
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Redirect:
 @dataclass(frozen=True)
 class Refuse:
     status: int
-    reason: str
+    reason: str = field(compare=False)  # for the log: refusals that look alike on the wire compare equal
     close: bool = False  # the connection closes after it even when the client asked to keep it
     extra: bytes = b""  # further header lines, each ending in CRLF (Retry-After)
 
@@ -109,6 +110,7 @@ class WebTable:
     #: instance name -> web_prefix_mode, where it is not "rewrite"
     prefix_modes: tuple[tuple[str, str], ...] = ()
 
+    kind: ClassVar[str] = "instance"  # route kind in metrics and the request log (proxyd/events.py)
     unreadable = staticmethod(non_canonical)
 
     def __post_init__(self) -> None:
@@ -130,14 +132,16 @@ class WebTable:
         rest = "/" + rest
         if self.mode == "rest_only" and not (rest == "/services" or rest.startswith("/services/")):
             return NOT_FOUND
-        return Forward(backend, backend.base_path + rest + query, rule, None)
+        return Forward(backend, backend.base_path + rest + query, rule, None, None, name)
 
 
 @dataclass(frozen=True)
 class AppTable:
     public_prefix: str
     backend: Backend
+    name: str | None = None  # the application's name, for the request log
 
+    kind: ClassVar[str] = "application"
     unreadable = staticmethod(non_canonical)
 
     def __post_init__(self) -> None:  # an application's upstream never knows the public prefix
@@ -149,4 +153,4 @@ class AppTable:
             return NOT_FOUND
         b = self.backend
         return Forward(b, b.base_path + "/" + path[len(prefix):] + query, self._rule,  # type: ignore[attr-defined]
-                       b.host_header)
+                       b.host_header, None, self.name)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxyd.config import ProxyConfig, WebLimits
+from proxyd.events import HttpEvents
 from proxyd.service import Service
 from proxyd.tls_accept import create_tls_server
 from services.http.authority import Names
@@ -51,7 +52,7 @@ class HttpService(Service):
             modes = tuple((i.name, i.web_prefix_mode) for i in cfg.instances if i.web_prefix_mode != "rewrite")
             out.append((ListenerSpec(host, web.port, True), WebTable(web.mode, web.redirect_url, instances, modes)))
         for app in cfg.applications:
-            table = AppTable(app.public_prefix, Backend.from_url(app.upstream, app.verify_upstream))
+            table = AppTable(app.public_prefix, Backend.from_url(app.upstream, app.verify_upstream), app.name)
             out.append((ListenerSpec(host, app.port, app.tls), table))
         names = Names(cfg.proxy.fqdn, host, cfg.proxy.aliases)
         return HttpView(tuple(out), web.upstream_timeout, names, web.limits) if out else None
@@ -63,6 +64,7 @@ class HttpService(Service):
         self.listeners: dict[ListenerSpec, Listener] = {}
         self.conns: set[ClientConnection] = set()
         self.gate = ConnectionGate(service=self.name)
+        self.events = HttpEvents(self.name)
         self.clock = Clock(asyncio.get_running_loop().time())
         self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
         await self.reconfigure(view)
@@ -89,7 +91,7 @@ class HttpService(Service):
     def _listener(self, spec: ListenerSpec, table: Router, upstream_timeout: float, names: Names | None) -> Listener:
         access, name = self.ctx.access, self.name
         return Listener(table, self.pools, self.stats_, spec.tls, lambda ip: access.allowed(ip, name), self.conns,
-                        self.clock, upstream_timeout, names, self.gate, self.limits)
+                        self.clock, upstream_timeout, names, self.gate, self.limits, self.events)
 
     async def _listen(self, spec: ListenerSpec, listener: Listener) -> asyncio.Server:
         if spec.tls:
@@ -128,7 +130,8 @@ class HttpService(Service):
     def stats(self) -> dict[str, Any]:
         return {
             "listeners": [f"{'https' if s.tls else 'http'}://{s.host}:{s.port}" for s in self.servers],
-            "counters": {**dict(self.stats_.counters), "connections_refused": self.gate.refused,
+            "counters": {**dict(self.stats_.counters), **self.events.counters,
+                         "connections_refused": self.gate.refused,
                          "backend_saturated": self.pools.saturated,
                          "backend_queued": self.pools.queued,
                          "backend_connects": self.pools.connects,

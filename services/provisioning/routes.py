@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from proxyd.provisioning_template import fill
 from services.http.routes import Backend, Decision, Forward, Refuse
@@ -41,6 +41,10 @@ FAIL_WINDOW = 60.0
 BLOCK_SECONDS = 300.0
 TABLE_MAX = 65_536  # entries per table (addresses, prefixes); the least recently denied goes first
 DENIED = Refuse(404, "not found", close=True)
+#: the same refusal on the wire (Refuse compares without its reason), told apart in the log and
+#: in pforte_http_refusals_total{route="provisioning"} (proxyd.events.PROVISIONING_DENIALS)
+_DENIALS = {why: Refuse(404, f"denied: {why}", close=True) for why in (
+    "malformed_path", "unknown_token", "unknown_instance", "bad_mac", "method", "other_spelling", "backend_denied")}
 DENIAL_STATUSES = frozenset({403, 404})
 
 
@@ -148,6 +152,7 @@ class ProvisioningTable:
     limiter: FailLimiter = field(compare=False, hash=False, default_factory=FailLimiter)
 
     statuses = DENIAL_STATUSES  # UpstreamDenial: the backend's 403/404 become DENIED
+    kind: ClassVar[str] = "provisioning"  # route kind in metrics and the request log (proxyd/events.py)
 
     def route(self, path: str, query: str, client: str = "", head: Head | None = None) -> Decision:
         wait = self.limiter.blocked_for(client)
@@ -155,57 +160,60 @@ class ProvisioningTable:
             return Refuse(429, "too many failed provisioning lookups", close=True,
                           extra=b"Retry-After: %d\r\n" % math.ceil(wait))
         if head is not None and (head.method not in (b"GET", b"HEAD") or head.chunked or head.content_length):
-            return self.denied(client)
+            return self.denied(client, "method")
         if head is not None and head.target != (path + query).encode("latin-1"):
-            return self.denied(client)  # one device, one URL: no other spelling of it is served
+            return self.denied(client, "other_spelling")  # one device, one URL: no other spelling of it is served
         decision = self._lookup(path)
-        if decision is None:
-            return self.denied(client)
+        if isinstance(decision, str):
+            return self.denied(client, decision)
         decision.deny = self
         return decision
 
-    def denied(self, client: str) -> Refuse:
+    def denied(self, client: str, why: str = "backend_denied") -> Refuse:
         self.limiter.failed(client)
-        return DENIED
+        return _DENIALS[why]
 
     def unreadable(self, reason: str, client: str) -> Refuse:
-        return self.denied(client)
+        return self.denied(client, "malformed_path")
 
-    def _lookup(self, path: str) -> Forward | None:
+    def _lookup(self, path: str) -> Forward | str:
+        """The forward for `path`, or why it is denied."""
         parts = path.split("/")[1:]
         if len(parts) < 2 or parts[0] != "p" or not all(FILE_RE.match(p) for p in parts[1:]):
-            return None
+            return "malformed_path"
         templates = dict(self.templates)
         if self.mode == "encrypted":
             return self._by_token(parts[1:], templates)
         return self._trusted(parts[1:], templates)
 
-    def _by_token(self, parts: list[str], templates: dict[str, str]) -> Forward | None:
+    def _by_token(self, parts: list[str], templates: dict[str, str]) -> Forward | str:
         if self.key is None or len(parts) > 2:
-            return None
+            return "malformed_path"
         try:
             instance, mac = decode_token(self.key, parts[0])
         except InvalidToken:
-            return None
+            return "unknown_token"
         template = templates.get(instance)
         if template is None:
-            return None
+            return "unknown_instance"
         backend, target = _target(template, mac, parts[1] if len(parts) == 2 else None)
-        return Forward(backend, target, None, backend.host_header)
+        return Forward(backend, target, None, backend.host_header, None, instance)
 
-    def _trusted(self, parts: list[str], templates: dict[str, str]) -> Forward | None:
+    def _trusted(self, parts: list[str], templates: dict[str, str]) -> Forward | str:
         template = templates.get(parts[0])
-        if template is None or len(parts) not in (2, 3):
-            return None
+        if template is None:
+            return "unknown_instance"
+        if len(parts) not in (2, 3):
+            return "malformed_path"
         mac = normalize_mac(parts[1])
         file = parts[2] if len(parts) == 3 else None
         if mac is None and len(parts) == 2:
             m = MAC_IN_FILE.search(parts[1])
             mac, file = (normalize_mac(m.group(1)), parts[1]) if m else (None, None)
         if mac is None:
-            return None
+            return "bad_mac"
         backend, target = _target(template, mac, file)
-        return Forward(backend, target, None, backend.host_header)
+        return Forward(backend, target, None, backend.host_header, None, parts[0])
 
 
 def table_for(mode: str, key: str | None, templates: tuple[tuple[str, str], ...]) -> ProvisioningTable:

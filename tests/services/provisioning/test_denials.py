@@ -47,8 +47,8 @@ def test_methods_bodies_and_other_spellings_are_the_one_denial() -> None:
                 f"OPTIONS /p/mycompany/{KNOWN} HTTP/1.1\r\n\r\n",
                 "GET /p/mycompany/%3008C25A4F0321 HTTP/1.1\r\n\r\n"):  # canonicalisable, but not the URL
         h = head(raw.encode())
-        assert table.route(f"/p/mycompany/{KNOWN}", "", "10.0.0.1", h) is DENIED, raw
-    assert table.unreadable("an escaped '/'", "10.0.0.1") is DENIED
+        assert table.route(f"/p/mycompany/{KNOWN}", "", "10.0.0.1", h) == DENIED, raw
+    assert table.unreadable("an escaped '/'", "10.0.0.1") == DENIED
 
 
 def test_the_limiter_counts_per_prefix_and_its_tables_are_bounded() -> None:

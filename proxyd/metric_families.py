@@ -221,8 +221,12 @@ XMPP_GAUGES = _rules(
 )
 XMPP_REFUSED = _c("pforte_xmpp_refused_connections", "Client connections refused, by reason", "reason")
 XMPP_INSTANCE_SESSIONS = _g("pforte_xmpp_instance_active_sessions", "Sessions open now, by instance", "instance")
-XMPP_REFUSAL_REASONS = ("source_not_allowed", "unknown_domain", "no_sni", "backend_unreachable", "not_tls",
-                        "not_stream", "oversized")
+#: every reason services/xmpp can refuse for (the peekers' `_Bad` reasons included; a test keeps this complete)
+XMPP_REFUSAL_REASONS = ("source_not_allowed", "unknown_domain", "no_sni", "backend_unreachable", "timeout", "oversized",
+                        "not_stream", "empty_stream", "garbage", "processing_instruction", "bad_declaration",
+                        "duplicate_attribute", "bad_utf8", "bad_entity", "bad_char_ref",
+                        "not_tls", "bad_record", "not_client_hello", "truncated_hello", "bad_version", "bad_session_id",
+                        "bad_cipher_suites", "bad_compression", "trailing_data", "duplicate_extension", "bad_sni")
 _XMPP_KNOWN = ("sessions_starttls", "sessions_direct_tls", "bytes_client_to_backend", "bytes_backend_to_client")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
@@ -75,6 +76,8 @@ class Session(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.eof_client = self.eof_backend = False
+        self.opened = time.monotonic()  # for the session's end event: duration and bytes each way
+        self.bytes_up = self.bytes_down = 0
 
     # -------------------------------------------------------------- client side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from proxyd.config import ProxyConfig
+from proxyd.events import Limiter, emit
 from proxyd.service import Service, ServiceError
 from services.xmpp.relay import Session
 from services.xmpp.routes import Route, RouteTable
@@ -64,6 +67,7 @@ class XmppService(Service):
         #: Test hook: called with (session, direction, chunk) for every relayed chunk; the first
         #: client chunk of a session is the replayed peek buffer. None in production.
         self.tap: Callable[[Session, str, bytes], None] | None = None
+        self.refusal_lines = Limiter()  # a client can open refused connections as fast as it likes
 
     @classmethod
     def view(cls, cfg: ProxyConfig) -> XmppView | None:
@@ -155,15 +159,26 @@ class XmppService(Service):
 
     def session_ended(self, session: Session, route: Route) -> None:
         self.active[route.instance] -= 1
+        self._end(logging.INFO, session, route.instance, "relayed", {})
 
     def refused(self, reason: str, session: Session, fields: dict[str, Any]) -> None:
         self.refusals[reason] += 1
-        extra = "".join(f" {k}={v}" for k, v in fields.items())
-        self.log.warning("event=xmpp_refused listener=%s client=%s reason=%s%s",
-                         session.listener.kind, session.peer[0], reason, extra)
+        if self.refusal_lines.allow(self.log, self.name):
+            self._end(logging.WARNING, session, fields.pop("instance", None), "refused", {"reason": reason, **fields})
+
+    def _end(self, level: int, session: Session, instance: str | None, outcome: str, extra: dict[str, Any]) -> None:
+        """The session's one end event (issue #22 §4): relayed ones always, refused ones within the flood limit."""
+        emit(self.log, level, "xmpp_session_end", {
+            "service": "xmpp", "client": f"{session.peer[0]}:{session.peer[1]}", "listener": session.listener.kind,
+            "instance": instance or "-", "outcome": outcome, "bytes_in": session.bytes_up,
+            "bytes_out": session.bytes_down, "duration": f"{time.monotonic() - session.opened:.3f}", **extra})
 
     def count_bytes(self, session: Session, direction: str, data: bytes) -> None:
         self.counters[f"bytes_{direction}"] += len(data)
+        if direction == "client_to_backend":
+            session.bytes_up += len(data)
+        else:
+            session.bytes_down += len(data)
         if self.tap is not None:
             self.tap(session, direction, data)
 

@@ -20,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
 import time
 from collections import Counter, OrderedDict
 from typing import Any
 
 from proxyd.config import ProxyConfig
+from proxyd.events import emit
 from proxyd.service import Service
 from services.media.ports import PortPool
 from services.media.relay import Addr, Endpoint, Leg, bind_udp, endpoints, register
-from services.media.session import RETRY_AFTER, Action, Close, Latch, MediaView, Open, Refused, Sessions, Stream
+from services.media.session import RETRY_AFTER, Action, Call, Close, Latch, MediaView, Open, Refused, Sessions, Stream
 from services.media_api import MediaError, Side
 
 __all__ = ["MediaService", "MediaView"]
@@ -60,6 +62,7 @@ class MediaService(Service):
     async def start(self, view: MediaView) -> None:
         self.v = view
         self.core = Sessions(view, PortPool(view.port_min, view.port_max), log=self.log, is_local=_is_local)
+        self.core.on_end = self._call_ended
         self.eps: dict[int, Endpoint] = {}  # every socket of a live stream by its port
         self.streams: dict[int, tuple[str, Leg, Leg]] = {}  # by the port facing the phone: call, rtp, rtcp
         self.spare: OrderedDict[int, Pair] = OrderedDict()
@@ -78,7 +81,7 @@ class MediaService(Service):
         with contextlib.suppress(asyncio.CancelledError):
             await self._idle
         for cid in list(self.core.calls):
-            self.delete(cid)
+            self._perform(self.core.delete(cid, "stopped"))
         while self.spare:
             _close(self.spare.popitem()[1])
         for task in list(self.registering):  # what they had not handed over yet is closed above
@@ -212,6 +215,23 @@ class MediaService(Service):
             self.spare[pair[0].port] = pair
         else:
             _close(pair)
+
+    def _call_ended(self, call_id: str, call: Call, why: str) -> None:
+        """The call's one end event (issue #22 §4), with what its sockets relayed each way."""
+        sums = Counter[str]()
+        for s in call.streams:
+            rec = self.streams.get(s.phone) if s.phone else None
+            for leg in rec[1:] if rec else ():
+                for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
+                    sums[f"packets_from_{name}"] += ep.packets
+                    sums[f"bytes_from_{name}"] += ep.bytes
+                    sums["drops"] += ep.drops
+        emit(self.log, logging.INFO, "media_call_end", {
+            "service": "media", "client": call.owner or "-", "instance": call.instance or "-", "outcome": why,
+            "streams": call.held, "bytes_from_phone": sums["bytes_from_phone"],
+            "bytes_from_instance": sums["bytes_from_instance"], "packets_from_phone": sums["packets_from_phone"],
+            "packets_from_instance": sums["packets_from_instance"], "drops": sums["drops"],
+            "duration": f"{time.monotonic() - call.started:.3f}" if call.started else "-", "call_id": call_id})
 
     def _log_drop(self, call_id: str) -> Any:
         def logged(ep: Endpoint, reason: str, addr: Addr) -> None:

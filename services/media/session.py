@@ -190,6 +190,7 @@ class Call:
     instance: str = ""  # the PBX the call goes to or came from ('' unknown)
     held: int = 0  # streams with ports, counted against the owner and the instance
     answered: float | None = None  # when the first answer went through (the set-up timeout runs)
+    started: float = 0.0  # when its first offer took the ports (the call's end event: duration)
 
     def ports(self) -> list[int]:
         return [p for s in self.streams if s.phone for p in (s.phone, s.instance)]
@@ -203,6 +204,9 @@ class Sessions:
         self.counters: Counter[str] = Counter()
         self.by_source: Counter[str] = Counter()  # streams held per phone address
         self.by_instance: Counter[str] = Counter()  # streams held per instance
+        #: called with (call id, the call, why) when a call ends, before its ports go back (the
+        #: adapter logs the call's end with what its sockets relayed)
+        self.on_end: Callable[[str, Call, str], None] | None = None
 
     def reconfigure(self, view: MediaView) -> None:
         self.pool.resize(view.port_min, view.port_max)  # calls in progress keep their ports
@@ -221,7 +225,7 @@ class Sessions:
             owner = call.owner if call is not None else source_ip if side is Side.PHONE else ""
             instance = instance or (call.instance if call is not None else "")
             if call is not None:
-                actions += self.delete(call_id)
+                actions += self.delete(call_id, None)  # a re-offer with other streams: the call goes on
             try:
                 call = self._new_call(call_id, media, owner, instance, now)
             except MediaError as exc:  # the old streams are gone all the same: the adapter closes them
@@ -241,7 +245,7 @@ class Sessions:
         try:
             media = self._parse(sdp, side, call_id)
         except MediaError as exc:  # the answer is not forwarded: the call has no media to hold ports for
-            raise Refused(exc, self.delete(call_id)) from None
+            raise Refused(exc, self.delete(call_id, "answer_refused")) from None
         if call.answered is None:
             call.answered = now
         self._learn(call, media, side, source_ip)
@@ -249,11 +253,13 @@ class Sessions:
         actions = [a for s in call.streams for a in s.latches()]
         return Result(self._rewrite(sdp, call, _other(side), relay_ip, edits), actions)
 
-    def delete(self, call_id: str) -> list[Action]:
-        """Release the call's ports (idempotent)."""
+    def delete(self, call_id: str, why: str | None = "released") -> list[Action]:
+        """Release the call's ports (idempotent). `why` the call ended, for `on_end` (None: it did not)."""
         call = self.calls.pop(call_id, None)
         if call is None:
             return []
+        if why is not None and self.on_end is not None:
+            self.on_end(call_id, call, why)
         self._uncount(call)
         for p in reversed(call.ports()):  # the next take draws them in the same order
             self.pool.give(p)
@@ -294,13 +300,13 @@ class Sessions:
             elif now - call.since > self.v.idle_timeout:
                 self.counters["idle_released"] += 1
                 self.log.info("event=media_idle_release call_id=%s", cid)
-                actions += self.delete(cid)
+                actions += self.delete(cid, "idle_timeout")
                 continue
             if call.answered is not None and now - call.answered > self.v.setup_timeout and not latched:
                 self.counters["setup_timeout_released"] += 1
                 self.log.info("event=media_setup_timeout call_id=%s reason='no proven packet from the phone in "
                               "%g s after the answer'", cid, self.v.setup_timeout)
-                actions += self.delete(cid)
+                actions += self.delete(cid, "setup_timeout")
         return actions
 
     # -- SRTP: opaque or bridged ---------------------------------------------------------
@@ -385,7 +391,7 @@ class Sessions:
                          f"available={self.pool.available}", "no media ports available")
         pairs = iter(ports or ())
         streams = [Stream.on(next(pairs), next(pairs)) if m.port else Stream() for m in media]
-        call = self.calls[call_id] = Call(streams, since=now, owner=owner, instance=instance, held=need)
+        call = self.calls[call_id] = Call(streams, since=now, owner=owner, instance=instance, held=need, started=now)
         if owner:
             self.by_source[owner] += need
         if instance:

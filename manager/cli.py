@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         # log_config=None: uvicorn's loggers get no handlers of their own and propagate to the root
         # handler Django's LOGGING sets up, so access lines share the manager's format
         logging.basicConfig(level=logging.INFO, handlers=[_stderr_handler(args.log_format)])
+        from manager import sdready
+
+        sdready.start(args.host, args.port)  # READY=1 / WATCHDOG=1 under a Type=notify unit
         uvicorn.run("manager.asgi:application", host=args.host, port=args.port, log_level="info",
                     proxy_headers=False, lifespan="off", log_config=None)
         return 0

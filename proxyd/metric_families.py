@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from proxyd.events import METHOD_CLASSES, PROVISIONING_DENIALS, REFUSAL_REASONS, ROUTE_KINDS, http_counter_keys
+from services.sip.proxy import COUNTED_METHODS
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ SIP_COUNTERS = _rules(
     ("received", _c("pforte_sip_messages_received", "SIP messages received (both sides, keepalives included)")),
     ("keepalives", _c("pforte_sip_keepalives_received", "CRLF keepalives received")),
     (r"forwarded_(request|response)s", _c("pforte_sip_messages_forwarded", "Messages relayed, by kind", "kind")),
+    (r"forwarded_method_(\w+)", _c("pforte_sip_requests_forwarded", "Requests relayed, by method (other: any method "
+                                                                     "not named here)", "method")),
+    (r"forwarded_from_(phone|instance)_(\dxx)", _c("pforte_sip_responses_forwarded",
+                                                  "Responses relayed, by the side they came from and status class",
+                                                  "source", "code_class")),
     (r"dropped_(\w+)", _SIP_DROPPED),
     ("backend_queue_drops", _SIP_DROPPED, ("backend_queue_full",)),
     ("backend_down_drops", _SIP_DROPPED, ("backend_down",)),
@@ -172,6 +178,7 @@ SIP_COUNTERS = _rules(
 SIP_GAUGES = _rules(
     ("connections", _g("pforte_sip_connections", "Open TCP/TLS connections (phones and PBXs)")),
     ("dialogs", _g("pforte_sip_dialogs", "Dialogs (calls) the proxy tracks")),
+    ("calls", _g("pforte_sip_tracked_calls", "INVITEs and calls followed for their end event (sip_call_end)")),
     ("blocked_sources", _g("pforte_sip_blocked_sources", "Sources currently blocked by the rate limit")),
     ("locked_out", _g("pforte_sip_locked_out", "AORs and sources currently locked out after failed authentication")),
 )
@@ -182,9 +189,13 @@ _SIP_KNOWN = ("received", "keepalives", "forwarded_requests", "forwarded_respons
               "backend_queue_drops", "backend_down_drops", "refused_sources", "framing_errors",
               "unreachable_flows", "backend_connect_failed", "backend_certificate_mismatch",
               "silent_connections_closed", "udp_errors", "media_errors_488", "media_errors_503",
-              *(f"replied_{c}" for c in (400, 403, 404, 420, 482, 483, 503)))
+              *(f"replied_{c}" for c in (400, 403, 404, 420, 482, 483, 503)),
+              *(f"forwarded_method_{m}" for m in (*COUNTED_METHODS, "other")),
+              *(f"forwarded_from_{side}_{n}xx" for side in ("phone", "instance") for n in range(1, 7)))
 
 # -- media -----------------------------------------------------------------------------------
+_MEDIA_LATCHES = _c("pforte_media_latches", "Sockets latched onto a proven source, by kind (relatch: moved to a new "
+                   "source of the same address after silence, a NAT rebinding)", "kind")
 MEDIA_COUNTERS = _rules(
     (r"packets_from_(phone|instance)", _c("pforte_media_packets", "RTP/RTCP packets relayed, by the side they came "
                                                                   "from", "source")),
@@ -197,15 +208,32 @@ MEDIA_COUNTERS = _rules(
     ("ports_exhausted", _c("pforte_media_ports_exhausted", "Calls refused because the port range was full")),
     ("idle_released", _c("pforte_media_idle_released_calls", "Calls released after receiving nothing for the "
                                                               "idle timeout")),
+    ("setup_timeout_released", _c("pforte_media_setup_timeout_released_calls",
+                                  "Answered calls released because the phone sent no proven packet in time")),
+    ("latches", _MEDIA_LATCHES, ("first",)),
+    ("relatches", _MEDIA_LATCHES, ("relatch",)),
+    ("srtp_auth_failures", _c("pforte_media_srtp_auth_failures",
+                              "SRTP/SRTCP packets dropped for failed authentication (also in dropped packets)")),
+    ("unsent", _c("pforte_media_unsent_packets", "Proven packets not sent: the other side had no address yet")),
+    ("ports_unbindable", _c("pforte_media_ports_unbindable", "Ports of the range found held by another process")),
+    ("sdp_address_refused", _c("pforte_media_sdp_addresses_refused",
+                               "SDP addresses the relay would not send to (not the signalling source)")),
+    (r"refused_(source_limit|instance_limit)", _c("pforte_media_limit_refusals",
+                                                  "Offers refused (503) by the per-source or per-instance stream cap",
+                                                  "limit")),
 )
 MEDIA_GAUGES = _rules(
     ("active_calls", _g("pforte_media_calls", "Calls with media allocated")),
     ("active_streams", _g("pforte_media_streams", "Media streams being relayed")),
     ("ports_in_use", _g("pforte_media_ports_in_use", "UDP ports of the media range in use")),
     ("ports_available", _g("pforte_media_ports_available", "UDP ports of the media range still free")),
+    ("ports_blocked", _g("pforte_media_ports_blocked", "UDP ports of the range set aside for a while: another "
+                                                       "process held them")),
 )
 _MEDIA_KNOWN = ("packets_from_phone", "packets_from_instance", "bytes_from_phone", "bytes_from_instance", "drops",
-                "srtp_bridged", "srtp_bridge_unusable_key", "refused_488", "ports_exhausted", "idle_released")
+                "srtp_bridged", "srtp_bridge_unusable_key", "refused_488", "ports_exhausted", "idle_released",
+                "setup_timeout_released", "latches", "relatches", "srtp_auth_failures", "unsent", "ports_unbindable",
+                "sdp_address_refused", "refused_source_limit", "refused_instance_limit")
 
 # -- XMPP ------------------------------------------------------------------------------------
 XMPP_COUNTERS = _rules(

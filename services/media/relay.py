@@ -56,7 +56,7 @@ def rtp_shape(data: bytes, pts: frozenset[int], ssrc: bytes, rtcp: bool, mux: bo
 class Endpoint(asyncio.DatagramProtocol):
     __slots__ = ("port", "transport", "peer", "expected_ip", "src", "remote", "packets", "bytes", "drops",
                  "unsent", "xform", "verify", "pts", "ssrc", "rtcp", "mux", "rtp", "quiet", "on_drop", "seen",
-                 "seen_at", "sock", "closed", "registering")
+                 "seen_at", "sock", "closed", "registering", "latches", "relatches", "auth_failures")
 
     def __init__(self, port: int, sock: socket.socket | None = None) -> None:
         self.port = port
@@ -71,6 +71,8 @@ class Endpoint(asyncio.DatagramProtocol):
         self.packets = self.bytes = 0  # forwarded from this side
         self.drops = 0  # unproven: wrong address, not RTP/RTCP of the session, failed authentication
         self.unsent = 0  # proven, but the other side has no address yet (or the socket cannot reach it)
+        self.latches = self.relatches = 0  # first latches, and moves to a new source (NAT rebinding)
+        self.auth_failures = 0  # SRTP/SRTCP packets that failed authentication (counted in drops too)
         self.xform: Callable[[bytes], bytes] | None = None
         self.verify: Callable[[bytes], object] | None = None  # SRTP(C) authentication of a latching packet
         self.pts: frozenset[int] = frozenset()  # payload types both SDPs name for the stream
@@ -119,11 +121,17 @@ class Endpoint(asyncio.DatagramProtocol):
     def latch(self, addr: Addr, data: bytes) -> None:
         if not self.rtcp and not (self.mux and 192 <= data[1] <= 223) and not self.ssrc:
             self.ssrc = data[8:12]
+        if self.src is None:
+            self.latches += 1
+        else:
+            self.relatches += 1
         self.src = self.remote = addr
         self.quiet = False
 
     def drop(self, reason: str, addr: Addr) -> None:
         self.drops += 1
+        if reason == "srtp_auth":
+            self.auth_failures += 1
         if self.on_drop is not None and self.drops & (self.drops - 1) == 0:  # 1st, 2nd, 4th, 8th ...
             self.on_drop(self, reason, addr)
 
@@ -189,6 +197,7 @@ class Endpoint(asyncio.DatagramProtocol):
         self.expected_ip = ""  # until the next call's SDP, every packet is dropped
         self.src = self.remote = None
         self.packets = self.bytes = self.drops = self.unsent = 0
+        self.latches = self.relatches = self.auth_failures = 0
         self.xform = self.verify = self.on_drop = None
         self.pts, self.ssrc, self.rtcp, self.mux, self.quiet = frozenset(), b"", False, False, False
         self.seen, self.seen_at = 0, 0.0

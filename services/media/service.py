@@ -195,6 +195,9 @@ class MediaService(Service):
                 self.counters[f"bytes_from_{name}"] += ep.bytes
                 self.counters["drops"] += ep.drops
                 self.counters["unsent"] += ep.unsent
+                self.counters["latches"] += ep.latches
+                self.counters["relatches"] += ep.relatches
+                self.counters["srtp_auth_failures"] += ep.auth_failures
         _, rtp, rtcp = rec
         for pair in ((rtp.phone, rtcp.phone), (rtp.instance, rtcp.instance)):
             for ep in pair:
@@ -274,6 +277,9 @@ class MediaService(Service):
                     counters[f"bytes_from_{name}"] = counters.get(f"bytes_from_{name}", 0) + ep.bytes
                     counters["drops"] = counters.get("drops", 0) + ep.drops
                     counters["unsent"] = counters.get("unsent", 0) + ep.unsent
+                    for key, n in (("latches", ep.latches), ("relatches", ep.relatches),
+                                   ("srtp_auth_failures", ep.auth_failures)):
+                        counters[key] = counters.get(key, 0) + n
             call = self.core.calls.get(cid)
             if len(streams) < STATUS_STREAMS and call is not None:
                 stream = next(s for s in call.streams if s.phone == port)

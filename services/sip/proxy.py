@@ -29,6 +29,13 @@ from services.sip.uri import Uri, UriError, add_uri_param, parse_name_addr, pars
 log = logging.getLogger("services.sip")
 BRANCH = "z9hG4bKpf"
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+#: requests counted by method (pforte_sip_requests_forwarded_total{method}); any other is "other",
+#: so a method name from the wire never becomes a label value of its own
+COUNTED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "SUBSCRIBE", "NOTIFY", "REFER", "INFO",
+                   "MESSAGE", "UPDATE", "PRACK", "PUBLISH")
+_METHOD_KEY = {m: f"forwarded_method_{m}" for m in COUNTED_METHODS}
+_CLASS_KEY = {(side, n): f"forwarded_from_{'phone' if side == 'p' else 'instance'}_{n}xx"
+              for side in "pb" for n in range(1, 7)}
 SDP_METHODS = frozenset({"INVITE", "UPDATE", "ACK", "PRACK"})
 #: How the params of our own Via start as we write them (`;branch=<BRANCH...>;pf=<token>`)
 _OWN_START = ";branch=" + BRANCH
@@ -357,6 +364,7 @@ class Relay:
             msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(src))
             msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(dest))
         self.counters["forwarded_requests"] += 1
+        self.counters[_METHOD_KEY.get(msg.method or "", "forwarded_method_other")] += 1
         return self._dialog_request(msg, src, dest, now, data)
 
     def _strip_identity(self, msg: Sip, src: Flow) -> None:
@@ -626,6 +634,7 @@ class Relay:
             return self._drop("stray_response", src)
         msg.set_top_via(None)  # our Via: the response goes to the flow it names
         self.counters["forwarded_responses"] += 1
+        self.counters[_CLASS_KEY.get((src.side, msg.status // 100), "forwarded_from_other")] += 1
         call_id, method = msg.call_id, msg.cseq_method
         if flow.side == "p" and flow.transport == "udp" and msg.status in (401, 407) and not self._challenge_due(msg):
             self.counters["absorbed_retransmissions"] += 1

@@ -38,6 +38,17 @@ def test_metrics_after_real_traffic_are_promtool_clean(traffic: Traffic) -> None
     assert moved("pforte_sip_messages_forwarded_total", kind="request") == 1
     assert moved("pforte_sip_messages_forwarded_total", kind="response") == 1
     assert moved("pforte_sip_local_responses_total", code="404") == 1
+    assert moved("pforte_sip_requests_forwarded_total", method="OPTIONS") == 1
+    assert moved("pforte_sip_requests_forwarded_total", method="INVITE") == 0  # there from the first scrape
+    assert moved("pforte_sip_responses_forwarded_total", source="instance", code_class="2xx") == 1
+    assert moved("pforte_sip_responses_forwarded_total", source="phone", code_class="2xx") == 0
+    assert moved("pforte_http_requests_handled_total", service="http", route="application", method="read",
+                 code_class="2xx") == 1
+    assert moved("pforte_http_refusals_total", service="http", route="application", reason="non_canonical_path") == 1
+    assert moved("pforte_http_refusals_total", service="provisioning", route="provisioning",
+                 reason="unknown_instance") == 1
+    assert moved("pforte_media_latches_total", kind="relatch") == 0
+    assert moved("pforte_media_srtp_auth_failures_total") == 0
     assert moved("pforte_sip_routing_failures_total", reason="unknown_domain") == 1
     assert moved("pforte_xmpp_refused_connections_total", reason="garbage") == 1
     for svc in ("http", "provisioning", "sip", "media", "xmpp"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 
 import pytest
 
@@ -33,6 +34,16 @@ async def test_a_released_call_ends_with_its_bytes(media: MediaService, caplog: 
         for seq in range(3):
             phone_t.sendto(rtp(b"v" * 160, seq=seq), ("127.0.0.1", port_of(to_phone)))
             await asyncio.wait_for(pbx.got.get(), 5)
+        assert media.stats()["counters"]["latches"] == 1 and media.stats()["counters"]["relatches"] == 0
+        # the phone's NAT rebinds: once the old source was silent, the new port of the same IP re-latches
+        moved_t, _, _ = await udp("127.0.0.2")
+        now = time.monotonic()
+        media.expire_idle(now)
+        media.expire_idle(now + 2.0)  # RELATCH_SILENCE, and not yet the fixture's 2 s idle timeout
+        moved_t.sendto(rtp(b"v" * 160, seq=3), ("127.0.0.1", port_of(to_phone)))
+        await asyncio.wait_for(pbx.got.get(), 5)
+        moved_t.close()
+        assert media.stats()["counters"]["relatches"] == 1
         media.delete("c1")
         media.delete("c1")  # idempotent: still one line
     phone_t.close()
@@ -42,7 +53,7 @@ async def test_a_released_call_ends_with_its_bytes(media: MediaService, caplog: 
     assert {k: end[k] for k in ("service", "client", "instance", "outcome", "streams", "packets_from_phone",
                                 "bytes_from_phone", "packets_from_instance", "call_id")} == {
         "service": "media", "client": "127.0.0.2", "instance": "pbx1", "outcome": "released", "streams": "1",
-        "packets_from_phone": "3", "bytes_from_phone": str(3 * (12 + 160)), "packets_from_instance": "0",
+        "packets_from_phone": "4", "bytes_from_phone": str(4 * (12 + 160)), "packets_from_instance": "0",
         "call_id": "c1"}
     assert float(end["duration"]) >= 0
 

@@ -148,10 +148,11 @@ async def test_phone_srtp_bridged_to_plain_rtp_instance(media: MediaService, mux
     assert phone_rx.unprotect_rtcp(await recv(phone_rtcp)) == rtcp_sr(0xBBBB)
 
     # a forged packet (wrong key) never reaches the instance
-    drops = media.stats()["counters"]["drops"]
+    drops, failed = media.stats()["counters"]["drops"], media.stats()["counters"]["srtp_auth_failures"]
     phone_t.sendto(tx(os.urandom(30)).protect(rtp(9, 0xAAAA, b"x" * 160)), ("127.0.0.1", relay_for_phone))
     await asyncio.sleep(0.2)
     assert pbx.got.empty() and media.stats()["counters"]["drops"] == drops + 1
+    assert media.stats()["counters"]["srtp_auth_failures"] == failed + 1  # pforte_media_srtp_auth_failures_total
     assert media.stats()["streams"][0]["srtp_bridged"] is True and media.stats()["counters"]["srtp_bridged"] == 2
     for t in {phone_t, pbx_t, pbx_rtcp_t, phone_rtcp_t}:
         t.close()
@@ -262,7 +263,7 @@ async def test_bridged_stream_relatches_only_to_an_authenticated_packet_after_si
     pbx_t.sendto(rtp(1, 0xBBBB, b"pbx" * 50), ("127.0.0.1", relay_for_pbx))
     await recv(phone)
     assert pbx.got.empty() and other.got.empty()
-    assert media.legs("r1")[0].phone.drops == 20
+    assert media.legs("r1")[0].phone.drops == 20 == media.legs("r1")[0].phone.auth_failures
 
     # the phone's NAT rebinds: its own authenticated packet from the new port takes the stream
     other_t.sendto(phone_tx.protect(rtp(2, 0xAAAA, b"n" * 160)), ("127.0.0.1", relay_for_phone))

@@ -112,7 +112,7 @@ _HTTP_KNOWN = ("requests", "redirects", "upgrades", "upstream_errors", "backend_
                "connections_refused", "request_bodies_abandoned", "backend_saturated",
                "backend_queued",
                *(f"responses_{n}xx" for n in range(1, 6)),
-               *(f"refused_{c}" for c in (400, 404, 405, 408, 413, 414, 417, 421, 431, 501, 503, 505)))
+               *(f"refused_{c}" for c in (400, 404, 405, 408, 411, 413, 414, 417, 421, 429, 431, 501, 503, 505)))
 
 HTTP_HISTOGRAMS = {
     "upstream_connect_seconds": Family("pforte_http_upstream_connect_seconds", "histogram",

@@ -10,7 +10,9 @@ import re
 import secrets
 import socket
 import ssl
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,7 +33,10 @@ class Recorder(BaseHTTPRequestHandler):
     seen: list[str | None] = []
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        Recorder.seen.append(self.headers.get("X-Request-ID"))
+        if self.path.startswith("/slow"):
+            time.sleep(1.5)  # the client is gone by then
+        else:
+            Recorder.seen.append(self.headers.get("X-Request-ID"))
         self.send_response(200)
         self.send_header("Content-Length", "5")
         self.end_headers()
@@ -132,6 +137,26 @@ def test_one_event_per_request_with_its_request_id_and_no_secret(proxyd, backend
     assert moved("pforte_http_refusals_total", service="provisioning", route="provisioning",
                  reason="unknown_token") == 1
     assert moved("pforte_http_refusals_total", service="provisioning", route="provisioning", reason="bad_mac") == 0
+
+    # a backend that is down (502, with the error), a client that leaves before the answer (499)
+    dead_port = free_port()
+    cfg["applications"].append({"name": "dead", "port": dead_port, "tls": False,
+                                "upstream": f"http://127.0.0.1:{free_port()}/"})
+    cfg["revision"] = 2
+    p.reload(cfg)
+    assert request(dead_port, "/api/x").startswith(b"HTTP/1.1 502 ")
+    with socket.create_connection(("127.0.0.1", app_port), timeout=10) as s:
+        s.sendall(b"GET /api/slow HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
+        time.sleep(0.3)  # forwarded: the backend has it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # then a reset, not a FIN
+    deadline = time.monotonic() + 10
+    while len(events(p.output())) < len(ev) + 2:
+        assert time.monotonic() < deadline, p.output()
+        time.sleep(0.1)
+    dead, left = events(p.output())[len(ev):]
+    assert (dead["status"], dead["instance"], dead["route"]) == ("502", "dead", "application")
+    assert "connect failed" in dead["error"] and "refusal" not in dead
+    assert (left["status"], left["instance"], left["bytes"]) == ("499", "crm", "0")
 
     used = {"provisioning key": KEY, "token": token, "forged token": forged,
             "provisioning URL": provisioning_url("proxy.test", prov_port, KEY, "pbx", MAC)}

@@ -177,6 +177,7 @@ SIP_COUNTERS = _rules(
 )
 SIP_GAUGES = _rules(
     ("connections", _g("pforte_sip_connections", "Open TCP/TLS connections (phones and PBXs)")),
+    ("tls_connections", _g("pforte_sip_tls_connections", "Open TLS connections (phones and PBXs), of the above")),
     ("dialogs", _g("pforte_sip_dialogs", "Dialogs (calls) the proxy tracks")),
     ("calls", _g("pforte_sip_tracked_calls", "INVITEs and calls followed for their end event (sip_call_end)")),
     ("blocked_sources", _g("pforte_sip_blocked_sources", "Sources currently blocked by the rate limit")),

@@ -629,7 +629,8 @@ class SipService(Service):
             else:
                 listeners.append(f"tls://{v.bind}:{v.tls_port}")
         counters: dict[str, int] = dict(self.counters_extra)
-        gauges: dict[str, int] = {"connections": len(self.conns)}
+        gauges: dict[str, int] = {"connections": len(self.conns),
+                                  "tls_connections": sum(1 for c in self.conns.values() if c.tname == "tls")}
         if self.relay is not None:
             counters.update(self.relay.counters)
             gauges["dialogs"] = len(self.relay.dialogs.calls)

@@ -239,6 +239,7 @@ def test_udp_phone_to_tcp_pbx(proxyd, tmp_path: Path) -> None:
         _assert_calls(res, 100)
         sip = p.status()["services"]["sip"]
         assert sip["gauges"]["connections"] == 1  # one connection to the PBX, reused by every call
+        assert sip["gauges"]["tls_connections"] == 0
         assert "backend_connect_failed" not in sip["counters"]
     finally:
         stop(uas)
@@ -273,7 +274,8 @@ def test_udp_phone_to_tls_pbx(proxyd, tmp_path: Path, pinned: bool) -> None:
                     "-p", str(free_port(socket.SOCK_DGRAM)), "-m", "20", "-r", "10", "-l", "10"], tmp_path)
         _assert_calls(res, 20)
         assert seen.count("INVITE") == 20 and seen.count("BYE") == 20
-        assert p.status()["services"]["sip"]["gauges"]["connections"] == 1
+        gauges = p.status()["services"]["sip"]["gauges"]
+        assert gauges["connections"] == 1 == gauges["tls_connections"]  # pforte_sip_tls_connections
     finally:
         listener.close()
 

@@ -14,26 +14,46 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+
+def _iso(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)  # an end-of-exchange event's fields (proxyd/events.py)
-        if fields:
-            out.update((k, v) for k, v in fields.items() if k not in out)
+        batch = getattr(record, "batch", None)  # events written together (proxyd/events.py): a line each
+        if batch:
+            return "\n".join(self._line(record, created, text, fields) for created, text, fields in batch)
+        return self._line(record, record.created, record.getMessage(), getattr(record, "fields", None))
+
+    def _line(self, record: logging.LogRecord, created: float, msg: str,
+              fields: dict[str, Any] | tuple[tuple[str, Any], ...] | None) -> str:
+        out = {"ts": _iso(created), "level": record.levelname.lower(), "logger": record.name, "msg": msg}
+        if fields:  # an end-of-exchange event's fields (proxyd/events.py): a dict or (name, value) pairs
+            out.update((k, v) for k, v in (fields.items() if isinstance(fields, dict) else fields) if k not in out)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT; a batch of events (proxyd/events.py) becomes one such line per event, each
+    with its own time."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        batch = getattr(record, "batch", None)
+        if not batch:
+            return super().format(record)
+        return "\n".join(f"{self.formatTime(logging.makeLogRecord({'created': created, 'msecs': created % 1 * 1000}))}"
+                         f" {record.levelname} {record.name} {text}" for created, text, _ in batch)
 # syslog priorities (sd-daemon(3) prefixes): err 3, warning 4, info 6, debug 7; crit 2
 _PRIORITY = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 
@@ -70,12 +90,12 @@ class JournalPrefix(logging.Formatter):
 
 def stream_formatter(fmt: str = "text") -> logging.Formatter:
     """The formatter for stderr: JSON or text, with journald priorities when stderr is the journal."""
-    inner: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    inner: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     return JournalPrefix(inner) if stderr_is_journal() else inner
 
 
 def setup(fmt: str = "text", level: str = "INFO", log_dir: Path | None = None) -> None:
-    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(level.upper())

@@ -160,7 +160,7 @@ class ClientConnection(asyncio.Protocol):
         self.ex_reason: str | None = None
         self.ex_error: str | None = None
         self.ex_method: bytes | None = None
-        self.ex_rid: str | None = None
+        self.ex_rid: bytes | None = None
 
     # -- client transport events ------------------------------------------------------------------
 

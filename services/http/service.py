@@ -108,6 +108,7 @@ class HttpService(Service):
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             sweep(self.conns, self.clock, loop.time(), SWEEP_INTERVAL)
+            self.events.flush()  # served requests' log lines, twice a second (proxyd/events.py)
 
     async def stop(self, timeout: float) -> None:
         for srv in self.servers.values():
@@ -123,6 +124,7 @@ class HttpService(Service):
         for conn in list(self.conns):
             conn.abort()
         self.sweeper.cancel()
+        self.events.flush()
         self.servers.clear()
         self.listeners.clear()
         self.pools.close()

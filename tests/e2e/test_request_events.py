@@ -22,7 +22,7 @@ import pytest
 from services.provisioning.token import encode_token, provisioning_url
 from tests.e2e.secrets_in_logs import leaks, log_files
 from tests.e2e.traffic import samples, scrape
-from tests.support import base_config, free_port
+from tests.support import ProxydProcess, base_config, free_port
 
 KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 MAC = "805ec01a2b3c"
@@ -81,6 +81,15 @@ def events(log: str) -> list[dict[str, str]]:
     return out
 
 
+def wait_events(p: ProxydProcess, n: int) -> list[dict[str, str]]:
+    deadline = time.monotonic() + 10
+    while len(got := events(p.log_path.read_text())) < n:
+        assert time.monotonic() < deadline, p.output()
+        time.sleep(0.1)
+    assert len(got) == n, got
+    return got
+
+
 def test_one_event_per_request_with_its_request_id_and_no_secret(proxyd, backend: int, tmp_path: Path) -> None:
     admin, app_port, prov_port = free_port(), free_port(), free_port()
     cfg = base_config(
@@ -107,10 +116,11 @@ def test_one_event_per_request_with_its_request_id_and_no_secret(proxyd, backend
     assert len(Recorder.seen) == 4 and Recorder.seen[3]  # the provisioning backend gets one too
 
     after = samples(scrape(admin))
-    log = p.output()
-    ev = events(log)
-    app = [e for e in ev if e["service"] == "http"]
-    prov = [e for e in ev if e["service"] == "provisioning"]
+    ev = wait_events(p, 6)  # served requests' lines are written twice a second
+    # refusals are written at once, served requests twice a second: put them in request order
+    order = [kept, replaced, added, "refused-1"]
+    app = sorted((e for e in ev if e["service"] == "http"), key=lambda e: order.index(e["request_id"]))
+    prov = sorted((e for e in ev if e["service"] == "provisioning"), key=lambda e: e["status"])
     assert [e["request_id"] for e in app] == [kept, replaced, added, "refused-1"]
     assert [e["status"] for e in app] == ["200", "200", "200", "400"]
     assert all(e["route"] == "application" and e["client"] == "127.0.0.1" and e["method"] == "GET" for e in app)
@@ -149,11 +159,7 @@ def test_one_event_per_request_with_its_request_id_and_no_secret(proxyd, backend
         s.sendall(b"GET /api/slow HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
         time.sleep(0.3)  # forwarded: the backend has it
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # then a reset, not a FIN
-    deadline = time.monotonic() + 10
-    while len(events(p.output())) < len(ev) + 2:
-        assert time.monotonic() < deadline, p.output()
-        time.sleep(0.1)
-    dead, left = events(p.output())[len(ev):]
+    dead, left = wait_events(p, len(ev) + 2)[len(ev):]
     assert (dead["status"], dead["instance"], dead["route"]) == ("502", "dead", "application")
     assert "connect failed" in dead["error"] and "refusal" not in dead
     assert (left["status"], left["instance"], left["bytes"]) == ("499", "crm", "0")

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
 from proxyd import events
-from proxyd.logs import JsonFormatter
+from proxyd.logs import JournalPrefix, JsonFormatter, TextFormatter
 
 
 def test_a_valid_request_id_is_kept_and_forwarded_unchanged() -> None:
     ids = events.RequestIds()
     block = b"Accept: */*\r\nX-Request-ID: 4f1c2a-load-balancer.7\r\n"
-    assert ids.take(block) == ("4f1c2a-load-balancer.7", block)
-    assert ids.take(b"x-request-id:  abc  \r\n") == ("abc", b"x-request-id:  abc  \r\n")
+    assert ids.take(block) == (b"4f1c2a-load-balancer.7", block)
+    assert ids.take(b"x-request-id:  abc  \r\n") == (b"abc", b"x-request-id:  abc  \r\n")
+    assert ids.take(b"X-rEqUeSt-iD: mixed\r\n") == (b"mixed", b"X-rEqUeSt-iD: mixed\r\n")
 
 
 @pytest.mark.parametrize("value", [b"", b"a" * 65, b"has space", b"quote\"d", b"semi;colon", b"\xff\xfe",
@@ -24,16 +26,16 @@ def test_a_valid_request_id_is_kept_and_forwarded_unchanged() -> None:
 def test_an_invalid_request_id_is_replaced(value: bytes) -> None:
     ids = events.RequestIds()
     rid, block = ids.take(b"Accept: */*\r\nX-Request-ID: " + value + b"\r\nUser-Agent: t\r\n")
-    assert rid.startswith(ids.prefix + "-")
-    assert block == b"Accept: */*\r\nUser-Agent: t\r\nX-Request-ID: " + rid.encode() + b"\r\n"
+    assert rid.startswith(ids.prefix + b"-")
+    assert block == b"Accept: */*\r\nUser-Agent: t\r\nX-Request-ID: " + rid + b"\r\n"
 
 
 def test_a_repeated_request_id_is_replaced_and_a_missing_one_added() -> None:
     ids = events.RequestIds()
     rid, block = ids.take(b"X-Request-ID: a\r\nX-Request-Id: b\r\n")
-    assert block == b"X-Request-ID: " + rid.encode() + b"\r\n"
-    rid2, block = ids.take(b"Accept: */*\r\n")
-    assert block == b"Accept: */*\r\nX-Request-ID: " + rid2.encode() + b"\r\n" and rid2 != rid
+    assert block == b"X-Request-ID: " + rid + b"\r\n"
+    rid2, block = ids.take(b"Accept: */*\r\nX-Other-Id: 1\r\n")  # an -Id: of another field
+    assert block == b"Accept: */*\r\nX-Other-Id: 1\r\nX-Request-ID: " + rid2 + b"\r\n" and rid2 != rid
 
 
 def test_logfmt_quotes_what_could_break_the_line() -> None:
@@ -49,7 +51,9 @@ def test_one_event_with_its_fields_in_text_and_json(caplog: pytest.LogCaptureFix
     ev = events.HttpEvents("http")
     with caplog.at_level(logging.INFO, logger="pforte.events.http"):
         ev.request_end(route="application", client="192.0.2.7", method=b"GET", status=200, sent=123,
-                       duration=0.0042, request_id="abc", instance="crm", upstream="127.0.0.1:9000")
+                       duration=0.0042, request_id=b"abc", instance="crm", upstream="127.0.0.1:9000")
+        assert caplog.records == []  # served requests are written together, at the next flush
+        ev.flush()
     (rec,) = caplog.records
     assert rec.getMessage() == ("event=http_request service=http client=192.0.2.7 request_id=abc route=application "
                                 "instance=crm method=GET status=200 bytes=123 duration=0.004200 "
@@ -59,6 +63,25 @@ def test_one_event_with_its_fields_in_text_and_json(caplog: pytest.LogCaptureFix
         "event": "http_request", "service": "http", "client": "192.0.2.7", "status": 200, "bytes": 123,
         "instance": "crm", "request_id": "abc"}
     assert out["level"] == "info" and ev.counters == {"handled_application_read_2xx": 1}
+    text = TextFormatter().format(rec)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO pforte.events.http event=http_request .*", text)
+
+
+def test_a_batch_is_one_line_per_event_each_with_its_time(caplog: pytest.LogCaptureFixture) -> None:
+    ev = events.HttpEvents("http")
+    with caplog.at_level(logging.INFO, logger="pforte.events.http"):
+        for status in (200, 201, 204):
+            ev.request_end(route="instance", client="192.0.2.7", method=b"POST", status=status, sent=1, duration=0,
+                           request_id=None)
+        ev.flush()
+        ev.flush()  # nothing left: no record
+    (rec,) = caplog.records
+    lines = [json.loads(ln) for ln in JsonFormatter().format(rec).split("\n")]
+    assert [ln["status"] for ln in lines] == [200, 201, 204] and all(ln["event"] == "http_request" for ln in lines)
+    assert all(ln["ts"].endswith("Z") for ln in lines)
+    assert len(TextFormatter().format(rec).split("\n")) == 3
+    journal = JournalPrefix(TextFormatter()).format(rec).split("\n")
+    assert len(journal) == 3 and all(ln.startswith("<6>") for ln in journal)
 
 
 def test_refusals_are_counted_by_class_and_logged_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
@@ -125,4 +148,5 @@ def test_a_refusal_flood_is_held_to_the_rate_and_summed_up(caplog: pytest.LogCap
         for _ in range(50):
             ev.request_end(route="instance", client="192.0.2.9", method=b"GET", status=200, sent=10, duration=0,
                            request_id=None)
-    assert len(caplog.records) == 50
+        ev.flush()
+    assert caplog.records[0].getMessage().count("event=http_request") == 50

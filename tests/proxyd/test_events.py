@@ -150,3 +150,22 @@ def test_a_refusal_flood_is_held_to_the_rate_and_summed_up(caplog: pytest.LogCap
                            request_id=None)
         ev.flush()
     assert caplog.records[0].getMessage().count("event=http_request") == 50
+
+
+def test_a_full_batch_is_written_without_waiting_for_the_flush(caplog: pytest.LogCaptureFixture) -> None:
+    ev = events.HttpEvents("http")
+    with caplog.at_level(logging.INFO, logger="pforte.events.http"):
+        for _ in range(events.BATCH + 3):
+            ev.request_end(route="instance", client="192.0.2.7", method=b"GET", status=200, sent=1, duration=0,
+                           request_id=None)
+        assert [r.getMessage().count("\n") + 1 for r in caplog.records] == [events.BATCH]
+        assert len(ev.pending) == 3  # bounded: never more than a batch waits
+
+
+def test_nothing_is_kept_or_formatted_when_info_is_off(caplog: pytest.LogCaptureFixture) -> None:
+    ev = events.HttpEvents("http")
+    with caplog.at_level(logging.WARNING, logger="pforte.events.http"):
+        ev.request_end(route="instance", client="192.0.2.7", method=b"GET", status=200, sent=1, duration=0,
+                       request_id=None)
+        ev.flush()
+    assert caplog.records == [] and ev.pending == [] and ev.counters == {"handled_instance_read_2xx": 1}

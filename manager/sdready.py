@@ -19,7 +19,8 @@ import urllib.request
 
 from proxyd.sdnotify import notify, watchdog_interval
 
-POLL = 0.5  # how often /readyz is asked until it says ready
+POLL = 0.5  # /readyz is asked after this, then twice as long each time up to POLL_MAX, until ready
+POLL_MAX = 5.0  # a database down at boot costs one 503 log line per 5 s, not two a second
 TIMEOUT = 5.0  # one answer of the manager's own health views takes longer only when it is stuck
 
 
@@ -50,7 +51,7 @@ def ask(url: str) -> tuple[int, str]:
 
 
 def follow(base: str, watchdog: float | None) -> None:
-    last = None
+    last, wait = None, POLL
     while True:
         status, reason = ask(base + "/readyz")
         if status == 200:
@@ -58,7 +59,8 @@ def follow(base: str, watchdog: float | None) -> None:
         if reason != last:
             notify(f"STATUS=not ready: {reason}"[:200])
             last = reason
-        time.sleep(POLL)
+        time.sleep(wait)
+        wait = min(wait * 2, POLL_MAX)
     notify("READY=1", "STATUS=ready")
     if watchdog is None:
         return

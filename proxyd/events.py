@@ -28,6 +28,8 @@ from collections.abc import Callable
 from time import monotonic, time
 from typing import Any
 
+#: + ".http" / ".provisioning"; `proxyd run --request-log refusals` sets it to warning
+HTTP_EVENTS_LOGGER = "pforte.events"
 REQUEST_ID_HEADER = b"X-Request-ID"
 #: an incoming X-Request-ID is kept when it is 1..64 of these characters (UUIDs, ULIDs, hex,
 #: base64url, the `service-counter` ids load balancers make); anything else is replaced, so a
@@ -181,7 +183,7 @@ class HttpEvents:
 
     def __init__(self, service: str, log: logging.Logger | None = None) -> None:
         self.service = service
-        self.log = log or logging.getLogger(f"pforte.events.{service}")
+        self.log = log or logging.getLogger(f"{HTTP_EVENTS_LOGGER}.{service}")
         self.ids = RequestIds()
         self.limiter = Limiter()
         self.counters: dict[str, int] = {}

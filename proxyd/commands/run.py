@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from proxyd import logs
 from proxyd.commands import state_dir_arg
 from proxyd.config import ConfigError, ProxyConfig, load_file
 from proxyd.daemon import Daemon, file_source
+from proxyd.events import HTTP_EVENTS_LOGGER
 from proxyd.loop import run as run_loop
 from proxyd.statedir import StateDir
 
@@ -24,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="loopback address:port for /status and /metrics ('off' to disable; port 0 picks one)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--request-log", choices=("all", "refusals"), default="all",
+                   help="HTTP request lines: every ended request, or only refused and failed ones (the counters "
+                        "count all)")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds established connections get to finish on SIGTERM")
     m = p.add_argument_group("managed mode (no --config)")
@@ -44,6 +49,8 @@ def parse_admin(value: str) -> tuple[str, int] | None:
 def run(args: argparse.Namespace) -> int:
     state = StateDir(args.state_dir).ensure()
     logs.setup(args.log_format, args.log_level, state.logs)
+    if args.request_log == "refusals":  # served requests log at info, refusals and failures at warning
+        logging.getLogger(HTTP_EVENTS_LOGGER).setLevel(logging.WARNING)
     if args.config is not None:
         try:
             load_file(args.config)

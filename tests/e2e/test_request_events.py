@@ -169,3 +169,21 @@ def test_one_event_per_request_with_its_request_id_and_no_secret(proxyd, backend
     files = log_files(tmp_path)
     assert p.log_path in files
     assert leaks(used, files) == []
+
+
+def test_request_log_refusals_keeps_only_refused_lines_and_every_count(proxyd, backend: int) -> None:
+    admin, app_port = free_port(), free_port()
+    cfg = base_config(applications=[{"name": "crm", "port": app_port, "tls": False,
+                                     "upstream": f"http://127.0.0.1:{backend}/"}])
+    p = proxyd(cfg, extra_args=("--admin", f"127.0.0.1:{admin}", "--request-log", "refusals"))
+    for _ in range(3):
+        assert request(app_port, "/api/a").startswith(b"HTTP/1.1 200 ")
+    assert request(app_port, "/api/../x").startswith(b"HTTP/1.1 400 ")
+    (refused,) = wait_events(p, 1)
+    assert refused["status"] == "400" and refused["refusal"] == "non_canonical_path"
+    time.sleep(1.2)  # two flushes of the served lines: none were kept
+    assert len(events(p.log_path.read_text())) == 1
+    assert "event=config_applied" in p.output()  # other info lines stay
+    after = samples(scrape(admin))
+    assert after[("pforte_http_requests_handled_total", frozenset({
+        ("service", "http"), ("route", "application"), ("method", "read"), ("code_class", "2xx")}))] == 3

@@ -580,11 +580,7 @@ class ClientConnection(asyncio.Protocol):
                 self.deadline = self.shared.clock.now + self.shared.upstream_timeout
 
     def _upstream_failed(self, status: int, why: str) -> None:
-        fwd = self.fwd
-        self.shared.stats.counters["upstream_errors"] += 1
-        if fwd is not None:
-            log.warning("event=upstream_failed backend=%s:%d status=%d reason=%s", fwd.backend.host,
-                        fwd.backend.port, status, why)
+        self.shared.stats.counters["upstream_errors"] += 1  # the request's end event has `why` (flood-limited)
         if self.state != CLOSED:
             out = simple_response(status, close=True)
             self.ex_status, self.ex_error, self.ex_sent = status, why, self.ex_sent + len(out)

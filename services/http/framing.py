@@ -76,7 +76,9 @@ class HeadScan:
         return -1
 
     def _error(self, status: int, reason: str) -> HttpError:
-        return HttpError(status, reason) if self.request else HttpError(502, f"upstream: {reason}")
+        if self.request:
+            return HttpError(status, reason)
+        return HttpError(502, "upstream: " + reason.replace("request line", "status line").replace("request ", ""))
 
 
 # chunked states

@@ -418,25 +418,26 @@ class ClientConnection(asyncio.Protocol):
                                           f"{pools.queue} waiting")
             self.slot = key
         self.state = BODY
-        body = self.body = Body.of(req, True)
-        if body.done:
+        if not req.chunked and not req.content_length:  # most requests: no body, no reader
             self.state = WAIT
-            self.body = None
             self.retry_head = out
         elif req.chunked:
+            self.body = Body(0, True)
             data, self.buf = bytes(self.buf), bytearray()
             try:
                 out += self._encode_chunks(data)
             except HttpError as exc:
                 return self._refuse(exc.status, exc.reason)
-        elif self.buf:
-            n = body.feed(self.buf)
-            out += bytes(self.buf[:n])
-            del self.buf[:n]
-            self.body_received = n
-            if body.done:
-                self.state = WAIT
-                self.body = None
+        else:
+            body = self.body = Body(req.content_length)
+            if self.buf:
+                n = body.feed(self.buf)
+                out += bytes(self.buf[:n])
+                del self.buf[:n]
+                self.body_received = n
+                if body.done:
+                    self.state = WAIT
+                    self.body = None
         now = self.shared.clock.now
         if self.state == WAIT:
             self.deadline = now + self.shared.upstream_timeout

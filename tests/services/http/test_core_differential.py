@@ -1,4 +1,5 @@
-"""Differential: the HTTP/1.1 core against h11 on whole request messages, pipelined, fed at random splits.
+"""Differential: the HTTP/1.1 core against h11 on whole request messages, pipelined, fed at random splits,
+and on responses (the backend side reads them with the same core).
 
 h11 is an independent HTTP/1.1 parser (tests only; told our head limit, MAX_HEAD, where its default
 is 16 KiB). The core reads a message as the client adapter does: HeadScan over a growing buffer,
@@ -32,7 +33,7 @@ from hypothesis import strategies as st
 
 from services.http.canonical import BadPath, split_target
 from services.http.framing import Body, HeadScan
-from services.http.http1 import MAX_HEAD, HttpError, parse_request_head
+from services.http.http1 import MAX_HEAD, HttpError, parse_request_head, parse_response_head
 
 NEXT = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
 Reading = tuple[bytes, bytes, bytes, bytes] | None  # (method, target, payload, bytes after the message)
@@ -166,3 +167,84 @@ STRICTER = [
 def test_each_place_the_core_is_stricter_than_h11(data: bytes) -> None:
     assert theirs(data + NEXT) is not None, "h11 reads it"
     assert ours(data + NEXT, []) is None, "the core refuses it"
+
+
+# -- the backend side: responses ---------------------------------------------------------------------
+
+NEXT_RESPONSE = b"HTTP/1.1 204 No Content\r\n\r\n"
+STATUSES = [b"HTTP/1.1 200 OK", b"HTTP/1.1 204 No Content", b"HTTP/1.1 304 Not Modified", b"HTTP/1.0 200 OK",
+            b"HTTP/1.1 404", b"HTTP/1.1 200 O\x01K", b"HTTP/1.1 20 OK", b"HTTP/2 200 OK", b"HTTP/1.1 200 OK "]
+RESPONSE_FIELDS = [b"Server: x", b"Set-Cookie: a=b", b"Content-Length: 5, 5", b"Transfer-Encoding: gzip",
+                   b"Connection: close", b"X-A : b", b" folded", b"Content-Length: 2"]
+
+
+def ours_response(data: bytes, method: bytes, eof: bool) -> Reading:
+    scan = HeadScan(request=False)
+    try:
+        end = scan.end(data)
+        if end < 0:
+            return None
+        head = parse_response_head(data[:end], method)
+        body, rest, spans = Body.of(head, False), data[end:], []
+        used = body.feed(rest, spans)
+    except HttpError as exc:
+        assert exc.status == 502
+        return None
+    if not body.done and not (eof and body.left < 0 and not body.chunked):
+        return None
+    return method, b"%d" % head.status, b"".join(rest[s:e] for s, e in spans), rest[used:]
+
+
+def theirs_response(data: bytes, method: bytes, eof: bool) -> Reading:
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+    conn.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(data)
+    if eof:
+        conn.receive_data(b"")
+    resp, payload = None, b""
+    try:
+        while True:
+            ev = conn.next_event()
+            if isinstance(ev, h11.Response):
+                resp = ev
+            elif isinstance(ev, h11.Data):
+                payload += ev.data
+            elif isinstance(ev, h11.EndOfMessage):
+                assert resp is not None
+                return method, b"%d" % resp.status_code, payload, conn.trailing_data[0]
+            elif ev is h11.NEED_DATA or ev is h11.PAUSED or isinstance(ev, h11.ConnectionClosed):
+                return None
+    except h11.ProtocolError:
+        return None
+
+
+@st.composite
+def responses(draw: st.DrawFn) -> tuple[bytes, bytes, bool]:
+    fields = draw(st.lists(st.sampled_from(RESPONSE_FIELDS), max_size=3))
+    payload = draw(st.binary(max_size=10))
+    framing = draw(st.sampled_from(["length", "chunked", "close"]))
+    if framing == "length":
+        fields.append(b"Content-Length: %d" % len(payload))
+        body = payload
+    elif framing == "chunked":
+        fields.append(b"Transfer-Encoding: chunked")
+        body = (b"%x" % len(payload) + draw(st.sampled_from(CHUNK_EXTS)) + b"\r\n" + payload + b"\r\n"
+                if payload else b"") + b"0\r\n\r\n"
+    else:
+        body = payload
+    data = draw(st.sampled_from(STATUSES)) + b"\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n" + body
+    if draw(st.booleans()):
+        i = draw(st.integers(0, len(data)))
+        data = data[:i] + draw(st.sampled_from([b"\n", b"\r", b" ", b"\x00", b"0"])) + data[i:]
+    eof = framing == "close"
+    return data + (b"" if eof else NEXT_RESPONSE), draw(st.sampled_from([b"GET", b"HEAD"])), eof
+
+
+@settings(max_examples=800, deadline=None)
+@given(responses())
+def test_a_response_the_core_frames_h11_frames_alike(case: tuple[bytes, bytes, bool]) -> None:
+    data, method, eof = case
+    mine = ours_response(data, method, eof)
+    if mine is not None:
+        assert theirs_response(data, method, eof) == mine, data

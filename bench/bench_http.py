@@ -121,13 +121,20 @@ def measured(pid: int, url: str) -> tuple[float, float, float]:
 
 
 def wrk(url: str) -> tuple[float, float]:
+    rps, p99, _ = wrk_answers(url)
+    return rps, p99
+
+
+def wrk_answers(url: str) -> tuple[float, float, int]:
+    """-> (req/s, p99 ms, answers other than 2xx/3xx: a 503 is fast, and must not count as served)."""
     out = subprocess.run(["taskset", "-c", "1", "wrk", "-t", str(THREADS), "-c", str(CONNS), "-d", f"{DURATION}s",
                           "--latency", url], capture_output=True, text=True, timeout=DURATION + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
     p99 = float(m.group(1)) * scale[m.group(2)] if m else float("nan")
-    return rps, p99
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return rps, p99, int(bad.group(1)) if bad else 0
 
 
 def pin(pid: int, core: int) -> None:

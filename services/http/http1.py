@@ -1,8 +1,8 @@
 """HTTP/1.1 message heads and body framing, strict where a proxy must be (request smuggling). Sans-IO.
 
 `parse_request_head()` / `parse_response_head()` take one complete head (up to and including the
-blank line); `ChunkedDecoder` turns a chunked body into raw chunk data. Every refusal is an
-`HttpError` carrying the status to answer with.
+blank line); `chunk_size()` and `trailer_line()` are the grammar of chunked framing, which
+`framing.py` reads incrementally. Every refusal is an `HttpError` carrying the status to answer with.
 """
 
 from __future__ import annotations
@@ -233,13 +233,6 @@ def _connection_named(line: bytes, named: set[bytes]) -> bool:
     return name in named and _KINDS.get(name, F_OTHER) == F_OTHER
 
 
-def bare_cr_lf(partial: bytes | bytearray) -> bool:
-    """A head still being received holds a LF or CR outside CRLF (a CR at its very end may be
-    the first half of one)."""
-    crlf = partial.count(b"\r\n")
-    return partial.count(b"\n") != crlf or partial.count(b"\r") - partial.endswith(b"\r") != crlf
-
-
 def parse_request_head(head: bytes) -> Head:
     """`head`: the request line and header fields up to and including the empty line."""
     n = len(head)
@@ -316,8 +309,8 @@ def parse_response_head(head: bytes, request_method: bytes) -> Head:
 MAX_CHUNK_EXT = 256  # chunk extensions carry nothing we use; a long one is only a way to burn CPU/memory
 # RFC 9112 §7.1.1: chunk-size [ chunk-ext ] with chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ),
 # name = token, value = token / quoted-string (qdtext or quoted-pair; no CR, LF or other controls).
-# BWS is refused too: no client needs it, and parsers disagree on it (h11 refuses it, others
-# accept it): a proxy accepts only what every reader frames alike.
+# BWS is refused too: no client needs it, and parsers disagree on it (h11 refuses it before `;`
+# and accepts it after `;` and around `=`): a proxy accepts only what every reader frames alike.
 _CHUNK_LINE = re.compile(
     rb"([0-9A-Fa-f]{1,15})((?:;[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
     rb"(?:=(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|\"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]"
@@ -337,121 +330,7 @@ def chunk_size(line: bytes, status: int) -> int:
     return int(m[1], 16)
 
 
-def _trailer_line(line: bytes, status: int) -> None:
+def trailer_line(line: bytes, status: int) -> None:
     if _LINE_OK.fullmatch(line) is None:
         raise HttpError(status, "bare CR or LF in trailer" if b"\r" in line or b"\n" in line
                         else "malformed trailer field")
-
-
-class ChunkedDecoder:
-    """Feed raw bytes; get chunk payloads. `done` once the last chunk and trailers are read."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.remaining = 0  # bytes of chunk data still to come (+2 for its CRLF when >0)
-        self.state = "size"
-        self.done = False
-        self.trailer = 0  # bytes of trailer section read so far
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self.buf += data
-        out: list[bytes] = []
-        while not self.done:
-            if self.state == "size":
-                i = self.buf.find(b"\r\n")
-                if i < 0 or i > MAX_CHUNK_LINE:
-                    if len(self.buf) > MAX_CHUNK_LINE:
-                        raise HttpError(400, "chunk size line too long")
-                    if b"\n" in self.buf or b"\r" in self.buf[:-1]:
-                        raise HttpError(400, "bare CR or LF in chunked framing")
-                    break
-                line = bytes(self.buf[:i])
-                del self.buf[: i + 2]
-                self.remaining = chunk_size(line, 400)
-                self.state = "data" if self.remaining else "trailer"
-                self.trailer = 0
-            elif self.state == "data":
-                if not self.buf:
-                    break
-                take = bytes(self.buf[: self.remaining])
-                del self.buf[: len(take)]
-                self.remaining -= len(take)
-                out.append(take)
-                if self.remaining == 0:
-                    self.state = "crlf"
-            elif self.state == "crlf":
-                if len(self.buf) < 2:
-                    break
-                if self.buf[:2] != b"\r\n":
-                    raise HttpError(400, "chunk not followed by CRLF")
-                del self.buf[:2]
-                self.state = "size"
-            else:  # trailer section: lines until an empty one; trailers are checked, then dropped
-                i = self.buf.find(b"\r\n")
-                if i < 0 or self.trailer + i > MAX_HEAD:
-                    if self.trailer + len(self.buf) > MAX_HEAD:
-                        raise HttpError(431, "trailers too large")
-                    if b"\n" in self.buf or b"\r" in self.buf[:-1]:
-                        raise HttpError(400, "bare CR or LF in trailer")
-                    break
-                line = bytes(self.buf[:i])
-                del self.buf[: i + 2]
-                self.trailer += i + 2
-                if not line:
-                    self.done = True
-                else:
-                    _trailer_line(line, 400)
-        return out
-
-    @property
-    def leftover(self) -> bytes:
-        return bytes(self.buf)
-
-
-class ChunkScanner:
-    """Finds where a chunked body ends without copying its data, validating the framing on the way.
-
-    Used on responses, which are passed through as they came: `feed(data)` returns how many bytes of
-    `data` belong to the body; once `done`, the rest belongs to whatever follows.
-    """
-
-    __slots__ = ("state", "remaining", "line", "done")
-
-    def __init__(self) -> None:
-        self.state = 0  # 0 size line, 1 chunk data, 2 CRLF after data, 3 trailer lines
-        self.remaining = 0
-        self.line = b""
-        self.done = False
-
-    def feed(self, data: bytes) -> int:
-        i, n = 0, len(data)
-        while i < n and not self.done:
-            if self.state == 1:
-                take = min(self.remaining, n - i)
-                i += take
-                self.remaining -= take
-                if not self.remaining:
-                    self.state = 2
-                continue
-            j = data.find(b"\n", i)
-            if j < 0:
-                self.line += data[i:]
-                if len(self.line) > MAX_CHUNK_LINE and self.state != 3 or len(self.line) > MAX_HEAD:
-                    raise HttpError(502, "chunk line too long")
-                return n
-            line, self.line = self.line + data[i:j + 1], b""
-            i = j + 1
-            if not line.endswith(b"\r\n"):
-                raise HttpError(502, "bare LF in chunked framing")
-            if self.state == 0:
-                self.remaining = chunk_size(line[:-2], 502)
-                self.state = 1 if self.remaining else 3
-            elif self.state == 2:
-                if line != b"\r\n":
-                    raise HttpError(502, "chunk not followed by CRLF")
-                self.state = 0
-            elif line == b"\r\n":
-                self.done = True
-            else:
-                _trailer_line(line[:-2], 502)
-        return i

@@ -24,16 +24,8 @@ from proxyd.events import HttpEvents
 from proxyd.service import LATENCY_BUCKETS, Histogram
 from services.http.authority import Names, request_target
 from services.http.canonical import BadPath, split_target
-from services.http.http1 import (
-    MAX_HEAD,
-    ChunkedDecoder,
-    ChunkScanner,
-    Head,
-    HttpError,
-    bare_cr_lf,
-    parse_request_head,
-    parse_response_head,
-)
+from services.http.framing import Body, HeadScan, Valve
+from services.http.http1 import MAX_HEAD, Head, HttpError, parse_request_head, parse_response_head
 from services.http.limits import BUFFER_BODY, DEFAULT, ConnectionGate, body_deadline
 from services.http.routes import Forward, Redirect, Refuse, Router
 from services.http.upstream import Pools, UpstreamConnection
@@ -56,8 +48,8 @@ RESPONSE_KEYS = tuple(f"responses_{n}xx" for n in range(10))
 # Connection states (BUFFERING: a small body is being received whole before a backend is taken;
 # QUEUED: the request waits for one of its backend's slots, services/http/upstream.py Pools)
 IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED, BUFFERING, QUEUED = range(8)
-# Response states
-R_NONE, R_HEAD, R_LENGTH, R_CHUNKED, R_UNTIL_CLOSE = range(5)
+# Response states (R_BODY: `rbody` says where the body ends)
+R_NONE, R_HEAD, R_BODY = range(3)
 
 
 @dataclass
@@ -132,19 +124,20 @@ class ClientConnection(asyncio.Protocol):
         self.buf = bytearray()
         self.state = IDLE
         self.deadline = 0.0
-        self.paused: set[str] = set()
+        self.valve = Valve()  # reading from the client
+        self.up_valve = Valve()  # reading from the backend (the client reads slower than it answers)
+        self.scan = HeadScan()
         self.up: UpstreamConnection | None = None
         self.pending: list[bytes] | None = None  # request bytes waiting for a backend connection
         self.req: Head | None = None
         self.fwd: Forward | None = None
         self.keep = True
-        self.body_left = 0  # Content-Length bytes of the request body still to come
-        self.body_dec: ChunkedDecoder | None = None
+        self.body: Body | None = None  # the request body being forwarded
         self.retry_head: bytes | None = None  # a bodyless request can be retried on a fresh connection once
         self.rstate = R_NONE
         self.rbuf = b""
-        self.rleft = 0
-        self.rscan: ChunkScanner | None = None
+        self.rscan = HeadScan(request=False)
+        self.rbody: Body | None = None
         self.forwarded_at = 0.0  # perf_counter() when the current request was forwarded (the loop clock has ms steps)
         self.rkeep = False
         self.gated = False  # counted by the listener's gate (released when the connection goes)
@@ -211,8 +204,8 @@ class ClientConnection(asyncio.Protocol):
             self._try_head()
             return
         self.buf += data
-        if len(self.buf) > MAX_HEAD:  # a pipelining client waits for the answer in flight
-            self._pause("pipeline")
+        if self.valve.held("pipeline", len(self.buf), MAX_HEAD):  # a pipelining client waits for the answer in flight
+            self.t.pause_reading()
 
     def eof_received(self) -> bool | None:
         if self.state == TUNNEL and self.up is not None and self.up.transport is not None:
@@ -269,23 +262,20 @@ class ClientConnection(asyncio.Protocol):
             up.close()
 
     def pause_writing(self) -> None:  # the client reads slower than the backend answers
-        if self.up is not None and self.up.transport is not None:
+        if self.up_valve.stop("client") and self.up is not None and self.up.transport is not None:
             self.up.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.up is not None and self.up.transport is not None:
+        if self.up_valve.go("client") and self.up is not None and self.up.transport is not None:
             self.up.transport.resume_reading()
 
     def _pause(self, why: str) -> None:
-        if not self.paused:
+        if self.valve.stop(why):
             self.t.pause_reading()
-        self.paused.add(why)
 
     def _resume(self, why: str) -> None:
-        if why in self.paused:
-            self.paused.discard(why)
-            if not self.paused and self.state != CLOSED:
-                self.t.resume_reading()
+        if self.valve.go(why) and self.state != CLOSED:
+            self.t.resume_reading()
 
     def _close(self, abort: bool = False, why: str = "connection closed by the proxy") -> None:
         self._finish()
@@ -302,19 +292,17 @@ class ClientConnection(asyncio.Protocol):
 
     def _try_head(self) -> None:
         buf = self.buf
-        end = buf.find(b"\r\n\r\n")
+        try:
+            end = self.scan.end(buf)
+        except HttpError as exc:  # a head that can never be valid is answered now, not at its deadline
+            return self._refuse(exc.status, exc.reason)
         if end < 0:
-            if bare_cr_lf(buf):  # would never complete: answer now, not after the head deadline
-                self._refuse(400, "bare LF or CR in head")
-            elif len(buf) > MAX_HEAD:
-                line_end = buf.find(b"\r\n")
-                self._refuse(414 if line_end < 0 or line_end > 8192 else 431, "request head too large")
-            elif buf and self.state == IDLE:  # the head deadline runs from its first byte
+            if buf and self.state == IDLE:  # the head deadline runs from its first byte
                 self.state = HEAD
                 self.deadline = self.shared.clock.now + self.shared.limits.head_timeout
             return
-        head = bytes(buf[: end + 4])
-        del buf[: end + 4]
+        head = bytes(buf[:end])
+        del buf[:end]
         self._request(head)
 
     def _refuse(self, status: int, reason: str, *, close: bool = True, extra: bytes = b"") -> None:
@@ -405,7 +393,7 @@ class ClientConnection(asyncio.Protocol):
         self.req = self.fwd = None
         self.rstate = R_NONE
         self.deadline = self.shared.clock.now + self.shared.limits.idle_timeout
-        if self.paused:
+        if self.valve:
             self._resume("pipeline")
         if self.buf:
             # on the next loop turn, not from here: answering pipelined requests locally (404s,
@@ -441,6 +429,7 @@ class ClientConnection(asyncio.Protocol):
         out = self._upstream_head(req, fwd)
         self.rstate = R_HEAD
         self.rbuf = b""
+        self.rscan.reset()
         self.retry_head = None
         self.body_started, self.body_received = self.shared.clock.now, 0
         n = req.content_length
@@ -470,31 +459,32 @@ class ClientConnection(asyncio.Protocol):
                                           f"{pools.queue} waiting")
             self.slot = key
         self.state = BODY
-        if req.chunked:
-            self.body_dec = ChunkedDecoder()
+        if not req.chunked and not req.content_length:  # most requests: no body, no reader
+            self.state = WAIT
+            self.retry_head = out
+        elif req.chunked:
+            self.body = Body(0, True)
             data, self.buf = bytes(self.buf), bytearray()
             try:
                 out += self._encode_chunks(data)
             except HttpError as exc:
                 return self._refuse(exc.status, exc.reason)
-        elif req.content_length:
-            n = req.content_length
-            if self.buf:
-                take = bytes(self.buf[:n])
-                del self.buf[:n]
-                out += take
-                n -= len(take)
-            self.body_left = n
-            if not n:
-                self.state = WAIT
         else:
-            self.state = WAIT
-            self.retry_head = out
+            body = self.body = Body(req.content_length)
+            if self.buf:
+                n = body.feed(self.buf)
+                out += bytes(self.buf[:n])
+                del self.buf[:n]
+                self.body_received = n
+                if body.done:
+                    self.state = WAIT
+                    self.body = None
         now = self.shared.clock.now
         if self.state == WAIT:
             self.deadline = now + self.shared.upstream_timeout
         else:
-            self.body_received = (req.content_length or 0) - self.body_left if not req.chunked else 0
+            if req.chunked:
+                self.body_received = 0
             self.deadline = body_deadline(self.body_started, self.body_received, now, self.shared.limits)
         up = self.shared.pools.take(fwd.backend)
         if up is not None:
@@ -526,31 +516,38 @@ class ClientConnection(asyncio.Protocol):
         self.up = up
         up.owner = self
         up.transport.write(first)  # type: ignore[union-attr]  # pooled and fresh connections have one
+        if self.up_valve:  # the client still reads slower than the last backend answered
+            up.transport.pause_reading()  # type: ignore[union-attr]
 
     def _send_up(self, data: bytes) -> None:
         if self.pending is not None:
             self.pending.append(data)
-            if sum(map(len, self.pending)) > MAX_PENDING:
-                self._pause("connecting")
+            if self.valve.held("connecting", sum(map(len, self.pending)), MAX_PENDING):
+                self.t.pause_reading()
         elif self.up is not None:
             self.up.write(data)
 
     def _encode_chunks(self, data: bytes) -> bytes:
         """Re-frame the client's chunked body (chunk extensions and trailers are not passed on)."""
-        dec = self.body_dec
-        assert dec is not None
-        out = b"".join(b"%x\r\n" % len(p) + p + b"\r\n" for p in dec.feed(data) if p)
-        if dec.done:
+        body = self.body
+        assert body is not None
+        spans: list[tuple[int, int]] = []
+        used = body.feed(data, spans)
+        out = b"".join(b"%x\r\n%b\r\n" % (e - s, data[s:e]) for s, e in spans if e > s)
+        if body.done:
             out += b"0\r\n\r\n"
-            self.buf = bytearray(dec.leftover)
-            self.body_dec = None
+            if used < len(data):
+                self.buf += data[used:]
+            self.body = None
             self._request_sent()
         return out
 
     def _request_body(self, data: bytes) -> None:
         self.body_received += len(data)
         self.deadline = body_deadline(self.body_started, self.body_received, self.shared.clock.now, self.shared.limits)
-        if self.body_dec is not None:
+        body = self.body
+        assert body is not None
+        if body.chunked:
             try:
                 out = self._encode_chunks(data)
             except HttpError as exc:  # the client's body framing broke mid-stream
@@ -564,13 +561,13 @@ class ClientConnection(asyncio.Protocol):
             if out:
                 self._send_up(out)
             return
-        n = self.body_left
-        if len(data) > n:
+        n = body.feed(data)
+        if n < len(data):
             self.buf += data[n:]
             data = data[:n]
-        self.body_left = n - len(data)
         self._send_up(data)
-        if not self.body_left:
+        if body.done:
+            self.body = None
             self._request_sent()
 
     def _request_sent(self) -> None:
@@ -610,8 +607,8 @@ class ClientConnection(asyncio.Protocol):
                 self._open_upstream(head)
                 return
             self._upstream_failed(502, "upstream closed before answering")
-        elif self.rstate == R_UNTIL_CLOSE:
-            self._response_done(False)
+        elif self.rstate == R_BODY and self.rbody is not None and self.rbody.left < 0 and not self.rbody.chunked:
+            self._response_done(False)  # a body that ends with the connection
         elif self.rstate != R_NONE:
             self._close()  # truncated response: the client sees the connection end
 
@@ -619,49 +616,40 @@ class ClientConnection(asyncio.Protocol):
         rstate = self.rstate
         if rstate == R_HEAD:
             self._response_head(data)
-        elif rstate == R_LENGTH:
-            n = self.rleft
-            if len(data) < n:
-                self.rleft = n - len(data)
-                self.ex_sent += len(data)
-                self.t.write(data)
-                return
-            self.rleft = 0
-            self.ex_sent += n
-            self.t.write(data[:n] if len(data) > n else data)
-            self._response_done(len(data) == n)
-        elif rstate == R_CHUNKED:
-            self._chunked(data)
-        elif rstate == R_UNTIL_CLOSE or self.state == TUNNEL:
+        elif rstate == R_BODY:
+            self._response_body(data)
+        elif self.state == TUNNEL:
             self.ex_sent += len(data)
             self.t.write(data)
         elif self.up is not None:  # bytes nobody asked for: the connection is out of step
             self.up.close()
             self.up = None
 
-    def _chunked(self, data: bytes) -> None:
-        scan = self.rscan
-        assert scan is not None
+    def _response_body(self, data: bytes) -> None:
+        """Pass the body on as it came; its framing only says where it ends."""
+        body = self.rbody
+        assert body is not None
         try:
-            used = scan.feed(data)
+            used = body.feed(data)
         except HttpError:
             self._close()  # the response is cut off here; the client sees the connection end
             return
         self.ex_sent += used
         self.t.write(data if used == len(data) else data[:used])
-        if scan.done:
+        if body.done:
             self._response_done(used == len(data))
 
     def _response_head(self, data: bytes) -> None:
         buf = self.rbuf + data if self.rbuf else data
         while True:
-            end = buf.find(b"\r\n\r\n")
+            try:
+                end = self.rscan.end(buf)
+            except HttpError as exc:
+                return self._upstream_failed(502, exc.reason)
             if end < 0:
-                if len(buf) > MAX_HEAD:
-                    return self._upstream_failed(502, "response head too large")
                 self.rbuf = buf
                 return
-            raw, buf = buf[: end + 4], buf[end + 4:]
+            raw, buf = buf[:end], buf[end:]
             self.rbuf = b""
             req = self.req
             assert req is not None
@@ -715,38 +703,39 @@ class ClientConnection(asyncio.Protocol):
             head += b"Connection: close\r\n"
         head += b"\r\n"
         self.ex_status, self.ex_sent = resp.status, self.ex_sent + len(head)
-        if resp.chunked:
-            self.rstate = R_CHUNKED
-            self.rscan = ChunkScanner()
-        elif resp.content_length is not None:
-            self.rstate = R_LENGTH
-            self.rleft = resp.content_length
-            if not self.rleft:
-                self.t.write(head)
-                return self._response_done(not rest)
-        else:
-            self.rstate = R_UNTIL_CLOSE
-            self.rkeep = False
+        body = self.rbody = Body.of(resp, False)
+        self.rstate = R_BODY
+        if body.left < 0 and not body.chunked:
+            self.rkeep = False  # it ends when the backend closes
+        if body.done:
+            self.t.write(head)
+            return self._response_done(not rest)
         if not rest:
             self.t.write(head)
-        elif len(rest) < SMALL_WRITE and self.rstate == R_LENGTH and len(rest) <= self.rleft:
-            self.ex_sent += len(rest)
-            self.t.write(head + rest)  # the common case: head and whole body in one write
-            self.rleft -= len(rest)
-            if not self.rleft:
-                self._response_done(True)
+        elif len(rest) < SMALL_WRITE:  # the common case: head and whole body in one write
+            try:
+                used = body.feed(rest)
+            except HttpError:
+                self.t.write(head)
+                return self._close()
+            self.ex_sent += used
+            self.t.write(head + (rest if used == len(rest) else rest[:used]))
+            if body.done:
+                self._response_done(used == len(rest))
         else:
             self.t.write(head)
-            self.upstream_data(rest)
+            self._response_body(rest)
 
     def _response_done(self, clean: bool) -> None:
         """The response is complete. `clean`: no stray bytes followed it on the upstream connection."""
         self._free_slot()
         up, self.up = self.up, None
         self.rstate = R_NONE
-        self.rscan = None
+        self.rbody = None
         self.shared.stats.duration.observe(perf_counter() - self.forwarded_at)
         if up is not None:
+            if self.up_valve and up.transport is not None:
+                up.transport.resume_reading()  # an idle pooled connection must notice the backend closing
             if clean and self.rkeep and self.state == WAIT:
                 self.shared.pools.release(up)
             else:

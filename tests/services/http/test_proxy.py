@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from services.http.framing import Body
 from tests.support import ProxydProcess, base_config, free_port
 
 Proxyd = Callable[..., ProxydProcess]
@@ -307,3 +308,52 @@ def test_a_slow_backend_is_a_504_after_upstream_timeout_and_others_keep_answerin
         assert p.status()["services"]["http"]["counters"]["upstream_errors"] == 1
     finally:
         release.set()
+
+
+def drip(s: socket.socket, data: bytes) -> None:
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(len(data)):
+        s.sendall(data[i:i + 1])
+        time.sleep(0.002)  # one byte per segment, so the proxy reads them one at a time
+
+
+def test_a_request_dripped_byte_by_byte_reaches_the_backend_whole_and_reframed(proxyd: Proxyd,
+                                                                              scripted) -> None:  # type: ignore[no-untyped-def]
+    bodies: list[bytes] = []
+
+    def handler(conn: socket.socket, b: Backend) -> None:
+        buf = bytearray()
+        if b.read_head(conn, buf) is None:
+            return
+        while not buf.endswith(b"0\r\n\r\n"):
+            buf += conn.recv(65536)
+        bodies.append(bytes(buf))
+        conn.sendall(ok(b"done"))
+
+    be = scripted(handler)
+    p, port = app_proxy(proxyd, be)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    drip(s, b"POST /api/x HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n3\r\n ok\r\n0\r\nX-T: 1\r\n\r\n")
+    out = read_until(s, lambda o: o.endswith(b"done"))
+    s.close()
+    assert out.startswith(b"HTTP/1.1 200") and len(bodies) == 1
+    # re-framed as it arrived (a chunk per read), without the extension and the trailer
+    reader, spans = Body(0, True), []
+    assert reader.feed(bodies[0], spans) == len(bodies[0]) and reader.done
+    assert b"".join(bodies[0][a:e] for a, e in spans) == b"hello ok"
+    assert b"ext" not in bodies[0] and b"X-T" not in bodies[0]
+    assert b"transfer-encoding: chunked" in be.requests[0].lower()
+
+
+def test_a_bare_lf_in_a_dripped_head_is_refused_at_once_not_at_the_head_deadline(proxyd: Proxyd,
+                                                                               scripted) -> None:  # type: ignore[no-untyped-def]
+    be = scripted(keepalive_handler(lambda head: ok(b"never")))
+    p, port = app_proxy(proxyd, be)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    started = time.monotonic()
+    drip(s, b"GET /api/x HTTP/1.1\r\nHost: proxy.test\nX")
+    out = read_until(s, lambda o: o.endswith(b"\n\n") or b"400 Bad Request\n" in o)
+    s.close()
+    assert out.startswith(b"HTTP/1.1 400") and time.monotonic() - started < 5  # the head deadline is 10 s
+    assert be.connections == 0

@@ -18,10 +18,11 @@ from rest_framework.response import Response
 from manager.proxies import backups
 from manager.proxies.models import Backup, Proxy, ProxyAction
 from manager.proxies.permissions import Requires
+from manager.proxies.tokens import TokenAuthentication
 from proxyd.backup import BackupError
 
-# Basic first: its WWW-Authenticate header makes a request without credentials a 401, not a 403
-AUTH = [BasicAuthentication, SessionAuthentication]
+# A token or Basic first: their WWW-Authenticate header makes a request without credentials a 401, not a 403
+AUTH = [TokenAuthentication, BasicAuthentication, SessionAuthentication]
 
 
 def _backup_row(b: Backup) -> dict:

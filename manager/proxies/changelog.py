@@ -23,7 +23,7 @@ _before: contextvars.ContextVar[dict[tuple[str, int], dict[str, Any]] | None] = 
 
 # fields never written into the log, only whether they are set or changed
 SECRET = {"provisioning_key_enc", "key_pem_enc", "credentials_enc", "secret_enc", "api_key_hash", "token_hash",
-          "password", "data"}
+          "key_hash", "password", "data"}
 # fields whose change alone is no change an operator needs to see
 NOISE = {"last_login"}
 
@@ -51,7 +51,8 @@ class CurrentUser:
 def tracked() -> list[type[Model]]:
     from manager.proxies import models as m
 
-    return [m.Proxy, m.Instance, m.Application, m.Device, m.Registration, m.Backup, m.DnsRecord, get_user_model()]
+    return [m.Proxy, m.Instance, m.Application, m.Device, m.Registration, m.Backup, m.DnsRecord, m.ApiToken,
+            get_user_model()]
 
 
 def snapshot(obj: Model) -> dict[str, Any]:

@@ -241,6 +241,9 @@ def _viewset(name: str, model: type, serializer: type, filter_fields: tuple[str,
 
         def get_queryset(self) -> Any:
             qs = super().get_queryset()
+            m2m = [f.name for f in model._meta.many_to_many if f.name in serializer().fields]
+            if m2m or model is get_user_model():
+                qs = qs.prefetch_related(*m2m, *(["groups"] if model is get_user_model() else []))
             if model is m.ApiToken:  # one's own tokens; an admin's view: everyone's
                 qs = qs.select_related("user")
                 if not may(self.request, "proxies.manage_apitoken"):

@@ -245,11 +245,35 @@ class Proxy(models.Model):
 
     @property
     def active_revision(self) -> ConfigRevision | None:
+        if "_active_revision" in self.__dict__:  # attach_status filled it for a list
+            return self.__dict__["_active_revision"]
         return self.revisions.order_by("-number").first()
 
     @property
     def last_heartbeat(self) -> Heartbeat | None:
+        if "_last_heartbeat" in self.__dict__:
+            return self.__dict__["_last_heartbeat"]
         return self.heartbeats.order_by("-received").first()
+
+    @staticmethod
+    def attach_status(proxies: Any) -> None:
+        """Give a page of proxies their last heartbeat and active revision in three queries, whatever
+        the number of rows (`status()` and the list's columns then ask the database nothing)."""
+        proxies = list(proxies)
+        if not proxies:
+            return
+        latest = Proxy.objects.filter(pk__in=[p.pk for p in proxies]).annotate(
+            hb=models.Subquery(Heartbeat.objects.filter(proxy=models.OuterRef("pk")).order_by("-received")
+                               .values("pk")[:1]),
+            rev=models.Subquery(ConfigRevision.objects.filter(proxy=models.OuterRef("pk")).order_by("-number")
+                                .values("pk")[:1])).values_list("pk", "hb", "rev")
+        ids = {pk: (hb, rev) for pk, hb, rev in latest}
+        hbs = Heartbeat.objects.in_bulk([hb for hb, _ in ids.values() if hb])
+        revs = ConfigRevision.objects.defer("config_json", "secrets_enc").in_bulk(
+            [rev for _, rev in ids.values() if rev])
+        for p in proxies:
+            hb, rev = ids.get(p.pk, (None, None))
+            p.__dict__["_last_heartbeat"], p.__dict__["_active_revision"] = hbs.get(hb), revs.get(rev)
 
     def exposure_failures(self) -> list[tuple[str, str]]:
         """(service, reason) for each service whose `proxyd exposure` self-test failed, per the last heartbeat."""

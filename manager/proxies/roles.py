@@ -76,5 +76,5 @@ def at_most(role: str, ceiling: str) -> bool:
 def role_of(user: Any) -> str:
     if user.is_superuser:
         return ADMIN
-    names = set(user.groups.values_list("name", flat=True))
+    names = {g.name for g in user.groups.all()}  # from a list's prefetch_related("groups") when there is one
     return next((r for r in reversed(ROLES) if r in names), "")

@@ -60,6 +60,8 @@ class Listing:
     actions: list[tuple[str, str]] = field(default_factory=list)  # (label, url) above the table
     intro: str = ""
     live: bool = False  # poll the rows every few seconds (status columns)
+    # called with the page's objects before their rows are made: fetch per-row data in bulk there
+    prepare: Callable[[Sequence[Any]], None] | None = None
 
 
 def posted(request: HttpRequest) -> Any:
@@ -88,6 +90,9 @@ def list_page(request: HttpRequest, qs: QuerySet[Any], listing: Listing) -> Http
         if not qs.ordered:
             qs = qs.order_by("pk")
     page = Paginator(qs, PER_PAGE).get_page(params.get("page"))
+    page.object_list = list(page.object_list)  # fetched once: `prepare` and the rows see the same objects
+    if listing.prepare is not None:
+        listing.prepare(page.object_list)
     kept = {k: v for k, v in (("q", q), *active.items(), ("sort", sort)) if v}
 
     def url(**change: Any) -> str:

@@ -305,7 +305,7 @@ def user_list(request: HttpRequest) -> HttpResponse:
                       filters=[Filter("role", "Role", "groups__name", [(r, r) for r in ROLES])])
     if request.user.has_perm("auth.add_user"):
         listing.actions.append(("Add user", reverse("user-new")))
-    return list_page(request, get_user_model().objects.all(), listing)
+    return list_page(request, get_user_model().objects.prefetch_related("groups"), listing)
 
 
 @requires("auth.view_user")

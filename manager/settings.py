@@ -157,7 +157,8 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "pforte manager API", "VERSION": "1",
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "manager.proxies.api_schema.add_agent_config"],
+                             "manager.proxies.api_schema.add_agent_config",
+                             "manager.proxies.api_schema.type_answers"],
     # Swagger UI and ReDoc from the sidecar package, served by the manager itself: no CDN
     "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR",
 }

@@ -105,6 +105,9 @@ SESSION_COOKIE_AGE = int(float(os.environ.get("PFORTE_SESSION_HOURS", "12")) * 3
 SESSION_EXPIRE_AT_BROWSER_CLOSE = os.environ.get("PFORTE_SESSION_BROWSER") == "1"
 # Config revisions kept per proxy (the newest is the one served; older ones are history).
 PFORTE_REVISIONS_KEEP = max(1, int(os.environ.get("PFORTE_REVISIONS_KEEP", "20")))
+# The change log keeps this many days, and at most this many entries (manager.proxies.changelog.prune).
+PFORTE_CHANGELOG_DAYS = max(1, int(os.environ.get("PFORTE_CHANGELOG_DAYS", "90")))
+PFORTE_CHANGELOG_KEEP = max(1, int(os.environ.get("PFORTE_CHANGELOG_KEEP", "100000")))
 ROOT_URLCONF = "manager.urls"
 TEMPLATES = [{
     "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -154,7 +157,8 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "pforte manager API", "VERSION": "1",
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "manager.proxies.api_schema.add_agent_config"],
+                             "manager.proxies.api_schema.add_agent_config",
+                             "manager.proxies.api_schema.type_answers"],
     # Swagger UI and ReDoc from the sidecar package, served by the manager itself: no CDN
     "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR",
 }

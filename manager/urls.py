@@ -7,7 +7,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from manager import observe
-from manager.proxies import admin_api, api, api_objects, views, views_ops
+from manager.proxies import admin_api, api, api_objects, views, views_ops, views_tokens
 from manager.proxies.permissions import PUBLIC
 
 
@@ -80,6 +80,10 @@ urlpatterns = [
     path("users/<int:pk>/", views_ops.user_detail, name="user-detail"),
     path("users/<int:pk>/edit/", views_ops.user_edit, name="user-edit"),
     path("users/<int:pk>/delete/", views_ops.user_delete, name="user-delete"),
+    path("tokens/", views_tokens.token_list, name="token-list"),
+    path("tokens/new/", views_tokens.token_new, name="token-new"),
+    path("tokens/<int:pk>/", views_tokens.token_detail, name="token-detail"),
+    path("tokens/<int:pk>/delete/", views_tokens.token_delete, name="token-delete"),
     path("changes/", views_ops.change_list, name="change-list"),
     path("changes/<int:pk>/", views_ops.change_detail, name="change-detail"),
     path("api/v1/register/", api.register, name="api-register"),

@@ -18,10 +18,11 @@ from rest_framework.response import Response
 from manager.proxies import backups
 from manager.proxies.models import Backup, Proxy, ProxyAction
 from manager.proxies.permissions import Requires
+from manager.proxies.tokens import TokenAuthentication
 from proxyd.backup import BackupError
 
-# Basic first: its WWW-Authenticate header makes a request without credentials a 401, not a 403
-AUTH = [BasicAuthentication, SessionAuthentication]
+# A token or Basic first: their WWW-Authenticate header makes a request without credentials a 401, not a 403
+AUTH = [TokenAuthentication, BasicAuthentication, SessionAuthentication]
 
 
 def _backup_row(b: Backup) -> dict:
@@ -38,8 +39,40 @@ class BackupRequestIn(serializers.Serializer):
     passphrase = serializers.CharField(trim_whitespace=False)
 
 
-@extend_schema(methods=["GET"], responses={200: OpenApiTypes.OBJECT}, operation_id="proxy_backups_list")
-@extend_schema(methods=["POST"], request=BackupRequestIn, responses={202: OpenApiTypes.OBJECT},
+class BackupRow(serializers.Serializer):
+    id = serializers.IntegerField()
+    created = serializers.DateTimeField()
+    size = serializers.IntegerField()
+    filename = serializers.CharField()
+    download = serializers.CharField(help_text="the archive's URL")
+
+
+class BackupRequestRow(serializers.Serializer):
+    id = serializers.IntegerField()
+    created = serializers.DateTimeField()
+    state = serializers.CharField()
+    error = serializers.CharField(allow_null=True)
+    backup = serializers.IntegerField(allow_null=True, help_text="the backup it made")
+
+
+class BackupsOut(serializers.Serializer):
+    backups = BackupRow(many=True)
+    requests = BackupRequestRow(many=True)
+    backup_refused = serializers.CharField(allow_null=True, help_text="why a backup cannot be made now")
+    restore_refused = serializers.CharField(allow_null=True, help_text="why a restore cannot be made now")
+
+
+class BackupRequestedOut(serializers.Serializer):
+    request = BackupRequestRow()
+
+
+class RestoredOut(serializers.Serializer):
+    detail = serializers.CharField()
+    proxy = serializers.CharField(help_text="the proxy the backup was made of")
+
+
+@extend_schema(methods=["GET"], responses={200: BackupsOut}, operation_id="proxy_backups_list")
+@extend_schema(methods=["POST"], request=BackupRequestIn, responses={202: BackupRequestedOut},
                operation_id="proxy_backup_request")
 @api_view(["GET", "POST"])
 @authentication_classes(AUTH)
@@ -65,7 +98,8 @@ def proxy_backups(request: Request, pk: int) -> Response:
     })
 
 
-@extend_schema(responses={(200, "application/octet-stream"): bytes}, operation_id="proxy_backup_download")
+@extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+               operation_id="proxy_backup_download")
 @api_view(["GET"])
 @authentication_classes(AUTH)
 @permission_classes([Requires(GET="proxies.view_backup")])
@@ -87,7 +121,7 @@ class RestoreIn(serializers.Serializer):
     into_this_proxy = serializers.BooleanField(default=False)
 
 
-@extend_schema(request={"multipart/form-data": RestoreIn}, responses={200: OpenApiTypes.OBJECT},
+@extend_schema(request={"multipart/form-data": RestoreIn}, responses={200: RestoredOut},
                operation_id="proxy_restore")
 @api_view(["POST"])
 @authentication_classes(AUTH)

@@ -1,21 +1,28 @@
 """The change log: every create, update and delete of a tracked object, who did it, and the diff.
 
 Recorded from model signals, so the UI, the REST API, the Django admin and management commands
-all leave entries without each remembering to. Who acted comes from `acting_as` (set by the
-`CurrentUser` middleware for the UI and by the API views once DRF has authenticated); a change
-without one (an agent registering, a command) is logged with no user.
+all leave entries without each remembering to; a many-to-many change (which proxies expose an
+instance) is an update of the object holding the field, its before and after the related names.
+The log is pruned as it grows: entries older than PFORTE_CHANGELOG_DAYS (90) go, and only the
+newest PFORTE_CHANGELOG_KEEP (100,000) stay, checked every PRUNE_EVERY entries written.
+Who acted comes from `acting_as` (set by the `CurrentUser` middleware for the UI and by the API
+views once DRF has authenticated); a change without one (an agent registering, a command) is logged with no user.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Model, QuerySet
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models import ManyToManyField, Model, QuerySet
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
+from django.utils import timezone
 
 _actor: contextvars.ContextVar[Any] = contextvars.ContextVar("pforte_change_actor", default=None)
 _before: contextvars.ContextVar[dict[tuple[str, int], dict[str, Any]] | None] = contextvars.ContextVar(
@@ -23,9 +30,11 @@ _before: contextvars.ContextVar[dict[tuple[str, int], dict[str, Any]] | None] = 
 
 # fields never written into the log, only whether they are set or changed
 SECRET = {"provisioning_key_enc", "key_pem_enc", "credentials_enc", "secret_enc", "api_key_hash", "token_hash",
-          "password", "data"}
+          "key_hash", "password", "data"}
 # fields whose change alone is no change an operator needs to see
 NOISE = {"last_login"}
+PRUNE_EVERY = 100
+_written = itertools.count(1)
 
 
 @contextlib.contextmanager
@@ -51,7 +60,8 @@ class CurrentUser:
 def tracked() -> list[type[Model]]:
     from manager.proxies import models as m
 
-    return [m.Proxy, m.Instance, m.Application, m.Device, m.Registration, m.Backup, m.DnsRecord, get_user_model()]
+    return [m.Proxy, m.Instance, m.Application, m.Device, m.Registration, m.Backup, m.DnsRecord, m.ApiToken,
+            get_user_model()]
 
 
 def snapshot(obj: Model) -> dict[str, Any]:
@@ -112,6 +122,56 @@ def _record(instance: Model, action: str, before: dict[str, Any], after: dict[st
     ObjectChange.objects.create(user=user, username=user.get_username() if user else "", action=action,
                                 object_type=_label(instance), object_id=instance.pk,
                                 object_repr=str(instance)[:200], before=before, after=after)
+    if next(_written) % PRUNE_EVERY == 0:
+        prune()
+
+
+def prune() -> int:
+    """Delete entries older than the kept days and beyond the kept count; returns how many went."""
+    from manager.proxies.models import ObjectChange
+
+    gone = ObjectChange.objects.filter(time__lt=timezone.now() - timedelta(days=settings.PFORTE_CHANGELOG_DAYS)
+                                       ).delete()[0]
+    edge = ObjectChange.objects.order_by("-pk").values_list("pk", flat=True)[
+        settings.PFORTE_CHANGELOG_KEEP:settings.PFORTE_CHANGELOG_KEEP + 1]
+    if edge:
+        gone += ObjectChange.objects.filter(pk__lte=edge[0]).delete()[0]
+    return gone
+
+
+def _related(instance: Model, field: str) -> list[str]:
+    return sorted(str(o) for o in getattr(instance, field).all())
+
+
+def _m2m(sender: Any, instance: Model, action: str, reverse: bool, model: Any, pk_set: Any, **kw: Any) -> None:
+    """Before a many-to-many change remember the related names; after it, log the update."""
+    from manager.proxies.models import ObjectChange
+
+    store = _before.get()
+    if store is None:
+        store = {}
+        _before.set(store)
+    if reverse:
+        # changed from the other side (proxy.only_instances.add(...)): log it on each holder
+        if pk_set is None:  # a clear: the holders are the ones related before it
+            rkey = ("reverse", _label(instance), instance.pk, sender)
+            if action == "pre_clear":
+                field = next(f.name for f in model._meta.many_to_many if f.remote_field.through is sender)
+                store[rkey] = set(model._default_manager.filter(**{field: instance}).values_list("pk", flat=True))
+            pk_set = store.pop(rkey, set()) if action == "post_clear" else store.get(rkey, set())
+        for holder in model._default_manager.filter(pk__in=pk_set):
+            _m2m(sender, holder, action, False, type(instance), {instance.pk}, **kw)
+        return
+    field = next((f.name for f in instance._meta.many_to_many if f.remote_field.through is sender), None)
+    if field is None or not action.startswith(("pre_", "post_")):
+        return
+    key = (_label(instance), instance.pk, field)
+    if action.startswith("pre_"):
+        store[key] = {field: _related(instance, field)}
+    elif key in store:
+        before, after = store.pop(key), {field: _related(instance, field)}
+        if before != after:
+            _record(instance, ObjectChange.UPDATE, before, after)
 
 
 def _saved(sender: Any, instance: Model, created: bool, raw: bool = False, **kw: Any) -> None:
@@ -139,6 +199,9 @@ def connect() -> None:
         pre_save.connect(_remember, sender=model, dispatch_uid=f"{uid}-pre")
         post_save.connect(_saved, sender=model, dispatch_uid=f"{uid}-post")
         post_delete.connect(_deleted, sender=model, dispatch_uid=f"{uid}-delete")
+        for f in model._meta.many_to_many:
+            if isinstance(f, ManyToManyField) and model._meta.app_label == "proxies":
+                m2m_changed.connect(_m2m, sender=f.remote_field.through, dispatch_uid=f"{uid}-{f.name}")
 
 
 def changes_of(obj: Model) -> QuerySet[Any]:

@@ -53,8 +53,16 @@ PROXY_GROUPS = [
 ]
 
 
+class SecretTextarea(forms.Textarea):
+    """A textarea for a secret: never filled in, not even with what was posted to a form that is shown
+    again for another field's error (as PasswordInput without render_value)."""
+
+    def format_value(self, value):  # type: ignore[no-untyped-def]
+        return None
+
+
 class ProxyForm(forms.ModelForm):
-    key_pem = forms.CharField(label="Certificate Key", required=False, widget=forms.Textarea(attrs={"rows": 3}),
+    key_pem = forms.CharField(label="Certificate Key", required=False, widget=SecretTextarea(attrs={"rows": 3}),
                               help_text="stored encrypted; leave blank to keep the current key")
 
     class Meta:

@@ -24,11 +24,9 @@ class BackupForm(forms.Form):
 
 
 class RestoreForm(forms.Form):
+    """Step one of a restore from a file: the upload. The passphrase is asked on the confirmation page."""
+
     file = forms.FileField(label="Backup file")
-    passphrase = forms.CharField(widget=forms.PasswordInput, strip=False, max_length=1024)
-    into_this_proxy = forms.BooleanField(
-        required=False, label="Restore into this proxy",
-        help_text="Needed when the backup was made of another proxy: its settings and certificate replace this one's.")
 
 
 class DnsRecordForm(forms.ModelForm):

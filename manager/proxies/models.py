@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from manager.proxies import choices
 from manager.proxies.crypto import decrypt, encrypt, new_provisioning_key
+from manager.proxies.roles import ROLES
 from proxyd.config import Application as Application_
 from proxyd.config import Instance as Instance_
 from proxyd.config import (
@@ -244,11 +245,35 @@ class Proxy(models.Model):
 
     @property
     def active_revision(self) -> ConfigRevision | None:
+        if "_active_revision" in self.__dict__:  # attach_status filled it for a list
+            return self.__dict__["_active_revision"]
         return self.revisions.order_by("-number").first()
 
     @property
     def last_heartbeat(self) -> Heartbeat | None:
+        if "_last_heartbeat" in self.__dict__:
+            return self.__dict__["_last_heartbeat"]
         return self.heartbeats.order_by("-received").first()
+
+    @staticmethod
+    def attach_status(proxies: Any) -> None:
+        """Give a page of proxies their last heartbeat and active revision in three queries, whatever
+        the number of rows (`status()` and the list's columns then ask the database nothing)."""
+        proxies = list(proxies)
+        if not proxies:
+            return
+        latest = Proxy.objects.filter(pk__in=[p.pk for p in proxies]).annotate(
+            hb=models.Subquery(Heartbeat.objects.filter(proxy=models.OuterRef("pk")).order_by("-received")
+                               .values("pk")[:1]),
+            rev=models.Subquery(ConfigRevision.objects.filter(proxy=models.OuterRef("pk")).order_by("-number")
+                                .values("pk")[:1])).values_list("pk", "hb", "rev")
+        ids = {pk: (hb, rev) for pk, hb, rev in latest}
+        hbs = Heartbeat.objects.in_bulk([hb for hb, _ in ids.values() if hb])
+        revs = ConfigRevision.objects.defer("config_json", "secrets_enc").in_bulk(
+            [rev for _, rev in ids.values() if rev])
+        for p in proxies:
+            hb, rev = ids.get(p.pk, (None, None))
+            p.__dict__["_last_heartbeat"], p.__dict__["_active_revision"] = hbs.get(hb), revs.get(rev)
 
     def exposure_failures(self) -> list[tuple[str, str]]:
         """(service, reason) for each service whose `proxyd exposure` self-test failed, per the last heartbeat."""
@@ -635,3 +660,53 @@ class ObjectChange(models.Model):
         """(field, before, after) for every field that differs."""
         keys = [k for k in {**self.before, **self.after} if self.before.get(k) != self.after.get(k)]
         return [(k, self.before.get(k), self.after.get(k)) for k in keys]
+
+
+# API tokens (issue #25 §4: user tokens scoped to a role, beside the agents' keys) --------------
+class ApiToken(models.Model):
+    """A user's token for the REST API, scoped to a role no higher than the user's own.
+
+    Only the SHA-256 of the token is stored (a token is 256 random bits: no slow hash needed), and
+    the first characters to tell tokens apart; the token itself is shown once, when it is made. A
+    request with it gets the permissions its owner has *and* its role allows, checked again on every
+    request, so demoting the owner narrows the token at once. Revoking deletes it."""
+
+    PREFIX = "pft_"
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="what it is for, e.g. 'inventory sync'")
+    role = models.CharField(max_length=8, choices=[(r, r) for r in ROLES])
+    prefix = models.CharField(max_length=12, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField(null=True, blank=True, help_text="empty: until revoked")
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        permissions = [("manage_apitoken", "Can see and revoke every user's API tokens")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def mint(self) -> str:
+        """Give this (unsaved) token its secret; returns the token, the only time it is seen."""
+        token = self.PREFIX + secrets.token_urlsafe(32)
+        self.prefix, self.key_hash = token[:12], self.hash(token)
+        return token
+
+    @property
+    def expired(self) -> bool:
+        return self.expires is not None and self.expires <= timezone.now()
+
+    def allows(self, perm: str) -> bool:
+        """Whether the token's role includes `perm` (the owner's own permissions are checked besides)."""
+        from manager.proxies.roles import ADMIN, PERMISSIONS
+
+        if self.role == ADMIN:
+            return True
+        app, _, codename = perm.partition(".")
+        return app == "proxies" and codename in PERMISSIONS.get(self.role, set())

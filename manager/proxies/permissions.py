@@ -4,7 +4,8 @@
   `@requires(GET="proxies.view_device", POST="proxies.add_device")`. Anonymous users go to the
   login page; a user without the permission gets 403, and the refusal is logged.
 - DRF views: `@permission_classes([Requires(GET=..., POST=...)])`: 401 without credentials, 403
-  without the permission; `[AgentKey]` for the proxy API; DRF's default (`Nobody`) refuses all.
+  without the permission (with an API token: the permission of the user *and* of the token's role);
+  `[AgentKey]` for the proxy API; DRF's default (`Nobody`) refuses all.
 - Views that do not use a user's permissions say so and why: `@declares(AGENT_KEY)` (the proxy
   API, authenticated by the proxy's key or registration token inside the view) or
   `@declares(PUBLIC)` (login, logout, the API schema).
@@ -85,9 +86,20 @@ def Requires(perm: str | None = None, **by_method: str) -> type[BasePermission]:
             if not request.user.has_perm(needed):
                 _refused(request, needed)
                 return False
+            token = getattr(request, "auth", None)
+            if hasattr(token, "allows") and not token.allows(needed):  # an ApiToken narrower than its user
+                log.warning("refused %s %s to token %s… of user %s (role %s): needs permission %s", request.method,
+                            request.get_full_path(), token.prefix, request.user.get_username(), token.role, needed)
+                return False
             return True
 
     return _Requires
+
+
+def may(request: Any, perm: str) -> bool:
+    """What `Requires` checks, for a permission a view needs beyond its method's (a DRF request)."""
+    token = getattr(request, "auth", None)
+    return bool(request.user and request.user.has_perm(perm)) and (not hasattr(token, "allows") or token.allows(perm))
 
 
 class AgentKey(BasePermission):

@@ -6,7 +6,9 @@
   DNS records (name and zone), and who sees the devices' provisioning URLs to hand them to phones.
   Not: certificate keys, the provisioning key, registrations, backups, users, the DNS account
   (provider, server, key, API URL, credentials: who changes them decides where the secret is sent).
-- admin: every permission, and the Django admin. Superusers are admins whatever their groups.
+- every role: its own API tokens (make, see, revoke), each scoped to a role no higher than its own.
+- admin: every permission, and the Django admin; sees and revokes every user's tokens. Superusers
+  are admins whatever their groups.
 
 The groups are rewritten from these lists after every `migrate` (and by `pforte-manager
 pforte_roles`), so a permission added to the code reaches the roles without a hand-made change.
@@ -23,7 +25,7 @@ VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 ROLES = (VIEWER, OPERATOR, ADMIN)
 
 _VIEWER = {f"view_{m}" for m in ("proxy", "instance", "application", "device", "heartbeat", "registration",
-                                 "dnsrecord", "objectchange")}
+                                 "dnsrecord", "objectchange")} | {"view_apitoken", "add_apitoken", "delete_apitoken"}
 _OPERATOR = _VIEWER | {f"{verb}_{m}" for verb in ("add", "change", "delete")
                        for m in ("proxy", "instance", "application", "device", "dnsrecord")} | {
     "view_provisioning_url"}
@@ -66,8 +68,13 @@ ROLE_HELP = ("viewer: sees proxies, instances and status, no secrets; operator: 
              "admin: also keys, registrations, backups, DNS accounts and users")
 
 
+def at_most(role: str, ceiling: str) -> bool:
+    """Whether `role` is no higher than `ceiling` ("" = no role: nothing is)."""
+    return ceiling in ROLES and role in ROLES and ROLES.index(role) <= ROLES.index(ceiling)
+
+
 def role_of(user: Any) -> str:
     if user.is_superuser:
         return ADMIN
-    names = set(user.groups.values_list("name", flat=True))
+    names = {g.name for g in user.groups.all()}  # from a list's prefetch_related("groups") when there is one
     return next((r for r in reversed(ROLES) if r in names), "")

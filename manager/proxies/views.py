@@ -57,6 +57,7 @@ def proxy_list(request: HttpRequest) -> HttpResponse:
     if request.user.has_perm("proxies.add_proxy"):
         listing.actions.append(("Add proxy", reverse("proxy-new")))
     listing.live = True  # the rows are polled (htmx) so status changes show without a reload
+    listing.prepare = Proxy.attach_status
     return list_page(request, Proxy.objects.all(), listing)
 
 

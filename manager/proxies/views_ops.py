@@ -35,7 +35,7 @@ from manager.proxies.ui import (
     list_page,
     posted,
 )
-from proxyd.backup import BackupError
+from proxyd.backup import MAGIC, BackupError
 
 
 def notice(request: HttpRequest, panel: str, text: str, ok: bool) -> None:
@@ -75,20 +75,26 @@ def backup_download(request: HttpRequest, pk: int, backup: int) -> HttpResponse:
 
 @requires(POST="proxies.restore_backup")
 def backup_restore(request: HttpRequest, pk: int) -> HttpResponse:
+    """An uploaded archive is kept as a backup of this proxy, then restored like a stored one: through
+    the confirmation page that says what will be replaced and asks for the passphrase."""
     proxy = get_object_or_404(Proxy, pk=pk)
     form = RestoreForm(request.POST, request.FILES)
     if not form.is_valid():
         notice(request, "restore", "Restore failed, nothing changed: " + _form_errors(form), False)
         return _back(pk, "backup")
-    d = form.cleaned_data
     try:
-        archive = backups.restore(proxy, read_upload(d["file"]), d["passphrase"], into_this_proxy=d["into_this_proxy"])
+        if refusal := backups.restore_refusal(proxy):
+            raise BackupError(refusal)
+        blob = read_upload(form.cleaned_data["file"])
+        if not blob.startswith(MAGIC):
+            raise BackupError("not a pforte backup file")
     except BackupError as exc:
         notice(request, "restore", f"Restore failed, nothing changed: {exc}", False)
-    else:
-        notice(request, "restore", f"Restored the backup of {archive.proxy!r}. The proxy takes its certificate "
-                                   "now; switch it on to serve with the restored settings.", True)
-    return _back(pk, "backup")
+        return _back(pk, "backup")
+    b = Backup.objects.create(proxy=proxy, size=len(blob), data=blob)
+    messages.info(request, "The file is uploaded and kept as a backup of this proxy. Nothing is restored yet: "
+                           "check what will be replaced and confirm with its passphrase (or delete the backup).")
+    return redirect("backup-restore-stored", pk=pk, backup=b.pk)
 
 
 @requires(POST="proxies.change_dnsrecord")
@@ -158,6 +164,28 @@ def backup_delete(request: HttpRequest, pk: int, backup: int) -> HttpResponse:
 
 class StoredRestoreForm(forms.Form):
     passphrase = forms.CharField(widget=forms.PasswordInput, strip=False, max_length=1024)
+    into_this_proxy = forms.BooleanField(
+        required=False, label="Restore into this proxy",
+        help_text="Needed when the backup was made of another proxy (or of this one under another name): its "
+                  "settings and certificate replace this one's.")
+
+
+def replaced(proxy: Proxy) -> list[str]:
+    """What a restore into `proxy` replaces, as it is now."""
+    apps = [a.name for a in proxy.applications.all()]
+    dns = DnsRecord.objects.filter(proxy=proxy).first()
+    return [
+        f"{proxy.name}'s settings ({proxy.fqdn}; SIP {proxy.get_sip_mode_display()}, web "
+        f"{proxy.get_web_mode_display()} on port {proxy.web_port}; revision "
+        f"{proxy.active_revision.number if proxy.active_revision else '-'}) are replaced by the backup's; the "
+        "proxy stays off until you switch it on.",
+        f"Its {len(apps)} applications ({', '.join(apps) or 'none'}) are replaced by the backup's.",
+        f"Its DNS record {dns.name} and the DNS account's credentials are replaced by the backup's." if dns
+        else "It gets the backup's DNS record, if the backup has one (it has none now).",
+        f"Its certificate ({'configured' if proxy.certificate_pem else 'self-signed'}), its key and the "
+        "provisioning key are replaced: provisioning URLs issued since the backup stop working. The proxy is "
+        "handed the backup's certificate files at its next contact.",
+    ]
 
 
 @requires("proxies.restore_backup")
@@ -168,7 +196,8 @@ def backup_restore_stored(request: HttpRequest, pk: int, backup: int) -> HttpRes
 
     def act() -> str:
         try:
-            backups.restore(proxy, bytes(b.data), form.cleaned_data["passphrase"], into_this_proxy=False)
+            backups.restore(proxy, bytes(b.data), form.cleaned_data["passphrase"],
+                            into_this_proxy=form.cleaned_data["into_this_proxy"])
         except BackupError as exc:
             raise ValueError(f"Restore failed, nothing changed: {exc}") from None
         return (f"Restored the backup of {b.created:%Y-%m-%d %H:%M:%S}. The proxy takes its certificate now; "
@@ -178,9 +207,7 @@ def backup_restore_stored(request: HttpRequest, pk: int, backup: int) -> HttpRes
     return confirm_page(request, title=f"Restore {b.filename} into {proxy.name}?", button="Restore", act=act,
                         form=form, done=reverse("proxy-detail", args=[pk]),
                         cancel=reverse("backup-detail", args=[pk, backup]), consequences=[
-                            f"{proxy.name}'s settings, applications and DNS record are replaced by the backup's.",
-                            "The proxy is handed the backup's certificate and key at its next contact.",
-                            *([f"Not possible right now: {refusal}"] if refusal else [])])
+                            *replaced(proxy), *([f"Not possible right now: {refusal}"] if refusal else [])])
 
 
 # DNS records (and their DNS account) ---------------------------------------------------------
@@ -278,7 +305,7 @@ def user_list(request: HttpRequest) -> HttpResponse:
                       filters=[Filter("role", "Role", "groups__name", [(r, r) for r in ROLES])])
     if request.user.has_perm("auth.add_user"):
         listing.actions.append(("Add user", reverse("user-new")))
-    return list_page(request, get_user_model().objects.all(), listing)
+    return list_page(request, get_user_model().objects.prefetch_related("groups"), listing)
 
 
 @requires("auth.view_user")

@@ -137,12 +137,26 @@ def test_backup_via_proxy_upload_then_every_restore_error_changes_nothing(admin)
         p = Proxy.objects.get(pk=p.pk)
         assert (settings_of(p), p.active_revision.number) == before
         assert not ProxyAction.objects.filter(proxy=p, kind="restore").exists()
-    # the same through the page: the error is shown there
-    admin.post(f"/proxies/{p.pk}/restore/", {"file": _upload(blob), "passphrase": PASS + "x"})
-    assert "Restore failed, nothing changed: wrong passphrase" in page(admin, p)
+    # the same through the page: a file that is no backup is refused at the upload, and nothing kept
+    kept = p.backups.count()
+    admin.post(f"/proxies/{p.pk}/restore/", {"file": _upload(b"PK\x03\x04 not a backup at all")})
+    assert "Restore failed, nothing changed: not a pforte backup file" in page(admin, p)
+    assert p.backups.count() == kept
+    # a backup file is kept, and the confirmation page says what will be replaced before anything is
+    r = admin.post(f"/proxies/{p.pk}/restore/", {"file": _upload(blob)})
+    uploaded = p.backups.order_by("-pk").first()
+    assert r.status_code == 302 and r["Location"] == f"/proxies/{p.pk}/backups/{uploaded.pk}/restore/"
+    assert bytes(uploaded.data) == blob
+    confirm = admin.get(r["Location"]).content.decode()
+    assert "Nothing is restored yet" in confirm and "This will happen:" in confirm
+    assert "Its 0 applications (none) are replaced" in confirm and 'name="passphrase"' in confirm
+    assert not ProxyAction.objects.filter(proxy=p, kind="restore").exists()
+    confirm = admin.post(r["Location"], {"passphrase": PASS + "x"}, follow=True).content.decode()
+    assert "Restore failed, nothing changed: wrong passphrase" in confirm
+    assert not ProxyAction.objects.filter(proxy=p, kind="restore").exists()
 
-    r = admin.post(f"/proxies/{p.pk}/restore/", {"file": _upload(blob), "passphrase": PASS})
-    assert "Restored the backup of &#x27;dmz&#x27;" in page(admin, p)
+    admin.post(r["Location"], {"passphrase": PASS})
+    assert "Restored the backup of" in page(admin, p)
     p = Proxy.objects.get(pk=p.pk)
     assert p.redirect_url == "https://example.com/before" and p.provisioning_key == saved["provisioning_key"]
     assert [a.name for a in p.applications.all()] == ["procurat"] and not p.enabled

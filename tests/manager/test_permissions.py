@@ -67,6 +67,10 @@ REQUIRED: dict[str, Any] = {
     "user-detail": "auth.view_user",
     "user-edit": "auth.change_user",
     "user-delete": "auth.delete_user",
+    "token-list": "proxies.view_apitoken",
+    "token-new": "proxies.add_apitoken",
+    "token-detail": "proxies.view_apitoken",
+    "token-delete": "proxies.delete_apitoken",
     "change-list": "proxies.view_objectchange",
     "change-detail": "proxies.view_objectchange",
     "api-register": AGENT_KEY,
@@ -88,7 +92,8 @@ REQUIRED: dict[str, Any] = {
        for name, app, model in (("proxies", "proxies", "proxy"), ("instances", "proxies", "instance"),
                                 ("applications", "proxies", "application"), ("devices", "proxies", "device"),
                                 ("registrations", "proxies", "registration"), ("backups", "proxies", "backup"),
-                                ("dns-records", "proxies", "dnsrecord"), ("users", "auth", "user"))
+                                ("dns-records", "proxies", "dnsrecord"), ("users", "auth", "user"),
+                                ("tokens", "proxies", "apitoken"))
        for kind in ("list", "detail")},
     "login": PUBLIC,
     "logout": PUBLIC,
@@ -105,6 +110,7 @@ ADMIN_NAMESPACE = "admin"
 
 PEM_MARKER = "PRIVATE KEY"
 DNS_TOKEN = "walk-dns-token-0123456789abcdef"
+API_TOKEN_ROLE = "viewer"  # the seed's API token: of the admin, scoped to viewer
 BACKUP_MARKER = b"walk-backup-archive-bytes"
 
 
@@ -154,13 +160,20 @@ def seed() -> Seed:
     from manager.proxies.models import ObjectChange
 
     change = ObjectChange.objects.filter(object_type="proxies.proxy", object_id=p.pk).first()
-    ids = {"user": other.pk, "change": change.pk,
+    from manager.proxies.models import ApiToken
+
+    client_for("admin")  # the walk's admin exists: it owns the token
+    owner = get_user_model().objects.get(username="walk-admin")
+    api_token = ApiToken(user=owner, name="walk", role=API_TOKEN_ROLE)
+    api_token_value = api_token.mint()
+    api_token.save()
+    ids = {"user": other.pk, "change": change.pk, "apitoken": api_token.pk,
            "proxy": p.pk, "instance": inst.pk, "application": app.pk, "device": device.pk, "registration": reg.pk,
            "backup": backup.pk, "action": action.pk, "dnsrecord": dns.pk,
            "configrevision": p.active_revision.pk, "heartbeat": p.last_heartbeat.pk}
     return Seed(ids, {"private key": PEM_MARKER, "provisioning key": p.provisioning_key, "DNS token": DNS_TOKEN,
                       "registration token": token, "agent API key": api_key.partition(".")[2],
-                      "backup archive": BACKUP_MARKER.decode()}, url)
+                      "backup archive": BACKUP_MARKER.decode(), "API token": api_token_value[len("pft_"):]}, url)
 
 
 @dataclass
@@ -220,8 +233,9 @@ def url_of(p: Pattern, seed: Seed) -> str:
 PK_OF = [("api/v1/objects/instances/", "instance"), ("api/v1/objects/applications/", "application"),
          ("api/v1/objects/devices/", "device"), ("api/v1/objects/registrations/", "registration"),
          ("api/v1/objects/backups/", "backup"), ("api/v1/objects/dns-records/", "dnsrecord"),
-         ("api/v1/objects/users/", "user"), ("instances/", "instance"), ("api/v1/proxy/actions/", "action"),
-         ("dns/", "dnsrecord"), ("users/", "user"), ("changes/", "change")]
+         ("api/v1/objects/users/", "user"), ("api/v1/objects/tokens/", "apitoken"), ("instances/", "instance"),
+         ("api/v1/proxy/actions/", "action"), ("dns/", "dnsrecord"), ("users/", "user"), ("changes/", "change"),
+         ("tokens/", "apitoken")]
 
 
 def all_patterns() -> list[Pattern]:
@@ -350,3 +364,80 @@ def test_the_walk_sees_secrets_where_the_admin_may(seed: Seed) -> None:
     operator = client_for("operator")
     assert seed.provisioning_url in operator.get(f"/instances/{iid}/devices/").content.decode()
     assert seed.provisioning_url not in client_for("viewer").get(f"/instances/{iid}/devices/").content.decode()
+
+
+def token_request(token: str, method: str, url: str, **extra: Any) -> Any:
+    """One API request with `Authorization: Bearer <token>` (from loopback), rolled back afterwards."""
+    from django.db import transaction
+    from django.test import Client
+
+    with transaction.atomic():
+        c = Client()
+        auth = {"HTTP_AUTHORIZATION": f"Bearer {token}", **extra}
+        resp = c.get(url, **auth) if method == "GET" else c.post(url, {}, **auth)
+        resp.text = body(resp)
+        transaction.set_rollback(True)
+    return resp
+
+
+def api_patterns() -> list[Pattern]:
+    """The API patterns a user's credentials open (not the agents', not the public schema)."""
+    return [p for p in all_patterns() if p.route.startswith("api/") and required(p) not in (AGENT_KEY, PUBLIC)]
+
+
+@pytest.mark.parametrize("role", ("viewer", "operator", "admin"))
+def test_every_api_url_with_a_token_of_every_role(role: str, seed: Seed) -> None:
+    """An admin's token scoped to `role` opens exactly what `role` may: the token's role, not its
+    owner's, decides; and it never carries a secret the role may not see."""
+    from django.contrib.auth import get_user_model
+
+    from manager.proxies.models import ApiToken
+
+    client_for(role)  # walk-<role> exists: has() asks it what the role may
+    token = ApiToken(user=get_user_model().objects.get(username="walk-admin"), name=f"walk {role}", role=role)
+    value = token.mint()
+    token.save()
+    problems = []
+    for p in api_patterns():
+        url = url_of(p, seed)
+        for method in ("GET", "POST"):
+            want = expectation(role, method, p)
+            resp = token_request(value, method, url)
+            ok = {"refused": resp.status_code == 403, "405": resp.status_code == 405,
+                  "allowed": resp.status_code not in (401, 403)}[want]
+            if not ok:
+                problems.append(f"{method} {url} ({p.name}) with a {role} token: expected {want}, "
+                                f"got {resp.status_code} {resp.text[:120]}")
+            for what, secret in forbidden_secrets(role, seed).items():
+                if secret in resp.text:
+                    problems.append(f"{method} {url} ({p.name}) with a {role} token: the {what} is in the answer")
+    assert not problems, "\n".join(problems)
+
+
+def test_a_bad_token_is_401_with_www_authenticate_everywhere(seed: Seed) -> None:
+    from django.contrib.auth import get_user_model
+
+    from manager.proxies.models import ApiToken
+
+    admin = get_user_model().objects.get(username="walk-admin")
+    expired = ApiToken(user=admin, name="old", role="admin", expires="2000-01-01T00:00:00Z")
+    expired_value = expired.mint()
+    expired.save()
+    good = ApiToken(user=admin, name="good", role="admin")
+    good_value = good.mint()
+    good.save()
+    cases = {"pft_not-a-token": "invalid or revoked", "not even ours": "invalid or revoked",
+             expired_value: "expired"}
+    problems = []
+    for p in api_patterns():
+        url = url_of(p, seed)
+        for value, why in cases.items():
+            resp = token_request(value, "GET", url)
+            if resp.status_code != 401 or "Bearer" not in resp.get("WWW-Authenticate", "") or why not in resp.text:
+                problems.append(f"GET {url} with {value[:12]}: {resp.status_code} {resp.text[:80]}")
+        # plain http from another host: a token is refused before it is looked at
+        resp = token_request(good_value, "GET", url, REMOTE_ADDR="192.0.2.7")
+        if resp.status_code != 401 or "only over https" not in resp.text:
+            problems.append(f"GET {url} over http from 192.0.2.7: {resp.status_code} {resp.text[:80]}")
+    assert not problems, "\n".join(problems)
+    assert ApiToken.objects.get(pk=good.pk).last_used is None  # refused: not counted as a use

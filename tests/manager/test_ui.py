@@ -82,7 +82,7 @@ def test_restoring_a_stored_backup_asks_and_refuses_while_the_proxy_is_on(admin_
     p = _proxy()
     b = Backup.objects.create(proxy=p, size=3, data=b"abc")
     page = _text(admin_client.get(f"/proxies/{p.pk}/backups/{b.pk}/restore/"))
-    assert "settings, applications and DNS record are replaced" in page and "Not possible right now" in page
+    assert "applications (none) are replaced" in page and "Not possible right now" in page
     r = admin_client.post(f"/proxies/{p.pk}/backups/{b.pk}/restore/", {"passphrase": "whatever-passphrase"})
     assert r.status_code == 200 and "Restore failed, nothing changed" in _text(r)
 

@@ -1,0 +1,184 @@
+"""Manager lists at size: 1,000 proxies (3 heartbeats and 2 revisions each) and 10,000 devices,
+on SQLite and on PostgreSQL (a server started here on a loopback port, as tests/manager/test_postgres.py).
+
+The data is made in bulk in a child process (`--prepare`, Django set up on that database); the
+manager is `pforte-manager serve` (one uvicorn process). A client logged in through the login form
+reads each UI list page, and with an API token each API list, one request at a time, and prints
+p50/p95 against the budget (UI list page ≤ 200 ms p95, API list ≤ 100 ms p95). The anchor, measured
+in the same run against the same process, is `/healthz` (same HTTP stack, no database): its ratio
+says how much of a figure is the list and how much the machine.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import free_port, served_manager, stop_process  # noqa: E402
+
+PROXIES, DEVICES, INSTANCES = 1000, 10_000, 100
+REQUESTS = 60  # per URL
+UI_BUDGET, API_BUDGET = 0.200, 0.100
+PASSWORD = "a-long-bench-password"
+UI = ["/", "/?sort=-name", "/?q=p99", "/?page=20", "/devices/", "/devices/?page=200", "/devices/?q=08C25A4F00",
+      "/instances/", "/changes/"]
+API = ["/api/v1/objects/proxies/", "/api/v1/objects/proxies/?offset=950", "/api/v1/objects/devices/",
+       "/api/v1/objects/devices/?offset=9950", "/api/v1/objects/devices/?q=08C25A4F00",
+       "/api/v1/objects/instances/"]
+
+
+def prepare() -> None:
+    """In the child: migrate and fill the database in bulk (no signals: one compiled revision copied)."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "manager.settings"
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from manager.proxies.models import ApiToken, ConfigRevision, Device, Heartbeat, Instance, Proxy
+
+    call_command("migrate", verbosity=0)
+    template = Proxy(name="template", fqdn="template.example.com")
+    template.save()  # compiles and publishes one real revision
+    cfg = template.active_revision
+    template.delete()
+    proxies = Proxy.objects.bulk_create(
+        [Proxy(name=f"p{i}", fqdn=f"p{i}.example.com", network_mode="manual", network_interface=f"e{i}")
+         for i in range(PROXIES)])
+    revs, hbs = [], []
+    for p in proxies:
+        revs += [ConfigRevision(proxy=p, number=n, config_json=cfg.config_json) for n in (1, 2)]
+        hbs += [Heartbeat(proxy=p, source="127.0.0.1", applied_revision=2, interval=60) for _ in range(3)]
+    ConfigRevision.objects.bulk_create(revs)
+    Heartbeat.objects.bulk_create(hbs)
+    insts = Instance.objects.bulk_create([Instance(name=f"i{i}") for i in range(INSTANCES)])
+    Device.objects.bulk_create([Device(instance=insts[n % INSTANCES], mac=f"08C25A{n:06X}", label=f"desk {n}")
+                                for n in range(DEVICES)])
+    user = get_user_model().objects.create_superuser("bench", "b@example.invalid", PASSWORD)
+    token = ApiToken(user=user, name="bench", role="admin")
+    value = token.mint()
+    token.save()
+    print(json.dumps({"token": value}))
+
+
+def run_prepare(env: dict[str, str]) -> str:
+    out = subprocess.run([sys.executable, __file__, "--prepare"], env=env, check=True, capture_output=True,
+                         text=True, timeout=900)
+    return json.loads(out.stdout.strip().splitlines()[-1])["token"]
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        raise RuntimeError("PostgreSQL server is not installed")
+    return found[-1]
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    import psycopg
+
+    root = Path(tempfile.mkdtemp(prefix="pforte-pg-bench-"))
+    data = root / "data"
+    data.mkdir()
+    drop = []
+    if os.geteuid() == 0:  # the server refuses root: run it as `postgres`
+        shutil.chown(root, "postgres")
+        shutil.chown(data, "postgres")
+        drop = ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]
+    subprocess.run([*drop, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "pforte", "--no-sync"],
+                   check=True, capture_output=True)
+    port = free_port()
+    server = subprocess.Popen([*drop, _pg_bin("postgres"), "-D", str(data), "-k", str(root), "-h", "127.0.0.1",
+                               "-p", str(port), "-c", "fsync=off"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(f"postgresql://pforte@127.0.0.1:{port}/postgres", autocommit=True) as c:
+                    c.execute("CREATE DATABASE pforte")
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield f"postgres://pforte@127.0.0.1:{port}/pforte"
+    finally:
+        stop_process(server)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def timings(client: httpx.Client, url: str, **kw: object) -> list[float]:
+    client.get(url, **kw).raise_for_status()  # warm: templates, query plans
+    out = []
+    for _ in range(REQUESTS):
+        t0 = time.perf_counter()
+        r = client.get(url, **kw)
+        out.append(time.perf_counter() - t0)
+        r.raise_for_status()
+    return sorted(out)
+
+
+def p95(values: list[float]) -> float:
+    return values[min(len(values) - 1, int(len(values) * 0.95))]
+
+
+def measure(name: str, env: dict[str, str]) -> list[str]:
+    token = run_prepare(env)
+    failed = []
+    with served_manager(env, Path(env["PFORTE_MANAGER_DATA"]) / "serve.log") as url, \
+            httpx.Client(base_url=url, timeout=30) as ui, httpx.Client(base_url=url, timeout=30) as api:
+        ui.get("/accounts/login/")
+        r = ui.post("/accounts/login/", data={"username": "bench", "password": PASSWORD,
+                                              "csrfmiddlewaretoken": ui.cookies["csrftoken"]},
+                    headers={"Referer": f"{url}/accounts/login/"})
+        assert r.status_code == 302 and "sessionid" in ui.cookies, f"login failed: {r.status_code}"
+        anchor = timings(api, "/healthz")
+        a50 = statistics.median(anchor)
+        print(f"\n{name}: {PROXIES} proxies, {DEVICES} devices; {REQUESTS} sequential requests per URL")
+        print(f"{'URL':45} {'p50 ms':>8} {'p95 ms':>8} {'budget':>7} {'p50/anchor':>11}")
+        print(f"{'/healthz (anchor)':45} {a50 * 1e3:8.1f} {p95(anchor) * 1e3:8.1f} {'':>7} {1:11.1f}")
+        for kind, urls, budget, client, kw in (
+                ("UI", UI, UI_BUDGET, ui, {}),
+                ("API", API, API_BUDGET, api, {"headers": {"Authorization": f"Bearer {token}"}})):
+            for u in urls:
+                t = timings(client, u, **kw)
+                ok = p95(t) <= budget
+                if not ok:
+                    failed.append(f"{name} {kind} {u}: p95 {p95(t) * 1e3:.0f} ms > {budget * 1e3:.0f} ms")
+                print(f"{kind + ' ' + u:45} {statistics.median(t) * 1e3:8.1f} {p95(t) * 1e3:8.1f} "
+                      f"{'ok' if ok else 'OVER':>7} {statistics.median(t) / a50:11.1f}")
+    return failed
+
+
+def main() -> None:
+    failed = []
+    with tempfile.TemporaryDirectory() as data:
+        failed += measure("SQLite", {**os.environ, "PFORTE_MANAGER_DATA": data})
+    with tempfile.TemporaryDirectory() as data, postgres() as db:
+        failed += measure("PostgreSQL", {**os.environ, "PFORTE_MANAGER_DATA": data, "DATABASE_URL": db})
+    print("\n" + ("\n".join(failed) if failed else "every list within its budget"))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--prepare"]:
+        prepare()
+    else:
+        main()

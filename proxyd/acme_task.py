@@ -23,7 +23,8 @@ from pathlib import Path
 
 from proxyd import acme_client
 from proxyd.acme_schedule import AcmeState, after_failure, after_success, degraded, next_step
-from proxyd.tls import CertStore, check_pair, write_private
+from proxyd.config import ProxyConfig
+from proxyd.tls import CertStore, check_pair, covers, key_type, write_private
 
 log = logging.getLogger("proxyd.acme")
 
@@ -41,6 +42,37 @@ class AcmeSpec:
     http_port: int
     #: the CA bundle that verifies the directory's HTTPS (True: the system's)
     ca_bundle: str | bool = True
+    challenge: str = "http-01"
+
+
+def acme_spec(cfg: ProxyConfig) -> AcmeSpec | None:
+    """What the renewer of cfg asks the CA for; None when cfg is not in mode acme."""
+    t = cfg.tls
+    if t.mode != "acme" or t.acme_directory is None:
+        return None
+    names = tuple(dict.fromkeys((cfg.proxy.fqdn, *t.acme_names)))
+    return AcmeSpec(t.acme_directory, t.acme_email, names, t.key_type, cfg.bind_address, t.acme_http_port,
+                    t.acme_ca_bundle or True, t.acme_challenge)
+
+
+def _load_state(directory: Path) -> AcmeState:
+    try:
+        return AcmeState.from_json((directory / "state.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return AcmeState()
+
+
+def kept_pair(directory: Path, spec: AcmeSpec) -> tuple[str, str] | None:
+    """The issued pair kept in directory when it is intact, unexpired and fits spec (names, key type)."""
+    try:
+        cert, key = (directory / "cert.pem").read_text(), (directory / "key.pem").read_text()
+    except OSError:
+        return None
+    if check_pair(cert, key) or (_load_state(directory).not_after or 0) <= time.time():
+        return None
+    if key_type(cert) != spec.key_type or not all(covers(cert, n) for n in spec.names):
+        return None
+    return cert, key
 
 
 class AcmeRenewer:
@@ -56,11 +88,7 @@ class AcmeRenewer:
 
     # -- kept state -----------------------------------------------------------------
     def _load_state(self) -> AcmeState:
-        path = self.dir / "state.json"
-        try:
-            return AcmeState.from_json(path.read_text())
-        except (OSError, ValueError, TypeError):
-            return AcmeState()
+        return _load_state(self.dir)
 
     def _save_state(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -69,14 +97,7 @@ class AcmeRenewer:
         tmp.replace(self.dir / "state.json")
 
     def kept_pair(self) -> tuple[str, str] | None:
-        """The issued pair from the state dir when it is intact and not expired."""
-        try:
-            cert, key = (self.dir / "cert.pem").read_text(), (self.dir / "key.pem").read_text()
-        except OSError:
-            return None
-        if check_pair(cert, key) or (self.state.not_after or 0) <= time.time():
-            return None
-        return cert, key
+        return kept_pair(self.dir, self.spec)
 
     # -- status ---------------------------------------------------------------------
     def status(self) -> dict[str, object]:

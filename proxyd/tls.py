@@ -182,7 +182,7 @@ class CertStore:
             cert_pem, key_pem = cert_path.read_text(), key_path.read_text()
             if check_pair(cert_pem, key_pem):
                 reason = "unusable"
-            elif not _names_cover(cert_pem, fqdn):
+            elif not covers(cert_pem, fqdn):
                 reason = "fqdn_changed"
             elif key_type(cert_pem) != kind:
                 reason = "key_type_changed"
@@ -236,7 +236,8 @@ class CertStore:
             conn.context = fresh
 
 
-def _names_cover(cert_pem: str, fqdn: str) -> bool:
+def covers(cert_pem: str, fqdn: str) -> bool:
+    """Whether the leaf certificate's SAN names fqdn (or the IP address) exactly."""
     cert = x509.load_pem_x509_certificate(cert_pem.encode())
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

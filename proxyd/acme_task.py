@@ -7,6 +7,7 @@ The new certificate goes live through CertStore.use(), the same swap as a config
 after it get the new one, established connections keep theirs; the old pair stays current until
 the new one is installed.
 
+TLS-ALPN-01 is answered by the HTTPS listener (CertStore.alpn_challenges, proxyd/tls_accept.py).
 HTTP-01 is answered by a tiny listener on `http_port` that exists only while an order is in
 flight and answers nothing but /.well-known/acme-challenge/<token> (404 otherwise, 4 KiB and 5 s
 per request at most).
@@ -15,6 +16,7 @@ per request at most).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -142,11 +144,14 @@ class AcmeRenewer:
     async def attempt(self) -> None:
         """One issuance; the outcome lands in the state (and the certificate store on success)."""
         spec, now = self.spec, time.time()
+        responder: acme_client.Responder = self.tokens
+        if spec.challenge == "tls-alpn-01":
+            responder = acme_client.AlpnCerts(self.certs)
         try:
-            async with self._http01():
+            async with self._http01() if spec.challenge == "http-01" else contextlib.nullcontext():
                 issued = await asyncio.to_thread(
                     acme_client.issue, spec.directory, self.dir / "account.key", spec.email,
-                    list(spec.names), spec.key_type, self.tokens, spec.ca_bundle)
+                    list(spec.names), spec.key_type, responder, spec.ca_bundle)
         except (acme_client.AcmeError, OSError) as exc:
             retry_after = getattr(exc, "retry_after", None)
             self.state = after_failure(self.state, now, str(exc)[:300], random.random(), retry_after)

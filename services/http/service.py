@@ -96,6 +96,7 @@ class HttpService(Service):
             return await create_tls_server(lambda: ClientConnection(listener), spec.host, spec.port,
                                            self.ctx.certs.server_context(alpn=["http/1.1"]), service=self.name,
                                            handshake_timeout=self.limits.tls_handshake_timeout, gate=self.gate,
+                                           alpn_challenges=self.ctx.certs.alpn_challenges,
                                            reuse_address=True, backlog=1024)
         loop = asyncio.get_running_loop()
         return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port,

@@ -242,6 +242,8 @@ class Agent:
             "services": st["services"],
             "network": st.get("network"),
             "last_error": self.last_error or st.get("last_error"),
+            # per name: issuer, expiry, last renewal attempt and its error; why Degraded
+            "certificate": {k: st.get(k) for k in ("certificates", "acme", "degraded")},
         }
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from proxyd.tls import CertStore, _new_key, write_private
+
+log = logging.getLogger("proxyd.acme")
 
 RATE_LIMITED = "urn:ietf:params:acme:error:rateLimited"
 #: how long one issuance may take end to end (validation included) before it counts as failed
@@ -103,13 +107,37 @@ class AlpnCerts:
         self.certs.drop_alpn_challenge(name)
 
 
+class Dns01Records:
+    """DNS-01: the TXT record `_acme-challenge.<name>` is set by whoever holds the DNS account (the
+    manager, asked by the agent); `change(name, value, present)` raises on failure."""
+
+    kind = challenges.DNS01
+
+    def __init__(self, change: Callable[[str, str, bool], None]):
+        self.change = change
+        self._values: dict[str, str] = {}
+
+    def put(self, name: str, chall: Any, account: jose.JWK) -> None:
+        self._values[name] = value = chall.chall.validation(account)
+        try:
+            self.change(name, value, True)
+        except Exception as exc:  # noqa: BLE001 - whatever the manager link says, the order failed
+            raise AcmeError(f"DNS-01 TXT record for {name} not set: {exc}") from exc
+
+    def remove(self, name: str, chall: Any) -> None:
+        value = self._values.pop(name, None)
+        if value is not None:
+            self.change(name, value, False)
+
+
 class Http01Tokens:
     """token -> key authorization for the HTTP-01 challenges in flight (bounded, released per order)."""
 
     kind = challenges.HTTP01
 
-    def __init__(self) -> None:
-        self._tokens: dict[str, str] = {}
+    def __init__(self, tokens: dict[str, str] | None = None) -> None:
+        # shared with the router's plain-HTTP listeners when one owns the HTTP-01 port
+        self._tokens: dict[str, str] = {} if tokens is None else tokens
 
     def put(self, name: str, chall: Any, account: jose.JWK) -> None:
         self.add(chall.chall.encode("token"), chall.chall.validation(account))
@@ -221,7 +249,11 @@ def _issue(
         done = acme.poll_and_finalize(order, deadline=deadline)
     finally:
         for name, chall in held:
-            responder.remove(name, chall)
+            try:
+                responder.remove(name, chall)
+            except Exception as exc:  # noqa: BLE001 - a stale challenge must not hide the order's outcome
+                log.warning("event=acme_challenge_not_removed name=%s kind=%s error=%s", name,
+                            responder.kind.typ, exc)
     leaf = x509.load_pem_x509_certificate(done.fullchain_pem.encode())
     return Issued(done.fullchain_pem, key_pem, leaf.not_valid_before_utc.timestamp(),
                   leaf.not_valid_after_utc.timestamp(), leaf.issuer.rfc4514_string())

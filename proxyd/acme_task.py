@@ -8,7 +8,8 @@ after it get the new one, established connections keep theirs; the old pair stay
 the new one is installed.
 
 TLS-ALPN-01 is answered by the HTTPS listener (CertStore.alpn_challenges, proxyd/tls_accept.py).
-HTTP-01 is answered by a tiny listener on `http_port` that exists only while an order is in
+HTTP-01 is answered by the router when one of its plain-HTTP listeners has `http_port`
+(ServiceContext.acme_tokens), else by a tiny listener on `http_port` that exists only while an order is in
 flight and answers nothing but /.well-known/acme-challenge/<token> (404 otherwise, 4 KiB and 5 s
 per request at most).
 """
@@ -20,12 +21,13 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from proxyd import acme_client
 from proxyd.acme_schedule import AcmeState, after_failure, after_success, degraded, next_step
-from proxyd.config import ProxyConfig
+from proxyd.config import ProxyConfig, acme_http_listener
 from proxyd.tls import CertStore, check_pair, covers, key_type, write_private
 
 log = logging.getLogger("proxyd.acme")
@@ -45,6 +47,8 @@ class AcmeSpec:
     #: the CA bundle that verifies the directory's HTTPS (True: the system's)
     ca_bundle: str | bool = True
     challenge: str = "http-01"
+    #: HTTP-01 only: False when a plain-HTTP listener of the router has http_port and answers
+    own_http_listener: bool = True
 
 
 def acme_spec(cfg: ProxyConfig) -> AcmeSpec | None:
@@ -54,7 +58,7 @@ def acme_spec(cfg: ProxyConfig) -> AcmeSpec | None:
         return None
     names = tuple(dict.fromkeys((cfg.proxy.fqdn, *t.acme_names)))
     return AcmeSpec(t.acme_directory, t.acme_email, names, t.key_type, cfg.bind_address, t.acme_http_port,
-                    t.acme_ca_bundle or True, t.acme_challenge)
+                    t.acme_ca_bundle or True, t.acme_challenge, acme_http_listener(cfg))
 
 
 def _load_state(directory: Path) -> AcmeState:
@@ -77,12 +81,20 @@ def kept_pair(directory: Path, spec: AcmeSpec) -> tuple[str, str] | None:
     return cert, key
 
 
+def _unmanaged(name: str, value: str, present: bool) -> None:
+    raise acme_client.AcmeError("DNS-01 needs the manager (it holds the DNS account): this proxyd runs unmanaged")
+
+
 class AcmeRenewer:
-    def __init__(self, state_dir: Path, certs: CertStore, spec: AcmeSpec):
+    def __init__(self, state_dir: Path, certs: CertStore, spec: AcmeSpec, tokens: dict[str, str] | None = None,
+                 dns: Callable[[str, str, bool], None] | None = None):
+        """tokens: the dict the router's plain-HTTP listeners answer HTTP-01 from (ServiceContext.acme_tokens);
+        dns: sets/removes a DNS-01 TXT record (ServiceContext.acme_dns), None when no manager can."""
         self.dir = state_dir
+        self.dns = dns
         self.certs = certs
         self.spec = spec
-        self.tokens = acme_client.Http01Tokens()
+        self.tokens = acme_client.Http01Tokens(tokens)
         self.state = self._load_state()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -147,8 +159,11 @@ class AcmeRenewer:
         responder: acme_client.Responder = self.tokens
         if spec.challenge == "tls-alpn-01":
             responder = acme_client.AlpnCerts(self.certs)
+        if spec.challenge == "dns-01":
+            responder = acme_client.Dns01Records(self.dns or _unmanaged)
         try:
-            async with self._http01() if spec.challenge == "http-01" else contextlib.nullcontext():
+            own = spec.challenge == "http-01" and spec.own_http_listener
+            async with self._http01() if own else contextlib.nullcontext():
                 issued = await asyncio.to_thread(
                     acme_client.issue, spec.directory, self.dir / "account.key", spec.email,
                     list(spec.names), spec.key_type, responder, spec.ca_bundle)

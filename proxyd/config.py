@@ -40,7 +40,7 @@ PROVISIONING_MODES = ("encrypted", "https", "http_and_https", "off")
 #: firmwares provision and register over RSA only
 TLS_KEY_TYPES = ("ecdsa-p256", "rsa-2048", "rsa-3072")
 TLS_MODES = ("self-signed", "uploaded", "acme")
-ACME_CHALLENGES = ("http-01", "tls-alpn-01")
+ACME_CHALLENGES = ("http-01", "tls-alpn-01", "dns-01")
 
 
 #: problems named one by one in a ConfigError; a hostile document can make millions of them
@@ -102,7 +102,8 @@ class TlsConfig:
     #: mode acme: a CA bundle file (PEM) that verifies the directory's HTTPS; null: the system's
     acme_ca_bundle: str | None = None
     #: mode acme: how the CA checks that the proxy owns the names: `http-01` (a token on
-    #: `acme_http_port`) or `tls-alpn-01` (RFC 8737, on the HTTPS port `services.web.port`)
+    #: `acme_http_port`), `tls-alpn-01` (RFC 8737, on the HTTPS port `services.web.port`) or
+    #: `dns-01` (a TXT record the manager sets through the proxy's DNS account: managed proxies only)
     acme_challenge: str = ACME_CHALLENGES[0]
 
 
@@ -955,10 +956,23 @@ def listeners(cfg: ProxyConfig) -> list[tuple[str, str, int, int]]:
     if s.xmpp.enabled:
         out.append(("services.xmpp.port", "tcp", s.xmpp.port, s.xmpp.port))
         out.append(("services.xmpp.direct_tls_port", "tcp", s.xmpp.direct_tls_port, s.xmpp.direct_tls_port))
-    t = cfg.tls
-    if t.mode == "acme" and t.acme_challenge == "http-01":  # bound only while an order is in flight
-        out.append(("tls.acme_http_port", "tcp", t.acme_http_port, t.acme_http_port))
+    if acme_http_listener(cfg):  # bound only while an order is in flight
+        out.append(("tls.acme_http_port", "tcp", cfg.tls.acme_http_port, cfg.tls.acme_http_port))
     return out
+
+
+def plain_http_ports(cfg: ProxyConfig) -> set[int]:
+    """The ports of the router's plain-HTTP listeners (applications without TLS, provisioning HTTP)."""
+    ports = {app.port for app in cfg.applications if not app.tls}
+    if cfg.services.provisioning.mode == "http_and_https":
+        ports.add(cfg.services.provisioning.http_port)
+    return ports
+
+
+def acme_http_listener(cfg: ProxyConfig) -> bool:
+    """Whether HTTP-01 needs a listener of its own: no plain-HTTP listener of the router has the port."""
+    t = cfg.tls
+    return t.mode == "acme" and t.acme_challenge == "http-01" and t.acme_http_port not in plain_http_ports(cfg)
 
 
 def _cross_checks(r: _Reader, cfg: ProxyConfig) -> None:

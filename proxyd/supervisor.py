@@ -216,7 +216,8 @@ class Supervisor:
                 asyncio.get_running_loop().create_task(self.acme.stop())
                 self.acme = None
         elif self.acme is None:
-            self.acme = AcmeRenewer(self.ctx.state.root / "acme", self.ctx.certs, spec)
+            self.acme = AcmeRenewer(self.ctx.state.root / "acme", self.ctx.certs, spec, self.ctx.acme_tokens,
+                                    lambda *a: (self.ctx.acme_dns or _no_dns)(*a))
             self.acme.start()
         else:
             self.acme.update(spec)
@@ -289,6 +290,10 @@ class Supervisor:
             "network": self.network.last_result,
             "services": services,
         }
+
+
+def _no_dns(name: str, value: str, present: bool) -> None:
+    raise RuntimeError("DNS-01 needs the manager (it holds the DNS account): this proxyd runs unmanaged")
 
 
 def _describe(exc: BaseException) -> str:

@@ -16,7 +16,9 @@ TLS_KEY_TYPES = [(k, {"ecdsa-p256": "ECDSA P-256", "rsa-2048": "RSA 2048 (phones
                       "rsa-3072": "RSA 3072 (phones without ECDSA)"}.get(k, k)) for k in _TLS_KEY_TYPES]
 TLS_MODES = [(m, {"self-signed": "self-signed (made by the proxy)", "uploaded": "uploaded (PEM + key below)",
                   "acme": "ACME (issued and renewed by the proxy)"}.get(m, m)) for m in _TLS_MODES]
-ACME_CHALLENGES = [(c, {"http-01": "HTTP-01 (a token on the plain-HTTP port, usually 80)",
-                        "tls-alpn-01": "TLS-ALPN-01 (on the HTTPS router port)"}.get(c, c)) for c in _ACME_CHALLENGES]
+_CHALLENGE_LABELS = {"http-01": "HTTP-01 (a token on the plain-HTTP port, usually 80)",
+                     "tls-alpn-01": "TLS-ALPN-01 (on the HTTPS router port)",
+                     "dns-01": "DNS-01 (a TXT record set through this proxy's DNS record account)"}
+ACME_CHALLENGES = [(c, _CHALLENGE_LABELS.get(c, c)) for c in _ACME_CHALLENGES]
 WEB_PREFIX_MODES = [("rewrite", "rewrite: the web backend does not know its prefix"),
                     ("forward_prefix", "forward_prefix: the web backend is told its prefix")]

@@ -117,6 +117,12 @@ class Listener:
         self.loop = asyncio.get_running_loop()
         self.draining = False
         self.clock = clock
+        #: plain-HTTP listeners: ACME HTTP-01 token -> key authorization while an order is in flight
+        #: (the renewer's, ServiceContext.acme_tokens); answered before the Host check and routing
+        self.acme_tokens: dict[str, str] = {}
+
+
+ACME_PREFIX = b"/.well-known/acme-challenge/"
 
 
 class ClientConnection(asyncio.Protocol):
@@ -318,6 +324,11 @@ class ClientConnection(asyncio.Protocol):
         shared.stats.counters["requests"] += 1
         try:
             req = parse_request_head(raw)
+            if shared.acme_tokens and req.target.startswith(ACME_PREFIX) and req.method == b"GET":
+                answer = shared.acme_tokens.get(req.target[len(ACME_PREFIX):].decode("latin-1"))
+                if answer is not None:
+                    self.t.write(simple_response(200, answer.encode(), close=True))
+                    return self._close()
             path, query = split_target(request_target(req.target, req.host, shared.names))
         except HttpError as exc:
             return self._refuse(exc.status, exc.reason)

@@ -88,8 +88,11 @@ class HttpService(Service):
 
     def _listener(self, spec: ListenerSpec, table: Router, upstream_timeout: float, names: Names | None) -> Listener:
         access, name = self.ctx.access, self.name
-        return Listener(table, self.pools, self.stats_, spec.tls, lambda ip: access.allowed(ip, name), self.conns,
-                        self.clock, upstream_timeout, names, self.gate, self.limits)
+        listener = Listener(table, self.pools, self.stats_, spec.tls, lambda ip: access.allowed(ip, name),
+                            self.conns, self.clock, upstream_timeout, names, self.gate, self.limits)
+        if not spec.tls:
+            listener.acme_tokens = self.ctx.acme_tokens
+        return listener
 
     async def _listen(self, spec: ListenerSpec, listener: Listener) -> asyncio.Server:
         if spec.tls:

@@ -240,3 +240,45 @@ async def test_tls_alpn_01_on_the_https_router_issues_while_clients_keep_being_s
     finally:
         await sup.shutdown()
         p.stop()
+
+
+async def test_http_01_through_a_plain_http_listener_of_the_router(tmp_path, caplog):
+    """An application without TLS owns the HTTP-01 port: the renewer binds nothing, pebble's VA
+    fetches the token from the router's listener, whose other requests are routed as before."""
+    from proxyd.access import AccessList
+    from proxyd.config import parse_config
+    from proxyd.service import ServiceContext
+    from proxyd.statedir import StateDir
+    from proxyd.supervisor import Supervisor
+    from services.http.service import HttpService
+    from tests.support import base_config
+
+    p = start_pebble(tmp_path / "pebble")
+    state = StateDir(tmp_path / "state").ensure()
+    sup = Supervisor(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()), [HttpService])
+    app = {"name": "legacy", "port": p.http_port, "tls": False, "public_prefix": "/api/",
+           "upstream": "http://127.0.0.1:9/api/"}
+    try:
+        cfg = parse_config(base_config(
+            proxy={"fqdn": "localhost"}, bind="127.0.0.1", applications=[app],
+            tls={"mode": "acme", "acme_directory": p.directory, "acme_http_port": p.http_port,
+                 "acme_ca_bundle": p.tls_ca}))
+        await sup.apply(cfg)
+        assert sup.acme is not None and sup.acme.spec.own_http_listener is False
+        for _ in range(100):
+            if not sup.ctx.certs.current.self_signed:
+                break
+            await asyncio.sleep(0.2)
+        st = sup.status()
+        assert not sup.ctx.certs.current.self_signed, (st["acme"], (tmp_path / "pebble" / "pebble.log").read_text())
+        assert "Pebble Intermediate" in st["acme"]["issuer"] and not sup.ctx.acme_tokens  # released
+        # the router still routes: an unknown challenge token and other paths get its usual answers
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.http_port)
+        writer.write(b"GET /.well-known/acme-challenge/nope HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await writer.drain()
+        status = (await reader.readline()).split()[1]
+        writer.close()
+        assert status == b"404", status
+    finally:
+        await sup.shutdown()
+        p.stop()

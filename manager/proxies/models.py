@@ -235,6 +235,10 @@ class Proxy(models.Model):
                     errors[f] = "Required in network mode manual."
             if self.network_interface and others.filter(network_interface=self.network_interface).exists():
                 errors["network_interface"] = f"{self.network_interface} already belongs to another proxy."
+        if self.tls_mode == "acme" and self.acme_challenge == "dns-01" and (
+                self.pk is None or not DnsRecord.objects.filter(proxy_id=self.pk).exists()):
+            errors["acme_challenge"] = ("DNS-01 sets its TXT record through this proxy's DNS record account: "
+                                        "add the DNS record first.")
         if errors:
             raise ValidationError(errors)
         from manager.proxies.compiler import field_errors  # the full config check, mapped to fields

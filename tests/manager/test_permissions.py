@@ -73,6 +73,7 @@ REQUIRED: dict[str, Any] = {
     "api-config": AGENT_KEY,
     "api-heartbeat": AGENT_KEY,
     "api-goodbye": AGENT_KEY,
+    "api-acme-dns": AGENT_KEY,
     "api-action-backup": AGENT_KEY,
     "api-action-restore": AGENT_KEY,
     "api-action-done": AGENT_KEY,

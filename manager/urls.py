@@ -7,7 +7,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from manager import observe
-from manager.proxies import admin_api, api, api_objects, views, views_ops, views_tokens
+from manager.proxies import admin_api, api, api_acme, api_objects, views, views_ops, views_tokens
 from manager.proxies.permissions import PUBLIC
 
 
@@ -90,6 +90,7 @@ urlpatterns = [
     path("api/v1/proxy/config", api.config, name="api-config"),
     path("api/v1/proxy/heartbeat", api.heartbeat, name="api-heartbeat"),
     path("api/v1/proxy/goodbye", api.goodbye, name="api-goodbye"),
+    path("api/v1/proxy/acme-dns", api_acme.acme_dns, name="api-acme-dns"),
     path("api/v1/proxy/actions/<int:pk>/backup", api.action_backup, name="api-action-backup"),
     path("api/v1/proxy/actions/<int:pk>/restore", api.action_restore, name="api-action-restore"),
     path("api/v1/proxy/actions/<int:pk>/done", api.action_done, name="api-action-done"),

@@ -2,24 +2,33 @@
 
 The library is synchronous (requests); proxyd/acme_task.py runs these calls in a worker thread.
 The certificate key is made here and returned to the caller only: it never leaves the proxy.
-Challenges: HTTP-01 answered from `Http01Tokens`, which the HTTP port serves under
-/.well-known/acme-challenge/ before routing.
+Challenges: HTTP-01 answered from `Http01Tokens` (served under /.well-known/acme-challenge/),
+TLS-ALPN-01 (RFC 8737) from `AlpnCerts` (a certificate per name that the HTTPS listener hands to a
+ClientHello offering `acme-tls/1`). Each is a `Responder`: put before the order is answered,
+removed on every way out of it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import josepy as jose
 import requests
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from proxyd.tls import _new_key, write_private
+from proxyd.tls import CertStore, _new_key, write_private
+
+log = logging.getLogger("proxyd.acme")
 
 RATE_LIMITED = "urn:ietf:params:acme:error:rateLimited"
 #: how long one issuance may take end to end (validation included) before it counts as failed
@@ -36,11 +45,105 @@ class AcmeError(Exception):
         self.retry_after = retry_after
 
 
+class Responder(Protocol):
+    """Answers one kind of challenge while an order is in flight."""
+
+    @property
+    def kind(self) -> type[challenges.KeyAuthorizationChallenge]: ...
+
+    def put(self, name: str, chall: Any, account: jose.JWK) -> None: ...
+    def remove(self, name: str, chall: Any) -> None: ...
+
+
+class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
+    typ = "tls-alpn-01"
+
+
+@challenges.Challenge.register
+class TLSALPN01(challenges.KeyAuthorizationChallenge):
+    """RFC 8737; certbot's library dropped its own class (it needed pyOpenSSL), the wire form is this."""
+
+    response_cls = TLSALPN01Response
+    typ = response_cls.typ
+
+    def validation(self, account_key: jose.JWK, **unused: Any) -> bytes:
+        """The acmeIdentifier extension's value: SHA-256 of the key authorization."""
+        return hashlib.sha256(self.key_authorization(account_key).encode()).digest()
+
+
+#: id-pe-acmeIdentifier (RFC 8737 section 6.1)
+ACME_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+
+
+def alpn_challenge_pair(name: str, digest: bytes) -> tuple[str, str]:
+    """A self-signed certificate for name carrying digest in a critical acmeIdentifier, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64])])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            # the value is the DER OCTET STRING of the 32-byte digest
+            .add_extension(x509.UnrecognizedExtension(ACME_IDENTIFIER, b"\x04\x20" + digest), critical=True)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode())
+
+
+class AlpnCerts:
+    """TLS-ALPN-01: the challenge certificate of each name goes into the certificate store."""
+
+    kind = TLSALPN01
+
+    def __init__(self, certs: CertStore):
+        self.certs = certs
+
+    def put(self, name: str, chall: Any, account: jose.JWK) -> None:
+        self.certs.add_alpn_challenge(name, *alpn_challenge_pair(name, chall.chall.validation(account)))
+
+    def remove(self, name: str, chall: Any) -> None:
+        self.certs.drop_alpn_challenge(name)
+
+
+class Dns01Records:
+    """DNS-01: the TXT record `_acme-challenge.<name>` is set by whoever holds the DNS account (the
+    manager, asked by the agent); `change(name, value, present)` raises on failure."""
+
+    kind = challenges.DNS01
+
+    def __init__(self, change: Callable[[str, str, bool], None]):
+        self.change = change
+        self._values: dict[str, str] = {}
+
+    def put(self, name: str, chall: Any, account: jose.JWK) -> None:
+        self._values[name] = value = chall.chall.validation(account)
+        try:
+            self.change(name, value, True)
+        except Exception as exc:  # noqa: BLE001 - whatever the manager link says, the order failed
+            raise AcmeError(f"DNS-01 TXT record for {name} not set: {exc}") from exc
+
+    def remove(self, name: str, chall: Any) -> None:
+        value = self._values.pop(name, None)
+        if value is not None:
+            self.change(name, value, False)
+
+
 class Http01Tokens:
     """token -> key authorization for the HTTP-01 challenges in flight (bounded, released per order)."""
 
-    def __init__(self) -> None:
-        self._tokens: dict[str, str] = {}
+    kind = challenges.HTTP01
+
+    def __init__(self, tokens: dict[str, str] | None = None) -> None:
+        # shared with the router's plain-HTTP listeners when one owns the HTTP-01 port
+        self._tokens: dict[str, str] = {} if tokens is None else tokens
+
+    def put(self, name: str, chall: Any, account: jose.JWK) -> None:
+        self.add(chall.chall.encode("token"), chall.chall.validation(account))
+
+    def remove(self, name: str, chall: Any) -> None:
+        self.discard(chall.chall.encode("token"))
 
     def add(self, token: str, validation: str) -> None:
         if len(self._tokens) >= MAX_TOKENS:
@@ -103,12 +206,13 @@ def _client(
 
 def issue(
     directory: str, key_path: Path, email: str | None, names: list[str], key_type: str,
-    tokens: Http01Tokens, ca_bundle: str | bool = True,
+    responder: Responder, ca_bundle: str | bool = True,
 ) -> Issued:
-    """Order, validate (HTTP-01) and fetch a certificate for names with a fresh key of key_type."""
+    """Order, validate (the responder's challenge) and fetch a certificate for names with a fresh
+    key of key_type."""
     seen: dict[str, float] = {}
     try:
-        return _issue(directory, key_path, email, names, key_type, tokens, ca_bundle, seen)
+        return _issue(directory, key_path, email, names, key_type, responder, ca_bundle, seen)
     except messages.Error as exc:
         retry = seen.get("retry_after") if exc.typ == RATE_LIMITED else None
         raise AcmeError(f"{exc.typ}: {exc.detail}", retry) from exc
@@ -120,30 +224,36 @@ def issue(
 
 def _issue(
     directory: str, key_path: Path, email: str | None, names: list[str], key_type: str,
-    tokens: Http01Tokens, ca_bundle: str | bool, seen: dict[str, float],
+    responder: Responder, ca_bundle: str | bool, seen: dict[str, float],
 ) -> Issued:
     acme = _client(directory, account_key(key_path), email, ca_bundle, seen)
     key = _new_key(key_type)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
     order = acme.new_order(crypto_util.make_csr(key_pem.encode(), names))
-    held: list[str] = []
+    held: list[tuple[str, Any]] = []
     try:
         for authz in order.authorizations:
             if authz.body.status == messages.STATUS_VALID:
                 continue
-            chall = next((c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)), None)
+            name = authz.body.identifier.value
+            chall = next((c for c in authz.body.challenges if isinstance(c.chall, responder.kind)), None)
             if chall is None:
-                raise AcmeError(f"the CA offers no HTTP-01 challenge for {authz.body.identifier.value}")
-            response, validation = chall.response_and_validation(acme.net.key)
-            tokens.add(chall.chall.encode("token"), validation)
-            held.append(chall.chall.encode("token"))
-            acme.answer_challenge(chall, response)
+                raise AcmeError(f"the CA offers no {responder.kind.typ} challenge for {name}")
+            account = acme.net.key
+            assert account is not None  # _client registered it
+            responder.put(name, chall, account)
+            held.append((name, chall))
+            acme.answer_challenge(chall, chall.chall.response(account))
         deadline = dt.datetime.now() + dt.timedelta(seconds=ORDER_DEADLINE)
         done = acme.poll_and_finalize(order, deadline=deadline)
     finally:
-        for token in held:
-            tokens.discard(token)
+        for name, chall in held:
+            try:
+                responder.remove(name, chall)
+            except Exception as exc:  # noqa: BLE001 - a stale challenge must not hide the order's outcome
+                log.warning("event=acme_challenge_not_removed name=%s kind=%s error=%s", name,
+                            responder.kind.typ, exc)
     leaf = x509.load_pem_x509_certificate(done.fullchain_pem.encode())
     return Issued(done.fullchain_pem, key_pem, leaf.not_valid_before_utc.timestamp(),
                   leaf.not_valid_after_utc.timestamp(), leaf.issuer.rfc4514_string())

@@ -7,7 +7,9 @@ The new certificate goes live through CertStore.use(), the same swap as a config
 after it get the new one, established connections keep theirs; the old pair stays current until
 the new one is installed.
 
-HTTP-01 is answered by a tiny listener on `http_port` that exists only while an order is in
+TLS-ALPN-01 is answered by the HTTPS listener (CertStore.alpn_challenges, proxyd/tls_accept.py).
+HTTP-01 is answered by the router when one of its plain-HTTP listeners has `http_port`
+(ServiceContext.acme_tokens), else by a tiny listener on `http_port` that exists only while an order is in
 flight and answers nothing but /.well-known/acme-challenge/<token> (404 otherwise, 4 KiB and 5 s
 per request at most).
 """
@@ -15,15 +17,18 @@ per request at most).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from proxyd import acme_client
 from proxyd.acme_schedule import AcmeState, after_failure, after_success, degraded, next_step
-from proxyd.tls import CertStore, check_pair, write_private
+from proxyd.config import ProxyConfig, acme_http_listener
+from proxyd.tls import CertStore, check_pair, covers, key_type, write_private
 
 log = logging.getLogger("proxyd.acme")
 
@@ -41,14 +46,55 @@ class AcmeSpec:
     http_port: int
     #: the CA bundle that verifies the directory's HTTPS (True: the system's)
     ca_bundle: str | bool = True
+    challenge: str = "http-01"
+    #: HTTP-01 only: False when a plain-HTTP listener of the router has http_port and answers
+    own_http_listener: bool = True
+
+
+def acme_spec(cfg: ProxyConfig) -> AcmeSpec | None:
+    """What the renewer of cfg asks the CA for; None when cfg is not in mode acme."""
+    t = cfg.tls
+    if t.mode != "acme" or t.acme_directory is None:
+        return None
+    names = tuple(dict.fromkeys((cfg.proxy.fqdn, *t.acme_names)))
+    return AcmeSpec(t.acme_directory, t.acme_email, names, t.key_type, cfg.bind_address, t.acme_http_port,
+                    t.acme_ca_bundle or True, t.acme_challenge, acme_http_listener(cfg))
+
+
+def _load_state(directory: Path) -> AcmeState:
+    try:
+        return AcmeState.from_json((directory / "state.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return AcmeState()
+
+
+def kept_pair(directory: Path, spec: AcmeSpec) -> tuple[str, str] | None:
+    """The issued pair kept in directory when it is intact, unexpired and fits spec (names, key type)."""
+    try:
+        cert, key = (directory / "cert.pem").read_text(), (directory / "key.pem").read_text()
+    except OSError:
+        return None
+    if check_pair(cert, key) or (_load_state(directory).not_after or 0) <= time.time():
+        return None
+    if key_type(cert) != spec.key_type or not all(covers(cert, n) for n in spec.names):
+        return None
+    return cert, key
+
+
+def _unmanaged(name: str, value: str, present: bool) -> None:
+    raise acme_client.AcmeError("DNS-01 needs the manager (it holds the DNS account): this proxyd runs unmanaged")
 
 
 class AcmeRenewer:
-    def __init__(self, state_dir: Path, certs: CertStore, spec: AcmeSpec):
+    def __init__(self, state_dir: Path, certs: CertStore, spec: AcmeSpec, tokens: dict[str, str] | None = None,
+                 dns: Callable[[str, str, bool], None] | None = None):
+        """tokens: the dict the router's plain-HTTP listeners answer HTTP-01 from (ServiceContext.acme_tokens);
+        dns: sets/removes a DNS-01 TXT record (ServiceContext.acme_dns), None when no manager can."""
         self.dir = state_dir
+        self.dns = dns
         self.certs = certs
         self.spec = spec
-        self.tokens = acme_client.Http01Tokens()
+        self.tokens = acme_client.Http01Tokens(tokens)
         self.state = self._load_state()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -56,11 +102,7 @@ class AcmeRenewer:
 
     # -- kept state -----------------------------------------------------------------
     def _load_state(self) -> AcmeState:
-        path = self.dir / "state.json"
-        try:
-            return AcmeState.from_json(path.read_text())
-        except (OSError, ValueError, TypeError):
-            return AcmeState()
+        return _load_state(self.dir)
 
     def _save_state(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -69,14 +111,7 @@ class AcmeRenewer:
         tmp.replace(self.dir / "state.json")
 
     def kept_pair(self) -> tuple[str, str] | None:
-        """The issued pair from the state dir when it is intact and not expired."""
-        try:
-            cert, key = (self.dir / "cert.pem").read_text(), (self.dir / "key.pem").read_text()
-        except OSError:
-            return None
-        if check_pair(cert, key) or (self.state.not_after or 0) <= time.time():
-            return None
-        return cert, key
+        return kept_pair(self.dir, self.spec)
 
     # -- status ---------------------------------------------------------------------
     def status(self) -> dict[str, object]:
@@ -121,11 +156,17 @@ class AcmeRenewer:
     async def attempt(self) -> None:
         """One issuance; the outcome lands in the state (and the certificate store on success)."""
         spec, now = self.spec, time.time()
+        responder: acme_client.Responder = self.tokens
+        if spec.challenge == "tls-alpn-01":
+            responder = acme_client.AlpnCerts(self.certs)
+        if spec.challenge == "dns-01":
+            responder = acme_client.Dns01Records(self.dns or _unmanaged)
         try:
-            async with self._http01():
+            own = spec.challenge == "http-01" and spec.own_http_listener
+            async with self._http01() if own else contextlib.nullcontext():
                 issued = await asyncio.to_thread(
                     acme_client.issue, spec.directory, self.dir / "account.key", spec.email,
-                    list(spec.names), spec.key_type, self.tokens, spec.ca_bundle)
+                    list(spec.names), spec.key_type, responder, spec.ca_bundle)
         except (acme_client.AcmeError, OSError) as exc:
             retry_after = getattr(exc, "retry_after", None)
             self.state = after_failure(self.state, now, str(exc)[:300], random.random(), retry_after)

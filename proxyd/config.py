@@ -40,6 +40,7 @@ PROVISIONING_MODES = ("encrypted", "https", "http_and_https", "off")
 #: firmwares provision and register over RSA only
 TLS_KEY_TYPES = ("ecdsa-p256", "rsa-2048", "rsa-3072")
 TLS_MODES = ("self-signed", "uploaded", "acme")
+ACME_CHALLENGES = ("http-01", "tls-alpn-01", "dns-01")
 
 
 #: problems named one by one in a ConfigError; a hostile document can make millions of them
@@ -100,6 +101,10 @@ class TlsConfig:
     acme_http_port: int = 80
     #: mode acme: a CA bundle file (PEM) that verifies the directory's HTTPS; null: the system's
     acme_ca_bundle: str | None = None
+    #: mode acme: how the CA checks that the proxy owns the names: `http-01` (a token on
+    #: `acme_http_port`), `tls-alpn-01` (RFC 8737, on the HTTPS port `services.web.port`) or
+    #: `dns-01` (a TXT record the manager sets through the proxy's DNS account: managed proxies only)
+    acme_challenge: str = ACME_CHALLENGES[0]
 
 
 @dataclass(frozen=True)
@@ -705,7 +710,8 @@ def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:
     names = r.field(d, "tls", TlsConfig, "acme_names", lambda v, p: r.str_list(v, p, r.dns_name))
     http_port = r.field(d, "tls", TlsConfig, "acme_http_port", r.port)
     bundle = r.field(d, "tls", TlsConfig, "acme_ca_bundle", lambda v, p: r.string(v, p, nullable=True))
-    if kind is None or mode is None:
+    challenge = r.field(d, "tls", TlsConfig, "acme_challenge", lambda v, p: r.choice(v, p, ACME_CHALLENGES))
+    if kind is None or mode is None or challenge is None:
         return None
     if (cert is None) != (key is None):
         r.fail("tls", "certificate_pem and key_pem go together: give both or neither")
@@ -732,7 +738,7 @@ def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:
         if problem:
             r.fail("tls.certificate_pem", problem)
             return None
-    return TlsConfig(cert, key, kind, mode, directory, email, tuple(names or ()), http_port or 80, bundle)
+    return TlsConfig(cert, key, kind, mode, directory, email, tuple(names or ()), http_port or 80, bundle, challenge)
 
 
 def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
@@ -950,7 +956,23 @@ def listeners(cfg: ProxyConfig) -> list[tuple[str, str, int, int]]:
     if s.xmpp.enabled:
         out.append(("services.xmpp.port", "tcp", s.xmpp.port, s.xmpp.port))
         out.append(("services.xmpp.direct_tls_port", "tcp", s.xmpp.direct_tls_port, s.xmpp.direct_tls_port))
+    if acme_http_listener(cfg):  # bound only while an order is in flight
+        out.append(("tls.acme_http_port", "tcp", cfg.tls.acme_http_port, cfg.tls.acme_http_port))
     return out
+
+
+def plain_http_ports(cfg: ProxyConfig) -> set[int]:
+    """The ports of the router's plain-HTTP listeners (applications without TLS, provisioning HTTP)."""
+    ports = {app.port for app in cfg.applications if not app.tls}
+    if cfg.services.provisioning.mode == "http_and_https":
+        ports.add(cfg.services.provisioning.http_port)
+    return ports
+
+
+def acme_http_listener(cfg: ProxyConfig) -> bool:
+    """Whether HTTP-01 needs a listener of its own: no plain-HTTP listener of the router has the port."""
+    t = cfg.tls
+    return t.mode == "acme" and t.acme_challenge == "http-01" and t.acme_http_port not in plain_http_ports(cfg)
 
 
 def _cross_checks(r: _Reader, cfg: ProxyConfig) -> None:
@@ -981,6 +1003,8 @@ def _cross_checks(r: _Reader, cfg: ProxyConfig) -> None:
                 r.fail(path, f"{proto} port {lo if lo == hi else f'{lo}-{hi}'} collides with {opath}")
                 break
         taken.append((path, proto, lo, hi))
+    if cfg.tls.mode == "acme" and cfg.tls.acme_challenge == "tls-alpn-01" and cfg.services.web.mode == "off":
+        r.fail("tls.acme_challenge", "tls-alpn-01 is answered on the HTTPS listener: services.web.mode is off")
     _self_loops(r, cfg)
 
 
@@ -991,6 +1015,7 @@ LISTENER_NAMES = {
     "services.provisioning.https_port": "provisioning HTTPS listener",
     "services.provisioning.http_port": "provisioning HTTP listener",
     "services.xmpp.port": "XMPP STARTTLS listener", "services.xmpp.direct_tls_port": "XMPP Direct TLS listener",
+    "tls.acme_http_port": "ACME HTTP-01 listener",
 }
 
 

@@ -71,6 +71,12 @@ class ServiceContext:
     certs: CertStore
     access: AccessList
     lookup: Callable[[str], Service | None] = field(default=lambda name: None)
+    #: ACME HTTP-01 token -> key authorization while an order is in flight; plain-HTTP listeners
+    #: on `tls.acme_http_port` answer from it (filled by the renewer, proxyd/acme_task.py)
+    acme_tokens: dict[str, str] = field(default_factory=dict)
+    #: DNS-01: (name, value, present) -> None, blocking (the renewer's worker thread calls it); set by
+    #: the agent of a managed proxy, which asks the manager to set the TXT record (proxyd/agent/acme_dns.py)
+    acme_dns: Callable[[str, str, bool], None] | None = None
 
     def logger(self, service: str) -> logging.Logger:
         return logging.getLogger(f"services.{service}")

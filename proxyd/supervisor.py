@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from proxyd.acme_task import AcmeRenewer, AcmeSpec
+from proxyd.acme_task import AcmeRenewer, acme_spec, kept_pair
 from proxyd.config import ProxyConfig
 from proxyd.network import NetworkError, NetworkState
 from proxyd.service import Service, ServiceContext, ServiceError
@@ -83,6 +83,8 @@ class Supervisor:
             self.config, self.applied_at, self.last_error = cfg, time.time(), None
             for svc in self.running.values():
                 svc.last_error = None  # every service now runs this revision's view
+            # only now: an apply that fails (and rolls back) must not leave a renewer running or changed
+            self._follow_acme(cfg)
             return report
 
     def confirm(self, cfg: ProxyConfig) -> bool:
@@ -166,10 +168,10 @@ class Supervisor:
             raise ApplyError({"network": str(exc)}) from exc
         addresses = [cfg.bind] if cfg.bind not in ("0.0.0.0", "::") else []
         cert, key = cfg.tls.certificate_pem, cfg.tls.key_pem
-        acme = self._acme(cfg)
-        if acme is not None:
+        spec = acme_spec(cfg)
+        if spec is not None:
             # the issued pair while it is valid; self-signed until the CA has answered
-            cert, key = acme.kept_pair() or (None, None)
+            cert, key = kept_pair(self.ctx.state.root / "acme", spec) or (None, None)
         try:
             self.ctx.certs.use(cert, key, cfg.proxy.fqdn, addresses, cfg.tls.key_type)
         except (OSError, ValueError) as exc:
@@ -206,23 +208,19 @@ class Supervisor:
         self.views.pop(name, None)
         await _quiet_stop(svc, self.drain_timeout)
 
-    def _acme(self, cfg: ProxyConfig) -> AcmeRenewer | None:
-        """The renewer for mode acme (made, updated or stopped to match cfg)."""
-        t = cfg.tls
-        if t.mode != "acme" or t.acme_directory is None:
+    def _follow_acme(self, cfg: ProxyConfig) -> None:
+        """Start, update or stop the renewer to match an applied cfg."""
+        spec = acme_spec(cfg)
+        if spec is None:
             if self.acme is not None:
                 asyncio.get_running_loop().create_task(self.acme.stop())
                 self.acme = None
-            return None
-        names = tuple(dict.fromkeys((cfg.proxy.fqdn, *t.acme_names)))
-        spec = AcmeSpec(t.acme_directory, t.acme_email, names, t.key_type, cfg.bind_address, t.acme_http_port,
-                        t.acme_ca_bundle or True)
-        if self.acme is None:
-            self.acme = AcmeRenewer(self.ctx.state.root / "acme", self.ctx.certs, spec)
+        elif self.acme is None:
+            self.acme = AcmeRenewer(self.ctx.state.root / "acme", self.ctx.certs, spec, self.ctx.acme_tokens,
+                                    lambda *a: (self.ctx.acme_dns or _no_dns)(*a))
             self.acme.start()
         else:
             self.acme.update(spec)
-        return self.acme
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop every service (reverse start order), each draining for up to `timeout`."""
@@ -292,6 +290,10 @@ class Supervisor:
             "network": self.network.last_result,
             "services": services,
         }
+
+
+def _no_dns(name: str, value: str, present: bool) -> None:
+    raise RuntimeError("DNS-01 needs the manager (it holds the DNS account): this proxyd runs unmanaged")
 
 
 def _describe(exc: BaseException) -> str:

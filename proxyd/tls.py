@@ -35,6 +35,8 @@ from proxyd.config import TLS_KEY_TYPES
 
 log = logging.getLogger("proxyd.tls")
 
+#: one per name of one order; more is a bug, not load
+MAX_ALPN_CHALLENGES = 64
 SELF_SIGNED_DAYS = 825  # the longest validity common clients accept for a server cert
 #: TLS 1.2 suites: forward secret (ECDHE) and AEAD only; ECDSA and RSA certificates both match
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS"
@@ -161,6 +163,30 @@ class CertStore:
         # (absent until the first change after the listener was made: it holds that one itself)
         self._alpn: weakref.WeakKeyDictionary[ssl.SSLContext, list[str] | None] = weakref.WeakKeyDictionary()
         self._fresh: weakref.WeakKeyDictionary[ssl.SSLContext, ssl.SSLContext] = weakref.WeakKeyDictionary()
+        #: TLS-ALPN-01 (RFC 8737): server name -> context with its challenge certificate, only while
+        #: an order waits for it; the HTTPS listener reads it live (proxyd/tls_accept.py)
+        self.alpn_challenges: dict[str, ssl.SSLContext] = {}
+
+    # -- TLS-ALPN-01 ----------------------------------------------------------------------
+    def add_alpn_challenge(self, name: str, cert_pem: str, key_pem: str) -> None:
+        if len(self.alpn_challenges) >= MAX_ALPN_CHALLENGES and name not in self.alpn_challenges:
+            raise ValueError("too many TLS-ALPN-01 challenges at once")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_alpn_protocols(["acme-tls/1"])
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = self.dir / "alpn-challenge.pem", self.dir / "alpn-challenge.key"
+        write_private(key_path, key_pem)  # load_cert_chain reads files only; gone right after
+        cert_path.write_text(cert_pem)
+        try:
+            ctx.load_cert_chain(cert_path, key_path)
+        finally:
+            key_path.unlink(missing_ok=True)
+            cert_path.unlink(missing_ok=True)
+        self.alpn_challenges[name.lower()] = ctx
+
+    def drop_alpn_challenge(self, name: str) -> None:
+        self.alpn_challenges.pop(name.lower(), None)
 
     # -- selecting the certificate ------------------------------------------------------
     def use(
@@ -182,7 +208,7 @@ class CertStore:
             cert_pem, key_pem = cert_path.read_text(), key_path.read_text()
             if check_pair(cert_pem, key_pem):
                 reason = "unusable"
-            elif not _names_cover(cert_pem, fqdn):
+            elif not covers(cert_pem, fqdn):
                 reason = "fqdn_changed"
             elif key_type(cert_pem) != kind:
                 reason = "key_type_changed"
@@ -236,7 +262,8 @@ class CertStore:
             conn.context = fresh
 
 
-def _names_cover(cert_pem: str, fqdn: str) -> bool:
+def covers(cert_pem: str, fqdn: str) -> bool:
+    """Whether the leaf certificate's SAN names fqdn (or the IP address) exactly."""
     cert = x509.load_pem_x509_certificate(cert_pem.encode())
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -75,6 +75,27 @@ class Rfc2136:
             raise DdnsError(f"DNS server answered {dns.rcode.to_text(rcode)} for {name} {rdtype}")
         return f"{name} {rdtype} {address} (RFC 2136 at {self.server})"
 
+    def txt(self, name: str, value: str, present: bool) -> str:
+        """Add (present) or remove one TXT value of name, the others of name untouched (DNS-01)."""
+        _within(name, self.zone)
+        keyring = dns.tsigkeyring.from_text({self.key_name: self.secret})
+        upd = dns.update.UpdateMessage(
+            self.zone, keyring=keyring, keyname=dns.name.from_text(self.key_name), keyalgorithm=self.algorithm,
+        )
+        rdata = f'"{value}"'
+        if present:
+            upd.add(dns.name.from_text(name), TTL, "TXT", rdata)
+        else:
+            upd.delete(dns.name.from_text(name), "TXT", rdata)
+        try:
+            resp = dns.query.tcp(upd, self.server, port=self.port, timeout=TIMEOUT)
+        except (dns.exception.DNSException, OSError) as exc:
+            where = f"{self.server}:{self.port}"
+            raise DdnsError(f"DNS server {where} unreachable or refused: {type(exc).__name__}") from None
+        if resp.rcode() != dns.rcode.NOERROR:
+            raise DdnsError(f"DNS server answered {dns.rcode.to_text(resp.rcode())} for {name} TXT")
+        return f"{name} TXT {'added' if present else 'removed'} (RFC 2136 at {self.server})"
+
 
 @dataclass(frozen=True)
 class Cloudflare:
@@ -108,6 +129,24 @@ class Cloudflare:
         except httpx.HTTPError as exc:
             raise DdnsError(f"Cloudflare API unreachable: {type(exc).__name__}") from None
         return f"{name} {rdtype} {address} ({verb} at Cloudflare)"
+
+    def txt(self, name: str, value: str, present: bool) -> str:
+        """Add (present) or remove one TXT value of name (DNS-01)."""
+        _within(name, self.zone)
+        try:
+            with self._client() as c:
+                zone_id = self._one(c.get("/zones", params={"name": self.zone}), f"zone {self.zone}")["id"]
+                if present:
+                    body = {"type": "TXT", "name": name, "content": value, "ttl": TTL}
+                    self._result(c.post(f"/zones/{zone_id}/dns_records", json=body))
+                else:
+                    found = self._result(c.get(f"/zones/{zone_id}/dns_records",
+                                               params={"type": "TXT", "name": name, "content": value}))
+                    for rec in found if isinstance(found, list) else []:
+                        self._result(c.delete(f"/zones/{zone_id}/dns_records/{rec['id']}"))
+        except httpx.HTTPError as exc:
+            raise DdnsError(f"Cloudflare API unreachable: {type(exc).__name__}") from None
+        return f"{name} TXT {'added' if present else 'removed'} (Cloudflare)"
 
     @staticmethod
     def _result(resp: httpx.Response) -> list[dict] | dict:

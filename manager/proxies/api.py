@@ -262,6 +262,7 @@ class HeartbeatIn(serializers.Serializer):
     uptime = serializers.FloatField(required=False)
     services = serializers.DictField(required=False)
     network = serializers.DictField(required=False, allow_null=True)
+    certificate = serializers.DictField(required=False, allow_null=True)
     last_error = serializers.CharField(required=False, allow_null=True, allow_blank=True)
 
 
@@ -296,6 +297,8 @@ def heartbeat(request: Request) -> Response:
     services = dict(d.get("services", {}))
     if d.get("network"):
         services["network"] = d["network"]  # the proxy's netconf result, kept with its services
+    if d.get("certificate"):
+        services["certificate"] = d["certificate"]  # issuer/expiry/renewal per name (Proxy.certificate_status)
     Heartbeat.objects.create(
         proxy=proxy, source=request.META.get("REMOTE_ADDR"), applied_revision=d.get("applied_revision"),
         version=d.get("version", ""), uptime=d.get("uptime", 0), last_error=d.get("last_error") or "",

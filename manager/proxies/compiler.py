@@ -29,11 +29,27 @@ FIELD_MAP = {
     "services.provisioning.https_port": "provisioning_https_port",
     "services.provisioning.http_port": "provisioning_http_port",
     "services.xmpp.port": "xmpp_port", "services.xmpp.direct_tls_port": "xmpp_direct_tls_port",
-    "tls.key_type": "tls_key_type", "tls": "certificate_pem", "allow_sources": "allow_sources", "proxy.fqdn": "fqdn",
+    "tls.key_type": "tls_key_type", "tls.mode": "tls_mode", "tls.acme_directory": "acme_directory",
+    "tls.acme_email": "acme_email", "tls.acme_names": "acme_names", "tls.acme_challenge": "acme_challenge",
+    "tls.acme_http_port": "acme_http_port", "tls": "certificate_pem", "allow_sources": "allow_sources",
+    "proxy.fqdn": "fqdn",
     "proxy.aliases": "aliases",
     "network.interface": "network_interface", "network.address": "network_address",
     "network.gateway": "network_gateway", "network.table": "network_table", "bind": "bind",
 }
+
+
+def _tls(proxy: Proxy) -> dict[str, Any]:
+    """The certificate mode's own fields only: a pair kept from mode uploaded is not sent in another mode."""
+    uploaded = proxy.tls_mode == "uploaded"
+    out: dict[str, Any] = {"mode": proxy.tls_mode, "key_type": proxy.tls_key_type,
+                           "certificate_pem": proxy.certificate_pem or None if uploaded else None,
+                           "key_pem": proxy.key_pem or None if uploaded else None}
+    if proxy.tls_mode == "acme":
+        out.update(acme_directory=proxy.acme_directory or None, acme_email=proxy.acme_email or None,
+                   acme_names=lines(proxy.acme_names), acme_challenge=proxy.acme_challenge,
+                   acme_http_port=proxy.acme_http_port)
+    return out
 
 
 def lines(text: str) -> list[str]:
@@ -70,8 +86,7 @@ def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
         "version": 1, "revision": revision,
         "proxy": {"name": proxy.name, "fqdn": proxy.fqdn, "enabled": proxy.enabled, "aliases": lines(proxy.aliases)},
         "bind": proxy.bind,
-        "tls": {"certificate_pem": proxy.certificate_pem or None, "key_pem": proxy.key_pem or None,
-                "key_type": proxy.tls_key_type},
+        "tls": _tls(proxy),
         "allow_sources": lines(proxy.allow_sources),
         "instances": instances, "applications": apps,
         "services": {

@@ -47,7 +47,8 @@ PROXY_GROUPS = [
                   "xmpp_enabled", "xmpp_port", "xmpp_direct_tls_port", "web_mode", "web_port",
                   "web_upstream_timeout"]),
     ("Redirection", ["redirect_url"]),
-    ("Certificate", ["certificate_pem", "key_pem", "tls_key_type"]),
+    ("Certificate", ["tls_mode", "certificate_pem", "key_pem", "tls_key_type", "acme_directory", "acme_email",
+                     "acme_names", "acme_challenge", "acme_http_port"]),
     ("Access", ["allow_sources"]),
     ("Network", ["network_mode", "network_interface", "network_address", "network_gateway", "network_table"]),
 ]
@@ -70,7 +71,8 @@ class ProxyForm(forms.ModelForm):
         formfield_callback = _formfield
         fields = [f for _, group in PROXY_GROUPS for f in group if f != "key_pem"]
         widgets = {"certificate_pem": forms.Textarea(attrs={"rows": 3}),
-                   "allow_sources": forms.Textarea(attrs={"rows": 2}), "aliases": forms.Textarea(attrs={"rows": 2})}
+                   "allow_sources": forms.Textarea(attrs={"rows": 2}), "aliases": forms.Textarea(attrs={"rows": 2}),
+                   "acme_names": forms.Textarea(attrs={"rows": 2})}
 
     # the proxy's secrets: set only by those allowed to change keys (proxies.change_proxy_keys)
     KEY_FIELDS = ("certificate_pem", "key_pem")

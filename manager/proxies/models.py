@@ -141,11 +141,24 @@ class Proxy(models.Model):
                                 default=D(WebService, "mode"))
     web_port = models.PositiveIntegerField(default=D(WebService, "port"), validators=PORT)
     redirect_url = models.URLField("Redirection URL", blank=True)
-    certificate_pem = models.TextField("Certificate PEM", blank=True, help_text="blank = self-signed")
+    tls_mode = models.CharField("Certificate mode", max_length=11, choices=choices.TLS_MODES,
+                                default=D(TlsConfig, "mode"))
+    certificate_pem = models.TextField("Certificate PEM", blank=True, help_text="mode uploaded only")
     tls_key_type = models.CharField(
-        "Self-signed key type", max_length=10, choices=choices.TLS_KEY_TYPES, default=D(TlsConfig, "key_type"),
-        help_text="only while no certificate is given; many phone firmwares provision over RSA only. "
-                  "A change makes a new self-signed certificate")
+        "Key type", max_length=10, choices=choices.TLS_KEY_TYPES, default=D(TlsConfig, "key_type"),
+        help_text="of the self-signed or ACME certificate's key; many phone firmwares provision over RSA only. "
+                  "A change makes a new certificate")
+    acme_directory = models.URLField(
+        "ACME directory URL", blank=True, help_text="mode ACME: e.g. https://acme-v02.api.letsencrypt.org/directory")
+    acme_email = models.EmailField("ACME contact e-mail", blank=True,
+                                   help_text="the CA writes to it before a certificate expires")
+    acme_names = models.TextField("Further certificate names", blank=True,
+                                  help_text="mode ACME: DNS names besides the FQDN, one per line")
+    acme_challenge = models.CharField("ACME challenge", max_length=11, choices=choices.ACME_CHALLENGES,
+                                      default=D(TlsConfig, "acme_challenge"))
+    acme_http_port = models.PositiveIntegerField(
+        "HTTP-01 port", default=D(TlsConfig, "acme_http_port"), validators=PORT,
+        help_text="CAs validate on 80; the proxy listens there only while an order is in flight")
     key_pem_enc = models.TextField(editable=False, default="")
     allow_sources = models.TextField(blank=True, help_text="CIDRs or DNS names, one per line; empty = everyone")
     # network (seed 003 "Netzwerk Einstellungen")
@@ -223,6 +236,10 @@ class Proxy(models.Model):
                     errors[f] = "Required in network mode manual."
             if self.network_interface and others.filter(network_interface=self.network_interface).exists():
                 errors["network_interface"] = f"{self.network_interface} already belongs to another proxy."
+        if self.tls_mode == "acme" and self.acme_challenge == "dns-01" and (
+                self.pk is None or not DnsRecord.objects.filter(proxy_id=self.pk).exists()):
+            errors["acme_challenge"] = ("DNS-01 sets its TXT record through this proxy's DNS record account: "
+                                        "add the DNS record first.")
         if errors:
             raise ValidationError(errors)
         from manager.proxies.compiler import field_errors  # the full config check, mapped to fields
@@ -282,6 +299,14 @@ class Proxy(models.Model):
         return [(str(name), str(svc.get("degraded"))) for name, svc in services.items()
                 if isinstance(svc, dict) and svc.get("state") == "degraded"]
 
+    def certificate_status(self) -> dict[str, Any]:
+        """What the last heartbeat said about the certificate: `acme` (names, issuer, not_after,
+        last_attempt, last_error), `certificates` and `degraded` (a list of reasons), or {}."""
+        hb = self.last_heartbeat
+        services = hb.services if hb is not None and isinstance(hb.services, dict) else {}
+        cert = services.get("certificate")
+        return cert if isinstance(cert, dict) else {}
+
     def status(self) -> tuple[str, str]:
         """(Online | Degraded | Offline | Disabled | Never connected, reason)."""
         if not self.enabled:
@@ -300,6 +325,9 @@ class Proxy(models.Model):
         exposure = self.exposure_failures()
         if exposure:
             return "Degraded", exposure[0][1]
+        cert = self.certificate_status()
+        if cert.get("degraded"):
+            return "Degraded", str(cert["degraded"][0])
         if active and hb.applied_revision != active.number:
             return "Degraded", f"applied revision {hb.applied_revision}, active {active.number}"
         return "Online", ""

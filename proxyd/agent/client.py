@@ -261,6 +261,11 @@ class ManagerClient:
         if resp.status_code not in (200, 404):  # 404: already finished (the other loop was first)
             raise ManagerError(f"action answer HTTP {resp.status_code}: {resp.detail()}")
 
+    async def post_json(self, path: str, body: dict[str, Any]) -> tuple[int, str]:
+        """(status, detail) of a small POST (proxyd/agent/acme_dns.py)."""
+        resp = await self._request("POST", path, json=body)
+        return resp.status_code, resp.detail()
+
     async def _request(self, method: str, path: str, *, limit: int = SMALL_ANSWER_BYTES,
                        deadline: float = REQUEST_DEADLINE, **kw: Any) -> Answer:
         """One request, its answer read incrementally up to `limit` bytes and within `deadline` seconds

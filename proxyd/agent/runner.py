@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proxyd import __version__
+from proxyd.agent import acme_dns
 from proxyd.agent.actions import ActionRunner
 from proxyd.agent.backoff import Backoff
 from proxyd.agent.client import BadAnswer, ManagerClient, ManagerError, Unauthorized, revision_from_etag
@@ -108,6 +109,8 @@ class Agent:
 
     # -- tasks ---------------------------------------------------------------------------
     async def run(self) -> None:
+        # DNS-01 TXT records through the manager's DNS account (proxyd/agent/acme_dns.py)
+        self.daemon.ctx.acme_dns = acme_dns.blocking(self.client, asyncio.get_running_loop())
         last = self.daemon.state.load_last_good()
         if last is not None:
             log.info("event=serving_last_good revision=%d", last.revision)
@@ -242,6 +245,8 @@ class Agent:
             "services": st["services"],
             "network": st.get("network"),
             "last_error": self.last_error or st.get("last_error"),
+            # per name: issuer, expiry, last renewal attempt and its error; why Degraded
+            "certificate": {k: st.get(k) for k in ("certificates", "acme", "degraded")},
         }
 
 

@@ -111,6 +111,12 @@ class Listener:
         self.loop = asyncio.get_running_loop()
         self.draining = False
         self.clock = clock
+        #: plain-HTTP listeners: ACME HTTP-01 token -> key authorization while an order is in flight
+        #: (the renewer's, ServiceContext.acme_tokens); answered before the Host check and routing
+        self.acme_tokens: dict[str, str] = {}
+
+
+ACME_PREFIX = b"/.well-known/acme-challenge/"
 
 
 class ClientConnection(asyncio.Protocol):
@@ -344,6 +350,13 @@ class ClientConnection(asyncio.Protocol):
             req = parse_request_head(raw)
             self.ex_method = req.method
             self.ex_rid, req.kept = shared.events.ids.take(req.kept)
+            if shared.acme_tokens and req.target.startswith(ACME_PREFIX) and req.method == b"GET":
+                answer = shared.acme_tokens.get(req.target[len(ACME_PREFIX):].decode("latin-1"))
+                if answer is not None:
+                    out = simple_response(200, answer.encode(), close=True)
+                    self.ex_status, self.ex_sent = 200, len(out)
+                    self.t.write(out)
+                    return self._close()
             path, query = split_target(request_target(req.target, req.host, shared.names))
         except HttpError as exc:
             return self._refuse(exc.status, exc.reason)

@@ -90,14 +90,18 @@ class HttpService(Service):
 
     def _listener(self, spec: ListenerSpec, table: Router, upstream_timeout: float, names: Names | None) -> Listener:
         access, name = self.ctx.access, self.name
-        return Listener(table, self.pools, self.stats_, spec.tls, lambda ip: access.allowed(ip, name), self.conns,
-                        self.clock, upstream_timeout, names, self.gate, self.limits, self.events)
+        listener = Listener(table, self.pools, self.stats_, spec.tls, lambda ip: access.allowed(ip, name),
+                            self.conns, self.clock, upstream_timeout, names, self.gate, self.limits, self.events)
+        if not spec.tls:
+            listener.acme_tokens = self.ctx.acme_tokens
+        return listener
 
     async def _listen(self, spec: ListenerSpec, listener: Listener) -> asyncio.Server:
         if spec.tls:
             return await create_tls_server(lambda: ClientConnection(listener), spec.host, spec.port,
                                            self.ctx.certs.server_context(alpn=["http/1.1"]), service=self.name,
                                            handshake_timeout=self.limits.tls_handshake_timeout, gate=self.gate,
+                                           alpn_challenges=self.ctx.certs.alpn_challenges,
                                            reuse_address=True, backlog=1024)
         loop = asyncio.get_running_loop()
         return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port,

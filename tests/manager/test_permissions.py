@@ -77,6 +77,7 @@ REQUIRED: dict[str, Any] = {
     "api-config": AGENT_KEY,
     "api-heartbeat": AGENT_KEY,
     "api-goodbye": AGENT_KEY,
+    "api-acme-dns": AGENT_KEY,
     "api-action-backup": AGENT_KEY,
     "api-action-restore": AGENT_KEY,
     "api-action-done": AGENT_KEY,
@@ -138,7 +139,7 @@ def seed() -> Seed:
 
     inst = Instance.objects.create(name="walk", web="http://10.0.0.5:8080")
     cert, key = make_self_signed("walk.example.com", [])
-    p = Proxy(name="walk", fqdn="walk.example.com", certificate_pem=cert)
+    p = Proxy(name="walk", fqdn="walk.example.com", tls_mode="uploaded", certificate_pem=cert)
     p.key_pem = key
     p.full_clean()
     p.save()

@@ -53,7 +53,7 @@ def test_port_collision_and_bad_certificate_are_field_errors() -> None:
     _, other_key = make_self_signed("b.example", [])
     from manager.proxies.models import Proxy
 
-    p = Proxy(name="c", fqdn="c.example", certificate_pem=cert)
+    p = Proxy(name="c", fqdn="c.example", tls_mode="uploaded", certificate_pem=cert)
     p.key_pem = other_key
     with pytest.raises(ValidationError) as info:
         p.full_clean()
@@ -67,7 +67,7 @@ def test_secrets_are_encrypted_at_rest() -> None:
 
     cert, key = make_self_signed("mobydick.example.com", [])
     p = make_proxy()
-    p.certificate_pem = cert
+    p.tls_mode, p.certificate_pem = "uploaded", cert
     p.key_pem = key
     p.full_clean()
     p.save()
@@ -88,7 +88,7 @@ def test_revisions_hold_no_plaintext_secret_and_are_pruned() -> None:
 
     cert, key = make_self_signed("mobydick.example.com", [])
     p = make_proxy()
-    p.certificate_pem, p.key_pem = cert, key
+    p.tls_mode, p.certificate_pem, p.key_pem = "uploaded", cert, key
     p.save()
     with connection.cursor() as c:
         c.execute("SELECT config_json, secrets_enc FROM proxies_configrevision WHERE proxy_id=%s", [p.pk])

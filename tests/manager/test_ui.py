@@ -150,6 +150,7 @@ def test_the_change_log_records_who_changed_what_with_the_diff(admin_client) -> 
     from tests.manager.test_forms_hostile import _baseline
 
     p = _proxy()
+    p.tls_mode = "uploaded"
     p.certificate_pem, p.key_pem = make_self_signed("edge.example.com", [])
     p.save()
     data = {**_baseline(ProxyForm(instance=p)), "fqdn": "new.example.com"}

@@ -80,13 +80,18 @@ class Pebble:
         self.log.close()
 
 
-def start_pebble(tmp: Path, *, validity: int = 3600, always_valid: bool = False) -> Pebble:
+def start_pebble(
+    tmp: Path, *, validity: int = 3600, always_valid: bool = False, tls_port: int | None = None,
+    dns_server: str | None = None,
+) -> Pebble:
+    """tls_port: where pebble's VA connects for TLS-ALPN-01 (the proxy's HTTPS listener);
+    dns_server: host:port pebble resolves names (and DNS-01 TXT records) with."""
     tmp.mkdir(parents=True, exist_ok=True)
     ca, cert, key = _tls_pair(tmp)
     port, mport, http_port = free_port(), free_port(), free_port()
     (tmp / "pebble.json").write_text(json.dumps({"pebble": {
         "listenAddress": f"127.0.0.1:{port}", "managementListenAddress": f"127.0.0.1:{mport}",
-        "certificate": str(cert), "privateKey": str(key), "httpPort": http_port, "tlsPort": free_port(),
+        "certificate": str(cert), "privateKey": str(key), "httpPort": http_port, "tlsPort": tls_port or free_port(),
         "ocspResponderURL": "", "externalAccountBindingRequired": False,
         "certificateValidityPeriod": validity}}))
     env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0"}
@@ -94,8 +99,8 @@ def start_pebble(tmp: Path, *, validity: int = 3600, always_valid: bool = False)
         env["PEBBLE_VA_ALWAYS_VALID"] = "1"
     assert PEBBLE is not None
     log = open(tmp / "pebble.log", "wb")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen([PEBBLE, "-config", str(tmp / "pebble.json")], stdout=log, stderr=subprocess.STDOUT,
-                            env=env, cwd=tmp)
+    argv = [PEBBLE, "-config", str(tmp / "pebble.json")] + (["-dnsserver", dns_server] if dns_server else [])
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

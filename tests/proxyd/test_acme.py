@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import socket
 import ssl
@@ -178,3 +179,106 @@ async def test_mode_acme_in_the_config_issues_and_status_and_metrics_say_so(tmp_
     await sup.apply(cfg)  # a re-apply keeps the issued certificate
     assert not sup.ctx.certs.current.self_signed
     await sup.shutdown()
+
+
+def browser_like(port: int, ctx: ssl.SSLContext) -> tuple[x509.Certificate, str | None]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)), tls.selected_alpn_protocol()
+
+
+@pytest.mark.parametrize("kind", ["ecdsa-p256", "rsa-2048"])
+async def test_tls_alpn_01_on_the_https_router_issues_while_clients_keep_being_served(tmp_path, kind, caplog):
+    """Pebble's VA connects to the router's HTTPS port (its tlsPort) with ALPN acme-tls/1 and
+    checks the challenge certificate; a browser-like client during and after the order gets the
+    proxy's own certificate; curl then verifies the issued one with pebble's root."""
+    from proxyd.access import AccessList
+    from proxyd.config import parse_config
+    from proxyd.service import ServiceContext
+    from proxyd.statedir import StateDir
+    from proxyd.supervisor import Supervisor
+    from services.http.service import HttpService
+    from tests.support import base_config, free_port
+
+    caplog.set_level(logging.INFO, logger="proxyd.tls")
+    port = free_port()
+    p = start_pebble(tmp_path / "pebble", tls_port=port)
+    state = StateDir(tmp_path / "state").ensure()
+    sup = Supervisor(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()), [HttpService])
+    try:
+        await sup.apply(parse_config(base_config(
+            proxy={"fqdn": "localhost"}, bind="127.0.0.1", services={"web": {"mode": "rest_only", "port": port}},
+            tls={"mode": "acme", "acme_directory": p.directory, "acme_challenge": "tls-alpn-01",
+                 "acme_ca_bundle": p.tls_ca, "key_type": kind})))
+        plain = ssl.create_default_context()
+        plain.check_hostname, plain.verify_mode = False, ssl.CERT_NONE
+        plain.set_alpn_protocols(["h2", "http/1.1"])
+        started, seen = time.monotonic(), set()
+        while sup.ctx.certs.current.self_signed and time.monotonic() - started < 20:
+            # an ordinary client while the order runs: the proxy's certificate, never the challenge one
+            cert, alpn = await asyncio.to_thread(browser_like, port, plain)
+            assert alpn == "http/1.1"
+            assert not any(e.oid.dotted_string == "1.3.6.1.5.5.7.1.31" for e in cert.extensions)
+            seen.add(cert.serial_number)
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - started
+        assert len(seen) == 1  # every ordinary handshake during the order got the one self-signed cert
+        status = sup.status()
+        assert not sup.ctx.certs.current.self_signed, (status["acme"], (tmp_path / "pebble" / "pebble.log").read_text())
+        assert status["acme"]["last_error"] is None and key_type(sup.ctx.certs.current.cert_pem) == kind
+        assert not sup.ctx.certs.alpn_challenges  # released after the order
+        # pebble's VA came to the router's port with acme-tls/1 and got the challenge certificate
+        assert "event=acme_tls_alpn_validation service=http name=localhost" in caplog.text
+        root = tmp_path / "root.pem"
+        root.write_text(p.root_pem())
+        out = await asyncio.to_thread(subprocess.run, [
+            "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(root),
+            "--resolve", f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/"],
+            capture_output=True, timeout=10, text=True)
+        assert out.returncode == 0, out.stderr  # the router answers (a refusal status is fine): TLS verified
+        print(f"tls-alpn-01 {kind}: issued {took:.1f} s after the apply; {len(seen)} self-signed serial(s) meanwhile")
+    finally:
+        await sup.shutdown()
+        p.stop()
+
+
+async def test_http_01_through_a_plain_http_listener_of_the_router(tmp_path, caplog):
+    """An application without TLS owns the HTTP-01 port: the renewer binds nothing, pebble's VA
+    fetches the token from the router's listener, whose other requests are routed as before."""
+    from proxyd.access import AccessList
+    from proxyd.config import parse_config
+    from proxyd.service import ServiceContext
+    from proxyd.statedir import StateDir
+    from proxyd.supervisor import Supervisor
+    from services.http.service import HttpService
+    from tests.support import base_config
+
+    p = start_pebble(tmp_path / "pebble")
+    state = StateDir(tmp_path / "state").ensure()
+    sup = Supervisor(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()), [HttpService])
+    app = {"name": "legacy", "port": p.http_port, "tls": False, "public_prefix": "/api/",
+           "upstream": "http://127.0.0.1:9/api/"}
+    try:
+        cfg = parse_config(base_config(
+            proxy={"fqdn": "localhost"}, bind="127.0.0.1", applications=[app],
+            tls={"mode": "acme", "acme_directory": p.directory, "acme_http_port": p.http_port,
+                 "acme_ca_bundle": p.tls_ca}))
+        await sup.apply(cfg)
+        assert sup.acme is not None and sup.acme.spec.own_http_listener is False
+        for _ in range(100):
+            if not sup.ctx.certs.current.self_signed:
+                break
+            await asyncio.sleep(0.2)
+        st = sup.status()
+        assert not sup.ctx.certs.current.self_signed, (st["acme"], (tmp_path / "pebble" / "pebble.log").read_text())
+        assert "Pebble Intermediate" in st["acme"]["issuer"] and not sup.ctx.acme_tokens  # released
+        # the router still routes: an unknown challenge token and other paths get its usual answers
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.http_port)
+        writer.write(b"GET /.well-known/acme-challenge/nope HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await writer.drain()
+        status = (await reader.readline()).split()[1]
+        writer.close()
+        assert status == b"404", status
+    finally:
+        await sup.shutdown()
+        p.stop()

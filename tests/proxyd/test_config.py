@@ -401,6 +401,30 @@ def test_tls_modes_are_checked_once_naming_the_field():
     assert any(p.startswith("tls.mode:") for p in problems(base_config(tls={"mode": "bogus"})))
 
 
+def test_the_acme_http_port_is_in_the_port_collision_table_and_tls_alpn_needs_https():
+    raw = base_config(tls={"mode": "acme", "acme_directory": "https://ca.example/dir", "acme_http_port": 8080})
+    raw["services"]["web"] = {"mode": "rest_only", "port": 8080}
+    assert any(p.startswith("tls.acme_http_port: tcp port 8080 collides with services.web.port")
+               for p in problems(raw)), problems(raw)
+    raw["tls"]["acme_challenge"] = "tls-alpn-01"  # no HTTP-01 listener then: no collision
+    assert parse_config(raw).tls.acme_challenge == "tls-alpn-01"
+    raw["services"]["web"] = {"mode": "off", "port": 8443}
+    assert any(p.startswith("tls.acme_challenge: tls-alpn-01 is answered on the HTTPS listener")
+               for p in problems(raw)), problems(raw)
+    raw["services"]["web"] = {"mode": "rest_only", "port": 8443}
+    raw["tls"]["acme_challenge"] = "http-01"
+    app = {"name": "procurat", "port": 8080, "tls": False, "public_prefix": "/api/",
+           "upstream": "https://10.1.2.3:8443/api/"}
+    raw["applications"] = [app]  # the router's own plain-HTTP listener has the port: it answers there
+    assert parse_config(raw).tls.acme_http_port == 8080
+    raw["applications"] = [{**app, "tls": True}]
+    assert any(p.startswith("tls.acme_http_port: tcp port 8080 collides with applications[0].port")
+               for p in problems(raw)), problems(raw)
+    raw["applications"] = []
+    raw["tls"]["acme_challenge"] = "dns-99"
+    assert any(p.startswith("tls.acme_challenge: expected one of") for p in problems(raw))
+
+
 def test_a_given_pair_without_mode_is_uploaded_and_acme_refuses_one():
     from proxyd.tls import make_self_signed
 

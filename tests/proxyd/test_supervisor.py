@@ -174,3 +174,25 @@ async def test_bind_failure_is_reported_with_a_hint(supervisor: Supervisor) -> N
     assert "is another process using this port?" in info.value.errors["echo"]
     assert not supervisor.running
     blocker.close()
+
+
+async def test_an_acme_config_that_fails_to_apply_leaves_no_renewer(supervisor: Supervisor) -> None:
+    """The renewer follows only an applied config: a failed apply (rolled back) neither starts
+    nor changes it. (The directory is never asked: the apply fails first.)"""
+    acme = {"mode": "acme", "acme_directory": "https://127.0.0.1:9/dir", "acme_challenge": "tls-alpn-01"}
+    blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    busy = blocker.sockets[0].getsockname()[1]
+    raw = base_config(services={"web": {"mode": "rest_only", "port": busy}}, tls=acme)
+    with pytest.raises(ApplyError):
+        await supervisor.apply(parse_config(raw))  # the first apply: nothing to roll back to
+    assert supervisor.acme is None
+    port = free_port()
+    await supervisor.apply(cfg(port, "one"))
+    with pytest.raises(ApplyError):  # a reconfigure that fails (port change) rolls back to "one"
+        await supervisor.apply(parse_config(base_config(services={"web": {"mode": "rest_only", "port": busy}},
+                                                        tls=acme)))
+    assert supervisor.acme is None and supervisor.config.tls.mode == "self-signed"
+    await supervisor.apply(parse_config(base_config(services={"web": {"mode": "rest_only", "port": port}}, tls=acme)))
+    assert supervisor.acme is not None and supervisor.acme.spec.challenge == "tls-alpn-01"
+    await supervisor.shutdown()
+    blocker.close()

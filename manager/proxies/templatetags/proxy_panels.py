@@ -3,6 +3,7 @@ detail page only includes them: `{% load proxy_panels %}{% backup_panel proxy %}
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django import template
@@ -44,3 +45,14 @@ def dns_panel(context: template.Context, proxy: Proxy) -> dict[str, Any]:
         "proxy": proxy, "csrf_token": context.get("csrf_token"), "record": record, "form": form,
         "perms": context.get("perms"), "seen": last.source if last else None, "notice": session.pop("panel-dns", None),
     }
+
+
+@register.filter
+def epoch(value: Any) -> str:
+    """Seconds since the epoch (as proxyd reports expiry and attempts) as UTC time; "" for none."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return ""
+    try:
+        return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (OverflowError, OSError, ValueError):  # a heartbeat is agent input: never a 500 for it
+        return ""

@@ -60,6 +60,11 @@ def named_answers(b: Bind, proc: subprocess.Popen[bytes], log: Path, timeout: fl
 
 @pytest.fixture
 def bind(tmp_path: Path) -> Iterator[Bind]:
+    yield from run_bind(tmp_path, f"grant pforte-ddns name {NAME}. A AAAA;")
+
+
+def run_bind(tmp_path: Path, grants: str) -> Iterator[Bind]:
+    """named with ZONE, updatable by the key `pforte-ddns` as `grants` (update-policy rules) allow."""
     named = require_peer("named")
     secret = base64.b64encode(secrets.token_bytes(32)).decode()
     (tmp_path / f"{ZONE}.zone").write_text(
@@ -80,7 +85,7 @@ options {{
 controls {{ }};
 key "pforte-ddns" {{ algorithm hmac-sha256; secret "{secret}"; }};
 zone "{ZONE}" {{ type primary; file "{tmp_path}/{ZONE}.zone";
-  update-policy {{ grant pforte-ddns name {NAME}. A AAAA; }}; }};
+  update-policy {{ {grants} }}; }};
 """)
         with open(log, "ab") as out:
             proc = subprocess.Popen([named, "-g", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=out)

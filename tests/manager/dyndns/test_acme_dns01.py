@@ -1,0 +1,95 @@
+"""DNS-01 end to end: proxyd's renewer asks the manager (agent API, agent key) to set the
+`_acme-challenge` TXT record; the manager sets it in a real BIND through the proxy's DNS account
+(RFC 2136 + TSIG); a real pebble, resolving through that BIND, validates it and issues. The
+certificate key is made in proxyd; the TSIG secret never leaves the manager."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.manager.dyndns.test_providers import ZONE, Bind, run_bind
+from tests.proxyd.pebble import PEBBLE, start_pebble
+
+pytestmark = [pytest.mark.usefixtures("db"),
+              pytest.mark.skipif(PEBBLE is None, reason="pebble is not installed (.ci/run installs it)")]
+
+FQDN = f"edge.{ZONE}"
+
+
+@pytest.fixture
+def bind(tmp_path: Path) -> Iterator[Bind]:
+    # the DNS account may write exactly the challenge label of the proxy's name, TXT only
+    (tmp_path / "bind").mkdir()
+    yield from run_bind(tmp_path / "bind", f"grant pforte-ddns name _acme-challenge.{FQDN}. TXT;")
+
+
+def registered_proxy(directory: str, bind: Bind) -> tuple[object, str]:
+    """The proxy in the manager (ACME, DNS-01) with its DNS account on the BIND, and its agent key."""
+    from django.core.exceptions import ValidationError
+
+    from manager.proxies.models import DnsRecord, Proxy
+
+    proxy = Proxy(name="edge", fqdn=FQDN, tls_mode="acme", acme_directory=directory, acme_challenge="dns-01")
+    with pytest.raises(ValidationError) as info:  # no DNS account yet: refused naming the field
+        proxy.full_clean()
+    assert "add the DNS record first" in info.value.message_dict["acme_challenge"][0]
+    proxy.acme_challenge = "http-01"
+    proxy.full_clean()
+    proxy.save()
+    record = DnsRecord(proxy=proxy, name=FQDN, zone=ZONE, provider="rfc2136", server="127.0.0.1",
+                       port=bind.port, key_name=bind.key_name)
+    record.credentials = bind.secret
+    record.save()
+    proxy.acme_challenge = "dns-01"
+    proxy.full_clean()
+    proxy.save()
+    return proxy, proxy.mint_api_key(source="127.0.0.1")
+
+
+async def test_dns_01_through_the_manager_and_bind_issues(tmp_path: Path, bind: Bind, manager_url: str) -> None:
+    from proxyd.acme_task import AcmeRenewer, AcmeSpec
+    from proxyd.agent.acme_dns import blocking
+    from proxyd.agent.client import ManagerClient
+    from proxyd.agent.state import AgentState
+    from proxyd.tls import CertStore
+
+    pebble = start_pebble(tmp_path / "pebble", dns_server=f"127.0.0.1:{bind.port}")
+    try:
+        proxy, key = await asyncio.to_thread(registered_proxy, pebble.directory, bind)
+        client = ManagerClient(AgentState(manager_url, proxy.pk, proxy.name, key))  # type: ignore[attr-defined]
+        certs = CertStore(tmp_path / "certs")
+        certs.use(None, None, FQDN, [])
+        spec = AcmeSpec(pebble.directory, None, (FQDN,), "ecdsa-p256", "127.0.0.1", 0, pebble.tls_ca, "dns-01")
+        renewer = AcmeRenewer(tmp_path / "acme", certs, spec, dns=blocking(client, asyncio.get_running_loop()))
+        started = time.monotonic()
+        await renewer.attempt()
+        took = time.monotonic() - started
+        st = renewer.status()
+        assert st["last_error"] is None and "Pebble Intermediate" in st["issuer"], (
+            st, (tmp_path / "pebble" / "pebble.log").read_text()[-2000:])
+        assert not certs.current.self_signed and took < 30
+        print(f"dns-01 through the manager and BIND: issued in {took:.1f} s")
+        assert await asyncio.to_thread(bind.query, f"_acme-challenge.{FQDN}", "TXT") == []  # removed after
+        # the manager writes nothing but the challenge label of the proxy's own names
+        status, detail = await client.post_json("/api/v1/proxy/acme-dns", {
+            "name": f"other.{ZONE}", "value": "A" * 43, "present": True})
+        assert (status, "not a name of this proxy's certificate" in detail) == (403, True)
+        status, _ = await client.post_json("/api/v1/proxy/acme-dns", {"name": FQDN, "value": "x;rm", "present": True})
+        assert status == 400
+        proxy.acme_challenge = "http-01"  # type: ignore[attr-defined]
+        await asyncio.to_thread(proxy.save)  # type: ignore[attr-defined]
+        status, _ = await client.post_json("/api/v1/proxy/acme-dns", {"name": FQDN, "value": "A" * 43, "present": True})
+        assert status == 409
+        await client.close()
+        # an unmanaged proxyd: DNS-01 fails with the reason, nothing is asked
+        alone = AcmeRenewer(tmp_path / "acme2", CertStore(tmp_path / "certs2"), spec)
+        alone.certs.use(None, None, FQDN, [])
+        await alone.attempt()
+        assert "DNS-01 needs the manager" in alone.status()["last_error"]
+    finally:
+        pebble.stop()

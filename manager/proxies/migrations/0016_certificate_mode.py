@@ -12,7 +12,7 @@ def uploaded_where_a_pair_is(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('proxies', '0014_revision_secrets'),
+        ('proxies', '0015_api_tokens'),
     ]
 
     operations = [

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.decorators import api_view, permission_classes
@@ -37,7 +36,22 @@ class AcmeDnsIn(serializers.Serializer):
     present = serializers.BooleanField()
 
 
-@extend_schema(request=AcmeDnsIn, responses={200: OpenApiTypes.OBJECT})
+class AcmeDnsOut(serializers.Serializer):
+    result = serializers.CharField(help_text="what the DNS provider answered")
+
+
+class AcmeDnsRefused(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class AcmeDnsInvalid(serializers.Serializer):
+    name = serializers.ListField(child=serializers.CharField(), required=False)
+    value = serializers.ListField(child=serializers.CharField(), required=False)
+    present = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+@extend_schema(request=AcmeDnsIn, responses={200: AcmeDnsOut, 400: AcmeDnsInvalid, 409: AcmeDnsRefused,
+                                                502: AcmeDnsRefused})
 @api_view(["POST"])
 @permission_classes([AgentKey])
 def acme_dns(request: Request) -> Response:

@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from bench.bench_http import DURATION, backend_conf, pin, wrk  # noqa: E402
 from tests.support import ProxydProcess, base_config, free_port  # noqa: E402
 
@@ -83,6 +84,7 @@ def rss_kib(pid: int) -> int:
 
 
 def main() -> None:
+    common.guard()
     for tool in ("nginx", "wrk", "taskset"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
             print(f"skipped: {tool} not installed")
@@ -127,6 +129,8 @@ def main() -> None:
     print(f"ratio req/s {crowded[0] / alone[0]:.2f} (bar >= 0.90), p99 {crowded[1] / alone[1]:.2f}x (bar <= 2)")
     print(f"slow crowd: {out.strip()}; proxy: connections_refused={http['counters'].get('connections_refused')} "
           f"refused_408={http['counters'].get('refused_408', 0)} active={http['gauges'].get('active_connections')}")
+    common.record(f"http beside {SLOW} slow clients", None, None, rps_ratio=crowded[0] / alone[0],
+                  p99_ratio=crowded[1] / alone[1])
     print(json.dumps({"http_slow": {"rps_alone": alone[0], "rps_crowded": crowded[0], "p99_alone_ms": alone[1],
                                     "p99_crowded_ms": crowded[1], "rss_alone_kib": rss_alone,
                                     "rss_crowded_kib": rss_crowded}}))

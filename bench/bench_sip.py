@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench import common  # noqa: E402
 from tests.support import free_port, free_tcp_udp_port  # noqa: E402
 
 SCEN = ROOT / "tests" / "services" / "sip" / "scenarios"
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     `python -m bench.bench_sip --duration 10 --rates 1000,1500 --only pforte,kamailio --rounds 3`
     (rounds alternate the proxies, since the machine drifts, and the median ratio is printed)."""
     global DURATION
+    common.guard()
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=DURATION)
     ap.add_argument("--rates", default=",".join(map(str, RATES)))
@@ -212,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, rs in ratios.items():
         print(f"ratio {name}/kamailio per core: {statistics.median(rs):.2f}x "
               f"(median of {len(rs)}: {', '.join(f'{x:.2f}' for x in rs)}; noisy shared machine)")
+        common.record(f"sip {name} CPS per core", "kamailio", statistics.median(rs), rounds=rs)
     if argv is None:  # `make bench`: the flood too
         from bench import sip_attack
 

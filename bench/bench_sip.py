@@ -103,10 +103,12 @@ def start_pforte(uas_port: int, port: int, workdir: Path, media: bool = True) ->
     (workdir / "proxy.json").write_text(json.dumps(cfg))
     # without the media service SDP goes to the pass-through media interface (dialogs still tracked)
     prog = ["-m", "proxyd"] if media else ["-m", "bench.proxyd_without", "media"]
-    return subprocess.Popen(["taskset", "-c", "1", sys.executable, *prog, "run", "--config",
+    proc = subprocess.Popen(["taskset", "-c", "1", sys.executable, *prog, "run", "--config",
                              str(workdir / "proxy.json"), "--state-dir", str(workdir / "state"), "--admin", "off"],
                             cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / "pforte.log", "wb"))  # noqa: SIM115
+    common.wait_proxyd(workdir / "state")
+    return proc
 
 
 KAMAILIO_CFG = """#!KAMAILIO

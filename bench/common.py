@@ -179,6 +179,24 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
             proc.wait()
 
 
+def wait_proxyd(state_dir: Path, revision: int = 1, timeout: float = 30.0) -> float:
+    """Wait until a `proxyd run --state-dir` applied `revision` (its control socket says so) and
+    return how long that took: a bench that sends load after a fixed sleep measures start-up on a
+    busy machine (sipp's calls into a proxy not yet listening fail, and wait out sipp's timeout)."""
+    from proxyd.admin import fetch_status
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            code, body = fetch_status(state_dir / "proxyd.sock")
+            if code == 200 and json.loads(body).get("revision") == revision:
+                return time.monotonic() - t0
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"proxyd in {state_dir} did not apply revision {revision} in {timeout:.0f} s")
+
+
 # -- results -------------------------------------------------------------------------------------
 def record(workload: str, anchor: str | None, ratio: float | None, *, better: str = "higher",
            **figures: Any) -> dict[str, Any]:

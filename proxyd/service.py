@@ -71,6 +71,9 @@ class ServiceContext:
     certs: CertStore
     access: AccessList
     lookup: Callable[[str], Service | None] = field(default=lambda name: None)
+    #: one of several workers (`proxyd run --workers N`): TCP listeners share their port (SO_REUSEPORT);
+    #: off otherwise, so that a second proxyd on the same port fails to bind instead of sharing it
+    reuse_port: bool = False
 
     def logger(self, service: str) -> logging.Logger:
         return logging.getLogger(f"services.{service}")

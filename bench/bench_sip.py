@@ -97,7 +97,9 @@ def start_pforte(uas_port: int, port: int, workdir: Path, media: bool = True) ->
            "services": {"web": {"mode": "off"}, "sip": {"mode": "udp", "udp_port": port, "rate_limit": 0},
                         # below the ephemeral range, where free_tcp_udp_port() picks the SIP port
                         # all calls come from one sipp to one PBX: the per-source/instance caps would refuse them
-                        "media": {"mode": "rtp", "port_min": 20000, "port_max": 29998,
+                        # a range free now: a fixed one collided with another bench's relay holding it
+                        "media": {"mode": "rtp", **dict(zip(("port_min", "port_max"), common.udp_range(),
+                                                                 strict=True)),
                                   "max_streams_per_source": 100_000, "max_streams_per_instance": 100_000},
                         "provisioning": {"mode": "off"}, "xmpp": {"enabled": False}}}
     (workdir / "proxy.json").write_text(json.dumps(cfg))

@@ -197,6 +197,22 @@ def wait_proxyd(state_dir: Path, revision: int = 1, timeout: float = 30.0) -> fl
     raise RuntimeError(f"proxyd in {state_dir} did not apply revision {revision} in {timeout:.0f} s")
 
 
+def udp_range(sizes: tuple[int, ...] = (2000, 1000, 400), after: int = 10_000) -> tuple[int, int]:
+    """The first even-aligned UDP port range free now, of the largest size that fits (a relay's
+    ports: other processes on a shared machine hold ranges of their own), said when smaller."""
+    from tests.support import free_udp_range
+
+    for size in sizes:
+        try:
+            lo = free_udp_range(size, after=after)
+        except RuntimeError:
+            continue
+        if size != sizes[0]:
+            progress(f"  note: only {size} free UDP ports in a row from {after} on (wanted {sizes[0]})")
+        return lo, lo + size - 2
+    raise RuntimeError(f"no {sizes[-1]} free UDP ports in a row from {after} to 32000")
+
+
 # -- results -------------------------------------------------------------------------------------
 def record(workload: str, anchor: str | None, ratio: float | None, *, better: str = "higher",
            **figures: Any) -> dict[str, Any]:

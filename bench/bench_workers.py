@@ -59,9 +59,10 @@ def main() -> None:
                 cfg = base_config(applications=[{"name": "plain", "port": port, "tls": False,
                                                  "public_prefix": "/bench/", "upstream": f"http://127.0.0.1:{be}/"}])
                 (d / f"w{n}").mkdir()
-                px = ProxydProcess(d / f"w{n}", cfg, ("--log-level", "WARNING", "--workers", str(n))).start()
+                px = ProxydProcess(d / f"w{n}", cfg, ("--log-level", "WARNING", "--workers", str(n)))
+                pfortes.append(px.start(wait=False))
+                px.wait_revision(1, timeout=90)  # N workers start one interpreter each: slow on a busy machine
                 assert px.proc is not None
-                pfortes.append(px)
                 pids[f"pforte x{n}"], urls[f"pforte x{n}"] = px.proc.pid, f"http://127.0.0.1:{port}/bench/x"
             runs: dict[str, list[tuple[float, float, float]]] = {}
             names = list(urls)

@@ -95,18 +95,25 @@ def preflight(todo: list[plans.Plan], m: dict[str, Any]) -> None:
         print(f"  {plan.name}: {'; '.join(notes)}", flush=True)
 
 
-def run_one(plan: plans.Plan, quick: bool, results: Path) -> dict[str, Any]:
-    """The bench in its own process group, stopped at 1.5x its budget; what it left behind ended."""
+def allowance(plan: plans.Plan, left: float, later: list[plans.Plan]) -> float:
+    """Seconds a bench may run: up to 1.5x its budget, less when the run's total would not leave
+    the benches after it three quarters of theirs (the total is the promise: 10 or 2 minutes)."""
+    reserve = 0.75 * sum(p.budget for p in later)
+    return max(0.0, min(plan.budget * 1.5, max(left - reserve, plan.budget * 0.5), left))
+
+
+def run_one(plan: plans.Plan, quick: bool, results: Path, limit: float) -> dict[str, Any]:
+    """The bench in its own process group, stopped after `limit` s; what it left behind ended."""
     print(f"\n=== bench {plan.name} ===", flush=True)
     argv = [sys.executable, "-m", "bench.run", "--one", plan.name, *(["--quick"] if quick else [])]
     t0 = time.monotonic()
     child = common.spawn(argv, cwd=ROOT, env={**os.environ, "BENCH_RESULTS": str(results)})
     outcome = "ok"
     try:
-        rc = child.wait(plan.budget * 1.5)
+        rc = child.wait(limit)
         outcome = "ok" if rc == 0 else f"failed (exit {rc})"
     except subprocess.TimeoutExpired:
-        outcome = f"stopped after {plan.budget * 1.5:.0f} s (budget {plan.budget:.0f} s)"
+        outcome = f"stopped after {limit:.0f} s (budget {plan.budget:.0f} s)"
         print(f"bench {plan.name}: {outcome}", flush=True)
     finally:
         if child.poll() is None:  # a timeout or this driver interrupted: let the bench clean up first
@@ -146,8 +153,15 @@ def drive(names: list[str], quick: bool, out_dir: Path) -> int:
     path = out_dir / f"{started:%Y%m%dT%H%M%SZ}-{'quick' if quick else 'full'}.json"
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for plan in todo:
-                run["benches"].append(run_one(plan, quick, Path(tmp) / f"{plan.name}.jsonl"))
+            for i, plan in enumerate(todo):
+                limit = allowance(plan, t0 + run["budget_s"] - time.monotonic(), todo[i + 1:])
+                if limit < 5:
+                    print(f"\n=== bench {plan.name}: skipped, the run's {run['budget_s']:.0f} s are spent ===",
+                          flush=True)
+                    run["benches"].append({"name": plan.name, "outcome": "skipped (time spent)", "wall_s": 0.0,
+                                           "budget_s": plan.budget, "left_behind": 0, "results": []})
+                    continue
+                run["benches"].append(run_one(plan, quick, Path(tmp) / f"{plan.name}.jsonl", limit))
         run["complete"] = True
     finally:
         run["wall_s"] = round(time.monotonic() - t0, 1)

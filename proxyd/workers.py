@@ -51,11 +51,15 @@ FILE_POLL_INTERVAL = 1.0
 PR_SET_PDEATHSIG = 1
 
 
+PARENT_ENV = "PFORTE_WORKER_PARENT"
+
+
 def become_worker() -> None:
     """In a worker: end (SIGTERM: drain) when the parent dies, even by SIGKILL."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before the line above
+    # compared with the pid the parent gave, not with 1: the parent may be a container's init
+    if os.environ.get(PARENT_ENV) not in (None, str(os.getppid())):  # it died before the line above
         raise SystemExit(1)
 
 
@@ -150,7 +154,7 @@ class Master:
             w.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "proxyd", "run", "--config", str(self.fanout), "--state-dir", str(w.state.root),
                 "--admin", "off", "--drain-timeout", str(self.drain_timeout), "--worker", str(w.id),
-                *self.worker_args)
+                *self.worker_args, env={**os.environ, PARENT_ENV: str(os.getpid())})
             w.started = time.monotonic()
             log.info("event=worker_started worker=%d pid=%d", w.id, w.proc.pid)
             rc = await w.proc.wait()

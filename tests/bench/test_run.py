@@ -80,3 +80,15 @@ def test_a_bench_killed_outright_has_its_orphans_ended_by_the_driver(tmp_path: P
     assert survivors(seen) == []
     out = log.read_text()
     assert "bench http left pid" in out and "failed (exit -9)" in out
+
+
+def test_the_run_total_holds_when_a_bench_overruns() -> None:
+    from bench.plans import Plan
+    from bench.run import allowance
+
+    a, b, c = Plan("a", 100), Plan("b", 100), Plan("c", 40)
+    assert allowance(a, 600, [b, c]) == 150  # room: 1.5x its budget
+    assert allowance(a, 200, [b, c]) == 95  # the later ones keep 3/4 of their budgets
+    assert allowance(a, 120, [b, c]) == 50  # at least half its own budget ...
+    assert allowance(a, 30, [b, c]) == 30  # ... but never past the run's end
+    assert allowance(c, 0, []) == 0

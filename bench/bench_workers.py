@@ -88,7 +88,7 @@ def main() -> None:
     for who in ("pforte", "nginx"):
         for n in (1, 2):
             common.record(f"http plain req/s by workers, {who}", None, None, workers=n,
-                          throughput=rps[f"{who} x{n}"], cpu=cpu[f"{who} x{n}"])
+                          throughput=rps[f"{who} x{n}"], unit="req/s", cpu=cpu[f"{who} x{n}"])
     common.record("http plain req/s, 2 workers", "nginx", rps["pforte x2"] / rps["nginx x2"],
                   scaling_2_over_1=scaling, nginx_scaling_2_over_1=nginx_scaling)
     common.record("http plain req/s, 2 workers / 1 worker", "nginx", scaling / nginx_scaling,

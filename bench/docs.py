@@ -38,6 +38,11 @@ def workers(run: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
+def unit(run: dict[str, Any]) -> str:
+    units = {r.get("unit") for b in run["benches"] for r in b["results"] if "workers" in r}
+    return units.pop() or "throughput" if len(units) == 1 else "throughput"
+
+
 def plot_ratios(items: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -63,7 +68,7 @@ def plot_ratios(items: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_workers(series: dict[str, list[tuple[int, float]]], path: Path, title: str) -> None:
+def plot_workers(series: dict[str, list[tuple[int, float]]], path: Path, title: str, ylabel: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +79,7 @@ def plot_workers(series: dict[str, list[tuple[int, float]]], path: Path, title: 
         ax.plot([w for w, _ in points], [t for _, t in points], marker="o", label=name)
     ax.set_xticks(sorted({w for pts in series.values() for w, _ in pts}))
     ax.set_xlabel("workers")
-    ax.set_ylabel("throughput")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
@@ -113,7 +118,7 @@ def render(run_path: Path, doc: Path, out: Path) -> list[Path]:
         plot_ratios(items, out / "ratios.png", title)
         made.append(out / "ratios.png")
     if series := workers(run):
-        plot_workers(series, out / "workers.png", title)
+        plot_workers(series, out / "workers.png", title, unit(run))
         made.append(out / "workers.png")
     images = [str(p.relative_to(doc.parent)) for p in made if p.suffix == ".png"]
     text = doc.read_text()

@@ -117,7 +117,7 @@ def run_one(plan: plans.Plan, quick: bool, results: Path, limit: float) -> dict[
         print(f"bench {plan.name}: {outcome}", flush=True)
     finally:
         if child.poll() is None:  # a timeout or this driver interrupted: let the bench clean up first
-            common.stop(child)
+            common.stop(child, grace=10.0)
         left = common.end_all()
         for pid, _ in left:
             print(f"bench {plan.name} left pid {pid} behind, ended it: {common.command(pid)[:120]}", flush=True)
@@ -154,8 +154,8 @@ def drive(names: list[str], quick: bool, out_dir: Path) -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for i, plan in enumerate(todo):
-                # 5 s kept for stopping a bench that overran and for the summary
-                limit = allowance(plan, t0 + run["budget_s"] - 5 - time.monotonic(), todo[i + 1:])
+                # 15 s kept for stopping a bench that overran (10 s of grace) and for the summary
+                limit = allowance(plan, t0 + run["budget_s"] - 15 - time.monotonic(), todo[i + 1:])
                 if limit < 5:
                     print(f"\n=== bench {plan.name}: skipped, the run's {run['budget_s']:.0f} s are spent ===",
                           flush=True)

@@ -57,15 +57,15 @@ FULL = [
 ]
 
 QUICK = [
-    Plan("http", 20, ("nginx", "wrk", "taskset", "haproxy"),
+    Plan("http", 18, ("nginx", "wrk", "taskset", "haproxy"),
          env={"BENCH_HTTP_DURATION": "2", "BENCH_HTTP_ROUNDS": "1"}),
     # one low rate: the ratio rests on CPU per call, and a busy machine fails sipp at 1,000 CPS
-    Plan("sip", 22, ("sipp", "kamailio", "taskset"),
+    Plan("sip", 20, ("sipp", "kamailio", "taskset"),
          argv=["--duration", "2", "--rates", "300", "--rounds", "1", "--only", "pforte,pforte+rtp,kamailio"]),
-    Plan("media", 38, ("rtpengine", "cc", "taskset"),
+    Plan("media", 45, ("rtpengine", "cc", "taskset"),
          env={"BENCH_MEDIA_TRIAL": "0.5", "BENCH_MEDIA_STREAMS": "100"}, udp_sockets=800 + 320),
-    Plan("xmpp", 10, ("haproxy",), attrs={"SESSIONS": 500, "BULK_MB": 64}),
-    Plan("workers", 15, ("nginx", "wrk", "taskset"), env={"BENCH_HTTP_DURATION": "2", "BENCH_WORKERS_ROUNDS": "1"}),
+    Plan("xmpp", 9, ("haproxy",), attrs={"SESSIONS": 500, "BULK_MB": 64}),
+    Plan("workers", 14, ("nginx", "wrk", "taskset"), env={"BENCH_HTTP_DURATION": "2", "BENCH_WORKERS_ROUNDS": "1"}),
 ]
 
 #: left out of the timed profiles, run by name (`bench/run.py sip_attack`): 1,000,000 spoofed

@@ -154,8 +154,8 @@ def drive(names: list[str], quick: bool, out_dir: Path) -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for i, plan in enumerate(todo):
-                # 15 s kept for stopping a bench that overran (10 s of grace) and for the summary
-                limit = allowance(plan, t0 + run["budget_s"] - 15 - time.monotonic(), todo[i + 1:])
+                # kept for stopping a bench that overran (10 s of grace) and for the summary
+                limit = allowance(plan, t0 + run["budget_s"] * 0.9 - time.monotonic(), todo[i + 1:])
                 if limit < 5:
                     print(f"\n=== bench {plan.name}: skipped, the run's {run['budget_s']:.0f} s are spent ===",
                           flush=True)

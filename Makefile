@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv run test lint bench docs clean
+.PHONY: venv run test lint bench bench-docs docs clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml services/sip/_cscan.c
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ lint: $(STAMP)
 	$(BIN)/mypy proxyd services netconf
 	$(BIN)/lint-imports
 
+# `make bench` ≤ 10 min, `make bench QUICK=1` ≤ 2 min (bench/plans.py); each run -> bench/results/*.json
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(if $(filter-out 0,$(QUICK)),--quick)
+
+# docs/benchmarks.md's generated figures and plots from the newest full run in bench/results/
+bench-docs: $(STAMP)
+	$(BIN)/python -m bench.docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info .state

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import common
 from proxyd.admin import fetch_status
 from proxyd.agent import state as agent_state
 from proxyd.statedir import StateDir
@@ -38,6 +39,7 @@ def wait_revision(sock: Path, revision: int, timeout: float = 20.0) -> float:
 
 
 def main() -> None:
+    common.guard()
     mgr = FakeManager().start()
     with tempfile.TemporaryDirectory() as tmp:
         state = StateDir(Path(tmp) / "state").ensure()
@@ -61,6 +63,8 @@ def main() -> None:
     print(f"start -> online (process start, config applied): {online * 1000:.0f} ms")
     print(f"publish -> live over {CHANGES} changes: p50 {q[49] * 1000:.1f} ms  p95 {q[94] * 1000:.1f} ms  "
           f"max {max(lat) * 1000:.1f} ms")
+    common.record("agent publish -> live", None, None, online_ms=online * 1000, p50_ms=q[49] * 1000,
+                  p95_ms=q[94] * 1000)
 
 
 if __name__ == "__main__":

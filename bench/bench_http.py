@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from tests.support import ProxydProcess, base_config, free_port  # noqa: E402
 
 DURATION = int(os.environ.get("BENCH_HTTP_DURATION", "10"))
@@ -142,6 +143,7 @@ def pin(pid: int, core: int) -> None:
 
 
 def main() -> None:
+    common.guard()
     for tool in ("nginx", "wrk", "taskset"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
             print(f"skipped: {tool} not installed")
@@ -195,7 +197,10 @@ def main() -> None:
                 order = names[r % len(names):] + names[:r % len(names)]
                 for mode in ("plain", "tls"):
                     for name in order:
-                        runs.setdefault((mode, name), []).append(measured(pids[name], urls[name][mode]))
+                        m = measured(pids[name], urls[name][mode])
+                        runs.setdefault((mode, name), []).append(m)
+                        common.progress(f"  round {r + 1} {mode:<5} {name:<8} {m[0]:9.0f} req/s  p99 {m[1]:6.2f} ms"
+                                        f"  cpu {m[2]:4.0%}")
             connects = px.status()["services"]["http"]["counters"].get("backend_connects")
         finally:
             px.stop()
@@ -232,6 +237,9 @@ def report(runs: dict[tuple[str, str], list[tuple[float, float, float]]], names:
             if name != "pforte":
                 row[f"ratio_{name}"] = statistics.median(ratios)
                 row[f"ratio_{name}_per_core"] = statistics.median(per_core)
+                common.record(f"http {mode} req/s per core", name, statistics.median(per_core),
+                              absolute=statistics.median(ratios), pforte_rps=row["pforte_rps"], anchor_rps=rps,
+                              pforte_p99_ms=row["pforte_p99_ms"], anchor_p99_ms=p99)
         summary.append(row)
     print(json.dumps({"http": summary}))
 

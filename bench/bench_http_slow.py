@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from bench.bench_http import DURATION, backend_conf, cpu_seconds, pin, wrk_answers  # noqa: E402
 from tests.support import ProxydProcess, base_config, free_port  # noqa: E402
 
@@ -103,6 +104,7 @@ def crowd_command() -> list[str]:
 
 
 def main() -> None:
+    common.guard()
     for tool in ("nginx", "wrk", "taskset"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
             print(f"skipped: {tool} not installed")
@@ -155,6 +157,8 @@ def main() -> None:
     print(f"slow crowd: {out.strip()}; proxy: connections_refused={http['counters'].get('connections_refused')} "
           f"refused_408={http['counters'].get('refused_408', 0)} refused_503={http['counters'].get('refused_503', 0)} "
           f"backend_queued={http['counters'].get('backend_queued')} active={http['gauges'].get('active_connections')}")
+    common.record(f"http beside {SLOW} slow clients", None, None, rps_ratio=crowded[0] / alone[0],
+                  p99_ratio=crowded[1] / alone[1])
     print(json.dumps({"http_slow": {"rps_alone": alone[0], "rps_crowded": crowded[0], "p99_alone_ms": alone[1],
                                     "p99_crowded_ms": crowded[1], "non2xx_alone": alone[2],
                                     "non2xx_crowded": crowded[2], "cpu_alone": alone[3], "cpu_crowded": crowded[3],

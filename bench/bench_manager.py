@@ -22,6 +22,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from tests.support import free_port, stop_process  # noqa: E402
 
 PROXIES = 1000
@@ -118,6 +119,7 @@ async def simulate(port: int, keys: list[str]) -> tuple[list[tuple[float, float]
 
 
 def main() -> None:
+    common.guard()
     with tempfile.TemporaryDirectory() as data:
         t0 = time.monotonic()
         keys = make_proxies(data)
@@ -159,6 +161,8 @@ def main() -> None:
     print(f"long-polls answered: {answered}  errors: {errors}")
     print(f"manager CPU: {cpu * 100:.0f} % of one core over {DURATION:.0f} s "
           f"(load generator: {client_cpu * 100:.0f} %)")
+    common.record(f"manager {PROXIES} proxies heartbeat", None, None, p50_ms=pct(every, 0.5),
+                  p99_ms=pct(every, 0.99), polls=answered, errors=errors, cpu=cpu)
 
 
 if __name__ == "__main__":

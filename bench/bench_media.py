@@ -33,11 +33,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from tests.support import free_udp_range, stop_process  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
-STREAM_COUNTS = (100, 1000)
-TRIAL = 3.0
+STREAM_COUNTS = tuple(int(n) for n in os.environ.get("BENCH_MEDIA_STREAMS", "100,1000").split(","))
+TRIAL = float(os.environ.get("BENCH_MEDIA_TRIAL", "3"))  # `make bench` sets both (bench/plans.py)
 MAX_LOSS = 0.001
 START_RATE = 20_000
 FIXED_RATE = 30_000  # every relay's CPU share is also taken at this one load, for a like-for-like per-core figure
@@ -538,6 +539,7 @@ def fitting(counts: tuple[int, ...]) -> list[int]:
 
 
 def main() -> None:
+    common.guard()
     if not (shutil.which("cc") and shutil.which("taskset")):
         print("media bench skipped: cc/taskset missing")
         return
@@ -572,6 +574,8 @@ def main() -> None:
                 fixed = by["pforte"]["fixed_per_core"] / by[ref]["fixed_per_core"] if by[ref]["fixed_per_core"] else 0
                 print(f"{streams} streams: pforte/{ref} per core at max {ratio:.2f}x, "
                       f"at {FIXED_RATE} pps {fixed:.2f}x, absolute {by['pforte']['pps'] / max(by[ref]['pps'], 1):.2f}x")
+                common.record(f"media {streams} streams pps per core", ref, ratio, at_fixed_rate=fixed,
+                              pforte_pps=by["pforte"]["pps"], anchor_pps=by[ref]["pps"])
     print("(a call = 2 streams x 50 pps; generator on core 0, relay on core 1; >= the generator's limit, not the "
           "relay's; shared, noisy 2-core machine)")
 

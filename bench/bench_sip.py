@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench import common  # noqa: E402
 from tests.support import free_port, free_tcp_udp_port  # noqa: E402
 
 SCEN = ROOT / "tests" / "services" / "sip" / "scenarios"
@@ -96,16 +97,20 @@ def start_pforte(uas_port: int, port: int, workdir: Path, media: bool = True) ->
            "services": {"web": {"mode": "off"}, "sip": {"mode": "udp", "udp_port": port, "rate_limit": 0},
                         # below the ephemeral range, where free_tcp_udp_port() picks the SIP port
                         # all calls come from one sipp to one PBX: the per-source/instance caps would refuse them
-                        "media": {"mode": "rtp", "port_min": 20000, "port_max": 29998,
+                        # a range free now: a fixed one collided with another bench's relay holding it
+                        "media": {"mode": "rtp", **dict(zip(("port_min", "port_max"), common.udp_range(),
+                                                                 strict=True)),
                                   "max_streams_per_source": 100_000, "max_streams_per_instance": 100_000},
                         "provisioning": {"mode": "off"}, "xmpp": {"enabled": False}}}
     (workdir / "proxy.json").write_text(json.dumps(cfg))
     # without the media service SDP goes to the pass-through media interface (dialogs still tracked)
     prog = ["-m", "proxyd"] if media else ["-m", "bench.proxyd_without", "media"]
-    return subprocess.Popen(["taskset", "-c", "1", sys.executable, *prog, "run", "--config",
+    proc = subprocess.Popen(["taskset", "-c", "1", sys.executable, *prog, "run", "--config",
                              str(workdir / "proxy.json"), "--state-dir", str(workdir / "state"), "--admin", "off"],
                             cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / "pforte.log", "wb"))  # noqa: SIM115
+    common.wait_proxyd(workdir / "state")
+    return proc
 
 
 KAMAILIO_CFG = """#!KAMAILIO
@@ -169,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     `python -m bench.bench_sip --duration 10 --rates 1000,1500 --only pforte,kamailio --rounds 3`
     (rounds alternate the proxies, since the machine drifts, and the median ratio is printed)."""
     global DURATION
+    common.guard()
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=DURATION)
     ap.add_argument("--rates", default=",".join(map(str, RATES)))
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, rs in ratios.items():
         print(f"ratio {name}/kamailio per core: {statistics.median(rs):.2f}x "
               f"(median of {len(rs)}: {', '.join(f'{x:.2f}' for x in rs)}; noisy shared machine)")
+        common.record(f"sip {name} CPS per core", "kamailio", statistics.median(rs), rounds=rs)
     if argv is None:  # `make bench`: the flood too
         from bench import sip_attack
 

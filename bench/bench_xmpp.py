@@ -21,6 +21,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from tests.support import ProxydProcess, base_config, free_port  # noqa: E402
 
 SESSIONS = 10_000
@@ -136,6 +137,7 @@ def measure(name: str, port: int, pid: int, backend_port: int, sessions: int) ->
 
 
 def main() -> None:
+    common.guard()
     limit = raise_nofile(4 * SESSIONS + 1000)
     # each relayed session costs a proxy two descriptors; stay below the limit for both proxies
     sessions = min(SESSIONS, (limit - 300) // 2)
@@ -173,6 +175,9 @@ def main() -> None:
                 p.wait(10)
     (pm, pr), (hm, hr) = results["pforte"], results["haproxy"]
     print(f"  ratio pforte/haproxy: throughput {pm / hm:.2f}x, RSS per idle session {pr / max(hr, 1):.2f}x")
+    common.record("xmpp bulk MB/s", "haproxy", pm / hm, pforte_mbps=pm, anchor_mbps=hm)
+    common.record(f"xmpp RSS per idle session ({sessions})", "haproxy", pr / max(hr, 1), better="lower",
+                  pforte_bytes=pr, anchor_bytes=hr)
 
 
 if __name__ == "__main__":

@@ -41,9 +41,10 @@ class Daemon:
         admin_tcp: tuple[str, int] | None = None,
         drain_timeout: float = 10.0,
         classes: list[type[Service]] | None = None,
+        reuse_port: bool = False,
     ):
         self.state = state.ensure()
-        self.ctx = ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList())
+        self.ctx = ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList(), reuse_port=reuse_port)
         self.supervisor = Supervisor(self.ctx, classes if classes is not None else discover(), drain_timeout)
         self.admin = AdminServer(self.status, self.ready_report)
         self.admin_tcp = admin_tcp

@@ -77,6 +77,9 @@ class ServiceContext:
     #: DNS-01: (name, value, present) -> None, blocking (the renewer's worker thread calls it); set by
     #: the agent of a managed proxy, which asks the manager to set the TXT record (proxyd/agent/acme_dns.py)
     acme_dns: Callable[[str, str, bool], None] | None = None
+    #: one of several workers (`proxyd run --workers N`): TCP listeners share their port (SO_REUSEPORT);
+    #: off otherwise, so that a second proxyd on the same port fails to bind instead of sharing it
+    reuse_port: bool = False
 
     def logger(self, service: str) -> logging.Logger:
         return logging.getLogger(f"services.{service}")

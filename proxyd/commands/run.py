@@ -16,6 +16,8 @@ from proxyd.daemon import Daemon, file_source
 from proxyd.events import HTTP_EVENTS_LOGGER
 from proxyd.loop import run as run_loop
 from proxyd.statedir import StateDir
+from proxyd.supervisor import discover
+from proxyd.workers import Master, become_worker, worker_services
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "count all)")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds established connections get to finish on SIGTERM")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default 1: one process, as before); more need --config: HTTP/TLS and "
+                        "XMPP listen in every worker, SIP, media and provisioning in the first (docs/operations.md)")
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the parent for each worker it starts
     m = p.add_argument_group("managed mode (no --config)")
     m.add_argument("--heartbeat-interval", type=float, default=60.0, help="seconds between heartbeats")
     m.add_argument("--poll-wait", type=float, default=55.0, help="long-poll wait asked of the manager (max 60)")
@@ -49,6 +55,12 @@ def parse_admin(value: str) -> tuple[str, int] | None:
 def run(args: argparse.Namespace) -> int:
     state = StateDir(args.state_dir).ensure()
     logs.setup(args.log_format, args.log_level, state.logs)
+    if args.workers < 1:
+        print("--workers: at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.config is None:
+        print("--workers N > 1 needs --config FILE: managed mode runs one worker for now", file=sys.stderr)
+        return 2
     if args.request_log == "refusals":  # served requests log at info, refusals and failures at warning
         logging.getLogger(HTTP_EVENTS_LOGGER).setLevel(logging.WARNING)
     if args.config is not None:
@@ -73,7 +85,18 @@ def run(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat_interval, poll_wait=min(args.poll_wait, 60.0),
             backoff_max=max(args.backoff_max, 1.0),
         ))
-    daemon = Daemon(state, admin_tcp=parse_admin(args.admin), drain_timeout=args.drain_timeout)
+    if args.workers > 1:
+        master = Master(state, args.config, args.workers, ["--log-format", args.log_format, "--log-level",
+                                                           args.log_level, "--request-log", args.request_log],
+                        args.drain_timeout, parse_admin(args.admin))
+        run_loop(master.serve())
+        return 0
+    classes = None
+    if args.worker is not None:
+        become_worker()
+        classes = [c for c in discover() if c.name in worker_services(args.worker, [c.name for c in discover()])]
+    daemon = Daemon(state, admin_tcp=parse_admin(args.admin), drain_timeout=args.drain_timeout, classes=classes,
+                    reuse_port=args.worker is not None)
     daemon.apply_listeners.append(_settle_heap_once())
     run_loop(daemon.serve(source))
     return 0

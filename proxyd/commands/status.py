@@ -48,6 +48,9 @@ def render(st: dict) -> str:
             lines.append(f"  rejected revision: {m['last_error']}")
     if st.get("last_error"):
         lines.append(f"last error: {st['last_error']}")
+    for w in st.get("workers", []):
+        lines.append(f"  worker {w['id']}: {w['state']:<8} pid {w['pid']}  revision {w['revision']}  "
+                     f"restarts {w['restarts']}  {','.join(w['services']) or '-'}")
     for name, svc in st.get("services", {}).items():
         listeners = ", ".join(str(x) for x in svc.get("listeners", [])) or "-"
         lines.append(f"  {name:<13} {svc.get('state'):<8} {listeners}")

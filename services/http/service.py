@@ -102,10 +102,10 @@ class HttpService(Service):
                                            self.ctx.certs.server_context(alpn=["http/1.1"]), service=self.name,
                                            handshake_timeout=self.limits.tls_handshake_timeout, gate=self.gate,
                                            alpn_challenges=self.ctx.certs.alpn_challenges,
-                                           reuse_address=True, backlog=1024)
+                                           reuse_address=True, reuse_port=self.ctx.reuse_port, backlog=1024)
         loop = asyncio.get_running_loop()
         return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port,
-                                        reuse_address=True, backlog=1024)
+                                        reuse_address=True, reuse_port=self.ctx.reuse_port, backlog=1024)
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()

@@ -42,7 +42,8 @@ class Listener:
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self.server = await loop.create_server(lambda: Session(self), host, port, reuse_address=True)
+            self.server = await loop.create_server(lambda: Session(self), host, port, reuse_address=True,
+                                                   reuse_port=self.service.ctx.reuse_port)
         except OSError as exc:
             raise ServiceError(f"xmpp: cannot listen on {host}:{port} ({exc.strerror}); "
                                f"choose a free services.xmpp port") from exc

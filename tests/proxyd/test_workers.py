@@ -1,0 +1,154 @@
+"""`proxyd run --workers 2`: a parent supervising two real workers — both accept connections on
+the shared HTTP port (SO_REUSEPORT), a reload reaches both (and an invalid one neither), a killed
+worker is restarted, SIGTERM drains both (a request in flight completes) and nothing is left."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxyd.admin import fetch_status
+from proxyd.workers import merge_services, worker_services
+from tests.support import ProxydProcess, base_config, free_port
+
+
+class Backend(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/slow":
+            time.sleep(1.5)
+        body = b"hello\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def backend() -> Iterator[int]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def get(port: int, path: str = "/app/x") -> int:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", path, headers={"Connection": "close"})
+        r = c.getresponse()
+        r.read()
+        return r.status
+    finally:
+        c.close()
+
+
+def worker_status(px: ProxydProcess, i: int) -> dict[str, Any]:
+    code, body = fetch_status(px.state_dir / "workers" / f"w{i}" / "proxyd.sock")
+    assert code == 200
+    return dict(json.loads(body))
+
+
+def wait(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, KeyError, ValueError, AssertionError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_two_workers_share_the_port_reload_together_restart_and_drain(
+        proxyd: Callable[..., ProxydProcess], backend: int) -> None:
+    port = free_port()
+    cfg = base_config(applications=[{"name": "app", "port": port, "tls": False, "public_prefix": "/app/",
+                                     "upstream": f"http://127.0.0.1:{backend}/"}])
+    px = proxyd(cfg, extra_args=("--workers", "2"))
+    st = px.status()
+    assert [w["state"] for w in st["workers"]] == ["running", "running"] and st["revision"] == 1
+    assert "http" in st["workers"][1]["services"] and "media" not in st["workers"][1]["services"]
+    assert "media" in st["workers"][0]["services"]
+
+    # both accept: 60 connections from 60 source ports, spread by the kernel over the two sockets
+    assert [get(port) for _ in range(60)] == [200] * 60
+    per_worker = [worker_status(px, i)["services"]["http"]["counters"].get("requests", 0) for i in (0, 1)]
+    assert all(n > 0 for n in per_worker) and sum(per_worker) == 60, per_worker
+    assert px.status()["services"]["http"]["counters"]["requests"] == 60
+
+    # a reload reaches both workers; an invalid file reaches neither
+    px.reload(base_config(revision=2, proxy={"name": "two"}, applications=cfg["applications"]))
+    assert [worker_status(px, i)["revision"] for i in (0, 1)] == [2, 2]
+    px.config_path.write_text('{"version": 1, "revision": 3, "bind": 7}')
+    assert px.proc is not None
+    px.proc.send_signal(signal.SIGHUP)
+    wait(lambda: px.status()["last_error"] is not None, "the invalid config reported")
+    assert px.status()["revision"] == 2 and [worker_status(px, i)["revision"] for i in (0, 1)] == [2, 2]
+    assert "config_invalid" in px.output()
+
+    # a killed worker is restarted and serves the current revision
+    victim = px.status()["workers"][1]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    wait(lambda: (w := px.status()["workers"][1])["pid"] != victim and w["state"] == "running"
+         and w["restarts"] == 1 and w["revision"] == 2, "worker 1 restarted")
+    assert "event=worker_exited worker=1" in px.output()
+    assert get(port) == 200
+
+    # SIGTERM: a request in flight completes, both workers and the parent exit
+    pids = [w["pid"] for w in px.status()["workers"]]
+    slow: list[int] = []
+    threads = [threading.Thread(target=lambda: slow.append(get(port, "/app/slow"))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    wait(lambda: px.status()["services"]["http"]["gauges"]["active_connections"] >= 6, "slow requests in flight")
+    px.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(15)
+    assert slow == [200] * 6
+    assert px.proc.wait(20) == 0
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_workers_after_the_first_run_no_single_process_service() -> None:
+    names = ["http", "xmpp", "sip", "media", "provisioning"]
+    assert worker_services(0, names) == names
+    assert worker_services(1, names) == ["http", "xmpp"]
+
+
+def test_merge_sums_counters_and_keeps_the_worst_state() -> None:
+    a = {"services": {"http": {"state": "running", "listeners": ["http://127.0.0.1:1"],
+                               "counters": {"requests": 3}, "gauges": {"active_connections": 1}}}}
+    b = {"services": {"http": {"state": "failed", "listeners": ["http://127.0.0.1:1"], "last_error": "boom",
+                               "counters": {"requests": 4}, "gauges": {"active_connections": 2}}}}
+    m = merge_services([a, b])["http"]
+    assert m["state"] == "failed" and m["listeners"] == ["http://127.0.0.1:1"] and m["workers"] == 2
+    assert m["counters"] == {"requests": 7} and m["gauges"] == {"active_connections": 3} and m["last_error"] == "boom"
+
+
+def test_workers_need_a_config_file(tmp_path: Path) -> None:
+    from proxyd.cli import main
+
+    assert main(["run", "--state-dir", str(tmp_path / "s"), "--workers", "2"]) == 2

@@ -231,3 +231,86 @@ class AuthGuard:
         self._aor.expire(now)
         self._src.expire(now)
         self._locked.expire(now)
+
+
+#: Towards a UDP source that has not shown it receives what is sent to it, the relay sends at
+#: most this many times the bytes it received from that source (address and port), whatever
+#: the PBX sends back: a spoofed source's victim gets at most 3× what the spoofer spent. QUIC
+#: uses 3 for the same problem (RFC 9000 §8.1). 1× would cut real calls: a PBX without digest
+#: answers an INVITE with 100, 180 and a 200 with SDP (≈ 1.7× the INVITE); 3× leaves room for
+#: one lost final response retransmitted.
+AMPLIFICATION_FACTOR = 3
+#: Unverified sources tracked (≈ 150 bytes each): beyond, the least recently seen is forgotten,
+#: which only makes it stricter (its next response finds no budget). Verified sources have a
+#: table of their own, so a flood of spoofed sources (which cannot verify) cannot evict a phone.
+MAX_UNVERIFIED = 65_536
+MAX_VERIFIED = 65_536
+#: values sent to an unverified source that it may echo as its proof (To tags, our Via branch,
+#: digest nonces): the last few, enough for a call or a registration in progress
+COOKIES = 4
+
+
+class Amplification:
+    """Bytes in and out per UDP source until it proves it receives: it echoes a value it can
+    only know from what the relay sent to its address (the To tag of a response in an ACK or
+    in-dialog request, our Via branch in its response to a PBX's request, a digest nonce in its
+    Authorization). Verified sources are no longer counted."""
+
+    def __init__(self, factor: int = AMPLIFICATION_FACTOR, max_unverified: int = MAX_UNVERIFIED,
+                 max_verified: int = MAX_VERIFIED):
+        self.factor, self.max_unverified, self.max_verified = factor, max_unverified, max_verified
+        #: (ip, port) -> [bytes received, bytes sent, cookie...]
+        self._new: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
+        self._proven: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def received(self, key: tuple[str, int], n: int) -> None:
+        if key in self._proven:
+            self._proven.move_to_end(key)
+            return
+        rec = self._new.get(key)
+        if rec is None:
+            if len(self._new) >= self.max_unverified:
+                self._new.popitem(last=False)
+            self._new[key] = [n, 0]
+        else:
+            self._new.move_to_end(key)
+            rec[0] += n
+
+    def allow(self, key: tuple[str, int], n: int) -> bool:
+        """Whether `n` more bytes may go to `key` (counted if so)."""
+        if key in self._proven:
+            return True
+        rec = self._new.get(key)
+        if rec is None or rec[1] + n > self.factor * rec[0]:
+            return False
+        rec[1] += n
+        return True
+
+    def verified(self, key: tuple[str, int]) -> bool:
+        return key in self._proven
+
+    def remember(self, key: tuple[str, int], value: str) -> None:
+        """`value` goes to `key`: if `key` echoes it, it receives."""
+        rec = self._new.get(key)
+        if rec is None or not value:
+            return
+        h = hash(value)  # str hashes are salted per process: not guessable from outside
+        if h not in rec[2:]:  # a call's provisional and final responses share one To tag
+            rec.append(h)
+            if len(rec) > 2 + COOKIES:
+                del rec[2]
+
+    def prove(self, key: tuple[str, int], value: str) -> bool:
+        """Whether `value` echoes one sent to `key`; `key` is verified from then on."""
+        rec = self._new.get(key)
+        if rec is None or not value or hash(value) not in rec[2:]:
+            return False
+        del self._new[key]
+        if len(self._proven) >= self.max_verified:
+            self._proven.popitem(last=False)
+        self._proven[key] = None
+        return True
+
+    def counts(self) -> tuple[int, int]:
+        """(unverified, verified) sources tracked."""
+        return len(self._new), len(self._proven)

@@ -21,7 +21,7 @@ from services.sip.calls import IN_CALL, Calls
 from services.sip.dialogs import Dialogs
 from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
-from services.sip.protect import AuthGuard, RateLimiter, scanner
+from services.sip.protect import Amplification, AuthGuard, RateLimiter, scanner
 from services.sip.reasonlog import ReasonLog
 from services.sip.scan import Sip, Via, scan, tag
 from services.sip.uri import Uri, UriError, add_uri_param, parse_name_addr, parse_uri
@@ -59,6 +59,10 @@ _IDENTITY = re.compile(rb"^[Pp]-(?:[Aa][Ss][Ss][Ee][Rr][Tt][Ee][Dd]|[Pp][Rr][Ee]
 _IDENTITY_NAMES = frozenset({"p-asserted-identity", "p-preferred-identity"})
 #: an Authorization or Proxy-Authorization header line, in any case
 _CREDENTIALS = re.compile(rb"^(?:proxy-)?authorization[ \t]*:", re.M | re.I)
+#: a digest nonce (not a cnonce) in a challenge or in credentials: the proof that a UDP source
+#: received the challenge sent to its address (`Amplification`)
+_NONCE = re.compile(r'(?<![a-z])nonce[ \t]*=[ \t]*"([^"]{1,256})"', re.I)
+_CHALLENGES = ("www-authenticate", "proxy-authenticate")
 #: refused initial INVITEs logged as call ends per second; beyond, counted
 #: (`call_end_lines_suppressed`): a flood must not turn into a log flood
 MAX_REFUSED_CALL_LINES = 50
@@ -134,6 +138,9 @@ class Relay:
         self.signer = signer or FlowSigner()
         self.limiter = limiter  # None: no per-source limit
         self.auth = AuthGuard()
+        #: bytes to and from each UDP phone source until it proves it receives (`service` checks
+        #: every datagram it sends to a phone against it)
+        self.amp = Amplification()
         self._popped = 0  # Route values `_pop_own_routes` popped from the request at hand
         #: (Call-ID, CSeq) of a phone's request -> [requests received, challenges sent, carried
         #: credentials]: a PBX's retransmitted 401/407 beyond one per request is absorbed towards
@@ -177,6 +184,8 @@ class Relay:
     def receive(self, data: bytes, src: Flow, now: float) -> list[Action]:
         self.counters["received"] += 1
         self.now = now  # the clock of the log lines that say why a message goes nowhere
+        if src.side == "p" and src.transport == "udp":
+            self.amp.received((src.ip, src.port), len(data))
         if data[:1] in (b"\r", b"\n") and not data.strip(b"\r\n"):
             self.counters["keepalives"] += 1
             return [Send(src, b"\r\n")] if data.startswith(b"\r\n\r\n") else []
@@ -299,6 +308,8 @@ class Relay:
             return self._reply(msg, src, "proxy_require", 420, "Bad Extension",
                                ("Unsupported: " + ", ".join(msg.proxy_require),))
         if src.side == "p":
+            if src.transport == "udp" and not self.amp.verified((src.ip, src.port)):
+                self._prove_request(msg, src, data)
             refusal = self._limits(msg, src)
             if refusal is not None:
                 return refusal
@@ -349,6 +360,8 @@ class Relay:
         local = self._local(dest)
         branch = self._branch(msg, inbound, sent_by, client_via)
         msg.insert_before(top_idx, f"{local.via}{branch}.{mark};pf={token}")
+        if dest.side == "p" and dest.transport == "udp":  # its response echoes our branch
+            self.amp.remember((dest.ip, dest.port), f"b{branch}.{mark}")
         if register:  # Path (RFC 3327) with the phone's flow: requests to the phone come back over it
             msg.insert_before(msg.path_idx, f"Path: <sip:{token}@{local.hostport()};transport={local.transport};lr;ob>")
         if msg.method in DIALOG_METHODS and ";tag=" not in msg.to.replace(" ", ""):
@@ -358,6 +371,31 @@ class Relay:
             msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(dest))
         self.counters["forwarded_requests"] += 1
         return self._dialog_request(msg, src, dest, now, data)
+
+    def _prove_request(self, msg: Sip, src: Flow, data: bytes) -> None:
+        """A UDP phone's request that echoes the To tag of a response sent to it (an ACK, an
+        in-dialog request) or the nonce of a challenge sent to it proves that it receives."""
+        key = (src.ip, src.port)
+        to_tag = tag(msg.to)
+        if to_tag and self.amp.prove(key, "t" + to_tag):
+            self.counters["udp_sources_verified"] += 1
+        elif _CREDENTIALS.search(data) is not None:
+            m = _NONCE.search(data.decode("latin-1"))
+            if m is not None and self.amp.prove(key, "n" + m.group(1)):
+                self.counters["udp_sources_verified"] += 1
+
+    def _remember_response(self, msg: Sip, flow: Flow) -> None:
+        """What a response to an unverified UDP phone carries that the phone echoes later."""
+        key = (flow.ip, flow.port)
+        to_tag = tag(msg.to)
+        if to_tag:
+            self.amp.remember(key, "t" + to_tag)
+        if msg.status in (401, 407):
+            for line in msg.lines:
+                if line and line.partition(":")[0].rstrip(" \t").lower() in _CHALLENGES:
+                    m = _NONCE.search(line)
+                    if m is not None:
+                        self.amp.remember(key, "n" + m.group(1))
 
     def _strip_identity(self, msg: Sip, src: Flow) -> None:
         lines = msg.lines
@@ -624,7 +662,13 @@ class Relay:
         flow = self.signer.open(token) if token else None
         if flow is None or flow.side == src.side or len(msg.vias) < 2:
             return self._drop("stray_response", src)
+        if src.side == "p" and src.transport == "udp" and not self.amp.verified((src.ip, src.port)):
+            branch = msg.vias[0].param_dict().get("branch") or ""  # ours, as we sent it to this phone
+            if self.amp.prove((src.ip, src.port), "b" + branch):
+                self.counters["udp_sources_verified"] += 1
         msg.set_top_via(None)  # our Via: the response goes to the flow it names
+        if flow.side == "p" and flow.transport == "udp" and not self.amp.verified((flow.ip, flow.port)):
+            self._remember_response(msg, flow)
         self.counters["forwarded_responses"] += 1
         call_id, method = msg.call_id, msg.cseq_method
         if flow.side == "p" and flow.transport == "udp" and msg.status in (401, 407) and not self._challenge_due(msg):

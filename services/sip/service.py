@@ -443,6 +443,11 @@ class SipService(Service):
     def send(self, flow: Flow, data: bytes) -> None:
         if flow.transport == "udp":
             t = self.phone_udp if flow.side == "p" else self.back_udp
+            relay = self.relay
+            if flow.side == "p" and relay is not None and not relay.amp.allow((flow.ip, flow.port), len(data)):
+                self.dropped("amplification_limited", "dst=%s:%s bytes=%d (over %d× what this unverified source "
+                             "sent)", flow.ip, flow.port, len(data), relay.amp.factor)
+                return
             if t is not None:
                 t.sendto(data, flow[2:4])  # (ip, port)
                 return
@@ -637,6 +642,7 @@ class SipService(Service):
             limiter = self.relay.limiter
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
             gauges["locked_out"] = self.relay.auth.locked_out(time.monotonic())
+            gauges["udp_sources_unverified"], gauges["udp_sources_verified"] = self.relay.amp.counts()
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
 
 

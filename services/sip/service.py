@@ -140,11 +140,12 @@ class _Stream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment] # uvloop's SSL transport is no asyncio.Transport
         ip, port = transport.get_extra_info("peername")[:2]
-        if self.side == "p" and not self.svc.ctx.access.allowed(ip, "sip"):
+        # TLS: the access list and the backend's sources are checked by the listener's gate, at accept
+        if self.side == "p" and self.tname != "tls" and not self.svc.ctx.access.allowed(ip, "sip"):
             self.svc.dropped("refused_sources", "src=%s:%s transport=%s", ip, port, self.tname)
             transport.close()
             return
-        if self.side == "b" and self.pool_key is None and not self.svc.backend_source(ip):
+        if self.side == "b" and self.tname != "tls" and self.pool_key is None and not self.svc.backend_source(ip):
             self.svc.dropped("backend_foreign_sources", "src=%s:%s transport=%s (no instance's address)", ip, port,
                              self.tname)
             transport.close()
@@ -312,7 +313,8 @@ class SipService(Service):
                 self.back_servers["tcp"] = await loop.create_server(lambda: _Stream(self, "b", "tcp"), view.bind, 0)
             if _needs_tls(view):  # only then: the certificate store is in use
                 self.back_servers["tls"] = await create_tls_server(
-                    lambda: _Stream(self, "b", "tls"), view.bind, 0, self.ctx.certs.server_context(), service="sip")
+                    lambda: _Stream(self, "b", "tls"), view.bind, 0, self.ctx.certs.server_context(), service="sip",
+                    handshake_timeout=TLS_HANDSHAKE_TIMEOUT, gate=_BackendTlsGate(self))
         except OSError as exc:
             await self.stop(0)
             raise ServiceError(f"sip: cannot bind {view.bind}: {exc} (is another SIP server running?)") from exc
@@ -647,13 +649,17 @@ class SipService(Service):
 
 
 class _TlsGate:
-    """Phone TLS connections count against the caps from the accept, before the handshake
-    (`proxyd.tls_accept.Gate`): a flood of handshakes that never finish cannot exceed them."""
+    """Phone TLS connections are checked against the access list and count against the caps
+    from the accept, before the handshake (`proxyd.tls_accept.Gate`): a refused address costs no
+    handshake, and a flood of handshakes that never finish cannot exceed the caps."""
 
     def __init__(self, svc: SipService):
         self.svc = svc
 
     def admit(self, address: str) -> bool:
+        if not self.svc.ctx.access.allowed(address, "sip"):
+            self.svc.dropped("refused_sources", "src=%s transport=tls (before the handshake)", address)
+            return False
         if self.svc.admit(address):
             return True
         self.svc.refused_connection(address, "?", "tls")
@@ -661,6 +667,24 @@ class _TlsGate:
 
     def release(self, address: str) -> None:
         self.svc.release(address)
+
+
+class _BackendTlsGate:
+    """A PBX's TLS connection comes from an instance's address, checked at accept: anyone else
+    gets no handshake (nothing is counted: the backend side has no per-address cap)."""
+
+    def __init__(self, svc: SipService):
+        self.svc = svc
+
+    def admit(self, address: str) -> bool:
+        if self.svc.backend_source(address):
+            return True
+        self.svc.dropped("backend_foreign_sources", "src=%s transport=tls (no instance's address; before the "
+                         "handshake)", address)
+        return False
+
+    def release(self, address: str) -> None:
+        pass
 
 
 def _networks(sources: tuple[str, ...] | None) -> tuple[IPv4Network | IPv6Network, ...] | None:

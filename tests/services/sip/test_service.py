@@ -521,3 +521,49 @@ async def test_the_backend_side_takes_only_the_instances_addresses(tmp_path: Pat
         assert svc.backend_source("127.0.0.2") and not svc.backend_source("127.0.0.3")
     finally:
         await svc.stop(1)
+
+
+async def _closed_at_once(host: str, port: int, src: str) -> bool:
+    """Whether a TCP connection from `src` that sends nothing is closed by the server within
+    0.3 s (a refusal at accept); a TLS listener that admitted it waits for the ClientHello."""
+    reader, writer = await asyncio.open_connection(host, port, local_addr=(src, 0))
+    try:
+        return await asyncio.wait_for(reader.read(1), 0.3) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        writer.close()
+
+
+async def test_tls_listeners_check_the_source_before_the_handshake(tmp_path: Path) -> None:
+    """The phone TLS listener checks the access list, and the backend TLS listener the instances'
+    addresses, when the connection is accepted: a refused address is closed before it could send
+    a ClientHello, an allowed one waits for it."""
+    state = StateDir(tmp_path).ensure()
+    certs = CertStore(state.certs)
+    certs.use(None, None, "proxy.test", ["127.0.0.1"])
+    access = AccessList()
+    await access.update(("127.0.0.1/32",))
+    svc = SipService(ServiceContext(state=state, certs=certs, access=access))
+    view = SipService.view(parse_config(sip_config("tls", 5999, transport="tls")))
+    assert view is not None and view.backend_sources == ("127.0.0.1",)
+    await svc.start(view)
+    try:
+        back = svc.back_servers["tls"].sockets[0].getsockname()[1]
+        assert await _closed_at_once("127.0.0.1", view.tls_port, "127.0.0.2")
+        assert await _closed_at_once("127.0.0.1", back, "127.0.0.2")
+        assert not await _closed_at_once("127.0.0.1", view.tls_port, "127.0.0.1")
+        assert not await _closed_at_once("127.0.0.1", back, "127.0.0.1")
+        counters = svc.stats()["counters"]
+        assert counters["refused_sources"] == 1 and counters["backend_foreign_sources"] == 1
+        assert "connections_refused" not in counters
+        for _ in range(50):  # the refused phone took no place under the caps; the admitted one gives its back
+            if not svc.per_address:
+                break
+            await asyncio.sleep(0.02)
+        assert svc.per_address == {}
+    finally:
+        await svc.stop(1)
+        await access.close()

@@ -238,6 +238,9 @@ class SipService:
     tls_port: int = 5061
     #: requests per second one source may send before it is blocked for a while (pike); 0: no limit
     rate_limit: int = 300
+    #: the address the backend side binds to (the UDP socket and TCP/TLS listeners the PBXs talk to)
+    #: and names in its Via, Record-Route and Path towards them; null: the bind address
+    backend_bind_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -809,6 +812,7 @@ def _parse_services(r: _Reader, raw: Any) -> Services | None:
         udp_port=r.field(s, p, SipService, "udp_port", r.port),
         tls_port=r.field(s, p, SipService, "tls_port", r.port),
         rate_limit=r.field(s, p, SipService, "rate_limit", lambda v, q: r.integer(v, q, 0, 1_000_000)),
+        backend_bind_address=r.field(s, p, SipService, "backend_bind_address", lambda v, q: r.ip(v, q, nullable=True)),
     )
     m, p = sub("media", _fields(MediaService))
     media = MediaService(

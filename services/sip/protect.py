@@ -254,7 +254,10 @@ class Amplification:
     """Bytes in and out per UDP source until it proves it receives: it echoes a value it can
     only know from what the relay sent to its address (the To tag of a response in an ACK or
     in-dialog request, our Via branch in its response to a PBX's request, a digest nonce in its
-    Authorization). Verified sources are no longer counted."""
+    Authorization). Verified sources are no longer counted. A PBX's request to a phone answers
+    nothing the phone's address sent: its first transmission is not counted (an incoming call
+    reaches a phone that only registered), its retransmissions are dropped until the phone
+    proves it receives (the relay: `remember` says which is which)."""
 
     def __init__(self, factor: int = AMPLIFICATION_FACTOR, max_unverified: int = MAX_UNVERIFIED,
                  max_verified: int = MAX_VERIFIED):
@@ -289,16 +292,21 @@ class Amplification:
     def verified(self, key: tuple[str, int]) -> bool:
         return key in self._proven
 
-    def remember(self, key: tuple[str, int], value: str) -> None:
-        """`value` goes to `key`: if `key` echoes it, it receives."""
+    def remember(self, key: tuple[str, int], value: str) -> bool:
+        """`value` goes to unverified `key`: if `key` echoes it, it receives. False if it went
+        there before (a retransmission)."""
         rec = self._new.get(key)
-        if rec is None or not value:
-            return
+        if rec is None:
+            if len(self._new) >= self.max_unverified:
+                self._new.popitem(last=False)
+            rec = self._new[key] = [0, 0]
         h = hash(value)  # str hashes are salted per process: not guessable from outside
-        if h not in rec[2:]:  # a call's provisional and final responses share one To tag
-            rec.append(h)
-            if len(rec) > 2 + COOKIES:
-                del rec[2]
+        if h in rec[2:]:  # a call's provisional and final responses share one To tag
+            return False
+        rec.append(h)
+        if len(rec) > 2 + COOKIES:
+            del rec[2]
+        return True
 
     def prove(self, key: tuple[str, int], value: str) -> bool:
         """Whether `value` echoes one sent to `key`; `key` is verified from then on."""

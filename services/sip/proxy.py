@@ -100,6 +100,9 @@ class Send:
     flow: Flow
     data: bytes
     call_id: str = ""  # set for relayed messages, so they can keep their order behind media steps
+    #: counted against the byte budget of an unverified UDP phone (`Amplification`): all but the
+    #: first transmission of a PBX's request, which answers nothing the phone's address sent
+    counted: bool = True
 
 
 @dataclass(slots=True)
@@ -118,6 +121,7 @@ class MediaStep:
     src: Flow
     #: a phone's offer to an instance whose PBX refuses SRTP offers (`Relay.rtp_only`)
     instance_rtp_only: bool = False
+    counted: bool = True  # as `Send.counted`
 
 
 Action = Send | MediaStep
@@ -360,8 +364,16 @@ class Relay:
         local = self._local(dest)
         branch = self._branch(msg, inbound, sent_by, client_via)
         msg.insert_before(top_idx, f"{local.via}{branch}.{mark};pf={token}")
-        if dest.side == "p" and dest.transport == "udp":  # its response echoes our branch
-            self.amp.remember((dest.ip, dest.port), f"b{branch}.{mark}")
+        first = False  # a PBX's request to an unverified UDP phone, not retransmitted
+        if dest.side == "p" and dest.transport == "udp" and not self.amp.verified((dest.ip, dest.port)):
+            # its response echoes our branch (with the method: a CANCEL shares the INVITE's)
+            first = self.amp.remember((dest.ip, dest.port), f"b{msg.method}{branch}.{mark}")
+            if not first:
+                self.counters["absorbed_retransmissions"] += 1
+                self.reasons.note("retransmitted_request", now, "event=sip_drop reason=retransmitted_request "
+                                  "method=%s call_id=%s dst=%s:%s (once towards an unverified UDP phone)",
+                                  msg.method, msg.call_id, dest.ip, dest.port)
+                return []
         if register:  # Path (RFC 3327) with the phone's flow: requests to the phone come back over it
             msg.insert_before(msg.path_idx, f"Path: <sip:{token}@{local.hostport()};transport={local.transport};lr;ob>")
         if msg.method in DIALOG_METHODS and ";tag=" not in msg.to.replace(" ", ""):
@@ -370,7 +382,11 @@ class Relay:
             msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(src))
             msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(dest))
         self.counters["forwarded_requests"] += 1
-        return self._dialog_request(msg, src, dest, now, data)
+        actions = self._dialog_request(msg, src, dest, now, data)
+        if first:
+            for a in actions:
+                a.counted = False
+        return actions
 
     def _prove_request(self, msg: Sip, src: Flow, data: bytes) -> None:
         """A UDP phone's request that echoes the To tag of a response sent to it (an ACK, an
@@ -664,7 +680,7 @@ class Relay:
             return self._drop("stray_response", src)
         if src.side == "p" and src.transport == "udp" and not self.amp.verified((src.ip, src.port)):
             branch = msg.vias[0].param_dict().get("branch") or ""  # ours, as we sent it to this phone
-            if self.amp.prove((src.ip, src.port), "b" + branch):
+            if self.amp.prove((src.ip, src.port), f"b{msg.cseq_method}{branch}"):
                 self.counters["udp_sources_verified"] += 1
         msg.set_top_via(None)  # our Via: the response goes to the flow it names
         if flow.side == "p" and flow.transport == "udp" and not self.amp.verified((flow.ip, flow.port)):

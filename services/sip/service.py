@@ -92,6 +92,12 @@ class SipView:
     backend_sources: tuple[str, ...] | None = ()
     #: PBX target (transport, host, port) -> instance name (the call-end log line)
     instances: tuple[tuple[tuple[str, str, int], str], ...] = ()
+    #: where the backend side binds (`services.sip.backend_bind_address`, else `bind`)
+    back_bind: str = ""
+
+    @property
+    def backend_bind(self) -> str:
+        return self.back_bind or self.bind
 
 
 _PASS_THROUGH = PassThroughMedia()
@@ -286,13 +292,15 @@ class SipService(Service):
             sources = None
         return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit,
                        pins, rtp_only, sources,
-                       tuple(((i.sip.transport, i.sip.host, i.sip.port), i.name) for i in cfg.instances if i.sip))
+                       tuple(((i.sip.transport, i.sip.host, i.sip.port), i.name) for i in cfg.instances if i.sip),
+                       s.backend_bind_address or "")
 
     async def start(self, view: SipView) -> None:
         loop = asyncio.get_running_loop()
         self.view_ = view
         try:
-            self.back_udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self, "b"), local_addr=(view.bind, 0))
+            back = view.backend_bind
+            self.back_udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self, "b"), local_addr=(back, 0))
             if view.mode == "udp":
                 self.phone_udp, _ = await loop.create_datagram_endpoint(
                     lambda: _Udp(self, "p"), local_addr=(view.bind, view.udp_port))
@@ -308,16 +316,17 @@ class SipService(Service):
             back_port = self.back_udp.get_extra_info("sockname")[1]
             try:
                 self.back_servers["tcp"] = await loop.create_server(
-                    lambda: _Stream(self, "b", "tcp"), view.bind, back_port)
+                    lambda: _Stream(self, "b", "tcp"), back, back_port)
             except OSError:  # the number is taken for TCP: any free one
-                self.back_servers["tcp"] = await loop.create_server(lambda: _Stream(self, "b", "tcp"), view.bind, 0)
+                self.back_servers["tcp"] = await loop.create_server(lambda: _Stream(self, "b", "tcp"), back, 0)
             if _needs_tls(view):  # only then: the certificate store is in use
                 self.back_servers["tls"] = await create_tls_server(
-                    lambda: _Stream(self, "b", "tls"), view.bind, 0, self.ctx.certs.server_context(), service="sip",
+                    lambda: _Stream(self, "b", "tls"), back, 0, self.ctx.certs.server_context(), service="sip",
                     handshake_timeout=TLS_HANDSHAKE_TIMEOUT, gate=_BackendTlsGate(self))
         except OSError as exc:
             await self.stop(0)
-            raise ServiceError(f"sip: cannot bind {view.bind}: {exc} (is another SIP server running?)") from exc
+            where = view.bind if view.backend_bind == view.bind else f"{view.bind} (backend side {view.backend_bind})"
+            raise ServiceError(f"sip: cannot bind {where}: {exc} (is another SIP server running?)") from exc
         self.relay = self._make_relay(view)
         self._backend_nets = _networks(view.backend_sources)
         self.timer = asyncio.create_task(self._tick())
@@ -332,9 +341,10 @@ class SipService(Service):
             phone = {"udp": Local("udp", host, view.udp_port), "tcp": Local("tcp", host, view.udp_port)}
         else:
             phone = {"tls": Local("tls", host, view.tls_port)}
-        back = {"udp": Local("udp", host, self.back_udp.get_extra_info("sockname")[1])}
+        back_host = view.backend_bind if view.backend_bind not in ("0.0.0.0", "::") else host
+        back = {"udp": Local("udp", back_host, self.back_udp.get_extra_info("sockname")[1])}
         for t, server in self.back_servers.items():
-            back[t] = Local(t, host, server.sockets[0].getsockname()[1])
+            back[t] = Local(t, back_host, server.sockets[0].getsockname()[1])
         relay = Relay(_domains(view), phone, back, frozenset({view.fqdn}), _limiter(view),
                       FlowSigner(self._flow_key()))
         relay.unavailable = self._resting
@@ -367,8 +377,9 @@ class SipService(Service):
 
     async def reconfigure(self, view: SipView) -> None:
         old = self.view_
-        same_sockets = old is not None and (old.mode, old.bind, old.udp_port, old.tls_port) == (
-            view.mode, view.bind, view.udp_port, view.tls_port) and _needs_tls(view) == ("tls" in self.back_servers)
+        sockets = (view.mode, view.bind, view.backend_bind, view.udp_port, view.tls_port)
+        same_sockets = old is not None and (old.mode, old.bind, old.backend_bind, old.udp_port, old.tls_port) == \
+            sockets and _needs_tls(view) == ("tls" in self.back_servers)
         if old is not None and self.relay is not None and same_sockets:
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
             self.relay.rtp_only = view.rtp_only
@@ -429,24 +440,25 @@ class SipService(Service):
             return
         for action in relay.receive(data, src, _monotonic()):
             if isinstance(action, Send):
-                self.send(action.flow, action.data)
+                self.send(action.flow, action.data, action.counted)
             elif self.media() is not _PASS_THROUGH:
                 self._media(action)  # synchronous (`MediaRelay`): the call's messages keep their order
             else:  # no media relay: SDP unchanged, sent at once so a call's messages keep their order
                 if action.op == "answer":
                     relay.dialogs.answered(action.call_id)
-                self.send(action.flow, action.msg.serialize())
+                self.send(action.flow, action.msg.serialize(), action.counted)
         if relay.released:
             self._release(relay.released)
             relay.released = []
         if relay.calls.ended:
             relay.log_call_ends()
 
-    def send(self, flow: Flow, data: bytes) -> None:
+    def send(self, flow: Flow, data: bytes, counted: bool = True) -> None:
         if flow.transport == "udp":
             t = self.phone_udp if flow.side == "p" else self.back_udp
             relay = self.relay
-            if flow.side == "p" and relay is not None and not relay.amp.allow((flow.ip, flow.port), len(data)):
+            if flow.side == "p" and counted and relay is not None and \
+                    not relay.amp.allow((flow.ip, flow.port), len(data)):
                 self.dropped("amplification_limited", "dst=%s:%s bytes=%d (over %d× what this unverified source "
                              "sent)", flow.ip, flow.port, len(data), relay.amp.factor)
                 return
@@ -587,7 +599,7 @@ class SipService(Service):
             self.log.exception("event=sip_drop reason=media_step_failed call_id=%s op=%s", step.call_id, step.op)
             return
         step.msg.body = sdp
-        self.send(step.flow, step.msg.serialize())
+        self.send(step.flow, step.msg.serialize(), step.counted)
 
     def _release(self, call_ids: list[str]) -> None:
         media = self.media()

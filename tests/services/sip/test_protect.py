@@ -226,8 +226,12 @@ def test_the_relay_verifies_a_udp_phone_by_nonce_to_tag_or_branch() -> None:
                f"Call-ID: q1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
     [to_phone] = r.receive(options, PBX, 2.0)
     assert isinstance(to_phone, Send) and to_phone.flow.side == "p"
+    assert not to_phone.counted  # answers nothing the phone sent: an incoming call reaches it
+    assert r.receive(options, PBX, 2.05) == [] and r.counters["absorbed_retransmissions"] == 1  # until it proves
     forged = to_phone.data.replace(b";branch=z9hG4bKpf", b";branch=z9hG4bKpf0", 1)
     r.receive(_pbx_answer(forged, 200, "OK"), PHONE, 2.1)
     assert not r.amp.verified((PHONE.ip, PHONE.port))
     r.receive(_pbx_answer(to_phone.data, 200, "OK"), PHONE, 2.1)
     assert r.amp.verified((PHONE.ip, PHONE.port))
+    [again] = r.receive(options, PBX, 2.2)
+    assert isinstance(again, Send) and again.flow.side == "p"

@@ -18,6 +18,7 @@ from proxyd.service import ServiceContext
 from proxyd.statedir import StateDir
 from proxyd.tls import CertStore
 from services.media_api import MediaError, Side
+from services.sip.message import parse, response
 from services.sip.service import SipService
 from tests.services.sip.sipp_support import sip_config
 from tests.support import base_config
@@ -567,3 +568,35 @@ async def test_tls_listeners_check_the_source_before_the_handshake(tmp_path: Pat
     finally:
         await svc.stop(1)
         await access.close()
+
+
+async def test_the_backend_side_binds_to_its_own_address(tmp_path: Path) -> None:
+    """`services.sip.backend_bind_address`: the PBX gets the phone's request from that address,
+    and our Via names it (the PBX answers there); the phone side stays on the bind address."""
+    pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pbx.bind(("127.0.0.1", 0))
+    pbx.settimeout(5)
+    state = StateDir(tmp_path).ensure()
+    svc = SipService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+    cfg = sip_config("udp", pbx.getsockname()[1])
+    cfg["services"]["sip"]["backend_bind_address"] = "127.0.0.3"
+    view = SipService.view(parse_config(cfg))
+    assert view is not None and view.bind == "127.0.0.1" and view.backend_bind == "127.0.0.3"
+    await svc.start(view)
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    phone.settimeout(5)
+    try:
+        assert svc.back_udp is not None and svc.back_udp.get_extra_info("sockname")[0] == "127.0.0.3"
+        assert {s.sockets[0].getsockname()[0] for s in svc.back_servers.values()} == {"127.0.0.3"}
+        me = "127.0.0.1:%d" % phone.getsockname()[1]  # noqa: UP031
+        phone.sendto(_invite("bb1", me, "OPTIONS"), ("127.0.0.1", view.udp_port))
+        data, src = await asyncio.to_thread(pbx.recvfrom, 65535)
+        assert src[0] == "127.0.0.3" and b"Via: SIP/2.0/UDP 127.0.0.3:%d;" % src[1] in data
+        pbx.sendto(response(parse(data), 200, "OK", "pbx").serialize(), src)
+        got, _ = await asyncio.to_thread(phone.recvfrom, 65535)
+        assert got.startswith(b"SIP/2.0 200 OK")
+    finally:
+        phone.close()
+        pbx.close()
+        await svc.stop(1)

@@ -149,6 +149,9 @@ class Instance:
     #: the instance's PBX refuses SRTP offers (488): in media mode srtp, phone offers reach it as
     #: plain RTP and the relay bridges SRTP<->RTP from the first offer
     rtp_only: bool = False
+    #: the PBX of a udp `sip` target also takes TCP on the same host and port: a request over
+    #: 1,300 bytes goes to it over TCP (RFC 3261 §18.1.1: IP fragments get lost), the rest over UDP
+    sip_offers_tcp: bool = False
     #: how the `/<name>` prefix of the web router reaches the `web` backend (services/http/rewrite.py):
     #: "rewrite": stripped, and the backend's redirects and cookie paths are mapped back under it;
     #: "forward_prefix": stripped and announced in X-Forwarded-Prefix, nothing rewritten
@@ -757,10 +760,13 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
         r.fail(f"{path}.provisioning", why)
     pin = r.field(d, path, Instance, "sip_tls_fingerprint", r.sha256_fingerprint)
     rtp_only = r.field(d, path, Instance, "rtp_only", r.boolean)
+    offers_tcp = r.field(d, path, Instance, "sip_offers_tcp", r.boolean)
     prefix_mode = r.field(d, path, Instance, "web_prefix_mode", lambda v, p: r.choice(v, p, WEB_PREFIX_MODES))
     media_sources = r.field(d, path, Instance, "media_sources", lambda v, p: r.str_list(v, p, _network(r)))
     if pin is not None and sip is not None and sip.transport != "tls":
         r.fail(f"{path}.sip_tls_fingerprint", f"only for a tls sip target, not {sip.transport}")
+    if offers_tcp and sip is not None and sip.transport != "udp":
+        r.fail(f"{path}.sip_offers_tcp", f"only for a udp sip target, not {sip.transport}")
     if len(r.problems) > n0:
         return None
     assert name is not None
@@ -768,8 +774,8 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
         name=name, web=web, sip=sip, sip_domains=sip_domains or (), xmpp=xmpp,
         xmpp_domains=xmpp_domains or (), xmpp_default=bool(xmpp_default),
         xmpp_proxy_protocol=bool(xmpp_pp), xmpp_direct_tls=xmpp_direct, provisioning=prov,
-        sip_tls_fingerprint=pin, rtp_only=bool(rtp_only), web_prefix_mode=prefix_mode,
-        media_sources=media_sources or (),
+        sip_tls_fingerprint=pin, rtp_only=bool(rtp_only), sip_offers_tcp=bool(offers_tcp),
+        web_prefix_mode=prefix_mode, media_sources=media_sources or (),
     )
 
 

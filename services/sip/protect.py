@@ -240,6 +240,11 @@ class AuthGuard:
 #: answers an INVITE with 100, 180 and a 200 with SDP (≈ 1.7× the INVITE); 3× leaves room for
 #: one lost final response retransmitted.
 AMPLIFICATION_FACTOR = 3
+#: ... of which provisional responses (100, 18x) may use only 1×: the rest is kept for the final
+#: response. A minimal INVITE (≈ 450 bytes, sipp's) spiralling through the PBX gets a 180 and a
+#: 200 each carrying four Record-Routes (≈ 600 and 900 bytes): both at 3× would not fit; without
+#: its 180 the phone only misses the ringing, without its 200 the call.
+PROVISIONAL_FACTOR = 1
 #: Unverified sources tracked (≈ 150 bytes each): beyond, the least recently seen is forgotten,
 #: which only makes it stricter (its next response finds no budget). Verified sources have a
 #: table of their own, so a flood of spoofed sources (which cannot verify) cannot evict a phone.
@@ -279,12 +284,13 @@ class Amplification:
             self._new.move_to_end(key)
             rec[0] += n
 
-    def allow(self, key: tuple[str, int], n: int) -> bool:
-        """Whether `n` more bytes may go to `key` (counted if so)."""
+    def allow(self, key: tuple[str, int], n: int, provisional: bool = False) -> bool:
+        """Whether `n` more bytes (a provisional response: PROVISIONAL_FACTOR) may go to `key`
+        (counted if so)."""
         if key in self._proven:
             return True
         rec = self._new.get(key)
-        if rec is None or rec[1] + n > self.factor * rec[0]:
+        if rec is None or rec[1] + n > (PROVISIONAL_FACTOR if provisional else self.factor) * rec[0]:
             return False
         rec[1] += n
         return True

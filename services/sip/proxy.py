@@ -52,6 +52,11 @@ MAX_CONTACT = 16
 MAX_RECORD_ROUTE = 16
 #: header lines in one message
 MAX_HEADERS = 128
+#: RFC 3261 §18.1.1: a request larger than 1,300 bytes (the path MTU unknown) goes over TCP when
+#: the PBX offers it (`Relay.tcp_too`): its IP fragments would be lost by NATs and firewalls.
+#: Measured as the relay builds it, before the media relay rewrites SDP (its c=/m= lines keep
+#: about their length).
+UDP_MAX = 1300
 #: RFC 3325: phones are no trust domain: identity they assert is removed, in every spelling of
 #: the name (case, whitespace before the colon; neither header has a compact form).
 _IDENTITY = re.compile(rb"^[Pp]-(?:[Aa][Ss][Ss][Ee][Rr][Tt][Ee][Dd]|[Pp][Rr][Ee][Ff][Ee][Rr][Rr][Ee][Dd])-"
@@ -158,6 +163,8 @@ class Relay:
         self.unavailable: Callable[[Flow], bool] = _never
         #: PBX targets (transport, host, port) of instances with `rtp_only`
         self.rtp_only: frozenset[tuple[str, str, int]] = frozenset()
+        #: (host, port) of udp PBX targets that take TCP too (`sip_offers_tcp`): requests over UDP_MAX go there
+        self.tcp_too: frozenset[tuple[str, int]] = frozenset()
         #: PBX target (transport, host, port) -> instance name, for the call-end log line
         self.instances: dict[tuple[str, str, int], str] = {}
         #: refused initial INVITEs logged as call ends in the current second (`MAX_REFUSED_CALL_LINES`)
@@ -381,12 +388,26 @@ class Relay:
             # the upper the side it goes to; each carries that side's flow token.
             msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(src))
             msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(dest))
+        if dest.side == "b" and dest.transport == "udp" and self.tcp_too and len(data) > UDP_MAX // 2 and \
+                (dest.ip, dest.port) in self.tcp_too and len(msg.serialize()) > UDP_MAX:
+            dest = self._over_tcp(msg, dest, top_idx, local)
         self.counters["forwarded_requests"] += 1
         actions = self._dialog_request(msg, src, dest, now, data)
         if first:
             for a in actions:
                 a.counted = False
         return actions
+
+    def _over_tcp(self, msg: Sip, dest: Flow, top_idx: int, local: Local) -> Flow:
+        """The TCP flow to a PBX for a request too large for UDP, our Via naming our TCP side;
+        `dest` itself while TCP to it rests after a failed connect (fragments beat a 503)."""
+        tcp = self.backend.get("tcp")
+        flow = Flow("b", "tcp", dest.ip, dest.port)
+        if tcp is None or self.unavailable(flow):
+            return dest
+        msg.lines[top_idx] = msg.lines[top_idx].replace(local.via, tcp.via, 1)  # ours: inserted first on the line
+        self.counters["udp_to_tcp"] += 1
+        return flow
 
     def _prove_request(self, msg: Sip, src: Flow, data: bytes) -> None:
         """A UDP phone's request that echoes the To tag of a response sent to it (an ACK, an

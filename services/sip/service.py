@@ -94,6 +94,8 @@ class SipView:
     instances: tuple[tuple[tuple[str, str, int], str], ...] = ()
     #: where the backend side binds (`services.sip.backend_bind_address`, else `bind`)
     back_bind: str = ""
+    #: (host, port) of udp PBX targets that take TCP too (`sip_offers_tcp`)
+    tcp_too: frozenset[tuple[str, int]] = frozenset()
 
     @property
     def backend_bind(self) -> str:
@@ -293,7 +295,8 @@ class SipService(Service):
         return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit,
                        pins, rtp_only, sources,
                        tuple(((i.sip.transport, i.sip.host, i.sip.port), i.name) for i in cfg.instances if i.sip),
-                       s.backend_bind_address or "")
+                       s.backend_bind_address or "",
+                       frozenset((i.sip.host, i.sip.port) for i in cfg.instances if i.sip and i.sip_offers_tcp))
 
     async def start(self, view: SipView) -> None:
         loop = asyncio.get_running_loop()
@@ -349,6 +352,7 @@ class SipService(Service):
                       FlowSigner(self._flow_key()))
         relay.unavailable = self._resting
         relay.rtp_only = view.rtp_only
+        relay.tcp_too = view.tcp_too
         relay.instances = dict(view.instances)
         return relay
 
@@ -383,6 +387,7 @@ class SipService(Service):
         if old is not None and self.relay is not None and same_sockets:
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
             self.relay.rtp_only = view.rtp_only
+            self.relay.tcp_too = view.tcp_too
             self.relay.instances = dict(view.instances)
             self._backend_nets = _networks(view.backend_sources)
             if self.back_udp is not None:
@@ -458,7 +463,7 @@ class SipService(Service):
             t = self.phone_udp if flow.side == "p" else self.back_udp
             relay = self.relay
             if flow.side == "p" and counted and relay is not None and \
-                    not relay.amp.allow((flow.ip, flow.port), len(data)):
+                    not relay.amp.allow((flow.ip, flow.port), len(data), data.startswith(b"SIP/2.0 1")):
                 self.dropped("amplification_limited", "dst=%s:%s bytes=%d (over %d× what this unverified source "
                              "sent)", flow.ip, flow.port, len(data), relay.amp.factor)
                 return

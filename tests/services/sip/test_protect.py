@@ -162,6 +162,9 @@ def test_an_unverified_source_gets_at_most_three_times_what_it_sent() -> None:
     assert amp.allow(key, 250) and amp.allow(key, 50) and not amp.allow(key, 1)
     amp.received(key, 10)
     assert amp.allow(key, 30) and not amp.allow(key, 1)
+    amp.received(("192.0.2.9", 5070), 100)  # provisional responses use only 1×, the rest is kept for the final
+    assert amp.allow(("192.0.2.9", 5070), 60, provisional=True) and not amp.allow(("192.0.2.9", 5070), 41, True)
+    assert amp.allow(("192.0.2.9", 5070), 240) and not amp.allow(("192.0.2.9", 5070), 1)
 
 
 def test_a_source_that_echoes_what_it_was_sent_is_verified() -> None:

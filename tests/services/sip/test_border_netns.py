@@ -35,13 +35,16 @@ def test_the_border_stops_what_must_not_reach_a_pbx() -> None:
     refused = {
         "preloaded_route": "403", "ruri_internal": "403", "ruri_loopback": "403", "other_tenant_register": "403",
         "sips_over_udp": "416", "stray_bye": "481", "stray_cancel": "481", "many_via": "400",
+        "long_call_id_invite": "400",
     }
     for name, status in refused.items():
         r = got[name]
         assert [a.split(" ")[1] for a in r["answer"]] == [status], (name, r["answer"])
         assert {k: r[k] for k in nothing} == nothing, (name, "reached a recorder")
-    ack = got["stray_ack"]
-    assert ack["answer"] == [] and {k: ack[k] for k in nothing} == nothing
+    for name in ("stray_ack", "long_call_id_ack"):
+        ack = got[name]
+        assert ack["answer"] == [] and {k: ack[k] for k in nothing} == nothing, name
+    assert got["sip"]["gauges"]["calls"] == 2 and got["sip"]["gauges"]["dialogs"] <= 2  # identity, maddr
     # what is forwarded reaches only tenant a's PBX, cleaned
     [inv] = got["identity"]["pbx_a"]
     assert "identity" not in inv.lower() and "ceo@" not in inv

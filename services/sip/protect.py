@@ -17,6 +17,7 @@ last as long, so expiry pops from the front).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 from ipaddress import IPv6Address
 
 #: User-Agent substrings (lower case) of SIP scanning and attack tools: their requests are
@@ -267,11 +268,12 @@ class Amplification:
     def __init__(self, factor: int = AMPLIFICATION_FACTOR, max_unverified: int = MAX_UNVERIFIED,
                  max_verified: int = MAX_VERIFIED):
         self.factor, self.max_unverified, self.max_verified = factor, max_unverified, max_verified
-        #: (ip, port) -> [bytes received, bytes sent, cookie...]
-        self._new: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
-        self._proven: OrderedDict[tuple[str, int], None] = OrderedDict()
+        #: source -> [bytes received, bytes sent, cookie...]; the relay's key is the source's Flow
+        #: (udp, address, port): the tuple the UDP socket made for it already, no new key per record
+        self._new: OrderedDict[Hashable, list[int]] = OrderedDict()
+        self._proven: OrderedDict[Hashable, None] = OrderedDict()
 
-    def received(self, key: tuple[str, int], n: int) -> None:
+    def received(self, key: Hashable, n: int) -> None:
         if key in self._proven:
             self._proven.move_to_end(key)
             return
@@ -284,7 +286,7 @@ class Amplification:
             self._new.move_to_end(key)
             rec[0] += n
 
-    def allow(self, key: tuple[str, int], n: int, provisional: bool = False) -> bool:
+    def allow(self, key: Hashable, n: int, provisional: bool = False) -> bool:
         """Whether `n` more bytes (a provisional response: PROVISIONAL_FACTOR) may go to `key`
         (counted if so)."""
         if key in self._proven:
@@ -295,10 +297,10 @@ class Amplification:
         rec[1] += n
         return True
 
-    def verified(self, key: tuple[str, int]) -> bool:
+    def verified(self, key: Hashable) -> bool:
         return key in self._proven
 
-    def remember(self, key: tuple[str, int], value: str) -> bool:
+    def remember(self, key: Hashable, value: str) -> bool:
         """`value` goes to unverified `key`: if `key` echoes it, it receives. False if it went
         there before (a retransmission)."""
         rec = self._new.get(key)
@@ -314,7 +316,7 @@ class Amplification:
             del rec[2]
         return True
 
-    def prove(self, key: tuple[str, int], value: str) -> bool:
+    def prove(self, key: Hashable, value: str) -> bool:
         """Whether `value` echoes one sent to `key`; `key` is verified from then on."""
         rec = self._new.get(key)
         if rec is None or not value or hash(value) not in rec[2:]:

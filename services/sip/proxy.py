@@ -196,7 +196,7 @@ class Relay:
         self.counters["received"] += 1
         self.now = now  # the clock of the log lines that say why a message goes nowhere
         if src.side == "p" and src.transport == "udp":
-            self.amp.received((src.ip, src.port), len(data))
+            self.amp.received(src, len(data))
         if data[:1] in (b"\r", b"\n") and not data.strip(b"\r\n"):
             self.counters["keepalives"] += 1
             return [Send(src, b"\r\n")] if data.startswith(b"\r\n\r\n") else []
@@ -319,7 +319,7 @@ class Relay:
             return self._reply(msg, src, "proxy_require", 420, "Bad Extension",
                                ("Unsupported: " + ", ".join(msg.proxy_require),))
         if src.side == "p":
-            if src.transport == "udp" and not self.amp.verified((src.ip, src.port)):
+            if src.transport == "udp" and not self.amp.verified(src):
                 self._prove_request(msg, src, data)
             refusal = self._limits(msg, src)
             if refusal is not None:
@@ -372,9 +372,9 @@ class Relay:
         branch = self._branch(msg, inbound, sent_by, client_via)
         msg.insert_before(top_idx, f"{local.via}{branch}.{mark};pf={token}")
         first = False  # a PBX's request to an unverified UDP phone, not retransmitted
-        if dest.side == "p" and dest.transport == "udp" and not self.amp.verified((dest.ip, dest.port)):
+        if dest.side == "p" and dest.transport == "udp" and not self.amp.verified(dest):
             # its response echoes our branch (with the method: a CANCEL shares the INVITE's)
-            first = self.amp.remember((dest.ip, dest.port), f"b{msg.method}{branch}.{mark}")
+            first = self.amp.remember(dest, f"b{msg.method}{branch}.{mark}")
             if not first:
                 self.counters["absorbed_retransmissions"] += 1
                 self.reasons.note("retransmitted_request", now, "event=sip_drop reason=retransmitted_request "
@@ -412,7 +412,7 @@ class Relay:
     def _prove_request(self, msg: Sip, src: Flow, data: bytes) -> None:
         """A UDP phone's request that echoes the To tag of a response sent to it (an ACK, an
         in-dialog request) or the nonce of a challenge sent to it proves that it receives."""
-        key = (src.ip, src.port)
+        key = src
         to_tag = tag(msg.to)
         if to_tag and self.amp.prove(key, "t" + to_tag):
             self.counters["udp_sources_verified"] += 1
@@ -423,7 +423,7 @@ class Relay:
 
     def _remember_response(self, msg: Sip, flow: Flow) -> None:
         """What a response to an unverified UDP phone carries that the phone echoes later."""
-        key = (flow.ip, flow.port)
+        key = flow
         to_tag = tag(msg.to)
         if to_tag:
             self.amp.remember(key, "t" + to_tag)
@@ -699,12 +699,12 @@ class Relay:
         flow = self.signer.open(token) if token else None
         if flow is None or flow.side == src.side or len(msg.vias) < 2:
             return self._drop("stray_response", src)
-        if src.side == "p" and src.transport == "udp" and not self.amp.verified((src.ip, src.port)):
+        if src.side == "p" and src.transport == "udp" and not self.amp.verified(src):
             branch = msg.vias[0].param_dict().get("branch") or ""  # ours, as we sent it to this phone
-            if self.amp.prove((src.ip, src.port), f"b{msg.cseq_method}{branch}"):
+            if self.amp.prove(src, f"b{msg.cseq_method}{branch}"):
                 self.counters["udp_sources_verified"] += 1
         msg.set_top_via(None)  # our Via: the response goes to the flow it names
-        if flow.side == "p" and flow.transport == "udp" and not self.amp.verified((flow.ip, flow.port)):
+        if flow.side == "p" and flow.transport == "udp" and not self.amp.verified(flow):
             self._remember_response(msg, flow)
         self.counters["forwarded_responses"] += 1
         call_id, method = msg.call_id, msg.cseq_method
@@ -863,6 +863,8 @@ def _aor(name_addr: str) -> str:
 
 def is_ip(host: str) -> bool:
     """An IP literal (brackets allowed), not a DNS name."""
+    if host[-1:].isalpha() and ":" not in host:  # a name (an IPv4 address ends in a digit): no exception to pay
+        return False
     try:
         ip_address(host.strip("[]"))
         return True

@@ -463,7 +463,7 @@ class SipService(Service):
             t = self.phone_udp if flow.side == "p" else self.back_udp
             relay = self.relay
             if flow.side == "p" and counted and relay is not None and \
-                    not relay.amp.allow((flow.ip, flow.port), len(data), data.startswith(b"SIP/2.0 1")):
+                    not relay.amp.allow(flow, len(data), data.startswith(b"SIP/2.0 1")):
                 self.dropped("amplification_limited", "dst=%s:%s bytes=%d (over %d× what this unverified source "
                              "sent)", flow.ip, flow.port, len(data), relay.amp.factor)
                 return

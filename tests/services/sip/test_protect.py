@@ -207,9 +207,9 @@ def test_the_relay_verifies_a_udp_phone_by_nonce_to_tag_or_branch() -> None:
     r.receive(_challenge(fwd.data, "n0nce"), PBX, 1.0)
     guess = _register(2).replace(b'response="', b'nonce="other", cnonce="n0nce", response="')
     r.receive(guess, PHONE, 1.1)
-    assert not r.amp.verified((PHONE.ip, PHONE.port))
+    assert not r.amp.verified(PHONE)
     r.receive(_register(3).replace(b'response="', b'nonce="n0nce", response="'), PHONE, 1.2)
-    assert r.amp.verified((PHONE.ip, PHONE.port)) and r.counters["udp_sources_verified"] == 1
+    assert r.amp.verified(PHONE) and r.counters["udp_sources_verified"] == 1
 
     r = make_relay()  # the To tag of the 200 to an INVITE, echoed in the ACK
     invite = _register(1, creds=False).replace(b"REGISTER", b"INVITE")
@@ -218,7 +218,7 @@ def test_the_relay_verifies_a_udp_phone_by_nonce_to_tag_or_branch() -> None:
     r.receive(_pbx_answer(fwd.data, 200, "OK"), PBX, 1.0)
     ack = invite.replace(b"INVITE", b"ACK").replace(b"To: <sip:alice@pbx.test>", b"To: <sip:alice@pbx.test>;tag=pbx")
     r.receive(ack, PHONE, 1.1)
-    assert r.amp.verified((PHONE.ip, PHONE.port))
+    assert r.amp.verified(PHONE)
 
     r = make_relay()  # a PBX's request to the phone (over the Path of a registration)
     [fwd] = r.receive(_register(1, creds=False), PHONE, 1.0)
@@ -233,8 +233,8 @@ def test_the_relay_verifies_a_udp_phone_by_nonce_to_tag_or_branch() -> None:
     assert r.receive(options, PBX, 2.05) == [] and r.counters["absorbed_retransmissions"] == 1  # until it proves
     forged = to_phone.data.replace(b";branch=z9hG4bKpf", b";branch=z9hG4bKpf0", 1)
     r.receive(_pbx_answer(forged, 200, "OK"), PHONE, 2.1)
-    assert not r.amp.verified((PHONE.ip, PHONE.port))
+    assert not r.amp.verified(PHONE)
     r.receive(_pbx_answer(to_phone.data, 200, "OK"), PHONE, 2.1)
-    assert r.amp.verified((PHONE.ip, PHONE.port))
+    assert r.amp.verified(PHONE)
     [again] = r.receive(options, PBX, 2.2)
     assert isinstance(again, Send) and again.flow.side == "p"

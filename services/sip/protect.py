@@ -246,10 +246,13 @@ AMPLIFICATION_FACTOR = 3
 #: 200 each carrying four Record-Routes (≈ 600 and 900 bytes): both at 3× would not fit; without
 #: its 180 the phone only misses the ringing, without its 200 the call.
 PROVISIONAL_FACTOR = 1
-#: Unverified sources tracked (≈ 150 bytes each): beyond, the least recently seen is forgotten,
-#: which only makes it stricter (its next response finds no budget). Verified sources have a
-#: table of their own, so a flood of spoofed sources (which cannot verify) cannot evict a phone.
-MAX_UNVERIFIED = 65_536
+#: Unverified sources tracked (≈ 270 bytes each, 9 MiB; the flood's RSS budget is 64 MiB in
+#: all): beyond, the least recently seen is forgotten, which only makes it stricter (its next
+#: response finds no budget). At 5,000 new sources a second an entry lives ≈ 6.5 s: a request's
+#: answers come within that, a call's 200 after longer ringing may not (its phone sends again).
+#: Verified sources have a table of their own, so a flood of spoofed sources (which cannot
+#: verify) cannot evict a phone.
+MAX_UNVERIFIED = 32_768
 MAX_VERIFIED = 65_536
 #: values sent to an unverified source that it may echo as its proof (To tags, our Via branch,
 #: digest nonces): the last few, enough for a call or a registration in progress
@@ -268,12 +271,14 @@ class Amplification:
     def __init__(self, factor: int = AMPLIFICATION_FACTOR, max_unverified: int = MAX_UNVERIFIED,
                  max_verified: int = MAX_VERIFIED):
         self.factor, self.max_unverified, self.max_verified = factor, max_unverified, max_verified
-        #: source -> [bytes received, bytes sent, cookie...]; the relay's key is the source's Flow
-        #: (udp, address, port): the tuple the UDP socket made for it already, no new key per record
-        self._new: OrderedDict[Hashable, list[int]] = OrderedDict()
-        self._proven: OrderedDict[Hashable, None] = OrderedDict()
+        #: hash(source) -> [bytes received, bytes sent, cookie...]: an int key keeps no source
+        #: tuple alive (the relay's is its Flow); two sources sharing a 64-bit salted hash share
+        #: a budget, which nobody outside can arrange
+        self._new: OrderedDict[int, list[int]] = OrderedDict()
+        self._proven: OrderedDict[int, None] = OrderedDict()
 
-    def received(self, key: Hashable, n: int) -> None:
+    def received(self, source: Hashable, n: int) -> None:
+        key = hash(source)
         if key in self._proven:
             self._proven.move_to_end(key)
             return
@@ -286,9 +291,10 @@ class Amplification:
             self._new.move_to_end(key)
             rec[0] += n
 
-    def allow(self, key: Hashable, n: int, provisional: bool = False) -> bool:
-        """Whether `n` more bytes (a provisional response: PROVISIONAL_FACTOR) may go to `key`
+    def allow(self, source: Hashable, n: int, provisional: bool = False) -> bool:
+        """Whether `n` more bytes (a provisional response: PROVISIONAL_FACTOR) may go to `source`
         (counted if so)."""
+        key = hash(source)
         if key in self._proven:
             return True
         rec = self._new.get(key)
@@ -297,12 +303,14 @@ class Amplification:
         rec[1] += n
         return True
 
-    def verified(self, key: Hashable) -> bool:
+    def verified(self, source: Hashable) -> bool:
+        key = hash(source)
         return key in self._proven
 
-    def remember(self, key: Hashable, value: str) -> bool:
-        """`value` goes to unverified `key`: if `key` echoes it, it receives. False if it went
+    def remember(self, source: Hashable, value: str) -> bool:
+        """`value` goes to unverified `source`: if it echoes it, it receives. False if it went
         there before (a retransmission)."""
+        key = hash(source)
         rec = self._new.get(key)
         if rec is None:
             if len(self._new) >= self.max_unverified:
@@ -316,8 +324,9 @@ class Amplification:
             del rec[2]
         return True
 
-    def prove(self, key: Hashable, value: str) -> bool:
-        """Whether `value` echoes one sent to `key`; `key` is verified from then on."""
+    def prove(self, source: Hashable, value: str) -> bool:
+        """Whether `value` echoes one sent to `source`; `source` is verified from then on."""
+        key = hash(source)
         rec = self._new.get(key)
         if rec is None or not value or hash(value) not in rec[2:]:
             return False

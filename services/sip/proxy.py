@@ -376,7 +376,7 @@ class Relay:
             # its response echoes our branch (with the method: a CANCEL shares the INVITE's)
             first = self.amp.remember(dest, f"b{msg.method}{branch}.{mark}")
             if not first:
-                self.counters["absorbed_retransmissions"] += 1
+                self.counters["absorbed_request_retransmissions"] += 1
                 self.reasons.note("retransmitted_request", now, "event=sip_drop reason=retransmitted_request "
                                   "method=%s call_id=%s dst=%s:%s (once towards an unverified UDP phone)",
                                   msg.method, msg.call_id, dest.ip, dest.port)
@@ -415,11 +415,11 @@ class Relay:
         key = src
         to_tag = tag(msg.to)
         if to_tag and self.amp.prove(key, "t" + to_tag):
-            self.counters["udp_sources_verified"] += 1
+            self.counters["udp_verifications"] += 1
         elif _CREDENTIALS.search(data) is not None:
             m = _NONCE.search(data.decode("latin-1"))
             if m is not None and self.amp.prove(key, "n" + m.group(1)):
-                self.counters["udp_sources_verified"] += 1
+                self.counters["udp_verifications"] += 1
 
     def _remember_response(self, msg: Sip, flow: Flow) -> None:
         """What a response to an unverified UDP phone carries that the phone echoes later."""
@@ -702,7 +702,7 @@ class Relay:
         if src.side == "p" and src.transport == "udp" and not self.amp.verified(src):
             branch = msg.vias[0].param_dict().get("branch") or ""  # ours, as we sent it to this phone
             if self.amp.prove(src, f"b{msg.cseq_method}{branch}"):
-                self.counters["udp_sources_verified"] += 1
+                self.counters["udp_verifications"] += 1
         msg.set_top_via(None)  # our Via: the response goes to the flow it names
         if flow.side == "p" and flow.transport == "udp" and not self.amp.verified(flow):
             self._remember_response(msg, flow)

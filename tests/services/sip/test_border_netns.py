@@ -69,5 +69,5 @@ def test_a_spoofed_udp_source_gets_at_most_three_times_what_it_sent() -> None:
     assert got["pbx_sent_to_victim"] > 3 * got["spoofer_sent"]  # what would reach the victim without the budget
     assert 0 < got["victim_received"] <= 3 * got["spoofer_sent"]
     counters, gauges = got["sip"]["counters"], got["sip"]["gauges"]
-    assert counters["amplification_limited"] > 0 and counters["udp_sources_verified"] == 1
+    assert counters["amplification_limited"] > 0 and counters["udp_verifications"] == 1
     assert gauges["udp_sources_verified"] == 1 and gauges["udp_sources_unverified"] == 1  # the phone; the victim

@@ -209,7 +209,7 @@ def test_the_relay_verifies_a_udp_phone_by_nonce_to_tag_or_branch() -> None:
     r.receive(guess, PHONE, 1.1)
     assert not r.amp.verified(PHONE)
     r.receive(_register(3).replace(b'response="', b'nonce="n0nce", response="'), PHONE, 1.2)
-    assert r.amp.verified(PHONE) and r.counters["udp_sources_verified"] == 1
+    assert r.amp.verified(PHONE) and r.counters["udp_verifications"] == 1
 
     r = make_relay()  # the To tag of the 200 to an INVITE, echoed in the ACK
     invite = _register(1, creds=False).replace(b"REGISTER", b"INVITE")
@@ -230,7 +230,8 @@ def test_the_relay_verifies_a_udp_phone_by_nonce_to_tag_or_branch() -> None:
     [to_phone] = r.receive(options, PBX, 2.0)
     assert isinstance(to_phone, Send) and to_phone.flow.side == "p"
     assert not to_phone.counted  # answers nothing the phone sent: an incoming call reaches it
-    assert r.receive(options, PBX, 2.05) == [] and r.counters["absorbed_retransmissions"] == 1  # until it proves
+    # retransmitted: dropped until the phone proves it receives
+    assert r.receive(options, PBX, 2.05) == [] and r.counters["absorbed_request_retransmissions"] == 1
     forged = to_phone.data.replace(b";branch=z9hG4bKpf", b";branch=z9hG4bKpf0", 1)
     r.receive(_pbx_answer(forged, 200, "OK"), PHONE, 2.1)
     assert not r.amp.verified(PHONE)

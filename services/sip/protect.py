@@ -254,9 +254,11 @@ PROVISIONAL_FACTOR = 1
 #: verify) cannot evict a phone.
 MAX_UNVERIFIED = 32_768
 MAX_VERIFIED = 65_536
-#: values sent to an unverified source that it may echo as its proof (To tags, our Via branch,
-#: digest nonces): the last few, enough for a call or a registration in progress
-COOKIES = 4
+#: values sent to unverified sources that they may echo as their proof (To tags, our Via
+#: branch, digest nonces), in one table for all (≈ 100 bytes each): a busy source has many
+#: transactions in flight (sipp at 400 calls a second from one port had a call's 200 pushed out
+#: of a per-source list of 4 before its ACK came, and never verified)
+MAX_COOKIES = 65_536
 
 
 class Amplification:
@@ -271,11 +273,13 @@ class Amplification:
     def __init__(self, factor: int = AMPLIFICATION_FACTOR, max_unverified: int = MAX_UNVERIFIED,
                  max_verified: int = MAX_VERIFIED):
         self.factor, self.max_unverified, self.max_verified = factor, max_unverified, max_verified
-        #: hash(source) -> [bytes received, bytes sent, cookie...]: an int key keeps no source
+        #: hash(source) -> [bytes received, bytes sent]: an int key keeps no source
         #: tuple alive (the relay's is its Flow); two sources sharing a 64-bit salted hash share
         #: a budget, which nobody outside can arrange
         self._new: OrderedDict[int, list[int]] = OrderedDict()
         self._proven: OrderedDict[int, None] = OrderedDict()
+        #: hash((source, value)) of values sent to unverified sources, oldest first
+        self._cookies: OrderedDict[int, None] = OrderedDict()
 
     def received(self, source: Hashable, n: int) -> None:
         key = hash(source)
@@ -309,26 +313,25 @@ class Amplification:
 
     def remember(self, source: Hashable, value: str) -> bool:
         """`value` goes to unverified `source`: if it echoes it, it receives. False if it went
-        there before (a retransmission)."""
+        there before (a retransmission; a call's provisional and final responses share a To tag)."""
         key = hash(source)
-        rec = self._new.get(key)
-        if rec is None:
+        if key not in self._new:
             if len(self._new) >= self.max_unverified:
                 self._new.popitem(last=False)
-            rec = self._new[key] = [0, 0]
-        h = hash(value)  # str hashes are salted per process: not guessable from outside
-        if h in rec[2:]:  # a call's provisional and final responses share one To tag
+            self._new[key] = [0, 0]
+        h = hash((key, value))  # str hashes are salted per process: not guessable from outside
+        cookies = self._cookies
+        if h in cookies:
             return False
-        rec.append(h)
-        if len(rec) > 2 + COOKIES:
-            del rec[2]
+        if len(cookies) >= MAX_COOKIES:
+            cookies.popitem(last=False)
+        cookies[h] = None
         return True
 
     def prove(self, source: Hashable, value: str) -> bool:
         """Whether `value` echoes one sent to `source`; `source` is verified from then on."""
         key = hash(source)
-        rec = self._new.get(key)
-        if rec is None or not value or hash(value) not in rec[2:]:
+        if key not in self._new or not value or hash((key, value)) not in self._cookies:
             return False
         del self._new[key]
         if len(self._proven) >= self.max_verified:

@@ -154,6 +154,9 @@ class Instance:
     #: the instance's PBX refuses SRTP offers (488): in media mode srtp, phone offers reach it as
     #: plain RTP and the relay bridges SRTP<->RTP from the first offer
     rtp_only: bool = False
+    #: the PBX of a udp `sip` target also takes TCP on the same host and port: a request over
+    #: 1,300 bytes goes to it over TCP (RFC 3261 §18.1.1: IP fragments get lost), the rest over UDP
+    sip_offers_tcp: bool = False
     #: how the `/<name>` prefix of the web router reaches the `web` backend (services/http/rewrite.py):
     #: "rewrite": stripped, and the backend's redirects and cookie paths are mapped back under it;
     #: "forward_prefix": stripped and announced in X-Forwarded-Prefix, nothing rewritten
@@ -243,6 +246,9 @@ class SipService:
     tls_port: int = 5061
     #: requests per second one source may send before it is blocked for a while (pike); 0: no limit
     rate_limit: int = 300
+    #: the address the backend side binds to (the UDP socket and TCP/TLS listeners the PBXs talk to)
+    #: and names in its Via, Record-Route and Path towards them; null: the bind address
+    backend_bind_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -760,10 +766,13 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
         r.fail(f"{path}.provisioning", why)
     pin = r.field(d, path, Instance, "sip_tls_fingerprint", r.sha256_fingerprint)
     rtp_only = r.field(d, path, Instance, "rtp_only", r.boolean)
+    offers_tcp = r.field(d, path, Instance, "sip_offers_tcp", r.boolean)
     prefix_mode = r.field(d, path, Instance, "web_prefix_mode", lambda v, p: r.choice(v, p, WEB_PREFIX_MODES))
     media_sources = r.field(d, path, Instance, "media_sources", lambda v, p: r.str_list(v, p, _network(r)))
     if pin is not None and sip is not None and sip.transport != "tls":
         r.fail(f"{path}.sip_tls_fingerprint", f"only for a tls sip target, not {sip.transport}")
+    if offers_tcp and sip is not None and sip.transport != "udp":
+        r.fail(f"{path}.sip_offers_tcp", f"only for a udp sip target, not {sip.transport}")
     if len(r.problems) > n0:
         return None
     assert name is not None
@@ -771,8 +780,8 @@ def _parse_instance(r: _Reader, raw: Any, path: str) -> Instance | None:
         name=name, web=web, sip=sip, sip_domains=sip_domains or (), xmpp=xmpp,
         xmpp_domains=xmpp_domains or (), xmpp_default=bool(xmpp_default),
         xmpp_proxy_protocol=bool(xmpp_pp), xmpp_direct_tls=xmpp_direct, provisioning=prov,
-        sip_tls_fingerprint=pin, rtp_only=bool(rtp_only), web_prefix_mode=prefix_mode,
-        media_sources=media_sources or (),
+        sip_tls_fingerprint=pin, rtp_only=bool(rtp_only), sip_offers_tcp=bool(offers_tcp),
+        web_prefix_mode=prefix_mode, media_sources=media_sources or (),
     )
 
 
@@ -815,6 +824,7 @@ def _parse_services(r: _Reader, raw: Any) -> Services | None:
         udp_port=r.field(s, p, SipService, "udp_port", r.port),
         tls_port=r.field(s, p, SipService, "tls_port", r.port),
         rate_limit=r.field(s, p, SipService, "rate_limit", lambda v, q: r.integer(v, q, 0, 1_000_000)),
+        backend_bind_address=r.field(s, p, SipService, "backend_bind_address", lambda v, q: r.ip(v, q, nullable=True)),
     )
     m, p = sub("media", _fields(MediaService))
     media = MediaService(

@@ -162,6 +162,11 @@ SIP_COUNTERS = _rules(
                                    "Phone connections closed for flooding CRLF keep-alives")),
     (r"refused_(\w+)", _c("pforte_sip_refused_requests", "Requests refused by a border rule, by rule", "rule")),
     ("absorbed_retransmissions", _SIP_DROPPED, ("retransmitted_challenge",)),
+    ("absorbed_request_retransmissions", _SIP_DROPPED, ("retransmitted_request",)),
+    ("amplification_limited", _SIP_DROPPED, ("amplification_limited",)),
+    ("udp_verifications", _c("pforte_sip_udp_sources_verified",
+                                "UDP phone sources that proved they receive (no byte budget from then on)")),
+    ("udp_to_tcp", _c("pforte_sip_udp_to_tcp_requests", "Requests too large for UDP sent to a PBX over TCP")),
     (r"(identity_removed|maddr_removed|preloaded_route|foreign_domain|calls_full|calls_expired)",
      _c("pforte_sip_border_actions", "Border policing actions, by kind", "kind")),
     (r"(unknown_domain|unsupported_backend_transport|unavailable_backend)", _SIP_ROUTING),
@@ -182,6 +187,8 @@ SIP_GAUGES = _rules(
     ("calls", _g("pforte_sip_tracked_calls", "INVITEs and calls followed for their end event (sip_call_end)")),
     ("blocked_sources", _g("pforte_sip_blocked_sources", "Sources currently blocked by the rate limit")),
     ("locked_out", _g("pforte_sip_locked_out", "AORs and sources currently locked out after failed authentication")),
+    (r"udp_sources_(unverified|verified)", _g("pforte_sip_udp_sources", "UDP phone sources tracked for the byte "
+                                                                    "budget, by state", "state")),
 )
 _SIP_KNOWN = ("received", "keepalives", "forwarded_requests", "forwarded_responses", "malformed", "normalised",
               "sources_blocked", "prefixes_blocked", "auth_failures", "auth_lockouts", "auth_locked_out",

@@ -73,6 +73,7 @@ def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
             "sip_domains": lines(inst.sip_domains), "xmpp": inst.xmpp or None,
             "xmpp_domains": lines(inst.xmpp_domains), "provisioning": inst.provisioning or None,
             "sip_tls_fingerprint": inst.sip_tls_fingerprint or None, "rtp_only": inst.rtp_only,
+            "sip_offers_tcp": inst.sip_offers_tcp,
             "web_prefix_mode": inst.web_prefix_mode, "media_sources": lines(inst.media_sources),
         })
     net: dict[str, Any] = {"mode": proxy.network_mode}

@@ -107,7 +107,8 @@ class InstanceForm(forms.ModelForm):
         model = Instance
         formfield_callback = _formfield
         fields = ["name", "web", "web_prefix_mode", "sip_transport", "sip_host", "sip_port", "sip_tls_fingerprint",
-                  "sip_domains", "rtp_only", "media_sources", "xmpp", "xmpp_domains", "provisioning", "proxies"]
+                  "sip_domains", "rtp_only", "sip_offers_tcp", "media_sources", "xmpp", "xmpp_domains", "provisioning",
+                  "proxies"]
         widgets = {"sip_domains": forms.Textarea(attrs={"rows": 2}), "xmpp_domains": forms.Textarea(attrs={"rows": 2}),
                    "media_sources": forms.Textarea(attrs={"rows": 2})}
 

@@ -66,6 +66,10 @@ class Instance(models.Model):
         "PBX speaks plain RTP only", default=False,
         help_text="the PBX refuses SRTP offers (488): with VoIP media SRTP, phones' offers reach it as plain RTP "
                   "and the proxy bridges SRTP to RTP")
+    sip_offers_tcp = models.BooleanField(
+        "PBX also takes TCP", default=False,
+        help_text="transport udp only: the PBX takes TCP on the same host and port too, and requests over 1,300 "
+                  "bytes go to it over TCP (RFC 3261 §18.1.1)")
     media_sources = models.TextField(
         "media sources", blank=True,
         help_text="networks (CIDR, one per line) on the PBX's side whose media the proxy trusts like the PBX's "
@@ -102,6 +106,8 @@ class Instance(models.Model):
             if self.sip_transport != "tls":
                 raise ValidationError({"sip_tls_fingerprint": "Only for SIP transport tls."})
             self.sip_tls_fingerprint = norm
+        if self.sip_offers_tcp and self.sip_transport != "udp":
+            raise ValidationError({"sip_offers_tcp": "Only for SIP transport udp."})
 
 
 class Proxy(models.Model):

@@ -310,7 +310,8 @@ def instance_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return detail_page(request, f"Instance {i.name}", [
         ("Web backend", i.web or "-"), ("Web prefix", i.get_web_prefix_mode_display()), ("SIP", labels.instance_sip(i)),
         ("PBX certificate SHA-256", i.sip_tls_fingerprint or "-"), ("SIP domains", i.sip_domains or "-"),
-        ("Plain RTP only", "yes" if i.rtp_only else "no"), ("Media sources", i.media_sources or "-"),
+        ("Plain RTP only", "yes" if i.rtp_only else "no"), ("PBX also takes TCP", "yes" if i.sip_offers_tcp else "no"),
+        ("Media sources", i.media_sources or "-"),
         ("XMPP backend", i.xmpp or "-"), ("XMPP domains", i.xmpp_domains or "-"),
         ("Provisioning URL template", i.provisioning or "-"), ("Exposed by", exposed),
         ("Phones", i.devices.count()),

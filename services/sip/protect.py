@@ -17,6 +17,7 @@ last as long, so expiry pops from the front).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 from ipaddress import IPv6Address
 
 #: User-Agent substrings (lower case) of SIP scanning and attack tools: their requests are
@@ -231,3 +232,113 @@ class AuthGuard:
         self._aor.expire(now)
         self._src.expire(now)
         self._locked.expire(now)
+
+
+#: Towards a UDP source that has not shown it receives what is sent to it, the relay sends at
+#: most this many times the bytes it received from that source (address and port), whatever
+#: the PBX sends back: a spoofed source's victim gets at most 3× what the spoofer spent. QUIC
+#: uses 3 for the same problem (RFC 9000 §8.1). 1× would cut real calls: a PBX without digest
+#: answers an INVITE with 100, 180 and a 200 with SDP (≈ 1.7× the INVITE); 3× leaves room for
+#: one lost final response retransmitted.
+AMPLIFICATION_FACTOR = 3
+#: ... of which provisional responses (100, 18x) may use only 1×: the rest is kept for the final
+#: response. A minimal INVITE (≈ 450 bytes, sipp's) spiralling through the PBX gets a 180 and a
+#: 200 each carrying four Record-Routes (≈ 600 and 900 bytes): both at 3× would not fit; without
+#: its 180 the phone only misses the ringing, without its 200 the call.
+PROVISIONAL_FACTOR = 1
+#: Unverified sources tracked (≈ 270 bytes each, 9 MiB; the flood's RSS budget is 64 MiB in
+#: all): beyond, the least recently seen is forgotten, which only makes it stricter (its next
+#: response finds no budget). At 5,000 new sources a second an entry lives ≈ 6.5 s: a request's
+#: answers come within that, a call's 200 after longer ringing may not (its phone sends again).
+#: Verified sources have a table of their own, so a flood of spoofed sources (which cannot
+#: verify) cannot evict a phone.
+MAX_UNVERIFIED = 32_768
+MAX_VERIFIED = 65_536
+#: values sent to unverified sources that they may echo as their proof (To tags, our Via
+#: branch, digest nonces), in one table for all (≈ 100 bytes each): a busy source has many
+#: transactions in flight (sipp at 400 calls a second from one port had a call's 200 pushed out
+#: of a per-source list of 4 before its ACK came, and never verified)
+MAX_COOKIES = 65_536
+
+
+class Amplification:
+    """Bytes in and out per UDP source until it proves it receives: it echoes a value it can
+    only know from what the relay sent to its address (the To tag of a response in an ACK or
+    in-dialog request, our Via branch in its response to a PBX's request, a digest nonce in its
+    Authorization). Verified sources are no longer counted. A PBX's request to a phone answers
+    nothing the phone's address sent: its first transmission is not counted (an incoming call
+    reaches a phone that only registered), its retransmissions are dropped until the phone
+    proves it receives (the relay: `remember` says which is which)."""
+
+    def __init__(self, factor: int = AMPLIFICATION_FACTOR, max_unverified: int = MAX_UNVERIFIED,
+                 max_verified: int = MAX_VERIFIED):
+        self.factor, self.max_unverified, self.max_verified = factor, max_unverified, max_verified
+        #: hash(source) -> [bytes received, bytes sent]: an int key keeps no source
+        #: tuple alive (the relay's is its Flow); two sources sharing a 64-bit salted hash share
+        #: a budget, which nobody outside can arrange
+        self._new: OrderedDict[int, list[int]] = OrderedDict()
+        self._proven: OrderedDict[int, None] = OrderedDict()
+        #: hash((source, value)) of values sent to unverified sources, oldest first
+        self._cookies: OrderedDict[int, None] = OrderedDict()
+
+    def received(self, source: Hashable, n: int) -> None:
+        key = hash(source)
+        if key in self._proven:
+            self._proven.move_to_end(key)
+            return
+        rec = self._new.get(key)
+        if rec is None:
+            if len(self._new) >= self.max_unverified:
+                self._new.popitem(last=False)
+            self._new[key] = [n, 0]
+        else:
+            self._new.move_to_end(key)
+            rec[0] += n
+
+    def allow(self, source: Hashable, n: int, provisional: bool = False) -> bool:
+        """Whether `n` more bytes (a provisional response: PROVISIONAL_FACTOR) may go to `source`
+        (counted if so)."""
+        key = hash(source)
+        if key in self._proven:
+            return True
+        rec = self._new.get(key)
+        if rec is None or rec[1] + n > (PROVISIONAL_FACTOR if provisional else self.factor) * rec[0]:
+            return False
+        rec[1] += n
+        return True
+
+    def verified(self, source: Hashable) -> bool:
+        key = hash(source)
+        return key in self._proven
+
+    def remember(self, source: Hashable, value: str) -> bool:
+        """`value` goes to unverified `source`: if it echoes it, it receives. False if it went
+        there before (a retransmission; a call's provisional and final responses share a To tag)."""
+        key = hash(source)
+        if key not in self._new:
+            if len(self._new) >= self.max_unverified:
+                self._new.popitem(last=False)
+            self._new[key] = [0, 0]
+        h = hash((key, value))  # str hashes are salted per process: not guessable from outside
+        cookies = self._cookies
+        if h in cookies:
+            return False
+        if len(cookies) >= MAX_COOKIES:
+            cookies.popitem(last=False)
+        cookies[h] = None
+        return True
+
+    def prove(self, source: Hashable, value: str) -> bool:
+        """Whether `value` echoes one sent to `source`; `source` is verified from then on."""
+        key = hash(source)
+        if key not in self._new or not value or hash((key, value)) not in self._cookies:
+            return False
+        del self._new[key]
+        if len(self._proven) >= self.max_verified:
+            self._proven.popitem(last=False)
+        self._proven[key] = None
+        return True
+
+    def counts(self) -> tuple[int, int]:
+        """(unverified, verified) sources tracked."""
+        return len(self._new), len(self._proven)

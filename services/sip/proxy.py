@@ -21,7 +21,7 @@ from services.sip.calls import IN_CALL, Calls
 from services.sip.dialogs import Dialogs
 from services.sip.flow import Flow, FlowSigner
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
-from services.sip.protect import AuthGuard, RateLimiter, scanner
+from services.sip.protect import Amplification, AuthGuard, RateLimiter, scanner
 from services.sip.reasonlog import ReasonLog
 from services.sip.scan import Sip, Via, scan, tag
 from services.sip.uri import Uri, UriError, add_uri_param, parse_name_addr, parse_uri
@@ -59,6 +59,11 @@ MAX_CONTACT = 16
 MAX_RECORD_ROUTE = 16
 #: header lines in one message
 MAX_HEADERS = 128
+#: RFC 3261 §18.1.1: a request larger than 1,300 bytes (the path MTU unknown) goes over TCP when
+#: the PBX offers it (`Relay.tcp_too`): its IP fragments would be lost by NATs and firewalls.
+#: Measured as the relay builds it, before the media relay rewrites SDP (its c=/m= lines keep
+#: about their length).
+UDP_MAX = 1300
 #: RFC 3325: phones are no trust domain: identity they assert is removed, in every spelling of
 #: the name (case, whitespace before the colon; neither header has a compact form).
 _IDENTITY = re.compile(rb"^[Pp]-(?:[Aa][Ss][Ss][Ee][Rr][Tt][Ee][Dd]|[Pp][Rr][Ee][Ff][Ee][Rr][Rr][Ee][Dd])-"
@@ -66,6 +71,10 @@ _IDENTITY = re.compile(rb"^[Pp]-(?:[Aa][Ss][Ss][Ee][Rr][Tt][Ee][Dd]|[Pp][Rr][Ee]
 _IDENTITY_NAMES = frozenset({"p-asserted-identity", "p-preferred-identity"})
 #: an Authorization or Proxy-Authorization header line, in any case
 _CREDENTIALS = re.compile(rb"^(?:proxy-)?authorization[ \t]*:", re.M | re.I)
+#: a digest nonce (not a cnonce) in a challenge or in credentials: the proof that a UDP source
+#: received the challenge sent to its address (`Amplification`)
+_NONCE = re.compile(r'(?<![a-z])nonce[ \t]*=[ \t]*"([^"]{1,256})"', re.I)
+_CHALLENGES = ("www-authenticate", "proxy-authenticate")
 #: refused initial INVITEs logged as call ends per second; beyond, counted
 #: (`call_end_lines_suppressed`): a flood must not turn into a log flood
 MAX_REFUSED_CALL_LINES = 50
@@ -103,6 +112,9 @@ class Send:
     flow: Flow
     data: bytes
     call_id: str = ""  # set for relayed messages, so they can keep their order behind media steps
+    #: counted against the byte budget of an unverified UDP phone (`Amplification`): all but the
+    #: first transmission of a PBX's request, which answers nothing the phone's address sent
+    counted: bool = True
 
 
 @dataclass(slots=True)
@@ -121,6 +133,7 @@ class MediaStep:
     src: Flow
     #: a phone's offer to an instance whose PBX refuses SRTP offers (`Relay.rtp_only`)
     instance_rtp_only: bool = False
+    counted: bool = True  # as `Send.counted`
 
 
 Action = Send | MediaStep
@@ -141,6 +154,9 @@ class Relay:
         self.signer = signer or FlowSigner()
         self.limiter = limiter  # None: no per-source limit
         self.auth = AuthGuard()
+        #: bytes to and from each UDP phone source until it proves it receives (`service` checks
+        #: every datagram it sends to a phone against it)
+        self.amp = Amplification()
         self._popped = 0  # Route values `_pop_own_routes` popped from the request at hand
         #: (Call-ID, CSeq) of a phone's request -> [requests received, challenges sent, carried
         #: credentials]: a PBX's retransmitted 401/407 beyond one per request is absorbed towards
@@ -154,6 +170,8 @@ class Relay:
         self.unavailable: Callable[[Flow], bool] = _never
         #: PBX targets (transport, host, port) of instances with `rtp_only`
         self.rtp_only: frozenset[tuple[str, str, int]] = frozenset()
+        #: (host, port) of udp PBX targets that take TCP too (`sip_offers_tcp`): requests over UDP_MAX go there
+        self.tcp_too: frozenset[tuple[str, int]] = frozenset()
         #: PBX target (transport, host, port) -> instance name, for the call-end log line
         self.instances: dict[tuple[str, str, int], str] = {}
         #: refused initial INVITEs logged as call ends in the current second (`MAX_REFUSED_CALL_LINES`)
@@ -184,6 +202,8 @@ class Relay:
     def receive(self, data: bytes, src: Flow, now: float) -> list[Action]:
         self.counters["received"] += 1
         self.now = now  # the clock of the log lines that say why a message goes nowhere
+        if src.side == "p" and src.transport == "udp":
+            self.amp.received(src, len(data))
         if data[:1] in (b"\r", b"\n") and not data.strip(b"\r\n"):
             self.counters["keepalives"] += 1
             return [Send(src, b"\r\n")] if data.startswith(b"\r\n\r\n") else []
@@ -306,6 +326,8 @@ class Relay:
             return self._reply(msg, src, "proxy_require", 420, "Bad Extension",
                                ("Unsupported: " + ", ".join(msg.proxy_require),))
         if src.side == "p":
+            if src.transport == "udp" and not self.amp.verified(src):
+                self._prove_request(msg, src, data)
             refusal = self._limits(msg, src)
             if refusal is not None:
                 return refusal
@@ -356,6 +378,16 @@ class Relay:
         local = self._local(dest)
         branch = self._branch(msg, inbound, sent_by, client_via)
         msg.insert_before(top_idx, f"{local.via}{branch}.{mark};pf={token}")
+        first = False  # a PBX's request to an unverified UDP phone, not retransmitted
+        if dest.side == "p" and dest.transport == "udp" and not self.amp.verified(dest):
+            # its response echoes our branch (with the method: a CANCEL shares the INVITE's)
+            first = self.amp.remember(dest, f"b{msg.method}{branch}.{mark}")
+            if not first:
+                self.counters["absorbed_request_retransmissions"] += 1
+                self.reasons.note("retransmitted_request", now, "event=sip_drop reason=retransmitted_request "
+                                  "method=%s call_id=%s dst=%s:%s (once towards an unverified UDP phone)",
+                                  msg.method, msg.call_id, dest.ip, dest.port)
+                return []
         if register:  # Path (RFC 3327) with the phone's flow: requests to the phone come back over it
             msg.insert_before(msg.path_idx, f"Path: <sip:{token}@{local.hostport()};transport={local.transport};lr;ob>")
         if msg.method in DIALOG_METHODS and ";tag=" not in msg.to.replace(" ", ""):
@@ -363,9 +395,52 @@ class Relay:
             # the upper the side it goes to; each carries that side's flow token.
             msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(src))
             msg.insert_before(msg.rr_idx, "Record-Route: " + self._rr_uri(dest))
+        if dest.side == "b" and dest.transport == "udp" and self.tcp_too and len(data) > UDP_MAX // 2 and \
+                (dest.ip, dest.port) in self.tcp_too and len(msg.serialize()) > UDP_MAX:
+            dest = self._over_tcp(msg, dest, top_idx, local)
         self.counters["forwarded_requests"] += 1
         self.counters[_METHOD_KEY.get(msg.method or "", "forwarded_method_other")] += 1
-        return self._dialog_request(msg, src, dest, now, data)
+        actions = self._dialog_request(msg, src, dest, now, data)
+        if first:
+            for a in actions:
+                a.counted = False
+        return actions
+
+    def _over_tcp(self, msg: Sip, dest: Flow, top_idx: int, local: Local) -> Flow:
+        """The TCP flow to a PBX for a request too large for UDP, our Via naming our TCP side;
+        `dest` itself while TCP to it rests after a failed connect (fragments beat a 503)."""
+        tcp = self.backend.get("tcp")
+        flow = Flow("b", "tcp", dest.ip, dest.port)
+        if tcp is None or self.unavailable(flow):
+            return dest
+        msg.lines[top_idx] = msg.lines[top_idx].replace(local.via, tcp.via, 1)  # ours: inserted first on the line
+        self.counters["udp_to_tcp"] += 1
+        return flow
+
+    def _prove_request(self, msg: Sip, src: Flow, data: bytes) -> None:
+        """A UDP phone's request that echoes the To tag of a response sent to it (an ACK, an
+        in-dialog request) or the nonce of a challenge sent to it proves that it receives."""
+        key = src
+        to_tag = tag(msg.to)
+        if to_tag and self.amp.prove(key, "t" + to_tag):
+            self.counters["udp_verifications"] += 1
+        elif _CREDENTIALS.search(data) is not None:
+            m = _NONCE.search(data.decode("latin-1"))
+            if m is not None and self.amp.prove(key, "n" + m.group(1)):
+                self.counters["udp_verifications"] += 1
+
+    def _remember_response(self, msg: Sip, flow: Flow) -> None:
+        """What a response to an unverified UDP phone carries that the phone echoes later."""
+        key = flow
+        to_tag = tag(msg.to)
+        if to_tag:
+            self.amp.remember(key, "t" + to_tag)
+        if msg.status in (401, 407):
+            for line in msg.lines:
+                if line and line.partition(":")[0].rstrip(" \t").lower() in _CHALLENGES:
+                    m = _NONCE.search(line)
+                    if m is not None:
+                        self.amp.remember(key, "n" + m.group(1))
 
     def _strip_identity(self, msg: Sip, src: Flow) -> None:
         lines = msg.lines
@@ -632,7 +707,13 @@ class Relay:
         flow = self.signer.open(token) if token else None
         if flow is None or flow.side == src.side or len(msg.vias) < 2:
             return self._drop("stray_response", src)
+        if src.side == "p" and src.transport == "udp" and not self.amp.verified(src):
+            branch = msg.vias[0].param_dict().get("branch") or ""  # ours, as we sent it to this phone
+            if self.amp.prove(src, f"b{msg.cseq_method}{branch}"):
+                self.counters["udp_verifications"] += 1
         msg.set_top_via(None)  # our Via: the response goes to the flow it names
+        if flow.side == "p" and flow.transport == "udp" and not self.amp.verified(flow):
+            self._remember_response(msg, flow)
         self.counters["forwarded_responses"] += 1
         self.counters[_CLASS_KEY.get((src.side, msg.status // 100), "forwarded_from_other")] += 1
         call_id, method = msg.call_id, msg.cseq_method
@@ -791,6 +872,8 @@ def _aor(name_addr: str) -> str:
 
 def is_ip(host: str) -> bool:
     """An IP literal (brackets allowed), not a DNS name."""
+    if host[-1:].isalpha() and ":" not in host:  # a name (an IPv4 address ends in a digit): no exception to pay
+        return False
     try:
         ip_address(host.strip("[]"))
         return True

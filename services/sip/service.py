@@ -92,6 +92,14 @@ class SipView:
     backend_sources: tuple[str, ...] | None = ()
     #: PBX target (transport, host, port) -> instance name (the call-end log line)
     instances: tuple[tuple[tuple[str, str, int], str], ...] = ()
+    #: where the backend side binds (`services.sip.backend_bind_address`, else `bind`)
+    back_bind: str = ""
+    #: (host, port) of udp PBX targets that take TCP too (`sip_offers_tcp`)
+    tcp_too: frozenset[tuple[str, int]] = frozenset()
+
+    @property
+    def backend_bind(self) -> str:
+        return self.back_bind or self.bind
 
 
 _PASS_THROUGH = PassThroughMedia()
@@ -140,11 +148,12 @@ class _Stream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment] # uvloop's SSL transport is no asyncio.Transport
         ip, port = transport.get_extra_info("peername")[:2]
-        if self.side == "p" and not self.svc.ctx.access.allowed(ip, "sip"):
+        # TLS: the access list and the backend's sources are checked by the listener's gate, at accept
+        if self.side == "p" and self.tname != "tls" and not self.svc.ctx.access.allowed(ip, "sip"):
             self.svc.dropped("refused_sources", "src=%s:%s transport=%s", ip, port, self.tname)
             transport.close()
             return
-        if self.side == "b" and self.pool_key is None and not self.svc.backend_source(ip):
+        if self.side == "b" and self.tname != "tls" and self.pool_key is None and not self.svc.backend_source(ip):
             self.svc.dropped("backend_foreign_sources", "src=%s:%s transport=%s (no instance's address)", ip, port,
                              self.tname)
             transport.close()
@@ -285,13 +294,16 @@ class SipService(Service):
             sources = None
         return SipView(s.mode, cfg.bind_address, s.udp_port, s.tls_port, cfg.proxy.fqdn, domains, s.rate_limit,
                        pins, rtp_only, sources,
-                       tuple(((i.sip.transport, i.sip.host, i.sip.port), i.name) for i in cfg.instances if i.sip))
+                       tuple(((i.sip.transport, i.sip.host, i.sip.port), i.name) for i in cfg.instances if i.sip),
+                       s.backend_bind_address or "",
+                       frozenset((i.sip.host, i.sip.port) for i in cfg.instances if i.sip and i.sip_offers_tcp))
 
     async def start(self, view: SipView) -> None:
         loop = asyncio.get_running_loop()
         self.view_ = view
         try:
-            self.back_udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self, "b"), local_addr=(view.bind, 0))
+            back = view.backend_bind
+            self.back_udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self, "b"), local_addr=(back, 0))
             if view.mode == "udp":
                 self.phone_udp, _ = await loop.create_datagram_endpoint(
                     lambda: _Udp(self, "p"), local_addr=(view.bind, view.udp_port))
@@ -307,15 +319,17 @@ class SipService(Service):
             back_port = self.back_udp.get_extra_info("sockname")[1]
             try:
                 self.back_servers["tcp"] = await loop.create_server(
-                    lambda: _Stream(self, "b", "tcp"), view.bind, back_port)
+                    lambda: _Stream(self, "b", "tcp"), back, back_port)
             except OSError:  # the number is taken for TCP: any free one
-                self.back_servers["tcp"] = await loop.create_server(lambda: _Stream(self, "b", "tcp"), view.bind, 0)
+                self.back_servers["tcp"] = await loop.create_server(lambda: _Stream(self, "b", "tcp"), back, 0)
             if _needs_tls(view):  # only then: the certificate store is in use
                 self.back_servers["tls"] = await create_tls_server(
-                    lambda: _Stream(self, "b", "tls"), view.bind, 0, self.ctx.certs.server_context(), service="sip")
+                    lambda: _Stream(self, "b", "tls"), back, 0, self.ctx.certs.server_context(), service="sip",
+                    handshake_timeout=TLS_HANDSHAKE_TIMEOUT, gate=_BackendTlsGate(self))
         except OSError as exc:
             await self.stop(0)
-            raise ServiceError(f"sip: cannot bind {view.bind}: {exc} (is another SIP server running?)") from exc
+            where = view.bind if view.backend_bind == view.bind else f"{view.bind} (backend side {view.backend_bind})"
+            raise ServiceError(f"sip: cannot bind {where}: {exc} (is another SIP server running?)") from exc
         self.relay = self._make_relay(view)
         self._backend_nets = _networks(view.backend_sources)
         self.timer = asyncio.create_task(self._tick())
@@ -330,13 +344,15 @@ class SipService(Service):
             phone = {"udp": Local("udp", host, view.udp_port), "tcp": Local("tcp", host, view.udp_port)}
         else:
             phone = {"tls": Local("tls", host, view.tls_port)}
-        back = {"udp": Local("udp", host, self.back_udp.get_extra_info("sockname")[1])}
+        back_host = view.backend_bind if view.backend_bind not in ("0.0.0.0", "::") else host
+        back = {"udp": Local("udp", back_host, self.back_udp.get_extra_info("sockname")[1])}
         for t, server in self.back_servers.items():
-            back[t] = Local(t, host, server.sockets[0].getsockname()[1])
+            back[t] = Local(t, back_host, server.sockets[0].getsockname()[1])
         relay = Relay(_domains(view), phone, back, frozenset({view.fqdn}), _limiter(view),
                       FlowSigner(self._flow_key()))
         relay.unavailable = self._resting
         relay.rtp_only = view.rtp_only
+        relay.tcp_too = view.tcp_too
         relay.instances = dict(view.instances)
         return relay
 
@@ -365,11 +381,13 @@ class SipService(Service):
 
     async def reconfigure(self, view: SipView) -> None:
         old = self.view_
-        same_sockets = old is not None and (old.mode, old.bind, old.udp_port, old.tls_port) == (
-            view.mode, view.bind, view.udp_port, view.tls_port) and _needs_tls(view) == ("tls" in self.back_servers)
+        sockets = (view.mode, view.bind, view.backend_bind, view.udp_port, view.tls_port)
+        same_sockets = old is not None and (old.mode, old.bind, old.backend_bind, old.udp_port, old.tls_port) == \
+            sockets and _needs_tls(view) == ("tls" in self.back_servers)
         if old is not None and self.relay is not None and same_sockets:
             self.relay.domains = _domains(view)  # swap the route table, keep sockets and flows
             self.relay.rtp_only = view.rtp_only
+            self.relay.tcp_too = view.tcp_too
             self.relay.instances = dict(view.instances)
             self._backend_nets = _networks(view.backend_sources)
             if self.back_udp is not None:
@@ -427,22 +445,28 @@ class SipService(Service):
             return
         for action in relay.receive(data, src, _monotonic()):
             if isinstance(action, Send):
-                self.send(action.flow, action.data)
+                self.send(action.flow, action.data, action.counted)
             elif self.media() is not _PASS_THROUGH:
                 self._media(action)  # synchronous (`MediaRelay`): the call's messages keep their order
             else:  # no media relay: SDP unchanged, sent at once so a call's messages keep their order
                 if action.op == "answer":
                     relay.dialogs.answered(action.call_id)
-                self.send(action.flow, action.msg.serialize())
+                self.send(action.flow, action.msg.serialize(), action.counted)
         if relay.released:
             self._release(relay.released)
             relay.released = []
         if relay.calls.ended:
             relay.log_call_ends()
 
-    def send(self, flow: Flow, data: bytes) -> None:
+    def send(self, flow: Flow, data: bytes, counted: bool = True) -> None:
         if flow.transport == "udp":
             t = self.phone_udp if flow.side == "p" else self.back_udp
+            relay = self.relay
+            if flow.side == "p" and counted and relay is not None and \
+                    not relay.amp.allow(flow, len(data), data.startswith(b"SIP/2.0 1")):
+                self.dropped("amplification_limited", "dst=%s:%s bytes=%d (over %d× what this unverified source "
+                             "sent)", flow.ip, flow.port, len(data), relay.amp.factor)
+                return
             if t is not None:
                 t.sendto(data, flow[2:4])  # (ip, port)
                 return
@@ -580,7 +604,7 @@ class SipService(Service):
             self.log.exception("event=sip_drop reason=media_step_failed call_id=%s op=%s", step.call_id, step.op)
             return
         step.msg.body = sdp
-        self.send(step.flow, step.msg.serialize())
+        self.send(step.flow, step.msg.serialize(), step.counted)
 
     def _release(self, call_ids: list[str]) -> None:
         media = self.media()
@@ -638,17 +662,22 @@ class SipService(Service):
             limiter = self.relay.limiter
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
             gauges["locked_out"] = self.relay.auth.locked_out(time.monotonic())
+            gauges["udp_sources_unverified"], gauges["udp_sources_verified"] = self.relay.amp.counts()
         return {"listeners": listeners, "counters": counters, "gauges": gauges}
 
 
 class _TlsGate:
-    """Phone TLS connections count against the caps from the accept, before the handshake
-    (`proxyd.tls_accept.Gate`): a flood of handshakes that never finish cannot exceed them."""
+    """Phone TLS connections are checked against the access list and count against the caps
+    from the accept, before the handshake (`proxyd.tls_accept.Gate`): a refused address costs no
+    handshake, and a flood of handshakes that never finish cannot exceed the caps."""
 
     def __init__(self, svc: SipService):
         self.svc = svc
 
     def admit(self, address: str) -> bool:
+        if not self.svc.ctx.access.allowed(address, "sip"):
+            self.svc.dropped("refused_sources", "src=%s transport=tls (before the handshake)", address)
+            return False
         if self.svc.admit(address):
             return True
         self.svc.refused_connection(address, "?", "tls")
@@ -656,6 +685,24 @@ class _TlsGate:
 
     def release(self, address: str) -> None:
         self.svc.release(address)
+
+
+class _BackendTlsGate:
+    """A PBX's TLS connection comes from an instance's address, checked at accept: anyone else
+    gets no handshake (nothing is counted: the backend side has no per-address cap)."""
+
+    def __init__(self, svc: SipService):
+        self.svc = svc
+
+    def admit(self, address: str) -> bool:
+        if self.svc.backend_source(address):
+            return True
+        self.svc.dropped("backend_foreign_sources", "src=%s transport=tls (no instance's address; before the "
+                         "handshake)", address)
+        return False
+
+    def release(self, address: str) -> None:
+        pass
 
 
 def _networks(sources: tuple[str, ...] | None) -> tuple[IPv4Network | IPv6Network, ...] | None:

@@ -169,6 +169,14 @@ def test_pbx_certificate_fingerprint_is_checked_normalised_and_compiled() -> Non
     inst.rtp_only = True
     inst.save()
     assert json.loads(p.active_revision.config_json)["instances"][0]["rtp_only"] is True
+    inst.sip_offers_tcp = True  # a tls PBX: there is no UDP to move off
+    with pytest.raises(ValidationError) as err:
+        inst.full_clean()
+    assert err.value.message_dict["sip_offers_tcp"] == ["Only for SIP transport udp."]
+    inst.sip_transport, inst.sip_tls_fingerprint = "udp", ""
+    inst.full_clean()
+    inst.save()
+    assert json.loads(p.active_revision.config_json)["instances"][0]["sip_offers_tcp"] is True
     assert json.loads(p.active_revision.config_json)["instances"][0]["web_prefix_mode"] == "rewrite"
     inst.web_prefix_mode = "forward_prefix"
     inst.save()

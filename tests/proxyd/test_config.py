@@ -126,6 +126,7 @@ def test_all_problems_reported_at_once_with_field_paths() -> None:
         (("instances", 0, "sip_tls_fingerprint"), "ab" * 32,
          "instances[0].sip_tls_fingerprint: only for a tls sip target, not udp"),
         (("instances", 0, "rtp_only"), "yes", "instances[0].rtp_only: expected true or false"),
+        (("instances", 0, "sip_offers_tcp"), "yes", "instances[0].sip_offers_tcp: expected true or false"),
         (("instances", 0, "provisioning"), "http://10.0.0.5/prov/{Mac}.cfg",
          "instances[0].provisioning: unknown placeholder {Mac}, expected one of {mac}, {mac:}, {mac-}, {MAC}"),
         (("instances", 0, "provisioning"), "http://10.0.0.5/prov/{mac",
@@ -433,3 +434,13 @@ def test_a_given_pair_without_mode_is_uploaded_and_acme_refuses_one():
     raw = base_config(tls={"mode": "acme", "acme_directory": "https://ca.example/dir",
                            "certificate_pem": cert, "key_pem": key})
     assert any(p.startswith("tls.mode: mode acme makes its own certificate") for p in problems(raw))
+
+
+def test_sip_offers_tcp_is_only_for_a_udp_target() -> None:
+    raw = json.loads(json.dumps(DESIGN_EXAMPLE))
+    raw["instances"][0]["sip_offers_tcp"] = True
+    assert parse_config(raw).instances[0].sip_offers_tcp is True
+    raw["instances"][0]["sip"] = "tcp:10.0.0.5:5060"
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert "instances[0].sip_offers_tcp: only for a udp sip target, not tcp" in str(err.value)

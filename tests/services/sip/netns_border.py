@@ -53,6 +53,7 @@ def req(method: str, ruri: str, call_id: str, *, frm: str = "alice@a.test", to: 
             f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
 
 
+LONG_CALL_ID = b"Call-ID: " + b"L" * 60_000
 ATTACKS = {
     "identity": req("INVITE", "sip:bob@a.test", "pai", extra="p-asserted-identity : <sip:ceo@a.test>\r\n"
                     "P-Preferred-Identity: <sip:ceo@a.test>\r\n"),
@@ -66,6 +67,9 @@ ATTACKS = {
     "stray_cancel": req("CANCEL", "sip:bob@a.test", "stray2"),
     "stray_ack": req("ACK", "sip:bob@a.test", "stray3", to_tag="x"),
     "many_via": req("OPTIONS", "sip:bob@a.test", "vias", vias=1_000),
+    # main made a dialog of each bare ACK pair with a 60 KB Call-ID, and forwarded both
+    "long_call_id_ack": req("ACK", "sip:bob@a.test", "lc1", to_tag="x").replace(b"Call-ID: lc1", LONG_CALL_ID),
+    "long_call_id_invite": req("INVITE", "sip:bob@a.test", "lc2").replace(b"Call-ID: lc2", LONG_CALL_ID),
 }
 
 
@@ -98,6 +102,7 @@ def main() -> None:
                 time.sleep(0.05)
             time.sleep(0.3)
             results["brute_force"] = {"answer": answers(phone, 0.5), **{k: r.take() for k, r in recorders.items()}}
+            results["sip"] = proc.status()["services"]["sip"]
         finally:
             phone.close()
             proc.stop()

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,11 +18,11 @@ pytestmark = pytest.mark.netns
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _run() -> dict[str, dict[str, list[str]]]:
+def _run(module: str = "netns_border") -> dict[str, Any]:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare for a private network namespace")
     script = ("ip link set lo up && ip addr add 10.0.0.5/32 dev lo && "
-              f"exec {sys.executable} -m tests.services.sip.netns_border")
+              f"exec {sys.executable} -m tests.services.sip.{module}")
     res = subprocess.run(["unshare", "-n", "--", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -34,13 +35,16 @@ def test_the_border_stops_what_must_not_reach_a_pbx() -> None:
     refused = {
         "preloaded_route": "403", "ruri_internal": "403", "ruri_loopback": "403", "other_tenant_register": "403",
         "sips_over_udp": "416", "stray_bye": "481", "stray_cancel": "481", "many_via": "400",
+        "long_call_id_invite": "400",
     }
     for name, status in refused.items():
         r = got[name]
         assert [a.split(" ")[1] for a in r["answer"]] == [status], (name, r["answer"])
         assert {k: r[k] for k in nothing} == nothing, (name, "reached a recorder")
-    ack = got["stray_ack"]
-    assert ack["answer"] == [] and {k: ack[k] for k in nothing} == nothing
+    for name in ("stray_ack", "long_call_id_ack"):
+        ack = got[name]
+        assert ack["answer"] == [] and {k: ack[k] for k in nothing} == nothing, name
+    assert got["sip"]["gauges"]["calls"] == 2 and got["sip"]["gauges"]["dialogs"] <= 2  # identity, maddr
     # what is forwarded reaches only tenant a's PBX, cleaned
     [inv] = got["identity"]["pbx_a"]
     assert "identity" not in inv.lower() and "ceo@" not in inv
@@ -53,3 +57,17 @@ def test_the_border_stops_what_must_not_reach_a_pbx() -> None:
     assert len(brute["pbx_a"]) == 10 and all(m.startswith("REGISTER ") for m in brute["pbx_a"])
     assert brute["answer"].count("SIP/2.0 401 Unauthorized") == 10
     assert brute["answer"].count("SIP/2.0 403 Forbidden") == 50
+
+
+def test_a_spoofed_udp_source_gets_at_most_three_times_what_it_sent() -> None:
+    """A spoofer sends INVITEs and OPTIONS with a victim's address; the PBX answers 100, 180 and
+    a 200 it retransmits until an ACK that never comes. The victim receives at most
+    AMPLIFICATION_FACTOR × what was sent in its name, while a real phone's 20 calls complete
+    and its ACKs (echoing the 200's To tag) verify it (`netns_amplification.py`)."""
+    got = _run("netns_amplification")
+    assert got["calls"] == ["completed"] * 20
+    assert got["pbx_sent_to_victim"] > 3 * got["spoofer_sent"]  # what would reach the victim without the budget
+    assert 0 < got["victim_received"] <= 3 * got["spoofer_sent"]
+    counters, gauges = got["sip"]["counters"], got["sip"]["gauges"]
+    assert counters["amplification_limited"] > 0 and counters["udp_verifications"] == 1
+    assert gauges["udp_sources_verified"] == 1 and gauges["udp_sources_unverified"] == 1  # the phone; the victim

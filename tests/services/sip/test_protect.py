@@ -11,7 +11,7 @@ import pytest
 
 from services.sip.flow import Flow
 from services.sip.message import parse, response
-from services.sip.protect import AuthGuard, RateLimiter, prefix_of, scanner
+from services.sip.protect import Amplification, AuthGuard, RateLimiter, prefix_of, scanner
 from services.sip.proxy import Send
 from tests.services.sip.test_proxy import make_relay
 
@@ -152,3 +152,90 @@ def test_a_pbxs_retransmitted_challenge_reaches_a_udp_phone_once_per_request(
     assert any("reason=retransmitted_challenge" in m.getMessage() for m in caplog.records)
     r.receive(_register(1), PHONE, 1.0)  # the phone lost it and sent its request again: answered again
     assert len(r.receive(challenge, PBX, 1.5)) == 1
+
+
+def test_an_unverified_source_gets_at_most_three_times_what_it_sent() -> None:
+    amp = Amplification()
+    key = ("192.0.2.9", 5060)
+    assert not amp.allow(key, 1)  # never heard of: nothing goes there
+    amp.received(key, 100)
+    assert amp.allow(key, 250) and amp.allow(key, 50) and not amp.allow(key, 1)
+    amp.received(key, 10)
+    assert amp.allow(key, 30) and not amp.allow(key, 1)
+    amp.received(("192.0.2.9", 5070), 100)  # provisional responses use only 1×, the rest is kept for the final
+    assert amp.allow(("192.0.2.9", 5070), 60, provisional=True) and not amp.allow(("192.0.2.9", 5070), 41, True)
+    assert amp.allow(("192.0.2.9", 5070), 240) and not amp.allow(("192.0.2.9", 5070), 1)
+
+
+def test_a_source_that_echoes_what_it_was_sent_is_verified() -> None:
+    amp = Amplification()
+    key, other = ("192.0.2.9", 5060), ("192.0.2.9", 5061)
+    amp.received(key, 10)
+    amp.received(other, 10)
+    amp.remember(key, "ttag1")
+    assert not amp.prove(key, "tguess") and not amp.prove(other, "ttag1")  # only what went to that address
+    assert amp.prove(key, "ttag1") and amp.verified(key)
+    assert all(amp.allow(key, 10_000) for _ in range(10))
+    assert amp.counts() == (1, 1)
+
+
+def test_a_flood_of_spoofed_sources_evicts_no_verified_one() -> None:
+    amp = Amplification(max_unverified=100, max_verified=100)
+    phone = ("192.0.2.1", 5060)
+    amp.received(phone, 1)
+    amp.remember(phone, "ttag")
+    amp.prove(phone, "ttag")
+    for i in range(10_000):
+        amp.received((f"10.0.{i >> 8 & 255}.{i & 255}", 5060), 100)
+    assert amp.verified(phone) and amp.counts() == (100, 1)
+    assert not amp.allow(("10.0.0.0", 5060), 1)  # evicted: stricter, not looser
+
+
+def _challenge(forwarded: bytes, nonce: str) -> bytes:
+    resp = response(parse(forwarded), 401, "Unauthorized", "pbx")
+    resp.headers.append(["WWW-Authenticate", f'Digest realm="pbx.test", nonce="{nonce}", qop="auth"'])
+    return resp.serialize()
+
+
+def test_the_relay_verifies_a_udp_phone_by_nonce_to_tag_or_branch() -> None:
+    """Each proof the relay takes: credentials with the nonce of a challenge sent to the phone,
+    an ACK/in-dialog request with the To tag of a response sent to it, its response carrying
+    the branch of our Via on a PBX's request to it. Guesses and replays from elsewhere are none."""
+    r = make_relay()
+    [fwd] = r.receive(_register(1, creds=False), PHONE, 1.0)
+    assert isinstance(fwd, Send)
+    r.receive(_challenge(fwd.data, "n0nce"), PBX, 1.0)
+    guess = _register(2).replace(b'response="', b'nonce="other", cnonce="n0nce", response="')
+    r.receive(guess, PHONE, 1.1)
+    assert not r.amp.verified(PHONE)
+    r.receive(_register(3).replace(b'response="', b'nonce="n0nce", response="'), PHONE, 1.2)
+    assert r.amp.verified(PHONE) and r.counters["udp_verifications"] == 1
+
+    r = make_relay()  # the To tag of the 200 to an INVITE, echoed in the ACK
+    invite = _register(1, creds=False).replace(b"REGISTER", b"INVITE")
+    [fwd] = r.receive(invite, PHONE, 1.0)
+    assert isinstance(fwd, Send)
+    r.receive(_pbx_answer(fwd.data, 200, "OK"), PBX, 1.0)
+    ack = invite.replace(b"INVITE", b"ACK").replace(b"To: <sip:alice@pbx.test>", b"To: <sip:alice@pbx.test>;tag=pbx")
+    r.receive(ack, PHONE, 1.1)
+    assert r.amp.verified(PHONE)
+
+    r = make_relay()  # a PBX's request to the phone (over the Path of a registration)
+    [fwd] = r.receive(_register(1, creds=False), PHONE, 1.0)
+    assert isinstance(fwd, Send)
+    path = parse(fwd.data).get("Path") or ""
+    options = (f"OPTIONS sip:alice@127.0.0.2:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKq1\r\n"
+               f"Route: {path}\r\nFrom: <sip:pbx@pbx.test>;tag=q\r\nTo: <sip:alice@pbx.test>\r\n"
+               f"Call-ID: q1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    [to_phone] = r.receive(options, PBX, 2.0)
+    assert isinstance(to_phone, Send) and to_phone.flow.side == "p"
+    assert not to_phone.counted  # answers nothing the phone sent: an incoming call reaches it
+    # retransmitted: dropped until the phone proves it receives
+    assert r.receive(options, PBX, 2.05) == [] and r.counters["absorbed_request_retransmissions"] == 1
+    forged = to_phone.data.replace(b";branch=z9hG4bKpf", b";branch=z9hG4bKpf0", 1)
+    r.receive(_pbx_answer(forged, 200, "OK"), PHONE, 2.1)
+    assert not r.amp.verified(PHONE)
+    r.receive(_pbx_answer(to_phone.data, 200, "OK"), PHONE, 2.1)
+    assert r.amp.verified(PHONE)
+    [again] = r.receive(options, PBX, 2.2)
+    assert isinstance(again, Send) and again.flow.side == "p"

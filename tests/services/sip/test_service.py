@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from proxyd.service import ServiceContext
 from proxyd.statedir import StateDir
 from proxyd.tls import CertStore
 from services.media_api import MediaError, Side
+from services.sip.message import parse, response
 from services.sip.service import SipService
 from tests.services.sip.sipp_support import sip_config
 from tests.support import base_config
@@ -521,3 +524,158 @@ async def test_the_backend_side_takes_only_the_instances_addresses(tmp_path: Pat
         assert svc.backend_source("127.0.0.2") and not svc.backend_source("127.0.0.3")
     finally:
         await svc.stop(1)
+
+
+async def _closed_at_once(host: str, port: int, src: str) -> bool:
+    """Whether a TCP connection from `src` that sends nothing is closed by the server within
+    0.3 s (a refusal at accept); a TLS listener that admitted it waits for the ClientHello."""
+    reader, writer = await asyncio.open_connection(host, port, local_addr=(src, 0))
+    try:
+        return await asyncio.wait_for(reader.read(1), 0.3) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        writer.close()
+
+
+async def test_tls_listeners_check_the_source_before_the_handshake(tmp_path: Path) -> None:
+    """The phone TLS listener checks the access list, and the backend TLS listener the instances'
+    addresses, when the connection is accepted: a refused address is closed before it could send
+    a ClientHello, an allowed one waits for it."""
+    state = StateDir(tmp_path).ensure()
+    certs = CertStore(state.certs)
+    certs.use(None, None, "proxy.test", ["127.0.0.1"])
+    access = AccessList()
+    await access.update(("127.0.0.1/32",))
+    svc = SipService(ServiceContext(state=state, certs=certs, access=access))
+    view = SipService.view(parse_config(sip_config("tls", 5999, transport="tls")))
+    assert view is not None and view.backend_sources == ("127.0.0.1",)
+    await svc.start(view)
+    try:
+        back = svc.back_servers["tls"].sockets[0].getsockname()[1]
+        assert await _closed_at_once("127.0.0.1", view.tls_port, "127.0.0.2")
+        assert await _closed_at_once("127.0.0.1", back, "127.0.0.2")
+        assert not await _closed_at_once("127.0.0.1", view.tls_port, "127.0.0.1")
+        assert not await _closed_at_once("127.0.0.1", back, "127.0.0.1")
+        counters = svc.stats()["counters"]
+        assert counters["refused_sources"] == 1 and counters["backend_foreign_sources"] == 1
+        assert "connections_refused" not in counters
+        for _ in range(50):  # the refused phone took no place under the caps; the admitted one gives its back
+            if not svc.per_address:
+                break
+            await asyncio.sleep(0.02)
+        assert svc.per_address == {}
+    finally:
+        await svc.stop(1)
+        await access.close()
+
+
+async def test_the_backend_side_binds_to_its_own_address(tmp_path: Path) -> None:
+    """`services.sip.backend_bind_address`: the PBX gets the phone's request from that address,
+    and our Via names it (the PBX answers there); the phone side stays on the bind address."""
+    pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pbx.bind(("127.0.0.1", 0))
+    pbx.settimeout(5)
+    state = StateDir(tmp_path).ensure()
+    svc = SipService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+    cfg = sip_config("udp", pbx.getsockname()[1])
+    cfg["services"]["sip"]["backend_bind_address"] = "127.0.0.3"
+    view = SipService.view(parse_config(cfg))
+    assert view is not None and view.bind == "127.0.0.1" and view.backend_bind == "127.0.0.3"
+    await svc.start(view)
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    phone.settimeout(5)
+    try:
+        assert svc.back_udp is not None and svc.back_udp.get_extra_info("sockname")[0] == "127.0.0.3"
+        assert {s.sockets[0].getsockname()[0] for s in svc.back_servers.values()} == {"127.0.0.3"}
+        me = "127.0.0.1:%d" % phone.getsockname()[1]  # noqa: UP031
+        phone.sendto(_invite("bb1", me, "OPTIONS"), ("127.0.0.1", view.udp_port))
+        data, src = await asyncio.to_thread(pbx.recvfrom, 65535)
+        assert src[0] == "127.0.0.3" and b"Via: SIP/2.0/UDP 127.0.0.3:%d;" % src[1] in data
+        pbx.sendto(response(parse(data), 200, "OK", "pbx").serialize(), src)
+        got, _ = await asyncio.to_thread(phone.recvfrom, 65535)
+        assert got.startswith(b"SIP/2.0 200 OK")
+    finally:
+        phone.close()
+        pbx.close()
+        await svc.stop(1)
+
+
+class _DualPbx(asyncio.DatagramProtocol):
+    """A PBX on UDP and TCP at one port: records (transport, request line, top Via), answers 200
+    over the transport the request came by."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str, str]] = []
+        self.udp: asyncio.DatagramTransport | None = None
+
+    def record(self, data: bytes, transport: str) -> bytes:
+        req = parse(data)
+        self.got.append((transport, data.split(b"\r\n", 1)[0].decode(), req.get("Via") or ""))
+        return response(req, 200, "OK", "pbx").serialize()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.udp = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        assert self.udp is not None
+        self.udp.sendto(self.record(data, "udp"), addr)
+
+    async def serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            m = re.search(rb"Content-Length: *(\d+)", head)
+            body = await reader.readexactly(int(m.group(1)) if m else 0)
+            writer.write(self.record(head + body, "tcp"))
+
+
+async def test_a_request_too_large_for_udp_goes_to_the_pbx_over_tcp(tmp_path: Path) -> None:
+    """RFC 3261 §18.1.1: with `sip_offers_tcp`, a phone's INVITE over 1,300 bytes reaches the
+    UDP PBX over TCP on the same port (our Via naming our TCP side, so the 200 comes back over
+    it and on to the phone over UDP); a small request stays on UDP. Without it, both go UDP."""
+    pbx = _DualPbx()
+    loop = asyncio.get_running_loop()
+    udp, _ = await loop.create_datagram_endpoint(lambda: pbx, local_addr=("127.0.0.1", 0))
+    pbx_port = udp.get_extra_info("sockname")[1]
+    tcp = await asyncio.start_server(pbx.serve_tcp, "127.0.0.1", pbx_port)
+    state = StateDir(tmp_path).ensure()
+    cfg = sip_config("udp", pbx_port)
+    cfg["instances"][0]["sip_offers_tcp"] = True
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    phone.settimeout(5)
+    me = "127.0.0.1:%d" % phone.getsockname()[1]  # noqa: UP031
+    padding = "".join(f"a=x-pad:{n:04d}{'x' * 60}\r\n" for n in range(16)).encode()  # an SDP of ~1.4 KB
+    head, body = _invite("big1", me).split(b"\r\n\r\n", 1)
+    body += padding
+    big = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(body), head) + b"\r\n\r\n" + body
+    assert len(big) > 1300
+    svc = None
+    try:
+        for offers_tcp in (True, False):
+            cfg["instances"][0]["sip_offers_tcp"] = offers_tcp
+            svc = SipService(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()))
+            view = SipService.view(parse_config(cfg))
+            assert view is not None
+            await svc.start(view)
+            pbx.got = []
+            for data in (_invite("small1", me, "OPTIONS"), big):
+                phone.sendto(data, ("127.0.0.1", view.udp_port))
+                got, _ = await asyncio.to_thread(phone.recvfrom, 65535)
+                assert got.startswith(b"SIP/2.0 200 OK")
+            [(t1, line1, _), (t2, line2, via2)] = pbx.got
+            assert (t1, line1) == ("udp", "OPTIONS sip:bob@pbx.test SIP/2.0")
+            assert line2 == "INVITE sip:bob@pbx.test SIP/2.0"
+            assert (t2, via2.startswith("SIP/2.0/TCP ")) == (("tcp", True) if offers_tcp else ("udp", False))
+            assert svc.stats()["counters"].get("udp_to_tcp", 0) == (1 if offers_tcp else 0)
+            await svc.stop(1)
+            svc = None
+    finally:
+        if svc is not None:
+            await svc.stop(1)
+        phone.close()
+        udp.close()
+        tcp.close()

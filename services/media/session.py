@@ -18,8 +18,12 @@ m= lines per SDP (488), `max_streams_per_source` streams per phone address, and
 Where media may go: before a side has latched, only to an SDP address equal to the address its
 signalling came from (the instance side: or one of the instances' configured hosts and
 networks), never to the relay's own ports, and never to an unspecified, multicast, broadcast or
-link-local address. The one thing the core cannot know without I/O, whether an address is the
-host's own, it asks `is_local` (the adapter binds a socket to find out).
+link-local address. The one exception is a spiral (phone -> relay -> PBX -> relay -> phone, each
+pass a call of its own here): when the instance sides of two live streams name each other's
+PBX-facing port, the two are linked and relay to each other over the host's own address
+(`_link`); one stream naming the other alone links nothing, and the end of one unlinks the other.
+The one thing the core cannot know without I/O, whether an address is the host's own, it asks
+`is_local` (the adapter binds a socket to find out).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pylibsrtp import Session
 
@@ -95,6 +99,8 @@ class Latch:
     mux: bool
     verify: Transform | None
     xform: Transform | None
+    #: drop the latched source too (the linked pass it came from ended: its port may serve another call)
+    forget: bool = False
 
 
 Action = Open | Close | Latch
@@ -145,6 +151,10 @@ class Stream:
     pts: frozenset[int] = frozenset()  # payload types either side's SDP names
     #: per side: (the key its SDP announced, a libsrtp session that checks its packets before a latch)
     verifiers: dict[Side, tuple[bytes, Session]] = field(default_factory=dict)
+    #: the relay's own PBX-facing port the instance side's SDP names (a spiral's other pass), and
+    #: the stream of that pass once both name each other
+    names: int = 0
+    linked: Stream | None = None
 
     @classmethod
     def on(cls, phone: int, instance: int) -> Stream:
@@ -203,6 +213,8 @@ class Sessions:
         self.counters: Counter[str] = Counter()
         self.by_source: Counter[str] = Counter()  # streams held per phone address
         self.by_instance: Counter[str] = Counter()  # streams held per instance
+        self.facing_instance: dict[int, Stream] = {}  # live streams by their PBX-facing port (`_link`)
+        self.unlinked: list[Action] = []  # what the sockets of passes unlinked by the last call must forget
 
     def reconfigure(self, view: MediaView) -> None:
         self.pool.resize(view.port_min, view.port_max)  # calls in progress keep their ports
@@ -229,7 +241,8 @@ class Sessions:
             actions += [Open(call_id, s.phone, s.instance) for s in call.streams if s.phone]
         self._learn(call, media, side, source_ip)
         edits = [self._offer_edit(s, m, side, instance_rtp_only) for s, m in zip(call.streams, media, strict=True)]
-        actions += [a for s in call.streams for a in s.latches()]
+        actions += _latches(call) + self.unlinked
+        self.unlinked = []
         return Result(self._rewrite(sdp, call, _other(side), relay_ip, edits), actions)
 
     def answer(self, call_id: str, sdp: bytes, *, side: Side, source_ip: str, relay_ip: str,
@@ -246,7 +259,7 @@ class Sessions:
             call.answered = now
         self._learn(call, media, side, source_ip)
         edits = [self._answer_edit(call_id, s, m, side) for s, m in zip(call.streams, media, strict=False)]
-        actions = [a for s in call.streams for a in s.latches()]
+        actions, self.unlinked = _latches(call) + self.unlinked, []
         return Result(self._rewrite(sdp, call, _other(side), relay_ip, edits), actions)
 
     def delete(self, call_id: str) -> list[Action]:
@@ -254,10 +267,10 @@ class Sessions:
         call = self.calls.pop(call_id, None)
         if call is None:
             return []
-        self._uncount(call)
+        actions = self._uncount(call)
         for p in reversed(call.ports()):  # the next take draws them in the same order
             self.pool.give(p)
-        return [Close(s.phone, s.instance) for s in call.streams if s.phone]
+        return actions + [Close(s.phone, s.instance) for s in call.streams if s.phone]
 
     def unbindable(self, call_id: str, ports: list[int], now: float) -> list[Action]:
         """The adapter could not bind `ports` of the call just offered: they leave the pool for
@@ -265,7 +278,7 @@ class Sessions:
         call = self.calls.pop(call_id, None)
         if call is None:
             return []
-        self._uncount(call)
+        actions = self._uncount(call)
         bad = set(ports)
         for p in reversed(call.ports()):
             if p in bad:
@@ -275,7 +288,7 @@ class Sessions:
         self.counters["ports_unbindable"] += len(bad)
         self.log.warning("event=media_ports_unbindable call_id=%s ports=%s reason='held by another process' "
                          "blocked_for=%g", call_id, ",".join(map(str, sorted(bad))), BLOCKED_FOR)
-        return [Close(s.phone, s.instance) for s in call.streams if s.phone]
+        return actions + [Close(s.phone, s.instance) for s in call.streams if s.phone]
 
     def expire(self, now: float, activity: Activity) -> list[Action]:
         """Release calls whose streams carried no proven packet for idle_timeout, and answered calls
@@ -386,6 +399,7 @@ class Sessions:
         pairs = iter(ports or ())
         streams = [Stream.on(next(pairs), next(pairs)) if m.port else Stream() for m in media]
         call = self.calls[call_id] = Call(streams, since=now, owner=owner, instance=instance, held=need)
+        self.facing_instance.update((s.instance, s) for s in streams if s.phone)
         if owner:
             self.by_source[owner] += need
         if instance:
@@ -397,12 +411,27 @@ class Sessions:
         self.log.warning("event=media_refused status=503 call_id=%s reason=%s %s", call_id, reason, detail)
         raise MediaError(503, text, RETRY_AFTER)
 
-    def _uncount(self, call: Call) -> None:
+    def _uncount(self, call: Call) -> list[Action]:
+        """Forget a call that leaves; what a linked pass's sockets must forget of it."""
         for held, key in ((self.by_source, call.owner), (self.by_instance, call.instance)):
             if key:
                 held[key] -= call.held
                 if held[key] <= 0:
                     del held[key]
+        for s in call.streams:
+            self.facing_instance.pop(s.instance, None)
+            self._unlink(s)
+        actions, self.unlinked = self.unlinked, []
+        return actions
+
+    def _unlink(self, stream: Stream) -> None:
+        """The linked pass stops sending to this stream's ports (the pool may hand them out again)."""
+        other, stream.linked = stream.linked, None
+        if other is not None:
+            other.linked, other.names = None, 0
+            for w in other.wires[Side.INSTANCE]:
+                w.remote = None
+                self.unlinked.append(replace(w.latch(), forget=True))
 
     def _learn(self, call: Call, media: list[sdplib.Media], side: Side, source_ip: str) -> None:
         for stream, m in zip(call.streams, media, strict=False):
@@ -422,6 +451,13 @@ class Sessions:
         for wires in stream.wires.values():
             for w in wires:
                 w.pts, w.mux = stream.pts, stream.mux
+        if side is Side.INSTANCE:
+            if stream.linked is not None and stream.linked.instance != m.port:
+                self._unlink(stream)
+            if m.port and self._own(m.address, m.port):
+                self._link(stream, m.port, verifier)
+                return
+            stream.names = 0
         for k, w in enumerate(stream.wires[side]):
             port = m.port if k == 0 or m.rtcp_mux else m.port + 1
             w.expected_ip = ip
@@ -434,6 +470,25 @@ class Sessions:
                 self.log.info("event=media_sdp_address_refused side=%s address=%s port=%d signalling=%s "
                               "reason='no packet goes there before one came from there'", side.value, m.address,
                               port, source_ip)
+
+    def _link(self, stream: Stream, port: int, verifier: Session | None) -> None:
+        """The instance side names one of the relay's own ports: a spiral's other pass, if that
+        pass's instance side names this stream back (then both are linked); else nothing is sent
+        and nothing latches from outside. Linked sockets send to each other over the host's own
+        address, and accept only from there."""
+        host = self.v.bind if self.v.bind not in ("0.0.0.0", "::") else "::1" if ":" in self.v.bind else "127.0.0.1"
+        stream.names = port
+        for k, w in enumerate(stream.wires[Side.INSTANCE]):
+            w.expected_ip, w.remote = host, None
+            w.verify = None if verifier is None else srtp.decrypter(verifier, rtcp_port=k == 1, mux=stream.mux)
+        other = self.facing_instance.get(port)
+        if other is None or other is stream or other.names != stream.instance:
+            return
+        stream.linked, other.linked = other, stream
+        for s, to in ((stream, other), (other, stream)):
+            for k, w in enumerate(s.wires[Side.INSTANCE]):
+                w.remote = (host, to.instance + (0 if s.mux else k))
+        self.counters["spiral_passes_linked"] += 1
 
     def _verifier(self, stream: Stream, m: sdplib.Media, side: Side) -> Session | None:
         """A session that authenticates the SRTP this side sends under the key its SDP announced."""
@@ -474,6 +529,11 @@ class Refused(MediaError):
     def __init__(self, exc: MediaError, actions: list[Action]):
         super().__init__(exc.status, exc.reason, exc.retry_after)
         self.actions = actions
+
+
+def _latches(call: Call) -> list[Action]:
+    """Every socket of the call as the core now sees it, and of the passes linked to it."""
+    return [a for s in call.streams for t in (s, s.linked) if t is not None for a in t.latches()]
 
 
 def _within(ip: str, nets: tuple[Network, ...]) -> bool:

@@ -103,7 +103,7 @@ class MediaStep:
     """SDP to hand to the media relay before `msg` is serialised and sent to `flow`."""
 
     op: str  # offer | answer
-    call_id: str
+    call_id: str  # the dialog's key: the Call-ID, or another pass's of a spiral (`Dialogs.pass_key`)
     from_tag: str
     to_tag: str
     side: str
@@ -375,6 +375,8 @@ class Relay:
         why = None
         if len(msg.call_id) > MAX_CALL_ID:
             why = "call_id_too_long"
+        elif " " in msg.call_id or "\t" in msg.call_id:  # RFC 3261 §25.1 word; and `Dialogs.pass_key` splits there
+            why = "call_id_malformed"
         elif len(msg.vias) > MAX_VIA:
             why = "too_many_via"
         elif len(msg.lines) > MAX_HEADERS:
@@ -600,21 +602,19 @@ class Relay:
             self.calls.end(call_id, now)
         else:
             self.calls.touch(call_id, now)
+        phone = (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port)
+        key = self.dialogs.pass_key(call_id, phone)  # a spiral's passes are dialogs of their own
         if method in ("BYE", "CANCEL"):
-            if self.dialogs.end(call_id):
-                self.released.append(call_id)
+            if self.dialogs.end(key):
+                self.released.append(key)
         elif method == "ACK":
-            self.dialogs.touch(call_id, now, confirmed=True)
+            self.dialogs.touch(key, now, confirmed=True)
         if msg.body and method in SDP_METHODS and _is_sdp(msg):
-            phone = (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port)
-            if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
-                return [Send(dest, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
-            op = self.dialogs.sdp_request(call_id, from_tag, method or "", now, phone)
+            op = self.dialogs.sdp_request(key, from_tag, method or "", now, phone)
             side = "phone" if src.side == "p" else "instance"
             request = None if method == "ACK" else data
-            source = self.dialogs.media_source(call_id, side, src.ip)
-            return [MediaStep(op, call_id, from_tag, to_tag, side, source, msg, dest, request, src,
+            return [MediaStep(op, key, from_tag, to_tag, side, src.ip, msg, dest, request, src,
                               self._rtp_only(src, dest))]
         return [Send(dest, msg.serialize(), call_id)]
 
@@ -638,18 +638,16 @@ class Relay:
             self._auth_outcome(msg, flow, now)
         if method == "INVITE" and msg.status >= 200:
             self.calls.final(call_id, msg.status, now)
+        phone = (src.ip, src.port) if src.side == "p" else (flow.ip, flow.port)
+        key = self.dialogs.pass_key(call_id, phone)
         if method == "INVITE" and msg.status >= 300:
-            if self.dialogs.end(call_id):
-                self.released.append(call_id)
+            if self.dialogs.end(key):
+                self.released.append(key)
         if msg.body and 100 < msg.status < 300 and method in SDP_METHODS and _is_sdp(msg):
-            phone = (src.ip, src.port) if src.side == "p" else (flow.ip, flow.port)
-            if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
-                return [Send(flow, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
-            op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now, phone)
+            op = self.dialogs.sdp_response(key, from_tag, to_tag, now, phone)
             side = "phone" if src.side == "p" else "instance"
-            source = self.dialogs.media_source(call_id, side, src.ip)
-            return [MediaStep(op, call_id, from_tag, to_tag, side, source, msg, flow, None, src,
+            return [MediaStep(op, key, from_tag, to_tag, side, src.ip, msg, flow, None, src,
                               self._rtp_only(src, flow))]
         return [Send(flow, msg.serialize(), call_id)]
 

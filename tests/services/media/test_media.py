@@ -453,8 +453,46 @@ async def test_an_sdp_pointing_at_the_relays_own_ports_is_never_sent_to(media: M
     media.offer("c", "f", offer_sdp("127.0.0.1", own), side=Side.PHONE, source_ip="127.0.0.1")
     assert media.legs("c")[0].phone.remote is None
     media.answer("c", "f", "t", offer_sdp("127.0.0.1", own + 2), side=Side.INSTANCE, source_ip="127.0.0.1")
-    assert media.legs("c")[0].instance.remote is None
-    assert media.stats()["counters"]["sdp_address_refused"] == 2
+    assert media.legs("c")[0].instance.remote is None  # no live stream of ours names this one back
+    assert media.stats()["counters"]["sdp_address_refused"] == 1 and "spiral_passes_linked" not in \
+        media.stats()["counters"]
+
+
+async def test_two_passes_of_a_spiral_are_linked_only_when_each_names_the_other_and_unlinked_by_an_end(
+        media: MediaService) -> None:
+    """Pass 1 (phone A's) and pass 2 (phone B's) of one call: each instance side names the other's
+    PBX-facing port. One naming the other alone sends nothing; both: voice goes A -> relay ->
+    relay -> B over the host's own address; the end of pass 2 makes pass 1 forget it."""
+    a_t, a, a_port = await udp("127.0.0.2")
+    b_t, b, b_port = await udp("127.0.0.3")
+    try:
+        to_pbx = media.offer("c1", "f", offer_sdp("127.0.0.2", a_port), side=Side.PHONE, source_ip="127.0.0.2")
+        to_b = media.offer("c1 127.0.0.3:5072", "f", to_pbx, side=Side.INSTANCE, source_ip="127.0.0.9")
+        pass1, pass2 = media.legs("c1")[0], media.legs("c1 127.0.0.3:5072")[0]
+        assert pass2.instance.remote is None and pass2.instance.expected_ip == "127.0.0.1"
+        to_pbx2 = media.answer("c1 127.0.0.3:5072", "f", "t", offer_sdp("127.0.0.3", b_port), side=Side.PHONE,
+                               source_ip="127.0.0.3")
+        assert pass1.instance.remote is None and pass2.instance.remote is None  # nothing names pass 2 yet
+        to_a = media.answer("c1", "f", "t", to_pbx2, side=Side.INSTANCE, source_ip="127.0.0.9")
+        assert pass1.instance.remote == ("127.0.0.1", pass2.instance.port)
+        assert pass2.instance.remote == ("127.0.0.1", pass1.instance.port)
+        a_t.sendto(rtp(b"from-a"), ("127.0.0.1", port_of(to_a)))
+        data, src = await asyncio.wait_for(b.got.get(), 2)
+        assert data.endswith(b"from-a") and src == ("127.0.0.1", port_of(to_b))
+        b_t.sendto(rtp(b"from-b", ssrc=b"BBBB"), ("127.0.0.1", port_of(to_b)))
+        data, _ = await asyncio.wait_for(a.got.get(), 2)
+        assert data.endswith(b"from-b") and media.stats()["counters"]["spiral_passes_linked"] == 1
+        assert pass1.instance.src == ("127.0.0.1", pass2.instance.port)
+        media.delete("c1 127.0.0.3:5072")
+        assert pass1.instance.src is None and pass1.instance.remote is None  # its port serves other calls now
+        a_t.sendto(rtp(b"after", seq=2), ("127.0.0.1", port_of(to_a)))
+        await asyncio.sleep(0.2)
+        assert b.got.empty() and pass1.phone.unsent == 1
+        media.delete("c1")
+        assert media.stats()["gauges"]["ports_in_use"] == 0 and not media.core.facing_instance
+    finally:
+        a_t.close()
+        b_t.close()
 
 
 async def test_an_instance_reoffer_with_other_streams_stays_counted_against_the_phone(media: MediaService) -> None:

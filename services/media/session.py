@@ -49,6 +49,10 @@ SRTP_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
 RETRY_AFTER = 10
 #: Seconds a port the adapter could not bind (another process holds it) stays out of the pool.
 BLOCKED_FOR = 60.0
+#: Seconds an unanswered call without media keeps its ports (instead of `idle_timeout`): a phone
+#: may ring for minutes without early media, and RFC 3261 Timer C (> 3 min) ends such an INVITE;
+#: the SIP relay's dialogs release it at the same time (`services.sip.dialogs.SETUP_TIMEOUT`).
+UNANSWERED_FOR = 200.0
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -249,8 +253,11 @@ class Sessions:
                now: float) -> Result:
         """The answer rewritten towards the other side (Refused: unusable, the call's ports go back)."""
         call = self.calls.get(call_id)
-        if call is None:
-            return Result(sdp, [])  # no offer went through us: nothing to relay
+        if call is None:  # its media was released (a timeout, a refusal): the peer's SDP must not pass as it is
+            self.counters["answers_without_call"] += 1
+            self.log.info("event=media_refused status=503 call_id=%s side=%s reason=answer_without_call",
+                          call_id, side.value)
+            raise MediaError(503, "the call's media was released", RETRY_AFTER)
         try:
             media = self._parse(sdp, side, call_id)
         except MediaError as exc:  # the answer is not forwarded: the call has no media to hold ports for
@@ -291,8 +298,9 @@ class Sessions:
         return actions + [Close(s.phone, s.instance) for s in call.streams if s.phone]
 
     def expire(self, now: float, activity: Activity) -> list[Action]:
-        """Release calls whose streams carried no proven packet for idle_timeout, and answered calls
-        whose phone sent none within setup_timeout; blocked ports get another try."""
+        """Release calls whose streams carried no proven packet for idle_timeout (unanswered ones:
+        UNANSWERED_FOR), and answered calls whose phone sent none within setup_timeout; blocked
+        ports get another try."""
         self.pool.unblock(now)
         actions: list[Action] = []
         for cid, call in list(self.calls.items()):
@@ -304,7 +312,8 @@ class Sessions:
                 seen, latched = seen + n, latched or up
             if seen != call.seen:
                 call.seen, call.since = seen, now
-            elif now - call.since > self.v.idle_timeout:
+            elif now - call.since > (self.v.idle_timeout if call.answered is not None
+                                     else max(self.v.idle_timeout, UNANSWERED_FOR)):
                 self.counters["idle_released"] += 1
                 self.log.info("event=media_idle_release call_id=%s", cid)
                 actions += self.delete(cid)

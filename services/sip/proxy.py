@@ -291,6 +291,24 @@ class Relay:
             resp.headers.append([name, value.strip()])
         return [Send(step.src, resp.serialize())]
 
+    def unsent(self, data: bytes, phone: tuple[str, int] | None = None) -> list[str]:
+        """A message the transport could not send (the PBX down, a phone's connection gone):
+        when it is the INVITE that sets up a dialog nobody answered yet, that dialog is over, and
+        its key is returned for its media to go back now, not at Timer C. `phone`: the phone it
+        was sent to (else it went to a PBX, from the pass's first phone)."""
+        if not data.startswith(b"INVITE "):
+            return []
+        try:
+            call_id = parse(data).get("Call-ID") or ""
+        except SipError:
+            return []
+        key = self.dialogs.pass_key(call_id, phone) if phone is not None else call_id
+        d = self.dialogs.calls.get(key)
+        if d is None or d.confirmed or d.to_tag or not self.dialogs.end(key):
+            return []
+        self.counters["unsent_invites_released"] += 1
+        return [key]
+
     # ---- requests ----------------------------------------------------------------------
     def _request(self, msg: Sip, src: Flow, now: float, data: bytes) -> list[Action]:
         if msg.mf == 0:

@@ -20,6 +20,7 @@ from services.media import sdp as sdplib
 from services.media.ports import PortPool
 from services.media.relay import Endpoint
 from services.media.service import MediaService, MediaView
+from services.media.session import UNANSWERED_FOR
 from services.media_api import MediaError, Side
 from tests.support import base_config, free_udp_range
 
@@ -176,6 +177,7 @@ async def test_rtp_flows_both_ways_third_party_dropped_rebinding_relatched(media
 
 async def test_idle_timeout_releases_ports(media: MediaService) -> None:
     media.offer("idle", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    media.answer("idle", "f", "t", offer_sdp("127.0.0.9", 5000), side=Side.INSTANCE, source_ip="127.0.0.9")
     assert media.stats()["gauges"]["ports_in_use"] == 4
     for _ in range(60):
         await asyncio.sleep(0.1)
@@ -188,6 +190,7 @@ async def test_idle_rule_with_an_injected_clock(media: MediaService) -> None:
     phone_t, _, phone_port = await udp("127.0.0.2")
     media.offer("c", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
     t0 = media.calls["c"].since  # idle_timeout is 2 s
+    media.core.calls["c"].answered = t0  # the set-up timeout (20 s) stays out of the way
     media.expire_idle(t0 + 1.5)
     assert "c" in media.calls
     relay_for_phone = media.legs("c")[0].phone_port
@@ -203,6 +206,23 @@ async def test_idle_rule_with_an_injected_clock(media: MediaService) -> None:
     media.expire_idle(t0 + 5.5)
     assert "c" not in media.calls and media.stats()["counters"]["idle_released"] == 1
     phone_t.close()
+
+
+async def test_an_unanswered_call_rings_past_the_idle_timeout_until_timer_c_and_a_late_answer_is_refused(
+        media: MediaService) -> None:
+    """A phone may ring for minutes without early media: the idle timeout (2 s here) runs from
+    the answer; before it the call keeps its ports for UNANSWERED_FOR (Timer C). An answer whose
+    call's media is gone is refused (503), never passed on with the peer's own addresses."""
+    media.offer("ring", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    t0 = media.calls["ring"].since
+    media.expire_idle(t0 + 60)
+    assert "ring" in media.calls
+    media.expire_idle(t0 + UNANSWERED_FOR + 1)
+    assert "ring" not in media.calls and media.stats()["gauges"]["ports_in_use"] == 0
+    with pytest.raises(MediaError) as info:
+        media.answer("ring", "f", "t", offer_sdp("10.0.0.9", 5000), side=Side.INSTANCE, source_ip="10.0.0.9")
+    assert (info.value.status, info.value.retry_after) == (503, 10)
+    assert media.stats()["counters"]["answers_without_call"] == 1
 
 
 async def test_exhaustion_is_503_and_srtp_mode_requires_srtp(media: MediaService) -> None:

@@ -520,3 +520,21 @@ def test_a_call_id_with_whitespace_is_refused() -> None:
     r = make_relay()
     [a] = r.receive(_invite().replace(b"Call-ID: c1", b"Call-ID: c1 127.0.0.3:5072"), PHONE, 1.0)
     assert isinstance(a, Send) and a.data.startswith(b"SIP/2.0 400 Bad Request (call id malformed)")
+
+
+def test_an_unsent_invite_and_timer_c_end_an_unanswered_dialog_for_its_media_to_go_back() -> None:
+    """Every way out of an offer releases the call's media: an INVITE the transport could not send
+    (`Relay.unsent`: the PBX refused the connection) at once, an unanswered one at Timer C."""
+    from services.sip.dialogs import SETUP_TIMEOUT
+
+    r = make_relay()
+    [a] = r.receive(_with_sdp(_invite(), "127.0.0.2"), PHONE, 1.0)
+    assert isinstance(a, MediaStep) and a.op == "offer"
+    sent = a.msg.serialize()
+    assert r.unsent(b"BYE sip:x SIP/2.0\r\n\r\n") == []  # only an INVITE sets a call up
+    assert r.unsent(sent) == ["c1"] and "c1" not in r.dialogs.calls
+    assert r.unsent(sent) == [] and r.counters["unsent_invites_released"] == 1
+    r = make_relay()
+    r.receive(_with_sdp(_invite(), "127.0.0.2"), PHONE, 1.0)
+    assert r.expire(1.0 + SETUP_TIMEOUT - 1) == []
+    assert r.expire(1.0 + SETUP_TIMEOUT + 1) == ["c1"]

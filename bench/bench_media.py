@@ -17,10 +17,12 @@ the per-core figures are the comparison that counts. Figures on a shared 2-core 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +44,22 @@ TRIAL = float(os.environ.get("BENCH_MEDIA_TRIAL", "3"))  # `make bench` sets bot
 MAX_LOSS = 0.001
 START_RATE = 20_000
 FIXED_RATE = 30_000  # every relay's CPU share is also taken at this one load, for a like-for-like per-core figure
+
+
+#: every relay process this bench started and has not stopped yet (`spawn`, `Relay.stop`)
+LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it when the bench goes, even by SIGKILL (a relay
+    left behind holds its ports and a core, and fails later runs and tests)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def spawn(args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(args, preexec_fn=_die_with_parent, **kw)  # noqa: PLW1509 - no threads started here
+    LIVE.add(proc)
+    return proc
 
 
 def pin(core: int) -> list[str]:
@@ -284,7 +302,9 @@ class Relay:
         raise NotImplementedError
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        proc = getattr(self, "proc", None)  # None: it failed before it started one
+        stop_process(proc)
+        LIVE.discard(proc)
 
 
 class Pforte(Relay):
@@ -292,7 +312,7 @@ class Pforte(Relay):
 
     def start(self, calls: Calls, tmp: Path) -> Calls:
         lo = free_udp_range(len(calls) * 4 + 16, after=14_000)
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [*pin(1), sys.executable, "-m", "bench.bench_media", "--serve"], cwd=ROOT,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(tmp / "pforte.log", "wb"))  # noqa: SIM115
         assert self.proc.stdin and self.proc.stdout
@@ -311,7 +331,7 @@ class Rtpengine(Relay):
     def start(self, calls: Calls, tmp: Path) -> Calls:
         ng = free_udp_range(1, after=31_000)
         lo = free_udp_range(len(calls) * 16 + 64, after=18_000)
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [*pin(1), "rtpengine", "--config-file=none", "-f", "-E", "-L", "3", "-t", "-1",
              "-i", "127.0.0.1", "-n", f"127.0.0.1:{ng}", "-m", str(lo), "-M", str(lo + len(calls) * 16 + 63),
              "--num-threads=1", "-o", "600"], stdout=subprocess.DEVNULL,
@@ -336,7 +356,7 @@ class CRelay(Relay):
     def start(self, calls: Calls, tmp: Path) -> Calls:
         lo = free_udp_range(len(calls) * 4, after=24_000)
         relay = [(lo + 4 * i, lo + 4 * i + 2) for i in range(len(calls))]
-        self.proc = subprocess.Popen([*pin(1), str(self.binary)], stdin=subprocess.PIPE,
+        self.proc = spawn([*pin(1), str(self.binary)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE)
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write("".join(f"{a} {b} {p} {q}\n" for (a, b), (p, q) in zip(relay, calls, strict=True))
@@ -411,8 +431,10 @@ def ng_call(s: socket.socket, port: int, cmd: dict[str, Any]) -> dict[str, Any]:
 # -- trials ------------------------------------------------------------------------------------------
 def trial(gen: Path, lines: str, rate: int, pid: int | None, secs: float = TRIAL) -> dict[str, float]:
     before, t0 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
-    res = subprocess.run([*pin(0), str(gen), str(rate), str(secs)], input=lines, text=True,
-                         capture_output=True, timeout=secs + 30, check=True)
+    res = subprocess.run([*pin(0), str(gen), str(rate), str(secs)], input=lines, text=True,  # noqa: PLW1509
+                         capture_output=True, timeout=secs + 30, preexec_fn=_die_with_parent)
+    if res.returncode:  # its ports taken meanwhile by the machine's other work: this row is skipped, not the bench
+        raise RuntimeError(f"generator exited {res.returncode}: {res.stderr.strip()[-200:]}")
     wall = time.monotonic() - t0
     f = res.stdout.split()
     out = {f[k]: float(f[k + 1]) for k in range(0, len(f), 2)}
@@ -480,8 +502,8 @@ def search(s: Session) -> tuple[int, dict[str, float], bool]:
 
 def measure(relay: Relay, gen: Path, streams: int, tmp: Path, base_p99: Callable[[int], float]) -> dict[str, Any]:
     print(f"  {relay.name}, {streams} streams:", flush=True)
-    s = Session(relay, gen, streams, tmp)
-    try:
+    try:  # a relay that fails while starting is stopped too
+        s = Session(relay, gen, streams, tmp)
         fixed = s.run(FIXED_RATE)
         best, at_best, gen_limited = search(s)
         half = s.run(max(best // 2, 1000))
@@ -543,6 +565,22 @@ def main() -> None:
     if not (shutil.which("cc") and shutil.which("taskset")):
         print("media bench skipped: cc/taskset missing")
         return
+    # SIGTERM (a timeout, the harness) unwinds like Ctrl-C, so the finally below stops the relays
+    previous = signal.signal(signal.SIGTERM, _exit_on_term)
+    try:
+        _main()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for proc in list(LIVE):
+            stop_process(proc)
+            LIVE.discard(proc)
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _main() -> None:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         gen, crelay = compile_c(tmp, "rtpgen", GEN_C), compile_c(tmp, "crelay", RELAY_C)

@@ -42,7 +42,8 @@ def _formfield(field: models.Field, **kwargs):  # type: ignore[no-untyped-def]
 PROXY_GROUPS = [
     ("Proxy", ["name", "fqdn", "aliases", "enabled", "bind"]),
     ("Services", ["sip_mode", "sip_udp_port", "sip_tls_port", "sip_rate_limit", "media_mode", "media_port_min",
-                  "media_port_max",
+                  "media_port_max", "media_idle_timeout", "media_setup_timeout", "media_max_streams",
+                  "media_max_streams_per_source", "media_max_streams_per_instance",
                   "provisioning_mode", "provisioning_https_port", "provisioning_http_port",
                   "xmpp_enabled", "xmpp_port", "xmpp_direct_tls_port", "web_mode", "web_port",
                   "web_upstream_timeout"]),

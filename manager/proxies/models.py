@@ -131,6 +131,27 @@ class Proxy(models.Model):
                                   default=D(MediaService, "mode"))
     media_port_min = models.PositiveIntegerField(default=D(MediaService, "port_min"), validators=PORT)
     media_port_max = models.PositiveIntegerField(default=D(MediaService, "port_max"), validators=PORT)
+    # the media limits (docs/security.md "Media relay: limits"); bounds as proxyd's parser checks them
+    media_idle_timeout = models.PositiveIntegerField(
+        "Media idle timeout (s)", default=int(D(MediaService, "idle_timeout")),
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="a call whose streams carry no proven packet for this long is released")
+    media_setup_timeout = models.PositiveIntegerField(
+        "Media set-up timeout (s)", default=int(D(MediaService, "setup_timeout")),
+        validators=[MinValueValidator(1), MaxValueValidator(3600)],
+        help_text="an answered call whose phone sent no proven packet by then is released")
+    media_max_streams = models.PositiveIntegerField(
+        "Media streams per SDP", default=D(MediaService, "max_streams"),
+        validators=[MinValueValidator(1), MaxValueValidator(64)],
+        help_text="m= lines one SDP may have; more: 488 before any port is taken")
+    media_max_streams_per_source = models.PositiveIntegerField(
+        "Media streams per phone address", default=D(MediaService, "max_streams_per_source"),
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)],
+        help_text="streams held at once by calls offered from one IP address; more: 503 with Retry-After")
+    media_max_streams_per_instance = models.PositiveIntegerField(
+        "Media streams per instance", default=D(MediaService, "max_streams_per_instance"),
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)],
+        help_text="streams held at once by calls to or from one instance's PBX; more: 503 with Retry-After")
     web_upstream_timeout = models.PositiveIntegerField(
         "Backend answer timeout (s)", default=int(D(WebService, "upstream_timeout")),
         validators=[MinValueValidator(1), MaxValueValidator(3600)],

@@ -88,6 +88,8 @@ class Endpoint(asyncio.DatagramProtocol):
         """What the session core says this socket accepts, proves and sends to before a latch."""
         self.expected_ip, self.pts, self.mux = latch.expected_ip, latch.pts, latch.mux
         self.verify, self.xform = latch.verify, latch.xform
+        if latch.forget:  # the linked pass it latched to ended
+            self.src, self.ssrc, self.quiet = None, b"", False
         if self.src is None:  # a latched source stays: it proved itself, an SDP did not
             self.remote = latch.remote
 

@@ -173,7 +173,7 @@ class MediaService(Service):
     def _pair(self, port: int, new: list[Endpoint]) -> Pair | None:
         """A spare pair at `port`, else a newly bound one (None: the port is held elsewhere)."""
         pair = self.spare.pop(port, None)
-        if pair is not None:
+        if pair is not None and not any(ep.closed for ep in pair):  # closed: the loop refused the socket
             return pair
         a = bind_udp(self.v.bind, port)
         b = bind_udp(self.v.bind, port + 1) if a else None
@@ -211,8 +211,7 @@ class MediaService(Service):
         now could not be bound again at once, while the pool hands the last port given back out
         first. The pool's stack keeps the spares few: as many as calls were live at the peak,
         never more sockets than a full range holds."""
-        if (self.core.pool.in_range(pair[0].port)
-                and all(ep.transport is not None and not ep.transport.is_closing() for ep in pair)):
+        if self.core.pool.in_range(pair[0].port) and all(_reusable(ep) for ep in pair):
             for ep in pair:
                 ep.reset()
             self.spare[pair[0].port] = pair
@@ -293,6 +292,14 @@ class MediaService(Service):
                        "ports_blocked": len(pool.blocked) * 2},
             "streams": streams,
         }
+
+
+def _reusable(ep: Endpoint) -> bool:
+    """Open, or still being handed to the loop (a call shorter than that: closing it now would
+    leave the port bound until a later loop turn while the pool hands it out again at once)."""
+    if ep.transport is not None:
+        return not ep.transport.is_closing()
+    return not ep.closed and ep.sock is not None
 
 
 def _close(pair: Pair) -> None:

@@ -18,8 +18,12 @@ m= lines per SDP (488), `max_streams_per_source` streams per phone address, and
 Where media may go: before a side has latched, only to an SDP address equal to the address its
 signalling came from (the instance side: or one of the instances' configured hosts and
 networks), never to the relay's own ports, and never to an unspecified, multicast, broadcast or
-link-local address. The one thing the core cannot know without I/O, whether an address is the
-host's own, it asks `is_local` (the adapter binds a socket to find out).
+link-local address. The one exception is a spiral (phone -> relay -> PBX -> relay -> phone, each
+pass a call of its own here): when the instance sides of two live streams name each other's
+PBX-facing port, the two are linked and relay to each other over the host's own address
+(`_link`); one stream naming the other alone links nothing, and the end of one unlinks the other.
+The one thing the core cannot know without I/O, whether an address is the host's own, it asks
+`is_local` (the adapter binds a socket to find out).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pylibsrtp import Session
 
@@ -45,6 +49,10 @@ SRTP_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
 RETRY_AFTER = 10
 #: Seconds a port the adapter could not bind (another process holds it) stays out of the pool.
 BLOCKED_FOR = 60.0
+#: Seconds an unanswered call without media keeps its ports (instead of `idle_timeout`): a phone
+#: may ring for minutes without early media, and RFC 3261 Timer C (> 3 min) ends such an INVITE;
+#: the SIP relay's dialogs release it at the same time (`services.sip.dialogs.SETUP_TIMEOUT`).
+UNANSWERED_FOR = 200.0
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -95,6 +103,8 @@ class Latch:
     mux: bool
     verify: Transform | None
     xform: Transform | None
+    #: drop the latched source too (the linked pass it came from ended: its port may serve another call)
+    forget: bool = False
 
 
 Action = Open | Close | Latch
@@ -145,6 +155,10 @@ class Stream:
     pts: frozenset[int] = frozenset()  # payload types either side's SDP names
     #: per side: (the key its SDP announced, a libsrtp session that checks its packets before a latch)
     verifiers: dict[Side, tuple[bytes, Session]] = field(default_factory=dict)
+    #: the relay's own PBX-facing port the instance side's SDP names (a spiral's other pass), and
+    #: the stream of that pass once both name each other
+    names: int = 0
+    linked: Stream | None = None
 
     @classmethod
     def on(cls, phone: int, instance: int) -> Stream:
@@ -207,6 +221,8 @@ class Sessions:
         #: called with (call id, the call, why) when a call ends, before its ports go back (the
         #: adapter logs the call's end with what its sockets relayed)
         self.on_end: Callable[[str, Call, str], None] | None = None
+        self.facing_instance: dict[int, Stream] = {}  # live streams by their PBX-facing port (`_link`)
+        self.unlinked: list[Action] = []  # what the sockets of passes unlinked by the last call must forget
 
     def reconfigure(self, view: MediaView) -> None:
         self.pool.resize(view.port_min, view.port_max)  # calls in progress keep their ports
@@ -233,15 +249,19 @@ class Sessions:
             actions += [Open(call_id, s.phone, s.instance) for s in call.streams if s.phone]
         self._learn(call, media, side, source_ip)
         edits = [self._offer_edit(s, m, side, instance_rtp_only) for s, m in zip(call.streams, media, strict=True)]
-        actions += [a for s in call.streams for a in s.latches()]
+        actions += _latches(call) + self.unlinked
+        self.unlinked = []
         return Result(self._rewrite(sdp, call, _other(side), relay_ip, edits), actions)
 
     def answer(self, call_id: str, sdp: bytes, *, side: Side, source_ip: str, relay_ip: str,
                now: float) -> Result:
         """The answer rewritten towards the other side (Refused: unusable, the call's ports go back)."""
         call = self.calls.get(call_id)
-        if call is None:
-            return Result(sdp, [])  # no offer went through us: nothing to relay
+        if call is None:  # its media was released (a timeout, a refusal): the peer's SDP must not pass as it is
+            self.counters["answers_without_call"] += 1
+            self.log.info("event=media_refused status=503 call_id=%s side=%s reason=answer_without_call",
+                          call_id, side.value)
+            raise MediaError(503, "the call's media was released", RETRY_AFTER)
         try:
             media = self._parse(sdp, side, call_id)
         except MediaError as exc:  # the answer is not forwarded: the call has no media to hold ports for
@@ -250,7 +270,7 @@ class Sessions:
             call.answered = now
         self._learn(call, media, side, source_ip)
         edits = [self._answer_edit(call_id, s, m, side) for s, m in zip(call.streams, media, strict=False)]
-        actions = [a for s in call.streams for a in s.latches()]
+        actions, self.unlinked = _latches(call) + self.unlinked, []
         return Result(self._rewrite(sdp, call, _other(side), relay_ip, edits), actions)
 
     def delete(self, call_id: str, why: str | None = "released") -> list[Action]:
@@ -260,10 +280,10 @@ class Sessions:
             return []
         if why is not None and self.on_end is not None:
             self.on_end(call_id, call, why)
-        self._uncount(call)
+        actions = self._uncount(call)
         for p in reversed(call.ports()):  # the next take draws them in the same order
             self.pool.give(p)
-        return [Close(s.phone, s.instance) for s in call.streams if s.phone]
+        return actions + [Close(s.phone, s.instance) for s in call.streams if s.phone]
 
     def unbindable(self, call_id: str, ports: list[int], now: float) -> list[Action]:
         """The adapter could not bind `ports` of the call just offered: they leave the pool for
@@ -271,7 +291,7 @@ class Sessions:
         call = self.calls.pop(call_id, None)
         if call is None:
             return []
-        self._uncount(call)
+        actions = self._uncount(call)
         bad = set(ports)
         for p in reversed(call.ports()):
             if p in bad:
@@ -281,11 +301,12 @@ class Sessions:
         self.counters["ports_unbindable"] += len(bad)
         self.log.warning("event=media_ports_unbindable call_id=%s ports=%s reason='held by another process' "
                          "blocked_for=%g", call_id, ",".join(map(str, sorted(bad))), BLOCKED_FOR)
-        return [Close(s.phone, s.instance) for s in call.streams if s.phone]
+        return actions + [Close(s.phone, s.instance) for s in call.streams if s.phone]
 
     def expire(self, now: float, activity: Activity) -> list[Action]:
-        """Release calls whose streams carried no proven packet for idle_timeout, and answered calls
-        whose phone sent none within setup_timeout; blocked ports get another try."""
+        """Release calls whose streams carried no proven packet for idle_timeout (unanswered ones:
+        UNANSWERED_FOR), and answered calls whose phone sent none within setup_timeout; blocked
+        ports get another try."""
         self.pool.unblock(now)
         actions: list[Action] = []
         for cid, call in list(self.calls.items()):
@@ -297,7 +318,8 @@ class Sessions:
                 seen, latched = seen + n, latched or up
             if seen != call.seen:
                 call.seen, call.since = seen, now
-            elif now - call.since > self.v.idle_timeout:
+            elif now - call.since > (self.v.idle_timeout if call.answered is not None
+                                     else max(self.v.idle_timeout, UNANSWERED_FOR)):
                 self.counters["idle_released"] += 1
                 self.log.info("event=media_idle_release call_id=%s", cid)
                 actions += self.delete(cid, "idle_timeout")
@@ -392,6 +414,7 @@ class Sessions:
         pairs = iter(ports or ())
         streams = [Stream.on(next(pairs), next(pairs)) if m.port else Stream() for m in media]
         call = self.calls[call_id] = Call(streams, since=now, owner=owner, instance=instance, held=need, started=now)
+        self.facing_instance.update((s.instance, s) for s in streams if s.phone)
         if owner:
             self.by_source[owner] += need
         if instance:
@@ -403,12 +426,27 @@ class Sessions:
         self.log.warning("event=media_refused status=503 call_id=%s reason=%s %s", call_id, reason, detail)
         raise MediaError(503, text, RETRY_AFTER)
 
-    def _uncount(self, call: Call) -> None:
+    def _uncount(self, call: Call) -> list[Action]:
+        """Forget a call that leaves; what a linked pass's sockets must forget of it."""
         for held, key in ((self.by_source, call.owner), (self.by_instance, call.instance)):
             if key:
                 held[key] -= call.held
                 if held[key] <= 0:
                     del held[key]
+        for s in call.streams:
+            self.facing_instance.pop(s.instance, None)
+            self._unlink(s)
+        actions, self.unlinked = self.unlinked, []
+        return actions
+
+    def _unlink(self, stream: Stream) -> None:
+        """The linked pass stops sending to this stream's ports (the pool may hand them out again)."""
+        other, stream.linked = stream.linked, None
+        if other is not None:
+            other.linked, other.names = None, 0
+            for w in other.wires[Side.INSTANCE]:
+                w.remote = None
+                self.unlinked.append(replace(w.latch(), forget=True))
 
     def _learn(self, call: Call, media: list[sdplib.Media], side: Side, source_ip: str) -> None:
         for stream, m in zip(call.streams, media, strict=False):
@@ -428,6 +466,13 @@ class Sessions:
         for wires in stream.wires.values():
             for w in wires:
                 w.pts, w.mux = stream.pts, stream.mux
+        if side is Side.INSTANCE:
+            if stream.linked is not None and stream.linked.instance != m.port:
+                self._unlink(stream)
+            if m.port and self._own(m.address, m.port):
+                self._link(stream, m.port, verifier)
+                return
+            stream.names = 0
         for k, w in enumerate(stream.wires[side]):
             port = m.port if k == 0 or m.rtcp_mux else m.port + 1
             w.expected_ip = ip
@@ -440,6 +485,25 @@ class Sessions:
                 self.log.info("event=media_sdp_address_refused side=%s address=%s port=%d signalling=%s "
                               "reason='no packet goes there before one came from there'", side.value, m.address,
                               port, source_ip)
+
+    def _link(self, stream: Stream, port: int, verifier: Session | None) -> None:
+        """The instance side names one of the relay's own ports: a spiral's other pass, if that
+        pass's instance side names this stream back (then both are linked); else nothing is sent
+        and nothing latches from outside. Linked sockets send to each other over the host's own
+        address, and accept only from there."""
+        host = self.v.bind if self.v.bind not in ("0.0.0.0", "::") else "::1" if ":" in self.v.bind else "127.0.0.1"
+        stream.names = port
+        for k, w in enumerate(stream.wires[Side.INSTANCE]):
+            w.expected_ip, w.remote = host, None
+            w.verify = None if verifier is None else srtp.decrypter(verifier, rtcp_port=k == 1, mux=stream.mux)
+        other = self.facing_instance.get(port)
+        if other is None or other is stream or other.names != stream.instance:
+            return
+        stream.linked, other.linked = other, stream
+        for s, to in ((stream, other), (other, stream)):
+            for k, w in enumerate(s.wires[Side.INSTANCE]):
+                w.remote = (host, to.instance + (0 if s.mux else k))
+        self.counters["spiral_passes_linked"] += 1
 
     def _verifier(self, stream: Stream, m: sdplib.Media, side: Side) -> Session | None:
         """A session that authenticates the SRTP this side sends under the key its SDP announced."""
@@ -480,6 +544,11 @@ class Refused(MediaError):
     def __init__(self, exc: MediaError, actions: list[Action]):
         super().__init__(exc.status, exc.reason, exc.retry_after)
         self.actions = actions
+
+
+def _latches(call: Call) -> list[Action]:
+    """Every socket of the call as the core now sees it, and of the passes linked to it."""
+    return [a for s in call.streams for t in (s, s.linked) if t is not None for a in t.latches()]
 
 
 def _within(ip: str, nets: tuple[Network, ...]) -> bool:

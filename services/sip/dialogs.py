@@ -2,6 +2,11 @@
 
 Decides for each SDP-carrying message whether it is an offer or an answer, and which calls
 must release their media (BYE, CANCEL, final error responses, timeouts).
+
+A call between two phones of one instance passes pforte twice with one Call-ID (phone -> pforte
+-> PBX -> pforte -> phone, a spiral): each pass is a dialog of its own here, with media of its
+own (its own streams, keys and latches; the media relay links the two passes' PBX-facing sockets,
+`services.media.session`). `pass_key` tells the passes apart by their phone.
 """
 
 from __future__ import annotations
@@ -21,39 +26,24 @@ class Dialog:
     offer_pending: bool = False
     confirmed: bool = False
     touched: float = 0.0
-    #: the phone (ip, port) whose leg carries the media relay: the one the call's first SDP
-    #: came from or went to (see `Dialogs.other_phone`)
+    #: the phone (ip, port) of this pass: the one its first SDP came from or went to
     phone: tuple[str, int] | None = None
-    #: in a spiral, the other leg's phone: its SDP reaches the media relay from the PBX (side
-    #: instance), and the media relay must take that phone's address for the signalling one
-    far: str | None = None
 
 
 class Dialogs:
     def __init__(self) -> None:
         self.calls: dict[str, Dialog] = {}
 
-    def other_phone(self, call_id: str, phone: tuple[str, int]) -> bool:
-        """Whether an SDP message of this call is on another phone's leg than the media's.
-
-        A call between two phones of one instance passes pforte twice (phone -> pforte -> PBX
-        -> pforte -> phone, a spiral): the media is anchored once, on the leg of the phone the
-        call's first SDP came with; on the other leg SDP goes through as it is (it names the
-        relay's ports already, or the far phone's address the anchored leg relays to)."""
+    def pass_key(self, call_id: str, phone: tuple[str, int]) -> str:
+        """The key of the pass of `call_id` whose phone is `phone`: the Call-ID for the pass seen
+        first (every call that does not spiral), the Call-ID and the phone's address for another.
+        A Call-ID holds no space after the header's trimming, and an address none: a phone
+        choosing its Call-ID cannot name another phone's pass."""
+        other = f"{call_id} {phone[0]}:{phone[1]}"
+        if other in self.calls:
+            return other
         d = self.calls.get(call_id)
-        if d is not None and d.phone is not None and d.phone != phone:
-            d.far = phone[0]
-            return True
-        return False
-
-    def media_source(self, call_id: str, side: str, ip: str) -> str:
-        """The address the media relay is told an SDP came from: the far phone's for SDP that
-        came from the PBX in a spiral (the PBX only passed it on), else the sender's."""
-        if side == "instance":
-            d = self.calls.get(call_id)
-            if d is not None and d.far is not None:
-                return d.far
-        return ip
+        return other if d is not None and d.phone is not None and d.phone != phone else call_id
 
     def sdp_request(self, call_id: str, from_tag: str, method: str, now: float,
                     phone: tuple[str, int] | None = None) -> str:

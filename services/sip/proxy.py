@@ -122,7 +122,7 @@ class MediaStep:
     """SDP to hand to the media relay before `msg` is serialised and sent to `flow`."""
 
     op: str  # offer | answer
-    call_id: str
+    call_id: str  # the dialog's key: the Call-ID, or another pass's of a spiral (`Dialogs.pass_key`)
     from_tag: str
     to_tag: str
     side: str
@@ -318,6 +318,24 @@ class Relay:
             resp.headers.append([name, value.strip()])
         return [Send(step.src, resp.serialize())]
 
+    def unsent(self, data: bytes, phone: tuple[str, int] | None = None) -> list[str]:
+        """A message the transport could not send (the PBX down, a phone's connection gone):
+        when it is the INVITE that sets up a dialog nobody answered yet, that dialog is over, and
+        its key is returned for its media to go back now, not at Timer C. `phone`: the phone it
+        was sent to (else it went to a PBX, from the pass's first phone)."""
+        if not data.startswith(b"INVITE "):
+            return []
+        try:
+            call_id = parse(data).get("Call-ID") or ""
+        except SipError:
+            return []
+        key = self.dialogs.pass_key(call_id, phone) if phone is not None else call_id
+        d = self.dialogs.calls.get(key)
+        if d is None or d.confirmed or d.to_tag or not self.dialogs.end(key):
+            return []
+        self.counters["unsent_invites_released"] += 1
+        return [key]
+
     # ---- requests ----------------------------------------------------------------------
     def _request(self, msg: Sip, src: Flow, now: float, data: bytes) -> list[Action]:
         if msg.mf == 0:
@@ -458,6 +476,8 @@ class Relay:
         why = None
         if len(msg.call_id) > MAX_CALL_ID:
             why = "call_id_too_long"
+        elif " " in msg.call_id or "\t" in msg.call_id:  # RFC 3261 §25.1 word; and `Dialogs.pass_key` splits there
+            why = "call_id_malformed"
         elif len(msg.vias) > MAX_VIA:
             why = "too_many_via"
         elif len(msg.lines) > MAX_HEADERS:
@@ -683,21 +703,19 @@ class Relay:
             self.calls.end(call_id, now)
         else:
             self.calls.touch(call_id, now)
+        phone = (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port)
+        key = self.dialogs.pass_key(call_id, phone)  # a spiral's passes are dialogs of their own
         if method in ("BYE", "CANCEL"):
-            if self.dialogs.end(call_id):
-                self.released.append(call_id)
+            if self.dialogs.end(key):
+                self.released.append(key)
         elif method == "ACK":
-            self.dialogs.touch(call_id, now, confirmed=True)
+            self.dialogs.touch(key, now, confirmed=True)
         if msg.body and method in SDP_METHODS and _is_sdp(msg):
-            phone = (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port)
-            if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
-                return [Send(dest, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
-            op = self.dialogs.sdp_request(call_id, from_tag, method or "", now, phone)
+            op = self.dialogs.sdp_request(key, from_tag, method or "", now, phone)
             side = "phone" if src.side == "p" else "instance"
             request = None if method == "ACK" else data
-            source = self.dialogs.media_source(call_id, side, src.ip)
-            return [MediaStep(op, call_id, from_tag, to_tag, side, source, msg, dest, request, src,
+            return [MediaStep(op, key, from_tag, to_tag, side, src.ip, msg, dest, request, src,
                               self._rtp_only(src, dest))]
         return [Send(dest, msg.serialize(), call_id)]
 
@@ -728,18 +746,16 @@ class Relay:
             self._auth_outcome(msg, flow, now)
         if method == "INVITE" and msg.status >= 200:
             self.calls.final(call_id, msg.status, now)
+        phone = (src.ip, src.port) if src.side == "p" else (flow.ip, flow.port)
+        key = self.dialogs.pass_key(call_id, phone)
         if method == "INVITE" and msg.status >= 300:
-            if self.dialogs.end(call_id):
-                self.released.append(call_id)
+            if self.dialogs.end(key):
+                self.released.append(key)
         if msg.body and 100 < msg.status < 300 and method in SDP_METHODS and _is_sdp(msg):
-            phone = (src.ip, src.port) if src.side == "p" else (flow.ip, flow.port)
-            if self.dialogs.other_phone(call_id, phone):  # a spiral's other leg: media anchored on one
-                return [Send(flow, msg.serialize(), call_id)]
             from_tag, to_tag = tag(msg.from_), tag(msg.to)
-            op = self.dialogs.sdp_response(call_id, from_tag, to_tag, now, phone)
+            op = self.dialogs.sdp_response(key, from_tag, to_tag, now, phone)
             side = "phone" if src.side == "p" else "instance"
-            source = self.dialogs.media_source(call_id, side, src.ip)
-            return [MediaStep(op, call_id, from_tag, to_tag, side, source, msg, flow, None, src,
+            return [MediaStep(op, key, from_tag, to_tag, side, src.ip, msg, flow, None, src,
                               self._rtp_only(src, flow))]
         return [Send(flow, msg.serialize(), call_id)]
 

@@ -182,6 +182,7 @@ class _Stream(asyncio.Protocol):
             else:
                 self.svc.dropped("backend_queue_drops", "target=%s queued=%d (the connection is not made yet)",
                                  ":".join(map(str, self.pool_key or ())), QUEUE_MAX)
+                self.svc.unsent([data])
         else:
             self.last = _monotonic()
             self.transport.write(data)
@@ -480,10 +481,12 @@ class SipService(Service):
             else:
                 self.dropped("backend_down_drops", "target=%s:%s:%s (resting after a failed connect)",
                              flow.transport, flow.ip, flow.port)
+                self.unsent([data])
             return
         # a phone's connection that is gone, or a flow token minted under another mode
         self.dropped("unreachable_flows", "flow=%s:%s:%s:%s side=%s", flow.transport, flow.ip, flow.port, flow.conn,
                      flow.side)
+        self.unsent([data], (flow.ip, flow.port) if flow.side == "p" else None)
 
     def _backend_stream(self, flow: Flow) -> _Stream | None:
         """The open (or opening) connection to a PBX; one per target, reused (RFC 3261 §18.1.1).
@@ -547,7 +550,8 @@ class SipService(Service):
         if conn.queued:
             self.dropped("backend_down_drops", "target=%s:%s:%s messages=%d (the connection failed)", *key,
                          len(conn.queued), n=len(conn.queued))
-            conn.queued = []
+            queued, conn.queued = conn.queued, []
+            self.unsent(queued)
         if self.out.get(key) is conn:
             del self.out[key]
 
@@ -605,6 +609,11 @@ class SipService(Service):
             return
         step.msg.body = sdp
         self.send(step.flow, step.msg.serialize(), step.counted)
+
+    def unsent(self, messages: list[bytes], phone: tuple[str, int] | None = None) -> None:
+        """Messages that never left: an unanswered INVITE among them ends its dialog, and its media goes back."""
+        if self.relay is not None:
+            self._release([key for data in messages for key in self.relay.unsent(data, phone)])
 
     def _release(self, call_ids: list[str]) -> None:
         media = self.media()

@@ -332,14 +332,7 @@ def test_phone_behind_pforte_and_a_pbx_local_phone_call_each_other(site: Callabl
         baresip_call(s, eve, alice, bye_from=eve)
 
 
-#: the spiral's media is anchored on the first phone's pass only; the second phone is offered
-#: what the PBX got, plain RTP from an rtp_only instance, and an SRTP-only phone answers 488.
-#: Per-pass media (each pass a dialog of its own, commit fdb955a on this branch, not kept) passes.
-SPIRAL_BRIDGE_GAP = pytest.mark.xfail(strict=True, reason="spiral to an rtp_only PBX: the second phone "
-                                      "gets plain RTP; an SRTP-only phone answers 488")
-
-
-@pytest.mark.parametrize("rtp_only", [False, pytest.param(True, marks=SPIRAL_BRIDGE_GAP)], ids=["opaque", "bridged"])
+@pytest.mark.parametrize("rtp_only", [False, True], ids=["opaque", "bridged"])
 def test_srtp_phones(site: Callable[..., Site], tmp_path: Path, rtp_only: bool) -> None:
     """Media mode srtp, both phones SDES-SRTP only. Opaque: SRTP end to end, keys never
     touched. Bridged (the PBX marked rtp_only): each pass decrypts the phone's SRTP and speaks

@@ -58,7 +58,9 @@ def test_key_rotation_goes_through_a_confirmation_page(admin_client) -> None:  #
                                        "provisioning_mode", "provisioning_https_port", "provisioning_http_port",
                                        "xmpp_port", "xmpp_direct_tls_port", "web_mode", "web_port",
                                        "web_upstream_timeout", "tls_key_type", "tls_mode", "acme_challenge",
-                                       "acme_http_port")}
+                                       "acme_http_port", "media_idle_timeout",
+                                       "media_setup_timeout", "media_max_streams", "media_max_streams_per_source",
+                                       "media_max_streams_per_instance")}
     form.update(enabled="on", xmpp_enabled="on", regenerate_provisioning_key="on")  # the old checkbox: ignored
     assert admin_client.post(f"/proxies/{p.pk}/edit/", form).status_code == 302
     p.refresh_from_db()

@@ -219,6 +219,35 @@ def test_backend_answer_timeout_reaches_the_compiled_config_and_is_bounded() -> 
         assert "web_upstream_timeout" in err.value.message_dict
 
 
+MEDIA_LIMITS = {"media_idle_timeout": ("idle_timeout", 0, 86401), "media_setup_timeout": ("setup_timeout", 0, 3601),
+                "media_max_streams": ("max_streams", 0, 65),
+                "media_max_streams_per_source": ("max_streams_per_source", 0, 100_001),
+                "media_max_streams_per_instance": ("max_streams_per_instance", 0, 100_001)}
+
+
+def test_media_limits_default_to_proxyds_reach_the_compiled_config_and_are_bounded() -> None:
+    from manager.proxies.models import Proxy
+    from proxyd.config import MediaService, default_of
+
+    p = Proxy(name="edge", fqdn="edge.example.com")
+    p.full_clean()
+    p.save()
+    media = json.loads(p.active_revision.config_json)["services"]["media"]
+    for field, (key, _, _) in MEDIA_LIMITS.items():
+        assert getattr(p, field) == default_of(MediaService, key) == media[key], field
+    for n, field in enumerate(MEDIA_LIMITS, start=2):
+        setattr(p, field, n)
+    p.save()
+    media = json.loads(p.active_revision.config_json)["services"]["media"]
+    assert [media[key] for key, _, _ in MEDIA_LIMITS.values()] == [2, 3, 4, 5, 6]
+    for field, (_, low, high) in MEDIA_LIMITS.items():
+        for bad in (low, high):
+            q = Proxy(name="edge2", fqdn="edge2.example.com", **{field: bad})
+            with pytest.raises(ValidationError) as err:
+                q.full_clean()
+            assert field in err.value.message_dict, (field, bad)
+
+
 def test_self_signed_key_type_reaches_the_compiled_config() -> None:
     from manager.proxies.forms import ProxyForm
 

@@ -82,15 +82,16 @@ class Sip:
     def __init__(self, port: int, pbx: socket.socket):
         self.port, self.pbx = port, pbx
 
-    def invite(self, phone: socket.socket, call_id: str, body: bytes) -> tuple[str, bytes, Any]:
+    def invite(self, phone: socket.socket, call_id: str, body: bytes, domain: str = "acme.test",
+               wait: float = 5) -> tuple[str, bytes, Any]:
         """('pbx', INVITE as forwarded, relay address) or ('phone', the response, None)."""
         ip, ph = phone.getsockname()
-        msg = (f"INVITE sip:bob@acme.test SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ph};branch=z9hG4bK{call_id};rport\r\n"
-               f"Max-Forwards: 70\r\nFrom: <sip:alice@acme.test>;tag=a{call_id}\r\nTo: <sip:bob@acme.test>\r\n"
+        msg = (f"INVITE sip:bob@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{ph};branch=z9hG4bK{call_id};rport\r\n"
+               f"Max-Forwards: 70\r\nFrom: <sip:alice@{domain}>;tag=a{call_id}\r\nTo: <sip:bob@{domain}>\r\n"
                f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{ip}:{ph}>\r\n"
                f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
         phone.sendto(msg, ("127.0.0.1", self.port))
-        ready = select.select([phone, self.pbx], [], [], 5)[0]
+        ready = select.select([phone, self.pbx], [], [], wait)[0]
         if not ready:
             return "none", b"", None
         data, addr = ready[0].recvfrom(65535)
@@ -142,9 +143,11 @@ def header(msg: bytes, name: str) -> str | None:
     return None
 
 
-def proxyd(tmp: Path, sip_port: int, pbx: socket.socket, media: dict[str, Any]) -> ProxydProcess:
+def proxyd(tmp: Path, sip_port: int, pbx: socket.socket, media: dict[str, Any],
+           extra: list[dict[str, Any]] | None = None) -> ProxydProcess:
     cfg = base_config(
-        instances=[{"name": "acme", "sip": f"udp:{PBX_IP}:{pbx.getsockname()[1]}", "sip_domains": ["acme.test"]}],
+        instances=[{"name": "acme", "sip": f"udp:{PBX_IP}:{pbx.getsockname()[1]}", "sip_domains": ["acme.test"]},
+                   *(extra or [])],
         services={"sip": {"mode": "udp", "udp_port": sip_port}, "media": media},
     )
     tmp.mkdir()
@@ -308,6 +311,39 @@ def exhaustion(sip: Sip, p: ProxydProcess) -> dict[str, Any]:
     return out
 
 
+# -- 3. the other ways out: a transport error, a reload ---------------------------------------
+def exits(sip: Sip, p: ProxydProcess) -> dict[str, Any]:
+    """Range of 12 ports; instance `down` is a TCP PBX nobody listens for."""
+    out: dict[str, Any] = {"start": gauges(p)}
+    phone = udp(PHONE_IP)
+    # the INVITE's connection is refused: the call never reached a PBX, its ports go back at once
+    t0 = time.monotonic()
+    sip.invite(phone, "to-down-pbx", sdp(PHONE_IP, [4000]), domain="down.test", wait=0.3)
+    while time.monotonic() - t0 < 5 and gauges(p)["ports_in_use"]:
+        time.sleep(0.1)
+    out["transport_error"] = {"released_after": round(time.monotonic() - t0, 1), "gauges": gauges(p)}
+    # a reload to another range while a call rings: the call keeps its ports, the new range is
+    # offered from then on, and the CANCEL gives back the old ones
+    kind, invite, addr = sip.invite(phone, "ringing", sdp(PHONE_IP, [4100]))
+    assert kind == "pbx", (kind, invite)
+    old_ports = ports_of(sdp_of(invite))
+    p.reload(merge(p.config, {"revision": 2, "services": {"media": {"port_min": 20100, "port_max": 20111}}}))
+    out["reload_during_call"] = gauges(p)
+    kind, invite2, addr2 = sip.invite(phone, "after-reload", sdp(PHONE_IP, [4200]))
+    new_ports = ports_of(sdp_of(invite2)) if kind == "pbx" else []
+    out["ports"] = {"old_in_old_range": all(20000 <= q <= 20011 for q in old_ports),
+                    "new_in_new_range": bool(new_ports) and all(20100 <= q <= 20111 for q in new_ports)}
+    sip.cancel(phone, "ringing")
+    sip.respond(invite2, addr2, "after-reload", "486 Busy Here")
+    drain(phone, 1)
+    time.sleep(0.3)
+    out["end"] = gauges(p)
+    out["counters"] = {k: v for k, v in p.status()["services"]["sip"]["counters"].items()
+                       if k == "unsent_invites_released"}
+    phone.close()
+    return out
+
+
 def attempt(scenario: Any, *args: Any) -> Any:
     """A scenario's observations, or the error that stopped it (a relay that misbehaves must not
     hide what the other scenarios saw)."""
@@ -340,6 +376,13 @@ def main() -> None:
                                                          "setup_timeout": 1})
         try:
             results["exhaustion"] = attempt(exhaustion, Sip(sip_port, pbx), p)
+        finally:
+            p.stop()
+        p = proxyd(Path(tmp) / "exits", sip_port, pbx, {"mode": "rtp", "port_min": 20000, "port_max": 20011},
+                   extra=[{"name": "down", "sip": f"tcp:{PBX_IP}:{free_tcp_udp_port()}",
+                           "sip_domains": ["down.test"]}])
+        try:
+            results["exits"] = attempt(exits, Sip(sip_port, pbx), p)
         finally:
             p.stop()
     print(json.dumps(results))

@@ -75,3 +75,16 @@ def test_an_offer_takes_all_its_ports_or_none_and_every_exit_gives_them_back(see
     assert ex["again"] == "pbx"
     assert ex["counters"] == {"setup_timeout_released": 1, "refused_source_limit": 1, "ports_exhausted": 1,
                               "refused_488": 1}
+
+
+def test_a_transport_error_and_a_reload_give_every_port_back(seen: dict[str, Any]) -> None:
+    ex = seen["exits"]
+    free = {"active_calls": 0, "active_streams": 0, "ports_in_use": 0, "ports_available": 12, "ports_blocked": 0}
+    assert ex["start"] == free
+    # the TCP PBX refused the connection: released at once, not at Timer C (200 s)
+    assert ex["transport_error"]["gauges"] == free and ex["transport_error"]["released_after"] < 3
+    assert ex["counters"] == {"unsent_invites_released": 1}
+    # the ringing call keeps its 4 ports of the old range; the new range's 12 are all free
+    assert ex["reload_during_call"] == {**free, "active_calls": 1, "active_streams": 1, "ports_in_use": 4}
+    assert ex["ports"] == {"old_in_old_range": True, "new_in_new_range": True}
+    assert ex["end"] == free

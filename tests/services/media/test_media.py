@@ -20,6 +20,7 @@ from services.media import sdp as sdplib
 from services.media.ports import PortPool
 from services.media.relay import Endpoint
 from services.media.service import MediaService, MediaView
+from services.media.session import UNANSWERED_FOR
 from services.media_api import MediaError, Side
 from tests.support import base_config, free_udp_range
 
@@ -176,6 +177,7 @@ async def test_rtp_flows_both_ways_third_party_dropped_rebinding_relatched(media
 
 async def test_idle_timeout_releases_ports(media: MediaService) -> None:
     media.offer("idle", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    media.answer("idle", "f", "t", offer_sdp("127.0.0.9", 5000), side=Side.INSTANCE, source_ip="127.0.0.9")
     assert media.stats()["gauges"]["ports_in_use"] == 4
     for _ in range(60):
         await asyncio.sleep(0.1)
@@ -188,6 +190,7 @@ async def test_idle_rule_with_an_injected_clock(media: MediaService) -> None:
     phone_t, _, phone_port = await udp("127.0.0.2")
     media.offer("c", "f", offer_sdp("127.0.0.2", phone_port), side=Side.PHONE, source_ip="127.0.0.2")
     t0 = media.calls["c"].since  # idle_timeout is 2 s
+    media.core.calls["c"].answered = t0  # the set-up timeout (20 s) stays out of the way
     media.expire_idle(t0 + 1.5)
     assert "c" in media.calls
     relay_for_phone = media.legs("c")[0].phone_port
@@ -203,6 +206,23 @@ async def test_idle_rule_with_an_injected_clock(media: MediaService) -> None:
     media.expire_idle(t0 + 5.5)
     assert "c" not in media.calls and media.stats()["counters"]["idle_released"] == 1
     phone_t.close()
+
+
+async def test_an_unanswered_call_rings_past_the_idle_timeout_until_timer_c_and_a_late_answer_is_refused(
+        media: MediaService) -> None:
+    """A phone may ring for minutes without early media: the idle timeout (2 s here) runs from
+    the answer; before it the call keeps its ports for UNANSWERED_FOR (Timer C). An answer whose
+    call's media is gone is refused (503), never passed on with the peer's own addresses."""
+    media.offer("ring", "f", offer_sdp("127.0.0.2", 4000), side=Side.PHONE, source_ip="127.0.0.2")
+    t0 = media.calls["ring"].since
+    media.expire_idle(t0 + 60)
+    assert "ring" in media.calls
+    media.expire_idle(t0 + UNANSWERED_FOR + 1)
+    assert "ring" not in media.calls and media.stats()["gauges"]["ports_in_use"] == 0
+    with pytest.raises(MediaError) as info:
+        media.answer("ring", "f", "t", offer_sdp("10.0.0.9", 5000), side=Side.INSTANCE, source_ip="10.0.0.9")
+    assert (info.value.status, info.value.retry_after) == (503, 10)
+    assert media.stats()["counters"]["answers_without_call"] == 1
 
 
 async def test_exhaustion_is_503_and_srtp_mode_requires_srtp(media: MediaService) -> None:
@@ -453,8 +473,46 @@ async def test_an_sdp_pointing_at_the_relays_own_ports_is_never_sent_to(media: M
     media.offer("c", "f", offer_sdp("127.0.0.1", own), side=Side.PHONE, source_ip="127.0.0.1")
     assert media.legs("c")[0].phone.remote is None
     media.answer("c", "f", "t", offer_sdp("127.0.0.1", own + 2), side=Side.INSTANCE, source_ip="127.0.0.1")
-    assert media.legs("c")[0].instance.remote is None
-    assert media.stats()["counters"]["sdp_address_refused"] == 2
+    assert media.legs("c")[0].instance.remote is None  # no live stream of ours names this one back
+    assert media.stats()["counters"]["sdp_address_refused"] == 1 and "spiral_passes_linked" not in \
+        media.stats()["counters"]
+
+
+async def test_two_passes_of_a_spiral_are_linked_only_when_each_names_the_other_and_unlinked_by_an_end(
+        media: MediaService) -> None:
+    """Pass 1 (phone A's) and pass 2 (phone B's) of one call: each instance side names the other's
+    PBX-facing port. One naming the other alone sends nothing; both: voice goes A -> relay ->
+    relay -> B over the host's own address; the end of pass 2 makes pass 1 forget it."""
+    a_t, a, a_port = await udp("127.0.0.2")
+    b_t, b, b_port = await udp("127.0.0.3")
+    try:
+        to_pbx = media.offer("c1", "f", offer_sdp("127.0.0.2", a_port), side=Side.PHONE, source_ip="127.0.0.2")
+        to_b = media.offer("c1 127.0.0.3:5072", "f", to_pbx, side=Side.INSTANCE, source_ip="127.0.0.9")
+        pass1, pass2 = media.legs("c1")[0], media.legs("c1 127.0.0.3:5072")[0]
+        assert pass2.instance.remote is None and pass2.instance.expected_ip == "127.0.0.1"
+        to_pbx2 = media.answer("c1 127.0.0.3:5072", "f", "t", offer_sdp("127.0.0.3", b_port), side=Side.PHONE,
+                               source_ip="127.0.0.3")
+        assert pass1.instance.remote is None and pass2.instance.remote is None  # nothing names pass 2 yet
+        to_a = media.answer("c1", "f", "t", to_pbx2, side=Side.INSTANCE, source_ip="127.0.0.9")
+        assert pass1.instance.remote == ("127.0.0.1", pass2.instance.port)
+        assert pass2.instance.remote == ("127.0.0.1", pass1.instance.port)
+        a_t.sendto(rtp(b"from-a"), ("127.0.0.1", port_of(to_a)))
+        data, src = await asyncio.wait_for(b.got.get(), 2)
+        assert data.endswith(b"from-a") and src == ("127.0.0.1", port_of(to_b))
+        b_t.sendto(rtp(b"from-b", ssrc=b"BBBB"), ("127.0.0.1", port_of(to_b)))
+        data, _ = await asyncio.wait_for(a.got.get(), 2)
+        assert data.endswith(b"from-b") and media.stats()["counters"]["spiral_passes_linked"] == 1
+        assert pass1.instance.src == ("127.0.0.1", pass2.instance.port)
+        media.delete("c1 127.0.0.3:5072")
+        assert pass1.instance.src is None and pass1.instance.remote is None  # its port serves other calls now
+        a_t.sendto(rtp(b"after", seq=2), ("127.0.0.1", port_of(to_a)))
+        await asyncio.sleep(0.2)
+        assert b.got.empty() and pass1.phone.unsent == 1
+        media.delete("c1")
+        assert media.stats()["gauges"]["ports_in_use"] == 0 and not media.core.facing_instance
+    finally:
+        a_t.close()
+        b_t.close()
 
 
 async def test_an_instance_reoffer_with_other_streams_stays_counted_against_the_phone(media: MediaService) -> None:

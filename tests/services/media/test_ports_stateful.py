@@ -1,6 +1,7 @@
 """Every port a call takes comes back: random sequences of offers (too big, malformed, over a
 source's or an instance's limit), answers (usable or not), ports the adapter could not bind,
-deletes, timeouts with and without media, and reloads across several calls, two phone addresses
+deletes, timeouts with and without media, reloads, and instance sides naming another call's port
+(a spiral's passes linked and unlinked) across several calls, two phone addresses
 and two instances, driven straight into the sans-IO session core on a 16-port pool. After every
 step the ports the pool has in use are exactly the ports of live streams, the actions opened
 exactly the live streams' sockets, and after the last delete every port is free."""
@@ -11,7 +12,7 @@ import dataclasses
 import logging
 from collections import Counter
 
-from hypothesis import settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -95,6 +96,17 @@ class Ports(RuleBasedStateMachine):
         self.call("answer", lambda: self.core.answer(call, sdp, side=Side.INSTANCE, source_ip="127.0.0.9",
                                                      relay_ip="127.0.0.1", now=self.now))
 
+    @rule(call=CALLS, other=CALLS, offer=st.booleans())
+    def instance_names_another_calls_port(self, call: str, other: str, offer: bool) -> None:
+        """A spiral: the instance side of `call` names the PBX-facing port of `other` (both ways
+        round, the two are linked; deleting either unlinks the other)."""
+        streams = [s for s in self.core.calls[other].streams if s.phone] if other in self.core.calls else []
+        sdp = body("127.0.0.1", [streams[0].instance if streams else BASE])
+        fn = self.core.offer if offer else self.core.answer
+        self.call("link", lambda: fn(call, sdp, side=Side.INSTANCE, source_ip="127.0.0.9", relay_ip="127.0.0.1",
+                                     now=self.now))
+        event(f"passes linked: {bool(self.core.counters['spiral_passes_linked'])}")
+
     @rule(call=CALLS)
     def delete(self, call: str) -> None:
         self.perform(self.core.delete(call))
@@ -131,6 +143,10 @@ class Ports(RuleBasedStateMachine):
             held[call.owner] += n if call.owner else 0
             per_instance[call.instance] += n if call.instance else 0
         assert +held == +core.by_source and +per_instance == +core.by_instance
+        streams = [s for call in core.calls.values() for s in call.streams if s.phone]
+        assert core.facing_instance == {s.instance: s for s in streams}
+        for s in streams:  # links are mutual, between live streams, never to itself
+            assert s.linked is None or (s.linked.linked is s and s.linked is not s and s.linked in streams)
 
     def teardown(self) -> None:
         for call in list(self.core.calls):

@@ -476,34 +476,65 @@ def _sent(actions: list[Send | MediaStep]) -> tuple[str, Flow, bytes]:
     return "send", a.flow, a.data
 
 
-def test_a_spiralling_call_anchors_its_media_once() -> None:
-    """Both legs of a spiral carry the same SDP exchange: it goes to the media relay on the leg
-    of the phone whose SDP came first only (the other leg's SDP already names the relay's ports,
-    or the far phone the anchored leg relays to), whichever phone offers; released once."""
+def test_each_pass_of_a_spiralling_call_has_media_of_its_own() -> None:
+    """A call through pforte twice (phone A -> pforte -> PBX -> pforte -> phone B) is two
+    dialogs: every SDP goes to the media relay, on the pass of the phone it came from or goes to
+    (keys `c1` and `c1 <B's address>`), whichever side offers; each pass is released on its own."""
     r = make_relay()
     contact_b, path_b = _register_b(r)
-    got, _, inv1 = _sent(r.receive(_with_sdp(_invite(), "127.0.0.2"), PHONE, 1.0))
-    assert got == "media offer phone"
-    got, to, inv2 = _sent(r.receive(_pbx_forwards(inv1, ruri=contact_b, route=path_b, rr=True), PBX_FLOW, 1.1))
-    assert (got, to) == ("send", PHONE_B)
+    [a] = r.receive(_with_sdp(_invite(), "127.0.0.2"), PHONE, 1.0)
+    assert isinstance(a, MediaStep) and (a.op, a.side, a.call_id) == ("offer", "phone", "c1")
+    inv1 = a.msg.serialize()
+    pass_b = "c1 127.0.0.3:5072"
+    [a] = r.receive(_pbx_forwards(inv1, ruri=contact_b, route=path_b, rr=True), PBX_FLOW, 1.1)
+    assert isinstance(a, MediaStep) and (a.op, a.side, a.call_id, a.flow) == ("offer", "instance", pass_b, PHONE_B)
+    inv2 = a.msg.serialize()
     ok_b = _with_sdp(_answer(inv2, "<sip:127.0.0.9;lr;ftag=1>", "<sip:bob@127.0.0.3:5072>"), "127.0.0.3")
-    got, to, ok1 = _sent(r.receive(ok_b, PHONE_B, 1.2))
-    assert (got, to) == ("send", PBX_FLOW)
-    got, to, ok2 = _sent(r.receive(_pbx_answers(ok1), PBX_FLOW, 1.3))
-    assert (got, to) == ("media answer instance", PHONE)
+    [a] = r.receive(ok_b, PHONE_B, 1.2)
+    assert isinstance(a, MediaStep) and (a.op, a.side, a.call_id, a.flow) == ("answer", "phone", pass_b, PBX_FLOW)
+    r.dialogs.answered(pass_b)
+    [a] = r.receive(_pbx_answers(a.msg.serialize()), PBX_FLOW, 1.3)
+    assert isinstance(a, MediaStep) and (a.op, a.side, a.call_id, a.flow) == ("answer", "instance", "c1", PHONE)
     r.dialogs.answered("c1")
-    # B puts the call on hold: its re-INVITE reaches the media relay on A's leg (its second pass)
+    # B puts the call on hold: its re-INVITE is an offer on B's pass, then on A's
     rr_b = ", ".join(parse(inv2).all("Record-Route"))
     in_dialog = (f"INVITE sip:a@127.0.0.2:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5072;branch=z9hG4bKh1\r\n"
                  f"Route: {rr_b}\r\nFrom: <sip:bob@pbx.test>;tag=as5f1c\r\nTo: <sip:a@pbx.test>;tag=1\r\n"
                  "Call-ID: c1\r\nCSeq: 2 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
-    reinvite = _with_sdp(in_dialog, "127.0.0.3")
-    got, to, re1 = _sent(r.receive(reinvite, PHONE_B, 2.0))
-    assert (got, to) == ("send", PBX_FLOW)
+    [a] = r.receive(_with_sdp(in_dialog, "127.0.0.3"), PHONE_B, 2.0)
+    assert isinstance(a, MediaStep) and (a.op, a.side, a.call_id, a.flow) == ("offer", "phone", pass_b, PBX_FLOW)
+    re1 = a.msg.serialize()
     route = ", ".join(parse(re1).all("Route")[1:])
-    got, to, _ = _sent(r.receive(_pbx_forwards(re1, route=route), PBX_FLOW, 2.1))
-    assert (got, to) == ("media offer instance", PHONE)
+    [a] = r.receive(_pbx_forwards(re1, route=route), PBX_FLOW, 2.1)
+    assert isinstance(a, MediaStep) and (a.op, a.side, a.call_id, a.flow) == ("offer", "instance", "c1", PHONE)
     bye = in_dialog.replace(b"INVITE sip", b"BYE sip").replace(b"2 INVITE", b"3 BYE")
     got, to, bye1 = _sent(r.receive(bye, PHONE_B, 3.0))
+    assert r.released == [pass_b]
     _sent(r.receive(_pbx_forwards(bye1, route=", ".join(parse(bye1).all("Route")[1:])), PBX_FLOW, 3.1))
-    assert r.released == ["c1"]
+    assert r.released == [pass_b, "c1"] and r.dialogs.calls == {}
+
+
+def test_a_call_id_with_whitespace_is_refused() -> None:
+    """RFC 3261 §25.1: a Call-ID is a word, no whitespace; a spiral's second pass is keyed by the
+    Call-ID, a space and its phone's address, which no phone's Call-ID may then spell."""
+    r = make_relay()
+    [a] = r.receive(_invite().replace(b"Call-ID: c1", b"Call-ID: c1 127.0.0.3:5072"), PHONE, 1.0)
+    assert isinstance(a, Send) and a.data.startswith(b"SIP/2.0 400 Bad Request (call id malformed)")
+
+
+def test_an_unsent_invite_and_timer_c_end_an_unanswered_dialog_for_its_media_to_go_back() -> None:
+    """Every way out of an offer releases the call's media: an INVITE the transport could not send
+    (`Relay.unsent`: the PBX refused the connection) at once, an unanswered one at Timer C."""
+    from services.sip.dialogs import SETUP_TIMEOUT
+
+    r = make_relay()
+    [a] = r.receive(_with_sdp(_invite(), "127.0.0.2"), PHONE, 1.0)
+    assert isinstance(a, MediaStep) and a.op == "offer"
+    sent = a.msg.serialize()
+    assert r.unsent(b"BYE sip:x SIP/2.0\r\n\r\n") == []  # only an INVITE sets a call up
+    assert r.unsent(sent) == ["c1"] and "c1" not in r.dialogs.calls
+    assert r.unsent(sent) == [] and r.counters["unsent_invites_released"] == 1
+    r = make_relay()
+    r.receive(_with_sdp(_invite(), "127.0.0.2"), PHONE, 1.0)
+    assert r.expire(1.0 + SETUP_TIMEOUT - 1) == []
+    assert r.expire(1.0 + SETUP_TIMEOUT + 1) == ["c1"]

@@ -225,8 +225,8 @@ async def test_refused_sources_are_logged(tmp_path: Path, caplog: pytest.LogCapt
 
 async def test_rtp_flows_both_ways_through_a_spiralling_call(tmp_path: Path) -> None:
     """The relay core and the real media relay, phones as RTP sockets: a call between two phones
-    of one instance through a PBX (a spiral, see test_proxy) is anchored once, on the caller's
-    leg, and voice reaches each phone from the other."""
+    of one instance through a PBX (a spiral, see test_proxy) has media of its own on each pass,
+    the two passes' PBX-facing sockets linked, and voice reaches each phone from the other."""
     from services.media.sdp import parse as parse_sdp
     from services.media.service import MediaService, MediaView
     from services.sip.proxy import MediaStep
@@ -285,7 +285,8 @@ async def test_rtp_flows_both_ways_through_a_spiralling_call(tmp_path: Path) -> 
         assert to == PHONE
         [for_b] = parse_sdp(inv2.partition(b"\r\n\r\n")[2])
         [for_a] = parse_sdp(ok2.partition(b"\r\n\r\n")[2])
-        assert for_a.address == for_b.address == "127.0.0.1" and media.stats()["gauges"]["active_streams"] == 1
+        assert for_a.address == for_b.address == "127.0.0.1" and media.stats()["gauges"]["active_streams"] == 2
+        assert media.stats()["counters"]["spiral_passes_linked"] == 1
         rtp_a.sendto(b"\x80\x00from-a" + b"x" * 40, (for_a.address, for_a.port))
         assert (await asyncio.wait_for(loop.sock_recv(rtp_b, 2048), 5)).startswith(b"\x80\x00from-a")
         rtp_b.sendto(b"\x80\x00from-b" + b"y" * 40, (for_b.address, for_b.port))

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from services.media.service import MediaService
+from services.media.session import UNANSWERED_FOR
 from services.media_api import MediaError, Side
 from tests.services.media.test_media import media, offer_sdp, port_of, rtp, udp  # noqa: F401 - the fixture
 
@@ -69,7 +70,7 @@ async def test_idle_refused_answer_reoffer_and_stop(media: MediaService, caplog:
         two = offer_sdp("127.0.0.2", 4004) + b"m=video 4006 RTP/AVP 96\r\n"
         media.offer("re", "f", two, side=Side.INSTANCE, source_ip="127.0.0.3")  # other streams: same call
         media.calls["re"].since = media.calls["re"].since + 3600  # only "idle" is idle
-        media.expire_idle(media.calls["idle"].since + 10)
+        media.expire_idle(media.calls["idle"].since + UNANSWERED_FOR + 10)  # never answered: Timer C's hold
         await media.stop(1)
     got = {e["call_id"]: e["outcome"] for e in ends(caplog)}
     assert got == {"bad": "answer_refused", "idle": "idle_timeout", "re": "stopped"}

@@ -48,7 +48,7 @@ class _Live:
     """Read at scrape time: proxies by status, long-polls parked in this process."""
 
     def collect(self) -> Any:
-        from manager.proxies import notify
+        from manager.proxies.feed import FEED
         from manager.proxies.models import Proxy
 
         by = GaugeMetricFamily("pforte_manager_proxies", "Proxies by status", labels=["status"])
@@ -60,7 +60,7 @@ class _Live:
             by.add_metric([status], n)
         yield by
         yield GaugeMetricFamily("pforte_manager_longpoll_waiters", "Config long-polls waiting in this process",
-                                value=notify.waiting())
+                                value=FEED.waiting())
 
 
 REGISTRY.register(_Live())

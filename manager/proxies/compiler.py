@@ -7,6 +7,7 @@ when the compiled config differs from the active one.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps as registry
@@ -14,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from manager.proxies.crypto import new_provisioning_key
-from manager.proxies.notify import changed
+from manager.proxies.feed import FEED, notify_others
 from proxyd.config import ConfigError, ProxyConfig, parse_config
 
 if TYPE_CHECKING:
@@ -41,24 +42,29 @@ def lines(text: str) -> list[str]:
     return [x.strip() for x in text.replace(",", "\n").splitlines() if x.strip()]
 
 
-def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
+def all_instances() -> list[tuple[set[int], dict[str, Any]]]:
+    """Every instance as (the proxies it is limited to, empty = all; its config section)."""
     # models are looked up through the app registry, never imported: models.py calls this module
     # to check a whole config, so an import back would close a circle
     Instance = registry.get_model("proxies", "Instance")  # noqa: N806 - a model class
 
-    instances = []
+    out = []
     for inst in Instance.objects.prefetch_related("proxies"):
-        chosen = list(inst.proxies.all())
-        if chosen and proxy.pk not in {p.pk for p in chosen}:
-            continue
-        instances.append({
+        out.append(({p.pk for p in inst.proxies.all()}, {
             "name": inst.name, "web": inst.web or None,
             "sip": f"{inst.sip_transport}:{inst.sip_host}:{inst.sip_port}" if inst.sip_host else None,
             "sip_domains": lines(inst.sip_domains), "xmpp": inst.xmpp or None,
             "xmpp_domains": lines(inst.xmpp_domains), "provisioning": inst.provisioning or None,
             "sip_tls_fingerprint": inst.sip_tls_fingerprint or None, "rtp_only": inst.rtp_only,
             "web_prefix_mode": inst.web_prefix_mode, "media_sources": lines(inst.media_sources),
-        })
+        }))
+    return out
+
+
+def raw_config(proxy: Proxy, revision: int,
+               instances: list[tuple[set[int], dict[str, Any]]] | None = None) -> dict[str, Any]:
+    chosen = [dict(section) for only, section in (all_instances() if instances is None else instances)
+              if not only or proxy.pk in only]
     net: dict[str, Any] = {"mode": proxy.network_mode}
     if proxy.network_mode == "manual":
         net.update(interface=proxy.network_interface, address=proxy.network_address,
@@ -73,7 +79,7 @@ def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
         "tls": {"certificate_pem": proxy.certificate_pem or None, "key_pem": proxy.key_pem or None,
                 "key_type": proxy.tls_key_type},
         "allow_sources": lines(proxy.allow_sources),
-        "instances": instances, "applications": apps,
+        "instances": chosen, "applications": apps,
         "services": {
             "web": {"mode": proxy.web_mode, "port": proxy.web_port, "redirect_url": proxy.redirect_url or None,
                     "upstream_timeout": proxy.web_upstream_timeout},
@@ -122,12 +128,84 @@ def publish(proxy: Proxy) -> int | None:
             old["revision"] = number
             if old == cfg.to_dict():
                 return None
-        # secrets go into the revision encrypted (ConfigRevision.fields_for), never as plaintext JSON
-        proxy.revisions.create(number=number, **proxy.revisions.model.fields_for(cfg.to_dict()))
-        # older revisions are kept for the change history only up to a bound
-        keep = settings.PFORTE_REVISIONS_KEEP
-        stale = list(proxy.revisions.order_by("-number").values_list("pk", flat=True)[keep:])
-        if stale:
-            proxy.revisions.filter(pk__in=stale).delete()
-    changed(proxy.pk, number)
+        # secrets go into the revision encrypted (ConfigRevision.fields_for), never as plaintext JSON;
+        # the feed gets the config as served, secrets included, and only in memory
+        full = cfg.to_dict()
+        proxy.revisions.create(number=number, **proxy.revisions.model.fields_for(full))
+        prune([proxy.pk])
+        notify_others()
+    FEED.changed(proxy.pk, number, served(full))
     return number
+
+
+def served(cfg: dict[str, Any]) -> str:
+    """The config JSON a proxy gets (as `ConfigRevision.served_json()` writes it)."""
+    return json.dumps(cfg, separators=(",", ":"))
+
+
+def prune(proxy_ids: list[int]) -> None:
+    """Older revisions are kept for the change history only up to PFORTE_REVISIONS_KEEP per proxy."""
+    ConfigRevision = registry.get_model("proxies", "ConfigRevision")  # noqa: N806 - a model class
+
+    keep = settings.PFORTE_REVISIONS_KEEP
+    for i in range(0, len(proxy_ids), 500):
+        chunk = proxy_ids[i:i + 500]
+        # one query for the chunk (a publish_many of thousands of proxies must not prune one by one)
+        rows = ConfigRevision.objects.filter(proxy_id__in=chunk).order_by("proxy_id", "-number")
+        stale = [pk for pks in _by_proxy(rows.values_list("proxy_id", "pk")).values() for pk in pks[keep:]]
+        if stale:
+            ConfigRevision.objects.filter(pk__in=stale).delete()
+
+
+def _by_proxy(rows: Any) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for pid, pk in rows:
+        out.setdefault(pid, []).append(pk)
+    return out
+
+
+def publish_many(proxies: list[Proxy]) -> int:
+    """`publish()` for many proxies at once (an instance change reaches every proxy): the
+    instances read once, the active revisions in one query, the new ones in one bulk insert and
+    one transaction. A proxy whose config would be invalid keeps its last good revision."""
+    from django.db.models import OuterRef, Subquery
+
+    ConfigRevision = registry.get_model("proxies", "ConfigRevision")  # noqa: N806 - a model class
+    Proxy = registry.get_model("proxies", "Proxy")  # noqa: N806
+    if not proxies:
+        return 0
+    instances = all_instances()
+    ids = [p.pk for p in proxies]
+    rows = []
+    with transaction.atomic():
+        # the proxies' rows locked: two processes publishing at once queue here, not on the unique number
+        list(Proxy.objects.filter(pk__in=ids).select_for_update().values_list("pk", flat=True))
+        newest = ConfigRevision.objects.filter(proxy_id=OuterRef("proxy_id")).order_by("-number").values("number")[:1]
+        active: dict[int, Any] = {}
+        for i in range(0, len(ids), 500):
+            active.update((r.proxy_id, r) for r in ConfigRevision.objects.filter(
+                proxy_id__in=ids[i:i + 500], number=Subquery(newest)).only("proxy_id", "number", "config_json",
+                                                                          "secrets_enc"))
+        bodies: dict[int, str] = {}
+        for proxy in proxies:
+            old = active.get(proxy.pk)
+            number = old.number + 1 if old else 1
+            try:
+                cfg = parse_config(raw_config(proxy, number, instances))
+            except ConfigError:
+                continue
+            new = cfg.to_dict()
+            if old is not None:
+                was = old.full_config()  # secrets included: a changed key is a change, an unchanged one not
+                was["revision"] = number
+                if was == new:
+                    continue
+            rows.append(ConfigRevision(proxy_id=proxy.pk, number=number, **ConfigRevision.fields_for(new)))
+            bodies[proxy.pk] = served(new)
+        ConfigRevision.objects.bulk_create(rows, batch_size=500)
+        if rows:
+            prune([r.proxy_id for r in rows])
+            notify_others()
+    for r in rows:
+        FEED.changed(r.proxy_id, r.number, bodies[r.proxy_id])
+    return len(rows)

@@ -419,7 +419,9 @@ class ConfigRevision(models.Model):
 
 class Heartbeat(models.Model):
     proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="heartbeats")
-    received = models.DateTimeField(auto_now_add=True, db_index=True)
+    # when the manager got it (set by the batch writer to the arrival, not the write a second later:
+    # compared with agent_stopped)
+    received = models.DateTimeField(default=timezone.now, db_index=True)
     source = models.GenericIPAddressField(null=True)
     applied_revision = models.IntegerField(null=True)
     version = models.CharField(max_length=50, blank=True)

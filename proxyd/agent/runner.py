@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ class AgentOptions:
     poll_wait: float = 55.0
     backoff_base: float = 1.0
     backoff_max: float = 60.0
+    # the heartbeat after applying a config waits a random moment up to this: a change reaches
+    # every proxy at once, and their reports then arrive spread instead of in one burst
+    applied_heartbeat_jitter: float = 3.0
 
 
 class Agent:
@@ -104,7 +108,8 @@ class Agent:
     def _on_apply(self, cfg: ProxyConfig | None, error: str | None) -> None:
         if cfg is None:
             self.last_error = error
-        self.heartbeat_due.set()
+        jitter = random.uniform(0, self.opts.applied_heartbeat_jitter)
+        asyncio.get_running_loop().call_later(jitter, self.heartbeat_due.set)
 
     # -- tasks ---------------------------------------------------------------------------
     async def run(self) -> None:

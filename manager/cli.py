@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+STOP_GRACE = 3  # seconds a stopping manager lets answers in progress finish
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -41,9 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         # serves thousands of waiting proxies; --workers adds processes on the same socket
         # log_config=None: uvicorn's loggers get no handlers of their own and propagate to the root
         # handler Django's LOGGING sets up, so access lines share the manager's format
+        # lifespan: at shutdown the front writes the heartbeats it answered and not written yet; the
+        # parked long-polls are cut after STOP_GRACE (they would hold the stop for up to a minute)
         logging.basicConfig(level=logging.INFO, handlers=[_stderr_handler(args.log_format)])
         uvicorn.run("manager.asgi:application", host=args.host, port=args.port, log_level="info",
-                    proxy_headers=False, lifespan="off", workers=args.workers, log_config=None)
+                    proxy_headers=False, lifespan="on", workers=args.workers, log_config=None,
+                    timeout_graceful_shutdown=STOP_GRACE)
         return 0
     from django.core.management import execute_from_command_line
 

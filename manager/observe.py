@@ -69,8 +69,12 @@ user_login_failed.connect(lambda **kw: LOGIN_FAILURES.inc(), weak=False, dispatc
 
 def _observe(request: HttpRequest, response: HttpResponse, started: float) -> None:
     match = request.resolver_match
-    view = (match.url_name if match else None) or "other"
-    code = response.status_code
+    count((match.url_name if match else None) or "other", response.status_code, started)
+
+
+def count(view: str, code: int, started: float) -> None:
+    """One answered request in the metrics: by Django's middleware, and by the agents' ASGI front
+    (agent_front.py) for the polls and heartbeats it answers without Django."""
     REQUESTS.labels(view, f"{code // 100}xx").inc()
     DURATION.labels(view).observe(time.perf_counter() - started)
     if view == "api-heartbeat" and code == 200:

@@ -6,7 +6,12 @@ own database work. Here, for a proxy whose key `FEED` knows and which has no act
 
 - a config poll is answered from `FEED`'s memory: 304 when the proxy has the newest revision
   (after waiting up to `wait` seconds for a newer one), the newest config JSON otherwise;
-- a heartbeat is checked (size, JSON, fields), queued in `heartbeats.BATCH` and answered at once.
+- a heartbeat is checked (size, JSON, fields), queued in `heartbeats.BATCH` and answered at once;
+  one from an address this process has not seen the proxy at is first given to the DNS updater
+  (one small query), so a moved proxy's record starts updating before the answer, as in Django.
+
+Both count in the request metrics under their URL names (`observe.count`), as Django's do. At
+shutdown (ASGI lifespan) the heartbeats not written yet are written.
 
 Everything else, and these two for a proxy the feed does not know yet, with an action pending or
 with its key sent over plain HTTP from another host,
@@ -17,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from manager.observe import HEARTBEATS, REVISIONS_SERVED
+from manager.observe import count
 from manager.proxies.feed import FEED
-from manager.proxies.heartbeats import BATCH, INTERVAL
+from manager.proxies.heartbeats import BATCH, INTERVAL, dns_check, flush
 from manager.proxies.permissions import key_transport_ok
 
 CONFIG_PATH = "/api/v1/proxy/config"
@@ -63,6 +70,20 @@ class Replay:
 
 
 DONE, WAITED, DJANGO = "done", "waited", "django"
+log = logging.getLogger("manager.agent_front")
+
+
+class Counted:
+    """`send` that remembers the status it sent, for the request metrics."""
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+        self.status: int | None = None
+
+    async def __call__(self, msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.start":
+            self.status = msg["status"]
+        await self.send(msg)
 
 
 async def _config(scope: dict[str, Any], receive: Replay, send: Any, proxy_id: int) -> str:
@@ -96,7 +117,6 @@ async def _config(scope: dict[str, Any], receive: Replay, send: Any, proxy_id: i
     if body is None:
         return WAITED  # known only by number (published before the body was read): Django reads it
     await _answer(send, 200, body, tag)
-    REVISIONS_SERVED.inc()
     return DONE
 
 
@@ -142,14 +162,32 @@ async def _heartbeat(scope: dict[str, Any], receive: Any, send: Any, proxy_id: i
         await _answer(send, 400, json.dumps(errors).encode())
         return
     client = scope.get("client")
-    BATCH.add(proxy_id, client[0] if client else None, valid)
-    HEARTBEATS.inc()
+    source = client[0] if client else None
+    await dns_check(proxy_id, source)
+    BATCH.add(proxy_id, source, valid)
     await _answer(send, 200, json.dumps({"active_revision": FEED.known(proxy_id), "interval": INTERVAL,
                                          "actions": []}).encode())
 
 
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            try:
+                await flush()  # answered heartbeats are not lost with the process
+            except Exception:  # noqa: BLE001 - the process ends either way; say what was lost
+                log.exception("event=heartbeat_write_failed at=shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 def in_front_of(django_app: Any) -> Any:
     async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
         client = scope.get("client") or (None,)
         # a key over plain HTTP from another host is not looked at here: Django refuses it (or trusts
         # a TLS-terminating proxy's header, SECURE_PROXY_SSL_HEADER, which this front does not read)
@@ -158,17 +196,21 @@ def in_front_of(django_app: Any) -> Any:
             await FEED.ready()
             proxy_id = FEED.authenticate(_header(scope, b"authorization"))
             if proxy_id is not None and not FEED.actions_seen(proxy_id):
+                started, counted = time.perf_counter(), Counted(send)
                 if scope["path"] == CONFIG_PATH and scope["method"] == "GET":
                     replay = Replay(receive)
-                    outcome = await _config(scope, replay, send, proxy_id)
+                    outcome = await _config(scope, replay, counted, proxy_id)
                     if outcome == DONE:
+                        if counted.status is not None:  # None: the proxy went away while waiting
+                            count("api-config", counted.status, started)
                         return
                     if outcome == WAITED:
                         scope = {**scope, "query_string": b""}  # Django answers at once: the waiting is done
                     await django_app(scope, replay, send)
                     return
                 elif scope["path"] == HEARTBEAT_PATH and scope["method"] == "POST":
-                    await _heartbeat(scope, receive, send, proxy_id)
+                    await _heartbeat(scope, receive, counted, proxy_id)
+                    count("api-heartbeat", counted.status or 500, started)
                     return
         await django_app(scope, receive, send)
 

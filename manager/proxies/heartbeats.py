@@ -5,6 +5,10 @@ INSERT, one trim and one DNS check per heartbeat, each in a thread of its own, w
 manager's core busy. Here the ASGI front answers a heartbeat at once and `BATCH` writes what
 came in during the last second. A proxy that heartbeats twice within a second is written once
 (its newest), so the pending set never exceeds one entry per known proxy.
+
+The DNS record follows the heartbeat's source address (manager/dyndns): the batch writer checks
+every written heartbeat, and `dns_check()` checks one at arrival when its source is not the one
+this process last saw for the proxy, so a moved proxy's record starts updating at once.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ Pending = dict[int, tuple[str | None, dict[str, Any], datetime]]
 def write(batch: Pending) -> None:
     """Insert the batch, trim those proxies' history to HISTORY, clear a goodbye older than the
     heartbeat (the agent is back), start DNS updates where the source moved."""
-    from django.db import connection, transaction
+    from django.db import close_old_connections, connection, transaction
 
     from manager.dyndns import updater
     from manager.proxies.models import Heartbeat, Proxy
 
+    close_old_connections()  # this thread's kept connection, if it broke or aged (no request cycle does it here)
     rows = []
     for proxy_id, (source, d, received) in batch.items():
         services = dict(d.get("services") or {})
@@ -65,6 +70,33 @@ def write(batch: Pending) -> None:
                     f"PARTITION BY proxy_id ORDER BY received DESC, id DESC) AS n FROM {table} "
                     f"WHERE proxy_id IN ({marks})) AS ranked WHERE n > %s)", [*chunk, HISTORY])
     updater.on_heartbeats({pid: source for pid, (source, _, _) in batch.items()})
+
+
+_sources: dict[int, str | None] = {}  # proxy -> the source it was last checked at (one entry per proxy)
+
+
+async def dns_check(proxy_id: int, source: str | None) -> None:
+    """At a heartbeat's arrival: start the proxy's DNS update if its address moved (one small query,
+    in a thread; the update itself runs in the background). A failure is logged, the heartbeat stays."""
+    from manager.dyndns import updater
+
+    if not source or _sources.get(proxy_id) == source:
+        return
+    try:
+        await asyncio.to_thread(updater.on_heartbeat, proxy_id, source)
+    except Exception:  # noqa: BLE001 - a DNS bookkeeping failure must not refuse the heartbeat
+        log.exception("event=ddns_check_failed proxy=%d", proxy_id)
+        return
+    _sources[proxy_id] = source
+
+
+async def flush() -> None:
+    """Write what is pending now (at shutdown: the heartbeats were answered, they must not be lost)."""
+    from manager.proxies.api import serialized
+
+    batch = BATCH.take()
+    if batch:
+        await asyncio.to_thread(serialized, write, batch)
 
 
 class Batch:

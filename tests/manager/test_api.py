@@ -155,3 +155,36 @@ def test_heartbeats_are_batched_bounded_and_keys_count_at_once(manager_url: str)
     r = httpx.post(f"{manager_url}/api/v1/proxy/heartbeat", headers={"Authorization": f"Bearer {new_key}"}, json={})
     assert r.status_code == 200
     assert written(lambda: p.heartbeats.count() == count + 1)
+
+
+def test_front_answers_count_in_the_metrics_and_a_stop_writes_the_answered_heartbeats(django_db: str) -> None:
+    """Polls and heartbeats the agents' front answers without Django are in the request metrics under
+    their view names; a heartbeat answered right before the manager is stopped is written at the stop
+    (ASGI lifespan), not lost with the pending batch."""
+    import os
+
+    from tests.support import served_manager
+
+    p, _ = proxy_with_registration("stopping")
+    key = p.mint_api_key()
+    h = {"Authorization": f"Bearer {key}"}
+    log = os.path.join(django_db, "serve-stopping.log")
+    with served_manager({**os.environ, "PFORTE_MANAGER_DATA": django_db}, log) as url:
+        first = httpx.get(f"{url}/api/v1/proxy/config", headers=h, timeout=30)
+        assert first.status_code == 200
+        again = httpx.get(f"{url}/api/v1/proxy/config?wait=0.2", timeout=30,
+                          headers={**h, "If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304
+        assert httpx.post(f"{url}/api/v1/proxy/heartbeat", headers=h, json={"uptime": 1.0}).status_code == 200
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+        for line in ('pforte_manager_http_requests_total{code="2xx",view="api-config"} 1.0',
+                     'pforte_manager_http_requests_total{code="3xx",view="api-config"} 1.0',
+                     'pforte_manager_http_requests_total{code="2xx",view="api-heartbeat"} 1.0',
+                     "pforte_manager_heartbeats_received_total 1.0",
+                     "pforte_manager_config_revisions_served_total 1.0"):
+            assert line in text, line
+        assert written(lambda: p.heartbeats.count() == 1)
+        r = httpx.post(f"{url}/api/v1/proxy/heartbeat", headers=h, json={"uptime": 2.0})
+        assert r.status_code == 200
+    # stopped (SIGTERM) within a few ms of the answer, before the next once-a-second write
+    assert sorted(p.heartbeats.values_list("uptime", flat=True)) == [1.0, 2.0]

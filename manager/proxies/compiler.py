@@ -3,20 +3,30 @@
 `compile_config()` builds the v1 dict and validates it with `proxyd.config.parse_config`, so the
 manager can never hand out a config proxyd would reject. `publish()` stores a new revision only
 when the compiled config differs from the active one.
+
+`publish_many()` (an instance change reaches every proxy) compiles once per distinct config
+shape (`Shapes`): proxies whose configs differ only in their own name, fqdn, aliases and
+provisioning key share one `parse_config`, and each gets the shape's result with its own values
+put in. That is exact, not a shortcut: those values are checked on their own by the parser (a
+string, a DNS name, base64 key material), and a proxy gets the shape's result only when its
+values are the ones its previous revision was accepted with; the one rule across sections that
+reads one of them (a backend host equal to the proxy's own fqdn is a self-loop) is checked per
+proxy. Any other proxy is compiled on its own.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps as registry
 from django.conf import settings
 from django.db import transaction
 
-from manager.proxies.crypto import new_provisioning_key
+from manager.proxies.crypto import encrypt, new_provisioning_key, split_secrets
 from manager.proxies.feed import FEED, notify_others
-from proxyd.config import ConfigError, ProxyConfig, parse_config
+from proxyd.config import ConfigError, ProxyConfig, backends, parse_config
 
 if TYPE_CHECKING:
     from manager.proxies.models import Proxy
@@ -61,17 +71,19 @@ def all_instances() -> list[tuple[set[int], dict[str, Any]]]:
     return out
 
 
-def raw_config(proxy: Proxy, revision: int,
-               instances: list[tuple[set[int], dict[str, Any]]] | None = None) -> dict[str, Any]:
+APP_FIELDS = ("name", "port", "tls", "public_prefix", "upstream", "verify_upstream")
+
+
+def raw_config(proxy: Proxy, revision: int, instances: list[tuple[set[int], dict[str, Any]]] | None = None,
+               apps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     chosen = [dict(section) for only, section in (all_instances() if instances is None else instances)
               if not only or proxy.pk in only]
     net: dict[str, Any] = {"mode": proxy.network_mode}
     if proxy.network_mode == "manual":
         net.update(interface=proxy.network_interface, address=proxy.network_address,
                    gateway=proxy.network_gateway, table=proxy.network_table)
-    apps = [{"name": a.name, "port": a.port, "tls": a.tls, "public_prefix": a.public_prefix,
-             "upstream": a.upstream, "verify_upstream": a.verify_upstream}
-            for a in proxy.applications.all()] if proxy.pk else []
+    if apps is None:
+        apps = [{f: getattr(a, f) for f in APP_FIELDS} for a in proxy.applications.all()] if proxy.pk else []
     return {
         "version": 1, "revision": revision,
         "proxy": {"name": proxy.name, "fqdn": proxy.fqdn, "enabled": proxy.enabled, "aliases": lines(proxy.aliases)},
@@ -164,18 +176,106 @@ def _by_proxy(rows: Any) -> dict[int, list[int]]:
     return out
 
 
+Identity = tuple[str, str, tuple[str, ...], str | None]
+_MARK = secrets.token_hex(8)  # placeholders no config can contain by chance (unguessable per process)
+_PLACE = {leaf: f"\x00{_MARK}:{leaf}\x00" for leaf in ("revision", "name", "fqdn", "aliases", "key")}
+_PLACE_JSON = {leaf: json.dumps(v) for leaf, v in _PLACE.items()}
+_KEY_PATH = "services.provisioning.key"
+
+
+def _identity(cfg: dict[str, Any]) -> Identity:
+    """The leaves one proxy's config has of its own (all checked on their own by the parser)."""
+    p, prov = cfg["proxy"], cfg["services"]["provisioning"]
+    return p["name"], p["fqdn"], tuple(p["aliases"]), prov["key"]
+
+
+def _with_identity(cfg: dict[str, Any], revision: Any, name: Any, fqdn: Any, aliases: Any, key: Any) -> dict[str, Any]:
+    services = cfg["services"]
+    return {**cfg, "revision": revision,
+            "proxy": {**cfg["proxy"], "name": name, "fqdn": fqdn, "aliases": aliases},
+            "services": {**services, "provisioning": {**services["provisioning"], "key": key}}}
+
+
+class Compiled:
+    """A compiled config as templates: its public JSON (secrets out, as stored), its served JSON and
+    its other secrets, with the revision and the identity leaves to fill in (`fill`)."""
+
+    def __init__(self, cfg: dict[str, Any], alone: bool = False) -> None:
+        # compiled for one proxy on its own: its identity as the parser gave it back (normalised)
+        self.own = _identity(cfg) if alone else None
+        marked = _with_identity(cfg, *(_PLACE[k] for k in ("revision", "name", "fqdn", "aliases", "key")))
+        public, found = split_secrets(marked)
+        found.pop(_KEY_PATH, None)
+        self.public, self.served, self.secrets = _dumps(public), _dumps(marked), found
+
+    def fill(self, template: str, revision: int, ident: Identity) -> str:
+        name, fqdn, aliases, key = ident
+        for leaf, value in (("revision", revision), ("name", name), ("fqdn", fqdn), ("aliases", list(aliases)),
+                            ("key", key)):
+            template = template.replace(_PLACE_JSON[leaf], _dumps(value))
+        return template
+
+    def secrets_of(self, ident: Identity) -> dict[str, str]:
+        return {**self.secrets, _KEY_PATH: ident[3]} if ident[3] else dict(self.secrets)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class Shapes:
+    """One `parse_config` per distinct config shape (the raw config without its identity leaves)."""
+
+    def __init__(self) -> None:
+        # shape -> (its compiled templates, the fqdn of the proxy it was checked with, backend hosts)
+        self._seen: dict[str, tuple[Compiled, str, frozenset[str]]] = {}
+        self.parsed = 0
+
+    def _parse(self, raw: dict[str, Any]) -> ProxyConfig | None:
+        self.parsed += 1
+        try:
+            return parse_config(raw)
+        except ConfigError:
+            return None
+
+    def compile(self, raw: dict[str, Any], trusted: bool) -> Compiled | None:
+        """The compiled config for `raw` (None: invalid). `trusted`: its identity leaves are those its
+        previous revision was accepted with."""
+        key = _dumps(_with_identity(raw, 0, "", "", [], None)) if trusted else ""
+        if not trusted or key not in self._seen:
+            cfg = self._parse(raw)
+            if not trusted:
+                return Compiled(cfg.to_dict(), alone=True) if cfg else None
+            if cfg is None:
+                return None  # maybe for its own fqdn (a self-loop): the shape's next proxy is tried again
+            hosts = frozenset(h.lower().rstrip(".") for _, _, h, _, _ in backends(cfg))
+            self._seen[key] = (Compiled(cfg.to_dict()), cfg.proxy.fqdn, hosts)
+        shape = self._seen[key]
+        if raw["proxy"]["fqdn"] in shape[2] or shape[1] in shape[2]:
+            cfg = self._parse(raw)  # the self-loop rule reads the fqdn: this proxy on its own
+            return Compiled(cfg.to_dict(), alone=True) if cfg else None
+        return shape[0]
+
+
 def publish_many(proxies: list[Proxy]) -> int:
     """`publish()` for many proxies at once (an instance change reaches every proxy): the
-    instances read once, the active revisions in one query, the new ones in one bulk insert and
-    one transaction. A proxy whose config would be invalid keeps its last good revision."""
+    instances read once, one compile per config shape, the active revisions in one query, the new
+    ones in one bulk insert and one transaction. A proxy whose config would be invalid keeps its
+    last good revision."""
     from django.db.models import OuterRef, Subquery
 
     ConfigRevision = registry.get_model("proxies", "ConfigRevision")  # noqa: N806 - a model class
     Proxy = registry.get_model("proxies", "Proxy")  # noqa: N806
     if not proxies:
         return 0
+    Application = registry.get_model("proxies", "Application")  # noqa: N806
     instances = all_instances()
+    shapes = Shapes()
     ids = [p.pk for p in proxies]
+    apps: dict[int, list[dict[str, Any]]] = {pk: [] for pk in ids}
+    for i in range(0, len(ids), 500):  # in the order proxy.applications.all() gives (Meta.ordering)
+        for a in Application.objects.filter(proxy_id__in=ids[i:i + 500]).values("proxy_id", *APP_FIELDS):
+            apps[a.pop("proxy_id")].append(a)
     rows = []
     with transaction.atomic():
         # the proxies' rows locked: two processes publishing at once queue here, not on the unique number
@@ -190,18 +290,25 @@ def publish_many(proxies: list[Proxy]) -> int:
         for proxy in proxies:
             old = active.get(proxy.pk)
             number = old.number + 1 if old else 1
-            try:
-                cfg = parse_config(raw_config(proxy, number, instances))
-            except ConfigError:
-                continue
-            new = cfg.to_dict()
+            raw = raw_config(proxy, number, instances, apps[proxy.pk])
+            ident = _identity(raw)
+            had = None
             if old is not None:
-                was = old.full_config()  # secrets included: a changed key is a change, an unchanged one not
-                was["revision"] = number
-                if was == new:
-                    continue
-            rows.append(ConfigRevision(proxy_id=proxy.pk, number=number, **ConfigRevision.fields_for(new)))
-            bodies[proxy.pk] = served(new)
+                had = old.secrets()
+                was = json.loads(old.config_json)["proxy"]
+                trusted = (was["name"], was["fqdn"], tuple(was["aliases"]), had.get(_KEY_PATH)) == ident
+            compiled = shapes.compile(raw, trusted=old is not None and trusted)
+            if compiled is None:
+                continue
+            ident = compiled.own or ident
+            found = compiled.secrets_of(ident)
+            same_secrets = old is not None and found == had
+            if same_secrets and compiled.fill(compiled.public, old.number, ident) == old.config_json:
+                continue  # unchanged
+            enc = old.secrets_enc if same_secrets else (encrypt(_dumps(found)) if found else "")
+            rows.append(ConfigRevision(proxy_id=proxy.pk, number=number, secrets_enc=enc,
+                                       config_json=compiled.fill(compiled.public, number, ident)))
+            bodies[proxy.pk] = compiled.fill(compiled.served, number, ident)
         ConfigRevision.objects.bulk_create(rows, batch_size=500)
         if rows:
             prune([r.proxy_id for r in rows])

@@ -14,7 +14,7 @@ from manager.proxies.models import Application, Instance, Proxy
 
 
 def _all() -> None:
-    publish_many(list(Proxy.objects.prefetch_related("applications")))
+    publish_many(list(Proxy.objects.all()))
 
 
 @receiver(post_delete, sender=Proxy)

@@ -371,8 +371,11 @@ def run(database_url: str | None) -> None:
             stop_process(proc)
             log.close()
         st: Stats = res["stats"]  # type: ignore[assignment]
-        errors = [line for line in (Path(data) / "serve.log").read_text(errors="replace").splitlines()
-                  if "Traceback" in line or "ERROR" in line]
+        served = (Path(data) / "serve.log").read_text(errors="replace").splitlines()
+        errors = [line for line in served if "Traceback" in line or "ERROR" in line]
+        for line in served:
+            if "event=published" in line:
+                print("manager:", line.split(" INFO ", 1)[-1])
     never = PROXIES - len(st.seen)
     print(f"agents up before the steady phase: {int(res['up'])} of {PROXIES}; the change was saved in "
           f"{res['saved']:.2f} s; failed heartbeats: {st.why or 'none'}; load generator CPU {client_cpu:.0f} s; "

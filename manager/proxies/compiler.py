@@ -17,7 +17,9 @@ proxy. Any other proxy is compiled on its own.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps as registry
@@ -30,6 +32,8 @@ from proxyd.config import ConfigError, ProxyConfig, backends, parse_config
 
 if TYPE_CHECKING:
     from manager.proxies.models import Proxy
+
+log = logging.getLogger("manager.compiler")
 
 # config path prefix -> model field, for showing a ConfigError next to the right form field
 FIELD_MAP = {
@@ -268,6 +272,7 @@ def publish_many(proxies: list[Proxy]) -> int:
     Proxy = registry.get_model("proxies", "Proxy")  # noqa: N806
     if not proxies:
         return 0
+    started = time.monotonic()
     Application = registry.get_model("proxies", "Application")  # noqa: N806
     instances = all_instances()
     shapes = Shapes()
@@ -278,8 +283,9 @@ def publish_many(proxies: list[Proxy]) -> int:
             apps[a.pop("proxy_id")].append(a)
     rows = []
     with transaction.atomic():
-        # the proxies' rows locked: two processes publishing at once queue here, not on the unique number
-        list(Proxy.objects.filter(pk__in=ids).select_for_update().values_list("pk", flat=True))
+        # the proxies' rows locked: two processes publishing at once queue here, not on the unique number;
+        # NO KEY: the heartbeat writer's inserts (FOR KEY SHARE on the proxy row) do not wait for it
+        list(Proxy.objects.filter(pk__in=ids).select_for_update(no_key=True).values_list("pk", flat=True))
         newest = ConfigRevision.objects.filter(proxy_id=OuterRef("proxy_id")).order_by("-number").values("number")[:1]
         active: dict[int, Any] = {}
         for i in range(0, len(ids), 500):
@@ -315,4 +321,6 @@ def publish_many(proxies: list[Proxy]) -> int:
             notify_others()
     for r in rows:
         FEED.changed(r.proxy_id, r.number, bodies[r.proxy_id])
+    log.info("event=published proxies=%d revisions=%d parsed=%d seconds=%.3f", len(proxies), len(rows),
+             shapes.parsed, time.monotonic() - started)
     return len(rows)

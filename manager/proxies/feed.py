@@ -66,6 +66,12 @@ def _keys() -> dict[int, str]:
     return dict(Proxy.objects.exclude(api_key_hash="").values_list("pk", "api_key_hash"))
 
 
+def _dns_proxies() -> set[int]:
+    DnsRecord = _model("DnsRecord")  # noqa: N806 - a model class
+
+    return set(DnsRecord.objects.values_list("proxy_id", flat=True))
+
+
 def _actions_after(pk: int) -> list[tuple[int, int]]:
     ProxyAction = _model("ProxyAction")  # noqa: N806 - a model class
 
@@ -90,6 +96,7 @@ class Feed:
         self._bodies: dict[int, bytes] = {}
         self._keys: dict[int, str] = {}
         self._actions: dict[int, int] = {}
+        self._dns: set[int] = set()  # proxies with a DNS record (their heartbeats' source is checked at arrival)
         self._waiters: dict[int, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
         self._ready: asyncio.Future[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -123,6 +130,13 @@ class Feed:
             else:
                 self._keys.pop(proxy_id, None)
 
+    def dns_changed(self, proxy_id: int, present: bool) -> None:
+        with self._lock:
+            if present:
+                self._dns.add(proxy_id)
+            else:
+                self._dns.discard(proxy_id)
+
     @staticmethod
     def _wake(waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
         for loop, fut in waiters:
@@ -143,6 +157,10 @@ class Feed:
             return None
         given = hashlib.sha256(secret.encode()).hexdigest()
         return int(pid) if hmac.compare_digest(given, known) else None
+
+    def has_dns(self, proxy_id: int) -> bool:
+        with self._lock:
+            return proxy_id in self._dns
 
     def known(self, proxy_id: int) -> int | None:
         with self._lock:
@@ -200,9 +218,9 @@ class Feed:
         await asyncio.shield(self._ready)
 
     def _load(self) -> None:
-        rows, keys, (last_action, open_) = _latest_rows(), _keys(), _open_actions()
+        rows, keys, (last_action, open_), dns = _latest_rows(), _keys(), _open_actions(), _dns_proxies()
         with self._lock:
-            self._keys = keys
+            self._keys, self._dns = keys, dns
         for _pk, proxy_id, number, body in rows:
             self.changed(proxy_id, number, body)
         self._last_rev = max((r[0] for r in rows), default=0)
@@ -220,11 +238,12 @@ class Feed:
         for pk, proxy_id in _actions_after(self._last_action):
             self.action(proxy_id)
             self._last_action = max(self._last_action, pk)
-        # the key hashes too (one small query): a key re-minted or revoked elsewhere counts here
-        # from this look on; this process's own changes count at once (key_changed)
-        keys = _keys()
+        # the key hashes and which proxies have a DNS record too (two small queries): a key re-minted
+        # or revoked elsewhere counts here from this look on; this process's own changes count at
+        # once (key_changed, dns_changed)
+        keys, dns = _keys(), _dns_proxies()
         with self._lock:
-            self._keys = keys
+            self._keys, self._dns = keys, dns
 
     async def _watch(self) -> None:
         from django.db import connection

@@ -7,8 +7,10 @@ came in during the last second. A proxy that heartbeats twice within a second is
 (its newest), so the pending set never exceeds one entry per known proxy.
 
 The DNS record follows the heartbeat's source address (manager/dyndns): the batch writer checks
-every written heartbeat, and `dns_check()` checks one at arrival when its source is not the one
-this process last saw for the proxy, so a moved proxy's record starts updating at once.
+every written heartbeat, and `dns_check()` checks one at arrival when the proxy has a record (as the feed
+knows: at once for one made in this process, at the next look for one made in another) and its
+source is not the one this process last saw for the proxy, so a moved proxy's record starts
+updating at once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import logging
 import threading
 from datetime import UTC, datetime
 from typing import Any
+
+from manager.proxies.feed import FEED
 
 log = logging.getLogger("manager.heartbeats")
 
@@ -80,8 +84,8 @@ async def dns_check(proxy_id: int, source: str | None) -> None:
     in a thread; the update itself runs in the background). A failure is logged, the heartbeat stays."""
     from manager.dyndns import updater
 
-    if not source or _sources.get(proxy_id) == source:
-        return
+    if not source or not FEED.has_dns(proxy_id) or _sources.get(proxy_id) == source:
+        return  # most proxies have no DNS record: no query for them
     try:
         await asyncio.to_thread(updater.on_heartbeat, proxy_id, source)
     except Exception:  # noqa: BLE001 - a DNS bookkeeping failure must not refuse the heartbeat

@@ -10,7 +10,7 @@ from django.dispatch import receiver
 
 from manager.proxies.compiler import publish, publish_many
 from manager.proxies.feed import FEED, notify_others
-from manager.proxies.models import Application, Instance, Proxy
+from manager.proxies.models import Application, DnsRecord, Instance, Proxy
 
 
 def _all() -> None:
@@ -54,3 +54,15 @@ def application_changed(sender: Any, instance: Application, **kw: Any) -> None:
             publish(proxy)
 
     transaction.on_commit(republish)
+
+
+@receiver(post_save, sender=DnsRecord)
+def dns_record_saved(sender: Any, instance: DnsRecord, **kw: Any) -> None:
+    FEED.dns_changed(instance.proxy_id, True)  # its heartbeats' source is checked at arrival from now on
+    notify_others()
+
+
+@receiver(post_delete, sender=DnsRecord)
+def dns_record_deleted(sender: Any, instance: DnsRecord, **kw: Any) -> None:
+    FEED.dns_changed(instance.proxy_id, False)
+    notify_others()

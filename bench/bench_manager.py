@@ -1,20 +1,40 @@
-"""Manager load: 1,000 simulated proxies long-polling config and heartbeating every 60 s (SQLite).
+"""Manager at scale: N simulated proxies doing what proxyd's agent does, one global change, how long until all have it.
 
-The proxies are created through the ORM in a fresh data dir; the manager is `pforte-manager
-serve` (one uvicorn process). Each simulated proxy keeps one config long-poll open (wait=30)
-and sends a heartbeat at a random moment of every 60 s window. Prints heartbeat p50/p99
-latency, long-poll answers, and the manager's CPU share over the run.
+Each simulated proxy is proxyd's agent loop (proxyd/agent/runner.py) over two keep-alive
+HTTP/1.1 connections: the config long-poll (`wait=55`, `If-None-Match` with its revision) and
+the heartbeat (at start, every 60 s, and right after each new config, with the agent's jitter),
+both with the agent's 10 s timeout on a heartbeat. The proxies are created through the ORM and
+start spread over RAMP seconds; after a steady phase an admin logs in and saves a new instance
+exposed on every proxy through the manager's own form, and the bench measures when each agent
+got the revision carrying it.
+
+Prints one row: proxies, DB, workers, change seen p50/p95/max (s) and how many never saw it,
+heartbeats failed of sent, polls failed, manager CPU steady / after the change (% of one core,
+all processes), manager peak RSS.
+
+Environment: BENCH_PROXIES (default 3000; QUICK=1: 1000), BENCH_DB=sqlite|postgres (postgres
+starts a throw-away server on loopback), BENCH_WORKERS (manager processes, PostgreSQL only),
+BENCH_STEADY seconds (default 60), BENCH_AFTER seconds (default 30), BENCH_RAMP seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import glob
+import hashlib
+import json
 import os
 import random
+import re
+import resource
+import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,144 +45,359 @@ sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402
 from tests.support import free_port, stop_process  # noqa: E402
 
-PROXIES = 1000
-DURATION = 60.0
+QUICK = os.environ.get("QUICK") == "1"
+PROXIES = int(os.environ.get("BENCH_PROXIES", "1000" if QUICK else "3000"))
+DB = os.environ.get("BENCH_DB", "sqlite")
+WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
+STEADY = float(os.environ.get("BENCH_STEADY", "60"))
+AFTER = float(os.environ.get("BENCH_AFTER", "30"))
+RAMP = float(os.environ.get("BENCH_RAMP", str(max(10.0, PROXIES / 100))))
+POLL_WAIT = 55
+HEARTBEAT_EVERY = 60.0
+TIMEOUT = 10.0  # proxyd.agent.client.CONNECT_TIMEOUT: a heartbeat's whole budget
+ADMIN = ("bench-admin", "a-long-bench-password")
+
+
+def raise_fd_limit(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, need)
+    if want > hard:
+        with contextlib.suppress(ValueError, OSError):  # root may raise the hard limit too
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            soft, hard = want, want
+    else:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = want
+    print(f"file descriptors: {PROXIES} agents x 2 sockets = {2 * PROXIES} in the load generator and as many "
+          f"in the manager (+ ~100 each); RLIMIT_NOFILE now {soft} (the manager inherits it)")
+    if soft < need:
+        raise SystemExit(f"RLIMIT_NOFILE {soft} < {need}: raise the hard limit (ulimit -Hn) first")
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        raise SystemExit("BENCH_DB=postgres needs the PostgreSQL server installed")
+    return found[-1]
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A throw-away PostgreSQL on a loopback port (fsync off: the bench measures the manager)."""
+    import psycopg
+
+    root = Path(tempfile.mkdtemp(prefix="pforte-bench-pg-"))
+    data = root / "data"
+    data.mkdir()
+    drop: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(data, "postgres")
+        drop = ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]
+    subprocess.run([*drop, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "pforte", "--no-sync"],
+                   check=True, capture_output=True)
+    port = free_port()
+    server = subprocess.Popen([*drop, _pg_bin("postgres"), "-D", str(data), "-k", str(root), "-h", "127.0.0.1",
+                               "-p", str(port), "-c", "fsync=off", "-c", "max_connections=300"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(f"postgresql://pforte@127.0.0.1:{port}/postgres", autocommit=True) as c:
+                    c.execute("CREATE DATABASE pforte")
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield f"postgres://pforte@127.0.0.1:{port}/pforte"
+    finally:
+        stop_process(server)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def make_proxies(data: str) -> list[str]:
+    """N proxies with API keys, through the ORM in this process (each gets its first revision)."""
     os.environ["PFORTE_MANAGER_DATA"] = data
     os.environ["DJANGO_SETTINGS_MODULE"] = "manager.settings"
     import django
 
     django.setup()
+    from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    from manager.proxies.compiler import new_provisioning_key, publish_many
     from manager.proxies.models import Proxy
 
+    get_user_model().objects.create_superuser(ADMIN[0], "bench@example.invalid", ADMIN[1])
+    # in bulk (one by one, 10,000 took minutes): the rows, their first revisions, their API keys
+    made = [Proxy(name=f"p{i}", fqdn=f"p{i}.example.com") for i in range(PROXIES)]
+    for p in made:
+        p.provisioning_key = new_provisioning_key()
+    made = Proxy.objects.bulk_create(made, batch_size=500)
+    publish_many(made)
     keys = []
-    for i in range(PROXIES):
-        p = Proxy(name=f"p{i}", fqdn=f"p{i}.example.com")
-        p.save()
-        keys.append(p.mint_api_key())
+    for p in made:
+        secret = secrets.token_urlsafe(32)
+        p.api_key_hash = hashlib.sha256(secret.encode()).hexdigest()
+        p.api_key_prefix = f"{p.pk}.{secret[:6]}"
+        keys.append(f"{p.pk}.{secret}")
+    Proxy.objects.bulk_update(made, ["api_key_hash", "api_key_prefix"], batch_size=500)
+    from django.db import connections
+
+    connections.close_all()
     return keys
 
 
+def proc_tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        with contextlib.suppress(OSError):
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in proc_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    """Peak RSS (VmHWM) summed over the manager's processes."""
+    total = 0
+    for p in proc_tree(pid):
+        with contextlib.suppress(OSError):
+            m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text())
+            total += int(m[1]) * 1024 if m else 0
+    return total
 
 
 class Http:
     """One keep-alive HTTP/1.1 connection, as light as a client can be: the load generator must not
     be what limits the figures (httpx with 2,000 connections was)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, port: int) -> None:
+        self.port = port
         self.r: asyncio.StreamReader | None = None
         self.w: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, dict]:
+    def close(self) -> None:
+        if self.w is not None:
+            self.w.close()
+        self.r = self.w = None
+
+    async def request(self, method: str, path: str, headers: dict[str, str],
+                      body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+        if self.r is not None and self.r.at_eof():
+            self.close()  # the server closed the idle keep-alive connection: a new one, as httpx's pool does
         if self.w is None:
-            self.r, self.w = await asyncio.open_connection(self.host, self.port)
+            self.r, self.w = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.r is not None
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
         self.w.write(head.encode() + body)
         raw = await self.r.readuntil(b"\r\n\r\n")
         lines = raw.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         hdrs = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        data = b""
         if hdrs.get("transfer-encoding") == "chunked":
             while size := int((await self.r.readline()).split(b";")[0], 16):
-                await self.r.readexactly(size + 2)
+                data += (await self.r.readexactly(size + 2))[:-2]
             await self.r.readline()
         elif status not in (204, 304):
-            await self.r.readexactly(int(hdrs.get("content-length", "0")))
-        return status, hdrs
+            data = await self.r.readexactly(int(hdrs.get("content-length", "0")))
+        if hdrs.get("connection", "").lower() == "close":
+            self.close()
+        return status, hdrs, data
 
 
-async def simulate(port: int, keys: list[str]) -> tuple[list[tuple[float, float]], int, int]:
-    latencies: list[tuple[float, float]] = []  # (sent at, seconds to answer)
-    polls = [0, 0]  # answered, errors
-    start = time.monotonic()
-    end = start + DURATION
+class Stats:
+    def __init__(self) -> None:
+        self.beats = self.beats_failed = self.polls = self.polls_failed = 0
+        self.change_at: float | None = None
+        self.seen: list[float] = []  # seconds from the change to each agent's new revision
+        self.up = 0  # agents that got their first config
+        self.why: dict[str, int] = {}  # failed heartbeats by reason
 
-    async def proxy(key: str) -> None:
-        h = {"Authorization": f"Bearer {key}"}
-        poll, beat = Http("127.0.0.1", port), Http("127.0.0.1", port)
-        _, hdrs = await poll.request("GET", "/api/v1/proxy/config", h)
-        etag = hdrs.get("etag", "")
-        body = b'{"applied_revision": 1, "uptime": 1}'
 
-        async def heartbeats() -> None:
-            await asyncio.sleep(random.uniform(0, 60))
-            while time.monotonic() < end:
-                t = time.monotonic()
-                await beat.request("POST", "/api/v1/proxy/heartbeat", {**h, "Content-Type": "application/json"}, body)
-                latencies.append((t - start, time.monotonic() - t))
-                await asyncio.sleep(60)
+async def agent(port: int, key: str, start_in: float, end: float, st: Stats, first_rev: dict[str, int]) -> None:
+    auth = {"Authorization": f"Bearer {key}"}
+    poll, beat = Http(port), Http(port)
+    due = asyncio.Event()
+    revision: int | None = None
+    await asyncio.sleep(start_in)
 
-        hb = asyncio.create_task(heartbeats())
+    async def heartbeats() -> None:
         while time.monotonic() < end:
+            due.clear()
+            body = json.dumps({"applied_revision": revision, "version": "bench", "uptime": 1.0,
+                               "services": {"web": {"state": "running"}}, "network": None,
+                               "last_error": None}).encode()
+            st.beats += 1
             try:
-                await asyncio.wait_for(poll.request("GET", "/api/v1/proxy/config?wait=30",
-                                                    {**h, "If-None-Match": etag}), 90)
-                polls[0] += 1
-            except (OSError, asyncio.IncompleteReadError, TimeoutError):
-                polls[1] += 1
-                poll = Http("127.0.0.1", port)
+                status, _, _ = await asyncio.wait_for(beat.request(
+                    "POST", "/api/v1/proxy/heartbeat", {**auth, "Content-Type": "application/json"}, body), TIMEOUT)
+                if status != 200:
+                    st.beats_failed += 1
+                    st.why[f"HTTP {status}"] = st.why.get(f"HTTP {status}", 0) + 1
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+                st.beats_failed += 1
+                st.why[type(exc).__name__] = st.why.get(type(exc).__name__, 0) + 1
+                beat.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(due.wait(), HEARTBEAT_EVERY)
+
+    hb = asyncio.create_task(heartbeats())
+    try:
+        while time.monotonic() < end:
+            headers = dict(auth)
+            if revision is not None:
+                headers["If-None-Match"] = f'"{revision}"'
+            try:
+                status, hdrs, _ = await asyncio.wait_for(
+                    poll.request("GET", f"/api/v1/proxy/config?wait={POLL_WAIT}", headers), POLL_WAIT + TIMEOUT)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+                st.polls_failed += 1
+                poll.close()
+                await asyncio.sleep(1)
+                continue
+            st.polls += 1
+            if status == 304:
+                continue
+            if status != 200:
+                st.polls_failed += 1
+                await asyncio.sleep(1)
+                continue
+            new = int(hdrs["etag"].strip('"'))
+            if revision is None:
+                st.up += 1
+                first_rev[key] = new
+            elif st.change_at is not None and new > first_rev[key]:
+                st.seen.append(time.monotonic() - st.change_at)
+            revision = new
+            # the agent heartbeats right after applying a config, after its jitter (AgentOptions)
+            asyncio.get_running_loop().call_later(random.uniform(0, 3.0), due.set)
+    finally:
         hb.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hb
+        poll.close()
+        beat.close()
 
-    await asyncio.gather(*(proxy(k) for k in keys), return_exceptions=True)
-    return latencies, polls[0], polls[1]
+
+def admin(url: str) -> httpx.Client:
+    """An admin logged in (before the change is timed: a password hash is no part of a publish)."""
+    c = httpx.Client(base_url=url, timeout=120)
+    c.get("/accounts/login/")
+    r = c.post("/accounts/login/", data={"username": ADMIN[0], "password": ADMIN[1],
+                                         "csrfmiddlewaretoken": c.cookies["csrftoken"]})
+    assert r.status_code == 302, r.status_code
+    c.get("/instances/new/")
+    return c
 
 
-def main() -> None:
-    common.guard()
+def global_change(c: httpx.Client) -> None:
+    """What an admin does: save a new instance that every proxy exposes."""
+    r = c.post("/instances/new/", data={
+        "csrfmiddlewaretoken": c.cookies["csrftoken"], "name": "global", "web": "http://192.0.2.10:8080",
+        "web_prefix_mode": "rewrite", "sip_transport": "udp", "sip_port": "5060"})
+    assert r.status_code == 302, (r.status_code, r.text[:2000])
+
+
+async def simulate(url: str, port: int, keys: list[str], mgr: int) -> dict[str, float]:
+    st = Stats()
+    first_rev: dict[str, int] = {}
+    t0 = time.monotonic()
+    settle = RAMP + 15
+    end = t0 + settle + STEADY + AFTER
+    tasks = [asyncio.create_task(agent(port, k, random.uniform(0, RAMP), end, st, first_rev)) for k in keys]
+    await asyncio.sleep(settle)
+    up_before = st.up
+    c0, w0 = cpu_seconds(mgr), time.monotonic()
+    await asyncio.sleep(STEADY)
+    c1, w1 = cpu_seconds(mgr), time.monotonic()
+    browser = await asyncio.to_thread(admin, url)
+    st.change_at = time.monotonic()
+    await asyncio.to_thread(global_change, browser)
+    browser.close()
+    saved = time.monotonic() - st.change_at
+    await asyncio.sleep(max(0.0, end - time.monotonic()))
+    c2, w2 = cpu_seconds(mgr), time.monotonic()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {"steady": (c1 - c0) / (w1 - w0), "after": (c2 - c1) / (w2 - w1), "up": up_before, "saved": saved,
+            "stats": st}  # type: ignore[dict-item]
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def run(database_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as data:
+        if database_url:
+            os.environ["DATABASE_URL"] = database_url
         t0 = time.monotonic()
         keys = make_proxies(data)
-        print(f"created {PROXIES} proxies in {time.monotonic() - t0:.1f} s")
+        print(f"created {PROXIES} proxies in {time.monotonic() - t0:.1f} s", flush=True)
         port = free_port()
         env = {**os.environ, "PFORTE_MANAGER_DATA": data}
-        proc = subprocess.Popen([sys.executable, "-m", "manager.cli", "serve", "--port", str(port)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = [sys.executable, "-m", "manager.cli", "serve", "--port", str(port)]
+        if WORKERS > 1:
+            cmd += ["--workers", str(WORKERS)]
+        log = open(Path(data) / "serve.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
         try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(100):
+            for _ in range(300):
                 try:
                     httpx.get(url + "/accounts/login/", timeout=2)
                     break
                 except httpx.HTTPError:
                     time.sleep(0.2)
-            cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
             client0 = time.process_time()
-            lat, answered, errors = asyncio.run(simulate(port, keys))
-            client_cpu = (time.process_time() - client0) / DURATION
-            cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0)
+            res = asyncio.run(simulate(url, port, keys, proc.pid))
+            client_cpu = time.process_time() - client0
+            rss = rss_bytes(proc.pid)
         finally:
             stop_process(proc)
-    def pct(xs: list[float], q: float) -> float:
-        xs = sorted(xs)
-        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
+            log.close()
+        st: Stats = res["stats"]  # type: ignore[assignment]
+        served = (Path(data) / "serve.log").read_text(errors="replace").splitlines()
+        errors = [line for line in served if "Traceback" in line or "ERROR" in line]
+        for line in served:
+            if "event=published" in line:
+                print("manager:", line.split(" INFO ", 1)[-1])
+    never = PROXIES - len(st.seen)
+    print(f"agents up before the steady phase: {int(res['up'])} of {PROXIES}; the change was saved in "
+          f"{res['saved']:.2f} s; failed heartbeats: {st.why or 'none'}; load generator CPU {client_cpu:.0f} s; "
+          f"manager log errors: {len(errors)}")
+    print("| proxies | DB | workers | change seen p50 / p95 / max | never | heartbeats failed | polls failed "
+          "| manager CPU steady / after | peak RSS |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {PROXIES:,} | {'PostgreSQL' if database_url else 'SQLite'} | {WORKERS} | "
+          f"{pct(st.seen, 0.5):.2f} / {pct(st.seen, 0.95):.2f} / {pct(st.seen, 1.0):.2f} s | {never} | "
+          f"{st.beats_failed} of {st.beats} | {st.polls_failed} of {st.polls} | "
+          f"{res['steady'] * 100:.0f} % / {res['after'] * 100:.0f} % | {rss / 2**20:.0f} MiB |", flush=True)
 
-    every = [d for _, d in lat]
-    steady = [d for t, d in lat if t > 15]
-    print(f"heartbeats: {len(every)}  p50 {pct(every, 0.5):.1f} ms  p90 {pct(every, 0.9):.1f} ms  "
-          f"p99 {pct(every, 0.99):.1f} ms  max {pct(every, 1):.1f} ms")
-    print(f"after the first 15 s (1,000 proxies fetching their config at once): {len(steady)}  "
-          f"p50 {pct(steady, 0.5):.1f} ms  p99 {pct(steady, 0.99):.1f} ms")
-    slow = [0] * (int(DURATION) // 10 + 1)
-    for t, d in lat:
-        if d > 1:
-            slow[int(t) // 10] += 1
-    print("heartbeats slower than 1 s by 10-s window of sending:", slow)
-    print(f"long-polls answered: {answered}  errors: {errors}")
-    print(f"manager CPU: {cpu * 100:.0f} % of one core over {DURATION:.0f} s "
-          f"(load generator: {client_cpu * 100:.0f} %)")
-    common.record(f"manager {PROXIES} proxies heartbeat", None, None, p50_ms=pct(every, 0.5),
-                  p99_ms=pct(every, 0.99), polls=answered, errors=errors, cpu=cpu)
+
+def main() -> None:
+    common.guard()
+    raise_fd_limit(2 * PROXIES + 200)
+    if DB == "postgres":
+        with postgres() as url:
+            run(url)
+    else:
+        run(None)
 
 
 if __name__ == "__main__":

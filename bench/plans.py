@@ -53,7 +53,7 @@ FULL = [
     Plan("workers", 40, ("nginx", "wrk", "taskset"), env={"BENCH_HTTP_DURATION": "5", "BENCH_WORKERS_ROUNDS": "2"}),
     Plan("http_slow", 30, ("nginx", "wrk", "taskset"), env={"BENCH_HTTP_DURATION": "5"}),
     Plan("agent", 15),
-    Plan("manager", 60, attrs={"DURATION": 20.0}),
+    Plan("manager", 60, attrs={"PROXIES": 1000, "RAMP": 10.0, "STEADY": 15.0, "AFTER": 10.0}),
 ]
 
 QUICK = [

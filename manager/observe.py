@@ -48,7 +48,7 @@ class _Live:
     """Read at scrape time: proxies by status, long-polls parked in this process."""
 
     def collect(self) -> Any:
-        from manager.proxies import notify
+        from manager.proxies.feed import FEED
         from manager.proxies.models import Proxy
 
         by = GaugeMetricFamily("pforte_manager_proxies", "Proxies by status", labels=["status"])
@@ -60,7 +60,7 @@ class _Live:
             by.add_metric([status], n)
         yield by
         yield GaugeMetricFamily("pforte_manager_longpoll_waiters", "Config long-polls waiting in this process",
-                                value=notify.waiting())
+                                value=FEED.waiting())
 
 
 REGISTRY.register(_Live())
@@ -69,8 +69,12 @@ user_login_failed.connect(lambda **kw: LOGIN_FAILURES.inc(), weak=False, dispatc
 
 def _observe(request: HttpRequest, response: HttpResponse, started: float) -> None:
     match = request.resolver_match
-    view = (match.url_name if match else None) or "other"
-    code = response.status_code
+    count((match.url_name if match else None) or "other", response.status_code, started)
+
+
+def count(view: str, code: int, started: float) -> None:
+    """One answered request in the metrics: by Django's middleware, and by the agents' ASGI front
+    (agent_front.py) for the polls and heartbeats it answers without Django."""
     REQUESTS.labels(view, f"{code // 100}xx").inc()
     DURATION.labels(view).observe(time.perf_counter() - started)
     if view == "api-heartbeat" and code == 200:

@@ -57,6 +57,20 @@ def on_heartbeat(proxy_id: int, source: str | None) -> bool:
     return start(record, source)
 
 
+def on_heartbeats(sources: dict[int, str | None]) -> int:
+    """`on_heartbeat` for a batch of heartbeats (proxy id -> source) in one query; how many started."""
+    from manager.proxies.models import DnsRecord
+
+    ids = [pid for pid, src in sources.items() if src]
+    started = 0
+    for i in range(0, len(ids), 500):
+        for record in DnsRecord.objects.filter(proxy_id__in=ids[i:i + 500]):
+            source = sources[record.proxy_id]
+            if source and needs_update(record, source):
+                started += start(record, source)
+    return started
+
+
 def start(record, source: str) -> bool:  # type: ignore[no-untyped-def]
     from manager.proxies.models import DnsRecord
 

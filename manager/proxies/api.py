@@ -10,7 +10,6 @@ compared in constant time); each proxy sees only itself.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import hmac
@@ -37,15 +36,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from manager.dyndns import updater
-from manager.proxies import backups, notify
+from manager.proxies import backups
+from manager.proxies.feed import FEED
+from manager.proxies.heartbeats import HISTORY, INTERVAL
 from manager.proxies.models import ConfigRevision, Heartbeat, Proxy, ProxyAction, Registration
 from manager.proxies.permissions import AGENT_KEY, AgentKey, declares
 from proxyd.backup import BackupError
 
 log = logging.getLogger("manager.api")
 MAX_WAIT = 60.0
-HEARTBEAT_INTERVAL = 60
-HEARTBEAT_HISTORY = 100
 
 
 def authenticate(request: HttpRequest) -> Proxy | None:
@@ -60,31 +59,6 @@ def authenticate(request: HttpRequest) -> Proxy | None:
         return None
     given = hashlib.sha256(secret.encode()).hexdigest()
     return proxy if hmac.compare_digest(given, proxy.api_key_hash) else None
-
-
-AUTH_CACHE_TTL = 300.0  # > a long-poll; a key revoked in another process stops working for long-polls in 5 min
-_auth_cache: dict[int, tuple[str, float]] = {}  # proxy id -> (API key hash, when read)
-
-
-def authenticate_cached(auth: str) -> int | None:
-    """For the config long-poll, which 1,000 proxies repeat: the key hash of a recently seen proxy
-    is checked from memory; a revocation in this process drops the entry at once (`forget_key`)."""
-    pid, _, secret = auth[7:].strip().partition(".") if auth.startswith("Bearer ") else ("", "", "")
-    if not pid.isdigit() or not secret:
-        return None
-    cached = _auth_cache.get(int(pid))
-    if cached is None or time.monotonic() - cached[1] > AUTH_CACHE_TTL:
-        return None
-    given = hashlib.sha256(secret.encode()).hexdigest()
-    return int(pid) if hmac.compare_digest(given, cached[0]) else None
-
-
-def remember_key(proxy: Proxy) -> None:
-    _auth_cache[proxy.pk] = (proxy.api_key_hash, time.monotonic())
-
-
-def forget_key(proxy_id: int) -> None:
-    _auth_cache.pop(proxy_id, None)
 
 
 def unauthorized() -> JsonResponse:
@@ -157,17 +131,6 @@ def _active(proxy_id: int) -> ConfigRevision | None:
     return ConfigRevision.objects.filter(proxy_id=proxy_id).order_by("-number").first()
 
 
-_watcher: asyncio.Task[None] | None = None
-
-
-def _revisions_after(pk: int) -> list[tuple[int, int, int]]:
-    return list(ConfigRevision.objects.filter(pk__gt=pk).values_list("pk", "proxy_id", "number"))
-
-
-def _actions_after(pk: int) -> list[tuple[int, int]]:
-    return list(ProxyAction.objects.filter(pk__gt=pk).values_list("pk", "proxy_id"))
-
-
 def _pending_actions(proxy_id: int, mark_delivered: bool = False) -> list[tuple[int, str, bool]]:
     """(id, kind, delivered before) of the proxy's open actions, oldest first."""
     rows = list(ProxyAction.pending(proxy_id).order_by("pk").values_list("pk", "kind", "delivered"))
@@ -180,67 +143,41 @@ def _actions_header(rows: list[tuple[int, str, bool]]) -> str:
     return ", ".join(f"{kind}/{pk}" for pk, kind, _ in rows)
 
 
-async def _watch_revisions() -> None:
-    """One query per DB_RECHECK for the whole process (not one per waiting proxy): revisions
-    published by another process (admin CLI, a second worker) wake the right long-polls."""
-    last_pk = 0
-    last_action = await sync_to_async(_last_action_pk, thread_sensitive=False)()
-    while True:
-        rows = await sync_to_async(_revisions_after, thread_sensitive=False)(last_pk)
-        for pk, proxy_id, number in rows:
-            notify.changed(proxy_id, number)
-            last_pk = max(last_pk, pk)
-        for pk, proxy_id in await sync_to_async(_actions_after, thread_sensitive=False)(last_action):
-            notify.action(proxy_id)
-            last_action = max(last_action, pk)
-        await asyncio.sleep(notify.DB_RECHECK)
-
-
-def _last_action_pk() -> int:
-    return ProxyAction.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-
-
-def _ensure_watcher() -> None:
-    global _watcher
-    if _watcher is None or _watcher.done():
-        _watcher = asyncio.get_running_loop().create_task(_watch_revisions())
-
-
 @declares(AGENT_KEY)
 @csrf_exempt
 @require_GET
 async def config(request: HttpRequest) -> HttpResponse:
     """The active ProxyConfig with ETag; `?wait=S` holds the request until a newer one exists."""
-    proxy_id = authenticate_cached(request.headers.get("Authorization", ""))
+    proxy_id = FEED.authenticate(request.headers.get("Authorization", ""))
     if proxy_id is None:
         proxy = await sync_to_async(authenticate, thread_sensitive=False)(request)
         if proxy is None:
             return unauthorized()
-        remember_key(proxy)
+        FEED.key_changed(proxy.pk, proxy.api_key_hash)  # its next polls are answered in front of Django
         proxy_id = proxy.pk
     try:
         wait = min(max(float(request.GET.get("wait", "0")), 0.0), MAX_WAIT)
     except ValueError:
         return JsonResponse({"detail": "wait: expected seconds"}, status=400)
-    _ensure_watcher()
+    await FEED.ready()
     etag = request.headers.get("If-None-Match", "").strip().strip('"')
     deadline = time.monotonic() + wait
-    actions_seen = notify.actions_seen(proxy_id)
+    actions_seen = FEED.actions_seen(proxy_id)
     if actions_seen:  # an action was made for this proxy since this process started: one not delivered yet?
         pending = await sync_to_async(_pending_actions, thread_sensitive=False)(proxy_id)
         if any(not delivered for _, _, delivered in pending):
             deadline = 0  # a new action: answer at once
-    known = notify.known(proxy_id)
+    known = FEED.known(proxy_id)
     if known is not None and str(known) == etag and deadline > time.monotonic():
         # the proxy has the newest revision this process knows of: wait without asking the database
-        if not await notify.wait_newer(proxy_id, known, deadline - time.monotonic()):
+        if not await FEED.wait_newer(proxy_id, known, deadline - time.monotonic()):
             resp = HttpResponse(status=304)
             resp["ETag"] = f'"{known}"'
             return resp
     rev = await sync_to_async(_active, thread_sensitive=False)(proxy_id)
-    while (rev is not None and str(rev.number) == etag and notify.actions_seen(proxy_id) == actions_seen
+    while (rev is not None and str(rev.number) == etag and FEED.actions_seen(proxy_id) == actions_seen
            and (left := deadline - time.monotonic()) > 0):
-        if await notify.wait_newer(proxy_id, rev.number, left):
+        if await FEED.wait_newer(proxy_id, rev.number, left):
             rev = await sync_to_async(_active, thread_sensitive=False)(proxy_id)
     if rev is None:
         return JsonResponse({"detail": "no configuration yet"}, status=404)
@@ -269,15 +206,19 @@ class HeartbeatIn(serializers.Serializer):
 _sqlite_writes = threading.Lock()
 
 
-def serialized_writes(view: Callable[..., Response]) -> Callable[..., Response]:
+def serialized(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """On SQLite, writers of this process queue on a lock instead of in SQLite's busy handler,
     whose growing sleeps left heartbeats waiting seconds under load (1,000 proxies: p50 4 s)."""
+    if connection.vendor != "sqlite":
+        return fn(*args, **kwargs)
+    with _sqlite_writes:
+        return fn(*args, **kwargs)
+
+
+def serialized_writes(view: Callable[..., Response]) -> Callable[..., Response]:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Response:
-        if connection.vendor != "sqlite":
-            return view(*args, **kwargs)
-        with _sqlite_writes:
-            return view(*args, **kwargs)
+        return serialized(view, *args, **kwargs)
     return wrapper
 
 
@@ -286,7 +227,10 @@ def serialized_writes(view: Callable[..., Response]) -> Callable[..., Response]:
 @permission_classes([AgentKey])
 @serialized_writes
 def heartbeat(request: Request) -> Response:
-    """Record a heartbeat: time, source address, applied revision, service stats, last error."""
+    """Record a heartbeat: time, source address, applied revision, service stats, last error.
+
+    This view answers the heartbeats the ASGI front (agent_front.py) leaves to Django: a proxy not
+    yet known to the feed, or with an action pending; the others are written in batches."""
     proxy = authenticate(request._request)
     if proxy is None:
         return Response({"detail": "invalid or revoked API key"}, status=401)
@@ -299,17 +243,18 @@ def heartbeat(request: Request) -> Response:
         services["network"] = d["network"]  # the proxy's netconf result, kept with its services
     if d.get("certificate"):
         services["certificate"] = d["certificate"]  # issuer/expiry/renewal per name (Proxy.certificate_status)
-    Heartbeat.objects.create(
+    hb = Heartbeat.objects.create(
         proxy=proxy, source=request.META.get("REMOTE_ADDR"), applied_revision=d.get("applied_revision"),
         version=d.get("version", ""), uptime=d.get("uptime", 0), last_error=d.get("last_error") or "",
-        services=json.loads(json.dumps(services)), interval=HEARTBEAT_INTERVAL,
+        services=json.loads(json.dumps(services)), interval=INTERVAL,
     )
-    old = proxy.heartbeats.order_by("-received").values_list("pk", flat=True)[HEARTBEAT_HISTORY:]
+    Proxy.objects.filter(pk=proxy.pk, agent_stopped__lt=hb.received).update(agent_stopped=None)  # it is back
+    old = proxy.heartbeats.order_by("-received").values_list("pk", flat=True)[HISTORY:]
     Heartbeat.objects.filter(pk__in=list(old)).delete()
     updater.on_heartbeat(proxy.pk, request.META.get("REMOTE_ADDR"))  # DNS update, if any, runs in the background
     active = _active(proxy.pk)
     actions = [{"id": pk, "kind": kind} for pk, kind, _ in _pending_actions(proxy.pk, True)]
-    return Response({"active_revision": active.number if active else None, "interval": HEARTBEAT_INTERVAL,
+    return Response({"active_revision": active.number if active else None, "interval": INTERVAL,
                      "actions": actions})
 
 

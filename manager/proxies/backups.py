@@ -27,7 +27,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from manager.proxies import notify
+from manager.proxies.feed import FEED, notify_others
 from manager.proxies.models import BACKUP_REQUEST_LIFETIME, Application, Backup, DnsRecord, Proxy, ProxyAction
 from proxyd.backup import DERIVED_CERTS, Archive, BackupError, SealingKey, decrypt, seal, sealing_key
 
@@ -128,7 +128,8 @@ def request_backup(proxy: Proxy, passphrase: str) -> ProxyAction:
     action = ProxyAction(proxy=proxy, kind=ProxyAction.BACKUP)
     action.secret = json.dumps({"key": base64.b64encode(key.key).decode(), "salt": base64.b64encode(key.salt).decode()})
     action.save()
-    notify.action(proxy.pk)
+    notify_others()
+    FEED.action(proxy.pk)
     return action
 
 
@@ -220,5 +221,6 @@ def restore(proxy: Proxy, blob: bytes, passphrase: str, *, into_this_proxy: bool
         if dns is not None:
             dns.proxy = target
             dns.save()
-    notify.action(proxy.pk)
+    notify_others()
+    FEED.action(proxy.pk)
     return archive

@@ -3,22 +3,37 @@
 `compile_config()` builds the v1 dict and validates it with `proxyd.config.parse_config`, so the
 manager can never hand out a config proxyd would reject. `publish()` stores a new revision only
 when the compiled config differs from the active one.
+
+`publish_many()` (an instance change reaches every proxy) compiles once per distinct config
+shape (`Shapes`): proxies whose configs differ only in their own name, fqdn, aliases and
+provisioning key share one `parse_config`, and each gets the shape's result with its own values
+put in. That is exact, not a shortcut: those values are checked on their own by the parser (a
+string, a DNS name, base64 key material), and a proxy gets the shape's result only when its
+values are the ones its previous revision was accepted with; the one rule across sections that
+reads one of them (a backend host equal to the proxy's own fqdn is a self-loop) is checked per
+proxy. Any other proxy is compiled on its own.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps as registry
 from django.conf import settings
 from django.db import transaction
 
-from manager.proxies.crypto import new_provisioning_key
-from manager.proxies.notify import changed
-from proxyd.config import ConfigError, ProxyConfig, parse_config
+from manager.proxies.crypto import encrypt, new_provisioning_key, split_secrets
+from manager.proxies.feed import FEED, notify_others
+from proxyd.config import ConfigError, ProxyConfig, backends, parse_config
 
 if TYPE_CHECKING:
     from manager.proxies.models import Proxy
+
+log = logging.getLogger("manager.compiler")
 
 # config path prefix -> model field, for showing a ConfigError next to the right form field
 FIELD_MAP = {
@@ -61,17 +76,15 @@ def lines(text: str) -> list[str]:
     return [x.strip() for x in text.replace(",", "\n").splitlines() if x.strip()]
 
 
-def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
+def all_instances() -> list[tuple[set[int], dict[str, Any]]]:
+    """Every instance as (the proxies it is limited to, empty = all; its config section)."""
     # models are looked up through the app registry, never imported: models.py calls this module
     # to check a whole config, so an import back would close a circle
     Instance = registry.get_model("proxies", "Instance")  # noqa: N806 - a model class
 
-    instances = []
+    out = []
     for inst in Instance.objects.prefetch_related("proxies"):
-        chosen = list(inst.proxies.all())
-        if chosen and proxy.pk not in {p.pk for p in chosen}:
-            continue
-        instances.append({
+        out.append(({p.pk for p in inst.proxies.all()}, {
             "name": inst.name, "web": inst.web or None,
             "sip": f"{inst.sip_transport}:{inst.sip_host}:{inst.sip_port}" if inst.sip_host else None,
             "sip_domains": lines(inst.sip_domains), "xmpp": inst.xmpp or None,
@@ -79,21 +92,30 @@ def raw_config(proxy: Proxy, revision: int) -> dict[str, Any]:
             "sip_tls_fingerprint": inst.sip_tls_fingerprint or None, "rtp_only": inst.rtp_only,
             "sip_offers_tcp": inst.sip_offers_tcp,
             "web_prefix_mode": inst.web_prefix_mode, "media_sources": lines(inst.media_sources),
-        })
+        }))
+    return out
+
+
+APP_FIELDS = ("name", "port", "tls", "public_prefix", "upstream", "verify_upstream")
+
+
+def raw_config(proxy: Proxy, revision: int, instances: list[tuple[set[int], dict[str, Any]]] | None = None,
+               apps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    chosen = [dict(section) for only, section in (all_instances() if instances is None else instances)
+              if not only or proxy.pk in only]
     net: dict[str, Any] = {"mode": proxy.network_mode}
     if proxy.network_mode == "manual":
         net.update(interface=proxy.network_interface, address=proxy.network_address,
                    gateway=proxy.network_gateway, table=proxy.network_table)
-    apps = [{"name": a.name, "port": a.port, "tls": a.tls, "public_prefix": a.public_prefix,
-             "upstream": a.upstream, "verify_upstream": a.verify_upstream}
-            for a in proxy.applications.all()] if proxy.pk else []
+    if apps is None:
+        apps = [{f: getattr(a, f) for f in APP_FIELDS} for a in proxy.applications.all()] if proxy.pk else []
     return {
         "version": 1, "revision": revision,
         "proxy": {"name": proxy.name, "fqdn": proxy.fqdn, "enabled": proxy.enabled, "aliases": lines(proxy.aliases)},
         "bind": proxy.bind,
         "tls": _tls(proxy),
         "allow_sources": lines(proxy.allow_sources),
-        "instances": instances, "applications": apps,
+        "instances": chosen, "applications": apps,
         "services": {
             "web": {"mode": proxy.web_mode, "port": proxy.web_port, "redirect_url": proxy.redirect_url or None,
                     "upstream_timeout": proxy.web_upstream_timeout},
@@ -146,12 +168,183 @@ def publish(proxy: Proxy) -> int | None:
             old["revision"] = number
             if old == cfg.to_dict():
                 return None
-        # secrets go into the revision encrypted (ConfigRevision.fields_for), never as plaintext JSON
-        proxy.revisions.create(number=number, **proxy.revisions.model.fields_for(cfg.to_dict()))
-        # older revisions are kept for the change history only up to a bound
-        keep = settings.PFORTE_REVISIONS_KEEP
-        stale = list(proxy.revisions.order_by("-number").values_list("pk", flat=True)[keep:])
-        if stale:
-            proxy.revisions.filter(pk__in=stale).delete()
-    changed(proxy.pk, number)
+        # secrets go into the revision encrypted (ConfigRevision.fields_for), never as plaintext JSON;
+        # the feed gets the config as served, secrets included, and only in memory
+        full = cfg.to_dict()
+        proxy.revisions.create(number=number, **proxy.revisions.model.fields_for(full))
+        prune([proxy.pk])
+        notify_others()
+    FEED.changed(proxy.pk, number, served(full))
     return number
+
+
+def served(cfg: dict[str, Any]) -> str:
+    """The config JSON a proxy gets (as `ConfigRevision.served_json()` writes it)."""
+    return json.dumps(cfg, separators=(",", ":"))
+
+
+def prune(proxy_ids: list[int]) -> None:
+    """Older revisions are kept for the change history only up to PFORTE_REVISIONS_KEEP per proxy."""
+    ConfigRevision = registry.get_model("proxies", "ConfigRevision")  # noqa: N806 - a model class
+
+    keep = settings.PFORTE_REVISIONS_KEEP
+    for i in range(0, len(proxy_ids), 500):
+        chunk = proxy_ids[i:i + 500]
+        # one query for the chunk (a publish_many of thousands of proxies must not prune one by one)
+        rows = ConfigRevision.objects.filter(proxy_id__in=chunk).order_by("proxy_id", "-number")
+        stale = [pk for pks in _by_proxy(rows.values_list("proxy_id", "pk")).values() for pk in pks[keep:]]
+        if stale:
+            ConfigRevision.objects.filter(pk__in=stale).delete()
+
+
+def _by_proxy(rows: Any) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for pid, pk in rows:
+        out.setdefault(pid, []).append(pk)
+    return out
+
+
+Identity = tuple[str, str, tuple[str, ...], str | None]
+_MARK = secrets.token_hex(8)  # placeholders no config can contain by chance (unguessable per process)
+_PLACE = {leaf: f"\x00{_MARK}:{leaf}\x00" for leaf in ("revision", "name", "fqdn", "aliases", "key")}
+_PLACE_JSON = {leaf: json.dumps(v) for leaf, v in _PLACE.items()}
+_KEY_PATH = "services.provisioning.key"
+
+
+def _identity(cfg: dict[str, Any]) -> Identity:
+    """The leaves one proxy's config has of its own (all checked on their own by the parser)."""
+    p, prov = cfg["proxy"], cfg["services"]["provisioning"]
+    return p["name"], p["fqdn"], tuple(p["aliases"]), prov["key"]
+
+
+def _with_identity(cfg: dict[str, Any], revision: Any, name: Any, fqdn: Any, aliases: Any, key: Any) -> dict[str, Any]:
+    services = cfg["services"]
+    return {**cfg, "revision": revision,
+            "proxy": {**cfg["proxy"], "name": name, "fqdn": fqdn, "aliases": aliases},
+            "services": {**services, "provisioning": {**services["provisioning"], "key": key}}}
+
+
+class Compiled:
+    """A compiled config as templates: its public JSON (secrets out, as stored), its served JSON and
+    its other secrets, with the revision and the identity leaves to fill in (`fill`)."""
+
+    def __init__(self, cfg: dict[str, Any], alone: bool = False) -> None:
+        # compiled for one proxy on its own: its identity as the parser gave it back (normalised)
+        self.own = _identity(cfg) if alone else None
+        marked = _with_identity(cfg, *(_PLACE[k] for k in ("revision", "name", "fqdn", "aliases", "key")))
+        public, found = split_secrets(marked)
+        found.pop(_KEY_PATH, None)
+        self.public, self.served, self.secrets = _dumps(public), _dumps(marked), found
+
+    def fill(self, template: str, revision: int, ident: Identity) -> str:
+        name, fqdn, aliases, key = ident
+        for leaf, value in (("revision", revision), ("name", name), ("fqdn", fqdn), ("aliases", list(aliases)),
+                            ("key", key)):
+            template = template.replace(_PLACE_JSON[leaf], _dumps(value))
+        return template
+
+    def secrets_of(self, ident: Identity) -> dict[str, str]:
+        return {**self.secrets, _KEY_PATH: ident[3]} if ident[3] else dict(self.secrets)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class Shapes:
+    """One `parse_config` per distinct config shape (the raw config without its identity leaves)."""
+
+    def __init__(self) -> None:
+        # shape -> (its compiled templates, the fqdn of the proxy it was checked with, backend hosts)
+        self._seen: dict[str, tuple[Compiled, str, frozenset[str]]] = {}
+        self.parsed = 0
+
+    def _parse(self, raw: dict[str, Any]) -> ProxyConfig | None:
+        self.parsed += 1
+        try:
+            return parse_config(raw)
+        except ConfigError:
+            return None
+
+    def compile(self, raw: dict[str, Any], trusted: bool) -> Compiled | None:
+        """The compiled config for `raw` (None: invalid). `trusted`: its identity leaves are those its
+        previous revision was accepted with."""
+        key = _dumps(_with_identity(raw, 0, "", "", [], None)) if trusted else ""
+        if not trusted or key not in self._seen:
+            cfg = self._parse(raw)
+            if not trusted:
+                return Compiled(cfg.to_dict(), alone=True) if cfg else None
+            if cfg is None:
+                return None  # maybe for its own fqdn (a self-loop): the shape's next proxy is tried again
+            hosts = frozenset(h.lower().rstrip(".") for _, _, h, _, _ in backends(cfg))
+            self._seen[key] = (Compiled(cfg.to_dict()), cfg.proxy.fqdn, hosts)
+        shape = self._seen[key]
+        if raw["proxy"]["fqdn"] in shape[2] or shape[1] in shape[2]:
+            cfg = self._parse(raw)  # the self-loop rule reads the fqdn: this proxy on its own
+            return Compiled(cfg.to_dict(), alone=True) if cfg else None
+        return shape[0]
+
+
+def publish_many(proxies: list[Proxy]) -> int:
+    """`publish()` for many proxies at once (an instance change reaches every proxy): the
+    instances read once, one compile per config shape, the active revisions in one query, the new
+    ones in one bulk insert and one transaction. A proxy whose config would be invalid keeps its
+    last good revision."""
+    from django.db.models import OuterRef, Subquery
+
+    ConfigRevision = registry.get_model("proxies", "ConfigRevision")  # noqa: N806 - a model class
+    Proxy = registry.get_model("proxies", "Proxy")  # noqa: N806
+    if not proxies:
+        return 0
+    started = time.monotonic()
+    Application = registry.get_model("proxies", "Application")  # noqa: N806
+    instances = all_instances()
+    shapes = Shapes()
+    ids = [p.pk for p in proxies]
+    apps: dict[int, list[dict[str, Any]]] = {pk: [] for pk in ids}
+    for i in range(0, len(ids), 500):  # in the order proxy.applications.all() gives (Meta.ordering)
+        for a in Application.objects.filter(proxy_id__in=ids[i:i + 500]).values("proxy_id", *APP_FIELDS):
+            apps[a.pop("proxy_id")].append(a)
+    rows = []
+    with transaction.atomic():
+        # the proxies' rows locked: two processes publishing at once queue here, not on the unique number;
+        # NO KEY: the heartbeat writer's inserts (FOR KEY SHARE on the proxy row) do not wait for it
+        list(Proxy.objects.filter(pk__in=ids).select_for_update(no_key=True).values_list("pk", flat=True))
+        newest = ConfigRevision.objects.filter(proxy_id=OuterRef("proxy_id")).order_by("-number").values("number")[:1]
+        active: dict[int, Any] = {}
+        for i in range(0, len(ids), 500):
+            active.update((r.proxy_id, r) for r in ConfigRevision.objects.filter(
+                proxy_id__in=ids[i:i + 500], number=Subquery(newest)).only("proxy_id", "number", "config_json",
+                                                                          "secrets_enc"))
+        bodies: dict[int, str] = {}
+        for proxy in proxies:
+            old = active.get(proxy.pk)
+            number = old.number + 1 if old else 1
+            raw = raw_config(proxy, number, instances, apps[proxy.pk])
+            ident = _identity(raw)
+            had = None
+            if old is not None:
+                had = old.secrets()
+                was = json.loads(old.config_json)["proxy"]
+                trusted = (was["name"], was["fqdn"], tuple(was["aliases"]), had.get(_KEY_PATH)) == ident
+            compiled = shapes.compile(raw, trusted=old is not None and trusted)
+            if compiled is None:
+                continue
+            ident = compiled.own or ident
+            found = compiled.secrets_of(ident)
+            same_secrets = old is not None and found == had
+            if same_secrets and compiled.fill(compiled.public, old.number, ident) == old.config_json:
+                continue  # unchanged
+            enc = old.secrets_enc if same_secrets else (encrypt(_dumps(found)) if found else "")
+            rows.append(ConfigRevision(proxy_id=proxy.pk, number=number, secrets_enc=enc,
+                                       config_json=compiled.fill(compiled.public, number, ident)))
+            bodies[proxy.pk] = compiled.fill(compiled.served, number, ident)
+        ConfigRevision.objects.bulk_create(rows, batch_size=500)
+        if rows:
+            prune([r.proxy_id for r in rows])
+            notify_others()
+    for r in rows:
+        FEED.changed(r.proxy_id, r.number, bodies[r.proxy_id])
+    log.info("event=published proxies=%d revisions=%d parsed=%d seconds=%.3f", len(proxies), len(rows),
+             shapes.parsed, time.monotonic() - started)
+    return len(rows)

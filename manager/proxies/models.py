@@ -20,7 +20,7 @@ from django.db import models
 from django.utils import timezone
 
 from manager.proxies import choices
-from manager.proxies.crypto import decrypt, encrypt, new_provisioning_key
+from manager.proxies.crypto import decrypt, encrypt, new_provisioning_key, split_secrets
 from manager.proxies.roles import ROLES
 from proxyd.config import Application as Application_
 from proxyd.config import Instance as Instance_
@@ -445,23 +445,6 @@ class Registration(models.Model):
 
 
 #: the config paths that hold secrets: a revision stores them encrypted in `secrets_enc`, never in `config_json`
-REVISION_SECRETS = (("tls", "key_pem"), ("services", "provisioning", "key"))
-
-
-def split_secrets(cfg: dict) -> tuple[dict, dict[str, str]]:
-    """(config with every secret set to None, {"tls.key_pem": value, ...} for the ones present)."""
-    out = json.loads(json.dumps(cfg))
-    found: dict[str, str] = {}
-    for path in REVISION_SECRETS:
-        node = out
-        for key in path[:-1]:
-            node = node.get(key) or {}
-        if node.get(path[-1]):
-            found[".".join(path)] = node[path[-1]]
-            node[path[-1]] = None
-    return out, found
-
-
 class ConfigRevision(models.Model):
     """A compiled ProxyConfig; the newest per proxy is the active one. `config_json` has its secrets
     taken out (None); they are kept encrypted in `secrets_enc` and put back when the config is served."""
@@ -477,15 +460,25 @@ class ConfigRevision(models.Model):
         ordering = ["-number"]
 
     @classmethod
-    def fields_for(cls, cfg: dict) -> dict[str, str]:
+    def fields_for(cls, cfg: dict, like: ConfigRevision | None = None) -> dict[str, str]:
+        """The stored fields for `cfg`; the secrets of `like` (the revision before) are kept as they
+        were encrypted when they are the same: a change to every proxy encrypts nothing new."""
         public, found = split_secrets(cfg)
-        return {"config_json": json.dumps(public, separators=(",", ":")),
-                "secrets_enc": encrypt(json.dumps(found)) if found else ""}
+        if like is not None and found == like.secrets():
+            enc = like.secrets_enc
+        else:
+            enc = encrypt(json.dumps(found)) if found else ""
+        return {"config_json": json.dumps(public, separators=(",", ":")), "secrets_enc": enc}
+
+    def secrets(self) -> dict[str, str]:
+        if not hasattr(self, "_secrets"):
+            self._secrets = json.loads(decrypt(self.secrets_enc)) if self.secrets_enc else {}
+        return dict(self._secrets)
 
     def full_config(self) -> dict:
         """The config as the proxy gets it, secrets included."""
         cfg = json.loads(self.config_json)
-        for dotted, value in (json.loads(decrypt(self.secrets_enc)) if self.secrets_enc else {}).items():
+        for dotted, value in self.secrets().items():
             *parents, leaf = dotted.split(".")
             node = cfg
             for key in parents:
@@ -499,7 +492,9 @@ class ConfigRevision(models.Model):
 
 class Heartbeat(models.Model):
     proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="heartbeats")
-    received = models.DateTimeField(auto_now_add=True, db_index=True)
+    # when the manager got it (set by the batch writer to the arrival, not the write a second later:
+    # compared with agent_stopped)
+    received = models.DateTimeField(default=timezone.now, db_index=True)
     source = models.GenericIPAddressField(null=True)
     applied_revision = models.IntegerField(null=True)
     version = models.CharField(max_length=50, blank=True)

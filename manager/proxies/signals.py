@@ -8,27 +8,26 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from manager.proxies.compiler import publish
-from manager.proxies.models import Application, Instance, Proxy
+from manager.proxies.compiler import publish, publish_many
+from manager.proxies.feed import FEED, notify_others
+from manager.proxies.models import Application, DnsRecord, Instance, Proxy
 
 
 def _all() -> None:
-    for proxy in Proxy.objects.all():
-        publish(proxy)
+    publish_many(list(Proxy.objects.all()))
 
 
 @receiver(post_delete, sender=Proxy)
 def proxy_deleted(sender: Any, instance: Proxy, **kw: Any) -> None:
-    from manager.proxies.api import forget_key
-
-    forget_key(instance.pk)
+    FEED.key_changed(instance.pk, None)
+    notify_others()
 
 
 @receiver(post_save, sender=Proxy)
 def proxy_saved(sender: Any, instance: Proxy, update_fields: Any = None, **kw: Any) -> None:
-    from manager.proxies.api import forget_key
-
-    forget_key(instance.pk)  # a new (or revoked) API key is checked against the database again
+    if update_fields and "api_key_hash" in update_fields:  # only then is the object's key the stored one
+        FEED.key_changed(instance.pk, instance.api_key_hash)  # a new (or revoked) key counts at once
+        notify_others()  # and in the other manager processes
     if update_fields and set(update_fields) <= set(Proxy.AGENT_FIELDS):
         return
     publish(instance)
@@ -40,8 +39,9 @@ def instance_changed(sender: Any, **kw: Any) -> None:
 
 
 @receiver(m2m_changed, sender=Instance.proxies.through)
-def exposure_changed(sender: Any, **kw: Any) -> None:
-    _all()
+def exposure_changed(sender: Any, action: str = "", **kw: Any) -> None:
+    if action.startswith("post_"):  # the pre_ signals come first with the same change: compile once
+        _all()
 
 
 @receiver([post_save, post_delete], sender=Application)
@@ -54,3 +54,15 @@ def application_changed(sender: Any, instance: Application, **kw: Any) -> None:
             publish(proxy)
 
     transaction.on_commit(republish)
+
+
+@receiver(post_save, sender=DnsRecord)
+def dns_record_saved(sender: Any, instance: DnsRecord, **kw: Any) -> None:
+    FEED.dns_changed(instance.proxy_id, True)  # its heartbeats' source is checked at arrival from now on
+    notify_others()
+
+
+@receiver(post_delete, sender=DnsRecord)
+def dns_record_deleted(sender: Any, instance: DnsRecord, **kw: Any) -> None:
+    FEED.dns_changed(instance.proxy_id, False)
+    notify_others()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ class AgentOptions:
     poll_wait: float = 55.0
     backoff_base: float = 1.0
     backoff_max: float = 60.0
+    # the heartbeat after applying a config waits a random moment up to this: a change reaches
+    # every proxy at once, and their reports then arrive spread instead of in one burst
+    applied_heartbeat_jitter: float = 3.0
 
 
 class Agent:
@@ -50,6 +54,10 @@ class Agent:
         self.opts = opts
         self.client = ManagerClient(agent)
         self.backoff = Backoff(opts.backoff_base, opts.backoff_max)
+        # the heartbeat's own retry pace: a config long-poll sent to a manager that just came back
+        # waits there (the proxy has its revision) and says nothing until the wait ends, so the
+        # heartbeat is what tells the manager, within backoff_max, that this proxy is back
+        self.heartbeat_backoff = Backoff(opts.backoff_base, opts.backoff_max)
         self.state = CONNECTING
         self.state_reason = ""
         self.last_contact: float | None = None
@@ -105,7 +113,8 @@ class Agent:
     def _on_apply(self, cfg: ProxyConfig | None, error: str | None) -> None:
         if cfg is None:
             self.last_error = error
-        self.heartbeat_due.set()
+        jitter = random.uniform(0, self.opts.applied_heartbeat_jitter)
+        asyncio.get_running_loop().call_later(jitter, self.heartbeat_due.set)
 
     # -- tasks ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -215,6 +224,7 @@ class Agent:
     async def heartbeat_loop(self) -> None:
         while self.state != REVOKED:
             self.heartbeat_due.clear()
+            pause = self.opts.heartbeat_interval
             try:
                 answer = await self.client.heartbeat(self.heartbeat_body())
             except Unauthorized as exc:
@@ -223,9 +233,11 @@ class Agent:
             except BadAnswer as exc:
                 self.bad_answer("heartbeat", str(exc))
             except ManagerError as exc:
-                # The poller owns the backoff; a failed heartbeat just waits for the next turn.
+                # the poller owns the state and its logging; a failed heartbeat is tried again sooner
                 log.debug("event=heartbeat_failed error=%r", str(exc))
+                pause = min(pause, self.heartbeat_backoff.next())
             else:
+                self.heartbeat_backoff.reset()
                 self.good_answer("heartbeat")
                 self.heartbeats += 1
                 self.last_heartbeat = time.time()
@@ -233,7 +245,7 @@ class Agent:
                 log.debug("event=heartbeat_ok active_revision=%s", answer.get("active_revision"))
                 await self.actions.run(_heartbeat_actions(answer))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.heartbeat_due.wait(), self.opts.heartbeat_interval)
+                await asyncio.wait_for(self.heartbeat_due.wait(), pause)
 
     def heartbeat_body(self) -> dict[str, Any]:
         st = self.daemon.status()  # the daemon's view: services include a failing exposure self-test (degraded)

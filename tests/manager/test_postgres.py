@@ -139,5 +139,50 @@ def test_the_manager_runs_on_postgresql(pg_manager: tuple[str, dict[str, str]]) 
     hb = httpx.post(f"{url}/api/v1/proxy/heartbeat", headers=h, timeout=30,
                     json={"applied_revision": r.json()["revision"], "version": "t", "uptime": 1.0, "services": {}})
     assert hb.status_code == 200 and hb.json()["active_revision"] == r.json()["revision"]
-    assert shell(env, f"from manager.proxies.models import Proxy; print(Proxy.objects.get(pk={pk}).status()[0])") \
-        == "Online"
+    deadline = time.monotonic() + 10  # heartbeats are written in batches, once a second
+    while shell(env, f"from manager.proxies.models import Proxy; print(Proxy.objects.get(pk={pk}).status()[0])") \
+            != "Online":
+        assert time.monotonic() < deadline
+
+
+def test_two_manager_processes_share_changes_through_listen_notify(pg_manager: tuple[str, dict[str, str]],
+                                                                    tmp_path: Path) -> None:
+    """An agent long-polls manager A; an admin saves a new instance through manager B (its own
+    process, the same PostgreSQL): A answers with the new revision within 1 s of B's save. A's
+    once-in-30-s look could not do that: the NOTIFY B sends in its transaction does."""
+    url_a, env = pg_manager
+    pk, _ = shell(env, NEW_PROXY.format(name="pgshared", nic="eth6")).split()
+    key = shell(env, f"from manager.proxies.models import Proxy; print(Proxy.objects.get(pk={pk}).mint_api_key())")
+    shell(env, "from django.contrib.auth import get_user_model; get_user_model().objects.filter(username='pgadm')"
+               ".delete(); get_user_model().objects.create_superuser('pgadm', 'a@example.invalid', 'pg-admin-pass-1');"
+               " print('ok')")
+    h = {"Authorization": f"Bearer {key}"}
+    with served_manager(env, tmp_path / "serve-b.log") as url_b:  # the same data dir: the same secrets key
+        r = httpx.get(f"{url_a}/api/v1/proxy/config", headers=h, timeout=30)
+        etag = r.headers["etag"]
+        # a renewal with nothing new waits in A (answered from A's memory, 304 at the end)
+        r = httpx.get(f"{url_a}/api/v1/proxy/config?wait=1", headers={**h, "If-None-Match": etag}, timeout=30)
+        assert r.status_code == 304
+        saved: list[float] = []
+
+        def save_through_b() -> None:
+            time.sleep(1.0)
+            with httpx.Client(base_url=url_b, timeout=60) as c:
+                c.get("/accounts/login/")
+                c.post("/accounts/login/", data={"username": "pgadm", "password": "pg-admin-pass-1",
+                                                 "csrfmiddlewaretoken": c.cookies["csrftoken"]})
+                c.get("/instances/new/")
+                resp = c.post("/instances/new/", data={
+                    "csrfmiddlewaretoken": c.cookies["csrftoken"], "name": "shared", "web": "http://192.0.2.7:80",
+                    "web_prefix_mode": "rewrite", "sip_transport": "udp", "sip_port": "5060"})
+                saved.append(time.monotonic())
+                assert resp.status_code == 302, resp.text[:500]
+
+        t = threading.Thread(target=save_through_b)
+        t.start()
+        r = httpx.get(f"{url_a}/api/v1/proxy/config?wait=30", headers={**h, "If-None-Match": etag}, timeout=60)
+        answered = time.monotonic()
+        t.join()
+    assert saved, "the save through manager B failed"
+    assert r.status_code == 200 and [i["name"] for i in r.json()["instances"]] == ["shared"]
+    assert answered - saved[0] < 1.0, f"A answered {answered - saved[0]:.2f} s after B's save"

@@ -305,3 +305,48 @@ def test_proxy_aliases_are_compiled_and_a_bad_one_is_a_form_error() -> None:
     with pytest.raises(ValidationError) as err:
         p.full_clean()
     assert "aliases" in err.value.message_dict
+
+
+def test_a_change_to_every_proxy_compiles_once_per_shape_and_gives_what_compiling_each_gives(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """publish_many parses one config per shape; each proxy's revision is exactly what compiling that
+    proxy on its own gives (its name, fqdn, aliases and provisioning key put in), a proxy the change
+    would make point at itself keeps its last good revision, and one whose identity changed since
+    its last revision is compiled on its own."""
+    from manager.proxies import compiler
+    from manager.proxies.feed import FEED
+    from manager.proxies.models import Instance, Proxy
+
+    def saved(**kw):  # type: ignore[no-untyped-def]  # as the bench and the CLI make them: no form rules
+        p = Proxy(**kw)
+        p.save()
+        return p
+
+    same = [saved(name=f"s{i}", fqdn=f"s{i}.example.com", aliases=f"alt{i}.example.com" if i % 2 else "")
+            for i in range(8)]
+    other = saved(name="other", fqdn="other.example.com", sip_udp_port=5070)  # a shape of its own
+    moved = saved(name="moved", fqdn="moved.example.com")
+    Proxy.objects.filter(pk=moved.pk).update(fqdn="Moved-Again.example.com.")  # no signal, no revision
+    loop = saved(name="loop", fqdn="loop.example.com")  # the new instance's web backend is this proxy
+    before = {p.pk: p.revisions.first().number for p in (*same, other, moved, loop)}
+
+    calls = []
+    real = compiler.parse_config
+    monkeypatch.setattr(compiler, "parse_config", lambda raw: calls.append(raw["proxy"]["name"]) or real(raw))
+    Instance.objects.create(name="all", web="https://loop.example.com:443", sip_host="pbx.example.com",
+                            sip_domains="sip.example.com")
+    monkeypatch.undo()
+    assert sorted(calls) == sorted(["s0", "other", "moved", "loop"]), calls
+
+    for p in (*same, other, moved):
+        p.refresh_from_db()
+        rev = p.revisions.first()
+        assert rev.number == before[p.pk] + 1
+        alone = compiler.compile_config(p, rev.number).to_dict()
+        assert rev.full_config() == alone and alone["instances"][0]["name"] == "all"
+        assert FEED.current(p.pk) == (rev.number, rev.served_json().encode())
+        assert "provisioning" in rev.config_json and p.provisioning_key not in rev.config_json
+    assert moved.revisions.first().full_config()["proxy"]["fqdn"] == "moved-again.example.com"
+    assert loop.revisions.first().number == before[loop.pk]  # refused: the last good revision stays
+    # nothing new: no revision (the same shape, the same secrets, the same public JSON)
+    assert compiler.publish_many(list(Proxy.objects.all())) == 0

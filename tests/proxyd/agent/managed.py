@@ -19,11 +19,12 @@ class ManagedProxyd:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = state_dir.parent / "proxyd.out"
 
-    def start(self) -> ManagedProxyd:
+    def start(self, *extra: str) -> ManagedProxyd:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "proxyd", "run", "--state-dir", str(self.state_dir), "--admin", "off",
-                 "--drain-timeout", "1", "--heartbeat-interval", "30", "--poll-wait", "5", "--backoff-max", "1"],
+                 "--drain-timeout", "1", "--heartbeat-interval", "30", "--poll-wait", "5", "--backoff-max", "1",
+                 *extra],
                 stdout=out, stderr=subprocess.STDOUT,
             )
         return self

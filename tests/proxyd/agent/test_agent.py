@@ -89,6 +89,30 @@ def test_managed_lifecycle(setup: tuple[FakeManager, ManagedProxyd]) -> None:
         mgr2.stop()
 
 
+def test_a_manager_back_with_the_same_revision_hears_a_heartbeat_while_the_poll_waits(
+    setup: tuple[FakeManager, ManagedProxyd],
+) -> None:
+    """The restarted manager parks the agent's long-poll (the proxy has its revision) and says nothing
+    for the whole wait: the heartbeat, retried on its own backoff, is what reports the proxy back."""
+    mgr, p = setup
+    mgr.publish(base_config(revision=1))
+    p.start("--poll-wait", "30")  # far longer than the heartbeat retry (backoff capped at 1 s)
+    p.wait_status(lambda s: s["revision"] == 1 and s["manager"]["state"] == "online")
+    port = mgr.port
+    mgr.stop()
+    p.wait_status(lambda s: s["manager"]["state"] == "unreachable")
+    mgr2 = FakeManager(port)
+    mgr2.publish(base_config(revision=1))
+    mgr2.start()
+    try:
+        mgr2.wait_parked_poll()
+        mgr2.wait_heartbeat(lambda hb: hb["applied_revision"] == 1, timeout=10)
+        assert mgr2.parked_polls == 1 and mgr2.config_requests == 1  # the poll is still waiting
+        p.wait_status(lambda s: s["manager"]["state"] == "online", 5)
+    finally:
+        mgr2.stop()
+
+
 def test_revoked_key_stops_asking_and_keeps_serving(setup: tuple[FakeManager, ManagedProxyd]) -> None:
     mgr, p = setup
     mgr.publish(base_config(revision=5))

@@ -119,6 +119,8 @@ def test_revoked_key_stops_asking_and_keeps_serving(setup: tuple[FakeManager, Ma
     p.start()
     p.wait_status(lambda s: s["revision"] == 5 and s["manager"]["state"] == "online")
     mgr.wait_parked_poll()
+    # the heartbeat after an apply is jittered (0-3 s): it must not be the one that meets the revoked key
+    mgr.wait_heartbeat(lambda hb: hb["applied_revision"] == 5, timeout=10)
     mgr.api_keys.clear()
     # The long poll already in flight still delivers revision 6; the heartbeat after it gets 401.
     mgr.publish(base_config(revision=6))

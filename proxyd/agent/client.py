@@ -282,6 +282,11 @@ class ManagerClient:
             raise ManagerError(_reason(exc)) from exc
         except TimeoutError as exc:
             raise ManagerError(f"no complete answer within {deadline:.0f} s") from exc
+        except AttributeError as exc:
+            # httpcore asks anyio for the peer address of a connection uvloop has just closed (the
+            # manager going away) and gets None for its socket: a lost connection, not our bug --
+            # as an uncaught error it ended the agent and with it the whole proxy
+            raise ManagerError(f"connection lost while it was opened ({exc})") from exc
         if resp.status_code == 401:
             raise Unauthorized(resp.detail() or "API key rejected")
         return resp

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import hashlib
 import json
 import os
@@ -29,7 +28,6 @@ import random
 import re
 import resource
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from tests.support import free_port, stop_process  # noqa: E402
+from tests.support import NoPostgres, free_port, stop_process, throwaway_postgres  # noqa: E402
 
 QUICK = os.environ.get("QUICK") == "1"
 PROXIES = int(os.environ.get("BENCH_PROXIES", "1000" if QUICK else "3000"))
@@ -74,47 +72,13 @@ def raise_fd_limit(need: int) -> None:
         raise SystemExit(f"RLIMIT_NOFILE {soft} < {need}: raise the hard limit (ulimit -Hn) first")
 
 
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        raise SystemExit("BENCH_DB=postgres needs the PostgreSQL server installed")
-    return found[-1]
-
-
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
-    """A throw-away PostgreSQL on a loopback port (fsync off: the bench measures the manager)."""
-    import psycopg
-
-    root = Path(tempfile.mkdtemp(prefix="pforte-bench-pg-"))
-    data = root / "data"
-    data.mkdir()
-    drop: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(data, "postgres")
-        drop = ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]
-    subprocess.run([*drop, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "pforte", "--no-sync"],
-                   check=True, capture_output=True)
-    port = free_port()
-    server = subprocess.Popen([*drop, _pg_bin("postgres"), "-D", str(data), "-k", str(root), "-h", "127.0.0.1",
-                               "-p", str(port), "-c", "fsync=off", "-c", "max_connections=300"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with psycopg.connect(f"postgresql://pforte@127.0.0.1:{port}/postgres", autocommit=True) as c:
-                    c.execute("CREATE DATABASE pforte")
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield f"postgres://pforte@127.0.0.1:{port}/pforte"
-    finally:
-        stop_process(server)
-        shutil.rmtree(root, ignore_errors=True)
+        with throwaway_postgres(max_connections=300) as url:
+            yield url
+    except NoPostgres as exc:
+        raise SystemExit(f"BENCH_DB=postgres: {exc}") from exc
 
 
 def make_proxies(data: str) -> list[str]:

@@ -11,17 +11,13 @@ says how much of a figure is the list and how much the machine.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -29,7 +25,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support import free_port, served_manager, stop_process  # noqa: E402
+from tests.support import served_manager, throwaway_postgres  # noqa: E402
 
 PROXIES, DEVICES, INSTANCES = 1000, 10_000, 100
 REQUESTS = 60  # per URL
@@ -83,48 +79,6 @@ def run_prepare(env: dict[str, str]) -> str:
     return json.loads(out.stdout.strip().splitlines()[-1])["token"]
 
 
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        raise RuntimeError("PostgreSQL server is not installed")
-    return found[-1]
-
-
-@contextmanager
-def postgres() -> Iterator[str]:
-    import psycopg
-
-    root = Path(tempfile.mkdtemp(prefix="pforte-pg-bench-"))
-    data = root / "data"
-    data.mkdir()
-    drop = []
-    if os.geteuid() == 0:  # the server refuses root: run it as `postgres`
-        shutil.chown(root, "postgres")
-        shutil.chown(data, "postgres")
-        drop = ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]
-    subprocess.run([*drop, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "pforte", "--no-sync"],
-                   check=True, capture_output=True)
-    port = free_port()
-    server = subprocess.Popen([*drop, _pg_bin("postgres"), "-D", str(data), "-k", str(root), "-h", "127.0.0.1",
-                               "-p", str(port), "-c", "fsync=off"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with psycopg.connect(f"postgresql://pforte@127.0.0.1:{port}/postgres", autocommit=True) as c:
-                    c.execute("CREATE DATABASE pforte")
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield f"postgres://pforte@127.0.0.1:{port}/pforte"
-    finally:
-        stop_process(server)
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def timings(client: httpx.Client, url: str, **kw: object) -> list[float]:
     client.get(url, **kw).raise_for_status()  # warm: templates, query plans
     out = []
@@ -172,7 +126,7 @@ def main() -> None:
     failed = []
     with tempfile.TemporaryDirectory() as data:
         failed += measure("SQLite", {**os.environ, "PFORTE_MANAGER_DATA": data})
-    with tempfile.TemporaryDirectory() as data, postgres() as db:
+    with tempfile.TemporaryDirectory() as data, throwaway_postgres() as db:
         failed += measure("PostgreSQL", {**os.environ, "PFORTE_MANAGER_DATA": data, "DATABASE_URL": db})
     print("\n" + ("\n".join(failed) if failed else "every list within its budget"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -226,3 +228,55 @@ class ProxydProcess:
         code = stop_process(self.proc, timeout)
         self._log.close()
         return code
+
+
+class NoPostgres(RuntimeError):
+    """The PostgreSQL server binaries are not installed (Debian: postgresql)."""
+
+
+@contextlib.contextmanager
+def throwaway_postgres(max_connections: int | None = None) -> Iterator[str]:
+    """A PostgreSQL of its own on a loopback port, in a temporary directory (fsync off: tests and
+    benches measure the manager, not the disk) -> the URL of its empty database `pforte`. The server
+    refuses root, so as root it runs as the `postgres` system user (setpriv execs: the PID held is
+    the server's own). Stopped and removed on every way out."""
+    import psycopg
+
+    def binary(name: str) -> str:
+        found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+        if not found:
+            raise NoPostgres("PostgreSQL server is not installed (.ci/run installs postgresql)")
+        return found[-1]
+
+    initdb, postgres = binary("initdb"), binary("postgres")
+    root = Path(tempfile.mkdtemp(prefix="pforte-pg-"))
+    data = root / "data"
+    data.mkdir()
+    drop: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(data, "postgres")
+        drop = ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]
+    server = None
+    try:
+        subprocess.run([*drop, initdb, "-D", str(data), "-A", "trust", "-U", "pforte", "--no-sync"], check=True,
+                       capture_output=True)
+        port = free_port()
+        extra = ["-c", f"max_connections={max_connections}"] if max_connections else []
+        server = subprocess.Popen([*drop, postgres, "-D", str(data), "-k", str(root), "-h", "127.0.0.1",
+                                   "-p", str(port), "-c", "fsync=off", *extra],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(f"postgresql://pforte@127.0.0.1:{port}/postgres", autocommit=True) as c:
+                    c.execute("CREATE DATABASE pforte")
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield f"postgres://pforte@127.0.0.1:{port}/pforte"
+    finally:
+        stop_process(server)
+        shutil.rmtree(root, ignore_errors=True)

@@ -7,12 +7,9 @@ the served manager over HTTP and prepares data with `pforte-manager shell`.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,59 +18,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import IN_CI, free_port, served_manager, stop_process
-
-
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        msg = "PostgreSQL server is not installed (.ci/run installs postgresql)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return found[-1]
-
-
-def _as_postgres_user() -> list[str]:
-    """The server refuses to run as root: drop to the `postgres` system user (setpriv execs, so the
-    PID we hold is the server's own)."""
-    if os.geteuid() != 0:
-        return []
-    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]
+from tests.support import IN_CI, NoPostgres, served_manager, throwaway_postgres
 
 
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
-    initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
-    root = Path(tempfile.mkdtemp(prefix="pforte-pg-"))
-    data = root / "data"
-    data.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(data, "postgres")
-    drop = _as_postgres_user()
-    subprocess.run([*drop, initdb, "-D", str(data), "-A", "trust", "-U", "pforte", "--no-sync"], check=True,
-                   capture_output=True)
-    port = free_port()
-    server = subprocess.Popen([*drop, postgres, "-D", str(data), "-k", str(root), "-h", "127.0.0.1", "-p", str(port),
-                               "-c", "fsync=off"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        import psycopg
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with psycopg.connect(f"postgresql://pforte@127.0.0.1:{port}/postgres", autocommit=True) as c:
-                    c.execute("CREATE DATABASE pforte")
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield f"postgres://pforte@127.0.0.1:{port}/pforte"
-    finally:
-        stop_process(server)
-        shutil.rmtree(root, ignore_errors=True)
+        with throwaway_postgres() as url:
+            yield url
+    except NoPostgres as exc:
+        if IN_CI:
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from proxyd import config as c
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 
-#: How a dataclass looks on the wire when it is not an object of its own (see `config._plain`).
+#: How a dataclass looks on the wire when it is not an object of its own (see `proxyd.config.proxy._plain`).
 WIRE_STRINGS = {
     c.HostPort: "string `host:port`",
     c.SipTarget: "string `transport:host:port` (udp, tcp, tls)",
@@ -39,7 +39,7 @@ validates a file and prints every problem with its field path
 (`services.sip.mode: expected one of tls, udp, off`); an invalid file is never applied, and a
 running proxyd keeps its last good config when a reload is invalid. Unknown fields are errors.
 
-*This page is generated from the dataclasses in `proxyd/config.py` (`python -m proxyd.config_doc`);
+*This page is generated from the dataclasses in `proxyd/config/` (`python -m proxyd.config_doc`);
 a test fails when it differs from them. Edit the `#:` comments there, not this file.*
 
 A minimal file (every other field has the default listed below; an example with more is
@@ -152,7 +152,7 @@ def render() -> str:
         parts.append("\n| field | type | default | meaning |\n|---|---|---|---|\n")
         for f in dataclasses.fields(cls):
             if f.name not in docs:
-                raise UndocumentedField(f"{cls.__name__}.{f.name} has no #: comment in proxyd/config.py")
+                raise UndocumentedField(f"{cls.__name__}.{f.name} has no #: comment in {inspect.getsourcefile(cls)}")
             meaning = docs[f.name].replace("|", "\\|")
             parts.append(f"| `{f.name}` | {type_text(hints[f.name])} | {default_text(f)} | {meaning} |\n")
     return "".join(parts)

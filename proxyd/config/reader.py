@@ -83,7 +83,7 @@ class _Reader:
 
     def field(self, d: dict[str, Any], path: str, cls: type, key: str, check: Callable[[Any, str], T | None]) -> Any:
         """`get` with the default the dataclass `cls` declares for `key`: defaults are written once,
-        in the dataclasses above (docs/config.md and the manager read them from there too)."""
+        in the section modules' dataclasses (docs/config.md and the manager read them from there too)."""
         return self.get(d, path, key, check, default_of(cls, key))
 
     # scalar checks -------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """What one client may hold: connection caps per address and in total, and the body-rate rule. Sans-IO.
 
-The numbers are config (`services.web.limits`, proxyd/config.py `WebLimits`, which says why each
+The numbers are config (`services.web.limits`, proxyd/config/web.py `WebLimits`, which says why each
 default). Here:
 - total: the configured cap, and at most the process's file limit minus a reserve, halved (a
   forwarded request holds two descriptors): accept() must never hit EMFILE, which would stall

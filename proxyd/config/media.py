@@ -32,6 +32,10 @@ class MediaService:
     #: the default range (1,250 streams), so one tenant's flood or runaway PBX leaves the others
     #: room; more are refused with 503 and Retry-After
     max_streams_per_instance: int = 600
+    #: forward latched, untransformed streams (RTP, SRTP passthrough) in the kernel with nftables
+    #: (table `inet pforte_media`); needs CAP_NET_ADMIN and net.ipv4.ip_forward=1, else (or false)
+    #: every packet stays in userspace and `proxyd status` says why
+    kernel_offload: bool = True
     #: the address written into SDP towards peers; null: the bind address (or `proxy.fqdn`'s address)
     public_address: str | None = None
 
@@ -49,6 +53,7 @@ def _parse_media(r: _Reader, raw: Any, p: str) -> MediaService:
                                        lambda v, q: r.integer(v, q, 1, 100_000)),
         max_streams_per_instance=r.field(m, p, MediaService, "max_streams_per_instance",
                                          lambda v, q: r.integer(v, q, 1, 100_000)),
+        kernel_offload=r.field(m, p, MediaService, "kernel_offload", r.boolean),
         public_address=r.field(m, p, MediaService, "public_address", lambda v, q: r.ip(v, q, nullable=True)),
     )
     if isinstance(media.port_min, int) and isinstance(media.port_max, int):

@@ -56,7 +56,9 @@ def rtp_shape(data: bytes, pts: frozenset[int], ssrc: bytes, rtcp: bool, mux: bo
 class Endpoint(asyncio.DatagramProtocol):
     __slots__ = ("port", "transport", "peer", "expected_ip", "src", "remote", "packets", "bytes", "drops",
                  "unsent", "xform", "verify", "pts", "ssrc", "rtcp", "mux", "rtp", "quiet", "on_drop", "seen",
-                 "seen_at", "sock", "closed", "registering", "latches", "relatches", "auth_failures")
+                 "seen_at", "sock", "closed", "registering", "latches", "relatches", "auth_failures", "kernel_packets",
+                 "kernel_bytes", "kernel_seen", "on_relatch")
+    kernel_seen: tuple[int, int]
 
     def __init__(self, port: int, sock: socket.socket | None = None) -> None:
         self.port = port
@@ -83,6 +85,17 @@ class Endpoint(asyncio.DatagramProtocol):
         self.quiet = False  # the latched source has been silent for RELATCH_SILENCE
         self.on_drop: Callable[[Endpoint, str, Addr], None] | None = None  # logs (1st, 2nd, 4th ... drop)
         self.seen, self.seen_at = 0, 0.0  # proven packets at the service's last check, and since when
+        #: forwarded by the kernel from this side (`services.media.kernel`), and its counter at the last read
+        self.kernel_packets = self.kernel_bytes = 0
+        self.kernel_seen = (0, 0)
+        self.on_relatch: Callable[[Endpoint], None] | None = None  # takes the kernel's forwarding back first
+
+    def kernel_count(self, packets: int, nbytes: int) -> None:
+        """The kernel's counter for this side now (it restarts at 0 with every installation)."""
+        seen = self.kernel_seen if packets >= self.kernel_seen[0] else (0, 0)
+        self.kernel_packets += packets - seen[0]
+        self.kernel_bytes += nbytes - seen[1]
+        self.kernel_seen = (packets, nbytes)
 
     def apply(self, latch: Latch) -> None:
         """What the session core says this socket accepts, proves and sends to before a latch."""
@@ -95,7 +108,7 @@ class Endpoint(asyncio.DatagramProtocol):
 
     def check(self, now: float) -> None:
         """Once a second (the service's idle loop): is the latched source silent enough to be replaced?"""
-        n = self.packets + self.unsent
+        n = self.packets + self.unsent + self.kernel_packets
         if n != self.seen:
             self.seen, self.seen_at, self.quiet = n, now, False
         elif self.src is not None and now - self.seen_at >= RELATCH_SILENCE:
@@ -126,6 +139,8 @@ class Endpoint(asyncio.DatagramProtocol):
         if self.src is None:
             self.latches += 1
         else:
+            if self.on_relatch is not None:  # the kernel must not go on forwarding to or from the old source
+                self.on_relatch(self)
             self.relatches += 1
         self.src = self.remote = addr
         self.quiet = False
@@ -203,6 +218,9 @@ class Endpoint(asyncio.DatagramProtocol):
         self.xform = self.verify = self.on_drop = None
         self.pts, self.ssrc, self.rtcp, self.mux, self.quiet = frozenset(), b"", False, False, False
         self.seen, self.seen_at = 0, 0.0
+        self.kernel_packets = self.kernel_bytes = 0
+        self.kernel_seen = (0, 0)
+        self.on_relatch = None
 
     def close(self) -> None:
         """Close the socket now if the loop does not have it yet; else through its transport (at
@@ -234,7 +252,8 @@ class Leg:
 
     def received(self) -> int:
         """Proven packets that arrived on the leg (for the idle timeout); unproven ones are no life."""
-        return self.phone.packets + self.phone.unsent + self.instance.packets + self.instance.unsent
+        return (self.phone.packets + self.phone.unsent + self.instance.packets + self.instance.unsent
+                + self.phone.kernel_packets + self.instance.kernel_packets)
 
 
 def bind_udp(host: str, port: int) -> socket.socket | None:

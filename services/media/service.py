@@ -29,9 +29,11 @@ from typing import Any
 from proxyd.config import ProxyConfig
 from proxyd.events import emit
 from proxyd.service import Service
+from services.media.kernel import Kernel, KernelError, route_source
 from services.media.ports import PortPool
 from services.media.relay import Addr, Endpoint, Leg, bind_udp, endpoints, register
-from services.media.session import RETRY_AFTER, Action, Call, Close, Latch, MediaView, Open, Refused, Sessions, Stream
+from services.media.session import (RETRY_AFTER, Action, Call, Close, Latch, MediaView, Offload, Open, Refused,
+                                    Sessions, Stream, Unoffload)
 from services.media_api import MediaError, Side
 
 __all__ = ["MediaService", "MediaView"]
@@ -57,7 +59,7 @@ class MediaService(Service):
         nets = tuple(sorted({ipaddress.ip_network(n) for i in cfg.instances for n in i.media_sources}, key=str))
         return MediaView(m.mode, m.port_min, m.port_max, m.idle_timeout, cfg.bind_address, m.public_address,
                          m.setup_timeout, m.max_streams, m.max_streams_per_source, hosts, nets,
-                         m.max_streams_per_instance)
+                         m.max_streams_per_instance, m.kernel_offload)
 
     async def start(self, view: MediaView) -> None:
         self.v = view
@@ -68,11 +70,34 @@ class MediaService(Service):
         self.spare: OrderedDict[int, Pair] = OrderedDict()
         self.counters: Counter[str] = Counter()  # packets of ended streams
         self.registering: set[asyncio.Task[None]] = set()  # sockets being handed to the loop
+        self.kernel: Kernel | None = None
+        self.offload_reason = ""
+        self._kernel_switch(view)
         self._idle = asyncio.create_task(self._idle_loop())
+
+    def _kernel_switch(self, view: MediaView) -> None:
+        """Open the kernel table (flushing what a crashed run left) or say why media stays in userspace."""
+        if not view.kernel_offload:
+            self._kernel_off("services.media.kernel_offload is false")
+        elif self.kernel is None:
+            try:
+                self.kernel = Kernel.open()
+                self.offload_reason = ""
+            except KernelError as exc:
+                self.offload_reason = str(exc)
+                self.log.info("event=media_offload mode=userspace reason=%r", self.offload_reason)
+
+    def _kernel_off(self, reason: str) -> None:
+        """Everything back to userspace: the core forgets its offloads, the table goes."""
+        kernel, self.kernel, self.offload_reason = self.kernel, None, reason
+        self.core.offloads({}, kernel=False)
+        if kernel is not None:
+            kernel.close()
 
     async def reconfigure(self, view: MediaView) -> None:
         self.core.reconfigure(view)
         self.v = view
+        self._kernel_switch(view)
         for port in [p for p in self.spare if not self.core.pool.in_range(p)]:
             _close(self.spare.pop(port))
 
@@ -82,6 +107,9 @@ class MediaService(Service):
             await self._idle
         for cid in list(self.core.calls):
             self._perform(self.core.delete(cid, "stopped"))
+        if self.kernel is not None:
+            self.kernel.close()
+            self.kernel = None
         while self.spare:
             _close(self.spare.popitem()[1])
         for task in list(self.registering):  # what they had not handed over yet is closed above
@@ -139,6 +167,7 @@ class MediaService(Service):
         """Do what the core asked; the ports of an Open that could not be bound (held elsewhere)."""
         bad: list[int] = []
         new: list[Endpoint] = []
+        self._kernel_apply([a for a in actions if isinstance(a, Unoffload)], [])
         for a in actions:
             if isinstance(a, Latch):
                 ep = self.eps.get(a.port)
@@ -148,11 +177,33 @@ class MediaService(Service):
                 self._open(a, new, bad)
             elif isinstance(a, Close):
                 self._close_stream(a)
+        self._kernel_apply([], [a for a in actions if isinstance(a, Offload)])
         if new:
             task = asyncio.get_running_loop().create_task(register([ep for ep in new if not ep.closed]))
             self.registering.add(task)
             task.add_done_callback(self.registering.discard)
         return bad
+
+    def _kernel_apply(self, removes: list[Unoffload], adds: list[Offload]) -> None:
+        """Take directions out of the kernel (their last counts go to the sockets) or put them in.
+        A kernel that fails leaves media in userspace, where the sockets still are."""
+        if self.kernel is None or not (removes or adds):
+            return
+        try:
+            last = self.kernel.apply([(o.port, o.src, o.dst, (route_source(o.dst[0], self.v.bind), o.via))
+                                      for o in adds], [u.port for u in removes])
+        except (KernelError, OSError) as exc:
+            self.log.warning("event=media_offload mode=userspace reason=%r", str(exc))
+            self._kernel_off(f"kernel error: {exc}")
+            return
+        for port, (n, b) in last.items():
+            ep = self.eps.get(port)
+            if ep is not None:
+                ep.kernel_count(n, b)
+                ep.kernel_seen = (0, 0)
+
+    def _relatched(self, ep: Endpoint) -> None:
+        self._perform(self.core.relatched(ep.port))
 
     def _open(self, a: Open, new: list[Endpoint], bad: list[int]) -> None:
         phone, instance = self._pair(a.phone, new), self._pair(a.instance, new)
@@ -167,6 +218,7 @@ class MediaService(Service):
         for rtp, rtcp in (phone, instance):
             rtcp.rtcp, rtcp.rtp = True, rtp
             rtp.on_drop = rtcp.on_drop = logged
+            rtp.on_relatch = rtcp.on_relatch = self._relatched
             self.eps[rtp.port], self.eps[rtcp.port] = rtp, rtcp
         self.streams[a.phone] = (a.call_id, *legs)
 
@@ -191,8 +243,9 @@ class MediaService(Service):
             return
         for leg in rec[1:]:
             for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
-                self.counters[f"packets_from_{name}"] += ep.packets
-                self.counters[f"bytes_from_{name}"] += ep.bytes
+                self.counters[f"packets_from_{name}"] += ep.packets + ep.kernel_packets
+                self.counters[f"bytes_from_{name}"] += ep.bytes + ep.kernel_bytes
+                self.counters["kernel_packets"] += ep.kernel_packets
                 self.counters["drops"] += ep.drops
                 self.counters["unsent"] += ep.unsent
                 self.counters["latches"] += ep.latches
@@ -225,8 +278,8 @@ class MediaService(Service):
             rec = self.streams.get(s.phone) if s.phone else None
             for leg in rec[1:] if rec else ():
                 for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
-                    sums[f"packets_from_{name}"] += ep.packets
-                    sums[f"bytes_from_{name}"] += ep.bytes
+                    sums[f"packets_from_{name}"] += ep.packets + ep.kernel_packets
+                    sums[f"bytes_from_{name}"] += ep.bytes + ep.kernel_bytes
                     sums["drops"] += ep.drops
         emit(self.log, logging.INFO, "media_call_end", {
             "service": "media", "client": call.owner or "-", "instance": call.instance or "-", "outcome": why,
@@ -258,6 +311,14 @@ class MediaService(Service):
 
     def expire_idle(self, now: float) -> None:
         """Tell the core what each stream carried, and release what it times out (`now`: monotonic)."""
+        if self.kernel is not None and self.kernel.installed:
+            try:
+                for port, (n, b) in self.kernel.counters().items():
+                    ep = self.eps.get(port)
+                    if ep is not None:
+                        ep.kernel_count(n, b)
+            except KernelError as exc:
+                self._kernel_off(f"kernel error: {exc}")
         activity: dict[int, tuple[int, bool]] = {}
         for port, (_, rtp, rtcp) in self.streams.items():
             for leg in (rtp, rtcp):
@@ -265,6 +326,8 @@ class MediaService(Service):
                 leg.instance.check(now)
             activity[port] = (rtp.received() + rtcp.received(), rtp.phone.src is not None or rtcp.phone.src is not None)
         self._perform(self.core.expire(now, activity))
+        latched = {port: ep.src for port, ep in self.eps.items() if ep.src is not None}
+        self._perform(self.core.offloads(latched, kernel=self.kernel is not None))
 
     def stats(self) -> dict[str, Any]:
         counters = dict(self.counters + self.core.counters)
@@ -272,8 +335,10 @@ class MediaService(Service):
         for port, (cid, *legs) in self.streams.items():
             for leg in legs:
                 for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
-                    counters[f"packets_from_{name}"] = counters.get(f"packets_from_{name}", 0) + ep.packets
-                    counters[f"bytes_from_{name}"] = counters.get(f"bytes_from_{name}", 0) + ep.bytes
+                    counters[f"packets_from_{name}"] = (counters.get(f"packets_from_{name}", 0) + ep.packets
+                                                        + ep.kernel_packets)
+                    counters[f"bytes_from_{name}"] = counters.get(f"bytes_from_{name}", 0) + ep.bytes + ep.kernel_bytes
+                    counters["kernel_packets"] = counters.get("kernel_packets", 0) + ep.kernel_packets
                     counters["drops"] = counters.get("drops", 0) + ep.drops
                     counters["unsent"] = counters.get("unsent", 0) + ep.unsent
                     for key, n in (("latches", ep.latches), ("relatches", ep.relatches),
@@ -290,6 +355,9 @@ class MediaService(Service):
             "gauges": {"active_calls": len(self.core.calls), "active_streams": len(self.streams),
                        "ports_in_use": len(pool.used) * 2, "ports_available": pool.available * 2,
                        "ports_blocked": len(pool.blocked) * 2},
+            "offload": {"mode": "kernel" if self.kernel is not None else "userspace",
+                        "reason": self.offload_reason or None,
+                        "directions": len(self.kernel.installed) if self.kernel is not None else 0},
             "streams": streams,
         }
 
@@ -312,7 +380,8 @@ def _stream_status(call_id: str, s: Stream, legs: list[Leg]) -> dict[str, Any]:
     for kind, leg in zip(("rtp", "rtcp"), legs, strict=True):
         for name, ep in (("phone", leg.phone), ("instance", leg.instance)):
             out[f"{kind}_{name}"] = {"port": ep.port, "latched": f"{ep.src[0]}:{ep.src[1]}" if ep.src else None,
-                                     "packets": ep.packets, "bytes": ep.bytes, "drops": ep.drops,
+                                     "packets": ep.packets + ep.kernel_packets, "kernel_packets": ep.kernel_packets,
+                                     "bytes": ep.bytes + ep.kernel_bytes, "drops": ep.drops,
                                      "unsent": ep.unsent}
     return out
 

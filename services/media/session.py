@@ -74,6 +74,7 @@ class MediaView:
     #: the instances' `media_sources`: networks whose SDP addresses are trusted on the instance side
     instance_networks: tuple[Network, ...] = ()
     max_streams_per_instance: int = 600
+    kernel_offload: bool = True
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -107,7 +108,27 @@ class Latch:
     forget: bool = False
 
 
-Action = Open | Close | Latch
+@dataclass(frozen=True)
+class Offload:
+    """Forward in the kernel what comes to `port` from `src` to `dst`, sent from the relay's
+    `via` port (what the socket at `port` would do)."""
+
+    port: int
+    src: Addr
+    dst: Addr
+    via: int
+
+
+@dataclass(frozen=True)
+class Unoffload:
+    """Back to userspace: the kernel forwards nothing more for `port`."""
+
+    port: int
+
+
+Action = Open | Close | Latch | Offload | Unoffload
+#: per socket port, its latched source (None: not latched): what `Sessions.offloads` decides on
+Latched = Mapping[int, Addr | None]
 
 
 @dataclass(frozen=True)
@@ -159,6 +180,8 @@ class Stream:
     #: the stream of that pass once both name each other
     names: int = 0
     linked: Stream | None = None
+    #: the directions the kernel forwards: relay port -> the Offload installed for it
+    offloaded: dict[int, Offload] = field(default_factory=dict)
 
     @classmethod
     def on(cls, phone: int, instance: int) -> Stream:
@@ -234,8 +257,8 @@ class Sessions:
         """The offer rewritten towards the other side (MediaError: refused, no port taken; Refused:
         refused after a re-offer released the call's old streams, which its actions close)."""
         media = self._parse(sdp, side, call_id)
-        actions: list[Action] = []
         call = self.calls.get(call_id)
+        actions: list[Action] = _unoffload(call) if call is not None else []  # the SDP may change what is sent where
         if call is None or len(call.streams) != len(media):
             # the phone whose offer took the ports keeps them counted when the instance re-offers
             owner = call.owner if call is not None else source_ip if side is Side.PHONE else ""
@@ -268,9 +291,10 @@ class Sessions:
             raise Refused(exc, self.delete(call_id, "answer_refused")) from None
         if call.answered is None:
             call.answered = now
+        unoffloaded = _unoffload(call)
         self._learn(call, media, side, source_ip)
         edits = [self._answer_edit(call_id, s, m, side) for s, m in zip(call.streams, media, strict=False)]
-        actions, self.unlinked = _latches(call) + self.unlinked, []
+        actions, self.unlinked = unoffloaded + _latches(call) + self.unlinked, []
         return Result(self._rewrite(sdp, call, _other(side), relay_ip, edits), actions)
 
     def delete(self, call_id: str, why: str | None = "released") -> list[Action]:
@@ -280,7 +304,7 @@ class Sessions:
             return []
         if why is not None and self.on_end is not None:
             self.on_end(call_id, call, why)
-        actions = self._uncount(call)
+        actions = _unoffload(call) + self._uncount(call)
         for p in reversed(call.ports()):  # the next take draws them in the same order
             self.pool.give(p)
         return actions + [Close(s.phone, s.instance) for s in call.streams if s.phone]
@@ -330,6 +354,62 @@ class Sessions:
                               "%g s after the answer'", cid, self.v.setup_timeout)
                 actions += self.delete(cid, "setup_timeout")
         return actions
+
+    # -- the kernel fast path ----------------------------------------------------------------
+    def offloads(self, latched: Latched, *, kernel: bool) -> list[Action]:
+        """What the kernel should forward now. A direction of a leg is offloaded only when both
+        sockets of the leg have latched to a proven source (the adapter's `Endpoint.latch`), the
+        sources are where the core allows media to come from (`expected_ip`), nothing is
+        transformed (no SRTP bridge), the stream is no spiral pass, and both are IPv4 unicast
+        addresses that are not the host's; the kernel then sends where userspace would: to the
+        other socket's latched source. Anything else (or `kernel` False) is taken back. At most
+        two directions per socket pair, so the stream limits bound the kernel's elements."""
+        actions: list[Action] = []
+        for call in self.calls.values():
+            for st in call.streams:
+                want: dict[int, Offload] = {}
+                if kernel and st.phone and not st.bridged and st.linked is None and not st.names:
+                    for k in (0, 1):
+                        p, i = st.wires[Side.PHONE][k], st.wires[Side.INSTANCE][k]
+                        a, b = latched.get(p.port), latched.get(i.port)
+                        if not (a and b):
+                            continue
+                        there = Offload(p.port, a, b, i.port), Offload(i.port, b, a, p.port)
+                        # an SDP that changes a wire takes the offload back first: installed means checked
+                        if st.offloaded.get(p.port) == there[0] or (self._forwardable(p, a)
+                                                                    and self._forwardable(i, b)):
+                            want[p.port], want[i.port] = there
+                for port, o in list(st.offloaded.items()):
+                    if want.get(port) != o:
+                        actions.append(Unoffload(port))
+                        del st.offloaded[port]
+                for port, o in want.items():
+                    if port not in st.offloaded:
+                        actions.append(o)
+                        st.offloaded[port] = o
+        self.counters["kernel_offloads"] += sum(isinstance(a, Offload) for a in actions)
+        return actions
+
+    def relatched(self, port: int) -> list[Action]:
+        """The socket at `port` moves to a new source (NAT rebinding): its stream's directions
+        go back to userspace before the first packet is relayed to or from the new source."""
+        for call in self.calls.values():
+            for st in call.streams:
+                if st.phone and port in (st.phone, st.phone + 1, st.instance, st.instance + 1):
+                    out: list[Action] = [Unoffload(q) for q in st.offloaded]
+                    st.offloaded.clear()
+                    return out
+        return []
+
+    def _forwardable(self, w: Wire, src: Addr) -> bool:
+        if w.xform is not None or src[0] != w.expected_ip or _never(src[0]):
+            return False
+        try:
+            a = ipaddress.ip_address(src[0])
+        except ValueError:
+            return False
+        return a.version == 4 and not a.is_loopback and src[0] not in (self.v.bind, self.v.public_address) \
+            and not self.is_local(src[0])
 
     # -- SRTP: opaque or bridged ---------------------------------------------------------
     def _offer_edit(self, st: Stream, m: sdplib.Media, side: Side, instance_rtp_only: bool) -> sdplib.Edit | None:
@@ -544,6 +624,14 @@ class Refused(MediaError):
     def __init__(self, exc: MediaError, actions: list[Action]):
         super().__init__(exc.status, exc.reason, exc.retry_after)
         self.actions = actions
+
+
+def _unoffload(call: Call) -> list[Action]:
+    out: list[Action] = []
+    for st in call.streams:
+        out += [Unoffload(port) for port in st.offloaded]
+        st.offloaded.clear()
+    return out
 
 
 def _latches(call: Call) -> list[Action]:

@@ -32,8 +32,20 @@ from proxyd.service import Service
 from services.media.kernel import Kernel, KernelError, route_source
 from services.media.ports import PortPool
 from services.media.relay import Addr, Endpoint, Leg, bind_udp, endpoints, register
-from services.media.session import (RETRY_AFTER, Action, Call, Close, Latch, MediaView, Offload, Open, Refused,
-                                    Sessions, Stream, Unoffload)
+from services.media.session import (
+    RETRY_AFTER,
+    Action,
+    Call,
+    Close,
+    Latch,
+    MediaView,
+    Offload,
+    Open,
+    Refused,
+    Sessions,
+    Stream,
+    Unoffload,
+)
 from services.media_api import MediaError, Side
 
 __all__ = ["MediaService", "MediaView"]

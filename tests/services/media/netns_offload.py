@@ -88,8 +88,8 @@ async def exchange(phone: socket.socket, pbx: socket.socket, ports: tuple[int, i
             down += drain(phone)
     await asyncio.sleep(0.3)
     up, down = up + drain(pbx), down + drain(phone)
-    return {"pbx_got": len(up), "phone_got": len(down),
-            "pbx_from": sorted({f"{a[0]}:{a[1]}" for _, a in up}), "phone_from": sorted({f"{a[0]}:{a[1]}" for _, a in down})}
+    return {"pbx_got": len(up), "phone_got": len(down), "pbx_from": sorted({f"{a[0]}:{a[1]}" for _, a in up}),
+            "phone_from": sorted({f"{a[0]}:{a[1]}" for _, a in down})}
 
 
 async def wait_for(pred: Any, timeout: float = 5.0) -> bool:
@@ -170,7 +170,7 @@ async def main(phone_ns: str, pbx_ns: str, state: Path) -> dict[str, Any]:
         if os.read(r, 10) if _ready(r) else b"":
             break
     os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    os.waitpid(pid, 0)  # noqa: ASYNC222 - SIGKILLed: it is gone at once
     out["orphan_after_kill"] = await exchange(phone, pbx, ports, 20, seq=1100)  # the kernel still forwards
     svc, view = service(state / "d")
     await svc.start(view)

@@ -223,6 +223,9 @@ MEDIA_COUNTERS = _rules(
     ("srtp_auth_failures", _c("pforte_media_srtp_auth_failures",
                               "SRTP/SRTCP packets dropped for failed authentication (also in dropped packets)")),
     ("unsent", _c("pforte_media_unsent_packets", "Proven packets not sent: the other side had no address yet")),
+    ("kernel_packets", _c("pforte_media_kernel_packets", "RTP/RTCP packets the kernel forwarded (nftables offload; "
+                                                         "also in pforte_media_packets)")),
+    ("kernel_offloads", _c("pforte_media_kernel_offloads", "Stream directions handed to the kernel's forwarding")),
     ("ports_unbindable", _c("pforte_media_ports_unbindable", "Ports of the range found held by another process")),
     ("sdp_address_refused", _c("pforte_media_sdp_addresses_refused",
                                "SDP addresses the relay would not send to (not the signalling source)")),
@@ -241,6 +244,7 @@ MEDIA_GAUGES = _rules(
 _MEDIA_KNOWN = ("packets_from_phone", "packets_from_instance", "bytes_from_phone", "bytes_from_instance", "drops",
                 "srtp_bridged", "srtp_bridge_unusable_key", "refused_488", "ports_exhausted", "idle_released",
                 "setup_timeout_released", "latches", "relatches", "srtp_auth_failures", "unsent", "ports_unbindable",
+                "kernel_packets", "kernel_offloads",
                 "sdp_address_refused", "refused_source_limit", "refused_instance_limit")
 
 # -- XMPP ------------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ def pin(core: int) -> list[str]:
     return ["nice", "-n", "-10", "taskset", "-c", str(core)]
 Calls = list[tuple[int, int]]  # per call: (phone port, PBX port) on the generator / relay ports
 
-GEN_C = r"""/* RTP load generator and sink for bench_media: stdin lines "local_port dst_port" (127.0.0.1), one
+GEN_C = r"""/* RTP load generator and sink for bench_media: stdin lines "local_port dst_port [local_ip dst_ip]"
+   (default 127.0.0.1), one
    socket per line sending one stream of 172-byte G.711 packets (12-byte RTP header + 160 payload)
    round robin at RATE pps in total for SECONDS, and counting what comes back on any socket. The
    payload carries the send time, so the receive side measures one-way latency.
@@ -82,6 +83,7 @@ GEN_C = r"""/* RTP load generator and sink for bench_media: stdin lines "local_p
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -108,7 +110,12 @@ int main(int argc, char **argv) {
     static struct sockaddr_in dst[MAXS];
     static uint16_t seq[MAXS];
     int n = 0;
-    while (n < MAXS && scanf("%d %d", &lp[n], &dp[n]) == 2) n++;
+    static char lip[MAXS][16], dip[MAXS][16];
+    char line[128];
+    while (n < MAXS && fgets(line, sizeof line, stdin)) {
+        strcpy(lip[n], "127.0.0.1"); strcpy(dip[n], "127.0.0.1");  /* or "lport dport lip dip" */
+        if (sscanf(line, "%d %d %15s %15s", &lp[n], &dp[n], lip[n], dip[n]) >= 2) n++;
+    }
     int ep = epoll_create1(0);
     prctl(PR_SET_TIMERSLACK, 1000UL);
     for (int i = 0; i < n; i++) {
@@ -117,9 +124,10 @@ int main(int argc, char **argv) {
         setsockopt(fd[i], SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
         setsockopt(fd[i], SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(lp[i])};
-        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+        inet_pton(AF_INET, lip[i], &a.sin_addr);
         if (bind(fd[i], (struct sockaddr *)&a, sizeof a) < 0) { perror("bind"); return 1; }
         dst[i] = a;
+        inet_pton(AF_INET, dip[i], &dst[i].sin_addr);
         dst[i].sin_port = htons(dp[i]);
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
         epoll_ctl(ep, EPOLL_CTL_ADD, fd[i], &ev);
@@ -193,8 +201,11 @@ int main(int argc, char **argv) {
         p50 = lat[nlat / 2] / 1e3;
         p99 = lat[(uint64_t)(nlat * 0.99)] / 1e3;
     }
-    printf("sent %llu recv %llu sendfail %llu p50_us %.1f p99_us %.1f\n", (unsigned long long)sent,
-           (unsigned long long)recv, (unsigned long long)fail, p50, p99);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    printf("sent %llu recv %llu sendfail %llu p50_us %.1f p99_us %.1f cpu_s %.3f\n", (unsigned long long)sent,
+           (unsigned long long)recv, (unsigned long long)fail, p50, p99, cpu);
     return 0;
 }
 """
@@ -616,6 +627,29 @@ def _main() -> None:
                               pforte_pps=by["pforte"]["pps"], anchor_pps=by[ref]["pps"])
     print("(a call = 2 streams x 50 pps; generator on core 0, relay on core 1; >= the generator's limit, not the "
           "relay's; shared, noisy 2-core machine)")
+    _offload_section()
+
+
+def _offload_section() -> None:
+    """rtpengine userspace vs pforte userspace vs pforte offload across a veth pair (bench.media_offload)."""
+    from bench import media_offload
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        rows = media_offload.section(compile_c(tmp, "rtpgen", GEN_C), tmp, fitting(STREAM_COUNTS), 50, TRIAL,
+                                     spawn, _stop)
+    by = {(name, n): r for name, n, r in rows}
+    for n in sorted({n for _, n, _ in rows}):
+        ref = by.get(("rtpengine", n), {}).get("per_core", 0.0)
+        for name in ("pforte userspace", "pforte offload"):
+            mine = by.get((name, n), {}).get("per_core", 0.0)
+            if ref and mine:
+                print(f"{n} streams x 50 pps: {name}/rtpengine userspace per core {mine / ref:.2f}x")
+                common.record(f"media {n} streams x 50 pps per core ({name}, veth)", "rtpengine", mine / ref)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    stop_process(proc)
+    LIVE.discard(proc)
 
 
 # -- pforte under test: the MediaService as proxyd runs it ---------------------------------------

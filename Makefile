@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: venv run test lint bench bench-docs docs clean
 
-$(STAMP): setup.cfg setup.py pyproject.toml services/sip/_cscan.c
+$(STAMP): setup.cfg setup.py pyproject.toml services/sip/_cscan.c services/http/_chead.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,lint,bench]'

@@ -55,8 +55,9 @@ def _plain_ok(path: bytes) -> bool:
     return b"//" not in path and b"/." not in path and b"./" not in path and not path.endswith(b".")
 
 
-def split_target(target: bytes) -> tuple[str, str]:
-    """-> (canonical path, query including its leading '?', or ''). Raises BadPath."""
+def split_target_py(target: bytes) -> tuple[str, str]:
+    """-> (canonical path, query including its leading '?', or ''). Raises BadPath.
+    The reference for `_chead.split_target`, which decides every target whose decoded path is ASCII."""
     m = _PLAIN_TARGET.fullmatch(target)
     if m is not None:  # the usual target: proven canonical by one match and a few substring checks
         path, query = m.groups()
@@ -138,3 +139,19 @@ def _check_segment(decoded: bytes, last: bool) -> None:
             raise BadPath(f"U+{ord(ch):04X} folds to ASCII on backends that normalise Unicode")
         if unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp"):
             raise BadPath(f"U+{ord(ch):04X} is an invisible or space character")
+
+
+try:  # the C decision (services/http/_chead.c), equal to split_target_py (tests/services/http/test_chead.py)
+    from services.http import _chead  # type: ignore[attr-defined]
+except ImportError:
+    _chead = None
+
+if _chead is not None:
+    _chead.configure_paths(BadPath)
+    _c_split = _chead.split_target
+
+    def split_target(target: bytes) -> tuple[str, str]:
+        """-> (canonical path, query including its leading '?', or ''). Raises BadPath."""
+        return _c_split(target) or split_target_py(target)
+else:
+    split_target = split_target_py

@@ -39,6 +39,23 @@ from services.http.http1 import (
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
+def _head_end_py(buf: bytes | bytearray, start: int) -> int:
+    """The scan of `HeadScan.end` from `start` (nothing before it holds a bare CR/LF or the end):
+    r > 0, the head ends at r; 0, a bare CR or LF; r < 0, no end yet and nothing wrong up to
+    -r - 1 (a CR at the very end still waits for its LF). The reference for `_chead.head_end`."""
+    e = buf.find(b"\r\n\r\n", start - 3 if start > 3 else 0)
+    limit = e + 4 if e >= 0 else len(buf) - (buf[-1:] == b"\r")
+    if _BARE.search(buf, start, limit) is not None:
+        return 0
+    return e + 4 if e >= 0 else -limit - 1
+
+
+try:  # the C scan (services/http/_chead.c), equal to _head_end_py (tests/services/http/test_chead.py)
+    from services.http._chead import head_end as _head_end  # type: ignore[import-not-found]
+except ImportError:
+    _head_end = _head_end_py
+
+
 class HeadScan:
     """Finds the end of the head at the start of a buffer that only grows at its end between calls.
 
@@ -59,13 +76,13 @@ class HeadScan:
 
     def end(self, buf: bytes | bytearray) -> int:
         start = self.scanned
-        e = buf.find(b"\r\n\r\n", start - 3 if start > 3 else 0)
-        limit = e + 4 if e >= 0 else len(buf) - (buf[-1:] == b"\r")
-        if _BARE.search(buf, start, limit) is not None:
-            raise self._error(400, "bare LF or CR in head")
-        if e >= 0:
+        r = _head_end(buf, start)
+        if r > 0:
             self.reset()
-            return e + 4
+            return r
+        if not r:
+            raise self._error(400, "bare LF or CR in head")
+        limit = -r - 1
         if not self.line:
             self.line = buf.find(b"\r\n", start - 1 if start else 0) >= 0
             if not self.line and len(buf) > MAX_REQUEST_LINE:

@@ -146,7 +146,8 @@ def _refuse_block(block: bytes) -> NoReturn:
     raise HttpError(400, "malformed header block")
 
 
-def _framing(h: Head, request: bool) -> None:
+def _framing_py(h: Head, request: bool) -> None:
+    """Splits, checks and classifies `h.block`, filling `h`: the reference for `_chead.framing`."""
     block = h.block
     lines = block[:-2].split(b"\r\n") if block else []
     if len(lines) > MAX_HEADERS:
@@ -210,6 +211,12 @@ def _framing(h: Head, request: bool) -> None:
     if conn is None:
         h.keep_alive = h.version != b"HTTP/1.0"
         return
+    _connection(h, conn, upgrade)
+
+
+def _connection(h: Head, conn: bytes, upgrade: bytes | None) -> None:
+    """What the Connection field (lower-cased, several joined by ',') says: keep-alive, Upgrade, and
+    the fields it names (shared with the C reader, which calls it for anything but one plain token)."""
     if conn == b"keep-alive" or conn == b"close":
         tokens = {conn}
     else:
@@ -231,6 +238,17 @@ def _connection_named(line: bytes, named: set[bytes]) -> bool:
     Content-Length is re-added or refused elsewhere)."""
     name = line.partition(b":")[0].lower()
     return name in named and _KINDS.get(name, F_OTHER) == F_OTHER
+
+
+try:  # the C reader (services/http/_chead.c), equal to _framing_py (tests/services/http/test_chead.py)
+    from services.http import _chead  # type: ignore[attr-defined]
+except ImportError:
+    _chead = None
+if _chead is not None:
+    _chead.configure(HttpError, _refuse_block, _connection, _KINDS, _DROP_REQUEST, _DROP_RESPONSE, MAX_HEADERS)
+    _framing = _chead.framing
+else:
+    _framing = _framing_py
 
 
 def parse_request_head(head: bytes) -> Head:

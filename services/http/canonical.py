@@ -142,7 +142,7 @@ def _check_segment(decoded: bytes, last: bool) -> None:
 
 
 try:  # the C decision (services/http/_chead.c), equal to split_target_py (tests/services/http/test_chead.py)
-    from services.http import _chead  # type: ignore[attr-defined]
+    from services.http import _chead
 except ImportError:
     _chead = None
 

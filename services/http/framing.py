@@ -51,7 +51,7 @@ def _head_end_py(buf: bytes | bytearray, start: int) -> int:
 
 
 try:  # the C scan (services/http/_chead.c), equal to _head_end_py (tests/services/http/test_chead.py)
-    from services.http._chead import head_end as _head_end  # type: ignore[import-not-found]
+    from services.http._chead import head_end as _head_end
 except ImportError:
     _head_end = _head_end_py
 

@@ -241,7 +241,7 @@ def _connection_named(line: bytes, named: set[bytes]) -> bool:
 
 
 try:  # the C reader (services/http/_chead.c), equal to _framing_py (tests/services/http/test_chead.py)
-    from services.http import _chead  # type: ignore[attr-defined]
+    from services.http import _chead
 except ImportError:
     _chead = None
 if _chead is not None:

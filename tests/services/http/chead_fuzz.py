@@ -20,7 +20,8 @@ def main(so: str, count: int, seed: int) -> None:
     from services.http import canonical, framing, http1
     from tests.services.http import test_chead as t
 
-    assert http1._framing is mod.framing and framing._head_end is mod.head_end and canonical._c_split is mod.split_target
+    assert http1._framing is mod.framing and framing._head_end is mod.head_end
+    assert canonical._c_split is mod.split_target
     heads = t.SAMPLES + t.HOSTILE_HEADS
     targets = t.HOSTILE_TARGETS
     rnd = random.Random(seed)

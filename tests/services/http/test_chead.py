@@ -17,8 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.http import _chead  # type: ignore[attr-defined]
-from services.http import canonical, framing, http1
+from services.http import (
+    _chead,  # type: ignore[attr-defined]
+    canonical,
+    framing,
+    http1,
+)
 from services.http.canonical import BadPath, split_target_py
 from services.http.framing import HeadScan, _head_end_py
 from services.http.http1 import _KINDS, HttpError, parse_request_head, parse_response_head
@@ -76,7 +80,7 @@ def same_end(buf: bytes) -> None:
                 scan, got, buf_ = HeadScan(request), [], bytearray()
                 for i in range(0, len(buf), 7):
                     buf_ += buf[i:i + 7]
-                    got.append(outcome(lambda: scan.end(buf_)))
+                    got.append(outcome(lambda s=scan, b=buf_: s.end(b)))
                     if isinstance(got[-1], tuple) or got[-1] != -1:
                         break
                 verdicts.append(got)
@@ -123,8 +127,8 @@ HOSTILE_HEADS = [
     POST.replace(b"Content-Length: 5\r\n", b"Content-Length: 1234567890123456\r\n"),
     POST.replace(b"Content-Length: 5\r\n", b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),  # TE+CL
     CHUNKED.replace(b"chunked", b"chunked, chunked"), CHUNKED.replace(b"chunked", b"Chunked"),
-    CHUNKED.replace(b"chunked", b"xchunked"), CHUNKED.replace(b"Transfer-Encoding: chunked\r\n",
-                                                              b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"),
+    CHUNKED.replace(b"chunked", b"xchunked"),
+    CHUNKED.replace(b"Transfer-Encoding: chunked\r\n", b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"),
     CHUNKED.replace(b"HTTP/1.1", b"HTTP/1.0"), CHUNKED.replace(b"Transfer-Encoding:", b"Transfer-Encoding :"),
     BROWSER.replace(b"Firefox", b"Fire\x00fox"), BROWSER.replace(b"Firefox", b"Fire\x7ffox"),  # NUL, controls
     BROWSER.replace(b"Firefox", b"Fire\x1bfox"), BROWSER.replace(b"Firefox", b"Fire\tfox\x80\xff"),
@@ -136,14 +140,16 @@ HOSTILE_HEADS = [
     BROWSER.replace(b"/bench/x", b"/" + b"a" * 9000),
     POST.replace(b"100-continue", b"100-Continue"), POST.replace(b"100-continue", b"100-continue, x"),
     WS.replace(b"WebSocket", b"h2c"), WS.replace(b"keep-alive, Upgrade", b"Upgrade"),
-    WS.replace(b"Connection: keep-alive, Upgrade\r\n", b"Connection: keep-alive\r\nConnection: Upgrade, X-A\r\nX-A: 1\r\n"),
+    WS.replace(b"Connection: keep-alive, Upgrade\r\n",
+               b"Connection: keep-alive\r\nConnection: Upgrade, X-A\r\nX-A: 1\r\n"),
     BROWSER.replace(b"Connection: keep-alive", b"Connection: Close"),
     BROWSER.replace(b"Connection: keep-alive", b"Connection: close, Cookie, Accept"),
     BROWSER.replace(b"Connection: keep-alive", b"Connection:  KEEP-ALIVE \t"),
     BROWSER.replace(b"HTTP/1.1", b"HTTP/1.0").replace(b"Host: Example.COM:8443\r\n", b""),
     BROWSER.replace(b"X-Original-URL", b"x-http-method-override").replace(b"X-Forwarded-For", b"FORWARDED"),
     RESPONSE.replace(b"Set-Cookie", b"set-COOKIE"), RESPONSE.replace(b"Location", b"Refresh"),
-    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n\r\n\r\n", b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n\r\n",
 ]
 
 

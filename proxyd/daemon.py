@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from proxyd import __version__, sdnotify
 from proxyd.access import AccessList
@@ -31,6 +31,39 @@ from proxyd.tls import CertStore
 log = logging.getLogger("proxyd")
 
 FILE_POLL_INTERVAL = 1.0
+
+
+class Running(Protocol):
+    config: ProxyConfig | None
+
+    def confirm(self, cfg: ProxyConfig) -> bool: ...
+
+
+class AcmeDnsHolder(Protocol):
+    acme_dns: Callable[[str, str, bool], None] | None
+
+
+class ConfigHost(Protocol):
+    """What a config source (`file_source`, the manager agent) needs of the process it feeds:
+    a Daemon, or with `--workers` the parent (proxyd/workers.py), which fans configs out."""
+
+    state: StateDir
+    source_started: asyncio.Event
+    started_at: float
+    status_hooks: list[Callable[[], dict[str, Any]]]
+    apply_listeners: list[Callable[[ProxyConfig | None, str | None], None]]
+
+    @property
+    def supervisor(self) -> Running: ...
+
+    @property
+    def ctx(self) -> AcmeDnsHolder: ...
+
+    async def apply(self, cfg: ProxyConfig, source: str) -> object | None: ...
+
+    def reject(self, source: str, exc: ConfigError) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 class Daemon:
@@ -123,7 +156,7 @@ class Daemon:
         self.apply_listeners.append(self._systemd_status)
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def serve(self, source: Callable[[Daemon], Any]) -> None:
+    async def serve(self, source: Callable[[ConfigHost], Any]) -> None:
         """Run until SIGTERM/SIGINT; `source` is a coroutine function feeding configs."""
         loop = asyncio.get_running_loop()
         await self.admin.start(self.state.control_socket, self.admin_tcp)
@@ -161,10 +194,10 @@ class Daemon:
         self.stopping.set()
 
 
-def file_source(path: Path) -> Callable[[Daemon], Any]:
+def file_source(path: Path) -> Callable[[ConfigHost], Any]:
     """Standalone mode: the config file, re-read on SIGHUP and when its contents change."""
 
-    async def run(daemon: Daemon) -> None:
+    async def run(daemon: ConfigHost) -> None:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         loop.add_signal_handler(signal.SIGHUP, wake.set)
@@ -192,7 +225,7 @@ def _stamp(path: Path) -> tuple[float, int] | None:
     return (st.st_mtime, st.st_size)
 
 
-async def _load_and_apply(daemon: Daemon, path: Path, source: str) -> None:
+async def _load_and_apply(daemon: ConfigHost, path: Path, source: str) -> None:
     try:
         cfg = load_file(path)
     except ConfigError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ from tests.support import ProxydProcess
 # Wall-clock deadlines flake on a busy 2-core machine; hypothesis still bounds example counts.
 settings.register_profile("pforte", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("pforte")
+
+# Every `proxyd run` a test starts is one process unless the test asks for workers: the suite
+# tests the daemon; tests/proxyd/test_workers.py tests the parent, `auto` (the default) included.
+os.environ.setdefault("PFORTE_WORKERS", "1")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -27,7 +27,7 @@ from proxyd.agent.state import AgentState, load
 from proxyd.config import ConfigError, ProxyConfig, loads
 
 if TYPE_CHECKING:
-    from proxyd.daemon import Daemon
+    from proxyd.daemon import ConfigHost
 
 log = logging.getLogger("proxyd.agent")
 
@@ -48,7 +48,7 @@ class AgentOptions:
 
 
 class Agent:
-    def __init__(self, daemon: Daemon, agent: AgentState, opts: AgentOptions):
+    def __init__(self, daemon: ConfigHost, agent: AgentState, opts: AgentOptions):
         self.daemon = daemon
         self.agent = agent
         self.opts = opts
@@ -276,11 +276,11 @@ def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def manager_source(opts: AgentOptions | None = None) -> Callable[[Daemon], Any]:
+def manager_source(opts: AgentOptions | None = None) -> Callable[[ConfigHost], Any]:
     """The config source for managed mode; needs a registered state dir (`proxyd register`)."""
     options = opts or AgentOptions()
 
-    async def run(daemon: Daemon) -> None:
+    async def run(daemon: ConfigHost) -> None:
         agent = load(daemon.state)
         if agent is None:
             raise RuntimeError(f"{daemon.state.root} is not registered: run `proxyd register` first")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from proxyd import logs
+from proxyd import cpus, logs
 from proxyd.commands import state_dir_arg
 from proxyd.config import ConfigError, ProxyConfig, load_file
 from proxyd.daemon import Daemon, file_source
@@ -18,6 +19,8 @@ from proxyd.loop import run as run_loop
 from proxyd.statedir import StateDir
 from proxyd.supervisor import discover
 from proxyd.workers import Master, become_worker, worker_services
+
+WORKERS_ENV = "PFORTE_WORKERS"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,9 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "count all)")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds established connections get to finish on SIGTERM")
-    p.add_argument("--workers", type=int, default=1,
-                   help="worker processes (default 1: one process, as before); more need --config: HTTP/TLS and "
-                        "XMPP listen in every worker, SIP, media and provisioning in the first (docs/operations.md)")
+    p.add_argument("--workers", default=os.environ.get(WORKERS_ENV, "auto"),
+                   help=f"worker processes: 'auto' (the default; ${WORKERS_ENV} overrides it) is one per CPU this "
+                        "process may use (affinity mask and cgroup quota); 1 is one process without a parent. "
+                        "HTTP/TLS and XMPP listen in every worker, SIP, media and provisioning in the first "
+                        "(docs/operations.md)")
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the parent for each worker it starts
     m = p.add_argument_group("managed mode (no --config)")
     m.add_argument("--heartbeat-interval", type=float, default=60.0, help="seconds between heartbeats")
@@ -43,6 +48,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--backoff-max", type=float, default=60.0,
                    help="upper bound in seconds for retries while the manager is unreachable")
     p.set_defaults(func=run)
+
+
+def worker_count(value: str) -> tuple[int, str]:
+    """(workers, why) for `--workers`; ValueError for what is neither 'auto' nor a count >= 1."""
+    if value == "auto":
+        n, why = cpus.available()
+        return n, f"auto: {why}"
+    n = int(value)
+    if n < 1:
+        raise ValueError(value)
+    return n, f"--workers {n}" if n > 1 else "--workers 1: one process"
 
 
 def parse_admin(value: str) -> tuple[str, int] | None:
@@ -53,14 +69,13 @@ def parse_admin(value: str) -> tuple[str, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        workers, why = worker_count(args.workers) if args.worker is None else (1, f"worker {args.worker} of a parent")
+    except ValueError:
+        print(f"--workers: 'auto' or a count of at least 1, not {args.workers!r}", file=sys.stderr)
+        return 2
     state = StateDir(args.state_dir).ensure()
     logs.setup(args.log_format, args.log_level, state.logs)
-    if args.workers < 1:
-        print("--workers: at least 1", file=sys.stderr)
-        return 2
-    if args.workers > 1 and args.config is None:
-        print("--workers N > 1 needs --config FILE: managed mode runs one worker for now", file=sys.stderr)
-        return 2
     if args.request_log == "refusals":  # served requests log at info, refusals and failures at warning
         logging.getLogger(HTTP_EVENTS_LOGGER).setLevel(logging.WARNING)
     if args.config is not None:
@@ -85,11 +100,11 @@ def run(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat_interval, poll_wait=min(args.poll_wait, 60.0),
             backoff_max=max(args.backoff_max, 1.0),
         ))
-    if args.workers > 1:
-        master = Master(state, args.config, args.workers, ["--log-format", args.log_format, "--log-level",
-                                                           args.log_level, "--request-log", args.request_log],
+    if workers > 1:
+        master = Master(state, workers, why, ["--log-format", args.log_format, "--log-level", args.log_level,
+                                              "--request-log", args.request_log],
                         args.drain_timeout, parse_admin(args.admin))
-        run_loop(master.serve())
+        run_loop(master.serve(source))
         return 0
     classes = None
     if args.worker is not None:
@@ -98,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     daemon = Daemon(state, admin_tcp=parse_admin(args.admin), drain_timeout=args.drain_timeout, classes=classes,
                     reuse_port=args.worker is not None)
     daemon.apply_listeners.append(_settle_heap_once())
+    daemon.status_hooks.append(lambda: {"worker_count": 1, "workers_why": why})
     run_loop(daemon.serve(source))
     return 0
 

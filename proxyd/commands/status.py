@@ -48,6 +48,8 @@ def render(st: dict) -> str:
             lines.append(f"  rejected revision: {m['last_error']}")
     if st.get("last_error"):
         lines.append(f"last error: {st['last_error']}")
+    if st.get("worker_count") is not None:
+        lines.append(f"workers: {st['worker_count']} ({st.get('workers_why')})")
     for w in st.get("workers", []):
         lines.append(f"  worker {w['id']}: {w['state']:<8} pid {w['pid']}  revision {w['revision']}  "
                      f"restarts {w['restarts']}  {','.join(w['services']) or '-'}")

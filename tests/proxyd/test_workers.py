@@ -8,6 +8,8 @@ import http.client
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from proxyd import cpus
 from proxyd.admin import fetch_status
 from proxyd.workers import merge_services, worker_services
 from tests.support import ProxydProcess, base_config, free_port
@@ -114,7 +117,7 @@ def test_two_workers_share_the_port_reload_together_restart_and_drain(
     os.kill(victim, signal.SIGKILL)
     wait(lambda: (w := px.status()["workers"][1])["pid"] != victim and w["state"] == "running"
          and w["restarts"] == 1 and w["revision"] == 2, "worker 1 restarted")
-    assert "event=worker_exited worker=1" in px.output()
+    assert "event=worker_exited worker=1" in px.log_path.read_text()
     assert get(port) == 200
 
     # SIGTERM: a request in flight completes, both workers and the parent exit
@@ -148,7 +151,55 @@ def test_merge_sums_counters_and_keeps_the_worst_state() -> None:
     assert m["counters"] == {"requests": 7} and m["gauges"] == {"active_connections": 3} and m["last_error"] == "boom"
 
 
-def test_workers_need_a_config_file(tmp_path: Path) -> None:
+def test_cpus_the_tightest_cgroup_quota_on_the_path_bounds_the_affinity_mask(tmp_path: Path) -> None:
+    root = tmp_path / "cg"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "cpu.max").write_text("max 100000\n")
+    (root / "a" / "cpu.max").write_text("150000 100000\n")  # the parent's limit binds the child
+    (root / "a" / "b" / "cpu.max").write_text("400000 100000\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/a/b\n")
+    n, why = cpus.available(proc, root, affinity=8)
+    assert n == 2 and "1.5" in why and str(root / "a" / "cpu.max") in why
+    assert cpus.available(proc, root, affinity=1) == (1, "1 CPU in the affinity mask")
+    (root / "a" / "cpu.max").write_text("max 100000\n")
+    assert cpus.available(proc, root, affinity=2) == (2, "2 CPUs in the affinity mask")
+
+
+def test_cpus_cgroup_v1_quota(tmp_path: Path) -> None:
+    d = tmp_path / "cg" / "cpu,cpuacct" / "svc"
+    d.mkdir(parents=True)
+    (d / "cpu.cfs_quota_us").write_text("50000\n")
+    (d / "cpu.cfs_period_us").write_text("100000\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/svc\n2:cpu,cpuacct:/svc\n")
+    assert cpus.available(proc, tmp_path / "cg", affinity=4)[0] == 1
+    (d / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpus.available(proc, tmp_path / "cg", affinity=4) == (4, "4 CPUs in the affinity mask")
+    assert cpus.available(tmp_path / "missing", tmp_path / "cg", affinity=3)[0] == 3
+
+
+def test_the_default_is_one_worker_per_available_cpu_and_status_says_why(
+        proxyd: Callable[..., ProxydProcess], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PFORTE_WORKERS")  # the suite's one-process setting (tests/conftest.py)
+    n, why = cpus.available()
+    px = proxyd(base_config())
+    st = px.status()
+    assert st["worker_count"] == n and st["workers_why"] == f"auto: {why}"
+    if n > 1:
+        assert len(st["workers"]) == n
+    shown = subprocess.run([sys.executable, "-m", "proxyd", "status", "--state-dir", str(px.state_dir)],
+                           capture_output=True, text=True, timeout=30).stdout
+    assert f"workers: {n} (auto: {why})" in shown
+
+
+def test_workers_one_is_one_process(proxyd: Callable[..., ProxydProcess]) -> None:
+    st = proxyd(base_config(), extra_args=("--workers", "1")).status()
+    assert st["worker_count"] == 1 and "workers" not in st and st["workers_why"] == "--workers 1: one process"
+
+
+def test_workers_refuses_a_bad_count(tmp_path: Path) -> None:
     from proxyd.cli import main
 
-    assert main(["run", "--state-dir", str(tmp_path / "s"), "--workers", "2"]) == 2
+    assert main(["run", "--state-dir", str(tmp_path / "s"), "--workers", "0"]) == 2
+    assert main(["run", "--state-dir", str(tmp_path / "s"), "--workers", "many"]) == 2

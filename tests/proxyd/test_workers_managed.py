@@ -1,0 +1,72 @@
+"""Managed mode with `--workers 2`: the agent runs in the parent; a revision from the manager
+reaches both workers, and a revision one worker cannot apply is rolled back in all of them and
+reported to the manager as one failed apply."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxyd.admin import fetch_status
+from proxyd.agent import state as agent_state
+from proxyd.statedir import StateDir
+from tests.proxyd.agent.fake_manager import FakeManager
+from tests.proxyd.agent.managed import ManagedProxyd
+from tests.support import base_config, free_port
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[FakeManager, ManagedProxyd]]:
+    mgr = FakeManager().start()
+    state = StateDir(tmp_path / "state").ensure()
+    agent_state.save(state, agent_state.AgentState(mgr.url, 7, "edge", "key-1"))
+    p = ManagedProxyd(state.root)
+    yield mgr, p
+    p.stop()
+    mgr.stop()
+
+
+def worker(p: ManagedProxyd, i: int) -> dict[str, Any]:
+    code, body = fetch_status(p.state_dir / "workers" / f"w{i}" / "proxyd.sock")
+    assert code == 200
+    return dict(json.loads(body))
+
+
+def test_a_revision_reaches_every_worker_and_a_refused_one_is_rolled_back_in_all(
+        setup: tuple[FakeManager, ManagedProxyd]) -> None:
+    mgr, p = setup
+    mgr.publish(base_config(revision=1))
+    p.start("--workers", "2")
+    st = p.wait_status(lambda s: s["revision"] == 1 and s["manager"]["state"] == "online"
+                       and [w["revision"] for w in s["workers"]] == [1, 1])
+    assert st["worker_count"] == 2 and st["workers_why"] == "--workers 2"
+    mgr.wait_heartbeat(lambda hb: hb["applied_revision"] == 1)
+
+    mgr.publish(base_config(revision=2, proxy={"name": "edge2"}))
+    p.wait_status(lambda s: s["revision"] == 2 and s["revision_wanted"] == 2)
+    assert [worker(p, i)["proxy"] for i in (0, 1)] == ["edge2", "edge2"]
+    mgr.wait_heartbeat(lambda hb: hb["applied_revision"] == 2 and hb["last_error"] is None)
+
+    # revision 3 asks SIP (worker 0 only) for a UDP port that is taken: worker 0 refuses it,
+    # worker 1 (no SIP) takes it; the parent puts revision 2 back in both
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held.bind(("127.0.0.1", free_port(socket.SOCK_DGRAM)))
+    try:
+        mgr.publish(base_config(revision=3, proxy={"name": "edge3"},
+                                services={"sip": {"mode": "udp", "udp_port": held.getsockname()[1]}}))
+        hb = mgr.wait_heartbeat(lambda hb: hb["last_error"] is not None, timeout=40)
+        assert hb["applied_revision"] == 2 and "worker 0" in hb["last_error"], hb
+        st = p.wait_status(lambda s: s["revision"] == 2 and s["failed_at"] is not None)
+        assert st["revision_wanted"] == 2 and st["apply_failures"] == 1
+        assert [(w["revision"], w["proxy"]) for w in (worker(p, 0), worker(p, 1))] == [(2, "edge2"), (2, "edge2")]
+        assert "event=config_rollback revision=3 back_to=2" in p.log.read_text()
+    finally:
+        held.close()
+    _, metrics = fetch_status(p.state_dir / "proxyd.sock", "/metrics")
+    assert b"\npforte_config_apply_failures_total 1.0\n" in metrics
+    assert b'\npforte_manager_state{state="online"} 1.0\n' in metrics

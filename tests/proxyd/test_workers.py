@@ -101,6 +101,13 @@ def test_two_workers_share_the_port_reload_together_restart_and_drain(
     per_worker = [worker_status(px, i)["services"]["http"]["counters"].get("requests", 0) for i in (0, 1)]
     assert all(n > 0 for n in per_worker) and sum(per_worker) == 60, per_worker
     assert px.status()["services"]["http"]["counters"]["requests"] == 60
+    # /metrics on the parent: counters summed, the request-duration histograms merged bucket by bucket
+    _, metrics = fetch_status(px.state_dir / "proxyd.sock", "/metrics")
+    lines = metrics.decode().splitlines()
+    count = [line for line in lines if line.startswith("pforte_http_request_duration_seconds_count")]
+    assert count and float(count[0].rsplit(" ", 1)[1]) == 60, count
+    inf = [x for x in lines if x.startswith("pforte_http_request_duration_seconds_bucket") and 'le="+Inf"' in x]
+    assert inf and float(inf[0].rsplit(" ", 1)[1]) == 60
 
     # a reload reaches both workers; an invalid file reaches neither
     px.reload(base_config(revision=2, proxy={"name": "two"}, applications=cfg["applications"]))

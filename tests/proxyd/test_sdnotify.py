@@ -80,3 +80,23 @@ def test_managed_proxyd_is_ready_for_systemd_while_its_manager_is_down(
         assert "WATCHDOG=1" not in got  # not asked for
     finally:
         stop_process(proc)
+
+
+def test_with_workers_only_the_parent_talks_to_systemd(proxyd: Callable[..., ProxydProcess],
+                                                       notify_socket: socket.socket) -> None:
+    """NotifyAccess=main: a message from a worker would be dropped by systemd (and logged); the
+    parent says READY once every worker applied the startup revision."""
+    notify_socket.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    app = {"name": "a", "port": free_port(), "tls": False, "upstream": f"http://127.0.0.1:{free_port()}/"}
+    p = proxyd(base_config(applications=[app]), wait=False, extra_args=("--workers", "2"))
+    senders, got = set(), []
+    deadline = time.monotonic() + 30
+    while not any("READY=1" in m for m in got):
+        assert time.monotonic() < deadline, got
+        data, anc, _, _ = notify_socket.recvmsg(4096, socket.CMSG_SPACE(12))
+        got.append(data.decode())
+        senders |= {int.from_bytes(d[:4], "little") for lvl, typ, d in anc if typ == socket.SCM_CREDENTIALS}
+    assert p.proc is not None and senders == {p.proc.pid}, (senders, p.proc.pid)
+    assert "STATUS=ready: revision 1, 2 workers" in got, got
+    assert [w["revision"] for w in p.status()["workers"]] == [1, 1]
+    assert p.stop() == 0

@@ -90,7 +90,8 @@ def test_two_workers_share_the_port_reload_together_restart_and_drain(
     port = free_port()
     cfg = base_config(applications=[{"name": "app", "port": port, "tls": False, "public_prefix": "/app/",
                                      "upstream": f"http://127.0.0.1:{backend}/"}])
-    px = proxyd(cfg, extra_args=("--workers", "2"))
+    px = proxyd(cfg, extra_args=("--workers", "2"), wait=False)
+    px.wait_revision(1, timeout=60)  # two interpreters start: slow on a busy machine
     st = px.status()
     assert [w["state"] for w in st["workers"]] == ["running", "running"] and st["revision"] == 1
     assert "http" in st["workers"][1]["services"] and "media" not in st["workers"][1]["services"]
@@ -110,7 +111,8 @@ def test_two_workers_share_the_port_reload_together_restart_and_drain(
     assert inf and float(inf[0].rsplit(" ", 1)[1]) == 60
 
     # a reload reaches both workers; an invalid file reaches neither
-    px.reload(base_config(revision=2, proxy={"name": "two"}, applications=cfg["applications"]))
+    px.reload(base_config(revision=2, proxy={"name": "two"}, applications=cfg["applications"]), wait=False)
+    px.wait_revision(2, timeout=60)
     assert [worker_status(px, i)["revision"] for i in (0, 1)] == [2, 2]
     px.config_path.write_text('{"version": 1, "revision": 3, "bind": 7}')
     assert px.proc is not None
@@ -190,8 +192,8 @@ def test_the_default_is_one_worker_per_available_cpu_and_status_says_why(
         proxyd: Callable[..., ProxydProcess], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PFORTE_WORKERS")  # the suite's one-process setting (tests/conftest.py)
     n, why = cpus.available()
-    px = proxyd(base_config())
-    st = px.status()
+    px = proxyd(base_config(), wait=False)
+    st = px.wait_revision(1, timeout=60)
     assert st["worker_count"] == n and st["workers_why"] == f"auto: {why}"
     if n > 1:
         assert len(st["workers"]) == n

@@ -43,12 +43,12 @@ def test_a_revision_reaches_every_worker_and_a_refused_one_is_rolled_back_in_all
     mgr.publish(base_config(revision=1))
     p.start("--workers", "2")
     st = p.wait_status(lambda s: s["revision"] == 1 and s["manager"]["state"] == "online"
-                       and [w["revision"] for w in s["workers"]] == [1, 1])
+                       and [w["revision"] for w in s["workers"]] == [1, 1], timeout=60)
     assert st["worker_count"] == 2 and st["workers_why"] == "--workers 2"
     mgr.wait_heartbeat(lambda hb: hb["applied_revision"] == 1)
 
     mgr.publish(base_config(revision=2, proxy={"name": "edge2"}))
-    p.wait_status(lambda s: s["revision"] == 2 and s["revision_wanted"] == 2)
+    p.wait_status(lambda s: s["revision"] == 2 and s["revision_wanted"] == 2, timeout=60)
     assert [worker(p, i)["proxy"] for i in (0, 1)] == ["edge2", "edge2"]
     mgr.wait_heartbeat(lambda hb: hb["applied_revision"] == 2 and hb["last_error"] is None)
 

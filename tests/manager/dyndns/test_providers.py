@@ -1,6 +1,6 @@
 """DDNS providers against real peers: BIND 9 (named) for RFC 2136 + TSIG, and a local stand-in for
 Cloudflare's v4 API (the public API cannot be reached from here; the stand-in implements the
-documented endpoints the provider uses: list zones, list/create/update DNS records)."""
+documented endpoints the provider uses: list zones, list/create/update/delete DNS records)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,9 @@ class CloudflareStandIn(BaseHTTPRequestHandler):
     zones = {"zone1": ZONE}
     records: dict[str, dict[str, Any]] = {}
     fail_next = 0
+    # called with (record, present) when a TXT record is added or deleted: Cloudflare's own nameservers
+    # would serve it; a DNS-01 test points this at a real BIND that pebble resolves through
+    publish: Callable[[dict[str, Any], bool], None] | None = None
 
     def _reply(self, code: int, result: Any, errors: list | None = None) -> None:
         body = json.dumps({"success": code < 400, "errors": errors or [], "result": result}).encode()
@@ -154,10 +157,20 @@ class CloudflareStandIn(BaseHTTPRequestHandler):
         if method == "GET":
             return self._reply(200, [r for r in cls.records.values()
                                      if r["type"] == q.get("type") and r["name"] == q.get("name")])
+        if method == "GET" and "content" in q:
+            return self._reply(200, [r for r in cls.records.values() if r["type"] == q.get("type")
+                                     and r["name"] == q.get("name") and r["content"] == q["content"]])
         if method == "POST":
             rid = secrets.token_hex(4)
             cls.records[rid] = {**body, "id": rid}
+            if body["type"] == "TXT" and cls.publish:
+                cls.publish(cls.records[rid], True)
             return self._reply(200, cls.records[rid])
+        if method == "DELETE" and m.group(2) in cls.records:
+            gone = cls.records.pop(m.group(2))
+            if gone["type"] == "TXT" and cls.publish:
+                cls.publish(gone, False)
+            return self._reply(200, {"id": gone["id"]})
         if method == "PUT" and m.group(2) in cls.records:
             cls.records[m.group(2)] = {**body, "id": m.group(2)}
             return self._reply(200, cls.records[m.group(2)])
@@ -172,6 +185,9 @@ class CloudflareStandIn(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:  # noqa: N802
         self._route("PUT")
 
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._route("DELETE")
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -181,6 +197,7 @@ def cloudflare() -> Iterator[str]:
     CloudflareStandIn.token = secrets.token_urlsafe(16)
     CloudflareStandIn.records = {"r0": {"id": "r0", "type": "A", "name": f"other.{ZONE}", "content": "127.0.0.9"}}
     CloudflareStandIn.fail_next = 0
+    CloudflareStandIn.publish = None
     server = ThreadingHTTPServer(("127.0.0.1", 0), CloudflareStandIn)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()

@@ -101,8 +101,12 @@ def list_page(request: HttpRequest, qs: QuerySet[Any], listing: Listing) -> Http
         sort = ""
         if not qs.ordered:
             qs = qs.order_by("pk")
-    page = Paginator(qs, PER_PAGE).get_page(params.get("page"))
-    page.object_list = list(page.object_list)  # fetched once: `prepare` and the rows see the same objects
+    page = Paginator(qs.values_list("pk", flat=True), PER_PAGE).get_page(params.get("page"))
+    # Late row lookup: the page's keys first (an index walk, however deep the page), then only those
+    # rows with their joins. OFFSET over the whole joined row made page 200 of 10,000 phones cost 60 ms.
+    keys = list(page.object_list)
+    found = qs.order_by().in_bulk(keys)
+    page.object_list = [found[k] for k in keys if k in found]  # `prepare` and the rows see the same objects
     if listing.prepare is not None:
         listing.prepare(page.object_list)
     kept = {k: v for k, v in (("q", q), *active.items(), ("sort", sort)) if v}

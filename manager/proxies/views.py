@@ -40,6 +40,10 @@ log = logging.getLogger("manager.access")
 
 
 # proxies -----------------------------------------------------------------------------------
+LIST_FIELDS = ("name", "fqdn", "enabled", "sip_mode", "sip_udp_port", "sip_tls_port", "web_mode", "web_port",
+               "agent_stopped")
+
+
 @requires("proxies.view_proxy")
 def proxy_list(request: HttpRequest) -> HttpResponse:
     def row(p: Proxy) -> list[Cell]:
@@ -58,7 +62,8 @@ def proxy_list(request: HttpRequest) -> HttpResponse:
         listing.actions.append(("Add proxy", reverse("proxy-new")))
     listing.live = True  # the rows are polled (htmx) so status changes show without a reload
     listing.prepare = Proxy.attach_status
-    return list_page(request, Proxy.objects.all(), listing)
+    # the columns' fields only: a proxy row also holds its certificate, encrypted keys and network
+    return list_page(request, Proxy.objects.only(*LIST_FIELDS), listing)
 
 
 @requires("proxies.add_proxy")
@@ -360,7 +365,8 @@ def device_list(request: HttpRequest) -> HttpResponse:
                       row, search=("mac", "label"),
                       filters=[Filter("instance", "Instance", "instance__name", instances)],
                       intro="Add phones on their instance's phones page.")
-    return list_page(request, Device.objects.select_related("instance"), listing)
+    return list_page(request, Device.objects.select_related("instance").only("mac", "label", "instance__name"),
+                     listing)
 
 
 @requires(GET="proxies.view_device", POST="proxies.add_device")

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -34,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -54,9 +57,11 @@ POLL_WAIT = 55
 HEARTBEAT_EVERY = 60.0
 TIMEOUT = 10.0  # proxyd.agent.client.CONNECT_TIMEOUT: a heartbeat's whole budget
 ADMIN = ("bench-admin", "a-long-bench-password")
+KEEPALIVE_EXPIRY = 5.0  # httpx's default: the agent's heartbeat connection is closed after 5 s idle
+AGENTS_PER_PROCESS = 2500  # 5,000 sockets per load-generator process, well under a 20,000 fd limit
 
 
-def raise_fd_limit(need: int) -> None:
+def raise_fd_limit(need: int, quiet: bool = False) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = max(soft, need)
     if want > hard:
@@ -66,10 +71,13 @@ def raise_fd_limit(need: int) -> None:
     else:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
         soft = want
-    print(f"file descriptors: {PROXIES} agents x 2 sockets = {2 * PROXIES} in the load generator and as many "
-          f"in the manager (+ ~100 each); RLIMIT_NOFILE now {soft} (the manager inherits it)")
+    if quiet and soft >= need:
+        return
+    print(f"file descriptors: {PROXIES} agents x 2 sockets = {2 * PROXIES}, in the load generator's processes "
+          f"({AGENTS_PER_PROCESS:,} agents each at most) and as many in the manager's {WORKERS} process(es) "
+          f"(+ ~100 each); RLIMIT_NOFILE now {soft} (the manager inherits it)")
     if soft < need:
-        raise SystemExit(f"RLIMIT_NOFILE {soft} < {need}: raise the hard limit (ulimit -Hn) first")
+        raise SystemExit(f"RLIMIT_NOFILE {soft} < {need}: raise the hard limit (ulimit -Hn) or BENCH_WORKERS")
 
 
 @contextlib.contextmanager
@@ -152,6 +160,7 @@ class Http:
         self.port = port
         self.r: asyncio.StreamReader | None = None
         self.w: asyncio.StreamWriter | None = None
+        self.used = 0.0
 
     def close(self) -> None:
         if self.w is not None:
@@ -160,8 +169,8 @@ class Http:
 
     async def request(self, method: str, path: str, headers: dict[str, str],
                       body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
-        if self.r is not None and self.r.at_eof():
-            self.close()  # the server closed the idle keep-alive connection: a new one, as httpx's pool does
+        if self.r is not None and (self.r.at_eof() or time.monotonic() - self.used > KEEPALIVE_EXPIRY):
+            self.close()  # idle too long (or closed by the server): a new one, as httpx's pool does
         if self.w is None:
             self.r, self.w = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.r is not None
@@ -181,19 +190,21 @@ class Http:
             data = await self.r.readexactly(int(hdrs.get("content-length", "0")))
         if hdrs.get("connection", "").lower() == "close":
             self.close()
+        self.used = time.monotonic()
         return status, hdrs, data
 
 
 class Stats:
     def __init__(self) -> None:
         self.beats = self.beats_failed = self.polls = self.polls_failed = 0
-        self.change_at: float | None = None
+        self.cpu = 0.0  # the load generator's CPU seconds
         self.seen: list[float] = []  # seconds from the change to each agent's new revision
         self.up = 0  # agents that got their first config
         self.why: dict[str, int] = {}  # failed heartbeats by reason
 
 
-async def agent(port: int, key: str, start_in: float, end: float, st: Stats, first_rev: dict[str, int]) -> None:
+async def agent(port: int, key: str, start_in: float, end: float, st: Stats, first_rev: dict[str, int],
+                changed: Any) -> None:
     auth = {"Authorization": f"Bearer {key}"}
     poll, beat = Http(port), Http(port)
     due = asyncio.Event()
@@ -244,9 +255,11 @@ async def agent(port: int, key: str, start_in: float, end: float, st: Stats, fir
             new = int(hdrs["etag"].strip('"'))
             if revision is None:
                 st.up += 1
+                with changed.get_lock():
+                    changed.up += 1
                 first_rev[key] = new
-            elif st.change_at is not None and new > first_rev[key]:
-                st.seen.append(time.monotonic() - st.change_at)
+            elif changed.at and new > first_rev[key]:
+                st.seen.append(time.monotonic() - changed.at)
             revision = new
             # the agent heartbeats right after applying a config, after its jitter (AgentOptions)
             asyncio.get_running_loop().call_later(random.uniform(0, 3.0), due.set)
@@ -277,28 +290,66 @@ def global_change(c: httpx.Client) -> None:
     assert r.status_code == 302, (r.status_code, r.text[:2000])
 
 
-async def simulate(url: str, port: int, keys: list[str], mgr: int) -> dict[str, float]:
+def generator(port: int, keys: list[str], starts: list[float], end: float, changed: Any, out: Any) -> None:
+    """One load-generator process: its share of the agents (each agent holds two sockets)."""
+    raise_fd_limit(2 * len(keys) + 100, quiet=True)
     st = Stats()
     first_rev: dict[str, int] = {}
+
+    async def all_agents() -> None:
+        await asyncio.gather(*(agent(port, k, t, end, st, first_rev, changed) for k, t in zip(keys, starts)),
+                             return_exceptions=True)
+
+    asyncio.run(all_agents())
+    st.cpu = time.process_time()
+    out.put(st)
+
+
+def simulate(url: str, port: int, keys: list[str], mgr: int) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("fork")
+    changed = ctx.Value(Change)  # the moment of the change and the agents up, shared by the generators
     t0 = time.monotonic()
     settle = RAMP + 15
     end = t0 + settle + STEADY + AFTER
-    tasks = [asyncio.create_task(agent(port, k, random.uniform(0, RAMP), end, st, first_rev)) for k in keys]
-    await asyncio.sleep(settle)
-    up_before = st.up
+    out = ctx.Queue()
+    starts = [t0 + random.uniform(0, RAMP) for _ in keys]
+    n = max(1, -(-len(keys) // AGENTS_PER_PROCESS))
+    gens = [ctx.Process(target=generator, args=(port, keys[i::n], [t - time.monotonic() for t in starts[i::n]],
+                                                end, changed, out)) for i in range(n)]
+    for g in gens:
+        g.start()
+    time.sleep(max(0.0, t0 + settle - time.monotonic()))
+    up_before = changed.up
     c0, w0 = cpu_seconds(mgr), time.monotonic()
-    await asyncio.sleep(STEADY)
+    time.sleep(STEADY)
     c1, w1 = cpu_seconds(mgr), time.monotonic()
-    browser = await asyncio.to_thread(admin, url)
-    st.change_at = time.monotonic()
-    await asyncio.to_thread(global_change, browser)
+    browser = admin(url)
+    at = time.monotonic()
+    changed.at = at
+    global_change(browser)
     browser.close()
-    saved = time.monotonic() - st.change_at
-    await asyncio.sleep(max(0.0, end - time.monotonic()))
+    saved = time.monotonic() - at
+    time.sleep(max(0.0, end - time.monotonic()))
     c2, w2 = cpu_seconds(mgr), time.monotonic()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    parts = [out.get(timeout=120) for _ in gens]
+    for g in gens:
+        g.join(30)
+    st = Stats()
+    for part in parts:
+        st.beats += part.beats
+        st.beats_failed += part.beats_failed
+        st.polls += part.polls
+        st.polls_failed += part.polls_failed
+        st.seen += part.seen
+        st.cpu += part.cpu
+        for k, v in part.why.items():
+            st.why[k] = st.why.get(k, 0) + v
     return {"steady": (c1 - c0) / (w1 - w0), "after": (c2 - c1) / (w2 - w1), "up": up_before, "saved": saved,
-            "stats": st}  # type: ignore[dict-item]
+            "stats": st, "generators": n}
+
+
+class Change(ctypes.Structure):
+    _fields_ = [("at", ctypes.c_double), ("up", ctypes.c_int)]
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -328,9 +379,7 @@ def run(database_url: str | None) -> None:
                     break
                 except httpx.HTTPError:
                     time.sleep(0.2)
-            client0 = time.process_time()
-            res = asyncio.run(simulate(url, port, keys, proc.pid))
-            client_cpu = time.process_time() - client0
+            res = simulate(url, port, keys, proc.pid)
             rss = rss_bytes(proc.pid)
         finally:
             stop_process(proc)
@@ -343,7 +392,7 @@ def run(database_url: str | None) -> None:
                 print("manager:", line.split(" INFO ", 1)[-1])
     never = PROXIES - len(st.seen)
     print(f"agents up before the steady phase: {int(res['up'])} of {PROXIES}; the change was saved in "
-          f"{res['saved']:.2f} s; failed heartbeats: {st.why or 'none'}; load generator CPU {client_cpu:.0f} s; "
+          f"{res['saved']:.2f} s; failed heartbeats: {st.why or 'none'}; load generator CPU {st.cpu:.0f} s in {res['generators']} processes; "
           f"manager log errors: {len(errors)}")
     print("| proxies | DB | workers | change seen p50 / p95 / max | never | heartbeats failed | polls failed "
           "| manager CPU steady / after | peak RSS |")
@@ -356,7 +405,8 @@ def run(database_url: str | None) -> None:
 
 def main() -> None:
     common.guard()
-    raise_fd_limit(2 * PROXIES + 200)
+    # each manager process is planned for its share and half again (the kernel's spread is uneven)
+    raise_fd_limit(max(3 * PROXIES // WORKERS, 2 * PROXIES // WORKERS + 200))
     if DB == "postgres":
         with postgres() as url:
             run(url)

@@ -285,6 +285,22 @@ class Shapes:
         return shape[0]
 
 
+def _insert(model: Any, rows: list[Any]) -> None:
+    """The new revisions in one `executemany`: bulk_create built the SQL field by field, a third of
+    a 1,000-proxy publish (0.44 of 1.3 s profiled); the rows need no primary key back."""
+    from django.db import connection
+    from django.utils import timezone
+
+    if not rows:
+        return
+    created = model._meta.get_field("created").get_db_prep_value(timezone.now(), connection)
+    table, q = model._meta.db_table, connection.ops.quote_name
+    sql = (f"INSERT INTO {q(table)} ({q('proxy_id')}, {q('number')}, {q('config_json')}, {q('secrets_enc')}, "  # noqa: S608
+           f"{q('created')}) VALUES (%s, %s, %s, %s, %s)")
+    with connection.cursor() as cur:
+        cur.executemany(sql, [(r.proxy_id, r.number, r.config_json, r.secrets_enc, created) for r in rows])
+
+
 def publish_many(proxies: list[Proxy]) -> int:
     """`publish()` for many proxies at once (an instance change reaches every proxy): the
     instances read once, one compile per config shape, the active revisions in one query, the new
@@ -339,7 +355,7 @@ def publish_many(proxies: list[Proxy]) -> int:
             rows.append(ConfigRevision(proxy_id=proxy.pk, number=number, secrets_enc=enc,
                                        config_json=compiled.fill(compiled.public, number, ident)))
             bodies[proxy.pk] = compiled.fill(compiled.served, number, ident)
-        ConfigRevision.objects.bulk_create(rows, batch_size=500)
+        _insert(ConfigRevision, rows)
         if rows:
             prune([r.proxy_id for r in rows])
             notify_others()

@@ -14,7 +14,8 @@ all processes), manager peak RSS.
 
 Environment: BENCH_PROXIES (default 3000; QUICK=1: 1000), BENCH_DB=sqlite|postgres (postgres
 starts a throw-away server on loopback), BENCH_WORKERS (manager processes, PostgreSQL only),
-BENCH_STEADY seconds (default 60), BENCH_AFTER seconds (default 30), BENCH_RAMP seconds.
+BENCH_STEADY seconds (default 60), BENCH_AFTER seconds (default 30), BENCH_RAMP seconds,
+BENCH_PROFILE=file (cProfile of the manager's main thread, one process).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ RAMP = float(os.environ.get("BENCH_RAMP", str(max(10.0, PROXIES / 100))))
 POLL_WAIT = 55
 HEARTBEAT_EVERY = 60.0
 TIMEOUT = 10.0  # proxyd.agent.client.CONNECT_TIMEOUT: a heartbeat's whole budget
+PROFILE = os.environ.get("BENCH_PROFILE", "")
 ADMIN = ("bench-admin", "a-long-bench-password")
 KEEPALIVE_EXPIRY = 5.0  # httpx's default: the agent's heartbeat connection is closed after 5 s idle
 AGENTS_PER_PROCESS = 2500  # 5,000 sockets per load-generator process, well under a 20,000 fd limit
@@ -297,8 +299,8 @@ def generator(port: int, keys: list[str], starts: list[float], end: float, chang
     first_rev: dict[str, int] = {}
 
     async def all_agents() -> None:
-        await asyncio.gather(*(agent(port, k, t, end, st, first_rev, changed) for k, t in zip(keys, starts)),
-                             return_exceptions=True)
+        await asyncio.gather(*(agent(port, k, t, end, st, first_rev, changed)
+                               for k, t in zip(keys, starts, strict=True)), return_exceptions=True)
 
     asyncio.run(all_agents())
     st.cpu = time.process_time()
@@ -366,7 +368,9 @@ def run(database_url: str | None) -> None:
         print(f"created {PROXIES} proxies in {time.monotonic() - t0:.1f} s", flush=True)
         port = free_port()
         env = {**os.environ, "PFORTE_MANAGER_DATA": data}
-        cmd = [sys.executable, "-m", "manager.cli", "serve", "--port", str(port)]
+        # BENCH_PROFILE=file: the manager (its event loop's thread; one process) under cProfile
+        profile = ["-m", "cProfile", "-o", PROFILE] if PROFILE else []
+        cmd = [sys.executable, *profile, "-m", "manager.cli", "serve", "--port", str(port)]
         if WORKERS > 1:
             cmd += ["--workers", str(WORKERS)]
         log = open(Path(data) / "serve.log", "wb")  # noqa: SIM115 - closed below
@@ -392,7 +396,8 @@ def run(database_url: str | None) -> None:
                 print("manager:", line.split(" INFO ", 1)[-1])
     never = PROXIES - len(st.seen)
     print(f"agents up before the steady phase: {int(res['up'])} of {PROXIES}; the change was saved in "
-          f"{res['saved']:.2f} s; failed heartbeats: {st.why or 'none'}; load generator CPU {st.cpu:.0f} s in {res['generators']} processes; "
+          f"{res['saved']:.2f} s; failed heartbeats: {st.why or 'none'}; load generator CPU "
+          f"{st.cpu:.0f} s in {res['generators']} processes; "
           f"manager log errors: {len(errors)}")
     print("| proxies | DB | workers | change seen p50 / p95 / max | never | heartbeats failed | polls failed "
           "| manager CPU steady / after | peak RSS |")

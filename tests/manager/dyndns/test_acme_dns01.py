@@ -103,7 +103,7 @@ async def test_dns_01_through_the_manager_and_bind_issues(tmp_path: Path, bind: 
         pebble.stop()
 
 
-async def test_dns_01_through_the_manager_and_cloudflare_issues(tmp_path: Path, bind: Bind, cloudflare: str,
+async def test_dns_01_through_the_manager_and_cloudflare_issues(tmp_path: Path, bind: Bind, cloudflare: str,  # noqa: F811
                                                                 manager_url: str) -> None:
     from proxyd.acme_task import AcmeRenewer, AcmeSpec
     from proxyd.agent.acme_dns import blocking

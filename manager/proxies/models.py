@@ -326,6 +326,16 @@ class Proxy(models.Model):
         return [(str(name), str(svc.get("degraded"))) for name, svc in services.items()
                 if isinstance(svc, dict) and svc.get("state") == "degraded"]
 
+    def service_states(self) -> list[tuple[str, str, str]]:
+        """(service, state, last error) for each service the last heartbeat reported: a service
+        that failed to start (`failed`) or that keeps an older revision's view after a failed
+        reconfigure (its `last_error`) is what the operator needs to see per service."""
+        hb = self.last_heartbeat
+        services = hb.services if hb is not None and isinstance(hb.services, dict) else {}
+        return [(str(name), str(svc.get("state", "?")), str(svc.get("last_error") or ""))
+                for name, svc in sorted(services.items())
+                if isinstance(svc, dict) and name != "certificate"]
+
     def certificate_status(self) -> dict[str, Any]:
         """What the last heartbeat said about the certificate: `acme` (names, issuer, not_after,
         last_attempt, last_error), `certificates` and `degraded` (a list of reasons), or {}."""
@@ -349,6 +359,10 @@ class Proxy(models.Model):
         active = self.active_revision
         if hb.last_error:
             return "Degraded", hb.last_error
+        failing = next(((n, st, e) for n, st, e in self.service_states() if st == "failed" or e), None)
+        if failing:
+            name, state, error = failing
+            return "Degraded", f"service {name} {state}: {error}" if state == "failed" else f"service {name}: {error}"
         exposure = self.exposure_failures()
         if exposure:
             return "Degraded", exposure[0][1]

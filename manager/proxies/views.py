@@ -102,6 +102,7 @@ def proxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "active": proxy.active_revision, "last_heartbeat": proxy.last_heartbeat,
         "changes": changes_of(proxy)[:20] if request.user.has_perm("proxies.view_objectchange") else None,
         "exposure_failures": proxy.exposure_failures(),
+        "service_states": proxy.service_states(),
     })
 
 

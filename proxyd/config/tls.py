@@ -78,7 +78,8 @@ def _parse_tls(r: _Reader, raw: Any) -> TlsConfig | None:
         r.fail("tls.mode", f"mode {mode} makes its own certificate: give no certificate_pem/key_pem")
         return None
     if mode == "acme" and directory is None:
-        r.fail("tls.acme_directory", "mode acme needs the CA's directory URL")
+        if isinstance(d, dict) and d.get("acme_directory") is None:  # a given but refused URL has its own error
+            r.fail("tls.acme_directory", "mode acme needs the CA's directory URL")
         return None
     if email is not None and not EMAIL_RE.match(email):
         r.fail("tls.acme_email", f"expected an e-mail address, got {email!r}")

@@ -393,8 +393,9 @@ def test_tls_modes_are_checked_once_naming_the_field():
     assert (cfg.tls.mode, cfg.tls.acme_names, cfg.tls.key_type) == ("acme", ("prov.example.net",), "rsa-2048")
     assert parse_config(base_config(tls={})).tls.mode == "self-signed"
     assert "tls.acme_directory: mode acme needs the CA's directory URL" in problems(base_config(tls={"mode": "acme"}))
-    assert any(p.startswith("tls.acme_directory:") for p in problems(
-        base_config(tls={**acme, "acme_directory": "http://ca.example/dir"})))
+    refused = [p for p in problems(base_config(tls={**acme, "acme_directory": "http://ca.example/dir"}))
+               if p.startswith("tls.acme_directory:")]
+    assert len(refused) == 1 and "https" in refused[0], refused  # not also "needs the CA's directory URL"
     assert any(p.startswith("tls.acme_email:") for p in problems(base_config(tls={**acme, "acme_email": "nobody"})))
     assert any(p.startswith("tls.acme_names:") for p in problems(base_config(tls={**acme, "acme_names": ["10.0.0.1"]})))
     assert any(p.startswith("tls.certificate_pem: mode uploaded needs") for p in problems(

@@ -13,7 +13,7 @@ shows up before it gets a family of its own.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,11 +32,11 @@ from proxyd.metric_families import (
     Rule,
     ServiceTable,
 )
+from proxyd.stats import STATES, ServiceStats, ServiceStatus
 
 # The classic text format, which generate_latest() writes with our (all-ASCII) names; newer
 # prometheus_client calls it 1.0.0, which Prometheus before 3.0 does not know.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-SERVICE_STATES = ("running", "degraded", "stopped", "failed")  # degraded: running, self-test failing
 MANAGER_STATES = ("connecting", "online", "unreachable", "revoked")  # proxyd.agent.runner
 
 
@@ -85,8 +85,9 @@ class PforteCollector(Collector):
         _certificates(st, out)
         _manager(st, out)
         for name, data in st.get("services", {}).items():
-            if data.get("state") in ("running", "degraded"):
-                _service(name, data, out)
+            status = ServiceStatus.from_json(data)
+            if status.state in ("running", "degraded"):
+                _service(name, status.stats, out)
         yield from out
 
 
@@ -138,11 +139,11 @@ def _daemon(st: dict[str, Any], out: Families) -> None:
     services = st.get("services", {})
     refused = st.get("access_refused", {})
     for name, data in services.items():
-        state = data.get("state", "stopped")
-        out.add(SERVICE_UP, (name,), int(state in ("running", "degraded")))
-        for s in SERVICE_STATES:
-            out.add(SERVICE_STATE, (name, s), int(state == s))
-        out.add(SERVICE_ERROR, (name,), int(bool(data.get("last_error"))))
+        status = ServiceStatus.from_json(data)
+        out.add(SERVICE_UP, (name,), int(status.state in ("running", "degraded")))
+        for s in STATES:
+            out.add(SERVICE_STATE, (name, s), int(status.state == s))
+        out.add(SERVICE_ERROR, (name,), int(bool(status.last_error)))
     for name in dict.fromkeys([*services, *refused]):
         out.add(ACCESS_REFUSED, (name,), refused.get(name, 0))
 
@@ -176,32 +177,31 @@ def _manager(st: dict[str, Any], out: Families) -> None:
     out.add(MANAGER_HEARTBEATS, (), m.get("heartbeats") or 0)
 
 
-def _service(name: str, data: dict[str, Any], out: Families) -> None:
+def _service(name: str, stats: ServiceStats, out: Families) -> None:
     table = TABLES.get(name, ServiceTable((), ()))
     prefix = (name,) if table.service_label else ()
-    counters = {**dict.fromkeys(table.known_counters, 0), **data.get("counters", {})}
+    counters = {**dict.fromkeys(table.known_counters, 0), **stats.counters}
     _section(name, prefix, counters, table.counters, "counter", out)
-    _section(name, prefix, data.get("gauges", {}), table.gauges, "gauge", out)
-    for hname, h in data.get("histograms", {}).items():
+    _section(name, prefix, stats.gauges, table.gauges, "gauge", out)
+    for hname, h in stats.histograms.items():
         fam = (table.histograms or {}).get(hname)
         if fam is None:
             svc = name.replace("-", "_")
             fam = Family(f"pforte_{svc}_{hname}", "histogram", f"{hname} of {name}")
         out.add_histogram(fam, prefix if fam.labels[:1] == ("service",) else (), h)
     if name == "media":
-        g = data.get("gauges", {})
-        used, free = g.get("ports_in_use", 0), g.get("ports_available", 0)
+        used, free = stats.gauges.get("ports_in_use", 0), stats.gauges.get("ports_available", 0)
         out.add(MEDIA_HEADROOM, (), free / (used + free) if used + free else 1.0)
     if name == "xmpp":
-        for instance, d in data.get("by_instance", {}).items():
+        for instance, d in stats.breakdowns.get("by_instance", {}).items():
             out.add(XMPP_INSTANCE_SESSIONS, (str(instance),), d.get("active_sessions", 0))
         refused = {**dict.fromkeys(XMPP_REFUSAL_REASONS, 0),
-                   **{r: d.get("refusals", 0) for r, d in data.get("by_reason", {}).items()}}
+                   **{r: d.get("refusals", 0) for r, d in stats.breakdowns.get("by_reason", {}).items()}}
         for reason, n in refused.items():
             out.add(XMPP_REFUSED, (str(reason),), n)
 
 
-def _section(service: str, prefix: tuple[str, ...], values: dict[str, Any], rules: tuple[Rule, ...],
+def _section(service: str, prefix: tuple[str, ...], values: Mapping[str, float], rules: tuple[Rule, ...],
              kind: str, out: Families) -> None:
     sums: dict[tuple[Family, tuple[str, ...]], float] = {}
     for key, value in values.items():

@@ -9,7 +9,8 @@ Rules for implementations:
 - `reconfigure()` keeps established connections, calls and sessions alive. When the bind
   address/port is unchanged it swaps immutable route tables in place and does not rebind.
 - Protocol parsing lives in sans-IO modules beside the service (no sockets, time passed in).
-- `stats()` returns plain JSON data; numbers become Prometheus metrics (see `proxyd.metrics`).
+- `report()` returns a typed `proxyd.stats.ServiceStats`; `/status` shows it as JSON (`stats()`),
+  its numbers become Prometheus metrics (see `proxyd.metrics`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from proxyd.stats import ServiceStats
 
 if TYPE_CHECKING:
     from proxyd.access import AccessList
@@ -112,7 +115,10 @@ class Service(abc.ABC):
     async def stop(self, timeout: float) -> None:
         """Stop accepting, let established work finish for up to `timeout` seconds, then close."""
 
+    def report(self) -> ServiceStats:
+        """What this service reports now: listeners, counters, gauges, histograms, tables."""
+        return ServiceStats()
+
     def stats(self) -> dict[str, Any]:
-        """JSON-able state: {'listeners': [...], 'counters': {...}, 'gauges': {...},
-        'histograms': {name: Histogram.to_json()}, ...}."""
-        return {}
+        """`report()` as `/status` shows it (JSON)."""
+        return self.report().to_json()

@@ -21,6 +21,7 @@ from proxyd.acme_task import AcmeRenewer, acme_spec, kept_pair
 from proxyd.config import ProxyConfig
 from proxyd.network import NetworkError, NetworkState
 from proxyd.service import Service, ServiceContext, ServiceError
+from proxyd.stats import ServiceStatus
 
 log = logging.getLogger("proxyd.supervisor")
 
@@ -258,17 +259,16 @@ class Supervisor:
         services = {}
         for cls in self.classes:
             svc = self.running.get(cls.name)
-            entry: dict[str, Any] = {"state": "running" if svc else "stopped"}
+            entry = ServiceStatus("running" if svc else "stopped")
             if svc is None and cls.name in self.failed:
-                entry.update(state="failed", last_error=self.failed[cls.name])
+                entry.state, entry.last_error = "failed", self.failed[cls.name]
             if svc is not None:
                 try:
-                    entry.update(svc.stats())
+                    entry.stats = svc.report()
                 except Exception as exc:  # noqa: BLE001 - status must always answer
-                    entry["stats_error"] = _describe(exc)
-                if svc.last_error:
-                    entry["last_error"] = svc.last_error
-            services[cls.name] = entry
+                    entry.stats_error = _describe(exc)
+                entry.last_error = svc.last_error
+            services[cls.name] = entry.to_json()
         cfg = self.config
         current = self.ctx.certs.current
         return {

@@ -35,6 +35,7 @@ from proxyd.config import (
     XmppService,
 )
 from proxyd.config import default_of as D  # noqa: N812 - every default below is the config's own
+from proxyd.stats import ServiceStatus
 
 PORT = [MinValueValidator(1), MaxValueValidator(65535)]
 slug = RegexValidator(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$", "lowercase letters, digits, '-' and '_'")
@@ -319,22 +320,23 @@ class Proxy(models.Model):
             hb, rev = ids.get(p.pk, (None, None))
             p.__dict__["_last_heartbeat"], p.__dict__["_active_revision"] = hbs.get(hb), revs.get(rev)
 
-    def exposure_failures(self) -> list[tuple[str, str]]:
-        """(service, reason) for each service whose `proxyd exposure` self-test failed, per the last heartbeat."""
+    def reported_services(self) -> dict[str, ServiceStatus]:
+        """The services as the last heartbeat reported them (proxyd's `/status` entries, typed)."""
         hb = self.last_heartbeat
         services = hb.services if hb is not None and isinstance(hb.services, dict) else {}
-        return [(str(name), str(svc.get("degraded"))) for name, svc in services.items()
-                if isinstance(svc, dict) and svc.get("state") == "degraded"]
+        return {str(name): ServiceStatus.from_json(svc) for name, svc in sorted(services.items())
+                if isinstance(svc, dict) and name != "certificate"}
+
+    def exposure_failures(self) -> list[tuple[str, str]]:
+        """(service, reason) for each service whose `proxyd exposure` self-test failed, per the last heartbeat."""
+        return [(name, str(svc.degraded)) for name, svc in self.reported_services().items()
+                if svc.state == "degraded"]
 
     def service_states(self) -> list[tuple[str, str, str]]:
         """(service, state, last error) for each service the last heartbeat reported: a service
         that failed to start (`failed`) or that keeps an older revision's view after a failed
         reconfigure (its `last_error`) is what the operator needs to see per service."""
-        hb = self.last_heartbeat
-        services = hb.services if hb is not None and isinstance(hb.services, dict) else {}
-        return [(str(name), str(svc.get("state", "?")), str(svc.get("last_error") or ""))
-                for name, svc in sorted(services.items())
-                if isinstance(svc, dict) and name != "certificate"]
+        return [(name, svc.state, svc.last_error or "") for name, svc in self.reported_services().items()]
 
     def certificate_status(self) -> dict[str, Any]:
         """What the last heartbeat said about the certificate: `acme` (names, issuer, not_after,
@@ -359,10 +361,9 @@ class Proxy(models.Model):
         active = self.active_revision
         if hb.last_error:
             return "Degraded", hb.last_error
-        failing = next(((n, st, e) for n, st, e in self.service_states() if st == "failed" or e), None)
-        if failing:
-            name, state, error = failing
-            return "Degraded", f"service {name} {state}: {error}" if state == "failed" else f"service {name}: {error}"
+        for name, svc in self.reported_services().items():
+            if svc.state == "failed" or svc.last_error:
+                return "Degraded", f"service {name}: {svc.problem}"
         exposure = self.exposure_failures()
         if exposure:
             return "Degraded", exposure[0][1]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 from proxyd.config import ProxyConfig, WebLimits
 from proxyd.events import HttpEvents
 from proxyd.service import Service
+from proxyd.stats import ServiceStats
 from proxyd.tls_accept import create_tls_server
 from services.http.authority import Names
 from services.http.limits import ConnectionGate, configure
@@ -133,26 +133,26 @@ class HttpService(Service):
         self.listeners.clear()
         self.pools.close()
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "listeners": [f"{'https' if s.tls else 'http'}://{s.host}:{s.port}" for s in self.servers],
-            "counters": {**dict(self.stats_.counters), **self.events.counters,
-                         "connections_refused": self.gate.refused,
-                         "backend_saturated": self.pools.saturated,
-                         "backend_queued": self.pools.queued,
-                         "backend_connects": self.pools.connects,
-                         "backend_connect_errors": self.pools.connect_errors},
-            "gauges": {"active_connections": len(self.conns), "idle_backend_connections": self.pools.idle_count,
-                       "connection_limit_per_address": self.gate.per_address,
-                       "connection_limit_total": self.gate.budget.total,
-                       "backend_queue_waiting": self.pools.waiting_count,
-                       "backend_connection_limit": self.pools.per_backend,
-                       "backend_queue_limit": self.pools.queue,
-                       "tls_handshake_timeout_seconds": self.limits.tls_handshake_timeout,
-                       "head_timeout_seconds": self.limits.head_timeout,
-                       "idle_timeout_seconds": self.limits.idle_timeout,
-                       "min_body_rate_bytes": self.limits.min_body_rate},
-            "histograms": {"upstream_connect_seconds": self.pools.connect_seconds.to_json(),
-                           "upstream_first_byte_seconds": self.stats_.first_byte.to_json(),
-                           "request_duration_seconds": self.stats_.duration.to_json()},
-        }
+    def report(self) -> ServiceStats:
+        return ServiceStats(
+            listeners=[f"{'https' if s.tls else 'http'}://{s.host}:{s.port}" for s in self.servers],
+            counters={**dict(self.stats_.counters), **self.events.counters,
+                      "connections_refused": self.gate.refused,
+                      "backend_saturated": self.pools.saturated,
+                      "backend_queued": self.pools.queued,
+                      "backend_connects": self.pools.connects,
+                      "backend_connect_errors": self.pools.connect_errors},
+            gauges={"active_connections": len(self.conns), "idle_backend_connections": self.pools.idle_count,
+                    "connection_limit_per_address": self.gate.per_address,
+                    "connection_limit_total": self.gate.budget.total,
+                    "backend_queue_waiting": self.pools.waiting_count,
+                    "backend_connection_limit": self.pools.per_backend,
+                    "backend_queue_limit": self.pools.queue,
+                    "tls_handshake_timeout_seconds": self.limits.tls_handshake_timeout,
+                    "head_timeout_seconds": self.limits.head_timeout,
+                    "idle_timeout_seconds": self.limits.idle_timeout,
+                    "min_body_rate_bytes": self.limits.min_body_rate},
+            histograms={"upstream_connect_seconds": self.pools.connect_seconds.to_json(),
+                        "upstream_first_byte_seconds": self.stats_.first_byte.to_json(),
+                        "request_duration_seconds": self.stats_.duration.to_json()},
+        )

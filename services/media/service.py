@@ -29,6 +29,7 @@ from typing import Any
 from proxyd.config import ProxyConfig
 from proxyd.events import emit
 from proxyd.service import Service
+from proxyd.stats import ServiceStats
 from services.media.kernel import Kernel, KernelError, route_source
 from services.media.ports import PortPool
 from services.media.relay import Addr, Endpoint, Leg, bind_udp, endpoints, register
@@ -341,7 +342,7 @@ class MediaService(Service):
         latched = {port: ep.src for port, ep in self.eps.items() if ep.src is not None}
         self._perform(self.core.offloads(latched, kernel=self.kernel is not None))
 
-    def stats(self) -> dict[str, Any]:
+    def report(self) -> ServiceStats:
         counters = dict(self.counters + self.core.counters)
         streams: list[dict[str, Any]] = []
         for port, (cid, *legs) in self.streams.items():
@@ -361,17 +362,17 @@ class MediaService(Service):
                 stream = next(s for s in call.streams if s.phone == port)
                 streams.append(_stream_status(cid, stream, legs))
         pool = self.core.pool
-        return {
-            "listeners": [f"udp://{self.v.bind}:{self.v.port_min}-{self.v.port_max} ({self.v.mode})"],
-            "counters": counters,
-            "gauges": {"active_calls": len(self.core.calls), "active_streams": len(self.streams),
-                       "ports_in_use": len(pool.used) * 2, "ports_available": pool.available * 2,
-                       "ports_blocked": len(pool.blocked) * 2},
-            "offload": {"mode": "kernel" if self.kernel is not None else "userspace",
-                        "reason": self.offload_reason or None,
-                        "directions": len(self.kernel.installed) if self.kernel is not None else 0},
-            "streams": streams,
-        }
+        return ServiceStats(
+            listeners=[f"udp://{self.v.bind}:{self.v.port_min}-{self.v.port_max} ({self.v.mode})"],
+            counters=counters,
+            gauges={"active_calls": len(self.core.calls), "active_streams": len(self.streams),
+                    "ports_in_use": len(pool.used) * 2, "ports_available": pool.available * 2,
+                    "ports_blocked": len(pool.blocked) * 2},
+            detail={"offload": {"mode": "kernel" if self.kernel is not None else "userspace",
+                                "reason": self.offload_reason or None,
+                                "directions": len(self.kernel.installed) if self.kernel is not None else 0},
+                    "streams": streams},
+        )
 
 
 def _reusable(ep: Endpoint) -> bool:

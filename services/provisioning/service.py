@@ -3,9 +3,8 @@ http_and_https), built on the HTTP router's listener and forwarding machinery.""
 
 from __future__ import annotations
 
-from typing import Any
-
 from proxyd.config import ProxyConfig
+from proxyd.stats import ServiceStats
 from services.http.routes import Router
 from services.http.service import HttpService, HttpView, ListenerSpec
 from services.provisioning.routes import ProvisioningTable, table_for
@@ -28,11 +27,11 @@ class ProvisioningService(HttpService):
             listeners.append((ListenerSpec(host, prov.http_port, False), table))
         return HttpView(tuple(listeners), cfg.services.web.upstream_timeout, limits=cfg.services.web.limits)
 
-    def stats(self) -> dict[str, Any]:
-        out = super().stats()
+    def report(self) -> ServiceStats:
+        out = super().report()
         tables = [li.router for li in self.listeners.values() if isinstance(li.router, ProvisioningTable)]
         if tables:
             lim = tables[0].limiter
-            out["counters"]["source_blocks"] = lim.blocks
-            out["gauges"]["blocked_sources"] = lim.blocked_count()
+            out.counters["source_blocks"] = lim.blocks
+            out.gauges["blocked_sources"] = lim.blocked_count()
         return out

@@ -24,6 +24,7 @@ from typing import Any
 
 from proxyd.config import ProxyConfig
 from proxyd.service import Service, ServiceError
+from proxyd.stats import ServiceStats
 from proxyd.tls import write_private
 from proxyd.tls_accept import create_tls_server
 from services.media_api import MediaError, MediaRelay, PassThroughMedia, Side
@@ -653,7 +654,7 @@ class SipService(Service):
                 continue
             conn.close()
 
-    def stats(self) -> dict[str, Any]:
+    def report(self) -> ServiceStats:
         listeners: list[str] = []
         v = self.view_
         if v is not None:  # same shape as every service: "<proto>://<address>:<port>"
@@ -662,7 +663,7 @@ class SipService(Service):
             else:
                 listeners.append(f"tls://{v.bind}:{v.tls_port}")
         counters: dict[str, int] = dict(self.counters_extra)
-        gauges: dict[str, int] = {"connections": len(self.conns),
+        gauges: dict[str, float] = {"connections": len(self.conns),
                                   "tls_connections": sum(1 for c in self.conns.values() if c.tname == "tls")}
         if self.relay is not None:
             counters.update(self.relay.counters)
@@ -672,7 +673,7 @@ class SipService(Service):
             gauges["blocked_sources"] = limiter.blocked(time.monotonic()) if limiter is not None else 0
             gauges["locked_out"] = self.relay.auth.locked_out(time.monotonic())
             gauges["udp_sources_unverified"], gauges["udp_sources_verified"] = self.relay.amp.counts()
-        return {"listeners": listeners, "counters": counters, "gauges": gauges}
+        return ServiceStats(listeners=listeners, counters=counters, gauges=gauges)
 
 
 class _TlsGate:

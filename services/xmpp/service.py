@@ -19,6 +19,7 @@ from typing import Any
 from proxyd.config import ProxyConfig
 from proxyd.events import Limiter, emit
 from proxyd.service import Service, ServiceError
+from proxyd.stats import ServiceStats
 from services.xmpp.relay import Session
 from services.xmpp.routes import Route, RouteTable
 
@@ -187,19 +188,21 @@ class XmppService(Service):
         routes = [r for _, r in self.routes.domains] + ([self.routes.default] if self.routes.default else [])
         return {r.instance for r in routes}
 
-    def stats(self) -> dict[str, Any]:
+    def report(self) -> ServiceStats:
         v = self.view_
-        return {
-            "listeners": [f"tcp:{v.bind}:{v.port}", f"tcp:{v.bind}:{v.direct_tls_port}"] if v else [],
-            "counters": {"sessions": self.counters["sessions"],
-                         "sessions_starttls": self.counters["sessions_starttls"],
-                         "sessions_direct_tls": self.counters["sessions_direct_tls"],
-                         "bytes_client_to_backend": self.counters["bytes_client_to_backend"],
-                         "bytes_backend_to_client": self.counters["bytes_backend_to_client"]},
-            "gauges": {"active_sessions": sum(self.active.values()),
-                       "connections": sum(len(li.sessions) for li in self.listeners.values())},
-            # every routed instance, 0 included: a dashboard shows it before its first session
-            "by_instance": {name: {"active_sessions": self.active.get(name, 0)}
-                            for name in sorted(self._instances() | set(self.active))},
-            "by_reason": {reason: {"refusals": n} for reason, n in self.refusals.items()},
-        }
+        return ServiceStats(
+            listeners=[f"tcp:{v.bind}:{v.port}", f"tcp:{v.bind}:{v.direct_tls_port}"] if v else [],
+            counters={"sessions": self.counters["sessions"],
+                      "sessions_starttls": self.counters["sessions_starttls"],
+                      "sessions_direct_tls": self.counters["sessions_direct_tls"],
+                      "bytes_client_to_backend": self.counters["bytes_client_to_backend"],
+                      "bytes_backend_to_client": self.counters["bytes_backend_to_client"]},
+            gauges={"active_sessions": sum(self.active.values()),
+                    "connections": sum(len(li.sessions) for li in self.listeners.values())},
+            breakdowns={
+                # every routed instance, 0 included: a dashboard shows it before its first session
+                "by_instance": {name: {"active_sessions": self.active.get(name, 0)}
+                                for name in sorted(self._instances() | set(self.active))},
+                "by_reason": {reason: {"refusals": n} for reason, n in self.refusals.items()},
+            },
+        )

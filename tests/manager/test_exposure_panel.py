@@ -38,7 +38,7 @@ def test_a_failed_service_and_a_service_error_make_the_proxy_degraded_and_show_p
         "http": {"state": "running"}, "sip": {"state": "failed", "last_error": bind},
         "certificate": {"degraded": []}})
     assert p.service_states() == [("http", "running", ""), ("sip", "failed", bind)]
-    assert p.status() == ("Degraded", f"service sip failed: {bind}")
+    assert p.status() == ("Degraded", f"service sip: failed to start: {bind}")
     page = admin_client.get(f"/proxies/{p.pk}/").content.decode()
     assert 'id="service-states"' in page and "address in use" in page
     kept = "revision 8: media port range 30000-30010 overlaps the SIP port"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -13,6 +12,7 @@ from proxyd.access import AccessList
 from proxyd.config import ProxyConfig, parse_config
 from proxyd.service import Service, ServiceContext, ServiceError
 from proxyd.statedir import StateDir
+from proxyd.stats import ServiceStats
 from proxyd.supervisor import ApplyError, Supervisor
 from proxyd.tls import CertStore
 from tests.support import base_config, free_port
@@ -57,8 +57,8 @@ class EchoService(Service):
             await writer.drain()
         writer.close()
 
-    def stats(self) -> dict[str, Any]:
-        return {"listeners": [f"127.0.0.1:{self.view_now.port}"]}
+    def report(self) -> ServiceStats:
+        return ServiceStats(listeners=[f"127.0.0.1:{self.view_now.port}"])
 
 
 class BrokenService(Service):
@@ -131,7 +131,8 @@ async def test_failed_apply_rolls_back_and_keeps_the_running_config(supervisor: 
     assert supervisor.views["echo"] == EchoView(port, "https://one.example/")
     assert "revision 2" in (supervisor.last_error or "")
     status = supervisor.status()["services"]
-    assert status["broken"] == {"state": "running", "last_error": "revision 2: cannot reconfigure to 'bad'"}
+    assert status["broken"] == {"state": "running", "last_error": "revision 2: cannot reconfigure to 'bad'",
+                                "listeners": [], "counters": {}, "gauges": {}}  # every entry has the stats shape
     assert "last_error" not in status["echo"]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     assert await ask(writer, reader) == b"https://one.example/\n"
@@ -146,10 +147,12 @@ async def test_a_service_that_failed_to_start_says_so_until_it_runs(supervisor: 
     with pytest.raises(ApplyError):
         await supervisor.apply(cfg(port, "one", name="bad", rev=4))
     status = supervisor.status()["services"]
-    assert status["broken"] == {"state": "failed", "last_error": "revision 4: cannot start for proxy 'bad'"}
+    assert status["broken"] == {"state": "failed", "last_error": "revision 4: cannot start for proxy 'bad'",
+                                "listeners": [], "counters": {}, "gauges": {}}
     assert status["echo"]["state"] == "stopped"  # rolled back with the rest of revision 4
     await supervisor.apply(cfg(port, "one", rev=5))
-    assert supervisor.status()["services"]["broken"] == {"state": "running"}
+    assert supervisor.status()["services"]["broken"] == {"state": "running", "listeners": [], "counters": {},
+                                                         "gauges": {}}
     await supervisor.shutdown()
 
 

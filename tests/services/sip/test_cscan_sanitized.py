@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
+#: mutations per run: the suite's share (PFORTE_SANITIZER_MUTATIONS=200000 for a longer hunt)
+MUTATIONS = os.environ.get("PFORTE_SANITIZER_MUTATIONS", "30000")
 
 
 def _runtime(name: str) -> str:
@@ -31,7 +33,7 @@ def test_sanitized_c_scanner_on_random_mutations(tmp_path: Path) -> None:
                     str(ROOT / "services/sip/_cscan.c"), "-o", str(so)], check=True, timeout=120)
     env = {**os.environ, "LD_PRELOAD": f"{asan}:{ubsan}", "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
            "PYTHONMALLOC": "malloc"}  # every object its own allocation, so ASAN sees its bounds
-    out = subprocess.run([sys.executable, "-m", "tests.services.sip.cscan_fuzz", str(so), "100000", "7"],
+    out = subprocess.run([sys.executable, "-m", "tests.services.sip.cscan_fuzz", str(so), MUTATIONS, "7"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("differs 0"), out.stdout[-2000:]

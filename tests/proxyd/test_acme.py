@@ -23,6 +23,7 @@ from proxyd.acme_client import revoke
 from proxyd.acme_task import AcmeRenewer, AcmeSpec
 from proxyd.tls import CertStore, key_type
 from tests.proxyd.pebble import PEBBLE, start_pebble
+from tests.services.http.conftest import backend  # noqa: F401 - the real HTTP backend fixture
 
 pytestmark = pytest.mark.skipif(PEBBLE is None, reason="pebble is not installed (.ci/run installs it)")
 
@@ -282,3 +283,47 @@ async def test_http_01_through_a_plain_http_listener_of_the_router(tmp_path, cap
     finally:
         await sup.shutdown()
         p.stop()
+
+
+async def test_a_phone_verifies_the_provisioning_listener_with_the_issued_certificate(tmp_path, pebble, backend):  # noqa: F811
+    """What seed 003's phones do: fetch their config over HTTPS from an encrypted device URL,
+    verifying the server. Here curl, trusting only pebble's root (no --insecure), gets the backend's
+    answer through the provisioning listener once the ACME certificate is in."""
+    import base64
+    import secrets
+
+    from proxyd.access import AccessList
+    from proxyd.config import parse_config
+    from proxyd.service import ServiceContext
+    from proxyd.statedir import StateDir
+    from proxyd.supervisor import Supervisor
+    from services.provisioning.service import ProvisioningService
+    from services.provisioning.token import encode_token
+    from tests.support import base_config, free_port
+
+    key, port = base64.b64encode(secrets.token_bytes(32)).decode(), free_port()
+    state = StateDir(tmp_path / "state").ensure()
+    sup = Supervisor(ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList()),
+                     [ProvisioningService])
+    try:
+        await sup.apply(parse_config(base_config(
+            proxy={"fqdn": "localhost"}, bind="127.0.0.1",
+            instances=[{"name": "mycompany", "provisioning": backend + "/prov/{MAC}"}],
+            services={"provisioning": {"mode": "encrypted", "https_port": port, "key": key}},
+            tls={"mode": "acme", "acme_directory": pebble.directory, "acme_email": "ops@example.net",
+                 "acme_http_port": pebble.http_port, "acme_ca_bundle": pebble.tls_ca, "key_type": "rsa-2048"})))
+        for _ in range(100):  # 20 s at most
+            if not sup.ctx.certs.current.self_signed:
+                break
+            await asyncio.sleep(0.2)
+        assert not sup.ctx.certs.current.self_signed, sup.status()["acme"]
+        root = tmp_path / "root.pem"
+        root.write_text(pebble.root_pem())
+        token = encode_token(key, "mycompany", "08:C2:5A:4F:03:21")
+        out = await asyncio.to_thread(subprocess.run, [
+            "curl", "-sS", "--cacert", str(root), "--resolve", f"localhost:{port}:127.0.0.1",
+            f"https://localhost:{port}/p/{token}/y000000000028.cfg"], capture_output=True, timeout=10, text=True)
+        assert out.returncode == 0, out.stderr  # the certificate verified against pebble's root only
+        assert '"/prov/08C25A4F0321/y000000000028.cfg"' in out.stdout, out.stdout
+    finally:
+        await sup.shutdown()

@@ -16,8 +16,10 @@ Rules for implementations:
 from __future__ import annotations
 
 import abc
+import asyncio
 import bisect
 import logging
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -114,6 +116,23 @@ class Service(abc.ABC):
     @abc.abstractmethod
     async def stop(self, timeout: float) -> None:
         """Stop accepting, let established work finish for up to `timeout` seconds, then close."""
+
+    def every(self, interval: float, step: Callable[[float], None], what: str) -> asyncio.Task[None]:
+        """Run `step(time.monotonic())` every `interval` seconds until the task is cancelled.
+
+        A step that raises is a bug, and the loop must outlive it: the timers and sweeps of every
+        other call and connection depend on it. So it is logged with its traceback
+        (`event=service_step_failed`), becomes this service's `last_error` (status, metrics and the
+        manager show it until the next applied revision), and the next step runs as planned."""
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    step(time.monotonic())
+                except Exception as exc:  # noqa: BLE001 - see the docstring
+                    self.log.exception("event=service_step_failed service=%s step=%r", self.name, what)
+                    self.last_error = f"{what} failed: {type(exc).__name__}: {exc}"
+        return asyncio.get_running_loop().create_task(loop(), name=f"{self.name}: {what}")
 
     def report(self) -> ServiceStats:
         """What this service reports now: listeners, counters, gauges, histograms, tables."""

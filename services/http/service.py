@@ -66,7 +66,7 @@ class HttpService(Service):
         self.gate = ConnectionGate(service=self.name)
         self.events = HttpEvents(self.name)
         self.clock = Clock(asyncio.get_running_loop().time())
-        self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        self.sweeper = self.every(SWEEP_INTERVAL, self._sweep, "connection deadlines sweep")
         await self.reconfigure(view)
 
     async def reconfigure(self, view: HttpView) -> None:
@@ -107,12 +107,9 @@ class HttpService(Service):
         return await loop.create_server(lambda: ClientConnection(listener), spec.host, spec.port,
                                         reuse_address=True, reuse_port=self.ctx.reuse_port, backlog=1024)
 
-    async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            sweep(self.conns, self.clock, loop.time(), SWEEP_INTERVAL)
-            self.events.flush()  # served requests' log lines, twice a second (proxyd/events.py)
+    def _sweep(self, now: float) -> None:
+        sweep(self.conns, self.clock, asyncio.get_running_loop().time(), SWEEP_INTERVAL)
+        self.events.flush()  # served requests' log lines, twice a second (proxyd/events.py)
 
     async def stop(self, timeout: float) -> None:
         for srv in self.servers.values():

@@ -86,7 +86,7 @@ class MediaService(Service):
         self.kernel: Kernel | None = None
         self.offload_reason = ""
         self._kernel_switch(view)
-        self._idle = asyncio.create_task(self._idle_loop())
+        self._idle = self.every(IDLE_CHECK, self.expire_idle, "idle and set-up timeouts")
 
     def _kernel_switch(self, view: MediaView) -> None:
         """Open the kernel table (flushing what a crashed run left) or say why media stays in userspace."""
@@ -316,11 +316,6 @@ class MediaService(Service):
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.connect((peer_ip, 9))  # no packet is sent: this asks the kernel for the route's source
             return str(s.getsockname()[0])
-
-    async def _idle_loop(self) -> None:
-        while True:
-            await asyncio.sleep(IDLE_CHECK)
-            self.expire_idle(time.monotonic())
 
     def expire_idle(self, now: float) -> None:
         """Tell the core what each stream carried, and release what it times out (`now`: monotonic)."""

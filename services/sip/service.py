@@ -334,7 +334,7 @@ class SipService(Service):
             raise ServiceError(f"sip: cannot bind {where}: {exc} (is another SIP server running?)") from exc
         self.relay = self._make_relay(view)
         self._backend_nets = _networks(view.backend_sources)
-        self.timer = asyncio.create_task(self._tick())
+        self.timer = self.every(5.0, self._tick, "timers and idle connections")
         self.log.info("event=sip_started mode=%s bind=%s scanner=%s", view.mode, view.bind, SCANNER)
         if SCANNER != "c":
             self.log.warning("event=sip_slow_scanner reason=services.sip._cscan_not_built fix='make venv'")
@@ -626,15 +626,12 @@ class SipService(Service):
             except Exception:  # one call's failure must not keep the others' ports
                 self.log.exception("event=sip_media_delete_failed call_id=%s", cid)
 
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(5.0)
-            now = time.monotonic()
-            self.reasons.flush(now)
-            if self.relay is not None:
-                self._release(self.relay.expire(now))
-                self.relay.log_call_ends()
-            self.close_idle(now)
+    def _tick(self, now: float) -> None:
+        self.reasons.flush(now)
+        if self.relay is not None:
+            self._release(self.relay.expire(now))
+            self.relay.log_call_ends()
+        self.close_idle(now)
 
     def close_idle(self, now: float) -> None:
         """Close phone connections that sent no whole message within FIRST_MESSAGE_TIMEOUT, phone

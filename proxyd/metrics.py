@@ -104,7 +104,8 @@ BUILD = _g("pforte_build_info", "proxyd build: version, Python version and uvloo
 SERVICE_UP = _g("pforte_service_up", "1 when the service is running", "service")
 SERVICE_STATE = _g("pforte_service_state", "The service's state: 1 for the current one", "service", "state")
 SERVICE_ERROR = _g("pforte_service_apply_error", "1 when the service failed to apply the last revision it was "
-                   "given (it keeps its previous view, or is not running)", "service")
+                   "given (it keeps its previous view, or is not running) or a periodic step of it failed "
+                   "since", "service")
 ACCESS_REFUSED = _c("pforte_access_refused_connections", "Connections and datagrams refused by the source "
                     "allow-list, by service", "service")
 REVISION = _g("pforte_config_revision", "Revision of the configuration being served")

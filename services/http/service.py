@@ -15,6 +15,7 @@ from proxyd.events import HttpEvents
 from proxyd.service import Service
 from proxyd.stats import ServiceStats
 from proxyd.tls_accept import create_tls_server
+from services.http import http1
 from services.http.authority import Names
 from services.http.limits import ConnectionGate, configure
 from services.http.proxy import UPSTREAM_TIMEOUT, ClientConnection, Clock, Listener, Stats, sweep
@@ -68,6 +69,9 @@ class HttpService(Service):
         self.clock = Clock(asyncio.get_running_loop().time())
         self.sweeper = self.every(SWEEP_INTERVAL, self._sweep, "connection deadlines sweep")
         await self.reconfigure(view)
+        if http1._chead is None:  # same decisions (the Python reference), a fraction of the speed
+            self.log.warning("event=http_slow_path service=%s reason=services.http._chead_not_built "
+                             "fix='make venv'", self.name)
 
     async def reconfigure(self, view: HttpView) -> None:
         self.limits = view.limits

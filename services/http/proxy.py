@@ -22,11 +22,13 @@ from time import perf_counter
 from proxyd.config import WebLimits
 from proxyd.events import HttpEvents
 from proxyd.service import LATENCY_BUCKETS, Histogram
+from services.http import connection
 from services.http.authority import Names, request_target
 from services.http.canonical import BadPath, split_target
+from services.http.connection import END_OF_MESSAGE, NEED_DATA, Data, ProtocolError, Request, ServerConnection
 from services.http.framing import Body, HeadScan, Valve
-from services.http.http1 import MAX_HEAD, Head, HttpError, parse_request_head, parse_response_head
-from services.http.limits import BUFFER_BODY, DEFAULT, ConnectionGate, body_deadline
+from services.http.http1 import MAX_HEAD, Head, HttpError, parse_response_head
+from services.http.limits import BUFFER_BODY, DEFAULT, ConnectionGate
 from services.http.routes import Forward, Redirect, Refuse, Router
 from services.http.upstream import Pools, UpstreamConnection
 
@@ -45,9 +47,10 @@ REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408:
            301: "Moved Permanently", 302: "Found"}
 RESPONSE_KEYS = tuple(f"responses_{n}xx" for n in range(10))
 
-# Connection states (BUFFERING: a small body is being received whole before a backend is taken;
-# QUEUED: the request waits for one of its backend's slots, services/http/upstream.py Pools)
-IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED, BUFFERING, QUEUED = range(8)
+# Connection states (IDLE: reading a request head, the core says whether one has begun; BUFFERING: a
+# small body is being received whole before a backend is taken; QUEUED: the request waits for one
+# of its backend's slots, services/http/upstream.py Pools)
+IDLE, BODY, WAIT, TUNNEL, CLOSED, BUFFERING, QUEUED = range(7)
 # Response states (R_BODY: `rbody` says where the body ends)
 R_NONE, R_HEAD, R_BODY = range(3)
 
@@ -120,25 +123,25 @@ ACME_PREFIX = b"/.well-known/acme-challenge/"
 
 
 class ClientConnection(asyncio.Protocol):
-    """Serves requests on one accepted client connection until it closes or times out."""
+    """Serves requests on one accepted client connection until it closes or times out: the asyncio
+    adapter of the request side's core (`self.conn`, services/http/connection.py), which reads the
+    requests, and of the backend side (`self.up`)."""
 
     def __init__(self, listener: Listener) -> None:
         self.shared = listener
         self.t: asyncio.Transport = None  # type: ignore[assignment]
         self.client_ip = ""
         self.client_ip_b = b""
-        self.buf = bytearray()
+        self.conn: ServerConnection = None  # type: ignore[assignment]  # from connection_made
         self.state = IDLE
         self.deadline = 0.0
         self.valve = Valve()  # reading from the client
         self.up_valve = Valve()  # reading from the backend (the client reads slower than it answers)
-        self.scan = HeadScan()
         self.up: UpstreamConnection | None = None
         self.pending: list[bytes] | None = None  # request bytes waiting for a backend connection
         self.req: Head | None = None
         self.fwd: Forward | None = None
         self.keep = True
-        self.body: Body | None = None  # the request body being forwarded
         self.retry_head: bytes | None = None  # a bodyless request can be retried on a fresh connection once
         self.rstate = R_NONE
         self.rbuf = b""
@@ -147,8 +150,6 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded_at = 0.0  # perf_counter() when the current request was forwarded (the loop clock has ms steps)
         self.rkeep = False
         self.gated = False  # counted by the listener's gate (released when the connection goes)
-        self.body_started = 0.0  # clock time the request body began, and its bytes so far (minimum rate)
-        self.body_received = 0
         self.held = b""  # BUFFERING: the upstream head, sent once the body is whole
         self.slot: tuple | None = None  # the backend key this exchange counts against (Pools.inflight)
         # the exchange for its end event (proxyd/events.py): open from its first head byte read
@@ -180,7 +181,8 @@ class ClientConnection(asyncio.Protocol):
                 return
             self.gated = True
         self.shared.conns.add(self)
-        self.deadline = self.shared.clock.now + self.shared.limits.head_timeout
+        self.conn = ServerConnection(self.shared.limits, self.shared.clock.now)
+        self.deadline = self.conn.deadline
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -188,29 +190,17 @@ class ClientConnection(asyncio.Protocol):
             if self.up is not None:
                 self.up.write(data)
             return
-        if state == BODY:
-            self._request_body(data)
-            return
-        if state == BUFFERING:
-            self.buf += data
-            self.deadline = body_deadline(self.body_started, len(self.buf), self.shared.clock.now, self.shared.limits)
-            if len(self.buf) >= (self.req.content_length or 0):  # type: ignore[union-attr]
+        conn = self.conn
+        conn.receive_data(data, self.shared.clock.now)
+        if state == IDLE:
+            self._read_head()
+        elif state == BODY:
+            self._request_body()
+        elif state == BUFFERING:
+            self.deadline = conn.deadline
+            if conn.buffered >= (self.req.content_length or 0):  # type: ignore[union-attr]
                 self._dispatch(self.held)
-            return
-        if state <= HEAD:
-            if not self.buf:
-                end = data.find(b"\r\n\r\n")
-                if end >= 0:  # the usual case: a whole head in one read, nothing buffered before it
-                    end += 4
-                    if end < len(data):
-                        self.buf += data[end:]
-                    self._request(data[:end] if end < len(data) else data)
-                    return
-            self.buf += data
-            self._try_head()
-            return
-        self.buf += data
-        if self.valve.held("pipeline", len(self.buf), MAX_HEAD):  # a pipelining client waits for the answer in flight
+        elif self.valve.held("pipeline", conn.buffered, MAX_HEAD):  # a pipelining client waits for the answer in flight
             self.t.pause_reading()
 
     def eof_received(self) -> bool | None:
@@ -296,20 +286,15 @@ class ClientConnection(asyncio.Protocol):
 
     # -- request head -----------------------------------------------------------------------------
 
-    def _try_head(self) -> None:
-        buf = self.buf
-        try:
-            end = self.scan.end(buf)
-        except HttpError as exc:  # a head that can never be valid is answered now, not at its deadline
-            return self._refuse(exc.status, exc.reason)
-        if end < 0:
-            if buf and self.state == IDLE:  # the head deadline runs from its first byte
-                self.state = HEAD
-                self.deadline = self.shared.clock.now + self.shared.limits.head_timeout
-            return
-        head = bytes(buf[:end])
-        del buf[:end]
-        self._request(head)
+    def _read_head(self) -> None:
+        ev = self.conn.next_event()
+        if type(ev) is Request:
+            self._request(ev.head)
+        elif type(ev) is ProtocolError:  # a head that can never be valid is answered now, not at its deadline
+            self.shared.stats.counters["requests"] += 1
+            self._refuse(ev.status, ev.reason)
+        else:  # NEED_DATA
+            self.deadline = self.conn.deadline
 
     def _refuse(self, status: int, reason: str, *, close: bool = True, extra: bytes = b"") -> None:
         self.shared.stats.counters[f"refused_{status}"] += 1
@@ -342,13 +327,12 @@ class ClientConnection(asyncio.Protocol):
             instance=fwd.instance if fwd is not None else None, reason=self.ex_reason, error=self.ex_error,
             upstream=fwd.backend.host_header if fwd is not None else None)
 
-    def _request(self, raw: bytes) -> None:
+    def _request(self, req: Head) -> None:
         shared = self.shared
         shared.stats.counters["requests"] += 1
         self._begin()
+        self.ex_method = req.method
         try:
-            req = parse_request_head(raw)
-            self.ex_method = req.method
             self.ex_rid, req.kept = shared.events.ids.take(req.kept)
             if shared.acme_tokens and req.target.startswith(ACME_PREFIX) and req.method == b"GET":
                 answer = shared.acme_tokens.get(req.target[len(ACME_PREFIX):].decode("latin-1"))
@@ -372,7 +356,7 @@ class ClientConnection(asyncio.Protocol):
         decision = shared.router.route(path, query, self.client_ip, req)
         if type(decision) is Forward:
             return self._forward(req, decision)
-        if not self._skip_body(req):
+        if not self.conn.skip_body():  # a refused request's body is not forwarded; one already here is dropped
             self.keep = False
         if isinstance(decision, Refuse):
             return self._refuse(decision.status, decision.reason, close=decision.close or not self.keep,
@@ -388,16 +372,6 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._close()
 
-    def _skip_body(self, req: Head) -> bool:
-        """A refused request's body is not forwarded; one already received is dropped to keep framing."""
-        if req.chunked:
-            return False
-        n = req.content_length or 0
-        if n > len(self.buf):
-            return False
-        del self.buf[:n]
-        return True
-
     def _next(self) -> None:
         """The exchange is over and the connection stays: serve what the client pipelined meanwhile."""
         self._finish()
@@ -405,17 +379,18 @@ class ClientConnection(asyncio.Protocol):
         self.state = IDLE
         self.req = self.fwd = None
         self.rstate = R_NONE
-        self.deadline = self.shared.clock.now + self.shared.limits.idle_timeout
+        self.conn.start_next_cycle(self.shared.clock.now, self.shared.limits)
+        self.deadline = self.conn.deadline
         if self.valve:
             self._resume("pipeline")
-        if self.buf:
+        if self.conn.buffered:
             # on the next loop turn, not from here: answering pipelined requests locally (404s,
             # redirects) would otherwise recurse once per request, thousands deep for one read
             self.shared.loop.call_soon(self._pipelined)
 
     def _pipelined(self) -> None:
-        if self.state == IDLE and self.buf:
-            self._try_head()
+        if self.state == IDLE and self.conn.buffered:
+            self._read_head()
 
     # -- forwarding -------------------------------------------------------------------------------
 
@@ -444,13 +419,12 @@ class ClientConnection(asyncio.Protocol):
         self.rbuf = b""
         self.rscan.reset()
         self.retry_head = None
-        self.body_started, self.body_received = self.shared.clock.now, 0
         n = req.content_length
-        if n and n <= BUFFER_BODY and len(self.buf) < n and not req.expect:
+        if n and n <= BUFFER_BODY and self.conn.buffered < n and not req.expect:
             # a small body is received whole first: a client dripping it costs the backend nothing
             self.state = BUFFERING
             self.held = out
-            self.deadline = body_deadline(self.body_started, len(self.buf), self.shared.clock.now, self.shared.limits)
+            self.deadline = self.conn.deadline
             return
         self._dispatch(out)
 
@@ -475,30 +449,15 @@ class ClientConnection(asyncio.Protocol):
         if not req.chunked and not req.content_length:  # most requests: no body, no reader
             self.state = WAIT
             self.retry_head = out
-        elif req.chunked:
-            self.body = Body(0, True)
-            data, self.buf = bytes(self.buf), bytearray()
-            try:
-                out += self._encode_chunks(data)
-            except HttpError as exc:
-                return self._refuse(exc.status, exc.reason)
         else:
-            body = self.body = Body(req.content_length)
-            if self.buf:
-                n = body.feed(self.buf)
-                out += bytes(self.buf[:n])
-                del self.buf[:n]
-                self.body_received = n
-                if body.done:
-                    self.state = WAIT
-                    self.body = None
-        now = self.shared.clock.now
+            body = self._body_out()
+            if isinstance(body, ProtocolError):
+                return self._refuse(body.status, body.reason)
+            out += body
         if self.state == WAIT:
-            self.deadline = now + self.shared.upstream_timeout
+            self.deadline = self.shared.clock.now + self.shared.upstream_timeout
         else:
-            if req.chunked:
-                self.body_received = 0
-            self.deadline = body_deadline(self.body_started, self.body_received, now, self.shared.limits)
+            self.deadline = self.conn.deadline
         up = self.shared.pools.take(fwd.backend)
         if up is not None:
             self._attach(up, out)
@@ -540,48 +499,39 @@ class ClientConnection(asyncio.Protocol):
         elif self.up is not None:
             self.up.write(data)
 
-    def _encode_chunks(self, data: bytes) -> bytes:
-        """Re-frame the client's chunked body (chunk extensions and trailers are not passed on)."""
-        body = self.body
-        assert body is not None
-        spans: list[tuple[int, int]] = []
-        used = body.feed(data, spans)
-        out = b"".join(b"%x\r\n%b\r\n" % (e - s, data[s:e]) for s, e in spans if e > s)
-        if body.done:
-            out += b"0\r\n\r\n"
-            if used < len(data):
-                self.buf += data[used:]
-            self.body = None
-            self._request_sent()
-        return out
+    def _body_out(self) -> bytes | ProtocolError:
+        """What the client sent of the body so far, framed for the backend (a chunked body re-framed:
+        its chunk extensions and trailers are not passed on); at its end the request is sent."""
+        conn, chunked, out = self.conn, self.req.chunked, []  # type: ignore[union-attr]
+        while True:
+            ev = conn.next_event()
+            if type(ev) is Data:
+                out.append(b"%x\r\n%b\r\n" % (len(ev.data), ev.data) if chunked else ev.data)
+            elif ev is END_OF_MESSAGE:
+                if chunked:
+                    out.append(b"0\r\n\r\n")
+                self._request_sent()
+                break
+            elif ev is NEED_DATA:
+                break
+            else:
+                assert type(ev) is ProtocolError
+                return ev
+        return out[0] if len(out) == 1 else b"".join(out)
 
-    def _request_body(self, data: bytes) -> None:
-        self.body_received += len(data)
-        self.deadline = body_deadline(self.body_started, self.body_received, self.shared.clock.now, self.shared.limits)
-        body = self.body
-        assert body is not None
-        if body.chunked:
-            try:
-                out = self._encode_chunks(data)
-            except HttpError as exc:  # the client's body framing broke mid-stream
-                # the backend sees a reset, never a truncated body it could take as whole, nor a smuggled request
-                self._drop_upstream(f"chunked framing broke: {exc.reason}")
-                if self.rstate == R_HEAD:
-                    self._refuse(exc.status, exc.reason)
-                else:
-                    self._close()
-                return
-            if out:
-                self._send_up(out)
+    def _request_body(self) -> None:
+        self.deadline = self.conn.deadline
+        out = self._body_out()
+        if isinstance(out, ProtocolError):  # the client's body framing broke mid-stream
+            # the backend sees a reset, never a truncated body it could take as whole, nor a smuggled request
+            self._drop_upstream(f"chunked framing broke: {out.reason}")
+            if self.rstate == R_HEAD:
+                self._refuse(out.status, out.reason)
+            else:
+                self._close()
             return
-        n = body.feed(data)
-        if n < len(data):
-            self.buf += data[n:]
-            data = data[:n]
-        self._send_up(data)
-        if body.done:
-            self.body = None
-            self._request_sent()
+        if out:
+            self._send_up(out)
 
     def _request_sent(self) -> None:
         if self.state == BODY:
@@ -677,10 +627,10 @@ class ClientConnection(asyncio.Protocol):
                 self.rstate = R_NONE
                 self.deadline = float("inf")
                 self.t.write(raw + buf)
-                if self.buf:
+                rest = self.conn.take_buffered()
+                if rest:
                     assert self.up is not None
-                    self.up.write(bytes(self.buf))
-                    self.buf.clear()
+                    self.up.write(rest)
                 return
             if resp.status == 101:  # a switch nobody asked for (an Upgrade we stripped): never a tunnel
                 return self._upstream_failed(502, "101 Switching Protocols to a request without Upgrade")
@@ -772,9 +722,11 @@ class ClientConnection(asyncio.Protocol):
         """Called by the sweeper once `deadline` has passed."""
         state = self.state
         if state == IDLE:
-            self._close()
-        elif state == HEAD:
-            self._refuse(408, "request head not received in time")
+            err = self.conn.expire()
+            if err is None:
+                self._close()  # idle between requests: closed quietly
+            else:
+                self._refuse(err.status, err.reason)
         elif state == QUEUED:
             self.shared.pools.saturated += 1
             self._backend_busy("no free slot within the queue timeout")
@@ -782,8 +734,9 @@ class ClientConnection(asyncio.Protocol):
             self._upstream_failed(504, "no response in time")
         elif self.rstate == R_HEAD and state in (BODY, BUFFERING):
             # slow POST: the backend (if one was taken) is reset, never handed a truncated body
-            self._drop_upstream("request body below the minimum rate or stalled")
-            self._refuse(408, "request body below the minimum rate or stalled")
+            err = self.conn.expire() or ProtocolError(408, "request body below the minimum rate or stalled")
+            self._drop_upstream(err.reason)
+            self._refuse(err.status, err.reason)
         else:
             log.warning("event=connection_timeout client=%s", self.client_ip)
             self._close(why="request body timed out")
@@ -794,7 +747,7 @@ class ClientConnection(asyncio.Protocol):
     def drain(self) -> None:
         """The service stops: idle connections close now, busy ones after their response."""
         self.keep = False
-        if self.state == IDLE:
+        if self.state == IDLE and self.conn.state == connection.IDLE:
             self._close()
 
 

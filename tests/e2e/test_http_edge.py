@@ -518,3 +518,62 @@ def test_a_backend_at_its_in_flight_limit_queues_then_refuses(tmp_path: Path) ->
             s.close()
         p.stop()
         be.sock.close()
+
+
+# -- pipelined streams through real sockets, against h11's reading -----------------------------------
+
+A = b"GET /api/a HTTP/1.1\r\nHost: proxy.test\r\n\r\n"
+B = b"POST /api/b HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 5\r\n\r\nhello"
+C = (b"POST /api/c HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n")
+LAST = b"GET /api/end HTTP/1.1\r\nHost: proxy.test\r\nConnection: close\r\n\r\n"
+
+
+def unchunk(body: bytes) -> bytes:
+    out = b""
+    while True:
+        line, _, body = body.partition(b"\r\n")
+        n = int(line.split(b";")[0], 16)
+        if not n:
+            return out
+        out, body = out + body[:n], body[n + 2:]
+
+
+@pytest.mark.parametrize(("stream", "forwarded", "last_status"), [
+    (A + B + C + LAST, 4, 200),
+    (A + b"GET /api/f HTTP/1.1\r\nHost: proxy.test\r\nX: a\r\n folded\r\n\r\n" + A, 1, 400),  # h11 unfolds
+    (B + b"POST /api/s HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n" + A, 1, 400),  # h11 lets TE win: a smuggling pair
+    (A + b"GET /api/n HTTP/1.1\r\nHost: proxy.test\r\nX: a\x00b\r\n\r\n" + A, 1, 400),  # both refuse
+    (C + b"GET /api/l HTTP/1.1\nHost: proxy.test\n\n" + A, 1, 400),  # h11 takes bare LF
+    (B + b"GET /api/h HTTP/1.1\r\nHost: proxy.test\r\nX-Big: " + b"b" * 33000 + b"\r\n\r\n", 1, 431),
+])
+def test_pipelined_streams_reach_the_backend_as_h11_reads_them_or_not_at_all(
+        edge, stream: bytes, forwarded: int, last_status: int) -> None:  # type: ignore[no-untyped-def]
+    from tests.services.http.test_connection_differential import theirs
+    _, rec, app_port, _ = edge
+    rec.take()
+    s = socket.create_connection(("127.0.0.1", app_port), timeout=15)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for i in range(0, len(stream), 7):  # dripped, so that heads and bodies arrive cut anywhere
+            s.sendall(stream[i:i + 7])
+            if i < 2000:
+                time.sleep(0.002)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused and closed: what follows the refusal is never read
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except (TimeoutError, ConnectionError):
+        pass
+    s.close()
+    answers = [a for a in out.split(b"HTTP/1.1 ")[1:]]
+    assert [a[:3] for a in answers] == [b"200"] * forwarded + ([b"%d" % last_status] if last_status != 200 else []), out
+    want = theirs(stream.replace(b"Host: proxy.test", b"Host: x"))[0][:forwarded]
+    got = rec.take()
+    assert len(got) == forwarded == len(want)
+    for (head, body), (method, target, _, payload) in zip(got, want, strict=True):
+        assert head.split(b" ")[:2] == [method, b"/base/" + target[len(b"/api/"):]]
+        assert (unchunk(body) if b"transfer-encoding: chunked" in head.lower() else body) == payload

@@ -17,6 +17,11 @@ from dataclasses import dataclass
 SETUP_TIMEOUT = 200.0
 #: Confirmed dialogs without any signalling are dropped after this (no session timer here).
 IDLE_TIMEOUT = 4 * 3600.0
+#: Dialogs (passes) held at once: two per call of `calls.MAX_CALLS` (a spiral has two). A known
+#: Call-ID's INVITE from another source address is a pass of its own, so without a cap one
+#: call could hold a Dialog per spoofed source for SETUP_TIMEOUT; beyond, the relay answers a
+#: request that would start a new one 503 + Retry-After (`Dialogs.room`).
+MAX_DIALOGS = 40_000
 
 
 @dataclass
@@ -31,8 +36,13 @@ class Dialog:
 
 
 class Dialogs:
-    def __init__(self) -> None:
+    def __init__(self, max_dialogs: int = MAX_DIALOGS) -> None:
+        self.max_dialogs = max_dialogs
         self.calls: dict[str, Dialog] = {}
+
+    def room(self, key: str) -> bool:
+        """Whether a message of the pass `key` may go on: it exists, or there is room for it."""
+        return key in self.calls or len(self.calls) < self.max_dialogs
 
     def pass_key(self, call_id: str, phone: tuple[str, int]) -> str:
         """The key of the pass of `call_id` whose phone is `phone`: the Call-ID for the pass seen

@@ -17,9 +17,12 @@ from typing import NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
+from services.sip.lru import Lru
+
 _T = {"udp": "u", "tcp": "t", "tls": "s"}
 _T_BACK = {v: k for k, v in _T.items()}
-#: Tokens are cached because the same few flows sign every message of a call.
+#: Tokens are cached because the same few flows sign every message of a call (`Lru`: a flood of
+#: spoofed sources, each minted a token, evicts only the least recently used).
 _CACHE_MAX = 65536
 
 
@@ -42,22 +45,20 @@ def _unb64(s: str) -> bytes:
 class FlowSigner:
     def __init__(self, key: bytes | None = None):
         self._aead = AESSIV(key or secrets.token_bytes(64))  # AES-256-SIV
-        self._minted: dict[Flow, str] = {}
-        self._opened: dict[str, Flow] = {}
+        self._minted: Lru[Flow, str] = Lru(_CACHE_MAX)
+        self._opened: Lru[str, Flow] = Lru(_CACHE_MAX)
 
     def mint(self, flow: Flow) -> str:
-        tok = self._minted.get(flow)
+        tok = self._minted.hit(flow)
         if tok is None:
             payload = f"{flow.side}{_T[flow.transport]}{flow.ip}|{flow.port}|{flow.conn}".encode()
             tok = _b64(self._aead.encrypt(payload, None))
-            if len(self._minted) > _CACHE_MAX:
-                self._minted.clear()
-            self._minted[flow] = tok
+            self._minted.put(flow, tok)
         return tok
 
     def open(self, token: str) -> Flow | None:
         """The flow inside a token we minted, or None for anything forged or malformed."""
-        flow = self._opened.get(token)
+        flow = self._opened.hit(token)
         if flow is not None:
             return flow
         try:
@@ -71,7 +72,5 @@ class FlowSigner:
             flow = Flow(text[0], _T_BACK[text[1]], ip, int(port), int(conn))
         except (ValueError, KeyError, UnicodeDecodeError, InvalidTag):
             return None
-        if len(self._opened) > _CACHE_MAX:
-            self._opened.clear()
-        self._opened[token] = flow
+        self._opened.put(token, flow)
         return flow

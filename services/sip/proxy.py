@@ -20,6 +20,7 @@ from zlib import crc32
 from services.sip.calls import IN_CALL, Calls
 from services.sip.dialogs import Dialogs
 from services.sip.flow import Flow, FlowSigner
+from services.sip.lru import Lru
 from services.sip.message import MAX_MESSAGE, SipError, parse, response, split_commas
 from services.sip.protect import Amplification, AuthGuard, RateLimiter, scanner
 from services.sip.reasonlog import ReasonLog
@@ -37,6 +38,9 @@ _METHOD_KEY = {m: f"forwarded_method_{m}" for m in COUNTED_METHODS}
 _CLASS_KEY = {(side, n): f"forwarded_from_{'phone' if side == 'p' else 'instance'}_{n}xx"
               for side in "pb" for n in range(1, 7)}
 SDP_METHODS = frozenset({"INVITE", "UPDATE", "ACK", "PRACK"})
+#: requests whose SDP (or whose response's SDP) starts a dialog pass (`Dialogs.room`); an ACK
+#: only ends an offer of its INVITE's pass
+_PASS_METHODS = frozenset({"INVITE", "UPDATE", "PRACK"})
 #: How the params of our own Via start as we write them (`;branch=<BRANCH...>;pf=<token>`)
 _OWN_START = ";branch=" + BRANCH
 _BLAKE2B = hashlib.blake2b(digest_size=10)
@@ -81,6 +85,9 @@ MAX_REFUSED_CALL_LINES = 50
 #: phone requests remembered for challenge accounting (a request's challenge comes within
 #: seconds; 4,096 covers every request in flight at the relay's full rate)
 MAX_REMEMBERED = 4096
+#: Record-Route URIs per flow and Route set outcomes kept (`Lru`): the phones and PBXs calling
+#: now; what a flood pushes out is computed again on its next call
+MAX_CACHED = 4096
 
 
 @dataclass(frozen=True)
@@ -149,8 +156,8 @@ class Relay:
         self.phone, self.backend = phone, backend
         #: Record-Route URI per flow, and the outcome of a Route set per (Route lines, source side):
         #: both depend only on flows and our key, and repeat for every call of a phone/PBX pair
-        self._rr_uris: dict[Flow, str] = {}
-        self._routes: dict[tuple[str, str], tuple[int, Flow | None, list[str]]] = {}
+        self._rr_uris: Lru[Flow, str] = Lru(MAX_CACHED)
+        self._routes: Lru[tuple[str, str], tuple[int, Flow | None, list[str]]] = Lru(MAX_CACHED)
         self.signer = signer or FlowSigner()
         self.limiter = limiter  # None: no per-source limit
         self.auth = AuthGuard()
@@ -373,6 +380,10 @@ class Relay:
         if msg.method == "INVITE" and not self.calls.known(msg.call_id) and len(self.calls) >= self.calls.max_calls:
             self.counters["calls_full"] += 1
             return self._reply(msg, src, "calls_full", 503, "Service Unavailable", (f"Retry-After: {RETRY_AFTER}",))
+        if msg.method in _PASS_METHODS and not self.dialogs.room(self.dialogs.pass_key(
+                msg.call_id, (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port))):
+            self.counters["dialogs_full"] += 1
+            return self._reply(msg, src, "dialogs_full", 503, "Service Unavailable", (f"Retry-After: {RETRY_AFTER}",))
         if dest.transport != "udp" and dest.side == "b" and self.unavailable(dest):
             self.counters["unavailable_backend"] += 1
             return self._reply(msg, src, "backend_resting", 503, "Service Unavailable",
@@ -594,12 +605,10 @@ class Relay:
             return None
         idx = msg.route_idx
         key = (msg.lines[idx[0]] if len(idx) == 1 else "\r\n".join([msg.lines[i] for i in idx]), src.side)
-        known = self._routes.get(key)
+        known = self._routes.hit(key)
         if known is None:
             known = self._route_set(msg, src)
-            if len(self._routes) >= 4096:
-                self._routes.clear()
-            self._routes[key] = known
+            self._routes.put(key, known)
         popped, found, rest = known
         self._popped = popped
         if popped:
@@ -674,13 +683,11 @@ class Relay:
         return local if local is not None else next(iter(side.values()))
 
     def _rr_uri(self, flow: Flow) -> str:
-        uri = self._rr_uris.get(flow)
+        uri = self._rr_uris.hit(flow)
         if uri is None:
             local = self._local(flow)
             uri = f"<sip:{self.signer.mint(flow)}@{local.hostport()};transport={local.transport};lr>"
-            if len(self._rr_uris) >= 4096:
-                self._rr_uris.clear()
-            self._rr_uris[flow] = uri
+            self._rr_uris.put(flow, uri)
         return uri
 
     def _contact_alias(self, msg: Sip, token: str) -> None:

@@ -11,17 +11,19 @@ passed in, as everywhere in the relay core.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 #: distinct reasons remembered; they come from a fixed vocabulary (our own reason strings), so
-#: this bound is only a guard
+#: this bound is only a guard: past it the least recently noted reason is summarised and forgotten
 _MAX_REASONS = 512
 
 
 class ReasonLog:
     def __init__(self, log: logging.Logger, interval: float = 10.0, level: int = logging.INFO):
         self.log, self.interval, self.level = log, interval, level
-        #: reason -> [when its last line was written, occurrences not written since]
-        self._seen: dict[str, list[float]] = {}
+        #: reason -> [when its last line was written, occurrences not written since], least
+        #: recently noted first
+        self._seen: OrderedDict[str, list[float]] = OrderedDict()
 
     def note(self, reason: str, now: float, fmt: str, *args: object) -> None:
         """Log `fmt % args` (which should name `reason`) unless `reason` was logged less than
@@ -29,15 +31,19 @@ class ReasonLog:
         seen = self._seen.get(reason)
         if seen is not None and now - seen[0] < self.interval:
             seen[1] += 1
+            self._seen.move_to_end(reason)  # in use: the last a new reason evicts
             return
-        if seen is not None and seen[1]:
-            self._summary(reason, seen, now)
-        if seen is None and len(self._seen) >= _MAX_REASONS:
-            for r, s in self._seen.items():
+        if seen is not None:
+            if seen[1]:
+                self._summary(reason, seen, now)
+            seen[0], seen[1] = now, 0
+            self._seen.move_to_end(reason)
+        else:
+            if len(self._seen) >= _MAX_REASONS:
+                old, s = self._seen.popitem(last=False)
                 if s[1]:
-                    self._summary(r, s, now)
-            self._seen.clear()
-        self._seen[reason] = [now, 0]
+                    self._summary(old, s, now)
+            self._seen[reason] = [now, 0]
         self.log.log(self.level, fmt, *args)
 
     def flush(self, now: float) -> None:

@@ -29,6 +29,7 @@ from proxyd.tls_accept import create_tls_server
 from services.media_api import MediaError, MediaRelay, PassThroughMedia, Side
 from services.sip.flow import Flow, FlowSigner
 from services.sip.framing import StreamFramer
+from services.sip.lru import Lru
 from services.sip.message import SipError
 from services.sip.protect import RateLimiter
 from services.sip.proxy import RETRY_AFTER, Local, MediaStep, Relay, Send, Target, is_ip
@@ -71,6 +72,10 @@ MAX_CONNECTIONS_PER_ADDRESS = 64
 CONNECTION_RESERVE = 1024
 KEEPALIVE_WINDOW = 10.0
 KEEPALIVE_MAX = 20
+#: UDP source addresses whose Flow (and, on the backend side, the source check) is kept per
+#: socket: the phones and PBXs sending now; a flood of spoofed sources evicts only the least
+#: recently seen (`Lru`), which only costs a new Flow for its next datagram
+UDP_FLOWS_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -109,18 +114,17 @@ class _Udp(asyncio.DatagramProtocol):
     def __init__(self, svc: SipService, side: str):
         self.svc, self.side = svc, side
         #: source address -> its Flow: a phone or PBX sends many datagrams from one address
-        self.flows: dict[tuple[Any, ...], Flow] = {}
+        self.flows: Lru[tuple[Any, ...], Flow] = Lru(UDP_FLOWS_MAX)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        flow = self.flows.get(addr)
+        flow = self.flows.hit(addr)
         if flow is None:
             if self.side == "b" and not self.svc.backend_source(addr[0]):
                 self.svc.dropped("backend_foreign_sources", "src=%s:%s transport=udp (no instance's address)",
                                  addr[0], addr[1])
                 return
-            if len(self.flows) >= 4096:
-                self.flows.clear()
-            flow = self.flows[addr] = Flow(self.side, "udp", addr[0], addr[1])
+            flow = Flow(self.side, "udp", addr[0], addr[1])
+            self.flows.put(addr, flow)
         self.svc.on_data(data, flow)
 
     def error_received(self, exc: Exception) -> None:  # an ICMP error for a datagram we sent

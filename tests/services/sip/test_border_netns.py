@@ -71,3 +71,17 @@ def test_a_spoofed_udp_source_gets_at_most_three_times_what_it_sent() -> None:
     counters, gauges = got["sip"]["counters"], got["sip"]["gauges"]
     assert counters["amplification_limited"] > 0 and counters["udp_verifications"] == 1
     assert gauges["udp_sources_verified"] == 1 and gauges["udp_sources_unverified"] == 1  # the phone; the victim
+
+
+def test_a_spoofed_source_flood_evicts_no_phone_and_no_table_grows() -> None:
+    """20,000 spoofed sources (OPTIONS, REGISTER, SUBSCRIBE, one each) while a registered phone
+    probes with OPTIONS and calls: every table the flood fills stays at its bound, and the
+    phone's own entries (its Flow, its token) are the ones made for its first datagram — main
+    cleared these tables wholesale at 4,096 sources (`netns_flood.py`)."""
+    got = _run("netns_flood")
+    assert got["registered"] and got["calls"] == ["completed"] * 3
+    assert got["unanswered"] == 0 and got["answered"] == 200
+    for name, (size, bound, phone_kept) in got["tables"].items():
+        assert 0 < size <= bound, name
+        assert phone_kept in (True, None), name
+    assert got["tables"]["udp_flows"][0] == got["tables"]["udp_flows"][1]  # full: the flood did evict

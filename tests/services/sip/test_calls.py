@@ -157,3 +157,21 @@ def test_every_call_end_is_one_structured_log_line(caplog: pytest.LogCaptureFixt
     assert f"outcome=timer_c status=0 duration={TIMER_C + 1:.3f}" in lines["silent"]
     assert "outcome=refused status=404 duration=0.000 reason=unknown_domain" in lines["gone"]
     assert not r.calls.ended
+
+
+def test_a_known_call_id_from_many_sources_holds_at_most_the_dialog_cap() -> None:
+    """Each source address sending an INVITE with a known Call-ID is a pass of its own (a
+    spiral's second pass): spoofed sources would hold one Dialog each for timer C. Past the
+    cap such an INVITE is answered 503 + Retry-After; the call's own pass goes on."""
+    r = make_relay()
+    r.dialogs.max_dialogs = 4
+    sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    invite = _req("INVITE", "known", extra="Content-Type: application/sdp\r\n").replace(
+        b"Content-Length: 0\r\n\r\n", f"Content-Length: {len(sdp)}\r\n\r\n{sdp}".encode())
+    assert r.receive(invite, PHONE, 0.0)  # a MediaStep: the offer of the first pass
+    answers = [r.receive(invite, Flow("p", "udp", f"10.0.0.{n}", 5060), 0.0) for n in range(1, 10)]
+    assert len(r.dialogs.calls) == 4 and r.counters["dialogs_full"] == 6
+    for got in answers[3:]:
+        [a] = got
+        assert isinstance(a, Send) and a.data.startswith(b"SIP/2.0 503 ") and b"Retry-After: 5" in a.data
+    assert r.receive(invite.replace(b"CSeq: 1", b"CSeq: 2"), PHONE, 0.0)  # the first pass's re-INVITE

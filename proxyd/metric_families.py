@@ -167,7 +167,8 @@ SIP_COUNTERS = _rules(
     ("udp_verifications", _c("pforte_sip_udp_sources_verified",
                                 "UDP phone sources that proved they receive (no byte budget from then on)")),
     ("udp_to_tcp", _c("pforte_sip_udp_to_tcp_requests", "Requests too large for UDP sent to a PBX over TCP")),
-    (r"(identity_removed|maddr_removed|preloaded_route|foreign_domain|calls_full|calls_expired)",
+    (r"(identity_removed|maddr_removed|preloaded_route|foreign_domain|calls_full|calls_full_unproven|dialogs_full"
+      r"|calls_expired)",
      _c("pforte_sip_border_actions", "Border policing actions, by kind", "kind")),
     (r"(unknown_domain|unsupported_backend_transport|unavailable_backend)", _SIP_ROUTING),
     ("unreachable_flows", _SIP_ROUTING, ("unreachable_flow",)),

@@ -377,9 +377,10 @@ class Relay:
             self.counters["spirals"] += 1
         if dest.__class__ is not Flow:  # (why, status, reason)
             return self._reply(msg, src, *dest)
-        if msg.method == "INVITE" and not self.calls.known(msg.call_id) and len(self.calls) >= self.calls.max_calls:
-            self.counters["calls_full"] += 1
-            return self._reply(msg, src, "calls_full", 503, "Service Unavailable", (f"Retry-After: {RETRY_AFTER}",))
+        if msg.method == "INVITE" and not self.calls.known(msg.call_id) and not self.calls.room(self._unproven(src)):
+            why = "calls_full" if len(self.calls) >= self.calls.max_calls else "calls_full_unproven"
+            self.counters[why] += 1
+            return self._reply(msg, src, why, 503, "Service Unavailable", (f"Retry-After: {RETRY_AFTER}",))
         if msg.method in _PASS_METHODS and not self.dialogs.room(self.dialogs.pass_key(
                 msg.call_id, (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port))):
             self.counters["dialogs_full"] += 1
@@ -434,6 +435,10 @@ class Relay:
             for a in actions:
                 a.counted = False
         return actions
+
+    def _unproven(self, src: Flow) -> bool:
+        """A UDP phone source that has not shown it receives what is sent to its address."""
+        return src.side == "p" and src.transport == "udp" and not self.amp.verified(src)
 
     def _over_tcp(self, msg: Sip, dest: Flow, top_idx: int, local: Local) -> Flow:
         """The TCP flow to a PBX for a request too large for UDP, our Via naming our TCP side;
@@ -705,11 +710,11 @@ class Relay:
         if method == "INVITE":  # room was checked before: see `_request`
             caller, pbx = (src, dest) if src.side == "p" else (dest, src)
             self.calls.invite(call_id, now, f"{caller.ip}:{caller.port}",
-                              self.instances.get((pbx.transport, pbx.ip, pbx.port), ""))
+                              self.instances.get((pbx.transport, pbx.ip, pbx.port), ""), self._unproven(src))
         elif method == "BYE":
             self.calls.end(call_id, now)
         else:
-            self.calls.touch(call_id, now)
+            self.calls.touch(call_id, now, src.side == "p" and not self._unproven(src))
         phone = (src.ip, src.port) if src.side == "p" else (dest.ip, dest.port)
         key = self.dialogs.pass_key(call_id, phone)  # a spiral's passes are dialogs of their own
         if method in ("BYE", "CANCEL"):

@@ -175,3 +175,43 @@ def test_a_known_call_id_from_many_sources_holds_at_most_the_dialog_cap() -> Non
         [a] = got
         assert isinstance(a, Send) and a.data.startswith(b"SIP/2.0 503 ") and b"Retry-After: 5" in a.data
     assert r.receive(invite.replace(b"CSeq: 1", b"CSeq: 2"), PHONE, 0.0)  # the first pass's re-INVITE
+
+
+def test_unproven_udp_sources_get_a_share_of_the_call_table() -> None:
+    """Spoofed INVITEs (one per source, no ACK ever) could fill the call table for timer C and
+    refuse every phone: UDP sources that never showed they receive get `max_unproven` calls;
+    a TCP phone and a UDP phone that proved itself (its ACK echoed a 200's To tag) still call."""
+    r = make_relay()
+    r.calls.max_unproven = 2
+    spoofed = [Flow("p", "udp", f"10.0.{n}.1", 5060) for n in range(3)]
+    for n, src in enumerate(spoofed[:2]):
+        assert _to_pbx(r.receive(_req("INVITE", f"s{n}"), src, 0.0))
+    [a] = r.receive(_req("INVITE", "s2"), spoofed[2], 0.0)
+    assert isinstance(a, Send) and a.data.startswith(b"SIP/2.0 503 ") and b"Retry-After: 5" in a.data
+    assert r.counters["calls_full_unproven"] == 1
+    assert _to_pbx(r.receive(_req("INVITE", "tcp"), PHONE_TCP, 0.0))  # a connection is no spoofed source
+    # a UDP phone that receives: 503 now, and after its ACK echoes the 200 of a call it may make
+    [a] = r.receive(_req("INVITE", "p1"), PHONE, 0.0)
+    assert a.data.startswith(b"SIP/2.0 503 ")
+    r.calls.max_unproven = 3
+    [inv] = r.receive(_req("INVITE", "p1"), PHONE, 0.0)
+    [ok] = r.receive(response(parse(inv.data), 200, "OK", "t1").serialize(), PBX, 0.5)
+    assert ok.flow == PHONE
+    r.receive(_req("ACK", "p1", to_tag="t1"), PHONE, 0.6)
+    assert r.amp.verified(PHONE) and r.calls.unproven == 2  # p1 left the share with its ACK
+    r.calls.max_unproven = 0
+    assert _to_pbx(r.receive(_req("INVITE", "p2"), PHONE, 1.0))  # proven: only the whole table counts
+    r.expire(TIMER_C + 2)  # the spoofed ones never got an answer: gone at timer C, their share with them
+    assert r.calls.unproven == 0 and not r.calls.known("s0")
+
+
+def test_a_spoofed_invite_the_pbx_answered_200_ends_at_timer_c() -> None:
+    """A PBX without digest answers a spoofed INVITE 200; no ACK ever comes from that address:
+    the call ends at timer C, not after the 4 h session timeout of a confirmed call."""
+    r = make_relay()
+    victim = Flow("p", "udp", "10.9.9.9", 5060)
+    [inv] = r.receive(_req("INVITE", "spoof"), victim, 0.0)
+    r.receive(response(parse(inv.data), 200, "OK", "t").serialize(), PBX, 0.1)
+    assert r.calls.unproven == 1
+    r.expire(TIMER_C + 1)
+    assert not r.calls.known("spoof") and r.calls.unproven == 0

@@ -22,8 +22,11 @@ from services.sip.lru import Lru
 _T = {"udp": "u", "tcp": "t", "tls": "s"}
 _T_BACK = {v: k for k, v in _T.items()}
 #: Tokens are cached because the same few flows sign every message of a call (`Lru`: a flood of
-#: spoofed sources, each minted a token, evicts only the least recently used).
-_CACHE_MAX = 65536
+#: spoofed sources, each minted a token, evicts only the least recently used). A miss costs one
+#: AES-SIV operation (≈ 2 µs); each entry holds a Flow, which the cycle collector tracks (a
+#: NamedTuple is never untracked): 65,536 in both, always full under a flood, added 16 MiB of RSS
+#: and a longer full collection (`bench_sip --attack` p99) to main's cleared-when-full tables.
+_CACHE_MAX = 16_384
 
 
 class Flow(NamedTuple):  # a tuple: made for every datagram, and a dict key for the token caches

@@ -85,6 +85,7 @@ MAX_REFUSED_CALL_LINES = 50
 #: phone requests remembered for challenge accounting (a request's challenge comes within
 #: seconds; 4,096 covers every request in flight at the relay's full rate)
 MAX_REMEMBERED = 4096
+_FIELD = 0xFFFF  # a count in `Relay._challenges`' ints
 #: Record-Route URIs per flow and Route set outcomes kept (`Lru`): the phones and PBXs calling
 #: now; what a flood pushes out is computed again on its next call
 MAX_CACHED = 4096
@@ -165,11 +166,12 @@ class Relay:
         #: every datagram it sends to a phone against it)
         self.amp = Amplification()
         self._popped = 0  # Route values `_pop_own_routes` popped from the request at hand
-        #: (Call-ID, CSeq) of a phone's request -> [requests received, challenges sent, carried
-        #: credentials]: a PBX's retransmitted 401/407 beyond one per request is absorbed towards
-        #: a UDP phone (no amplification towards an unverified source), and only a request with
-        #: credentials counts as a failed (or a successful) authentication; bounded LRU
-        self._challenges: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
+        #: (Call-ID, CSeq) of a phone's request -> requests received | challenges sent << 16 |
+        #: carried credentials << 32: a PBX's retransmitted 401/407 beyond one per request is
+        #: absorbed towards a UDP phone (no amplification towards an unverified source), and only
+        #: a request with credentials counts as a failed (or a successful) authentication; the
+        #: first seen evicted first. One int, not a list: the cycle collector does not track it
+        self._challenges: OrderedDict[tuple[str, str], int] = OrderedDict()
         self.dialogs = Dialogs()
         self.calls = Calls()
         #: whether a PBX flow over TCP/TLS cannot take messages now (its connect failed a moment
@@ -773,22 +775,24 @@ class Relay:
 
     def _count_request(self, msg: Sip, data: bytes) -> None:
         key = (msg.call_id, msg.cseq)
-        seen = self._challenges.get(key)
+        t = self._challenges
+        seen = t.get(key)
         if seen is None:
-            if len(self._challenges) >= MAX_REMEMBERED:
-                self._challenges.popitem(last=False)
-            self._challenges[key] = [1, 0, _CREDENTIALS.search(data) is not None]
-        else:
-            seen[0] += 1
+            if len(t) >= MAX_REMEMBERED:
+                t.popitem(last=False)
+            t[key] = (_CREDENTIALS.search(data) is not None) << 32 | 1
+        elif seen & _FIELD < _FIELD:
+            t[key] = seen + 1
 
     def _challenge_due(self, msg: Sip) -> bool:
         """Whether a 401/407 towards a UDP phone answers a request not answered yet."""
-        seen = self._challenges.get((msg.call_id, msg.cseq))
+        key = (msg.call_id, msg.cseq)
+        seen = self._challenges.get(key)
         if seen is None:
             return True  # its request is older than what we remember: let it through
-        if seen[1] >= seen[0]:
+        if seen >> 16 & _FIELD >= seen & _FIELD:
             return False
-        seen[1] += 1
+        self._challenges[key] = seen + (1 << 16)
         return True
 
     def _auth_outcome(self, msg: Sip, phone: Flow, now: float) -> None:
@@ -796,7 +800,7 @@ class Relay:
         per source (the challenge to a request without any is how digest starts, not a failure);
         a 2xx to one with credentials clears both (one without, an OPTIONS, proves nothing)."""
         seen = self._challenges.get((msg.call_id, msg.cseq))
-        if seen is not None and not seen[2] and msg.status != 403:
+        if seen is not None and not seen >> 32 and msg.status != 403:
             return
         aor = _aor(msg.to if msg.cseq_method == "REGISTER" else msg.from_)
         if msg.status >= 300:

@@ -505,6 +505,8 @@ class Heartbeat(models.Model):
 
     class Meta:
         ordering = ["-received"]
+        # a proxy's latest heartbeat (every list row's status) and the pruning of its older ones
+        indexes = [models.Index(fields=["proxy", "-received"], name="heartbeat_proxy_latest")]
 
 
 class Device(models.Model):
@@ -517,6 +519,7 @@ class Device(models.Model):
     class Meta:
         ordering = ["mac"]
         unique_together = [("instance", "mac")]
+        indexes = [models.Index(fields=["mac"], name="device_mac")]  # the phones list's order, a page deep
         # a provisioning URL fetches the phone's configuration (its SIP credentials): not for viewers
         permissions = [("view_provisioning_url", "Can see and export devices' provisioning URLs")]
 

@@ -36,6 +36,7 @@ from manager.proxies.admin_api import AUTH
 from manager.proxies.changelog import acting_as
 from manager.proxies.permissions import Requires, may
 from manager.proxies.roles import ROLES, assign, at_most, role_of
+from manager.proxies.ui import shown_once
 
 
 class Pages(LimitOffsetPagination):
@@ -326,6 +327,12 @@ def _viewset(name: str, model: type, serializer: type, filter_fields: tuple[str,
     if model is m.Backup:  # a backup is made by the proxy (POST /api/v1/proxies/<id>/backups/)
         ViewSet.http_method_names = ["get", "head", "delete", "options"]
     if model is m.ApiToken:  # made and revoked; a token never changes
+        class TokenViewSet(ViewSet):
+            def create(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+                return shown_once(super().create(request, *args, **kwargs))  # the answer holds the token
+
+        ViewSet = TokenViewSet
+        ViewSet.__name__ = ViewSet.__qualname__ = "ApiTokenViewSet"
         ViewSet.http_method_names = ["get", "post", "head", "delete", "options"]
         ViewSet = extend_schema_view(create=extend_schema(responses={201: ApiTokenCreatedSerializer}))(ViewSet)
     return ViewSet

@@ -23,6 +23,7 @@ from django.db.models import Model, Q, QuerySet
 from django.forms import BaseForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.cache import patch_cache_control
 from django.utils.html import conditional_escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
@@ -80,6 +81,13 @@ def posted(request: HttpRequest) -> Any:
     """A form's data: the POST even when it is empty (`request.POST or None` showed an empty POST an
     unbound form, so a submit without fields looked like a fresh page instead of saying what is missing)."""
     return request.POST if request.method == "POST" else None
+
+
+def shown_once(response: HttpResponse) -> HttpResponse:
+    """An answer with a secret in full (made just now, never shown again): no cache may keep it, so
+    neither the back button nor a shared disk cache shows it a second time."""
+    patch_cache_control(response, no_store=True, no_cache=True, private=True, max_age=0)
+    return response
 
 
 def list_page(request: HttpRequest, qs: QuerySet[Any], listing: Listing) -> HttpResponse:

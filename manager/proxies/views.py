@@ -34,6 +34,7 @@ from manager.proxies.ui import (
     form_page,
     list_page,
     posted,
+    shown_once,
 )
 
 log = logging.getLogger("manager.access")
@@ -92,10 +93,12 @@ def _proxy_form(request: HttpRequest, proxy: Proxy) -> HttpResponse:
 
 @requires("proxies.view_proxy")
 def proxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _proxy_page(request, get_object_or_404(Proxy, pk=pk))
+
+
+def _proxy_page(request: HttpRequest, proxy: Proxy, new_url: str = "") -> HttpResponse:
     from manager.proxies.changelog import changes_of
 
-    proxy = get_object_or_404(Proxy, pk=pk)
-    new_url = request.session.pop("new_registration_url", None)
     return render(request, "proxies/proxy_detail.html", {
         **_status_context(proxy), "new_url": new_url, "sip_label": labels.sip(proxy),
         "registrations": proxy.registrations.all()[:20], "heartbeats": proxy.heartbeats.all()[:10],
@@ -250,11 +253,11 @@ def registration_detail(request: HttpRequest, pk: int, reg: int) -> HttpResponse
 def registration_create(request: HttpRequest, pk: int) -> HttpResponse:
     proxy = get_object_or_404(Proxy, pk=pk)
     _, token = Registration.create_for(proxy)
-    # shown once: only the hash is stored
-    # the token in the fragment: never sent in a request line, so in no access log
-    request.session["new_registration_url"] = f"{settings.PUBLIC_URL}/api/v1/register/#{token}"
     messages.success(request, "Registration URL made: copy it now, it is shown only once.")
-    return redirect("proxy-detail", pk=pk)
+    # Shown once, in this answer: only the hash is stored, and no redirect keeps the URL in the
+    # session (a row of the database) until the next page. The token is in the fragment: never sent
+    # in a request line, so in no access log.
+    return shown_once(_proxy_page(request, proxy, f"{settings.PUBLIC_URL}/api/v1/register/#{token}"))
 
 
 @requires("proxies.delete_registration")

@@ -18,7 +18,17 @@ from django.utils import timezone
 from manager.proxies.models import ApiToken
 from manager.proxies.permissions import requires
 from manager.proxies.roles import ROLES, at_most, role_of
-from manager.proxies.ui import Cell, Column, Filter, Listing, delete_page, detail_page, list_page, posted
+from manager.proxies.ui import (
+    Cell,
+    Column,
+    Filter,
+    Listing,
+    delete_page,
+    detail_page,
+    list_page,
+    posted,
+    shown_once,
+)
 
 MAX_DAYS = 3650
 
@@ -83,7 +93,7 @@ def token_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         token = form.save()
         messages.success(request, f"API token {token.name} made: copy it now, it is shown only this once.")
-        return _detail(request, token, shown=token.plaintext)  # type: ignore[attr-defined]
+        return shown_once(_detail(request, token, shown=token.plaintext))  # type: ignore[attr-defined]
     return form_page(request, form, title="New API token", done=str, saved=str, cancel=reverse("token-list"),
                      intro="The token is shown once, on the next page; only its first characters are kept "
                            "readable.")

@@ -15,10 +15,12 @@ def _fernet() -> Fernet:
 
 
 def encrypt(value: str) -> str:
-    return _fernet().encrypt(value.encode()).decode()
+    token = _fernet().encrypt(value.encode()).decode()
+    _remember(token, value)  # a revision just written is read back by the next change to every proxy
+    return token
 
 
-# Plaintexts of tokens decrypted lately: a change to every proxy reads each one's provisioning key
+# Plaintexts of tokens made or decrypted lately: a change to every proxy reads each one's provisioning key
 # and its previous revision's secrets, and the feed has those in memory already (it serves them).
 # Bounded in size; the oldest entry goes first.
 MEMO_CHARS = 32 * 2**20
@@ -28,11 +30,16 @@ _memo_lock = threading.Lock()
 
 
 def decrypt(token: str) -> str:
-    global _memo_chars
     hit = _memo.get(token)
     if hit is not None:
         return hit
     value = _fernet().decrypt(token.encode()).decode()
+    _remember(token, value)
+    return value
+
+
+def _remember(token: str, value: str) -> None:
+    global _memo_chars
     size = len(token) + len(value)
     with _memo_lock:
         while _memo and _memo_chars + size > MEMO_CHARS:
@@ -41,7 +48,6 @@ def decrypt(token: str) -> str:
         if size <= MEMO_CHARS and token not in _memo:
             _memo[token] = value
             _memo_chars += size
-    return value
 
 
 def new_provisioning_key() -> str:

@@ -8,13 +8,17 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from manager.proxies.compiler import publish, publish_many
+from manager.proxies.compiler import publish
 from manager.proxies.feed import FEED, notify_others
 from manager.proxies.models import Application, DnsRecord, Instance, Proxy
+from manager.proxies.publisher import PUBLISHER, publish_all
 
 
 def _all() -> None:
-    publish_many(list(Proxy.objects.all()))
+    if PUBLISHER.running:  # serving: the request returns, the publisher thread writes the revisions
+        transaction.on_commit(PUBLISHER.request)
+    else:
+        publish_all()
 
 
 @receiver(post_delete, sender=Proxy)

@@ -490,6 +490,14 @@ class ConfigRevision(models.Model):
         return json.dumps(self.full_config(), separators=(",", ":"))
 
 
+class PendingPublish(models.Model):
+    """A change to every proxy, committed and not published yet (manager/proxies/publisher.py):
+    written in the change's own transaction, deleted in the publish's; one left at a start (the
+    process ended before publishing) is published then."""
+
+    created = models.DateTimeField(auto_now_add=True)
+
+
 class Heartbeat(models.Model):
     proxy = models.ForeignKey(Proxy, on_delete=models.CASCADE, related_name="heartbeats")
     # when the manager got it (set by the batch writer to the arrival, not the write a second later:

@@ -8,9 +8,9 @@ burst of edits costs one publish after the one under way.
 
 The thread runs only in a serving process (started at ASGI lifespan startup). Anywhere else (the
 admin CLI, a shell, tests through Django's client) `running` is False and the caller publishes
-inline, as before. At its start the thread publishes once: a change committed by a process that
-ended before its publish (killed, crashed) reaches the proxies then; an unchanged proxy gets no
-revision, so that run writes nothing when nothing was lost.
+inline, as before. The request writes a `PendingPublish` row with its change (one row, whatever
+the number of proxies); the publish deletes the rows it covers in its own transaction, and a thread
+that starts and finds one left (the process that saved it ended before publishing) publishes.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ class Publisher:
             return self._runs
 
     def start(self) -> None:
-        """Start the thread (once per process); it publishes once at start."""
+        """Start the thread (once per process); it publishes at once if a change is owed."""
         with self._cond:
             if self.running:
                 return
-            self._asked = True
+            self._asked = True  # the first run looks for PendingPublish rows, and publishes if it finds one
             self._thread = threading.Thread(target=self._loop, name="publisher", daemon=True)
             self._thread.start()
 
@@ -82,7 +82,7 @@ class Publisher:
                 self._asked, self._busy = False, True
             try:
                 close_old_connections()  # this thread's kept connection, if it broke or aged (no request cycle here)
-                publish_all()
+                publish_all(only_owed=True)
             except Exception:  # noqa: BLE001 - the next ask (or the next start) publishes again
                 log.exception("event=publish_failed")
                 with self._cond:
@@ -95,18 +95,30 @@ class Publisher:
                     self._cond.notify_all()
 
 
-def publish_all() -> int:
-    """A new revision for every proxy whose config changed."""
+def publish_all(only_owed: bool = False) -> int:
+    """A new revision for every proxy whose config changed; `only_owed`: only if a `PendingPublish`
+    row says a change waits (they are deleted with the publish)."""
     from django.apps import apps
     from django.db import transaction
 
     from manager.proxies.compiler import publish_many
 
+    pending = apps.get_model("proxies", "PendingPublish").objects
+    if only_owed and not pending.exists():
+        return 0
     with transaction.atomic():
         # read under the lock: a proxy saved between an unlocked read and the publish would get a
         # revision made from its fields as they were before (its own newer revision overwritten)
-        proxies = apps.get_model("proxies", "Proxy").objects.select_for_update(no_key=True)
-        return publish_many(list(proxies))
+        proxies = list(apps.get_model("proxies", "Proxy").objects.select_for_update(no_key=True))
+        # the asks this publish covers, read after the lock: another process's publish that held it
+        # has deleted those it covered; one written after this read is the next publish's
+        owed = pending.order_by("-pk").values_list("pk", flat=True).first()
+        if only_owed and owed is None:
+            return 0
+        made = publish_many(proxies)
+        if owed is not None:
+            pending.filter(pk__lte=owed).delete()
+        return made
 
 
 PUBLISHER = Publisher()

@@ -10,12 +10,13 @@ from django.dispatch import receiver
 
 from manager.proxies.compiler import publish
 from manager.proxies.feed import FEED, notify_others
-from manager.proxies.models import Application, DnsRecord, Instance, Proxy
+from manager.proxies.models import Application, DnsRecord, Instance, PendingPublish, Proxy
 from manager.proxies.publisher import PUBLISHER, publish_all
 
 
 def _all() -> None:
     if PUBLISHER.running:  # serving: the request returns, the publisher thread writes the revisions
+        PendingPublish.objects.create()  # with the change: a process that ends before publishing loses nothing
         transaction.on_commit(PUBLISHER.request)
     else:
         publish_all()

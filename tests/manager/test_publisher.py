@@ -1,6 +1,6 @@
 """A change to every proxy is published by the publisher thread, not in the request that made it:
 the save returns first, a burst of saves is one publish, and one committed by a process that ended
-before publishing reaches the proxies when the next one starts."""
+before publishing reaches the proxies when the next one starts (its `PendingPublish` row)."""
 
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ def publisher(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
 
 
 def test_a_global_change_returns_before_it_is_published_and_a_burst_is_one_publish(publisher) -> None:  # type: ignore[no-untyped-def]
-    from manager.proxies.models import Instance
+    from manager.proxies.models import Instance, PendingPublish
 
     edges = [_proxy(f"edge{i}", i) for i in range(3)]
     before = [p.active_revision.number for p in edges]
     publisher.start()
-    assert publisher.idle(30)  # the publish at start: nothing changed, nothing written
+    assert publisher.idle(30)  # the look at start: nothing owed, nothing published
     assert publisher.runs == 1 and [p.active_revision.number for p in edges] == before
 
     for name in ("one", "two", "three"):
@@ -55,6 +55,7 @@ def test_a_global_change_returns_before_it_is_published_and_a_burst_is_one_publi
     assert [p.active_revision.number for p in edges] == before
     assert publisher.idle(30)
     assert publisher.runs == 2  # three saves, one publish
+    assert not PendingPublish.objects.exists()  # the three asks it covered, gone with it
     for p, was in zip(edges, before, strict=True):
         assert p.active_revision.number == was + 1
         assert _instances(p) == ["one", "three", "two"]
@@ -63,17 +64,27 @@ def test_a_global_change_returns_before_it_is_published_and_a_burst_is_one_publi
 def test_a_change_committed_but_never_published_is_published_at_the_next_start(publisher,  # type: ignore[no-untyped-def]
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from manager.proxies import signals
-    from manager.proxies.models import Instance
+    from manager.proxies.models import Instance, PendingPublish
+    from manager.proxies.publisher import Publisher
+
+    class Died(Publisher):
+        """The serving process that saved the change and ended before its publisher ran."""
+
+        running = True  # type: ignore[assignment]
+
+        def request(self) -> None:
+            pass
 
     edge = _proxy("edge")
     was = edge.active_revision.number
-    with monkeypatch.context() as m:  # the process that saved it ended before publishing
-        m.setattr(signals, "_all", lambda: None)
+    with monkeypatch.context() as m:
+        m.setattr(signals, "PUBLISHER", Died())
         Instance.objects.create(name="lost", web="http://192.0.2.10:8080")
-    assert edge.active_revision.number == was
+    assert edge.active_revision.number == was and PendingPublish.objects.count() == 1
     publisher.start()
     assert publisher.idle(30)
     assert edge.active_revision.number == was + 1 and _instances(edge) == ["lost"]
+    assert not PendingPublish.objects.exists()
 
 
 def test_without_a_publisher_thread_a_global_change_is_published_inline() -> None:

@@ -392,7 +392,7 @@ def run(database_url: str | None) -> None:
         served = (Path(data) / "serve.log").read_text(errors="replace").splitlines()
         errors = [line for line in served if "Traceback" in line or "ERROR" in line]
         for line in served:
-            if "event=published" in line:
+            if "event=published" in line or "event=publish_committed" in line:
                 print("manager:", line.split(" INFO ", 1)[-1])
     never = PROXIES - len(st.seen)
     print(f"agents up before the steady phase: {int(res['up'])} of {PROXIES}; the change was saved in "

@@ -175,7 +175,9 @@ def publish(proxy: Proxy) -> int | None:
         proxy.revisions.create(number=number, **proxy.revisions.model.fields_for(full))
         prune({proxy.pk: number})
         notify_others()
-    FEED.changed(proxy.pk, number, served(full))
+        body = served(full)
+        # after the commit, also of a caller's transaction: a proxy never gets a revision rolled back
+        transaction.on_commit(lambda: FEED.changed(proxy.pk, number, body))
     return number
 
 
@@ -326,6 +328,11 @@ def _secrets(enc: str) -> dict[str, str]:
     return json.loads(decrypt(enc)) if enc else {}
 
 
+def _announce(rows: list[tuple[int, int, str, str]], bodies: dict[int, str]) -> None:
+    for pid, number, _, _ in rows:
+        FEED.changed(pid, number, bodies[pid])
+
+
 def publish_many(proxies: list[Proxy]) -> int:
     """`publish()` for many proxies at once (an instance change reaches every proxy): the
     instances read once, one compile per config shape, the active revisions in one query, the new
@@ -387,8 +394,7 @@ def publish_many(proxies: list[Proxy]) -> int:
         if rows:
             prune({r[0]: r[1] for r in rows})
             notify_others()
-    for pid, number, _, _ in rows:
-        FEED.changed(pid, number, bodies[pid])
+        transaction.on_commit(lambda: _announce(rows, bodies))  # after the commit, also the caller's
     log.info("event=published proxies=%d revisions=%d parsed=%d seconds=%.3f", len(proxies), len(rows),
              shapes.parsed, time.monotonic() - started)
     return len(rows)

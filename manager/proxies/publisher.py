@@ -80,9 +80,11 @@ class Publisher:
             time.sleep(SETTLE)
             with self._cond:
                 self._asked, self._busy = False, True
+            started = time.monotonic()
             try:
                 close_old_connections()  # this thread's kept connection, if it broke or aged (no request cycle here)
-                publish_all(only_owed=True)
+                if publish_all(only_owed=True):
+                    log.info("event=publish_committed seconds=%.3f", time.monotonic() - started)
             except Exception:  # noqa: BLE001 - the next ask (or the next start) publishes again
                 log.exception("event=publish_failed")
                 with self._cond:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from proxyd.tls import CertStore, _new_key, write_private
+from proxyd.tls import _new_key, write_private
 
 log = logging.getLogger("proxyd.acme")
 
@@ -92,12 +92,21 @@ def alpn_challenge_pair(name: str, digest: bytes) -> tuple[str, str]:
                               serialization.NoEncryption()).decode())
 
 
+class ChallengeCerts(Protocol):
+    """Holds TLS-ALPN-01 challenge certificates for the HTTPS listeners: a CertStore, or with workers
+    the parent's record of what it fans out to them."""
+
+    def add_alpn_challenge(self, name: str, cert_pem: str, key_pem: str) -> None: ...
+
+    def drop_alpn_challenge(self, name: str) -> None: ...
+
+
 class AlpnCerts:
     """TLS-ALPN-01: the challenge certificate of each name goes into the certificate store."""
 
     kind = TLSALPN01
 
-    def __init__(self, certs: CertStore):
+    def __init__(self, certs: ChallengeCerts):
         self.certs = certs
 
     def put(self, name: str, chall: Any, account: jose.JWK) -> None:

@@ -12,6 +12,10 @@ HTTP-01 is answered by the router when one of its plain-HTTP listeners has `http
 (ServiceContext.acme_tokens), else by a tiny listener on `http_port` that exists only while an order is in
 flight and answers nothing but /.well-known/acme-challenge/<token> (404 otherwise, 4 KiB and 5 s
 per request at most).
+
+With workers (`proxyd run --workers N`) the one renewer runs in the parent, which serves no
+traffic: its challenges and the issued pair reach every worker through a `Publisher`
+(proxyd/workers_acme.py), so the CA's connection is answered whichever worker it lands on.
 """
 
 from __future__ import annotations
@@ -19,21 +23,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from proxyd import acme_client
 from proxyd.acme_schedule import AcmeState, after_failure, after_success, degraded, next_step
 from proxyd.config import ProxyConfig, acme_http_listener
-from proxyd.tls import CertStore, check_pair, covers, key_type, write_private
+from proxyd.tls import check_pair, covers, key_type, write_private
 
 log = logging.getLogger("proxyd.acme")
 
 REQUEST_LIMIT = 4096  # a challenge GET is one short line and a few headers
 REQUEST_TIMEOUT = 5.0
+DEGRADED = "certificate: ACME renewal keeps failing and the certificate expires within 14 days"
 
 
 @dataclass(frozen=True)
@@ -81,16 +88,53 @@ def kept_pair(directory: Path, spec: AcmeSpec) -> tuple[str, str] | None:
     return cert, key
 
 
+class CertSink(acme_client.ChallengeCerts, Protocol):
+    """Where TLS-ALPN-01 challenge certificates and the issued pair go: a CertStore (one process),
+    or the parent's record of what it fans out to its workers (proxyd/workers_acme.py)."""
+
+    def use(self, cert_pem: str | None, key_pem: str | None, fqdn: str, addresses: list[str]) -> Any: ...
+
+
+class Publisher(Protocol):
+    """Makes what the renewer changed live in the processes that serve traffic (the workers)."""
+
+    def challenges_changed(self) -> None:
+        """Blocking, from the issuance thread: returns once every worker answers the challenges now
+        held (and no longer the removed ones); raises AcmeError when one does not."""
+
+    async def issued(self) -> None:
+        """The new pair is in the renewer's directory: every worker swaps to it."""
+
+
+class _Published:
+    """A responder whose every change is published before the CA is told to validate."""
+
+    def __init__(self, inner: acme_client.Responder, publisher: Publisher):
+        self.inner, self.publisher, self.kind = inner, publisher, inner.kind
+
+    def put(self, name: str, chall: Any, account: Any) -> None:
+        self.inner.put(name, chall, account)
+        self.publisher.challenges_changed()
+
+    def remove(self, name: str, chall: Any) -> None:
+        self.inner.remove(name, chall)
+        self.publisher.challenges_changed()
+
+
 def _unmanaged(name: str, value: str, present: bool) -> None:
     raise acme_client.AcmeError("DNS-01 needs the manager (it holds the DNS account): this proxyd runs unmanaged")
 
 
 class AcmeRenewer:
-    def __init__(self, state_dir: Path, certs: CertStore, spec: AcmeSpec, tokens: dict[str, str] | None = None,
-                 dns: Callable[[str, str, bool], None] | None = None):
+    def __init__(self, state_dir: Path, certs: CertSink, spec: AcmeSpec, tokens: dict[str, str] | None = None,
+                 dns: Callable[[str, str, bool], None] | None = None, publisher: Publisher | None = None,
+                 process: str = "single"):
         """tokens: the dict the router's plain-HTTP listeners answer HTTP-01 from (ServiceContext.acme_tokens);
-        dns: sets/removes a DNS-01 TXT record (ServiceContext.acme_dns), None when no manager can."""
+        dns: sets/removes a DNS-01 TXT record (ServiceContext.acme_dns), None when no manager can;
+        publisher: with workers, what carries challenges and the issued pair to them; process: which
+        process this renewer runs in, for status and metrics ("single" or "parent")."""
         self.dir = state_dir
+        self.publisher, self.process = publisher, process
         self.dns = dns
         self.certs = certs
         self.spec = spec
@@ -118,7 +162,8 @@ class AcmeRenewer:
         s = self.state
         return {"names": list(self.spec.names), "issuer": s.issuer, "not_after": s.not_after,
                 "last_attempt": s.last_attempt, "last_error": s.last_error, "failures": s.failures,
-                "retry_at": s.retry_at, "degraded": degraded(s, time.time())}
+                "retry_at": s.retry_at, "degraded": degraded(s, time.time()),
+                "process": self.process, "pid": os.getpid()}
 
     # -- the loop -------------------------------------------------------------------
     def start(self) -> None:
@@ -161,6 +206,8 @@ class AcmeRenewer:
             responder = acme_client.AlpnCerts(self.certs)
         if spec.challenge == "dns-01":
             responder = acme_client.Dns01Records(self.dns or _unmanaged)
+        elif self.publisher is not None:  # a DNS record is the DNS's: no worker answers it
+            responder = _Published(responder, self.publisher)
         try:
             own = spec.challenge == "http-01" and spec.own_http_listener
             async with self._http01() if own else contextlib.nullcontext():
@@ -183,6 +230,8 @@ class AcmeRenewer:
         self._save_state()
         log.info("event=acme_issued names=%s issuer=%r not_after=%.0f seconds=%.1f", ",".join(spec.names),
                  issued.issuer, issued.not_after, time.time() - now)
+        if self.publisher is not None:  # after the state: a worker's kept_pair() reads not_after from it
+            await self.publisher.issued()
 
     # -- HTTP-01 --------------------------------------------------------------------
     def _http01(self) -> _Http01Listener:

@@ -75,10 +75,12 @@ class Daemon:
         drain_timeout: float = 10.0,
         classes: list[type[Service]] | None = None,
         reuse_port: bool = False,
+        host_duties: bool = True,
     ):
         self.state = state.ensure()
         self.ctx = ServiceContext(state=state, certs=CertStore(state.certs), access=AccessList(), reuse_port=reuse_port)
-        self.supervisor = Supervisor(self.ctx, classes if classes is not None else discover(), drain_timeout)
+        self.supervisor = Supervisor(self.ctx, classes if classes is not None else discover(), drain_timeout,
+                                     host_duties)
         self.admin = AdminServer(self.status, self.ready_report)
         self.admin_tcp = admin_tcp
         self.started_at = time.time()

@@ -119,6 +119,9 @@ ACME_LAST_ATTEMPT = _g("pforte_acme_last_attempt_timestamp_seconds",
 ACME_FAILURES = _g("pforte_acme_consecutive_failures", "ACME issuance attempts failed since the last success", "name")
 ACME_DEGRADED = _g("pforte_acme_degraded", "1 when ACME renewal keeps failing and the certificate expires "
                    "within 14 days", "name")
+ACME_RENEWER = _g("pforte_acme_renewer", "1 for the process the one ACME renewer runs in: parent (the parent of "
+                  "--workers N, which fans challenges and certificates out to the workers) or single (one process)",
+                  "process")
 MANAGER_STATE = _g("pforte_manager_state", "Connection to the manager: 1 for the current state", "state")
 MANAGER_HEARTBEAT = _g("pforte_manager_last_heartbeat_timestamp_seconds",
                        "When the manager last accepted a heartbeat (seconds since epoch; 0: never)")
@@ -163,6 +166,8 @@ def _certificates(st: dict[str, Any], out: Families) -> None:
         out.add(ACME_LAST_ATTEMPT, (name,), acme["last_attempt"] or 0)
         out.add(ACME_FAILURES, (name,), acme["failures"])
         out.add(ACME_DEGRADED, (name,), int(bool(acme["degraded"])))
+    if acme:
+        out.add(ACME_RENEWER, (acme.get("process", "single"),), 1)
 
 
 def _manager(st: dict[str, Any], out: Families) -> None:

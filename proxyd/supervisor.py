@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from proxyd.acme_task import AcmeRenewer, acme_spec, kept_pair
+from proxyd.acme_task import DEGRADED, AcmeRenewer, acme_spec, kept_pair
 from proxyd.config import ProxyConfig
 from proxyd.network import NetworkError, NetworkState
 from proxyd.service import Service, ServiceContext, ServiceError
@@ -54,8 +54,13 @@ class ApplyReport:
 
 
 class Supervisor:
-    def __init__(self, ctx: ServiceContext, classes: Iterable[type[Service]], drain_timeout: float = 10.0):
+    def __init__(self, ctx: ServiceContext, classes: Iterable[type[Service]], drain_timeout: float = 10.0,
+                 host_duties: bool = True):
+        """host_duties: this process applies the network config and runs the ACME renewer; a worker
+        of `--workers N` does not (its parent does both once, proxyd/workers.py), it serves the
+        issued pair it finds in its acme/ directory (the parent's)."""
         self.ctx = ctx
+        self.host_duties = host_duties
         self.classes = list(classes)
         self.drain_timeout = drain_timeout
         self.running: dict[str, Service] = {}
@@ -84,7 +89,8 @@ class Supervisor:
             for svc in self.running.values():
                 svc.last_error = None  # every service now runs this revision's view
             # only now: an apply that fails (and rolls back) must not leave a renewer running or changed
-            self._follow_acme(cfg)
+            if self.host_duties:
+                self._follow_acme(cfg)
             return report
 
     def confirm(self, cfg: ProxyConfig) -> bool:
@@ -163,7 +169,8 @@ class Supervisor:
     async def _apply_shared(self, cfg: ProxyConfig) -> None:
         """Things every service shares: the network (before anything binds), certificate, allow-list."""
         try:
-            await self.network.apply(cfg.network)
+            if self.host_duties:
+                await self.network.apply(cfg.network)
         except NetworkError as exc:
             raise ApplyError({"network": str(exc)}) from exc
         addresses = [cfg.bind] if cfg.bind not in ("0.0.0.0", "::") else []
@@ -284,7 +291,7 @@ class Supervisor:
                 {"name": "server", "fingerprint": current.fingerprint, "self_signed": current.self_signed,
                  "not_after": current.not_after, "issuer": current.issuer}],
             "acme": self.acme.status() if self.acme else None,
-            "degraded": ["certificate: ACME renewal keeps failing and the certificate expires within 14 days"]
+            "degraded": [DEGRADED]
             if self.acme and self.acme.status()["degraded"] else [],
             "access_refused": dict(self.ctx.access.refused),
             "network": self.network.last_result,

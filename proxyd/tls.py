@@ -175,7 +175,9 @@ class CertStore:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["acme-tls/1"])
         self.dir.mkdir(parents=True, exist_ok=True)
-        cert_path, key_path = self.dir / "alpn-challenge.pem", self.dir / "alpn-challenge.key"
+        # per process: with workers every one loads the same challenge from the one certs/ at once
+        stem = self.dir / f"alpn-challenge-{os.getpid()}"
+        cert_path, key_path = stem.with_suffix(".pem"), stem.with_suffix(".key")
         write_private(key_path, key_pem)  # load_cert_chain reads files only; gone right after
         cert_path.write_text(cert_pem)
         try:

@@ -16,6 +16,10 @@ worker processes, each a standalone `proxyd run` (see docs/operations.md, "Worke
   `--drain-timeout`), then the parent exits; a second signal kills them. A worker ends itself
   when the parent dies (PDEATHSIG). systemd hears READY/STATUS/STOPPING and the watchdog from
   the parent only.
+- **Host duties in the parent, once.** The network config (netconf) is applied by the parent
+  before a config is fanned out (so before any worker binds) and put back on a rollback; the one
+  ACME renewer runs in the parent, its challenges and issued pair reach every worker through
+  proxyd/workers_acme.py. Workers do neither (Supervisor host_duties=False).
 - **Status.** The parent answers on the usual control socket: per-worker state, pid, restarts
   and revision; per service counters, gauges and histograms summed over the workers.
 """
@@ -28,6 +32,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -36,11 +41,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxyd import __version__, sdnotify
+from proxyd.acme_client import AcmeError
+from proxyd.acme_task import DEGRADED, AcmeRenewer, acme_spec
 from proxyd.admin import AdminServer, fetch_status
-from proxyd.config import ConfigError, ProxyConfig
+from proxyd.config import ConfigError, Network, ProxyConfig
 from proxyd.loop import loop_name
+from proxyd.network import NetworkError, NetworkState
 from proxyd.statedir import StateDir
 from proxyd.tls import write_private
+from proxyd.workers_acme import WorkerFanout
 
 log = logging.getLogger("proxyd.workers")
 
@@ -83,6 +92,10 @@ class Worker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(sig)
+
     def status(self) -> dict[str, Any] | None:
         try:
             code, body = fetch_status(self.state.control_socket, timeout=1.0)
@@ -111,9 +124,8 @@ class Applied:
 
 @dataclass
 class AgentContext:
-    """The part of a ServiceContext the agent sets. DNS-01 needs the manager, which only the
-    parent talks to; ACME runs in the workers, so in managed mode with workers DNS-01 is not
-    available (docs/operations.md)."""
+    """The part of a ServiceContext the agent sets: DNS-01 through the manager, for the parent's
+    renewer."""
     acme_dns: Callable[[str, str, bool], None] | None = None
 
 
@@ -126,6 +138,11 @@ class Master:
         self.worker_args, self.drain_timeout, self.admin_tcp = worker_args, drain_timeout, admin_tcp
         self.dir = state.root / "workers"
         self.fanout = self.dir / "config.json"
+        self.acme_file = self.dir / "acme.json"
+        with contextlib.suppress(FileNotFoundError):  # a generation of an earlier run means nothing now
+            self.acme_file.unlink()
+        self.network = NetworkState()
+        self.acme: AcmeRenewer | None = None
         self.supervisor = Applied()
         self.ctx = AgentContext()
         self.workers = [Worker(i, StateDir(self.dir / f"w{i}")) for i in range(n)]
@@ -144,11 +161,16 @@ class Master:
         again. Returns cfg when all applied it, None when it failed (logged, reported)."""
         async with self._lock:
             previous = self.supervisor.config
-            error = await self._fan_out(cfg)
-            if error is not None and previous is not None:
-                log.warning("event=config_rollback revision=%d back_to=%d", cfg.revision, previous.revision)
-                if (again := await self._fan_out(previous)) is not None:
-                    log.error("event=rollback_failed revision=%d error=%s", previous.revision, again)
+            # before any worker binds: an address the network part adds must exist first
+            error = await self._network(cfg.network)
+            if error is None:
+                error = await self._fan_out(cfg)
+                if error is not None and previous is not None:
+                    log.warning("event=config_rollback revision=%d back_to=%d", cfg.revision, previous.revision)
+                    if (again := await self._fan_out(previous)) is not None:
+                        log.error("event=rollback_failed revision=%d error=%s", previous.revision, again)
+                if error is not None and previous is not None and (back := await self._network(previous.network)):
+                    log.error("event=rollback_failed revision=%d error=%s", previous.revision, back)
             if error is not None:
                 self.supervisor.record_failure(f"revision {cfg.revision}: {error}")
                 log.error("event=config_rejected source=%s revision=%d error=%s", source, cfg.revision, error)
@@ -157,6 +179,7 @@ class Master:
                 return None
             self.state.save_last_good(cfg)
             self.supervisor.config, self.supervisor.applied_at, self.supervisor.last_error = cfg, time.time(), None
+            self._follow_acme(cfg)
             log.info("event=config_applied source=%s revision=%d workers=%d", source, cfg.revision, self.n)
             for cb in self.apply_listeners:
                 cb(cfg, None)
@@ -166,6 +189,32 @@ class Master:
         self.supervisor.record_failure(f"{source}: {exc}")
         for problem in exc.problems:
             log.error("event=config_invalid source=%s problem=%r", source, problem)
+
+    async def _network(self, net: Network) -> str | None:
+        try:
+            await self.network.apply(net)
+        except NetworkError as exc:
+            return f"network: {exc}"
+        return None
+
+    def _follow_acme(self, cfg: ProxyConfig) -> None:
+        """The one renewer, in the parent, to match an applied cfg (as Supervisor._follow_acme)."""
+        spec = acme_spec(cfg)
+        if spec is None:
+            if self.acme is not None:
+                asyncio.get_running_loop().create_task(self.acme.stop())
+                self.acme = None
+        elif self.acme is None:
+            fan = WorkerFanout(self.acme_file, self.workers, asyncio.get_running_loop())
+            self.acme = AcmeRenewer(self.state.root / "acme", fan, spec, fan.tokens, self._acme_dns, fan, "parent")
+            self.acme.start()
+        else:
+            self.acme.update(spec)
+
+    def _acme_dns(self, name: str, value: str, present: bool) -> None:
+        if self.ctx.acme_dns is None:
+            raise AcmeError("DNS-01 needs the manager (it holds the DNS account): this proxyd runs unmanaged")
+        self.ctx.acme_dns(name, value, present)
 
     async def _fan_out(self, cfg: ProxyConfig) -> str | None:
         """Write cfg for the workers, wake them, wait for each; the first refusal, or None."""
@@ -200,18 +249,20 @@ class Master:
     # -- workers ---------------------------------------------------------------------------
     async def supervise(self, w: Worker) -> None:
         w.state.ensure()
-        certs = w.state.certs
-        if not certs.is_symlink():  # every worker serves the certificates the parent's state dir has
-            with contextlib.suppress(OSError):
-                certs.rmdir()
-            certs.symlink_to(self.state.certs)
+        # every worker serves the certificates the parent's state dir has, the issued one included
+        (self.state.root / "acme").mkdir(mode=0o700, exist_ok=True)
+        for mine, parents in ((w.state.certs, self.state.certs), (w.state.root / "acme", self.state.root / "acme")):
+            if not mine.is_symlink():
+                if mine.is_dir():  # an earlier version's own renewer state: the parent's replaces it
+                    shutil.rmtree(mine)
+                mine.symlink_to(parents)
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV} | {PARENT_ENV: str(os.getpid())}
         await self.have_config.wait()
         while not self.stopping.is_set():
             w.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "proxyd", "run", "--config", str(self.fanout), "--state-dir", str(w.state.root),
                 "--admin", "off", "--drain-timeout", str(self.drain_timeout), "--workers", "1",
-                "--worker", str(w.id), *self.worker_args, env=env)
+                "--worker", str(w.id), "--acme-fanout", str(self.acme_file), *self.worker_args, env=env)
             w.started = time.monotonic()
             log.info("event=worker_started worker=%d pid=%d", w.id, w.proc.pid)
             rc = await w.proc.wait()
@@ -228,6 +279,8 @@ class Master:
     async def shutdown(self) -> None:
         """SIGTERM every worker (each drains), wait for them, kill what outlives the drain."""
         log.info("event=shutdown workers=%d drain_timeout=%.1f", self.n, self.drain_timeout)
+        if self.acme is not None:
+            await self.acme.stop()
         running = [w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None]
         for p in running:
             p.send_signal(signal.SIGTERM)
@@ -316,15 +369,21 @@ class Master:
             "applied_at": applied.applied_at, "failed_at": applied.failed_at,
             "apply_failures": applied.apply_failures,
             "last_error": applied.last_error or first.get("last_error"),
-            # one certificate store (the workers' certs/ is the parent's) and the network is the host's
-            **{k: first.get(k) for k in ("certificate", "certificates", "acme", "network")},
-            "degraded": sorted({d for st in up for d in st.get("degraded") or []}),
+            # one certificate store (the workers' certs/ is the parent's)
+            **{k: first.get(k) for k in ("certificate", "certificates")},
+            "acme": self.acme.status() if self.acme else None, "network": self.network.last_result,
+            "degraded": sorted({d for st in up for d in st.get("degraded") or []} | set(self._acme_degraded())),
             "access_refused": refused,
             "workers": workers, "services": merge_services(up),
         }
         for hook in self.status_hooks:
             out.update(hook())
         return out
+
+    def _acme_degraded(self) -> list[str]:
+        if self.acme is None or not self.acme.status()["degraded"]:
+            return []
+        return [DEGRADED]
 
     def ready_report(self) -> dict[str, Any]:
         st = self.status()

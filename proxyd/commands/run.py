@@ -6,9 +6,11 @@ import argparse
 import gc
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from proxyd import cpus, logs
 from proxyd.commands import state_dir_arg
@@ -19,6 +21,7 @@ from proxyd.loop import run as run_loop
 from proxyd.statedir import StateDir
 from proxyd.supervisor import discover
 from proxyd.workers import Master, become_worker, worker_services
+from proxyd.workers_acme import AcmeFollower
 
 WORKERS_ENV = "PFORTE_WORKERS"
 
@@ -42,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "HTTP/TLS and XMPP listen in every worker, SIP, media and provisioning in the first "
                         "(docs/operations.md)")
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the parent for each worker it starts
+    p.add_argument("--acme-fanout", type=Path, help=argparse.SUPPRESS)  # the parent's renewer's (workers_acme.py)
     m = p.add_argument_group("managed mode (no --config)")
     m.add_argument("--heartbeat-interval", type=float, default=60.0, help="seconds between heartbeats")
     m.add_argument("--poll-wait", type=float, default=55.0, help="long-poll wait asked of the manager (max 60)")
@@ -108,14 +112,31 @@ def run(args: argparse.Namespace) -> int:
         return 0
     classes = None
     if args.worker is not None:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the ACME follower handles it
         become_worker()
         classes = [c for c in discover() if c.name in worker_services(args.worker, [c.name for c in discover()])]
+    worker = args.worker is not None
     daemon = Daemon(state, admin_tcp=parse_admin(args.admin), drain_timeout=args.drain_timeout, classes=classes,
-                    reuse_port=args.worker is not None)
+                    reuse_port=worker, host_duties=not worker)
     daemon.apply_listeners.append(_settle_heap_once())
     daemon.status_hooks.append(lambda: {"worker_count": 1, "workers_why": why})
+    if worker and args.acme_fanout is not None:
+        follower = AcmeFollower(args.acme_fanout, daemon)
+        daemon.status_hooks.append(follower.status)
+        source = _following(follower, source)
     run_loop(daemon.serve(source))
     return 0
+
+
+def _following(follower: AcmeFollower, source: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The config source, with the worker's ACME follower started first (its SIGUSR1 handler must
+    exist before the parent sees this worker answer)."""
+
+    async def run(daemon: Any) -> None:
+        follower.start()
+        await source(daemon)
+
+    return run
 
 
 def _settle_heap_once() -> Callable[[ProxyConfig | None, str | None], None]:

@@ -25,6 +25,9 @@ class FakeManager:
         self.tokens: dict[str, str] = {}  # token -> "fresh" | "used" | "expired" | "taken" (agent registered)
         self.register_paths: list[str] = []  # request paths of registrations: a token must never be in one
         self.heartbeats: list[dict[str, Any]] = []
+        #: DNS-01: the TXT records the agent asked for (name -> values), and every change asked
+        self.txt: dict[str, set[str]] = {}
+        self.dns_changes: list[tuple[str, bool]] = []
         self.config_requests = 0
         self.parked_polls = 0  # config long-polls waiting for a newer revision right now
         self.ignore_etag = False  # misbehave: answer 200 with the same revision every time
@@ -122,6 +125,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.mgr.hostile_heartbeat(self)
                 return
             self._json(200, {"active_revision": self.mgr.revision, "interval": 60})
+        elif self.path == "/api/v1/proxy/acme-dns" and self._authorized():
+            name, value, present = str(body["name"]), str(body["value"]), bool(body["present"])
+            with self.mgr.cond:
+                values = self.mgr.txt.setdefault(f"_acme-challenge.{name}.", set())
+                (values.add if present else values.discard)(value)
+                self.mgr.dns_changes.append((name, present))
+            self._json(200, {})
 
     def _register(self, token: str) -> None:
         state = self.mgr.tokens.get(token)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from typing import Any
 
 from proxyd.config import Network
+
+log = logging.getLogger("proxyd.network")
 
 HELPER_TIMEOUT = 30.0
 
@@ -34,6 +37,8 @@ class NetworkState:
             out = await _helper("apply", desired)
             self.last_result = {"mode": "manual", "interface": net.interface, "address": net.address,
                                 "table": net.table, "changes": out.get("applied", [])}
+            log.info("event=network_applied interface=%s address=%s table=%d changes=%s", net.interface,
+                     net.address, net.table, ",".join(self.last_result["changes"]) or "-")
         else:
             self.last_result = {"mode": "auto"}
         self.applied = net

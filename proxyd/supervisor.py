@@ -294,7 +294,8 @@ class Supervisor:
             "degraded": [DEGRADED]
             if self.acme and self.acme.status()["degraded"] else [],
             "access_refused": dict(self.ctx.access.refused),
-            "network": self.network.last_result,
+            # a worker's parent applies it (proxyd/workers.py) and reports it
+            "network": self.network.last_result if self.host_duties else {"applied_by": "parent"},
             "services": services,
         }
 

@@ -125,7 +125,8 @@ def make_self_signed(fqdn: str, addresses: list[str], kind: str = "ecdsa-p256") 
 
 def write_private(path: Path, data: str) -> None:
     """Write a secret file that is 0600 from its first byte (no window with wider mode)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # the pid: with workers several processes write the same file of the shared certs/ at once
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(data)
@@ -174,17 +175,7 @@ class CertStore:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["acme-tls/1"])
-        self.dir.mkdir(parents=True, exist_ok=True)
-        # per process: with workers every one loads the same challenge from the one certs/ at once
-        stem = self.dir / f"alpn-challenge-{os.getpid()}"
-        cert_path, key_path = stem.with_suffix(".pem"), stem.with_suffix(".key")
-        write_private(key_path, key_pem)  # load_cert_chain reads files only; gone right after
-        cert_path.write_text(cert_pem)
-        try:
-            ctx.load_cert_chain(cert_path, key_path)
-        finally:
-            key_path.unlink(missing_ok=True)
-            cert_path.unlink(missing_ok=True)
+        self._load(ctx, cert_pem, key_pem)
         self.alpn_challenges[name.lower()] = ctx
 
     def drop_alpn_challenge(self, name: str) -> None:
@@ -226,9 +217,10 @@ class CertStore:
 
     def _install(self, pair: CertPair) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        cert_path, key_path = self.dir / "current.pem", self.dir / "current.key"
-        write_private(key_path, pair.key_pem)
-        cert_path.write_text(pair.cert_pem)
+        # for the operator; the contexts load the pair from memory (_load), never from these files,
+        # which other workers of the same certs/ may be replacing
+        write_private(self.dir / "current.key", pair.key_pem)
+        write_private(self.dir / "current.pem", pair.cert_pem)
         self.current = pair
         for listener, alpn in list(self._alpn.items()):
             self._fresh[listener] = self._context(alpn)
@@ -252,8 +244,19 @@ class CertStore:
         ctx.set_ciphers(TLS12_CIPHERS)
         if alpn:
             ctx.set_alpn_protocols(alpn)
-        ctx.load_cert_chain(self.dir / "current.pem", self.dir / "current.key")
+        assert self.current is not None
+        self._load(ctx, self.current.cert_pem, self.current.key_pem)
         return ctx
+
+    def _load(self, ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
+        """load_cert_chain reads files only: key and chain in one file of this process, gone right after."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"load-{os.getpid()}.pem"
+        write_private(path, key_pem + "\n" + cert_pem)
+        try:
+            ctx.load_cert_chain(path)
+        finally:
+            path.unlink(missing_ok=True)
 
     def _hand_over(
         self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, listener: ssl.SSLContext

@@ -48,6 +48,12 @@ def render(st: dict) -> str:
             lines.append(f"  rejected revision: {m['last_error']}")
     if st.get("last_error"):
         lines.append(f"last error: {st['last_error']}")
+    if st.get("acme"):
+        a = st["acme"]
+        lines.append(f"acme: {','.join(a.get('names', []))}  renewer: {a.get('process')} (pid {a.get('pid')})  "
+                     f"failures: {a.get('failures')}")
+        if a.get("last_error"):
+            lines.append(f"  acme last error: {a['last_error']}")
     if st.get("worker_count") is not None:
         lines.append(f"workers: {st['worker_count']} ({st.get('workers_why')})")
     for w in st.get("workers", []):

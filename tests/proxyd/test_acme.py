@@ -174,6 +174,7 @@ async def test_mode_acme_in_the_config_issues_and_status_and_metrics_say_so(tmp_
     text = render(registry(lambda: st)).decode()
     assert 'pforte_acme_consecutive_failures{name="localhost"} 0.0' in text
     assert 'pforte_acme_degraded{name="localhost"} 0.0' in text
+    assert 'pforte_acme_renewer{process="single"} 1.0' in text and st["acme"]["process"] == "single"
     stamp = float(text.split('pforte_acme_last_attempt_timestamp_seconds{name="localhost"} ')[1].split()[0])
     assert abs(stamp - st["acme"]["last_attempt"]) < 1
     await sup.apply(cfg)  # a re-apply keeps the issued certificate

@@ -8,6 +8,8 @@ import json
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -113,6 +115,9 @@ def test_http_01_two_workers_one_renewer_the_issued_and_the_renewed_certificate_
     assert "event=acme_fanout generation=1 tokens=1 alpn=0 workers=2" in out  # the token, in both, first
     _, metrics = fetch_status(state / "proxyd.sock", "/metrics")
     assert b'\npforte_acme_renewer{process="parent"} 1.0\n' in metrics
+    shown = subprocess.run([sys.executable, "-m", "proxyd", "status", "--state-dir", str(state)],
+                           capture_output=True, text=True, timeout=30).stdout
+    assert f"acme: localhost  renewer: parent (pid {px.proc.pid})" in shown, shown  # type: ignore[union-attr]
 
     # renewal at the 2/3 point: once (not once per worker), and both workers serve the new one
     st = wait_for(lambda: (s := px.status())["acme"]["not_after"] != first and s, "the renewal", timeout=40)
@@ -163,11 +168,16 @@ def test_http_01_own_listener_only_in_the_parent(proxyd: Callable[..., ProxydPro
         assert st["acme"]["failures"] == 0
         wait_for(lambda: len(served(px)) == 1 and not worker_status(px, 1)["certificates"][0]["self_signed"],
                  "both workers serving it")
-        # the order is over: the port is free again (the listener existed only while it ran)
+        # the order is over: nothing listens on the port any more (SO_REUSEADDR: past the
+        # validation connections' TIME_WAIT, but never past a listener), and no worker ever did
         s = socket.socket()
         try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", p.http_port))
+            s.listen()
         finally:
             s.close()
+        assert not any(f":{p.http_port}" in str(x) for i in (0, 1)
+                       for x in worker_status(px, i)["services"]["http"].get("listeners", []))
     finally:
         p.stop()

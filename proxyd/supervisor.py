@@ -173,7 +173,7 @@ class Supervisor:
                 await self.network.apply(cfg.network)
         except NetworkError as exc:
             raise ApplyError({"network": str(exc)}) from exc
-        addresses = [cfg.bind] if cfg.bind not in ("0.0.0.0", "::") else []
+        addresses = cert_addresses(cfg)
         cert, key = cfg.tls.certificate_pem, cfg.tls.key_pem
         spec = acme_spec(cfg)
         if spec is not None:
@@ -298,6 +298,11 @@ class Supervisor:
             "network": self.network.last_result if self.host_duties else {"applied_by": "parent"},
             "services": services,
         }
+
+
+def cert_addresses(cfg: ProxyConfig) -> list[str]:
+    """The IP addresses a self-signed certificate names besides the fqdn: the bind address, if one."""
+    return [cfg.bind] if cfg.bind not in ("0.0.0.0", "::") else []
 
 
 def _no_dns(name: str, value: str, present: bool) -> None:

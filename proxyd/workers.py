@@ -48,7 +48,8 @@ from proxyd.config import ConfigError, Network, ProxyConfig
 from proxyd.loop import loop_name
 from proxyd.network import NetworkError, NetworkState
 from proxyd.statedir import StateDir
-from proxyd.tls import write_private
+from proxyd.supervisor import cert_addresses
+from proxyd.tls import CertStore, write_private
 from proxyd.workers_acme import WorkerFanout
 
 log = logging.getLogger("proxyd.workers")
@@ -142,6 +143,7 @@ class Master:
         with contextlib.suppress(FileNotFoundError):  # a generation of an earlier run means nothing now
             self.acme_file.unlink()
         self.network = NetworkState()
+        self.certs = CertStore(state.certs)  # no listener of its own: it makes the shared self-signed pair
         self.acme: AcmeRenewer | None = None
         self.supervisor = Applied()
         self.ctx = AgentContext()
@@ -162,7 +164,7 @@ class Master:
         async with self._lock:
             previous = self.supervisor.config
             # before any worker binds: an address the network part adds must exist first
-            error = await self._network(cfg.network)
+            error = await self._network(cfg.network) or self._self_signed(cfg)
             if error is None:
                 error = await self._fan_out(cfg)
                 if error is not None and previous is not None:
@@ -195,6 +197,17 @@ class Master:
             await self.network.apply(net)
         except NetworkError as exc:
             return f"network: {exc}"
+        return None
+
+    def _self_signed(self, cfg: ProxyConfig) -> str | None:
+        """Make the self-signed pair a worker falls back to (no certificate configured, ACME not yet
+        issued) here, once: workers that each made their own would serve different ones."""
+        if cfg.tls.certificate_pem and cfg.tls.key_pem:
+            return None
+        try:
+            self.certs.use(None, None, cfg.proxy.fqdn, cert_addresses(cfg), cfg.tls.key_type)
+        except (OSError, ValueError) as exc:
+            return f"tls: {exc}"
         return None
 
     def _follow_acme(self, cfg: ProxyConfig) -> None:

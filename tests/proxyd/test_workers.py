@@ -96,6 +96,8 @@ def test_two_workers_share_the_port_reload_together_restart_and_drain(
     assert [w["state"] for w in st["workers"]] == ["running", "running"] and st["revision"] == 1
     assert "http" in st["workers"][1]["services"] and "media" not in st["workers"][1]["services"]
     assert "media" in st["workers"][0]["services"]
+    # one self-signed certificate, made by the parent before the workers started: both serve it
+    assert len({worker_status(px, i)["certificate"] for i in (0, 1)}) == 1 and st["certificate"]
 
     # both accept: 60 connections from 60 source ports, spread by the kernel over the two sockets
     assert [get(port) for _ in range(60)] == [200] * 60
